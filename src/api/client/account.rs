@@ -1,0 +1,238 @@
+//! Accounts and sessions: register, login, logout, whoami, password, deactivate.
+
+use std::sync::Arc;
+
+use axum::Router;
+use ruma::api::client::{
+    account::{change_password, deactivate, get_username_availability, register, whoami},
+    session::{get_login_types, login, logout, logout_all},
+    uiaa::UserIdentifier,
+};
+use serde_json::Value;
+
+use crate::{
+    api::ruma::{Ruma, route},
+    config::RegistrationMode,
+    error::{Error, Result},
+    rooms::MembershipChange,
+    services::Services,
+    users::{
+        NewAccount,
+        uiaa::{DUMMY, PASSWORD, REGISTRATION_TOKEN, StageContext},
+    },
+};
+
+pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let r = route(r, register);
+    let r = route(r, available);
+    let r = route(r, login_types);
+    let r = route(r, login);
+    let r = route(r, logout);
+    let r = route(r, logout_all);
+    let r = route(r, whoami);
+    let r = route(r, change_password);
+    route(r, deactivate)
+}
+
+async fn register(
+    s: Arc<Services>,
+    req: Ruma<register::v3::Request>,
+) -> Result<register::v3::Response> {
+    if req.body.kind == register::RegistrationKind::Guest {
+        return Err(Error::guest_access_forbidden(
+            "Guest access is not enabled on this server",
+        ));
+    }
+    let mode = s.config.registration.mode;
+    if mode == RegistrationMode::Closed {
+        return Err(Error::forbidden("Registration is disabled"));
+    }
+    let localpart = match &req.body.username {
+        Some(name) => name.to_lowercase(),
+        None => crate::users::random_string(12).to_lowercase(),
+    };
+    // Refuse a bad or taken name before the client goes through the auth stages.
+    let user_id = s.users.user_id_for(&localpart)?;
+    if s.users.exists(&user_id)? {
+        return Err(Error::user_in_use("User ID already taken"));
+    }
+    let flow: &[&'static str] = match mode {
+        RegistrationMode::Token => &[REGISTRATION_TOKEN],
+        _ => &[DUMMY],
+    };
+    let auth = req.json.as_ref().and_then(|j| j.get("auth"));
+    s.uiaa
+        .check(
+            auth,
+            &[flow],
+            StageContext {
+                users: &s.users,
+                user: None,
+                registration_tokens: &s.config.registration.tokens,
+            },
+        )
+        .await?;
+    let Some(password) = req.body.password.as_deref() else {
+        return Err(Error::missing_param("A password is required"));
+    };
+    let user_id = s
+        .users
+        .create(NewAccount {
+            localpart: &localpart,
+            password: Some(password),
+            admin: false,
+            displayname: None,
+        })
+        .await?;
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !req.body.inhibit_login {
+        let session = s
+            .users
+            .open_session(
+                &user_id,
+                req.body.device_id.clone(),
+                req.body.initial_device_display_name.clone(),
+            )
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(response)
+}
+
+async fn available(
+    s: Arc<Services>,
+    req: Ruma<get_username_availability::v3::Request>,
+) -> Result<get_username_availability::v3::Response> {
+    let user_id = s.users.user_id_for(&req.body.username.to_lowercase())?;
+    if s.users.exists(&user_id)? {
+        return Err(Error::user_in_use("User ID already taken"));
+    }
+    Ok(get_username_availability::v3::Response::new(true))
+}
+
+async fn login_types(
+    _: Arc<Services>,
+    _: Ruma<get_login_types::v3::Request>,
+) -> Result<get_login_types::v3::Response> {
+    let password = get_login_types::v3::LoginType::Password(Default::default());
+    Ok(get_login_types::v3::Response::new(vec![password]))
+}
+
+async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
+    let login::v3::LoginInfo::Password(info) = &req.body.login_info else {
+        return Err(Error::unknown("Unsupported login type"));
+    };
+    let user = match &info.identifier {
+        Some(UserIdentifier::Matrix(id)) => id.user.clone(),
+        Some(_) => return Err(Error::unknown("Only user identifiers are supported")),
+        None => req
+            .json
+            .as_ref()
+            .and_then(|j| j.get("user"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::missing_param("Missing identifier"))?
+            .to_owned(),
+    };
+    let user_id = s.users.parse_login_user(&user)?;
+    s.login_limiter.check(user_id.as_str())?;
+    s.users.check_password(&user_id, &info.password).await?;
+    let session = s
+        .users
+        .open_session(
+            &user_id,
+            req.body.device_id.clone(),
+            req.body.initial_device_display_name.clone(),
+        )
+        .await?;
+    tracing::info!(user = %user_id, device = %session.device_id, "logged in");
+    let mut response =
+        login::v3::Response::new(session.user_id, session.access_token, session.device_id);
+    response.well_known = None;
+    Ok(response)
+}
+
+async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
+    let who = req.identity();
+    s.users
+        .delete_devices(&who.user_id, std::slice::from_ref(&who.device_id))
+        .await?;
+    Ok(logout::v3::Response::new())
+}
+
+async fn logout_all(
+    s: Arc<Services>,
+    req: Ruma<logout_all::v3::Request>,
+) -> Result<logout_all::v3::Response> {
+    s.users.logout_all(req.user_id()).await?;
+    Ok(logout_all::v3::Response::new())
+}
+
+async fn whoami(s: Arc<Services>, req: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
+    let who = req.identity();
+    let mut response = whoami::v3::Response::new(who.user_id.clone(), false);
+    response.device_id = Some(who.device_id.clone());
+    let _ = &s;
+    Ok(response)
+}
+
+/// Runs the password stage of user-interactive auth for the requesting user.
+pub(super) async fn require_password(
+    s: &Services,
+    user: &ruma::UserId,
+    json: Option<&Value>,
+) -> Result<()> {
+    let auth = json.and_then(|j| j.get("auth"));
+    s.uiaa
+        .check(
+            auth,
+            &[&[PASSWORD]],
+            StageContext {
+                users: &s.users,
+                user: Some(user),
+                registration_tokens: &[],
+            },
+        )
+        .await
+}
+
+async fn change_password(
+    s: Arc<Services>,
+    req: Ruma<change_password::v3::Request>,
+) -> Result<change_password::v3::Response> {
+    let who = req.identity();
+    require_password(&s, &who.user_id, req.json.as_ref()).await?;
+    s.users
+        .set_password(&who.user_id, &req.body.new_password)
+        .await?;
+    if req.body.logout_devices {
+        s.users.logout_others(&who.user_id, &who.device_id).await?;
+    }
+    Ok(change_password::v3::Response::new())
+}
+
+async fn deactivate(
+    s: Arc<Services>,
+    req: Ruma<deactivate::v3::Request>,
+) -> Result<deactivate::v3::Response> {
+    let user = req.user_id().to_owned();
+    require_password(&s, &user, req.json.as_ref()).await?;
+    // Leave every room first, so other members see the departure.
+    for room_id in s.rooms.joined_rooms(&user)? {
+        let change = MembershipChange {
+            sender: &user,
+            target: &user,
+            membership: ruma::events::room::member::MembershipState::Leave,
+            profile: Default::default(),
+            reason: None,
+            is_direct: None,
+        };
+        if let Err(e) = s.rooms.change_membership(&room_id, change).await {
+            tracing::warn!(room = %room_id, error = %e, "could not leave room while deactivating");
+        }
+    }
+    s.users.deactivate(&user).await?;
+    Ok(deactivate::v3::Response::new(
+        ruma::api::client::account::ThirdPartyIdRemovalStatus::NoSupport,
+    ))
+}

@@ -1,0 +1,407 @@
+//! Messages: send, redact, read one event, its context, and paginate history.
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use ruma::{
+    EventId, OwnedEventId, RoomId, UInt,
+    api::{
+        Direction as ApiDirection,
+        client::{
+            context::get_context,
+            filter::{FilterDefinition, RoomEventFilter},
+            message::{get_message_events, send_message_event},
+            redact::redact_event,
+            room::get_room_event,
+        },
+    },
+    events::{StateEventType, TimelineEventType},
+    serde::Raw,
+};
+use serde_json::{json, value::to_raw_value};
+
+use super::room::readable_room;
+use crate::{
+    api::ruma::{AuthRequirement, Ruma, authenticate, read_body, route},
+    error::{Error, Result},
+    events::{ClientFormat, EventTemplate},
+    rooms::{Direction, EventView, RoomMeta, Txn, Visibility},
+    services::Services,
+    sync::{SyncFilter, format_token, parse_token},
+    users::Identity,
+};
+
+pub fn routes(r: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
+    let r = route(r, send);
+    let r = route(r, redact);
+    let r = route(r, event);
+    let r = route(r, context);
+    route(r, messages)
+}
+
+const MAX_LIMIT: usize = 1000;
+
+fn view(who: &Identity) -> EventView<'_> {
+    EventView {
+        user: &who.user_id,
+        device: Some(who.device_id.as_str()),
+        format: ClientFormat::WithRoomId,
+    }
+}
+
+async fn send(
+    s: Arc<Services>,
+    req: Ruma<send_message_event::v3::Request>,
+) -> Result<send_message_event::v3::Response> {
+    let who = req.identity();
+    let b = &req.body;
+    s.send_limiter.check(who.user_id.as_str())?;
+    let txn = Txn {
+        device: who.device_id.to_string(),
+        txn_id: b.txn_id.to_string(),
+    };
+    if let Some(existing) = s.rooms.txn_event(&who.user_id, &txn.device, &txn.txn_id)? {
+        return Ok(send_message_event::v3::Response::new(existing));
+    }
+    let mut template = EventTemplate::message(b.event_type.to_string(), b.body.json().to_owned());
+    template.timestamp = None;
+    let event_id = s
+        .rooms
+        .send(&b.room_id, &who.user_id, template, Some(txn))
+        .await?;
+    Ok(send_message_event::v3::Response::new(event_id))
+}
+
+/// Sends a state event after the server-side checks the auth rules leave to us.
+pub(super) async fn send_state_template(
+    s: &Services,
+    who: &Identity,
+    room_id: &RoomId,
+    template: EventTemplate,
+) -> Result<OwnedEventId> {
+    if template.kind == TimelineEventType::RoomMember {
+        // Membership has its own endpoints, which keep profiles and invites consistent.
+        if template.state_key.as_deref() != Some(who.user_id.as_str()) {
+            return Err(Error::forbidden(
+                "Use the membership endpoints to change others' membership",
+            ));
+        }
+    }
+    if template.kind == TimelineEventType::RoomCanonicalAlias {
+        check_canonical_alias(s, room_id, &template)?;
+    }
+    s.rooms.send(room_id, &who.user_id, template, None).await
+}
+
+/// Aliases named by `m.room.canonical_alias` must exist and point to the room.
+fn check_canonical_alias(s: &Services, room_id: &RoomId, template: &EventTemplate) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct C {
+        alias: Option<ruma::OwnedRoomAliasId>,
+        #[serde(default)]
+        alt_aliases: Vec<ruma::OwnedRoomAliasId>,
+    }
+    let c: C = serde_json::from_str(template.content.get())
+        .map_err(|e| Error::invalid_param(e.to_string()))?;
+    for alias in c.alias.iter().chain(c.alt_aliases.iter()) {
+        if s.rooms.resolve_alias(alias)?.as_deref() != Some(room_id) {
+            return Err(Error::matrix(
+                http::StatusCode::BAD_REQUEST,
+                "M_BAD_ALIAS",
+                format!("{alias} does not point to this room"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `PUT /rooms/{id}/state/{type}` (empty state key), which ruma has no path for.
+pub(super) async fn send_state_empty_key(
+    State(s): State<Arc<Services>>,
+    Path((room_id, event_type)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Json<serde_json::Value>> {
+    let (parts, body) = request.into_parts();
+    let who = authenticate(&s, &parts, AuthRequirement::Required)?.expect("required");
+    let room_id = RoomId::parse(&room_id).map_err(|e| Error::invalid_param(e.to_string()))?;
+    let bytes = read_body(&s, body).await?;
+    let content: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| Error::not_json("Content not JSON."))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("Content must be a JSON object"));
+    }
+    let template = EventTemplate::state(
+        StateEventType::from(event_type),
+        "",
+        to_raw_value(&content).expect("json"),
+    );
+    let event_id = send_state_template(&s, &who, &room_id, template).await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+async fn redact(
+    s: Arc<Services>,
+    req: Ruma<redact_event::v3::Request>,
+) -> Result<redact_event::v3::Response> {
+    let who = req.identity();
+    let b = &req.body;
+    let txn = Txn {
+        device: who.device_id.to_string(),
+        txn_id: format!("redact:{}", b.txn_id),
+    };
+    let mut content = json!({ "redacts": b.event_id });
+    if let Some(reason) = &b.reason {
+        content["reason"] = json!(reason);
+    }
+    let template = EventTemplate::message(
+        TimelineEventType::RoomRedaction,
+        to_raw_value(&content).expect("json"),
+    );
+    let event_id = s
+        .rooms
+        .send(&b.room_id, &who.user_id, template, Some(txn))
+        .await?;
+    Ok(redact_event::v3::Response::new(event_id))
+}
+
+/// The position of an event the user may see, or `M_NOT_FOUND` (also for events they may not
+/// see, so existence does not leak).
+fn visible_event(
+    s: &Services,
+    room: &RoomMeta,
+    visibility: &Visibility,
+    event_id: &EventId,
+) -> Result<u64> {
+    let pos = s
+        .rooms
+        .event_pos(event_id)?
+        .ok_or_else(|| Error::not_found("Event not found."))?;
+    let stored = s.rooms.stored_event(pos)?;
+    if stored.room != room.short || !visibility.can_see(pos) {
+        return Err(Error::not_found("Event not found."));
+    }
+    Ok(pos)
+}
+
+async fn event(
+    s: Arc<Services>,
+    req: Ruma<get_room_event::v3::Request>,
+) -> Result<get_room_event::v3::Response> {
+    let who = req.identity();
+    let (room, visibility) = readable_room(&s, &req.body.room_id, who)?;
+    let pos = visible_event(&s, &room, &visibility, &req.body.event_id)?;
+    Ok(get_room_event::v3::Response::new(Raw::from_json(
+        s.rooms.client_event(pos, view(who))?,
+    )))
+}
+
+/// Walks the timeline from `from` in `direction`, keeping visible events that pass `filter`,
+/// until `limit` are found or `stop` (exclusive bound of a `to` token) is reached. Returns the
+/// positions and the token to continue from (`None` when history is exhausted).
+fn walk(
+    s: &Services,
+    room: &RoomMeta,
+    visibility: &Visibility,
+    filter: &SyncFilter,
+    from: u64,
+    direction: Direction,
+    limit: usize,
+    stop: Option<u64>,
+) -> Result<(Vec<u64>, Option<u64>)> {
+    let mut out = Vec::new();
+    let mut cursor = from;
+    loop {
+        let batch = s.rooms.timeline_positions(
+            room.short,
+            cursor,
+            direction,
+            (limit * 2).clamp(16, 512),
+        )?;
+        if batch.is_empty() {
+            return Ok((out, None));
+        }
+        for pos in batch {
+            let beyond = match (direction, stop) {
+                (Direction::Backward, Some(to)) => pos <= to,
+                (Direction::Forward, Some(to)) => pos > to,
+                _ => false,
+            };
+            if beyond {
+                return Ok((out, None));
+            }
+            cursor = match direction {
+                Direction::Backward => pos - 1,
+                Direction::Forward => pos,
+            };
+            if !visibility.can_see(pos) {
+                continue;
+            }
+            let pdu = s.rooms.stored_event(pos)?.pdu()?;
+            if filter.timeline_allows(pdu.kind.to_string().as_str(), &pdu.sender) {
+                out.push(pos);
+                if out.len() == limit {
+                    return Ok((out, Some(cursor)));
+                }
+            }
+        }
+        if direction == Direction::Backward && cursor == 0 {
+            return Ok((out, None));
+        }
+    }
+}
+
+fn room_filter(filter: &RoomEventFilter) -> SyncFilter {
+    let mut def = FilterDefinition::default();
+    def.room.timeline = filter.clone();
+    def.room.state.lazy_load_options = filter.lazy_load_options.clone();
+    SyncFilter::new(def)
+}
+
+/// ruma fills in the spec's default of 10 when the client sends no limit.
+fn limit(requested: UInt) -> usize {
+    usize::try_from(u64::from(requested))
+        .unwrap_or(MAX_LIMIT)
+        .clamp(1, MAX_LIMIT)
+}
+
+/// Member events of the senders of `positions`, for lazy-loading clients.
+fn member_state(
+    s: &Services,
+    room: &RoomMeta,
+    who: &Identity,
+    positions: &[u64],
+) -> Result<Vec<Raw<ruma::events::AnyStateEvent>>> {
+    let mut senders = std::collections::BTreeSet::new();
+    for pos in positions {
+        senders.insert(s.rooms.stored_event(*pos)?.pdu()?.sender);
+    }
+    let mut out = Vec::new();
+    for sender in senders {
+        if let Some(pos) = s
+            .rooms
+            .state_pos(room.short, "m.room.member", sender.as_str())?
+        {
+            out.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
+        }
+    }
+    Ok(out)
+}
+
+async fn messages(
+    s: Arc<Services>,
+    req: Ruma<get_message_events::v3::Request>,
+) -> Result<get_message_events::v3::Response> {
+    let who = req.identity();
+    let b = &req.body;
+    let (room, visibility) = readable_room(&s, &b.room_id, who)?;
+    let direction = match b.dir {
+        ApiDirection::Backward => Direction::Backward,
+        ApiDirection::Forward => Direction::Forward,
+    };
+    let from = match &b.from {
+        Some(token) => parse_token(token)?,
+        None if direction == Direction::Backward => s.stream.head(),
+        None => 0,
+    };
+    let stop = b.to.as_deref().map(parse_token).transpose()?;
+    let filter = room_filter(&b.filter);
+    let (positions, next) = walk(
+        &s,
+        &room,
+        &visibility,
+        &filter,
+        from,
+        direction,
+        limit(b.limit),
+        stop,
+    )?;
+    let mut response = get_message_events::v3::Response::new();
+    response.start = format_token(from);
+    response.end = next.map(format_token);
+    for pos in &positions {
+        response
+            .chunk
+            .push(Raw::from_json(s.rooms.client_event(*pos, view(who))?));
+    }
+    if filter.lazy_load_members {
+        response.state = member_state(&s, &room, who, &positions)?;
+    }
+    Ok(response)
+}
+
+async fn context(
+    s: Arc<Services>,
+    req: Ruma<get_context::v3::Request>,
+) -> Result<get_context::v3::Response> {
+    let who = req.identity();
+    let b = &req.body;
+    let (room, visibility) = readable_room(&s, &b.room_id, who)?;
+    let pos = visible_event(&s, &room, &visibility, &b.event_id)?;
+    let filter = room_filter(&b.filter);
+    let total = usize::try_from(u64::from(b.limit))
+        .unwrap_or(MAX_LIMIT)
+        .min(MAX_LIMIT);
+    let before_limit = total / 2;
+    let after_limit = total - before_limit;
+    let (before, _) = if before_limit > 0 {
+        walk(
+            &s,
+            &room,
+            &visibility,
+            &filter,
+            pos - 1,
+            Direction::Backward,
+            before_limit,
+            None,
+        )?
+    } else {
+        (Vec::new(), None)
+    };
+    let (after, _) = if after_limit > 0 {
+        walk(
+            &s,
+            &room,
+            &visibility,
+            &filter,
+            pos,
+            Direction::Forward,
+            after_limit,
+            None,
+        )?
+    } else {
+        (Vec::new(), None)
+    };
+    let mut response = get_context::v3::Response::new();
+    response.start = Some(format_token(
+        before.last().map(|p| p - 1).unwrap_or(pos - 1),
+    ));
+    response.end = Some(format_token(after.last().copied().unwrap_or(pos)));
+    response.event = Some(Raw::from_json(s.rooms.client_event(pos, view(who))?));
+    for p in &before {
+        response
+            .events_before
+            .push(Raw::from_json(s.rooms.client_event(*p, view(who))?));
+    }
+    for p in &after {
+        response
+            .events_after
+            .push(Raw::from_json(s.rooms.client_event(*p, view(who))?));
+    }
+    let mut all: Vec<u64> = before.iter().chain(after.iter()).copied().collect();
+    all.push(pos);
+    if filter.lazy_load_members {
+        response.state = member_state(&s, &room, who, &all)?;
+    } else {
+        for (kind, key, _) in s.rooms.current_state_keys(room.short)? {
+            if let Some(p) = s.rooms.state_pos_at(room.short, &kind, &key, pos)? {
+                response
+                    .state
+                    .push(Raw::from_json(s.rooms.client_event(p, view(who))?));
+            }
+        }
+    }
+    Ok(response)
+}

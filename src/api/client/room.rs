@@ -1,0 +1,332 @@
+//! Rooms: creation, the room list, members and state.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    routing::get,
+};
+use ruma::{
+    OwnedRoomAliasId, RoomAliasId,
+    api::client::{
+        membership::{get_member_events, joined_members, joined_rooms},
+        room::{aliases, create_room},
+        state::{get_state_event_for_key, get_state_events, send_state_event},
+    },
+    events::room::member::MembershipState,
+    serde::Raw,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::profile::member_profile;
+use crate::{
+    api::ruma::{Ruma, route},
+    error::{Error, Result},
+    events::{ClientFormat, EventTemplate},
+    rooms::{CreateRoom, EventView, RoomMeta, Visibility, membership_of},
+    services::Services,
+    users::Identity,
+};
+
+pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    let r = route(r, create);
+    let r = route(r, joined);
+    let r = route(r, members);
+    let r = route(r, joined_members_of);
+    let r = route(r, state);
+    let r = route(r, state_event);
+    let r = route(r, send_state);
+    let r = route(r, room_aliases);
+    // `/state/{type}` with an empty state key: ruma's path needs a key segment.
+    r.route(
+        "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
+        get(empty_key_state).put(super::message::send_state_empty_key),
+    )
+    .route(
+        "/_matrix/client/r0/rooms/{room_id}/state/{event_type}",
+        get(empty_key_state).put(super::message::send_state_empty_key),
+    )
+}
+
+fn raw_object<T>(raw: &Raw<T>) -> Result<Map<String, Value>> {
+    serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(e.to_string()))
+}
+
+async fn create(
+    s: Arc<Services>,
+    req: Ruma<create_room::v3::Request>,
+) -> Result<create_room::v3::Response> {
+    let creator = req.user_id().to_owned();
+    let b = &req.body;
+    let alias = match &b.room_alias_name {
+        Some(local) => Some(
+            OwnedRoomAliasId::try_from(format!("#{local}:{}", s.config.server_name))
+                .map_err(|e| Error::invalid_param(format!("Invalid room_alias_name: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut initial_state = Vec::new();
+    for raw in &b.initial_state {
+        #[derive(Deserialize)]
+        struct Initial {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(default)]
+            state_key: String,
+            content: Value,
+        }
+        let e: Initial = serde_json::from_str(raw.json().get())
+            .map_err(|e| Error::bad_json(format!("initial_state: {e}")))?;
+        initial_state.push((e.kind, e.state_key, e.content));
+    }
+    for invitee in &b.invite {
+        if !s.users.is_active(invitee)? {
+            return Err(Error::not_found(format!("Unknown user {invitee}")));
+        }
+    }
+    let profile = s
+        .users
+        .get(&creator)?
+        .map(|r| member_profile(&r))
+        .unwrap_or_default();
+    let request = CreateRoom {
+        preset: b.preset.clone(),
+        public: b.visibility == ruma::api::client::room::Visibility::Public,
+        alias,
+        name: b.name.clone(),
+        topic: b.topic.clone(),
+        invite: b.invite.clone(),
+        is_direct: b.is_direct,
+        initial_state,
+        power_level_override: b
+            .power_level_content_override
+            .as_ref()
+            .map(raw_object)
+            .transpose()?,
+        room_version: b.room_version.clone(),
+        creation_content: b.creation_content.as_ref().map(raw_object).transpose()?,
+        creator_profile: profile,
+    };
+    let room_id = s.rooms.create_room(&creator, request).await?;
+    Ok(create_room::v3::Response::new(room_id))
+}
+
+async fn joined(
+    s: Arc<Services>,
+    req: Ruma<joined_rooms::v3::Request>,
+) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(
+        s.rooms.joined_rooms(req.user_id())?,
+    ))
+}
+
+/// The room, if the user may read its state now: a member, or a former member (who sees the
+/// state as of their departure, which callers handle), or anyone for world-readable rooms.
+pub(super) fn readable_room(
+    s: &Services,
+    room_id: &ruma::RoomId,
+    who: &Identity,
+) -> Result<(Arc<RoomMeta>, Visibility)> {
+    let room = s
+        .rooms
+        .room(room_id)
+        .map_err(|_| Error::forbidden("You are not a member of this room"))?;
+    let visibility = Visibility::load(&s.rooms, &room, &who.user_id)?;
+    if !visibility.currently_joined() && !visibility.can_see(room.last_pos()) {
+        return Err(Error::forbidden("You are not a member of this room"));
+    }
+    Ok((room, visibility))
+}
+
+fn view(who: &Identity) -> EventView<'_> {
+    EventView {
+        user: &who.user_id,
+        device: Some(who.device_id.as_str()),
+        format: ClientFormat::WithRoomId,
+    }
+}
+
+async fn members(
+    s: Arc<Services>,
+    req: Ruma<get_member_events::v3::Request>,
+) -> Result<get_member_events::v3::Response> {
+    let who = req.identity();
+    let room = s.rooms.require_joined(&req.body.room_id, &who.user_id)?;
+    let mut chunk = Vec::new();
+    for (kind, _, pos) in s.rooms.current_state_keys(room.short)? {
+        if kind != "m.room.member" {
+            continue;
+        }
+        let stored = s.rooms.stored_event(pos)?;
+        let pdu = stored.pdu()?;
+        let membership = membership_of(&pdu);
+        if req
+            .body
+            .membership
+            .as_ref()
+            .is_some_and(|m| membership.as_ref() != Some(m))
+            || req
+                .body
+                .not_membership
+                .as_ref()
+                .is_some_and(|m| membership.as_ref() == Some(m))
+        {
+            continue;
+        }
+        chunk.push(Raw::from_json(s.rooms.format_event(
+            &stored,
+            &pdu,
+            view(who),
+        )?));
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+async fn joined_members_of(
+    s: Arc<Services>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<joined_members::v3::Response> {
+    let room = s.rooms.require_joined(&req.body.room_id, req.user_id())?;
+    let mut joined = BTreeMap::new();
+    for user in room.joined_members() {
+        let mut member = joined_members::v3::RoomMember::new();
+        if let Some(pdu) = s
+            .rooms
+            .state_pdu(room.short, "m.room.member", user.as_str())?
+        {
+            #[derive(Deserialize)]
+            struct P {
+                displayname: Option<String>,
+                avatar_url: Option<String>,
+            }
+            if let Ok(p) = pdu.content_as::<P>()
+                && membership_of(&pdu) == Some(MembershipState::Join)
+            {
+                member.display_name = p.displayname;
+                member.avatar_url = p.avatar_url.map(Into::into);
+            }
+        }
+        joined.insert(user, member);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+async fn state(
+    s: Arc<Services>,
+    req: Ruma<get_state_events::v3::Request>,
+) -> Result<get_state_events::v3::Response> {
+    let who = req.identity();
+    let (room, visibility) = readable_room(&s, &req.body.room_id, who)?;
+    let at = departure(&s, &room, who, &visibility)?;
+    let mut events = Vec::new();
+    for (kind, key, pos) in s.rooms.current_state_keys(room.short)? {
+        let pos = match at {
+            Some(at) if pos > at => match s.rooms.state_pos_at(room.short, &kind, &key, at)? {
+                Some(p) => p,
+                None => continue,
+            },
+            _ => pos,
+        };
+        events.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
+    }
+    Ok(get_state_events::v3::Response::new(events))
+}
+
+/// For a user who left, the position their view of the room stops at.
+fn departure(
+    s: &Services,
+    room: &RoomMeta,
+    who: &Identity,
+    visibility: &Visibility,
+) -> Result<Option<u64>> {
+    if visibility.currently_joined() {
+        return Ok(None);
+    }
+    s.rooms
+        .state_pos(room.short, "m.room.member", who.user_id.as_str())
+}
+
+/// One state event's content (or the whole event with `format=event`).
+pub(super) fn state_event_json(
+    s: &Services,
+    who: &Identity,
+    room_id: &ruma::RoomId,
+    kind: &str,
+    key: &str,
+    full: bool,
+) -> Result<Box<serde_json::value::RawValue>> {
+    let (room, visibility) = readable_room(s, room_id, who)?;
+    let pos = match departure(s, &room, who, &visibility)? {
+        Some(at) => s.rooms.state_pos_at(room.short, kind, key, at)?,
+        None => s.rooms.state_pos(room.short, kind, key)?,
+    };
+    let pos = pos.ok_or_else(|| Error::not_found("Event not found."))?;
+    if full {
+        return s.rooms.client_event(pos, view(who));
+    }
+    let pdu = s.rooms.stored_event(pos)?.pdu()?;
+    Ok(pdu.content)
+}
+
+async fn state_event(
+    s: Arc<Services>,
+    req: Ruma<get_state_event_for_key::v3::Request>,
+) -> Result<get_state_event_for_key::v3::Response> {
+    let full = req.body.format == get_state_event_for_key::v3::StateEventFormat::Event;
+    let json = state_event_json(
+        &s,
+        req.identity(),
+        &req.body.room_id,
+        &req.body.event_type.to_string(),
+        &req.body.state_key,
+        full,
+    )?;
+    Ok(get_state_event_for_key::v3::Response::new(json))
+}
+
+async fn empty_key_state(
+    State(s): State<Arc<Services>>,
+    Path((room_id, event_type)): Path<(String, String)>,
+    parts: http::request::Parts,
+) -> Result<axum::Json<Box<serde_json::value::RawValue>>> {
+    let who =
+        crate::api::ruma::authenticate(&s, &parts, crate::api::ruma::AuthRequirement::Required)?
+            .expect("required");
+    let room_id = ruma::RoomId::parse(&room_id).map_err(|e| Error::invalid_param(e.to_string()))?;
+    Ok(axum::Json(state_event_json(
+        &s,
+        &who,
+        &room_id,
+        &event_type,
+        "",
+        false,
+    )?))
+}
+
+async fn send_state(
+    s: Arc<Services>,
+    req: Ruma<send_state_event::v3::Request>,
+) -> Result<send_state_event::v3::Response> {
+    let b = &req.body;
+    let content = b.body.json().to_owned();
+    let template = EventTemplate::state(b.event_type.clone(), b.state_key.clone(), content);
+    let event_id =
+        super::message::send_state_template(&s, req.identity(), &b.room_id, template).await?;
+    Ok(send_state_event::v3::Response::new(event_id))
+}
+
+async fn room_aliases(
+    s: Arc<Services>,
+    req: Ruma<aliases::v3::Request>,
+) -> Result<aliases::v3::Response> {
+    s.rooms.require_joined(&req.body.room_id, req.user_id())?;
+    let aliases = s
+        .rooms
+        .room_aliases(&req.body.room_id)?
+        .into_iter()
+        .filter_map(|a| RoomAliasId::parse(a).ok())
+        .collect();
+    Ok(aliases::v3::Response::new(aliases))
+}

@@ -1,0 +1,48 @@
+//! HTTP: the router, the ruma extractor and the endpoint areas.
+
+pub mod client;
+pub mod ruma;
+pub mod synapse_admin;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{Method, StatusCode, header},
+};
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::{error::Error, services::Services};
+
+/// Every route of the server, with CORS for browser clients and `M_UNRECOGNIZED` for the rest.
+pub fn router(services: Arc<Services>) -> Router {
+    let limit = services.config.limits.max_request_bytes;
+    let r = Router::new();
+    let r = client::routes(r);
+    let r = synapse_admin::routes(r);
+    r.fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        // The extractor enforces the configured limit with a Matrix error; this is the backstop.
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::OPTIONS,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("x-requested-with"),
+                ]),
+        )
+        .with_state(services)
+}

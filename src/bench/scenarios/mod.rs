@@ -1,0 +1,11 @@
+//! One module per scenario. Each exposes
+//! `async fn run(&Ctx, &BenchArgs) -> Result<Report, BoxError>`: an `Err`
+//! means setup failed and nothing was measured; measurement-time failures
+//! (HTTP errors, wrong counts) are reported inside the [`Report`] instead.
+//!
+//! [`Report`]: super::report::Report
+
+pub mod initial_sync;
+pub mod messages;
+pub mod send;
+pub mod sync_latency;

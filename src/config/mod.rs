@@ -1,0 +1,274 @@
+//! `config.toml`: what an operator can set, with the defaults `charla serve` runs on.
+//!
+//! Every key is documented in the shipped `config.toml`; this module only parses and validates.
+//! Relative paths are resolved against the config file's folder so that `charla serve --config
+//! /etc/charla/config.toml` works from any working directory. Secrets can come from the
+//! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
+//! need to sit in a file under version control.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ruma::{OwnedServerName, RoomVersionId};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Matrix server name: the part after `:` in user ids. Never change it once users exist.
+    pub server_name: OwnedServerName,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub rooms: RoomsConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP listener binds to.
+    pub listen: SocketAddr,
+    /// Base URL clients use, advertised in `/.well-known/matrix/client`. Derived from `listen`
+    /// when empty.
+    pub public_base_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8008).into(),
+            public_base_url: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Data folder; relative to the config file's folder.
+    pub path: PathBuf,
+    /// Upper bound of sled's page cache, in MiB. sled grows its cache up to this bound, so it is
+    /// what keeps memory flat as the store grows.
+    pub cache_capacity_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data"),
+            cache_capacity_mb: 64,
+        }
+    }
+}
+
+/// Who may create an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone, with the `m.login.dummy` stage.
+    #[default]
+    Open,
+    /// Only with a registration token (`m.login.registration_token`).
+    Token,
+    /// Nobody through `/register`; admins still can through shared-secret registration.
+    Closed,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub mode: RegistrationMode,
+    /// Tokens accepted when `mode = "token"`.
+    pub tokens: Vec<String>,
+    /// Enables `/_synapse/admin/v1/register`; empty disables it.
+    pub shared_secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Sustained message sends per second allowed to one user.
+    pub send_per_second: f64,
+    /// Burst of sends allowed above the sustained rate.
+    pub send_burst: u32,
+    /// Sustained login attempts per second from one user or address.
+    pub login_per_second: f64,
+    pub login_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 1024 * 1024,
+            send_per_second: 20.0,
+            send_burst: 100,
+            login_per_second: 0.5,
+            login_burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomsConfig {
+    /// Version of rooms created without an explicit `room_version`.
+    pub default_version: RoomVersionId,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            default_version: RoomVersionId::V11,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `charla=debug,info`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads, parses and validates a config file, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.storage.path = base.join(&config.storage.path);
+        config.apply_env();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a config from text; relative paths stay relative to the working directory.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "<inline>".into(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) {
+        if let Ok(secret) = std::env::var("CHARLA_REGISTRATION_SHARED_SECRET") {
+            self.registration.shared_secret = secret;
+        }
+        if let Ok(token) = std::env::var("CHARLA_REGISTRATION_TOKEN") {
+            self.registration.tokens.push(token);
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "registration.mode = \"token\" needs at least one entry in registration.tokens"
+                    .into(),
+            ));
+        }
+        if self.limits.send_per_second <= 0.0 || self.limits.login_per_second <= 0.0 {
+            return Err(ConfigError::Invalid("rate limits must be positive".into()));
+        }
+        if !matches!(
+            self.rooms.default_version,
+            RoomVersionId::V10 | RoomVersionId::V11
+        ) {
+            return Err(ConfigError::Invalid(
+                "rooms.default_version must be \"10\" or \"11\"".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The base URL advertised to clients.
+    pub fn public_base_url(&self) -> String {
+        if self.server.public_base_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_base_url.trim_end_matches('/').to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../../config.toml");
+        let config = Config::from_toml(text).expect("shipped config.toml must parse");
+        assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.registration.mode, RegistrationMode::Open);
+        assert_eq!(config.storage.path, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("server_name = \"a\"\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn token_mode_needs_tokens() {
+        let err = Config::from_toml("server_name = \"a\"\n[registration]\nmode = \"token\"\n")
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)));
+    }
+}

@@ -1,0 +1,84 @@
+//! The server's ed25519 signing key: created on first start, kept in the store forever after.
+//!
+//! Every PDU this server creates carries a signature with it, so the key must survive restarts:
+//! a new key would make the server's own history unverifiable to future federation peers.
+
+use ruma::{
+    OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyId, serde::Base64,
+    signatures::Ed25519KeyPair,
+};
+
+use crate::storage::{Batch, Result, StorageError, Store, Table};
+
+const KEY_RECORD: &[u8] = b"signing_key";
+
+/// The key pair and the names under which peers look it up.
+pub struct SigningKey {
+    pub server_name: OwnedServerName,
+    pub key_pair: Ed25519KeyPair,
+    pub key_id: OwnedServerSigningKeyId,
+}
+
+impl SigningKey {
+    /// Loads the key from the store, generating and storing one on first start.
+    pub async fn load_or_create(store: &Store, server_name: OwnedServerName) -> Result<Self> {
+        let (version, der) = match store.get(Table::Global, KEY_RECORD)? {
+            Some(record) => {
+                let (version, der) = split_record(&record)?;
+                (version.to_owned(), der.to_vec())
+            }
+            None => {
+                let der = Ed25519KeyPair::generate();
+                let version = random_version();
+                let mut record = version.as_bytes().to_vec();
+                record.push(0);
+                record.extend_from_slice(&der);
+                let mut batch = Batch::new();
+                batch.put(Table::Global, KEY_RECORD, record);
+                store.write_durable(batch).await?;
+                tracing::info!(key_id = %format!("ed25519:{version}"), "generated signing key");
+                (version, der.to_vec())
+            }
+        };
+        let key_pair = Ed25519KeyPair::from_der(&der, version.clone())
+            .map_err(|e| corrupt(format!("signing key: {e}")))?;
+        let key_id = ServerSigningKeyId::parse(format!("ed25519:{version}"))
+            .map_err(|e| corrupt(format!("signing key id: {e}")))?;
+        Ok(SigningKey {
+            server_name,
+            key_pair,
+            key_id,
+        })
+    }
+
+    /// The public key, unpadded base64, as `/_matrix/key/v2/server` publishes it.
+    pub fn public_key_base64(&self) -> String {
+        Base64::<ruma::serde::base64::Standard, _>::new(self.key_pair.public_key().to_vec())
+            .encode()
+    }
+}
+
+fn split_record(record: &[u8]) -> Result<(&str, &[u8])> {
+    let nul = record
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| corrupt("no separator".into()))?;
+    let version = std::str::from_utf8(&record[..nul]).map_err(|e| corrupt(e.to_string()))?;
+    Ok((version, &record[nul + 1..]))
+}
+
+fn random_version() -> String {
+    use rand::{Rng, distributions::Alphanumeric};
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(8)
+        .map(char::from)
+        .collect()
+}
+
+fn corrupt(detail: String) -> StorageError {
+    StorageError::Corrupt {
+        table: "global",
+        detail,
+    }
+}

@@ -1,0 +1,19 @@
+//! Charla: a compact Matrix homeserver for customer support.
+//!
+//! See `docs/architecture.md` for the bird's-eye view. In short: `api` parses HTTP requests into
+//! ruma types and calls services (`users`, `rooms`, `sync`); services build and check events
+//! (`events`) and store them through `storage`, with positions from `stream`.
+
+pub mod api;
+pub mod bench;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod ratelimit;
+pub mod rooms;
+pub mod server;
+pub mod services;
+pub mod storage;
+pub mod stream;
+pub mod sync;
+pub mod users;

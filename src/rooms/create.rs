@@ -1,0 +1,255 @@
+//! `/createRoom`: the initial events in the order the spec lists them, stored as one durable step.
+
+use ruma::{
+    OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
+    api::client::room::create_room::v3::RoomPreset,
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
+};
+use serde_json::{Map, Value, json};
+
+use super::{RoomRecord, RoomService, membership::MemberProfile, timeline::Txn};
+use crate::{
+    error::{Error, Result},
+    events::{EventTemplate, rules_for},
+    storage::{Batch, Table},
+};
+
+/// A validated `/createRoom` request.
+#[derive(Debug, Default)]
+pub struct CreateRoom {
+    pub preset: Option<RoomPreset>,
+    pub public: bool,
+    pub alias: Option<OwnedRoomAliasId>,
+    pub name: Option<String>,
+    pub topic: Option<String>,
+    pub invite: Vec<OwnedUserId>,
+    pub is_direct: bool,
+    /// `(type, state_key, content)` from `initial_state`.
+    pub initial_state: Vec<(String, String, Value)>,
+    pub power_level_override: Option<Map<String, Value>>,
+    pub room_version: Option<RoomVersionId>,
+    pub creation_content: Option<Map<String, Value>>,
+    pub creator_profile: MemberProfile,
+}
+
+impl RoomService {
+    pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+        let version = req
+            .room_version
+            .clone()
+            .unwrap_or_else(|| self.default_version.clone());
+        rules_for(&version)?;
+        if let Some(alias) = &req.alias
+            && self.resolve_alias(alias)?.is_some()
+        {
+            return Err(Error::room_in_use("Room alias already taken"));
+        }
+        let preset = req.preset.clone().unwrap_or(if req.public {
+            RoomPreset::PublicChat
+        } else {
+            RoomPreset::PrivateChat
+        });
+
+        let room_id = self.new_room_id()?;
+        let short = self.store.increment(Table::Global, b"room_short", 1)?;
+        let mut batch = Batch::new();
+        let record = RoomRecord {
+            short,
+            version: version.clone(),
+        };
+        batch.put(
+            Table::Rooms,
+            room_id.as_bytes().to_vec(),
+            serde_json::to_vec(&record).expect("serializes"),
+        );
+        // Durable together with the room's events: the flush that covers them covers this.
+        let _ = self.store.write(batch)?;
+        let room = self.room(&room_id)?;
+
+        let mut events = Vec::new();
+        let mut create = req.creation_content.clone().unwrap_or_default();
+        // Since room version 11 the creator is the create event's sender, not a content key.
+        if version != RoomVersionId::V11 {
+            create.insert("creator".into(), json!(creator));
+        }
+        create.insert("room_version".into(), json!(version));
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomCreate,
+            "",
+            &create,
+        ));
+        let mut member = serde_json::to_value(&req.creator_profile).expect("serializes");
+        member["membership"] = json!(MembershipState::Join);
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomMember,
+            creator.as_str(),
+            &member,
+        ));
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomPowerLevels,
+            "",
+            &power_levels(
+                creator,
+                &preset,
+                &req.invite,
+                req.power_level_override.as_ref(),
+            ),
+        ));
+        if let Some(alias) = &req.alias {
+            events.push(EventTemplate::state_json(
+                StateEventType::RoomCanonicalAlias,
+                "",
+                &json!({ "alias": alias }),
+            ));
+        }
+        let (join_rule, history, guest) = match preset {
+            RoomPreset::PublicChat => ("public", "shared", "forbidden"),
+            _ => ("invite", "shared", "can_join"),
+        };
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomJoinRules,
+            "",
+            &json!({ "join_rule": join_rule }),
+        ));
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomHistoryVisibility,
+            "",
+            &json!({ "history_visibility": history }),
+        ));
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomGuestAccess,
+            "",
+            &json!({ "guest_access": guest }),
+        ));
+        for (kind, state_key, content) in &req.initial_state {
+            if kind == "m.room.create" || kind == "m.room.member" || kind == "m.room.power_levels" {
+                return Err(Error::bad_json(format!(
+                    "initial_state may not contain {kind}"
+                )));
+            }
+            events.push(EventTemplate::state_json(
+                kind.as_str(),
+                state_key.as_str(),
+                content,
+            ));
+        }
+        if let Some(name) = &req.name {
+            events.push(EventTemplate::state_json(
+                StateEventType::RoomName,
+                "",
+                &json!({ "name": name }),
+            ));
+        }
+        if let Some(topic) = &req.topic {
+            events.push(EventTemplate::state_json(
+                StateEventType::RoomTopic,
+                "",
+                &json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] }),
+            ));
+        }
+        for invitee in &req.invite {
+            let mut content = json!({ "membership": "invite" });
+            if req.is_direct {
+                content["is_direct"] = json!(true);
+            }
+            events.push(EventTemplate::state_json(
+                StateEventType::RoomMember,
+                invitee.as_str(),
+                &content,
+            ));
+        }
+
+        let mut last = None;
+        for template in events {
+            let (_, pending) = self
+                .append_pending(&room, creator, template, None::<Txn>)
+                .await?;
+            last = pending;
+        }
+        let last = last.expect("a room has events");
+        self.stream.finish(last).await?;
+
+        if let Some(alias) = &req.alias {
+            self.set_alias(alias, &room_id, creator).await?;
+        }
+        if req.public {
+            self.set_public(&room_id, true).await?;
+        }
+        let mut audience = room.audience();
+        audience.push(creator.to_owned());
+        self.notifier.wake(audience.iter().map(|u| &**u));
+        Ok(room_id)
+    }
+
+    fn new_room_id(&self) -> Result<OwnedRoomId> {
+        use rand::{Rng, distributions::Alphanumeric};
+        let local: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(18)
+            .map(char::from)
+            .collect();
+        RoomId::parse(format!("!{local}:{}", self.server_name))
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Sends a message-like or state event as a user, with the room's auth rules.
+    pub async fn send(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<Txn>,
+    ) -> Result<ruma::OwnedEventId> {
+        let room = self.require_joined(room_id, sender)?;
+        if template.kind == TimelineEventType::RoomCreate {
+            return Err(Error::forbidden(
+                "m.room.create cannot be sent into an existing room",
+            ));
+        }
+        self.append(&room, sender, template, txn).await
+    }
+}
+
+/// The initial power levels: the spec's defaults, the preset's invitee promotion, the override.
+fn power_levels(
+    creator: &UserId,
+    preset: &RoomPreset,
+    invite: &[OwnedUserId],
+    override_content: Option<&Map<String, Value>>,
+) -> Value {
+    let mut users = Map::new();
+    users.insert(creator.to_string(), json!(100));
+    if *preset == RoomPreset::TrustedPrivateChat {
+        for u in invite {
+            users.insert(u.to_string(), json!(100));
+        }
+    }
+    let mut content = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": if *preset == RoomPreset::PublicChat { 50 } else { 0 },
+        "historical": 100,
+        "notifications": { "room": 50 }
+    });
+    if let (Some(overrides), Value::Object(map)) = (override_content, &mut content) {
+        for (k, v) in overrides {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    content
+}

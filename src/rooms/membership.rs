@@ -1,0 +1,132 @@
+//! Membership changes: join, invite, leave, kick, ban, unban, forget.
+//!
+//! Each is an `m.room.member` event whose legality the auth rules decide; this module only
+//! shapes the content and adds what the rules leave to the server (an existing local target,
+//! forgetting only rooms one has left).
+
+use ruma::{
+    OwnedEventId, RoomId, UserId,
+    events::{StateEventType, room::member::MembershipState},
+};
+use serde::Serialize;
+
+use super::{RoomService, timeline::Txn};
+use crate::{
+    error::{Error, Result},
+    events::EventTemplate,
+    storage::{Batch, Key, Table},
+};
+
+/// The profile a member event carries.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemberProfile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MemberContent<'a> {
+    membership: MembershipState,
+    #[serde(flatten)]
+    profile: &'a MemberProfile,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_direct: Option<bool>,
+}
+
+/// One membership change to make.
+pub struct MembershipChange<'a> {
+    pub sender: &'a UserId,
+    pub target: &'a UserId,
+    pub membership: MembershipState,
+    pub profile: MemberProfile,
+    pub reason: Option<&'a str>,
+    pub is_direct: Option<bool>,
+}
+
+impl RoomService {
+    /// Makes one membership change as an event in the room.
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        change: MembershipChange<'_>,
+    ) -> Result<OwnedEventId> {
+        let room = self.room(room_id)?;
+        let content = MemberContent {
+            membership: change.membership.clone(),
+            profile: &change.profile,
+            reason: change.reason,
+            is_direct: change.is_direct,
+        };
+        let template =
+            EventTemplate::state_json(StateEventType::RoomMember, change.target.as_str(), &content);
+        self.append(&room, change.sender, template, None::<Txn>)
+            .await
+    }
+
+    /// Joins a user to a room; joining again with an unchanged profile is a no-op.
+    pub async fn join(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: MemberProfile,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let room = self.room(room_id)?;
+        if room.is_joined(user) {
+            let current = self.state_pdu(room.short, "m.room.member", user.as_str())?;
+            let unchanged = current.is_some_and(|pdu| {
+                #[derive(serde::Deserialize, PartialEq)]
+                struct P {
+                    displayname: Option<String>,
+                    avatar_url: Option<String>,
+                }
+                pdu.content_as::<P>().ok()
+                    == Some(P {
+                        displayname: profile.displayname.clone(),
+                        avatar_url: profile.avatar_url.clone(),
+                    })
+            });
+            if unchanged {
+                return Ok(());
+            }
+        }
+        self.change_membership(
+            room_id,
+            MembershipChange {
+                sender: user,
+                target: user,
+                membership: MembershipState::Join,
+                profile,
+                reason,
+                is_direct: None,
+            },
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Forgets a room the user has left: it disappears from their sync and room lists.
+    pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        let room = self.room(room_id)?;
+        match self.membership(&room, user)? {
+            Some(MembershipState::Join)
+            | Some(MembershipState::Invite)
+            | Some(MembershipState::Knock) => Err(Error::unknown(
+                "You must leave the room before forgetting it",
+            )),
+            _ => {
+                let mut batch = Batch::new();
+                batch.delete(
+                    Table::UserRooms,
+                    Key::new().str(user.as_str()).str(room_id.as_str()),
+                );
+                self.store.write_durable(batch).await?;
+                Ok(())
+            }
+        }
+    }
+}

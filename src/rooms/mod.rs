@@ -1,0 +1,381 @@
+//! Rooms: the timeline, the state, membership, creation, aliases and the directory.
+//!
+//! A room created here is linear: every event's `prev_events` is the room's previous event, its
+//! single forward extremity, because appends to one room are serialized by the room's lock.
+//! Room state is kept two ways: the current state (`RoomState`, one key per type and state key)
+//! and every state change (`StateHistory`), from which the state at any stream position follows.
+
+mod alias;
+pub use alias::DirectoryEntry;
+mod create;
+mod membership;
+mod read;
+mod timeline;
+mod visibility;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, RwLock},
+};
+
+use ruma::{
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UInt,
+    UserId, events::room::member::MembershipState, room_version_rules::RoomVersionRules,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue as RawJsonValue;
+
+pub use create::CreateRoom;
+pub use membership::{MemberProfile, MembershipChange};
+pub use read::{Direction, EventView};
+pub use timeline::{PowerLevels, Txn};
+pub use visibility::Visibility;
+
+use crate::{
+    error::{Error, Result},
+    events::{Pdu, SigningKey, rules_for},
+    storage::{Key, StorageError, Store, Table, keys},
+    stream::Stream,
+    sync::Notifier,
+};
+
+/// The stored form of an event: its PDU and what the server knows around it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event_id: OwnedEventId,
+    pub room: u64,
+    pub pdu: Box<RawJsonValue>,
+    /// The sending device and its transaction id, for `unsigned.transaction_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<(String, String)>,
+    /// Position of the state event this one replaced, for `unsigned.prev_content`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_state: Option<u64>,
+    /// Position of the redaction that redacted this event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted_by: Option<u64>,
+}
+
+impl StoredEvent {
+    pub fn pdu(&self) -> Result<Pdu> {
+        Pdu::parse(self.event_id.clone(), self.pdu.get())
+            .map_err(|e| corrupt("events", format!("{}: {e}", self.event_id)))
+    }
+}
+
+/// The persistent record of a room.
+#[derive(Debug, Serialize, Deserialize)]
+struct RoomRecord {
+    short: u64,
+    version: RoomVersionId,
+}
+
+/// What the server keeps in memory about a room it has touched.
+pub struct RoomMeta {
+    pub room_id: OwnedRoomId,
+    pub short: u64,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    /// Serializes appends; holds the room's forward extremity.
+    head: tokio::sync::Mutex<Head>,
+    /// Position of the room's last event, readable without the append lock.
+    last_pos: std::sync::atomic::AtomicU64,
+    members: RwLock<Members>,
+}
+
+#[derive(Debug, Clone)]
+struct Head {
+    last_event: Option<OwnedEventId>,
+    depth: UInt,
+}
+
+#[derive(Debug, Default)]
+struct Members {
+    joined: HashSet<OwnedUserId>,
+    invited: HashSet<OwnedUserId>,
+}
+
+impl RoomMeta {
+    pub fn last_pos(&self) -> u64 {
+        self.last_pos.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn joined_members(&self) -> Vec<OwnedUserId> {
+        self.members
+            .read()
+            .expect("members lock")
+            .joined
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn joined_count(&self) -> usize {
+        self.members.read().expect("members lock").joined.len()
+    }
+
+    pub fn invited_count(&self) -> usize {
+        self.members.read().expect("members lock").invited.len()
+    }
+
+    pub fn is_joined(&self, user: &UserId) -> bool {
+        self.members
+            .read()
+            .expect("members lock")
+            .joined
+            .contains(user)
+    }
+
+    /// Users whose sync must wake for a change in this room: joined and invited members.
+    fn audience(&self) -> Vec<OwnedUserId> {
+        let m = self.members.read().expect("members lock");
+        m.joined.iter().chain(m.invited.iter()).cloned().collect()
+    }
+
+    fn set_membership(&self, user: &UserId, membership: &MembershipState) {
+        let mut m = self.members.write().expect("members lock");
+        m.joined.remove(user);
+        m.invited.remove(user);
+        match membership {
+            MembershipState::Join => {
+                m.joined.insert(user.to_owned());
+            }
+            MembershipState::Invite => {
+                m.invited.insert(user.to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A user's membership in a room, as `UserRooms` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRoom {
+    pub membership: MembershipState,
+    /// Stream position of the membership event.
+    pub pos: u64,
+}
+
+pub struct RoomService {
+    pub(crate) store: Store,
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) key: Arc<SigningKey>,
+    pub(crate) server_name: OwnedServerName,
+    pub(crate) default_version: RoomVersionId,
+    rooms: RwLock<HashMap<OwnedRoomId, Arc<RoomMeta>>>,
+}
+
+impl RoomService {
+    pub fn new(
+        store: Store,
+        stream: Arc<Stream>,
+        notifier: Arc<Notifier>,
+        key: Arc<SigningKey>,
+        default_version: RoomVersionId,
+    ) -> Self {
+        let server_name = key.server_name.clone();
+        RoomService {
+            store,
+            stream,
+            notifier,
+            key,
+            server_name,
+            default_version,
+            rooms: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The room's metadata, loading it on first use; `M_NOT_FOUND` for unknown rooms.
+    pub fn room(&self, room_id: &RoomId) -> Result<Arc<RoomMeta>> {
+        if let Some(meta) = self.rooms.read().expect("rooms lock").get(room_id) {
+            return Ok(meta.clone());
+        }
+        let record = self
+            .store
+            .get(Table::Rooms, room_id.as_bytes())?
+            .ok_or_else(|| Error::not_found("Unknown room"))?;
+        let record: RoomRecord =
+            serde_json::from_slice(&record).map_err(|e| corrupt("rooms", e.to_string()))?;
+        let meta = Arc::new(self.load_meta(room_id, record)?);
+        let mut rooms = self.rooms.write().expect("rooms lock");
+        Ok(rooms.entry(room_id.to_owned()).or_insert(meta).clone())
+    }
+
+    pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
+        Ok(self.store.contains(Table::Rooms, room_id.as_bytes())?)
+    }
+
+    fn load_meta(&self, room_id: &RoomId, record: RoomRecord) -> Result<RoomMeta> {
+        let rules = rules_for(&record.version)?;
+        let (last_event, depth, last_pos) = match self
+            .store
+            .last_with_prefix(Table::Timeline, &Key::new().u64(record.short).into_vec())?
+        {
+            Some((key, _)) => {
+                let pos = keys::trailing_u64(&key);
+                let pdu = self.stored_event(pos)?.pdu()?;
+                (Some(pdu.event_id), pdu.depth, pos)
+            }
+            None => (None, UInt::MIN, 0),
+        };
+        let mut members = Members::default();
+        let prefix = Key::new().u64(record.short).str("m.room.member").into_vec();
+        for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
+            let (_, value) = entry?;
+            let pdu = self.stored_event(keys::decode_u64(&value))?.pdu()?;
+            let (Some(user), Some(membership)) = (member_target(&pdu), membership_of(&pdu)) else {
+                continue;
+            };
+            match membership {
+                MembershipState::Join => members.joined.insert(user),
+                MembershipState::Invite => members.invited.insert(user),
+                _ => false,
+            };
+        }
+        Ok(RoomMeta {
+            room_id: room_id.to_owned(),
+            short: record.short,
+            version: record.version,
+            rules,
+            head: tokio::sync::Mutex::new(Head { last_event, depth }),
+            last_pos: last_pos.into(),
+            members: RwLock::new(members),
+        })
+    }
+
+    /// The stored event at a stream position.
+    pub fn stored_event(&self, pos: u64) -> Result<StoredEvent> {
+        let bytes = self
+            .store
+            .get(Table::Events, &pos.to_be_bytes())?
+            .ok_or_else(|| corrupt("events", format!("missing event at {pos}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| corrupt("events", e.to_string()))
+    }
+
+    /// The stream position of an event id, if the server has it.
+    pub fn event_pos(&self, event_id: &EventId) -> Result<Option<u64>> {
+        Ok(self
+            .store
+            .get(Table::EventIds, event_id.as_bytes())?
+            .map(|v| keys::decode_u64(&v)))
+    }
+
+    pub fn pdu_by_id(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        match self.event_pos(event_id)? {
+            Some(pos) => Ok(Some(self.stored_event(pos)?.pdu()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Position of the current state event `(kind, state_key)`.
+    pub fn state_pos(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<u64>> {
+        let key = Key::new().u64(short).str(kind).str(state_key).into_vec();
+        Ok(self
+            .store
+            .get(Table::RoomState, &key)?
+            .map(|v| keys::decode_u64(&v)))
+    }
+
+    /// The current state event `(kind, state_key)`.
+    pub fn state_pdu(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        match self.state_pos(short, kind, state_key)? {
+            Some(pos) => Ok(Some(self.stored_event(pos)?.pdu()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Positions of the whole current state, in key order.
+    pub fn current_state_positions(&self, short: u64) -> Result<Vec<u64>> {
+        self.store
+            .scan_prefix(Table::RoomState, &Key::new().u64(short).into_vec())
+            .map(|e| e.map(|(_, v)| keys::decode_u64(&v)).map_err(Into::into))
+            .collect()
+    }
+
+    /// The state event `(kind, state_key)` as it was at stream position `at` (inclusive).
+    pub fn state_pos_at(
+        &self,
+        short: u64,
+        kind: &str,
+        state_key: &str,
+        at: u64,
+    ) -> Result<Option<u64>> {
+        let prefix = Key::new().u64(short).str(kind).str(state_key);
+        let from = prefix.clone().into_vec();
+        let to = prefix.u64(at.saturating_add(1)).into_vec();
+        Ok(self
+            .store
+            .range(Table::StateHistory, &from, &to)
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| keys::trailing_u64(&k)))
+    }
+
+    /// A user's membership in a room, now.
+    pub fn membership(&self, room: &RoomMeta, user: &UserId) -> Result<Option<MembershipState>> {
+        Ok(self
+            .state_pdu(room.short, "m.room.member", user.as_str())?
+            .and_then(|p| membership_of(&p)))
+    }
+
+    /// The rooms a user has a membership in, with that membership.
+    pub fn user_rooms(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, UserRoom)>> {
+        let prefix = Key::new().str(user.as_str()).into_vec();
+        let mut out = Vec::new();
+        for entry in self.store.scan_prefix(Table::UserRooms, &prefix) {
+            let (key, value) = entry?;
+            let room = keys::str_parts(&key[prefix.len()..])
+                .next()
+                .unwrap_or_default();
+            let room = RoomId::parse(room).map_err(|e| corrupt("user_rooms", e.to_string()))?;
+            let record: UserRoom =
+                serde_json::from_slice(&value).map_err(|e| corrupt("user_rooms", e.to_string()))?;
+            out.push((room, record));
+        }
+        Ok(out)
+    }
+
+    /// The rooms a user is joined to.
+    pub fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+        Ok(self
+            .user_rooms(user)?
+            .into_iter()
+            .filter(|(_, r)| r.membership == MembershipState::Join)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// `M_FORBIDDEN` unless the user is joined to the room.
+    pub fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<Arc<RoomMeta>> {
+        let room = self.room(room_id).map_err(|e| match e {
+            Error::Matrix {
+                errcode: "M_NOT_FOUND",
+                ..
+            } => Error::forbidden("You are not joined to this room"),
+            e => e,
+        })?;
+        if !room.is_joined(user) {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        Ok(room)
+    }
+}
+
+/// The user a member event is about.
+pub fn member_target(pdu: &Pdu) -> Option<OwnedUserId> {
+    pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+}
+
+/// The membership a member event sets.
+pub fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
+    #[derive(Deserialize)]
+    struct C {
+        membership: MembershipState,
+    }
+    pdu.content_as::<C>().ok().map(|c| c.membership)
+}
+
+fn corrupt(table: &'static str, detail: String) -> Error {
+    Error::Storage(StorageError::Corrupt { table, detail })
+}

@@ -1,0 +1,177 @@
+//! Reading events back: timeline ranges and the client format with its `unsigned` data.
+
+use ruma::{MilliSecondsSinceUnixEpoch, UserId};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::{RoomService, StoredEvent};
+use crate::{
+    error::Result,
+    events::{ClientFormat, Pdu, Unsigned},
+    storage::{Key, Table, keys},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// Who is looking: decides `unsigned.transaction_id`, which only the sending device sees.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    pub user: &'a UserId,
+    pub device: Option<&'a str>,
+    pub format: ClientFormat,
+}
+
+impl RoomService {
+    /// Positions of a room's events, starting after/before `from`.
+    ///
+    /// Tokens are stream positions with one meaning in both directions: a token `t` sits after
+    /// every event at `<= t`. So `Forward` from `t` yields positions `> t`, `Backward` from `t`
+    /// yields positions `<= t`, newest first. Only visible (durable) positions are returned.
+    pub fn timeline_positions(
+        &self,
+        short: u64,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<u64>> {
+        let head = self.stream.head();
+        let (lo, hi) = match direction {
+            Direction::Forward => (from.saturating_add(1), head.saturating_add(1)),
+            Direction::Backward => (0, from.min(head).saturating_add(1)),
+        };
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let lo_key = Key::new().u64(short).u64(lo).into_vec();
+        let hi_key = Key::new().u64(short).u64(hi).into_vec();
+        let range = self.store.range(Table::Timeline, &lo_key, &hi_key);
+        let positions = |it: Box<dyn Iterator<Item = _>>| -> Result<Vec<u64>> {
+            it.take(limit)
+                .map(
+                    |e: crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>| {
+                        e.map(|(k, _)| keys::trailing_u64(&k)).map_err(Into::into)
+                    },
+                )
+                .collect()
+        };
+        match direction {
+            Direction::Forward => positions(Box::new(range)),
+            Direction::Backward => positions(Box::new(range.rev())),
+        }
+    }
+
+    /// The event at `pos` in the client format.
+    pub fn client_event(&self, pos: u64, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
+        let stored = self.stored_event(pos)?;
+        let pdu = stored.pdu()?;
+        self.format_event(&stored, &pdu, view)
+    }
+
+    /// Formats an already loaded event, computing `unsigned` from what the store knows.
+    pub fn format_event(
+        &self,
+        stored: &StoredEvent,
+        pdu: &Pdu,
+        view: EventView<'_>,
+    ) -> Result<Box<RawJsonValue>> {
+        let now = MilliSecondsSinceUnixEpoch::now().get();
+        let age = i64::from(now) - i64::from(pdu.origin_server_ts.get());
+        let mut unsigned = Unsigned {
+            age: Some(age.max(0)),
+            ..Unsigned::default()
+        };
+        if let (Some((device, txn_id)), Some(viewer_device)) = (&stored.txn, view.device)
+            && view.user == pdu.sender
+            && device == viewer_device
+        {
+            unsigned.transaction_id = Some(txn_id);
+        }
+        let prev = match stored.prev_state {
+            Some(pos) => Some(self.stored_event(pos)?.pdu()?),
+            None => None,
+        };
+        if let Some(prev) = &prev {
+            unsigned.prev_content = Some(&prev.content);
+            unsigned.prev_sender = Some(&prev.sender);
+            unsigned.replaces_state = Some(&prev.event_id);
+        }
+        let redaction = match stored.redacted_by {
+            Some(pos) => {
+                // The redaction itself is shown without its own unsigned data, as Synapse does.
+                let r = self.stored_event(pos)?.pdu()?;
+                Some(r.to_client(ClientFormat::WithRoomId, &Unsigned::default()))
+            }
+            None => None,
+        };
+        unsigned.redacted_because = redaction.as_deref();
+        Ok(pdu.to_client(view.format, &unsigned))
+    }
+}
+
+/// `(type, state_key)` of the state events shown to invitees (the spec's recommended set).
+const STRIPPED_STATE: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl RoomService {
+    /// The current state's keys and positions, without loading the events.
+    pub fn current_state_keys(&self, short: u64) -> Result<Vec<(String, String, u64)>> {
+        let prefix = Key::new().u64(short).into_vec();
+        let mut out = Vec::new();
+        for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
+            let (key, value) = entry?;
+            let mut parts = keys::str_parts(&key[prefix.len()..]);
+            let (Some(kind), Some(state_key)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            out.push((
+                kind.to_owned(),
+                state_key.to_owned(),
+                keys::decode_u64(&value),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Stripped state for an invite: a few room descriptors plus the invitee's member event.
+    pub fn stripped_state(
+        &self,
+        room: &super::RoomMeta,
+        user: &UserId,
+    ) -> Result<Vec<Box<RawJsonValue>>> {
+        #[derive(serde::Serialize)]
+        struct Stripped<'a> {
+            content: &'a RawJsonValue,
+            sender: &'a UserId,
+            state_key: &'a str,
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let mut out = Vec::new();
+        let keys = STRIPPED_STATE
+            .iter()
+            .map(|k| (*k, ""))
+            .chain([("m.room.member", user.as_str())]);
+        for (kind, state_key) in keys {
+            if let Some(pdu) = self.state_pdu(room.short, kind, state_key)? {
+                let stripped = Stripped {
+                    content: &pdu.content,
+                    sender: &pdu.sender,
+                    state_key: pdu.state_key.as_deref().unwrap_or_default(),
+                    kind: pdu.kind.to_string(),
+                };
+                out.push(serde_json::value::to_raw_value(&stripped).expect("serializes"));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,338 @@
+//! Appending events: build the PDU, check the auth rules, store it in one atomic batch.
+
+use std::sync::atomic::Ordering;
+
+use ruma::{OwnedEventId, UInt, UserId, events::TimelineEventType};
+
+use super::{RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
+use crate::{
+    error::{Error, Result},
+    events::{DagPosition, EventTemplate, Pdu, build_pdu, check_auth},
+    storage::{Batch, Key, Table},
+    stream::Pending,
+};
+
+/// The sending device's transaction, recorded so retries return the first event.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    pub device: String,
+    pub txn_id: String,
+}
+
+impl RoomService {
+    /// Appends an event to a room and waits until it is durable and visible.
+    pub async fn append(
+        &self,
+        room: &RoomMeta,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<Txn>,
+    ) -> Result<OwnedEventId> {
+        let (event_id, pending) = self.append_pending(room, sender, template, txn).await?;
+        // `None`: a retried transaction, answered with the event it created the first time.
+        if let Some(pending) = pending {
+            self.stream.finish(pending).await?;
+            self.notifier.wake(room.audience().iter().map(|u| &**u));
+        }
+        Ok(event_id)
+    }
+
+    /// Appends without waiting for the disk; callers that append several events (room creation)
+    /// wait once, for the last. Nothing is visible to readers before [`Stream::finish`].
+    ///
+    /// [`Stream::finish`]: crate::stream::Stream::finish
+    pub(super) async fn append_pending(
+        &self,
+        room: &RoomMeta,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<Txn>,
+    ) -> Result<(OwnedEventId, Option<Pending>)> {
+        let mut head = room.head.lock().await;
+        // Checked under the room lock: the mapping is written in the same batch as the event,
+        // so a retry racing its original finds it here.
+        if let Some(txn) = &txn
+            && let Some(existing) = self.txn_event(sender, &txn.device, &txn.txn_id)?
+        {
+            return Ok((existing, None));
+        }
+
+        let auth_types = crate::events::auth_types(
+            &room.rules,
+            &template.kind,
+            sender,
+            template.state_key.as_deref(),
+            &template.content,
+        )?;
+        let mut auth_events = Vec::with_capacity(auth_types.len());
+        for (kind, state_key) in &auth_types {
+            if let Some(pos) = self.state_pos(room.short, &kind.to_string(), state_key)? {
+                auth_events.push(self.stored_event(pos)?.event_id);
+            }
+        }
+        let prev_events: Vec<OwnedEventId> = head.last_event.iter().cloned().collect();
+        let depth = if head.last_event.is_some() {
+            head.depth + UInt::from(1u32)
+        } else {
+            UInt::from(1u32)
+        };
+
+        let (event_id, object) = build_pdu(
+            &self.key,
+            &room.version,
+            &room.rules,
+            &room.room_id,
+            sender,
+            &template,
+            DagPosition {
+                prev_events: &prev_events,
+                auth_events: &auth_events,
+                depth,
+            },
+        )?;
+        let json = serde_json::to_string(&object).expect("canonical JSON serializes");
+        let pdu =
+            Pdu::parse(event_id.clone(), &json).map_err(|e| Error::bad_json(e.to_string()))?;
+
+        check_auth(
+            &room.rules,
+            &pdu,
+            |id| self.pdu_by_id(id).ok().flatten(),
+            |kind, key| {
+                self.state_pdu(room.short, &kind.to_string(), key)
+                    .ok()
+                    .flatten()
+            },
+        )?;
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            self.check_redaction(room, &pdu)?;
+        }
+
+        let state_key = pdu.state_key.clone();
+        let prev_state = match &state_key {
+            Some(k) => self.state_pos(room.short, pdu.kind.to_string().as_str(), k)?,
+            None => None,
+        };
+        let membership = (pdu.kind == TimelineEventType::RoomMember)
+            .then(|| member_target(&pdu).zip(membership_of(&pdu)))
+            .flatten();
+        let redacted = match pdu.redacts.as_deref() {
+            Some(target) if pdu.kind == TimelineEventType::RoomRedaction => {
+                self.redact_target(room, target)?
+            }
+            _ => None,
+        };
+
+        let stored = StoredEvent {
+            event_id: event_id.clone(),
+            room: room.short,
+            pdu: serde_json::value::RawValue::from_string(json).expect("valid JSON"),
+            txn: txn.as_ref().map(|t| (t.device.clone(), t.txn_id.clone())),
+            prev_state,
+            redacted_by: None,
+        };
+        let stored_bytes = serde_json::to_vec(&stored).expect("stored events serialize");
+        let kind = pdu.kind.to_string();
+
+        let pending = self.stream.apply(|pos| {
+            let mut batch = Batch::new();
+            batch.put(Table::Events, pos.to_be_bytes().to_vec(), stored_bytes);
+            batch.put(
+                Table::EventIds,
+                event_id.as_bytes().to_vec(),
+                pos.to_be_bytes().to_vec(),
+            );
+            batch.put(
+                Table::Timeline,
+                Key::new().u64(room.short).u64(pos),
+                Vec::new(),
+            );
+            if let Some(state_key) = &state_key {
+                let key = Key::new().u64(room.short).str(&kind).str(state_key);
+                batch.put(Table::RoomState, key.clone(), pos.to_be_bytes().to_vec());
+                batch.put(Table::StateHistory, key.u64(pos), Vec::new());
+            }
+            if let Some((user, membership)) = &membership {
+                let record = UserRoom {
+                    membership: membership.clone(),
+                    pos,
+                };
+                batch.put(
+                    Table::UserRooms,
+                    Key::new().str(user.as_str()).str(room.room_id.as_str()),
+                    serde_json::to_vec(&record).expect("serializes"),
+                );
+            }
+            if let Some((target_pos, mut target)) = redacted {
+                target.redacted_by = Some(pos);
+                batch.put(
+                    Table::Events,
+                    target_pos.to_be_bytes().to_vec(),
+                    serde_json::to_vec(&target).expect("serializes"),
+                );
+            }
+            if let Some(txn) = &txn {
+                batch.put(
+                    Table::TxnIds,
+                    Key::new()
+                        .str(sender.as_str())
+                        .str(&txn.device)
+                        .str(&txn.txn_id),
+                    event_id.as_bytes().to_vec(),
+                );
+            }
+            batch
+        })?;
+
+        head.last_event = Some(event_id.clone());
+        head.depth = depth;
+        room.last_pos.store(pending.pos, Ordering::Release);
+        if let Some((user, membership)) = &membership {
+            room.set_membership(user, membership);
+            // The target hears about its own membership even when it is no longer a member.
+            self.notifier.wake([&**user]);
+        }
+        Ok((event_id, Some(pending)))
+    }
+
+    /// The event id a device's earlier send with this transaction id created.
+    pub fn txn_event(
+        &self,
+        sender: &UserId,
+        device: &str,
+        txn_id: &str,
+    ) -> Result<Option<OwnedEventId>> {
+        let key = Key::new()
+            .str(sender.as_str())
+            .str(device)
+            .str(txn_id)
+            .into_vec();
+        Ok(match self.store.get(Table::TxnIds, &key)? {
+            Some(id) => Some(
+                OwnedEventId::try_from(String::from_utf8_lossy(&id).into_owned())
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            ),
+            None => None,
+        })
+    }
+
+    /// Beyond the auth rules: a redaction needs the redact power level unless the sender redacts
+    /// their own event (room versions 3+ leave this check to the server).
+    fn check_redaction(&self, room: &RoomMeta, redaction: &Pdu) -> Result<()> {
+        let Some(target) = redaction.redacts.as_deref() else {
+            return Err(Error::bad_json("redaction without redacts"));
+        };
+        let target = self
+            .pdu_by_id(target)?
+            .filter(|t| t.room_id == room.room_id);
+        let Some(target) = target else {
+            return Err(Error::not_found("Event to redact not found"));
+        };
+        if target.sender == redaction.sender {
+            return Ok(());
+        }
+        let levels = self.power_levels(room)?;
+        if levels.user_level(&redaction.sender) >= levels.redact {
+            Ok(())
+        } else {
+            Err(Error::forbidden("You may only redact your own events"))
+        }
+    }
+
+    /// The target of a redaction, redacted per the room version, ready to be rewritten.
+    fn redact_target(
+        &self,
+        room: &RoomMeta,
+        target: &ruma::EventId,
+    ) -> Result<Option<(u64, StoredEvent)>> {
+        let Some(pos) = self.event_pos(target)? else {
+            return Ok(None);
+        };
+        let stored = self.stored_event(pos)?;
+        if stored.room != room.short {
+            return Ok(None);
+        }
+        let object: ruma::CanonicalJsonObject =
+            serde_json::from_str(stored.pdu.get()).map_err(|e| Error::internal(e.to_string()))?;
+        let redacted = ruma::canonical_json::redact(object, &room.rules.redaction, None)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let json = serde_json::to_string(&redacted).expect("serializes");
+        let stored = StoredEvent {
+            pdu: serde_json::value::RawValue::from_string(json).expect("valid"),
+            ..stored
+        };
+        Ok(Some((pos, stored)))
+    }
+
+    /// The room's current power levels (defaults when the event is absent).
+    pub fn power_levels(&self, room: &RoomMeta) -> Result<PowerLevels> {
+        let pdu = self.state_pdu(room.short, "m.room.power_levels", "")?;
+        let creator = self
+            .state_pdu(room.short, "m.room.create", "")?
+            .map(|c| c.sender);
+        Ok(PowerLevels::from_event(pdu.as_ref(), creator))
+    }
+}
+
+/// The parts of `m.room.power_levels` the server consults outside the auth rules.
+#[derive(Debug, Clone)]
+pub struct PowerLevels {
+    content: ruma::events::room::power_levels::RoomPowerLevelsEventContent,
+    creator: Option<ruma::OwnedUserId>,
+    has_event: bool,
+    pub redact: ruma::Int,
+}
+
+impl PowerLevels {
+    fn from_event(pdu: Option<&Pdu>, creator: Option<ruma::OwnedUserId>) -> Self {
+        let content: ruma::events::room::power_levels::RoomPowerLevelsEventContent = pdu
+            .and_then(|p| serde_json::from_str(p.content.get()).ok())
+            .unwrap_or_else(|| {
+                ruma::events::room::power_levels::RoomPowerLevelsEventContent::new(
+                    &ruma::room_version_rules::AuthorizationRules::V11,
+                )
+            });
+        let redact = content.redact;
+        PowerLevels {
+            content,
+            creator,
+            has_event: pdu.is_some(),
+            redact,
+        }
+    }
+
+    pub fn user_level(&self, user: &UserId) -> ruma::Int {
+        if !self.has_event {
+            // Without a power levels event the creator has 100 and everyone else 0.
+            return if self.creator.as_deref() == Some(user) {
+                100.into()
+            } else {
+                0.into()
+            };
+        }
+        self.content
+            .users
+            .get(user)
+            .copied()
+            .unwrap_or(self.content.users_default)
+    }
+
+    /// The level needed to send a state event of this type.
+    pub fn state_level(&self, kind: &str) -> ruma::Int {
+        self.content
+            .events
+            .get(&kind.into())
+            .copied()
+            .unwrap_or(self.content.state_default)
+    }
+
+    pub fn ban(&self) -> ruma::Int {
+        self.content.ban
+    }
+    pub fn kick(&self) -> ruma::Int {
+        self.content.kick
+    }
+    pub fn invite(&self) -> ruma::Int {
+        self.content.invite
+    }
+}

@@ -1,0 +1,92 @@
+//! Running the server: bind, serve the router, shut down cleanly.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+use crate::{config::Config, error::Error, services::Services};
+
+/// A server running in this process (used by `charla serve` and by the integration tests).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub services: Arc<Services>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The base URL clients use.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests, waits for in-flight ones, and closes the store.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops on its own (signal).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Opens the store, binds the listener and starts serving.
+pub async fn start(config: Config) -> Result<RunningServer, Error> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let services = Services::open(config).await?;
+    let app = crate::api::router(services.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, server_name = %services.config.server_name, "listening");
+    Ok(RunningServer {
+        addr,
+        services,
+        shutdown: Some(tx),
+        task,
+    })
+}
+
+/// `charla serve`: runs until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), Error> {
+    let server = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

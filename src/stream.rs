@@ -1,0 +1,78 @@
+//! The global stream: every durable change (room event, account data) gets a position.
+//!
+//! Positions are allocated and applied under one short lock, so position order is commit order;
+//! a change becomes *visible* (sync tokens, `/messages`) only once its flush is on disk. A reader
+//! that sees head `h` therefore sees every change `<= h`, and none of them can vanish in a crash.
+//! Sync tokens are positions.
+
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::storage::{Batch, Result, Store, Table, WriteTicket, keys::decode_u64};
+
+const HEAD_KEY: &[u8] = b"stream_pos";
+
+pub struct Stream {
+    store: Store,
+    /// Last allocated position. Held only while a batch is applied.
+    last: Mutex<u64>,
+    /// Highest position known durable: what readers may see.
+    visible: watch::Sender<u64>,
+}
+
+/// A change applied in memory at `pos`, not yet durable.
+#[must_use = "call Stream::finish to wait for durability and publish the change"]
+pub struct Pending {
+    pub pos: u64,
+    ticket: WriteTicket,
+}
+
+impl Stream {
+    pub fn open(store: Store) -> Result<Self> {
+        let last = store
+            .get(Table::Global, HEAD_KEY)?
+            .map(|v| decode_u64(&v))
+            .unwrap_or(0);
+        let (visible, _) = watch::channel(last);
+        Ok(Stream {
+            store,
+            last: Mutex::new(last),
+            visible,
+        })
+    }
+
+    /// Allocates the next position and applies the batch `build` makes for it, atomically with
+    /// the new head. `build` runs under the stream lock: keep it to assembling writes.
+    pub fn apply(&self, build: impl FnOnce(u64) -> Batch) -> Result<Pending> {
+        let mut last = self.last.lock().expect("stream lock poisoned");
+        let pos = *last + 1;
+        let mut batch = build(pos);
+        batch.put(Table::Global, HEAD_KEY, pos.to_be_bytes().to_vec());
+        let ticket = self.store.write(batch)?;
+        *last = pos;
+        Ok(Pending { pos, ticket })
+    }
+
+    /// Waits until the change is on disk, then makes it visible to readers.
+    pub async fn finish(&self, pending: Pending) -> Result<u64> {
+        self.store.durable(pending.ticket).await?;
+        self.visible.send_if_modified(|v| {
+            let advanced = pending.pos > *v;
+            *v = (*v).max(pending.pos);
+            advanced
+        });
+        Ok(pending.pos)
+    }
+
+    /// `apply` then `finish`.
+    pub async fn commit(&self, build: impl FnOnce(u64) -> Batch) -> Result<u64> {
+        let pending = self.apply(build)?;
+        self.finish(pending).await
+    }
+
+    /// The highest visible position.
+    pub fn head(&self) -> u64 {
+        *self.visible.borrow()
+    }
+}

@@ -1,0 +1,132 @@
+//! Sync filters: the parts of a `FilterDefinition` the sync engine applies.
+
+use ruma::{
+    RoomId, UserId,
+    api::client::filter::{FilterDefinition, LazyLoadOptions, RoomEventFilter},
+};
+
+/// A resolved filter with spec defaults filled in.
+#[derive(Debug, Clone)]
+pub struct SyncFilter {
+    pub def: FilterDefinition,
+    pub timeline_limit: usize,
+    pub lazy_load_members: bool,
+    pub include_leave: bool,
+}
+
+/// Default timeline limit, as Synapse uses.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Cap on what a client may ask for in one sync.
+const MAX_TIMELINE_LIMIT: usize = 1000;
+
+impl SyncFilter {
+    pub fn new(def: FilterDefinition) -> Self {
+        let timeline_limit = def
+            .room
+            .timeline
+            .limit
+            .map(|l| usize::try_from(u64::from(l)).unwrap_or(MAX_TIMELINE_LIMIT))
+            .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+            .min(MAX_TIMELINE_LIMIT);
+        let lazy_load_members =
+            !matches!(def.room.state.lazy_load_options, LazyLoadOptions::Disabled);
+        let include_leave = def.room.include_leave;
+        SyncFilter {
+            def,
+            timeline_limit,
+            lazy_load_members,
+            include_leave,
+        }
+    }
+
+    pub fn room_allowed(&self, room: &RoomId) -> bool {
+        let f = &self.def.room;
+        if f.not_rooms.iter().any(|r| r == room) {
+            return false;
+        }
+        f.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| r == room))
+    }
+
+    pub fn timeline_allows(&self, kind: &str, sender: &UserId) -> bool {
+        event_allowed(&self.def.room.timeline, kind, sender)
+    }
+
+    pub fn state_allows(&self, kind: &str, sender: &UserId) -> bool {
+        event_allowed(&self.def.room.state, kind, sender)
+    }
+
+    pub fn account_data_allows(&self, kind: &str) -> bool {
+        let f = &self.def.account_data;
+        types_allowed(kind, f.types.as_deref(), &f.not_types)
+    }
+
+    pub fn room_account_data_allows(&self, kind: &str) -> bool {
+        let f = &self.def.room.account_data;
+        types_allowed(kind, f.types.as_deref(), &f.not_types)
+    }
+}
+
+fn event_allowed(f: &RoomEventFilter, kind: &str, sender: &UserId) -> bool {
+    if f.not_senders.iter().any(|s| s == sender) {
+        return false;
+    }
+    if let Some(senders) = &f.senders
+        && !senders.iter().any(|s| s == sender)
+    {
+        return false;
+    }
+    types_allowed(kind, f.types.as_deref(), &f.not_types)
+}
+
+/// Type matching with the spec's `*` wildcard.
+fn types_allowed(kind: &str, types: Option<&[String]>, not_types: &[String]) -> bool {
+    if not_types.iter().any(|p| wildcard_match(p, kind)) {
+        return false;
+    }
+    types.is_none_or(|types| types.iter().any(|p| wildcard_match(p, kind)))
+}
+
+fn wildcard_match(pattern: &str, value: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == value,
+        Some((prefix, rest)) => {
+            value.starts_with(prefix) && {
+                let tail = &value[prefix.len()..];
+                (0..=tail.len())
+                    .any(|i| tail.is_char_boundary(i) && wildcard_match(rest, &tail[i..]))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_like_the_spec() {
+        assert!(wildcard_match("m.*", "m.room.message"));
+        assert!(wildcard_match("*", "anything"));
+        assert!(wildcard_match("m.room.*age", "m.room.message"));
+        assert!(!wildcard_match("m.room.member", "m.room.message"));
+    }
+
+    #[test]
+    fn not_types_win() {
+        assert!(!types_allowed(
+            "m.room.message",
+            Some(&["m.*".into()]),
+            &["m.room.message".into()]
+        ));
+        assert!(types_allowed("m.room.name", None, &[]));
+    }
+
+    #[test]
+    fn defaults() {
+        let f = SyncFilter::new(FilterDefinition::default());
+        assert_eq!(f.timeline_limit, 10);
+        assert!(!f.lazy_load_members);
+    }
+}

@@ -1,0 +1,416 @@
+//! The per-room sections of a sync response: joined, invited and left rooms.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, UInt,
+    api::client::sync::sync_events::{
+        UnreadNotificationsCount,
+        v3::{self, InvitedRoom, JoinedRoom, LeftRoom, RoomSummary, State, StateEvents, Timeline},
+    },
+    events::{TimelineEventType, room::member::MembershipState},
+    serde::Raw,
+};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::{SyncContext, SyncRequest, account_data_event, format_token};
+use crate::{
+    error::Result,
+    events::{ClientFormat, Pdu},
+    rooms::{Direction, EventView, RoomMeta, StoredEvent, UserRoom, Visibility},
+};
+
+/// Timeline events, oldest first, with whether older ones were left out.
+struct TimelineSlice {
+    events: Vec<(u64, StoredEvent, Pdu)>,
+    limited: bool,
+}
+
+pub(super) fn rooms(
+    ctx: &SyncContext<'_>,
+    req: &SyncRequest,
+    head: u64,
+    response: &mut v3::Response,
+) -> Result<()> {
+    let since = req.since.unwrap_or(0);
+    let mut room_account_data: HashMap<OwnedRoomId, Vec<Box<RawJsonValue>>> = HashMap::new();
+    for change in ctx.users.account_data_since(&ctx.who.user_id, since)? {
+        if let Some(room) = change.room_id
+            && change.pos <= head
+            && req.filter.room_account_data_allows(&change.kind)
+        {
+            room_account_data
+                .entry(room)
+                .or_default()
+                .push(account_data_event(&change.kind, &change.content));
+        }
+    }
+
+    for (room_id, membership) in ctx.rooms.user_rooms(&ctx.who.user_id)? {
+        if !req.filter.room_allowed(&room_id) || membership.pos > head {
+            continue;
+        }
+        let account_data = room_account_data.remove(&room_id);
+        match membership.membership {
+            MembershipState::Join => {
+                if let Some(joined) =
+                    joined_room(ctx, req, head, &room_id, &membership, account_data)?
+                {
+                    response.rooms.join.insert(room_id, joined);
+                }
+            }
+            MembershipState::Invite if req.since.is_none_or(|s| membership.pos > s) => {
+                response
+                    .rooms
+                    .invite
+                    .insert(room_id.clone(), invited_room(ctx, &room_id)?);
+            }
+            MembershipState::Leave | MembershipState::Ban => {
+                let wanted = match req.since {
+                    Some(s) => membership.pos > s,
+                    None => req.filter.include_leave,
+                };
+                if wanted {
+                    response
+                        .rooms
+                        .leave
+                        .insert(room_id.clone(), left_room(ctx, req, &room_id, &membership)?);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn view<'a>(ctx: &'a SyncContext<'_>) -> EventView<'a> {
+    EventView {
+        user: &ctx.who.user_id,
+        device: Some(ctx.who.device_id.as_str()),
+        format: ClientFormat::Sync,
+    }
+}
+
+fn joined_room(
+    ctx: &SyncContext<'_>,
+    req: &SyncRequest,
+    head: u64,
+    room_id: &RoomId,
+    membership: &UserRoom,
+    account_data: Option<Vec<Box<RawJsonValue>>>,
+) -> Result<Option<JoinedRoom>> {
+    let room = ctx.rooms.room(room_id)?;
+    // A room joined after the token is new to the client: send it whole.
+    let since = req.since.filter(|s| membership.pos <= *s);
+    if let Some(s) = since
+        && room.last_pos() <= s
+        && !req.full_state
+        && account_data.is_none()
+    {
+        return Ok(None);
+    }
+    let visibility = match since {
+        None => Some(Visibility::load(ctx.rooms, &room, &ctx.who.user_id)?),
+        Some(_) => None,
+    };
+    let slice = timeline(
+        ctx,
+        req,
+        &room,
+        since.unwrap_or(0),
+        head,
+        visibility.as_ref(),
+    )?;
+    let boundary = slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(head);
+    let state = if since.is_none() || req.full_state {
+        full_state_at(ctx, req, &room, boundary, &slice)?
+    } else {
+        state_delta(ctx, req, &room, since.unwrap_or(0), boundary)?
+    };
+
+    let mut joined = JoinedRoom::new();
+    joined.timeline = to_timeline(ctx, &slice, since.unwrap_or(0))?;
+    joined.state = state_section(req, state, &slice, ctx)?;
+    joined.summary = summary(&room, &ctx.who.user_id);
+    joined.unread_notifications = unread(ctx, &room, &slice, head)?;
+    if let Some(events) = account_data {
+        joined.account_data.events = events.into_iter().map(Raw::from_json).collect();
+    }
+    Ok(Some(joined))
+}
+
+/// The newest visible events in `(lower, upper]` that pass the filter, oldest first.
+fn timeline(
+    ctx: &SyncContext<'_>,
+    req: &SyncRequest,
+    room: &RoomMeta,
+    lower: u64,
+    upper: u64,
+    visibility: Option<&Visibility>,
+) -> Result<TimelineSlice> {
+    let limit = req.filter.timeline_limit;
+    let mut events = Vec::new();
+    let mut cursor = upper;
+    let mut limited = false;
+    'scan: loop {
+        let batch = ctx.rooms.timeline_positions(
+            room.short,
+            cursor,
+            Direction::Backward,
+            limit.max(1) + 1,
+        )?;
+        if batch.is_empty() {
+            break;
+        }
+        for pos in batch {
+            if pos <= lower {
+                break 'scan;
+            }
+            cursor = pos - 1;
+            if visibility.is_some_and(|v| !v.can_see(pos)) {
+                continue;
+            }
+            let stored = ctx.rooms.stored_event(pos)?;
+            let pdu = stored.pdu()?;
+            if !req
+                .filter
+                .timeline_allows(pdu.kind.to_string().as_str(), &pdu.sender)
+            {
+                continue;
+            }
+            if events.len() == limit {
+                limited = true;
+                break 'scan;
+            }
+            events.push((pos, stored, pdu));
+        }
+        if cursor <= lower || cursor == 0 {
+            break;
+        }
+    }
+    events.reverse();
+    Ok(TimelineSlice { events, limited })
+}
+
+fn to_timeline(ctx: &SyncContext<'_>, slice: &TimelineSlice, lower: u64) -> Result<Timeline> {
+    let mut timeline = Timeline::new();
+    timeline.limited = slice.limited;
+    timeline.prev_batch = Some(format_token(
+        slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(lower),
+    ));
+    for (_, stored, pdu) in &slice.events {
+        timeline.events.push(Raw::from_json(ctx.rooms.format_event(
+            stored,
+            pdu,
+            view(ctx),
+        )?));
+    }
+    Ok(timeline)
+}
+
+/// The full room state just before the timeline (at `boundary`).
+fn full_state_at(
+    ctx: &SyncContext<'_>,
+    req: &SyncRequest,
+    room: &RoomMeta,
+    boundary: u64,
+    slice: &TimelineSlice,
+) -> Result<Vec<u64>> {
+    let wanted_members: Option<HashSet<&str>> = req.filter.lazy_load_members.then(|| {
+        let mut senders: HashSet<&str> = slice
+            .events
+            .iter()
+            .map(|(_, _, p)| p.sender.as_str())
+            .collect();
+        senders.insert(ctx.who.user_id.as_str());
+        senders
+    });
+    let mut out = Vec::new();
+    for (kind, state_key, pos) in ctx.rooms.current_state_keys(room.short)? {
+        if kind == "m.room.member"
+            && let Some(wanted) = &wanted_members
+            && !wanted.contains(state_key.as_str())
+        {
+            continue;
+        }
+        let at = if pos <= boundary {
+            Some(pos)
+        } else {
+            ctx.rooms
+                .state_pos_at(room.short, &kind, &state_key, boundary)?
+        };
+        out.extend(at);
+    }
+    Ok(out)
+}
+
+/// State events between the token and the timeline, the latest per key.
+fn state_delta(
+    ctx: &SyncContext<'_>,
+    _req: &SyncRequest,
+    room: &RoomMeta,
+    since: u64,
+    boundary: u64,
+) -> Result<Vec<u64>> {
+    let mut latest: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut cursor = since;
+    while cursor < boundary {
+        let batch = ctx
+            .rooms
+            .timeline_positions(room.short, cursor, Direction::Forward, 256)?;
+        if batch.is_empty() {
+            break;
+        }
+        for pos in batch {
+            if pos > boundary {
+                return Ok(latest.into_values().collect());
+            }
+            cursor = pos;
+            let pdu = ctx.rooms.stored_event(pos)?.pdu()?;
+            if let Some(key) = pdu.state_key {
+                latest.insert((pdu.kind.to_string(), key), pos);
+            }
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
+fn state_section(
+    req: &SyncRequest,
+    positions: Vec<u64>,
+    _slice: &TimelineSlice,
+    ctx: &SyncContext<'_>,
+) -> Result<State> {
+    let mut events = StateEvents::new();
+    for pos in positions {
+        let stored = ctx.rooms.stored_event(pos)?;
+        let pdu = stored.pdu()?;
+        if !req
+            .filter
+            .state_allows(pdu.kind.to_string().as_str(), &pdu.sender)
+        {
+            continue;
+        }
+        events.events.push(Raw::from_json(ctx.rooms.format_event(
+            &stored,
+            &pdu,
+            view(ctx),
+        )?));
+    }
+    Ok(if req.use_state_after {
+        State::After(events)
+    } else {
+        State::Before(events)
+    })
+}
+
+fn summary(room: &RoomMeta, me: &ruma::UserId) -> RoomSummary {
+    let mut summary = RoomSummary::new();
+    let mut heroes: Vec<OwnedUserId> = room
+        .joined_members()
+        .into_iter()
+        .filter(|u| u != me)
+        .collect();
+    heroes.sort();
+    heroes.truncate(5);
+    summary.heroes = heroes;
+    summary.joined_member_count = Some(UInt::try_from(room.joined_count()).unwrap_or_default());
+    summary.invited_member_count = Some(UInt::try_from(room.invited_count()).unwrap_or_default());
+    summary
+}
+
+/// Messages from others since the user last spoke, the simple reading of "unread" until read
+/// receipts exist; highlights are those that mention the user.
+fn unread(
+    ctx: &SyncContext<'_>,
+    room: &RoomMeta,
+    slice: &TimelineSlice,
+    head: u64,
+) -> Result<UnreadNotificationsCount> {
+    const SCAN_CAP: usize = 100;
+    let me = &ctx.who.user_id;
+    let mut notifications = 0u32;
+    let mut highlights = 0u32;
+    let mut count = |pdu: &Pdu| -> bool {
+        if pdu.sender == *me {
+            return true;
+        }
+        if matches!(
+            pdu.kind,
+            TimelineEventType::RoomMessage
+                | TimelineEventType::RoomEncrypted
+                | TimelineEventType::Sticker
+        ) {
+            notifications += 1;
+            let content = pdu.content.get();
+            if content.contains(me.as_str())
+                || content
+                    .to_lowercase()
+                    .contains(&me.localpart().to_lowercase())
+            {
+                highlights += 1;
+            }
+        }
+        false
+    };
+    let mut found_own = slice.events.iter().rev().any(|(_, _, pdu)| count(pdu));
+    if !found_own {
+        let mut cursor = slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(head);
+        let mut scanned = slice.events.len();
+        while !found_own && scanned < SCAN_CAP {
+            let batch =
+                ctx.rooms
+                    .timeline_positions(room.short, cursor, Direction::Backward, 32)?;
+            if batch.is_empty() {
+                break;
+            }
+            for pos in batch {
+                cursor = pos.saturating_sub(1);
+                scanned += 1;
+                if count(&ctx.rooms.stored_event(pos)?.pdu()?) {
+                    found_own = true;
+                    break;
+                }
+            }
+        }
+    }
+    let mut counts = UnreadNotificationsCount::new();
+    counts.notification_count = Some(notifications.into());
+    counts.highlight_count = Some(highlights.into());
+    Ok(counts)
+}
+
+fn invited_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<InvitedRoom> {
+    let room = ctx.rooms.room(room_id)?;
+    let mut invited = InvitedRoom::new();
+    for pdu in ctx.rooms.stripped_state(&room, &ctx.who.user_id)? {
+        invited.invite_state.events.push(Raw::from_json(pdu));
+    }
+    Ok(invited)
+}
+
+fn left_room(
+    ctx: &SyncContext<'_>,
+    req: &SyncRequest,
+    room_id: &RoomId,
+    membership: &UserRoom,
+) -> Result<LeftRoom> {
+    let room = ctx.rooms.room(room_id)?;
+    let visibility = Visibility::load(ctx.rooms, &room, &ctx.who.user_id)?;
+    let lower = req.since.unwrap_or(0);
+    let slice = timeline(ctx, req, &room, lower, membership.pos, Some(&visibility))?;
+    let boundary = slice
+        .events
+        .first()
+        .map(|(p, _, _)| p - 1)
+        .unwrap_or(membership.pos);
+    let mut left = LeftRoom::new();
+    left.timeline = to_timeline(ctx, &slice, lower)?;
+    left.state = state_section(
+        req,
+        full_state_at(ctx, req, &room, boundary, &slice)?,
+        &slice,
+        ctx,
+    )?;
+    Ok(left)
+}

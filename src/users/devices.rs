@@ -1,0 +1,87 @@
+//! Devices: one per login, each holding the access token it was given.
+
+use ruma::{DeviceId, OwnedDeviceId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::UserService;
+use crate::{
+    error::{Error, Result},
+    storage::{Batch, Key, Table},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    pub device_id: OwnedDeviceId,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub access_token: String,
+    #[serde(default)]
+    pub last_seen_ts: Option<u64>,
+    #[serde(default)]
+    pub last_seen_ip: Option<String>,
+}
+
+impl UserService {
+    pub fn devices(&self, user: &UserId) -> Result<Vec<Device>> {
+        let prefix = Key::new().str(user.as_str()).into_vec();
+        self.store
+            .scan_prefix(Table::Devices, &prefix)
+            .map(|e| {
+                let (_, v) = e?;
+                serde_json::from_slice(&v).map_err(|e| Error::internal(e.to_string()))
+            })
+            .collect()
+    }
+
+    pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
+        let key = Key::new()
+            .str(user.as_str())
+            .str(device.as_str())
+            .into_vec();
+        match self.store.get(Table::Devices, &key)? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| Error::internal(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn rename_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        name: Option<String>,
+    ) -> Result<()> {
+        let mut record = self
+            .device(user, device)?
+            .ok_or_else(|| Error::not_found("Device not found"))?;
+        record.display_name = name;
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Devices,
+            Key::new().str(user.as_str()).str(device.as_str()),
+            serde_json::to_vec(&record).expect("serializes"),
+        );
+        self.store.write_durable(batch).await?;
+        Ok(())
+    }
+
+    /// Deletes devices and revokes their tokens, in one batch. Unknown devices are ignored, as
+    /// the spec's `/delete_devices` allows.
+    pub async fn delete_devices(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
+        let mut batch = Batch::new();
+        for device in devices {
+            if let Some(record) = self.device(user, device)? {
+                batch.delete(Table::Tokens, record.access_token.as_bytes().to_vec());
+                batch.delete(
+                    Table::Devices,
+                    Key::new().str(user.as_str()).str(device.as_str()),
+                );
+            }
+        }
+        if !batch.is_empty() {
+            self.store.write_durable(batch).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! Accounts: registration, passwords, access tokens, devices and profiles.
+//!
+//! Passwords are hashed with argon2 on a blocking thread (hashing is deliberately slow and
+//! must not stall the reactor). Access tokens are 32 random alphanumerics; each belongs to
+//! exactly one device, and deleting the device revokes it.
+
+mod account_data;
+mod devices;
+pub mod uiaa;
+
+use std::sync::Arc;
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+pub use account_data::AccountDataChange;
+pub use devices::Device;
+
+use crate::{
+    error::{Error, Result},
+    storage::{Batch, Key, Store, Table},
+    stream::Stream,
+    sync::Notifier,
+};
+
+/// The stored account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub deactivated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub created_ts: u64,
+}
+
+/// The access token record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TokenRecord {
+    user_id: OwnedUserId,
+    device_id: OwnedDeviceId,
+}
+
+/// A logged-in session, as `/register` and `/login` return it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+/// Who a request acts as, once its token is checked.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+pub struct UserService {
+    pub(crate) store: Store,
+    pub(crate) stream: Arc<Stream>,
+    pub(crate) notifier: Arc<Notifier>,
+    pub(crate) server_name: OwnedServerName,
+}
+
+/// A new account to create.
+pub struct NewAccount<'a> {
+    pub localpart: &'a str,
+    pub password: Option<&'a str>,
+    pub admin: bool,
+    pub displayname: Option<String>,
+}
+
+impl UserService {
+    pub fn new(
+        store: Store,
+        stream: Arc<Stream>,
+        notifier: Arc<Notifier>,
+        server_name: OwnedServerName,
+    ) -> Self {
+        UserService {
+            store,
+            stream,
+            notifier,
+            server_name,
+        }
+    }
+
+    /// Builds a local user id, enforcing the spec's grammar for new localparts.
+    pub fn user_id_for(&self, localpart: &str) -> Result<OwnedUserId> {
+        let valid = !localpart.is_empty()
+            && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+        if !valid {
+            return Err(Error::invalid_username(
+                "User ID may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
+            ));
+        }
+        let id = format!("@{localpart}:{}", self.server_name);
+        if id.len() > 255 {
+            return Err(Error::invalid_username("User ID is longer than 255 bytes"));
+        }
+        UserId::parse(id).map_err(|e| Error::invalid_username(e.to_string()))
+    }
+
+    /// Parses what a client typed at login: a full user id or a bare localpart (any case).
+    pub fn parse_login_user(&self, user: &str) -> Result<OwnedUserId> {
+        let lowered = user.to_lowercase();
+        let parsed = if lowered.starts_with('@') {
+            UserId::parse(lowered.as_str()).ok()
+        } else {
+            UserId::parse_with_server_name(lowered.as_str(), &self.server_name).ok()
+        };
+        parsed.ok_or_else(|| Error::forbidden("Invalid username or password"))
+    }
+
+    pub fn get(&self, user: &UserId) -> Result<Option<UserRecord>> {
+        match self.store.get(Table::Users, user.as_bytes())? {
+            Some(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| Error::internal(e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a local account exists (deactivated ones included: their ids stay taken).
+    pub fn exists(&self, user: &UserId) -> Result<bool> {
+        Ok(self.store.contains(Table::Users, user.as_bytes())?)
+    }
+
+    pub fn is_active(&self, user: &UserId) -> Result<bool> {
+        Ok(self.get(user)?.is_some_and(|u| !u.deactivated))
+    }
+
+    async fn put(&self, user: &UserId, record: &UserRecord) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Users,
+            user.as_bytes().to_vec(),
+            serde_json::to_vec(record).expect("serializes"),
+        );
+        self.store.write_durable(batch).await?;
+        Ok(())
+    }
+
+    /// Creates an account. `M_USER_IN_USE` if the id is taken.
+    pub async fn create(&self, account: NewAccount<'_>) -> Result<OwnedUserId> {
+        let user_id = self.user_id_for(account.localpart)?;
+        let password_hash = match account.password {
+            Some(p) => Some(hash_password(p.to_owned()).await?),
+            None => None,
+        };
+        let record = UserRecord {
+            password_hash,
+            deactivated: false,
+            displayname: account
+                .displayname
+                .or_else(|| Some(account.localpart.to_owned())),
+            avatar_url: None,
+            admin: account.admin,
+            created_ts: ruma::MilliSecondsSinceUnixEpoch::now().get().into(),
+        };
+        // Compare-and-swap so two concurrent registrations of one name cannot both succeed.
+        let bytes = serde_json::to_vec(&record).expect("serializes");
+        let Some(ticket) = self
+            .store
+            .insert_if_absent(Table::Users, user_id.as_bytes(), &bytes)?
+        else {
+            return Err(Error::user_in_use("User ID already taken"));
+        };
+        self.store.durable(ticket).await?;
+        tracing::info!(user = %user_id, "account created");
+        Ok(user_id)
+    }
+
+    /// Checks a password; the same error for unknown users and wrong passwords.
+    pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
+        let denied = || Error::forbidden("Invalid username or password");
+        let record = self.get(user)?.ok_or_else(denied)?;
+        if record.deactivated {
+            return Err(Error::user_deactivated("This account has been deactivated"));
+        }
+        let hash = record.password_hash.ok_or_else(denied)?;
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?;
+        if ok { Ok(()) } else { Err(denied()) }
+    }
+
+    pub async fn set_password(&self, user: &UserId, password: &str) -> Result<()> {
+        let mut record = self
+            .get(user)?
+            .ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.password_hash = Some(hash_password(password.to_owned()).await?);
+        self.put(user, &record).await
+    }
+
+    /// Starts a session on a (new or existing) device and returns its fresh access token.
+    pub async fn open_session(
+        &self,
+        user: &UserId,
+        device_id: Option<OwnedDeviceId>,
+        display_name: Option<String>,
+    ) -> Result<Session> {
+        let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
+        let access_token = random_string(32);
+        let mut batch = Batch::new();
+        // Logging in again on a device replaces its token.
+        if let Some(old) = self.device(user, &device_id)? {
+            batch.delete(Table::Tokens, old.access_token.as_bytes().to_vec());
+        }
+        let device = Device {
+            device_id: device_id.clone(),
+            display_name,
+            access_token: access_token.clone(),
+            last_seen_ts: Some(ruma::MilliSecondsSinceUnixEpoch::now().get().into()),
+            last_seen_ip: None,
+        };
+        let token = TokenRecord {
+            user_id: user.to_owned(),
+            device_id: device_id.clone(),
+        };
+        batch.put(
+            Table::Tokens,
+            access_token.as_bytes().to_vec(),
+            serde_json::to_vec(&token).expect("serializes"),
+        );
+        batch.put(
+            Table::Devices,
+            Key::new().str(user.as_str()).str(device_id.as_str()),
+            serde_json::to_vec(&device).expect("serializes"),
+        );
+        self.store.write_durable(batch).await?;
+        Ok(Session {
+            user_id: user.to_owned(),
+            device_id,
+            access_token,
+        })
+    }
+
+    /// Resolves an access token; `None` for unknown or revoked tokens.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
+        let Some(bytes) = self.store.get(Table::Tokens, token.as_bytes())? else {
+            return Ok(None);
+        };
+        let record: TokenRecord =
+            serde_json::from_slice(&bytes).map_err(|e| Error::internal(e.to_string()))?;
+        Ok(Some(Identity {
+            user_id: record.user_id,
+            device_id: record.device_id,
+        }))
+    }
+
+    /// Logs out every device of a user.
+    pub async fn logout_all(&self, user: &UserId) -> Result<()> {
+        let devices = self.devices(user)?;
+        let ids: Vec<OwnedDeviceId> = devices.into_iter().map(|d| d.device_id).collect();
+        self.delete_devices(user, &ids).await
+    }
+
+    /// Logs out every device but one (after a password change).
+    pub async fn logout_others(&self, user: &UserId, keep: &DeviceId) -> Result<()> {
+        let ids: Vec<OwnedDeviceId> = self
+            .devices(user)?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| d != keep)
+            .collect();
+        self.delete_devices(user, &ids).await
+    }
+
+    /// Marks the account deactivated and revokes every token. Room departures are the caller's.
+    pub async fn deactivate(&self, user: &UserId) -> Result<()> {
+        self.logout_all(user).await?;
+        let mut record = self
+            .get(user)?
+            .ok_or_else(|| Error::not_found("Unknown user"))?;
+        record.deactivated = true;
+        record.password_hash = None;
+        record.displayname = None;
+        record.avatar_url = None;
+        self.put(user, &record).await?;
+        tracing::info!(user = %user, "account deactivated");
+        Ok(())
+    }
+
+    pub async fn set_profile(
+        &self,
+        user: &UserId,
+        displayname: Option<Option<String>>,
+        avatar_url: Option<Option<String>>,
+    ) -> Result<UserRecord> {
+        let mut record = self
+            .get(user)?
+            .ok_or_else(|| Error::not_found("Profile not found"))?;
+        if let Some(d) = displayname {
+            record.displayname = d;
+        }
+        if let Some(a) = avatar_url {
+            record.avatar_url = a;
+        }
+        self.put(user, &record).await?;
+        Ok(record)
+    }
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+    })
+    .await
+    .map_err(|e| Error::internal(e.to_string()))?
+}
+
+/// Random alphanumerics from the OS-seeded thread RNG: tokens, device ids, session ids.
+pub fn random_string(len: usize) -> String {
+    use rand::{Rng, distributions::Alphanumeric};
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
