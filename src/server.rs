@@ -25,6 +25,7 @@ impl RunningServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.services.notifier.stop();
         let _ = (&mut self.task).await;
     }
 

@@ -117,6 +117,7 @@ impl SyncService {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(response),
+                _ = self.notifier.stopped() => return Ok(response),
             }
         }
     }

@@ -9,12 +9,30 @@ use std::{collections::HashMap, sync::Mutex};
 use ruma::{OwnedUserId, UserId};
 use tokio::sync::watch;
 
-#[derive(Default)]
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
+    /// Flips to `true` when the server stops, so long polls return at once.
+    stopping: watch::Sender<bool>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier { users: Mutex::default(), stopping: watch::channel(false).0 }
+    }
 }
 
 impl Notifier {
+    /// Ends every long poll: the server is shutting down.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the server is stopping.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
     /// A receiver that changes when something concerning `user` is committed.
     pub fn subscribe(&self, user: &UserId) -> watch::Receiver<u64> {
         let mut users = self.users.lock().expect("notifier lock poisoned");
