@@ -21,7 +21,10 @@ pub fn router(services: Arc<Services>) -> Router {
     let r = Router::new();
     let r = client::routes(r);
     let r = synapse_admin::routes(r);
-    r.fallback(|| async { Error::unrecognized(StatusCode::NOT_FOUND) })
+    r.fallback(|method: Method, uri: http::Uri| async move {
+        tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
+        Error::unrecognized(StatusCode::NOT_FOUND)
+    })
         .method_not_allowed_fallback(|| async {
             Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
         })

@@ -39,15 +39,13 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = route(r, state_event);
     let r = route(r, send_state);
     let r = route(r, room_aliases);
-    // `/state/{type}` with an empty state key: ruma's path needs a key segment.
-    r.route(
-        "/_matrix/client/v3/rooms/{room_id}/state/{event_type}",
-        get(empty_key_state).put(super::message::send_state_empty_key),
-    )
-    .route(
-        "/_matrix/client/r0/rooms/{room_id}/state/{event_type}",
-        get(empty_key_state).put(super::message::send_state_empty_key),
-    )
+    // `/state/{type}` and `/state/{type}/` mean the empty state key; ruma's path needs a key
+    // segment, and axum does not match an empty one.
+    ["v3", "r0"].into_iter().fold(r, |r, version| {
+        let path = format!("/_matrix/client/{version}/rooms/{{room_id}}/state/{{event_type}}");
+        let handler = || get(empty_key_state).put(super::message::send_state_empty_key);
+        r.route(&path, handler()).route(&format!("{path}/"), handler())
+    })
 }
 
 fn raw_object<T>(raw: &Raw<T>) -> Result<Map<String, Value>> {
