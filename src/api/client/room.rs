@@ -11,7 +11,7 @@ use ruma::{
     OwnedRoomAliasId, RoomAliasId,
     api::client::{
         membership::{get_member_events, joined_members, joined_rooms},
-        room::{aliases, create_room},
+        room::{aliases, create_room, create_room::v3::RoomPreset},
         state::{get_state_event_for_key, get_state_events, send_state_event},
     },
     events::room::member::MembershipState,
@@ -58,6 +58,18 @@ async fn create(
 ) -> Result<create_room::v3::Response> {
     let creator = req.user_id().to_owned();
     let b = &req.body;
+    // ruma keeps unknown presets as custom values; the spec has exactly three.
+    if let Some(preset) = &b.preset
+        && !matches!(
+            preset,
+            RoomPreset::PrivateChat | RoomPreset::PublicChat | RoomPreset::TrustedPrivateChat
+        )
+    {
+        return Err(Error::bad_json(format!(
+            "'{}' is not a valid preset",
+            preset.as_str()
+        )));
+    }
     let alias = match &b.room_alias_name {
         Some(local) => Some(
             OwnedRoomAliasId::try_from(format!("#{local}:{}", s.config.server_name))
