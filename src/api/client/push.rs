@@ -13,7 +13,7 @@ use ruma::{
         get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
         set_pushrule_enabled,
     },
-    push::Ruleset,
+    push::{ConditionalPushRule, PatternedPushRule, Ruleset},
 };
 use serde::{Deserialize, Serialize};
 
@@ -47,9 +47,53 @@ pub fn ruleset(s: &Services, user: &UserId) -> Result<Ruleset> {
     Ok(match s.users.account_data(user, None, KIND)? {
         Some(raw) => serde_json::from_str::<PushRulesContent>(raw.get())
             .map(|c| c.global)
-            .unwrap_or_else(|_| Ruleset::server_default(user)),
-        None => Ruleset::server_default(user),
+            .unwrap_or_else(|_| server_default(user)),
+        None => server_default(user),
     })
+}
+
+/// The predefined rules of Matrix 1.16: ruma's set, which already follows MSC4210 (a later spec
+/// version), plus the three legacy mention rules 1.16 still lists and Element still relies on.
+fn server_default(user: &UserId) -> Ruleset {
+    let mut rules = Ruleset::server_default(user);
+    let highlight = serde_json::json!([
+        "notify",
+        { "set_tweak": "sound", "value": "default" },
+        { "set_tweak": "highlight" }
+    ]);
+    let contains_user_name: PatternedPushRule = serde_json::from_value(serde_json::json!({
+        "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+        "pattern": user.localpart(), "actions": highlight,
+    }))
+    .expect("valid push rule");
+    let contains_display_name: ConditionalPushRule = serde_json::from_value(serde_json::json!({
+        "rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
+        "conditions": [{ "kind": "contains_display_name" }], "actions": highlight,
+    }))
+    .expect("valid push rule");
+    let roomnotif: ConditionalPushRule = serde_json::from_value(serde_json::json!({
+        "rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+        "conditions": [
+            { "kind": "sender_notification_permission", "key": "room" },
+            { "kind": "event_match", "key": "content.body", "pattern": "@room" }
+        ],
+        "actions": ["notify", { "set_tweak": "highlight" }],
+    }))
+    .expect("valid push rule");
+    rules.content.insert(contains_user_name);
+    // The spec's order puts each legacy rule right after its intentional-mentions successor.
+    let mut overrides = Vec::with_capacity(rules.override_.len() + 2);
+    for rule in std::mem::take(&mut rules.override_) {
+        let follower = match rule.rule_id.as_str() {
+            ".m.rule.is_user_mention" => Some(contains_display_name.clone()),
+            ".m.rule.is_room_mention" => Some(roomnotif.clone()),
+            _ => None,
+        };
+        overrides.push(rule);
+        overrides.extend(follower);
+    }
+    rules.override_ = overrides.into_iter().collect();
+    rules
 }
 
 async fn store(s: &Services, user: &UserId, global: Ruleset) -> Result<()> {

@@ -117,8 +117,11 @@ async fn set_global(
     own(&req.body.user_id, req.user_id())?;
     let kind = req.body.event_type.to_string();
     if kind == "m.push_rules" {
-        return Err(Error::bad_json(
-            "Use the push rules API to change push rules",
+        // The spec's answer for account data the server controls.
+        return Err(Error::matrix(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "M_BAD_JSON",
+            "Cannot set m.push_rules through this API. Use /pushrules",
         ));
     }
     content_object(req.body.data.json())?;
