@@ -109,6 +109,19 @@ impl RoomService {
         .map(drop)
     }
 
+    /// Whether the user forgot the room: they have a membership but no longer list the room.
+    pub fn forgotten(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
+        let room = self.room(room_id)?;
+        let listed = self.store.contains(
+            Table::UserRooms,
+            &Key::new()
+                .str(user.as_str())
+                .str(room_id.as_str())
+                .into_vec(),
+        )?;
+        Ok(!listed && self.membership(&room, user)?.is_some())
+    }
+
     /// Forgets a room the user has left: it disappears from their sync and room lists.
     pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         let room = self.room(room_id)?;

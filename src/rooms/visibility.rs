@@ -76,6 +76,18 @@ impl Visibility {
     pub fn currently_joined(&self) -> bool {
         self.currently_joined
     }
+
+    /// Whether the user was a member once and has since left or been removed: they may still
+    /// read the room as it was when they departed.
+    pub fn departed(&self) -> bool {
+        matches!(
+            self.memberships.last(),
+            Some((_, MembershipState::Leave | MembershipState::Ban))
+        ) && self
+            .memberships
+            .iter()
+            .any(|(_, m)| *m == MembershipState::Join)
+    }
 }
 
 impl RoomService {

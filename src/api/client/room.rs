@@ -144,7 +144,10 @@ pub(super) fn readable_room(
         .room(room_id)
         .map_err(|_| Error::forbidden("You are not a member of this room"))?;
     let visibility = Visibility::load(&s.rooms, &room, &who.user_id)?;
-    if !visibility.currently_joined() && !visibility.can_see(room.last_pos()) {
+    let departed = || -> Result<bool> {
+        Ok(visibility.departed() && !s.rooms.forgotten(room_id, &who.user_id)?)
+    };
+    if !visibility.currently_joined() && !visibility.can_see(room.last_pos()) && !departed()? {
         return Err(Error::forbidden("You are not a member of this room"));
     }
     Ok((room, visibility))
@@ -305,13 +308,16 @@ async fn empty_key_state(
         crate::api::ruma::authenticate(&s, &parts, crate::api::ruma::AuthRequirement::Required)?
             .expect("required");
     let room_id = ruma::RoomId::parse(&room_id).map_err(|e| Error::invalid_param(e.to_string()))?;
+    // `?format=event` asks for the whole event, as on the routes with a state key.
+    let full = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .any(|(k, v)| k == "format" && v == "event");
     Ok(axum::Json(state_event_json(
         &s,
         &who,
         &room_id,
         &event_type,
         "",
-        false,
+        full,
     )?))
 }
 
