@@ -585,6 +585,61 @@ async fn ban_blocks_rejoin_until_unban() {
 }
 
 #[tokio::test]
+async fn kick_and_unban_need_the_right_target_membership() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let dave = s.user("dave").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    let post = |action: &'static str, user: &'static str| {
+        let alice = alice.clone();
+        let room = room.clone();
+        async move {
+            alice
+                .post(&room_path(&room, action), json!({ "user_id": user }))
+                .await
+        }
+    };
+    let before = ids(&history(&alice, &room).await);
+
+    // Kicking someone who is not in the room: 403, and no member event for them.
+    let (status, body) = post("kick", "@dave:localhost").await;
+    assert_error(status, &body, 403, "M_FORBIDDEN");
+    let (status, _) = state(&alice, &room, "m.room.member", "@dave:localhost").await;
+    assert_eq!(status, 404);
+    let sync = dave.sync(None, 0).await;
+    assert!(sync["rooms"]["leave"].get(&room).is_none(), "{sync}");
+    // Unbanning someone who is not banned: the spec's M_BAD_STATE; a joined member stays.
+    let (status, body) = post("unban", "@bob:localhost").await;
+    assert_error(status, &body, 403, "M_BAD_STATE");
+    let (status, body) = post("unban", "@dave:localhost").await;
+    assert_error(status, &body, 403, "M_BAD_STATE");
+    assert_eq!(joined_rooms(&bob).await, vec![room.clone()]);
+    assert_eq!(ids(&history(&alice, &room).await), before);
+
+    // Kicking a banned user would lift the ban: refused, the ban stays.
+    assert_eq!(post("ban", "@bob:localhost").await.0, 200);
+    let (status, body) = post("kick", "@bob:localhost").await;
+    assert_error(status, &body, 403, "M_BAD_STATE");
+    assert_eq!(
+        state_ok(&alice, &room, "m.room.member", "@bob:localhost").await["membership"],
+        "ban"
+    );
+
+    // Kicking an invited user revokes the invite.
+    assert_eq!(invite(&alice, &room, "@carol:localhost").await.0, 200);
+    let (status, body) = post("kick", "@carol:localhost").await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(
+        state_ok(&alice, &room, "m.room.member", "@carol:localhost").await,
+        json!({ "membership": "leave" })
+    );
+    let _ = carol;
+}
+
+#[tokio::test]
 async fn non_member_cannot_send_read_or_see_state() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
