@@ -572,6 +572,15 @@ async fn deactivate_with_uia_leaves_rooms_and_blocks_login() {
     let bob = s.user("bob").await;
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     assert_eq!(bob.join(&room).await.0, 200);
+    // A pending invite is rejected too (as Synapse does), so it does not linger.
+    let invited = alice.create_room(json!({})).await;
+    let (status, _) = alice
+        .post(
+            &format!("{V3}/rooms/{}/invite", enc(&invited)),
+            json!({ "user_id": "@bob:localhost" }),
+        )
+        .await;
+    assert_eq!(status, 200);
     let since = bob.sync(None, 0).await["next_batch"]
         .as_str()
         .unwrap()
@@ -631,6 +640,14 @@ async fn deactivate_with_uia_leaves_rooms_and_blocks_login() {
             .collect::<Vec<_>>(),
         vec!["@alice:localhost"]
     );
+    let (status, member) = alice
+        .get(&format!(
+            "{V3}/rooms/{}/state/m.room.member/{}",
+            enc(&invited),
+            enc("@bob:localhost")
+        ))
+        .await;
+    assert_eq!((status, member), (200, json!({ "membership": "leave" })));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -217,8 +217,12 @@ async fn deactivate(
 ) -> Result<deactivate::v3::Response> {
     let user = req.user_id().to_owned();
     require_password(&s, &user, req.json.as_ref()).await?;
-    // Leave every room first, so other members see the departure.
-    for room_id in s.rooms.joined_rooms(&user)? {
+    // Leave every room first, so other members see the departure; reject pending invites.
+    let rooms = s.rooms.user_rooms(&user)?.into_iter().filter(|(_, r)| {
+        use ruma::events::room::member::MembershipState::{Invite, Join, Knock};
+        matches!(r.membership, Join | Invite | Knock)
+    });
+    for (room_id, _) in rooms {
         let change = MembershipChange {
             sender: &user,
             target: &user,
