@@ -460,7 +460,7 @@ async fn send_rate_limit_is_429_with_retry_after_and_stores_nothing() {
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     assert_eq!(bob.join(&room).await.0, 200);
 
-    alice.send_text(&room, "t1", "one").await;
+    let first = alice.send_text(&room, "t1", "one").await;
     alice.send_text(&room, "t2", "two").await;
     let (status, body) = alice
         .put(
@@ -474,6 +474,15 @@ async fn send_rate_limit_is_429_with_retry_after_and_stores_nothing() {
         .as_u64()
         .expect("retry_after_ms is an integer");
     assert!((1..=1000).contains(&retry), "retry_after_ms = {retry}");
+
+    // A retry of a transaction that went through is answered, not limited: it stores nothing.
+    let (status, body) = alice
+        .put(
+            &send_path(&room, "t1"),
+            json!({ "msgtype": "m.text", "body": "one" }),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({ "event_id": first })));
 
     // The limit is per user: bob still sends.
     bob.send_text(&room, "b1", "bob's").await;
