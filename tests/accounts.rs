@@ -220,6 +220,27 @@ async fn token_registration_mode() {
 }
 
 #[tokio::test]
+async fn registration_token_validity() {
+    let path = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let s = TestServer::start_with("[registration]\nmode = \"token\"\ntokens = [\"t0k\"]\n").await;
+    let anon = s.client();
+    let (status, body) = anon.get(&format!("{path}?token=t0k")).await;
+    assert_eq!((status, body), (200, json!({ "valid": true })));
+    let (status, body) = anon.get(&format!("{path}?token=nope")).await;
+    assert_eq!((status, body), (200, json!({ "valid": false })));
+    let (status, body) = anon.get(path).await;
+    assert_eq!(status, 400, "the token is required: {body}");
+
+    // Open registration uses no tokens (as Synapse answers); closed registration refuses all.
+    let s = TestServer::start().await;
+    let (status, body) = s.client().get(&format!("{path}?token=t0k")).await;
+    assert_eq!((status, body), (200, json!({ "valid": false })));
+    let s = TestServer::start_with("[registration]\nmode = \"closed\"\n").await;
+    let (status, body) = s.client().get(&format!("{path}?token=t0k")).await;
+    assert_error(status, &body, 403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
 async fn closed_registration_is_403() {
     let s = TestServer::start_with("[registration]\nmode = \"closed\"\n").await;
     let anon = s.client();

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::api::client::{
-    account::{change_password, deactivate, get_username_availability, register, whoami},
+    account::{
+        change_password, check_registration_token_validity, deactivate, get_username_availability,
+        register, whoami,
+    },
     session::{get_login_types, login, logout, logout_all},
     uiaa::UserIdentifier,
 };
@@ -25,6 +28,7 @@ use crate::{
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = route(r, register);
     let r = route(r, available);
+    let r = route(r, token_validity);
     let r = route(r, login_types);
     let r = route(r, login);
     let r = route(r, logout);
@@ -109,6 +113,23 @@ async fn available(
         return Err(Error::user_in_use("User ID already taken"));
     }
     Ok(get_username_availability::v3::Response::new(true))
+}
+
+/// Lets a client check a registration token before going through the auth stages.
+async fn token_validity(
+    s: Arc<Services>,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<check_registration_token_validity::v1::Response> {
+    let registration = &s.config.registration;
+    let valid = match registration.mode {
+        RegistrationMode::Closed => return Err(Error::forbidden("Registration is disabled")),
+        RegistrationMode::Open => false,
+        RegistrationMode::Token => registration
+            .tokens
+            .iter()
+            .any(|t| crate::users::uiaa::constant_time_eq(t, &req.body.token)),
+    };
+    Ok(check_registration_token_validity::v1::Response::new(valid))
 }
 
 async fn login_types(
