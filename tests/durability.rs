@@ -16,7 +16,10 @@ async fn all_bodies(client: &Client, room: &str) -> Vec<String> {
     let mut bodies = Vec::new();
     let mut from: Option<String> = None;
     loop {
-        let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", enc(room));
+        let mut path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+            enc(room)
+        );
         if let Some(f) = &from {
             path.push_str(&format!("&from={f}"));
         }
@@ -43,7 +46,11 @@ async fn acknowledged_events_survive_restart() {
     let room = alice.create_room(json!({ "name": "durable" })).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        ids.push(alice.send_text(&room, &format!("t{i}"), &format!("m{i}")).await);
+        ids.push(
+            alice
+                .send_text(&room, &format!("t{i}"), &format!("m{i}"))
+                .await,
+        );
     }
     let token = alice.token.clone();
 
@@ -53,14 +60,23 @@ async fn acknowledged_events_survive_restart() {
     let bodies = all_bodies(&alice, &room).await;
     assert_eq!(bodies, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
     // Event ids are stable and retrievable after the restart.
-    let (status, event) = alice.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&ids[7]))).await;
+    let (status, event) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(&room),
+            enc(&ids[7])
+        ))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(event["content"]["body"], "m7");
     // A retried transaction after restart still maps to the first event.
     assert_eq!(alice.send_text(&room, "t3", "m3 again").await, ids[3]);
     // And the room keeps working: new events chain onto the old ones.
     alice.send_text(&room, "after", "after restart").await;
-    assert_eq!(all_bodies(&alice, &room).await.last().unwrap(), "after restart");
+    assert_eq!(
+        all_bodies(&alice, &room).await.last().unwrap(),
+        "after restart"
+    );
 }
 
 struct Process(Child);
@@ -73,7 +89,11 @@ impl Drop for Process {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
@@ -95,7 +115,10 @@ async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
         .expect("charla binary starts");
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
-        if reqwest::get(format!("{base}/_matrix/client/versions")).await.is_ok() {
+        if reqwest::get(format!("{base}/_matrix/client/versions"))
+            .await
+            .is_ok()
+        {
             return (Process(child), base);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -107,7 +130,11 @@ async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
 async fn nothing_acknowledged_is_lost_on_kill() {
     let dir = tempfile::tempdir().unwrap();
     let (process, base) = spawn(dir.path(), free_port()).await;
-    let mut alice = Client { http: reqwest::Client::new(), base, token: None };
+    let mut alice = Client {
+        http: reqwest::Client::new(),
+        base,
+        token: None,
+    };
     let (status, body) = alice
         .post(
             "/_matrix/client/v3/register",
@@ -126,9 +153,19 @@ async fn nothing_acknowledged_is_lost_on_kill() {
         senders.push(tokio::spawn(async move {
             for i in 0.. {
                 let body = format!("w{w}-{i}");
-                let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{body}", enc(&room));
-                let req = alice.http.put(format!("{}{}", alice.base, path)).bearer_auth(alice.token.as_ref().unwrap());
-                match req.json(&json!({ "msgtype": "m.text", "body": body })).send().await {
+                let path = format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{body}",
+                    enc(&room)
+                );
+                let req = alice
+                    .http
+                    .put(format!("{}{}", alice.base, path))
+                    .bearer_auth(alice.token.as_ref().unwrap());
+                match req
+                    .json(&json!({ "msgtype": "m.text", "body": body }))
+                    .send()
+                    .await
+                {
                     Ok(res) if res.status() == 200 => {
                         let _ = tx.send(body);
                     }
@@ -147,19 +184,32 @@ async fn nothing_acknowledged_is_lost_on_kill() {
     while let Some(b) = rx.recv().await {
         acknowledged.push(b);
     }
-    assert!(acknowledged.len() > 10, "the burst got going: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the burst got going: {}",
+        acknowledged.len()
+    );
 
     let (_process, base) = spawn(dir.path(), free_port()).await;
     alice.base = base;
     let stored = all_bodies(&alice, &room).await;
     for body in &acknowledged {
-        assert!(stored.contains(body), "acknowledged {body} is missing after kill -9");
+        assert!(
+            stored.contains(body),
+            "acknowledged {body} is missing after kill -9"
+        );
     }
     // Per sender, the stored order is the send order.
     for w in 0..8 {
         let prefix = format!("w{w}-");
-        let seq: Vec<u64> =
-            stored.iter().filter_map(|b| b.strip_prefix(&prefix)).map(|n| n.parse().unwrap()).collect();
-        assert!(seq.windows(2).all(|p| p[0] < p[1]), "sender {w} out of order: {seq:?}");
+        let seq: Vec<u64> = stored
+            .iter()
+            .filter_map(|b| b.strip_prefix(&prefix))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(
+            seq.windows(2).all(|p| p[0] < p[1]),
+            "sender {w} out of order: {seq:?}"
+        );
     }
 }

@@ -17,7 +17,8 @@ use matrix_sdk::{
         OwnedRoomId, OwnedUserId, UInt,
         api::client::{account::register, room::create_room, uiaa},
         events::room::message::{
-            MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent, SyncRoomMessageEvent,
+            MessageType, OriginalSyncRoomMessageEvent, RoomMessageEventContent,
+            SyncRoomMessageEvent,
         },
     },
 };
@@ -26,14 +27,26 @@ use tokio::sync::mpsc;
 /// Registers through user-interactive auth (`m.login.dummy`), then logs in on a fresh client.
 async fn sdk_user(server: &TestServer, name: &str) -> Client {
     let base = server.server.base_url();
-    let registrar = Client::builder().homeserver_url(&base).build().await.expect("client builds");
+    let registrar = Client::builder()
+        .homeserver_url(&base)
+        .build()
+        .await
+        .expect("client builds");
     let mut request = register::v3::Request::new();
     request.username = Some(name.to_owned());
     request.password = Some("correct horse".to_owned());
     request.auth = Some(uiaa::AuthData::Dummy(uiaa::Dummy::new()));
-    registrar.matrix_auth().register(request).await.expect("SDK registration");
+    registrar
+        .matrix_auth()
+        .register(request)
+        .await
+        .expect("SDK registration");
 
-    let client = Client::builder().homeserver_url(&base).build().await.expect("client builds");
+    let client = Client::builder()
+        .homeserver_url(&base)
+        .build()
+        .await
+        .expect("client builds");
     client
         .matrix_auth()
         .login_username(name, "correct horse")
@@ -45,16 +58,20 @@ async fn sdk_user(server: &TestServer, name: &str) -> Client {
 }
 
 /// Collects every text message the client sees through sync, in arrival order.
-fn collect_messages(client: &Client) -> mpsc::UnboundedReceiver<(OwnedRoomId, OwnedUserId, String)> {
+fn collect_messages(
+    client: &Client,
+) -> mpsc::UnboundedReceiver<(OwnedRoomId, OwnedUserId, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent, room: matrix_sdk::Room| {
-        let tx = tx.clone();
-        async move {
-            if let MessageType::Text(text) = ev.content.msgtype {
-                let _ = tx.send((room.room_id().to_owned(), ev.sender, text.body));
+    client.add_event_handler(
+        move |ev: OriginalSyncRoomMessageEvent, room: matrix_sdk::Room| {
+            let tx = tx.clone();
+            async move {
+                if let MessageType::Text(text) = ev.content.msgtype {
+                    let _ = tx.send((room.room_id().to_owned(), ev.sender, text.body));
+                }
             }
-        }
-    });
+        },
+    );
     rx
 }
 
@@ -72,7 +89,10 @@ async fn sync_until(
         if got.len() >= n {
             break;
         }
-        client.sync_once(SyncSettings::default().timeout(Duration::from_millis(500))).await.expect("sync");
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+            .await
+            .expect("sync");
     }
     while let Ok(m) = rx.try_recv() {
         got.push(m);
@@ -91,8 +111,13 @@ async fn two_sdk_users_chat_and_paginate() {
 
     let mut alice_rx = collect_messages(&alice);
     let mut bob_rx = collect_messages(&bob);
-    alice.sync_once(SyncSettings::default()).await.expect("alice initial sync");
-    bob.sync_once(SyncSettings::default()).await.expect("bob initial sync");
+    alice
+        .sync_once(SyncSettings::default())
+        .await
+        .expect("alice initial sync");
+    bob.sync_once(SyncSettings::default())
+        .await
+        .expect("bob initial sync");
 
     // Alice creates a room and invites Bob.
     let mut create = create_room::v3::Request::new();
@@ -104,7 +129,9 @@ async fn two_sdk_users_chat_and_paginate() {
     // Bob sees the invite through sync and joins.
     let mut invited = None;
     for _ in 0..20 {
-        bob.sync_once(SyncSettings::default().timeout(Duration::from_millis(500))).await.expect("sync");
+        bob.sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+            .await
+            .expect("sync");
         if let Some(r) = bob.get_room(&room_id) {
             invited = Some(r);
             break;
@@ -116,22 +143,42 @@ async fn two_sdk_users_chat_and_paginate() {
 
     // They talk.
     let alice_room = alice.get_room(&room_id).expect("Alice has the room");
-    alice_room.send(RoomMessageEventContent::text_plain("Hola Bob")).await.expect("Alice sends");
+    alice_room
+        .send(RoomMessageEventContent::text_plain("Hola Bob"))
+        .await
+        .expect("Alice sends");
     let bob_room = bob.get_room(&room_id).expect("Bob has the room");
-    bob_room.send(RoomMessageEventContent::text_plain("Hola Alice")).await.expect("Bob sends");
-    alice_room.send(RoomMessageEventContent::text_plain("¿Cómo estás?")).await.expect("Alice sends");
+    bob_room
+        .send(RoomMessageEventContent::text_plain("Hola Alice"))
+        .await
+        .expect("Bob sends");
+    alice_room
+        .send(RoomMessageEventContent::text_plain("¿Cómo estás?"))
+        .await
+        .expect("Alice sends");
 
     let expected = vec![
         (room_id.clone(), alice_id.clone(), "Hola Bob".to_owned()),
         (room_id.clone(), bob_id.clone(), "Hola Alice".to_owned()),
         (room_id.clone(), alice_id.clone(), "¿Cómo estás?".to_owned()),
     ];
-    assert_eq!(sync_until(&bob, &mut bob_rx, 3).await, expected, "Bob's view");
-    assert_eq!(sync_until(&alice, &mut alice_rx, 3).await, expected, "Alice's view");
+    assert_eq!(
+        sync_until(&bob, &mut bob_rx, 3).await,
+        expected,
+        "Bob's view"
+    );
+    assert_eq!(
+        sync_until(&alice, &mut alice_rx, 3).await,
+        expected,
+        "Alice's view"
+    );
 
     // Enough history for several pages, then paginate back through the SDK.
     for i in 0..45 {
-        alice_room.send(RoomMessageEventContent::text_plain(format!("message {i}"))).await.expect("send");
+        alice_room
+            .send(RoomMessageEventContent::text_plain(format!("message {i}")))
+            .await
+            .expect("send");
     }
     let mut bodies = Vec::new();
     let mut from: Option<String> = None;
@@ -143,7 +190,9 @@ async fn two_sdk_users_chat_and_paginate() {
         pages += 1;
         for event in &page.chunk {
             if let Ok(matrix_sdk::ruma::events::AnySyncTimelineEvent::MessageLike(
-                matrix_sdk::ruma::events::AnySyncMessageLikeEvent::RoomMessage(SyncRoomMessageEvent::Original(m)),
+                matrix_sdk::ruma::events::AnySyncMessageLikeEvent::RoomMessage(
+                    SyncRoomMessageEvent::Original(m),
+                ),
             )) = event.raw().deserialize()
                 && let MessageType::Text(t) = m.content.msgtype
             {

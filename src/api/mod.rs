@@ -25,27 +25,25 @@ pub fn router(services: Arc<Services>) -> Router {
         tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
         Error::unrecognized(StatusCode::NOT_FOUND)
     })
-        .method_not_allowed_fallback(|| async {
-            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
-        })
-        // The extractor enforces the configured limit with a Matrix error; this is the backstop.
-        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([
-                    Method::GET,
-                    Method::POST,
-                    Method::PUT,
-                    Method::DELETE,
-                    Method::OPTIONS,
-                ])
-                .allow_headers([
-                    header::AUTHORIZATION,
-                    header::CONTENT_TYPE,
-                    header::ACCEPT,
-                    header::HeaderName::from_static("x-requested-with"),
-                ]),
-        )
-        .with_state(services)
+    .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
+    // The extractor enforces the configured limit with a Matrix error; this is the backstop.
+    .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+    .layer(
+        CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                header::HeaderName::from_static("x-requested-with"),
+            ]),
+    )
+    .with_state(services)
 }

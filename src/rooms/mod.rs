@@ -6,6 +6,7 @@
 //! and every state change (`StateHistory`), from which the state at any stream position follows.
 
 mod alias;
+mod cache;
 pub use alias::DirectoryEntry;
 mod create;
 mod membership;
@@ -25,6 +26,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
 
+pub use cache::Loaded;
 pub use create::CreateRoom;
 pub use membership::{MemberProfile, MembershipChange};
 pub use read::{Direction, EventView};
@@ -40,7 +42,7 @@ use crate::{
 };
 
 /// The stored form of an event: its PDU and what the server knows around it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub event_id: OwnedEventId,
     pub room: u64,
@@ -164,6 +166,7 @@ pub struct RoomService {
     pub(crate) server_name: OwnedServerName,
     pub(crate) default_version: RoomVersionId,
     rooms: RwLock<HashMap<OwnedRoomId, Arc<RoomMeta>>>,
+    events: cache::EventCache,
 }
 
 impl RoomService {
@@ -183,6 +186,7 @@ impl RoomService {
             server_name,
             default_version,
             rooms: RwLock::new(HashMap::new()),
+            events: cache::EventCache::default(),
         }
     }
 
@@ -214,7 +218,7 @@ impl RoomService {
         {
             Some((key, _)) => {
                 let pos = keys::trailing_u64(&key);
-                let pdu = self.stored_event(pos)?.pdu()?;
+                let pdu = self.event(pos)?.pdu.clone();
                 (Some(pdu.event_id), pdu.depth, pos)
             }
             None => (None, UInt::MIN, 0),
@@ -223,7 +227,7 @@ impl RoomService {
         let prefix = Key::new().u64(record.short).str("m.room.member").into_vec();
         for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
             let (_, value) = entry?;
-            let pdu = self.stored_event(keys::decode_u64(&value))?.pdu()?;
+            let pdu = self.event(keys::decode_u64(&value))?.pdu.clone();
             let (Some(user), Some(membership)) = (member_target(&pdu), membership_of(&pdu)) else {
                 continue;
             };
@@ -244,13 +248,22 @@ impl RoomService {
         })
     }
 
-    /// The stored event at a stream position.
-    pub fn stored_event(&self, pos: u64) -> Result<StoredEvent> {
+    /// The event at a stream position, parsed (from the cache when it is there).
+    pub fn event(&self, pos: u64) -> Result<Arc<Loaded>> {
+        if let Some(hit) = self.events.get(pos) {
+            return Ok(hit);
+        }
+        let epoch = self.events.epoch();
         let bytes = self
             .store
             .get(Table::Events, &pos.to_be_bytes())?
             .ok_or_else(|| corrupt("events", format!("missing event at {pos}")))?;
-        serde_json::from_slice(&bytes).map_err(|e| corrupt("events", e.to_string()))
+        let stored: StoredEvent =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt("events", e.to_string()))?;
+        let pdu = stored.pdu()?;
+        let loaded = Arc::new(Loaded { stored, pdu });
+        self.events.fill(pos, loaded.clone(), epoch);
+        Ok(loaded)
     }
 
     /// The stream position of an event id, if the server has it.
@@ -263,7 +276,7 @@ impl RoomService {
 
     pub fn pdu_by_id(&self, event_id: &EventId) -> Result<Option<Pdu>> {
         match self.event_pos(event_id)? {
-            Some(pos) => Ok(Some(self.stored_event(pos)?.pdu()?)),
+            Some(pos) => Ok(Some(self.event(pos)?.pdu.clone())),
             None => Ok(None),
         }
     }
@@ -280,7 +293,7 @@ impl RoomService {
     /// The current state event `(kind, state_key)`.
     pub fn state_pdu(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         match self.state_pos(short, kind, state_key)? {
-            Some(pos) => Ok(Some(self.stored_event(pos)?.pdu()?)),
+            Some(pos) => Ok(Some(self.event(pos)?.pdu.clone())),
             None => Ok(None),
         }
     }

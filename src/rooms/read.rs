@@ -3,10 +3,10 @@
 use ruma::{MilliSecondsSinceUnixEpoch, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{RoomService, StoredEvent};
+use super::{Loaded, RoomService};
 use crate::{
     error::Result,
-    events::{ClientFormat, Pdu, Unsigned},
+    events::{ClientFormat, Unsigned},
     storage::{Key, Table, keys},
 };
 
@@ -65,18 +65,12 @@ impl RoomService {
 
     /// The event at `pos` in the client format.
     pub fn client_event(&self, pos: u64, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
-        let stored = self.stored_event(pos)?;
-        let pdu = stored.pdu()?;
-        self.format_event(&stored, &pdu, view)
+        self.format_event(&*self.event(pos)?, view)
     }
 
     /// Formats an already loaded event, computing `unsigned` from what the store knows.
-    pub fn format_event(
-        &self,
-        stored: &StoredEvent,
-        pdu: &Pdu,
-        view: EventView<'_>,
-    ) -> Result<Box<RawJsonValue>> {
+    pub fn format_event(&self, event: &Loaded, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
+        let (stored, pdu) = (&event.stored, &event.pdu);
         let now = MilliSecondsSinceUnixEpoch::now().get();
         let age = i64::from(now) - i64::from(pdu.origin_server_ts.get());
         let mut unsigned = Unsigned {
@@ -90,7 +84,7 @@ impl RoomService {
             unsigned.transaction_id = Some(txn_id);
         }
         let prev = match stored.prev_state {
-            Some(pos) => Some(self.stored_event(pos)?.pdu()?),
+            Some(pos) => Some(self.event(pos)?.pdu.clone()),
             None => None,
         };
         if let Some(prev) = &prev {
@@ -101,7 +95,7 @@ impl RoomService {
         let redaction = match stored.redacted_by {
             Some(pos) => {
                 // The redaction itself is shown without its own unsigned data, as Synapse does.
-                let r = self.stored_event(pos)?.pdu()?;
+                let r = self.event(pos)?.pdu.clone();
                 Some(r.to_client(ClientFormat::WithRoomId, &Unsigned::default()))
             }
             None => None,

@@ -1,10 +1,10 @@
 //! Appending events: build the PDU, check the auth rules, store it in one atomic batch.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
 use ruma::{OwnedEventId, UInt, UserId, events::TimelineEventType};
 
-use super::{RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
+use super::{Loaded, RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
 use crate::{
     error::{Error, Result},
     events::{DagPosition, EventTemplate, Pdu, build_pdu, check_auth},
@@ -67,7 +67,7 @@ impl RoomService {
         let mut auth_events = Vec::with_capacity(auth_types.len());
         for (kind, state_key) in &auth_types {
             if let Some(pos) = self.state_pos(room.short, &kind.to_string(), state_key)? {
-                auth_events.push(self.stored_event(pos)?.event_id);
+                auth_events.push(self.event(pos)?.stored.event_id.clone());
             }
         }
         let prev_events: Vec<OwnedEventId> = head.last_event.iter().cloned().collect();
@@ -134,7 +134,11 @@ impl RoomService {
         let stored_bytes = serde_json::to_vec(&stored).expect("stored events serialize");
         let kind = pdu.kind.to_string();
 
-        let pending = self.stream.apply(|pos| {
+        if redacted.is_some() {
+            self.events.begin_rewrite();
+        }
+        let mut rewritten = None;
+        let applied = self.stream.apply(|pos| {
             let mut batch = Batch::new();
             batch.put(Table::Events, pos.to_be_bytes().to_vec(), stored_bytes);
             batch.put(
@@ -170,6 +174,7 @@ impl RoomService {
                     target_pos.to_be_bytes().to_vec(),
                     serde_json::to_vec(&target).expect("serializes"),
                 );
+                rewritten = Some((target_pos, target));
             }
             if let Some(txn) = &txn {
                 batch.put(
@@ -182,7 +187,21 @@ impl RoomService {
                 );
             }
             batch
-        })?;
+        });
+        if let Some((target_pos, target)) = rewritten {
+            let pdu = target.pdu()?;
+            self.events.end_rewrite([(
+                target_pos,
+                Arc::new(Loaded {
+                    stored: target,
+                    pdu,
+                }),
+            )]);
+        } else if applied.is_err() {
+            // A failed write may have begun a rewrite: close it so caching resumes.
+            self.events.end_rewrite([]);
+        }
+        let pending = applied?;
 
         head.last_event = Some(event_id.clone());
         head.depth = depth;
@@ -248,7 +267,7 @@ impl RoomService {
         let Some(pos) = self.event_pos(target)? else {
             return Ok(None);
         };
-        let stored = self.stored_event(pos)?;
+        let stored = self.event(pos)?.stored.clone();
         if stored.room != room.short {
             return Ok(None);
         }

@@ -26,7 +26,7 @@ impl Visibility {
     pub fn load(rooms: &RoomService, room: &RoomMeta, user: &UserId) -> Result<Self> {
         let mut memberships = Vec::new();
         for pos in rooms.state_history(room.short, "m.room.member", user.as_str())? {
-            if let Some(m) = membership_of(&rooms.stored_event(pos)?.pdu()?) {
+            if let Some(m) = membership_of(&rooms.event(pos)?.pdu.clone()) {
                 memberships.push((pos, m));
             }
         }
@@ -36,7 +36,7 @@ impl Visibility {
         }
         let mut history = Vec::new();
         for pos in rooms.state_history(room.short, "m.room.history_visibility", "")? {
-            if let Ok(c) = rooms.stored_event(pos)?.pdu()?.content_as::<C>() {
+            if let Ok(c) = rooms.event(pos)?.pdu.clone().content_as::<C>() {
                 history.push((pos, c.history_visibility));
             }
         }

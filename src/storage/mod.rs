@@ -5,8 +5,13 @@
 //! with [`keys::Key`]: big-endian integers and `0xFF`-separated strings (UTF-8 never contains
 //! `0xFF`), so byte order is the order services range-scan in.
 //!
-//! Durability is a group commit: [`Store::write`] applies a batch in memory (atomically, through
-//! a sled transaction over the tables it touches) and returns a ticket; [`Store::durable`] waits
+//! All tables live in one sled tree, each under a one-byte prefix: a batch spanning tables is
+//! then one `apply_batch`, atomic and several times cheaper than sled's multi-tree transactions,
+//! which dominated the send path when each table was a tree of its own (measured: see
+//! `docs/performance.md`). Scans never cross a table because every key carries its prefix.
+//!
+//! Durability is a group commit: [`Store::write`] applies a batch in memory (atomically) and
+//! returns a ticket; [`Store::durable`] waits
 //! until one background flush has covered that ticket. Requests arriving while a flush runs share
 //! the next one, so throughput does not pay one `fsync` per request.
 
@@ -16,12 +21,11 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 pub use keys::Key;
 pub use sled::IVec;
@@ -83,7 +87,8 @@ impl Table {
         Table::PublicRooms,
     ];
 
-    fn name(self) -> &'static str {
+    /// The table's name, for error messages and operators.
+    pub fn name(self) -> &'static str {
         match self {
             Table::Global => "global",
             Table::Users => "users",
@@ -104,11 +109,19 @@ impl Table {
         }
     }
 
-    fn index(self) -> usize {
+    /// The key prefix of the table: its place in [`Table::ALL`].
+    fn prefix(self) -> u8 {
         Table::ALL
             .iter()
             .position(|t| *t == self)
-            .expect("every table is in ALL")
+            .expect("every table is in ALL") as u8
+    }
+
+    fn key(self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        k.push(self.prefix());
+        k.extend_from_slice(key);
+        k
     }
 }
 
@@ -151,7 +164,7 @@ impl Batch {
 #[must_use = "a write is not durable until `Store::durable` has been awaited"]
 pub struct WriteTicket(u64);
 
-/// The store: sled trees behind [`Table`]s, and the group-commit flusher.
+/// The store: [`Table`]s in one sled tree, and the group-commit flusher.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -159,19 +172,20 @@ pub struct Store {
 
 struct Inner {
     db: sled::Db,
-    trees: Vec<sled::Tree>,
     /// Number of batches applied so far; a batch's ticket is the value after its increment.
     applied: AtomicU64,
     /// Highest ticket known to be on disk.
     durable: watch::Sender<u64>,
-    /// Wakes the flusher when a writer waits.
-    flush_wanted: Arc<Notify>,
+    /// Set by a writer that waits; the flusher thread clears it when it starts a flush.
+    flush_wanted: AtomicBool,
+    /// The flusher thread, unparked when a writer waits.
+    flusher: std::thread::Thread,
 }
 
 impl Store {
     /// Opens (or creates) the store in `path`, with sled's page cache bounded to `cache_mb` MiB.
     ///
-    /// Spawns the flusher, so it must be called inside a tokio runtime.
+    /// Starts the flusher thread.
     pub fn open(path: &Path, cache_mb: u64) -> Result<Self> {
         let db = sled::Config::new()
             .path(path)
@@ -179,48 +193,46 @@ impl Store {
             // We flush on demand (group commit); sled's periodic flusher would only add fsyncs.
             .flush_every_ms(None)
             .open()?;
-        let trees = Table::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<sled::Result<Vec<_>>>()?;
         let (durable, _) = watch::channel(0);
+        // The flusher is a plain thread: a flush is a blocking fsync, and a dedicated thread
+        // avoids handing every flush to a pool.
+        let (tx, rx) = std::sync::mpsc::channel::<std::sync::Weak<Inner>>();
+        let flusher = std::thread::Builder::new()
+            .name("charla-flusher".into())
+            .spawn(move || {
+                if let Ok(inner) = rx.recv() {
+                    flusher(inner);
+                }
+            })
+            .map_err(|e| StorageError::Sled(sled::Error::Io(e)))?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
-                trees,
                 applied: AtomicU64::new(0),
                 durable,
-                flush_wanted: Arc::new(Notify::new()),
+                flush_wanted: AtomicBool::new(false),
+                flusher: flusher.thread().clone(),
             }),
         };
-        tokio::spawn(flusher(
-            Arc::downgrade(&store.inner),
-            store.inner.flush_wanted.clone(),
-        ));
+        let _ = tx.send(Arc::downgrade(&store.inner));
         Ok(store)
     }
 
-    fn tree(&self, table: Table) -> &sled::Tree {
-        &self.inner.trees[table.index()]
-    }
-
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<IVec>> {
-        Ok(self.tree(table).get(key)?)
+        Ok(self.inner.db.get(table.key(key))?)
     }
 
     pub fn contains(&self, table: Table, key: &[u8]) -> Result<bool> {
-        Ok(self.tree(table).contains_key(key)?)
+        Ok(self.inner.db.contains_key(table.key(key))?)
     }
 
-    /// All entries whose key starts with `prefix`, in key order.
+    /// All entries whose key starts with `prefix`, in key order (keys without the table byte).
     pub fn scan_prefix(
         &self,
         table: Table,
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<> {
-        self.tree(table)
-            .scan_prefix(prefix)
-            .map(|r| r.map_err(StorageError::from))
+        self.inner.db.scan_prefix(table.key(prefix)).map(strip)
     }
 
     /// Entries with `from <= key < to`, in key order (reverse it for newest first).
@@ -230,58 +242,28 @@ impl Store {
         from: &[u8],
         to: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<> {
-        self.tree(table)
-            .range(from.to_vec()..to.to_vec())
-            .map(|r| r.map_err(StorageError::from))
+        self.inner
+            .db
+            .range(table.key(from)..table.key(to))
+            .map(strip)
     }
 
     /// The last entry of `table` whose key starts with `prefix`.
     pub fn last_with_prefix(&self, table: Table, prefix: &[u8]) -> Result<Option<(IVec, IVec)>> {
-        self.tree(table)
-            .scan_prefix(prefix)
-            .next_back()
-            .transpose()
-            .map_err(Into::into)
+        self.scan_prefix(table, prefix).next_back().transpose()
     }
 
     /// Applies `batch` atomically. Readers see it at once; it is durable after
     /// [`Store::durable`] returns for the ticket.
     pub fn write(&self, batch: Batch) -> Result<WriteTicket> {
-        let mut touched: Vec<usize> = batch.ops.iter().map(|(t, _, _)| t.index()).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        if touched.len() == 1 {
-            let mut sled_batch = sled::Batch::default();
-            for (_, key, value) in batch.ops {
-                match value {
-                    Some(v) => sled_batch.insert(key, v),
-                    None => sled_batch.remove(key),
-                }
+        let mut sled_batch = sled::Batch::default();
+        for (table, key, value) in batch.ops {
+            match value {
+                Some(v) => sled_batch.insert(table.key(&key), v),
+                None => sled_batch.remove(table.key(&key)),
             }
-            self.inner.trees[touched[0]].apply_batch(sled_batch)?;
-        } else if !touched.is_empty() {
-            let trees: Vec<sled::Tree> = touched
-                .iter()
-                .map(|i| self.inner.trees[*i].clone())
-                .collect();
-            use sled::Transactional;
-            trees
-                .as_slice()
-                .transaction(|tx| {
-                    for (table, key, value) in &batch.ops {
-                        let slot = touched.binary_search(&table.index()).expect("touched");
-                        match value {
-                            Some(v) => tx[slot].insert(key.as_slice(), v.as_slice())?,
-                            None => tx[slot].remove(key.as_slice())?,
-                        };
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Storage(e) => StorageError::Sled(e),
-                    TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-                })?;
         }
+        self.inner.db.apply_batch(sled_batch)?;
         Ok(self.next_ticket())
     }
 
@@ -291,7 +273,8 @@ impl Store {
         if *rx.borrow() >= ticket.0 {
             return Ok(());
         }
-        self.inner.flush_wanted.notify_one();
+        self.inner.flush_wanted.store(true, Ordering::SeqCst);
+        self.inner.flusher.unpark();
         rx.wait_for(|d| *d >= ticket.0).await.map_err(|_| {
             StorageError::Sled(sled::Error::ReportableBug("flusher stopped".into()))
         })?;
@@ -312,8 +295,9 @@ impl Store {
         value: &[u8],
     ) -> Result<Option<WriteTicket>> {
         let swapped = self
-            .tree(table)
-            .compare_and_swap(key, None::<&[u8]>, Some(value))?;
+            .inner
+            .db
+            .compare_and_swap(table.key(key), None::<&[u8]>, Some(value))?;
         Ok(swapped.is_ok().then(|| self.next_ticket()))
     }
 
@@ -323,7 +307,7 @@ impl Store {
 
     /// Atomically adds `by` to a big-endian counter and returns the new value.
     pub fn increment(&self, table: Table, key: &[u8], by: u64) -> Result<u64> {
-        let new = self.tree(table).update_and_fetch(key, |old| {
+        let new = self.inner.db.update_and_fetch(table.key(key), |old| {
             let n = old.map(keys::decode_u64).unwrap_or(0);
             Some((n + by).to_be_bytes().to_vec())
         })?;
@@ -336,27 +320,48 @@ impl Store {
     }
 }
 
+/// Drops the table byte from a scanned key.
+fn strip(entry: sled::Result<(IVec, IVec)>) -> Result<(IVec, IVec)> {
+    let (k, v) = entry?;
+    Ok((k.subslice(1, k.len() - 1), v))
+}
+
 /// Flushes whenever a writer waits, covering every batch applied before the flush began.
 ///
 /// Holds only a weak reference between flushes, so dropping the last [`Store`] closes sled.
-async fn flusher(inner: std::sync::Weak<Inner>, wanted: Arc<Notify>) {
+fn flusher(inner: std::sync::Weak<Inner>) {
     loop {
-        wanted.notified().await;
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        if !strong.flush_wanted.swap(false, Ordering::SeqCst) {
+            drop(strong);
+            // A writer sets the flag before unparking, so a wake-up is never lost; the timeout
+            // only bounds how long a dropped store keeps this thread around.
+            std::thread::park_timeout(std::time::Duration::from_millis(200));
+            continue;
+        }
         let target = strong.applied.load(Ordering::SeqCst);
-        let db = strong.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => {
+        let started = std::time::Instant::now();
+        match strong.db.flush() {
+            Ok(bytes) => {
+                tracing::trace!(
+                    target,
+                    bytes,
+                    micros = started.elapsed().as_micros() as u64,
+                    "flushed"
+                );
                 strong.durable.send_if_modified(|d| {
                     let advanced = target > *d;
                     *d = (*d).max(target);
                     advanced
                 });
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "flush failed; writers keep waiting"),
-            Err(e) => tracing::error!(error = %e, "flush task panicked"),
+            Err(e) => {
+                tracing::error!(error = %e, "flush failed; writers keep waiting");
+                strong.flush_wanted.store(true, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
 }
@@ -364,7 +369,7 @@ async fn flusher(inner: std::sync::Weak<Inner>, wanted: Arc<Notify>) {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Wake the flusher so it sees the store is gone and exits.
-        self.flush_wanted.notify_one();
+        self.flusher.unpark();
     }
 }
 

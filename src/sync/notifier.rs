@@ -17,7 +17,10 @@ pub struct Notifier {
 
 impl Default for Notifier {
     fn default() -> Self {
-        Notifier { users: Mutex::default(), stopping: watch::channel(false).0 }
+        Notifier {
+            users: Mutex::default(),
+            stopping: watch::channel(false).0,
+        }
     }
 }
 

@@ -17,12 +17,12 @@ use super::{SyncContext, SyncRequest, account_data_event, format_token};
 use crate::{
     error::Result,
     events::{ClientFormat, Pdu},
-    rooms::{Direction, EventView, RoomMeta, StoredEvent, UserRoom, Visibility},
+    rooms::{Direction, EventView, Loaded, RoomMeta, UserRoom, Visibility},
 };
 
 /// Timeline events, oldest first, with whether older ones were left out.
 struct TimelineSlice {
-    events: Vec<(u64, StoredEvent, Pdu)>,
+    events: Vec<(u64, std::sync::Arc<Loaded>)>,
     limited: bool,
 }
 
@@ -121,7 +121,7 @@ fn joined_room(
         head,
         visibility.as_ref(),
     )?;
-    let boundary = slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(head);
+    let boundary = slice.events.first().map(|(p, _)| p - 1).unwrap_or(head);
     let state = if since.is_none() || req.full_state {
         full_state_at(ctx, req, &room, boundary, &slice)?
     } else {
@@ -170,11 +170,10 @@ fn timeline(
             if visibility.is_some_and(|v| !v.can_see(pos)) {
                 continue;
             }
-            let stored = ctx.rooms.stored_event(pos)?;
-            let pdu = stored.pdu()?;
+            let event = ctx.rooms.event(pos)?;
             if !req
                 .filter
-                .timeline_allows(pdu.kind.to_string().as_str(), &pdu.sender)
+                .timeline_allows(event.pdu.kind.to_string().as_str(), &event.pdu.sender)
             {
                 continue;
             }
@@ -182,7 +181,7 @@ fn timeline(
                 limited = true;
                 break 'scan;
             }
-            events.push((pos, stored, pdu));
+            events.push((pos, event));
         }
         if cursor <= lower || cursor == 0 {
             break;
@@ -196,14 +195,12 @@ fn to_timeline(ctx: &SyncContext<'_>, slice: &TimelineSlice, lower: u64) -> Resu
     let mut timeline = Timeline::new();
     timeline.limited = slice.limited;
     timeline.prev_batch = Some(format_token(
-        slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(lower),
+        slice.events.first().map(|(p, _)| p - 1).unwrap_or(lower),
     ));
-    for (_, stored, pdu) in &slice.events {
-        timeline.events.push(Raw::from_json(ctx.rooms.format_event(
-            stored,
-            pdu,
-            view(ctx),
-        )?));
+    for (_, event) in &slice.events {
+        timeline
+            .events
+            .push(Raw::from_json(ctx.rooms.format_event(event, view(ctx))?));
     }
     Ok(timeline)
 }
@@ -220,7 +217,7 @@ fn full_state_at(
         let mut senders: HashSet<&str> = slice
             .events
             .iter()
-            .map(|(_, _, p)| p.sender.as_str())
+            .map(|(_, e)| e.pdu.sender.as_str())
             .collect();
         senders.insert(ctx.who.user_id.as_str());
         senders
@@ -266,7 +263,7 @@ fn state_delta(
                 return Ok(latest.into_values().collect());
             }
             cursor = pos;
-            let pdu = ctx.rooms.stored_event(pos)?.pdu()?;
+            let pdu = ctx.rooms.event(pos)?.pdu.clone();
             if let Some(key) = pdu.state_key {
                 latest.insert((pdu.kind.to_string(), key), pos);
             }
@@ -283,19 +280,16 @@ fn state_section(
 ) -> Result<State> {
     let mut events = StateEvents::new();
     for pos in positions {
-        let stored = ctx.rooms.stored_event(pos)?;
-        let pdu = stored.pdu()?;
+        let event = ctx.rooms.event(pos)?;
         if !req
             .filter
-            .state_allows(pdu.kind.to_string().as_str(), &pdu.sender)
+            .state_allows(event.pdu.kind.to_string().as_str(), &event.pdu.sender)
         {
             continue;
         }
-        events.events.push(Raw::from_json(ctx.rooms.format_event(
-            &stored,
-            &pdu,
-            view(ctx),
-        )?));
+        events
+            .events
+            .push(Raw::from_json(ctx.rooms.format_event(&event, view(ctx))?));
     }
     Ok(if req.use_state_after {
         State::After(events)
@@ -353,9 +347,9 @@ fn unread(
         }
         false
     };
-    let mut found_own = slice.events.iter().rev().any(|(_, _, pdu)| count(pdu));
+    let mut found_own = slice.events.iter().rev().any(|(_, e)| count(&e.pdu));
     if !found_own {
-        let mut cursor = slice.events.first().map(|(p, _, _)| p - 1).unwrap_or(head);
+        let mut cursor = slice.events.first().map(|(p, _)| p - 1).unwrap_or(head);
         let mut scanned = slice.events.len();
         while !found_own && scanned < SCAN_CAP {
             let batch =
@@ -367,7 +361,7 @@ fn unread(
             for pos in batch {
                 cursor = pos.saturating_sub(1);
                 scanned += 1;
-                if count(&ctx.rooms.stored_event(pos)?.pdu()?) {
+                if count(&ctx.rooms.event(pos)?.pdu.clone()) {
                     found_own = true;
                     break;
                 }
@@ -402,7 +396,7 @@ fn left_room(
     let boundary = slice
         .events
         .first()
-        .map(|(p, _, _)| p - 1)
+        .map(|(p, _)| p - 1)
         .unwrap_or(membership.pos);
     let mut left = LeftRoom::new();
     left.timeline = to_timeline(ctx, &slice, lower)?;

@@ -71,6 +71,8 @@ pub struct UserService {
     pub(crate) stream: Arc<Stream>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) server_name: OwnedServerName,
+    /// Bounds concurrent argon2 work (see [`UserService::argon2`]).
+    argon2_slots: tokio::sync::Semaphore,
 }
 
 /// A new account to create.
@@ -88,11 +90,13 @@ impl UserService {
         notifier: Arc<Notifier>,
         server_name: OwnedServerName,
     ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         UserService {
             store,
             stream,
             notifier,
             server_name,
+            argon2_slots: tokio::sync::Semaphore::new(cores),
         }
     }
 
@@ -156,7 +160,7 @@ impl UserService {
     pub async fn create(&self, account: NewAccount<'_>) -> Result<OwnedUserId> {
         let user_id = self.user_id_for(account.localpart)?;
         let password_hash = match account.password {
-            Some(p) => Some(hash_password(p.to_owned()).await?),
+            Some(p) => Some(self.hash_password(p.to_owned()).await?),
             None => None,
         };
         let record = UserRecord {
@@ -191,17 +195,17 @@ impl UserService {
         }
         let hash = record.password_hash.ok_or_else(denied)?;
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .map_err(|e| Error::internal(e.to_string()))?;
+        let ok = self
+            .argon2(move || {
+                PasswordHash::new(&hash)
+                    .map(|parsed| {
+                        Argon2::default()
+                            .verify_password(password.as_bytes(), &parsed)
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            })
+            .await?;
         if ok { Ok(()) } else { Err(denied()) }
     }
 
@@ -209,7 +213,7 @@ impl UserService {
         let mut record = self
             .get(user)?
             .ok_or_else(|| Error::not_found("Unknown user"))?;
-        record.password_hash = Some(hash_password(password.to_owned()).await?);
+        record.password_hash = Some(self.hash_password(password.to_owned()).await?);
         self.put(user, &record).await
     }
 
@@ -322,16 +326,34 @@ impl UserService {
     }
 }
 
-async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
-    })
-    .await
-    .map_err(|e| Error::internal(e.to_string()))?
+impl UserService {
+    /// Runs argon2 work on the blocking pool, a core's worth at a time: each hash holds
+    /// 19 MiB, and a burst of logins would otherwise hold (and leave the allocator holding)
+    /// hundreds of megabytes.
+    async fn argon2<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let _slot = self
+            .argon2_slots
+            .acquire()
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    async fn hash_password(&self, password: String) -> Result<String> {
+        self.argon2(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
+        })
+        .await?
+    }
 }
 
 /// Random alphanumerics from the OS-seeded thread RNG: tokens, device ids, session ids.

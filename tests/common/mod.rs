@@ -34,8 +34,14 @@ impl TestServer {
     /// Starts with extra top-level config (e.g. a `[registration]` table).
     pub async fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = charla::server::start(config_for(&dir.path().join("data"), extra)).await.expect("server starts");
-        TestServer { server, dir, extra_config: extra.to_owned() }
+        let server = charla::server::start(config_for(&dir.path().join("data"), extra))
+            .await
+            .expect("server starts");
+        TestServer {
+            server,
+            dir,
+            extra_config: extra.to_owned(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -48,16 +54,28 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same data folder (a new port).
     pub async fn restart(self) -> Self {
-        let TestServer { server, dir, extra_config } = self;
+        let TestServer {
+            server,
+            dir,
+            extra_config,
+        } = self;
         server.stop().await;
         let server = charla::server::start(config_for(&dir.path().join("data"), &extra_config))
             .await
             .expect("server restarts");
-        TestServer { server, dir, extra_config }
+        TestServer {
+            server,
+            dir,
+            extra_config,
+        }
     }
 
     pub fn client(&self) -> Client {
-        Client { http: reqwest::Client::new(), base: self.server.base_url(), token: None }
+        Client {
+            http: reqwest::Client::new(),
+            base: self.server.base_url(),
+            token: None,
+        }
     }
 
     /// Registers a user through the dummy UIA flow and returns a logged-in client.
@@ -88,7 +106,12 @@ impl Client {
         format!("@{name}:localhost")
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> (u16, Value) {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -108,15 +131,30 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::POST, path, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
     }
 
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::PUT, path, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send(
+            reqwest::Method::PUT,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
     }
 
     pub async fn delete(&self, path: &str, body: Value) -> (u16, Value) {
-        self.send(reqwest::Method::DELETE, path, Some(serde_json::to_vec(&body).unwrap())).await
+        self.send(
+            reqwest::Method::DELETE,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
     }
 
     /// Sends raw bytes (malformed JSON tests).
@@ -134,7 +172,10 @@ impl Client {
     pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
         let (status, res) = self
             .put(
-                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room)),
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                    enc(room)
+                ),
                 json!({ "msgtype": "m.text", "body": text }),
             )
             .await;
@@ -143,7 +184,8 @@ impl Client {
     }
 
     pub async fn join(&self, room: &str) -> (u16, Value) {
-        self.post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({})).await
+        self.post(&format!("/_matrix/client/v3/join/{}", enc(room)), json!({}))
+            .await
     }
 
     pub async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
@@ -161,7 +203,9 @@ impl Client {
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -180,8 +180,7 @@ fn visible_event(
         .rooms
         .event_pos(event_id)?
         .ok_or_else(|| Error::not_found("Event not found."))?;
-    let stored = s.rooms.stored_event(pos)?;
-    if stored.room != room.short || !visibility.can_see(pos) {
+    if s.rooms.event(pos)?.stored.room != room.short || !visibility.can_see(pos) {
         return Err(Error::not_found("Event not found."));
     }
     Ok(pos)
@@ -240,7 +239,7 @@ fn walk(
             if !visibility.can_see(pos) {
                 continue;
             }
-            let pdu = s.rooms.stored_event(pos)?.pdu()?;
+            let pdu = s.rooms.event(pos)?.pdu.clone();
             if filter.timeline_allows(pdu.kind.to_string().as_str(), &pdu.sender) {
                 out.push(pos);
                 if out.len() == limit {
@@ -277,7 +276,7 @@ fn member_state(
 ) -> Result<Vec<Raw<ruma::events::AnyStateEvent>>> {
     let mut senders = std::collections::BTreeSet::new();
     for pos in positions {
-        senders.insert(s.rooms.stored_event(*pos)?.pdu()?.sender);
+        senders.insert(s.rooms.event(*pos)?.pdu.clone().sender);
     }
     let mut out = Vec::new();
     for sender in senders {

@@ -44,7 +44,8 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     ["v3", "r0"].into_iter().fold(r, |r, version| {
         let path = format!("/_matrix/client/{version}/rooms/{{room_id}}/state/{{event_type}}");
         let handler = || get(empty_key_state).put(super::message::send_state_empty_key);
-        r.route(&path, handler()).route(&format!("{path}/"), handler())
+        r.route(&path, handler())
+            .route(&format!("{path}/"), handler())
     })
 }
 
@@ -172,9 +173,8 @@ async fn members(
         if kind != "m.room.member" {
             continue;
         }
-        let stored = s.rooms.stored_event(pos)?;
-        let pdu = stored.pdu()?;
-        let membership = membership_of(&pdu);
+        let event = s.rooms.event(pos)?;
+        let membership = membership_of(&event.pdu);
         if req
             .body
             .membership
@@ -188,11 +188,7 @@ async fn members(
         {
             continue;
         }
-        chunk.push(Raw::from_json(s.rooms.format_event(
-            &stored,
-            &pdu,
-            view(who),
-        )?));
+        chunk.push(Raw::from_json(s.rooms.format_event(&event, view(who))?));
     }
     Ok(get_member_events::v3::Response::new(chunk))
 }
@@ -279,7 +275,7 @@ pub(super) fn state_event_json(
     if full {
         return s.rooms.client_event(pos, view(who));
     }
-    let pdu = s.rooms.stored_event(pos)?.pdu()?;
+    let pdu = s.rooms.event(pos)?.pdu.clone();
     Ok(pdu.content)
 }
 
