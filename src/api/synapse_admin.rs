@@ -65,8 +65,12 @@ struct RegisterBody {
     mac: String,
 }
 
-async fn register(State(s): State<Arc<Services>>, body: axum::body::Bytes) -> Result<Json<Value>> {
+async fn register(
+    State(s): State<Arc<Services>>,
+    request: axum::extract::Request,
+) -> Result<Json<Value>> {
     let secret = enabled(&s)?.to_owned();
+    let body = crate::api::ruma::read_body(&s, request.into_body()).await?;
     let value: Value =
         serde_json::from_slice(&body).map_err(|_| Error::not_json("Content not JSON."))?;
     let body: RegisterBody =

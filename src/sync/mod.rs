@@ -24,7 +24,7 @@ use crate::{
     error::{Error, Result},
     rooms::RoomService,
     stream::Stream,
-    users::{Identity, UserService},
+    users::{Identity, PUSH_RULES, PushRulesContent, UserService, default_push_rules},
 };
 
 /// The longest a client may make us hold a request.
@@ -142,6 +142,25 @@ impl SyncService {
                 }
                 _ => {}
             }
+        }
+
+        // Clients need push rules from their first sync; users who never changed theirs have
+        // none stored, so send the defaults.
+        if req.since.is_none()
+            && req.filter.account_data_allows(PUSH_RULES)
+            && ctx
+                .users
+                .account_data(&ctx.who.user_id, None, PUSH_RULES)?
+                .is_none()
+        {
+            let content = PushRulesContent {
+                global: default_push_rules(&ctx.who.user_id),
+            };
+            let content = serde_json::value::to_raw_value(&content).expect("rules serialize");
+            response
+                .account_data
+                .events
+                .push(Raw::from_json(account_data_event(PUSH_RULES, &content)));
         }
 
         room::rooms(ctx, req, head, &mut response)?;

@@ -6,6 +6,7 @@
 
 mod account_data;
 mod devices;
+mod push_rules;
 pub mod uiaa;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use account_data::AccountDataChange;
 pub use devices::Device;
+pub use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
 
 use crate::{
     error::{Error, Result},

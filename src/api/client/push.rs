@@ -13,17 +13,14 @@ use ruma::{
         get_pushrules_all, get_pushrules_global_scope, set_pushrule, set_pushrule_actions,
         set_pushrule_enabled,
     },
-    push::{ConditionalPushRule, PatternedPushRule, Ruleset},
+    push::Ruleset,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
     services::Services,
 };
-
-const KIND: &str = "m.push_rules";
 
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = route(r, all);
@@ -37,69 +34,13 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     route(r, set_actions)
 }
 
-#[derive(Serialize, Deserialize)]
-struct PushRulesContent {
-    global: Ruleset,
-}
-
 /// The user's rules, or the defaults.
-pub fn ruleset(s: &Services, user: &UserId) -> Result<Ruleset> {
-    Ok(match s.users.account_data(user, None, KIND)? {
-        Some(raw) => serde_json::from_str::<PushRulesContent>(raw.get())
-            .map(|c| c.global)
-            .unwrap_or_else(|_| server_default(user)),
-        None => server_default(user),
-    })
-}
-
-/// The predefined rules of Matrix 1.16: ruma's set, which already follows MSC4210 (a later spec
-/// version), plus the three legacy mention rules 1.16 still lists and Element still relies on.
-fn server_default(user: &UserId) -> Ruleset {
-    let mut rules = Ruleset::server_default(user);
-    let highlight = serde_json::json!([
-        "notify",
-        { "set_tweak": "sound", "value": "default" },
-        { "set_tweak": "highlight" }
-    ]);
-    let contains_user_name: PatternedPushRule = serde_json::from_value(serde_json::json!({
-        "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
-        "pattern": user.localpart(), "actions": highlight,
-    }))
-    .expect("valid push rule");
-    let contains_display_name: ConditionalPushRule = serde_json::from_value(serde_json::json!({
-        "rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
-        "conditions": [{ "kind": "contains_display_name" }], "actions": highlight,
-    }))
-    .expect("valid push rule");
-    let roomnotif: ConditionalPushRule = serde_json::from_value(serde_json::json!({
-        "rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
-        "conditions": [
-            { "kind": "sender_notification_permission", "key": "room" },
-            { "kind": "event_match", "key": "content.body", "pattern": "@room" }
-        ],
-        "actions": ["notify", { "set_tweak": "highlight" }],
-    }))
-    .expect("valid push rule");
-    rules.content.insert(contains_user_name);
-    // The spec's order puts each legacy rule right after its intentional-mentions successor.
-    let mut overrides = Vec::with_capacity(rules.override_.len() + 2);
-    for rule in std::mem::take(&mut rules.override_) {
-        let follower = match rule.rule_id.as_str() {
-            ".m.rule.is_user_mention" => Some(contains_display_name.clone()),
-            ".m.rule.is_room_mention" => Some(roomnotif.clone()),
-            _ => None,
-        };
-        overrides.push(rule);
-        overrides.extend(follower);
-    }
-    rules.override_ = overrides.into_iter().collect();
-    rules
+fn ruleset(s: &Services, user: &UserId) -> Result<Ruleset> {
+    s.users.push_rules(user)
 }
 
 async fn store(s: &Services, user: &UserId, global: Ruleset) -> Result<()> {
-    let raw =
-        serde_json::value::to_raw_value(&PushRulesContent { global }).expect("rules serialize");
-    s.users.set_account_data(user, None, KIND, &raw).await
+    s.users.set_push_rules(user, global).await
 }
 
 fn not_found() -> Error {

@@ -167,9 +167,8 @@ async fn members(
     req: Ruma<get_member_events::v3::Request>,
 ) -> Result<get_member_events::v3::Response> {
     let who = req.identity();
-    let room = s.rooms.require_joined(&req.body.room_id, &who.user_id)?;
     let mut chunk = Vec::new();
-    for (kind, _, pos) in s.rooms.current_state_keys(room.short)? {
+    for (kind, _, pos) in visible_state(&s, &req.body.room_id, who)?.1 {
         if kind != "m.room.member" {
             continue;
         }
@@ -227,9 +226,23 @@ async fn state(
     req: Ruma<get_state_events::v3::Request>,
 ) -> Result<get_state_events::v3::Response> {
     let who = req.identity();
-    let (room, visibility) = readable_room(&s, &req.body.room_id, who)?;
-    let at = departure(&s, &room, who, &visibility)?;
     let mut events = Vec::new();
+    for (_, _, pos) in visible_state(&s, &req.body.room_id, who)?.1 {
+        events.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
+    }
+    Ok(get_state_events::v3::Response::new(events))
+}
+
+/// The room's state as the user may see it: the current state for members, the state as of
+/// their departure for former members.
+fn visible_state(
+    s: &Services,
+    room_id: &ruma::RoomId,
+    who: &Identity,
+) -> Result<(Arc<RoomMeta>, Vec<(String, String, u64)>)> {
+    let (room, visibility) = readable_room(s, room_id, who)?;
+    let at = departure(s, &room, who, &visibility)?;
+    let mut out = Vec::new();
     for (kind, key, pos) in s.rooms.current_state_keys(room.short)? {
         let pos = match at {
             Some(at) if pos > at => match s.rooms.state_pos_at(room.short, &kind, &key, at)? {
@@ -238,9 +251,9 @@ async fn state(
             },
             _ => pos,
         };
-        events.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
+        out.push((kind, key, pos));
     }
-    Ok(get_state_events::v3::Response::new(events))
+    Ok((room, out))
 }
 
 /// For a user who left, the position their view of the room stops at.
