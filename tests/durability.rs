@@ -106,20 +106,23 @@ async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_charla"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("charla binary starts");
+    // Wrapped at once, so every path (including a failed start) kills and reaps it.
+    let process = Process(
+        Command::new(env!("CARGO_BIN_EXE_charla"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("charla binary starts"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{base}/_matrix/client/versions"))
             .await
             .is_ok()
         {
-            return (Process(child), base);
+            return (process, base);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

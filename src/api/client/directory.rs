@@ -86,13 +86,21 @@ fn chunk(e: DirectoryEntry) -> PublicRoomsChunk {
     c
 }
 
+/// One page of the public directory.
+struct Page {
+    chunk: Vec<PublicRoomsChunk>,
+    next: Option<String>,
+    prev: Option<String>,
+    total: UInt,
+}
+
 /// One page of the directory; `since` is the offset of the page.
 fn page(
     s: &Services,
     search: Option<&str>,
     limit: Option<UInt>,
     since: Option<&str>,
-) -> Result<(Vec<PublicRoomsChunk>, Option<String>, Option<String>, UInt)> {
+) -> Result<Page> {
     let all = s.rooms.public_rooms(search)?;
     let total = UInt::try_from(all.len()).unwrap_or_default();
     let offset: usize = match since {
@@ -114,14 +122,24 @@ fn page(
         .take(limit)
         .map(chunk)
         .collect();
-    Ok((chunk, next, prev, total))
+    Ok(Page {
+        chunk,
+        next,
+        prev,
+        total,
+    })
 }
 
 async fn public_rooms(
     s: Arc<Services>,
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
-    let (chunk, next, prev, total) = page(&s, None, req.body.limit, req.body.since.as_deref())?;
+    let Page {
+        chunk,
+        next,
+        prev,
+        total,
+    } = page(&s, None, req.body.limit, req.body.since.as_deref())?;
     let mut response = get_public_rooms::v3::Response::new(chunk);
     response.next_batch = next;
     response.prev_batch = prev;
@@ -134,7 +152,12 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let search = req.body.filter.generic_search_term.as_deref();
-    let (chunk, next, prev, total) = page(&s, search, req.body.limit, req.body.since.as_deref())?;
+    let Page {
+        chunk,
+        next,
+        prev,
+        total,
+    } = page(&s, search, req.body.limit, req.body.since.as_deref())?;
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = chunk;
     response.next_batch = next;

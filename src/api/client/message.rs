@@ -201,16 +201,26 @@ async fn event(
 /// Walks the timeline from `from` in `direction`, keeping visible events that pass `filter`,
 /// until `limit` are found or `stop` (exclusive bound of a `to` token) is reached. Returns the
 /// positions and the token to continue from (`None` when history is exhausted).
+/// What a walk reads through: a room, as one user may see it, through one filter.
+struct Reader<'a> {
+    room: &'a RoomMeta,
+    visibility: &'a Visibility,
+    filter: &'a SyncFilter,
+}
+
 fn walk(
     s: &Services,
-    room: &RoomMeta,
-    visibility: &Visibility,
-    filter: &SyncFilter,
+    reader: &Reader<'_>,
     from: u64,
     direction: Direction,
     limit: usize,
     stop: Option<u64>,
 ) -> Result<(Vec<u64>, Option<u64>)> {
+    let Reader {
+        room,
+        visibility,
+        filter,
+    } = reader;
     let mut out = Vec::new();
     let mut cursor = from;
     loop {
@@ -239,7 +249,7 @@ fn walk(
             if !visibility.can_see(pos) {
                 continue;
             }
-            let pdu = s.rooms.event(pos)?.pdu.clone();
+            let pdu = &s.rooms.event(pos)?.pdu;
             if filter.timeline_allows(pdu.kind.to_string().as_str(), &pdu.sender) {
                 out.push(pos);
                 if out.len() == limit {
@@ -256,7 +266,7 @@ fn walk(
 fn room_filter(filter: &RoomEventFilter) -> SyncFilter {
     let mut def = FilterDefinition::default();
     def.room.timeline = filter.clone();
-    def.room.state.lazy_load_options = filter.lazy_load_options.clone();
+    def.room.state.lazy_load_options = filter.lazy_load_options;
     SyncFilter::new(def)
 }
 
@@ -310,9 +320,11 @@ async fn messages(
     let filter = room_filter(&b.filter);
     let (positions, next) = walk(
         &s,
-        &room,
-        &visibility,
-        &filter,
+        &Reader {
+            room: &room,
+            visibility: &visibility,
+            filter: &filter,
+        },
         from,
         direction,
         limit(b.limit),
@@ -349,9 +361,11 @@ async fn context(
     let (before, _) = if before_limit > 0 {
         walk(
             &s,
-            &room,
-            &visibility,
-            &filter,
+            &Reader {
+                room: &room,
+                visibility: &visibility,
+                filter: &filter,
+            },
             pos - 1,
             Direction::Backward,
             before_limit,
@@ -363,9 +377,11 @@ async fn context(
     let (after, _) = if after_limit > 0 {
         walk(
             &s,
-            &room,
-            &visibility,
-            &filter,
+            &Reader {
+                room: &room,
+                visibility: &visibility,
+                filter: &filter,
+            },
             pos,
             Direction::Forward,
             after_limit,

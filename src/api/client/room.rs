@@ -168,7 +168,7 @@ async fn members(
 ) -> Result<get_member_events::v3::Response> {
     let who = req.identity();
     let mut chunk = Vec::new();
-    for (kind, _, pos) in visible_state(&s, &req.body.room_id, who)?.1 {
+    for (kind, _, pos) in visible_state(&s, &req.body.room_id, who)? {
         if kind != "m.room.member" {
             continue;
         }
@@ -227,7 +227,7 @@ async fn state(
 ) -> Result<get_state_events::v3::Response> {
     let who = req.identity();
     let mut events = Vec::new();
-    for (_, _, pos) in visible_state(&s, &req.body.room_id, who)?.1 {
+    for (_, _, pos) in visible_state(&s, &req.body.room_id, who)? {
         events.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
     }
     Ok(get_state_events::v3::Response::new(events))
@@ -239,7 +239,7 @@ fn visible_state(
     s: &Services,
     room_id: &ruma::RoomId,
     who: &Identity,
-) -> Result<(Arc<RoomMeta>, Vec<(String, String, u64)>)> {
+) -> Result<Vec<(String, String, u64)>> {
     let (room, visibility) = readable_room(s, room_id, who)?;
     let at = departure(s, &room, who, &visibility)?;
     let mut out = Vec::new();
@@ -253,7 +253,7 @@ fn visible_state(
         };
         out.push((kind, key, pos));
     }
-    Ok((room, out))
+    Ok(out)
 }
 
 /// For a user who left, the position their view of the room stops at.
