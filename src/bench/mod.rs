@@ -65,6 +65,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub sync_clients: usize,
 
+    /// sync-latency: how many of the long-polling clients are in the sender's room and
+    /// receive each message; the others stay connected and idle (0 = all of them).
+    #[arg(long, default_value_t = 10)]
+    pub receivers: usize,
+
     /// sync-latency: number of messages whose delivery is measured.
     #[arg(long, default_value_t = 200)]
     pub samples: usize,

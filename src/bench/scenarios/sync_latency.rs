@@ -1,7 +1,7 @@
 //! `sync-latency`: how fast a message reaches many idle long-polling clients.
 //!
-//! M users join one room and each keeps a `/sync?since=…&timeout=30000`
-//! long-poll open, as real idle clients do. A sender then sends K messages
+//! M users keep a `/sync?since=…&timeout=30000` long-poll open, as real idle
+//! clients do; R of them (`--receivers`, all with 0) are in the sender's room. A sender then sends K messages
 //! one at a time, waiting until every client has seen message i (or 5 s pass)
 //! before sending i+1, so each measurement sees an idle server with M parked
 //! requests: the cost being measured is waking M long-polls and serialising M
@@ -43,6 +43,10 @@ struct Arrival {
 
 pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
     let m = args.sync_clients.max(1);
+    let receivers = match args.receivers {
+        0 => m,
+        r => r.min(m),
+    };
     let k = args.samples.max(1);
     let sender = ctx.register("sl-sender", 0).await?;
     let room = retry_429(|| sender.create_room(Preset::Public, Some("sync latency"))).await?;
@@ -54,7 +58,9 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
         let room = &room;
         async move {
             let s = ctx.register("sl-idle", i).await?;
-            retry_429(|| s.join(room)).await?;
+            if i < receivers {
+                retry_429(|| s.join(room)).await?;
+            }
             Ok(s)
         }
     })
@@ -87,7 +93,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
         .collect();
     drop(tx);
 
-    let mut meas = Measurement::new(m);
+    let mut meas = Measurement::new(receivers);
     // Message 0 is a warm-up: it proves every long-poll is parked and
     // connected before anything is measured.
     progress(format!(
@@ -121,12 +127,12 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
 
     let mut r = Report::new(
         "sync-latency",
-        format!("{m} long-polling clients, {k} messages"),
+        format!("{m} long-polling clients, {receivers} in the room, {k} messages"),
     );
     let from_ack = Summary::from_samples(&mut meas.from_ack_us);
     let from_issue = Summary::from_samples(&mut meas.from_issue_us);
     let send_lat = Summary::from_samples(&mut meas.send_latency_us);
-    let expected = (k as u64 - meas.send_errors.min(k as u64)) * m as u64;
+    let expected = (k as u64 - meas.send_errors.min(k as u64)) * receivers as u64;
     r.row("delay from ack", from_ack.human());
     r.row("delay from issue", from_issue.human());
     r.row("sender send latency", send_lat.human());
@@ -146,6 +152,7 @@ pub async fn run(ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
         r.row("first error", e.clone());
     }
     r.set("sync_clients", m);
+    r.set("receivers", receivers);
     r.set("samples", k);
     r.set("delay_from_ack", from_ack.to_json());
     r.set("delay_from_issue", from_issue.to_json());
