@@ -1381,3 +1381,36 @@ async fn room_account_data_for_unknown_room_is_refused() {
         .await;
     assert_error(status, &body, 400, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn first_sync_carries_the_default_push_rules() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let sync = alice.sync(None, 0).await;
+    let rules = sync["account_data"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.push_rules")
+        .expect("m.push_rules in the first sync");
+    let overrides: Vec<&str> = rules["content"]["global"]["override"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(overrides.first(), Some(&".m.rule.master"));
+    // The same rules the push rules API serves.
+    let (status, api) = alice.get("/_matrix/client/v3/pushrules/").await;
+    assert_eq!(status, 200);
+    assert_eq!(api["global"], rules["content"]["global"]);
+    // An incremental sync does not repeat them.
+    let next = sync["next_batch"].as_str().unwrap().to_owned();
+    let later = alice.sync(Some(&next), 0).await;
+    assert!(
+        later["account_data"]["events"]
+            .as_array()
+            .is_none_or(|e| e.is_empty()),
+        "{later}"
+    );
+}

@@ -870,3 +870,16 @@ async fn invalid_query_parameters_are_400_invalid_param() {
         .await;
     assert_error(status, &body, 400, "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn oversized_shared_secret_registration_is_a_matrix_error() {
+    let s = TestServer::start_with(
+        "[registration]\nshared_secret = \"s3cret\"\n[limits]\nmax_request_bytes = 1000\n",
+    )
+    .await;
+    let c = s.client();
+    let body = serde_json::json!({ "nonce": "x", "username": "u", "password": "p".repeat(3000), "mac": "00" });
+    let (status, res) = c.post("/_synapse/admin/v1/register", body).await;
+    assert_eq!(status, 413);
+    assert_eq!(res["errcode"], "M_TOO_LARGE");
+}

@@ -1866,3 +1866,59 @@ async fn sync_shows_invites_and_leaves() {
     assert!(sync["rooms"]["leave"].get(&other).is_some(), "{sync}");
     assert!(sync["rooms"]["invite"].get(&other).is_none(), "{sync}");
 }
+
+#[tokio::test]
+async fn former_member_sees_members_as_of_leaving() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    assert_eq!(
+        bob.post(&format!("{V3}/rooms/{}/leave", enc(&room)), json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(carol.join(&room).await.0, 200);
+
+    let members = |body: &Value| {
+        let mut m: Vec<(String, String)> = body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["state_key"].as_str().unwrap().to_owned(),
+                    e["content"]["membership"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        m.sort();
+        m
+    };
+    let (status, body) = bob.get(&format!("{V3}/rooms/{}/members", enc(&room))).await;
+    assert_eq!(status, 200, "{body}");
+    let pair = |u: &str, m: &str| (u.to_owned(), m.to_owned());
+    // Carol joined after Bob left: Bob's view stops at his departure.
+    assert_eq!(
+        members(&body),
+        vec![
+            pair("@alice:localhost", "join"),
+            pair("@bob:localhost", "leave")
+        ]
+    );
+    let (status, body) = carol
+        .get(&format!("{V3}/rooms/{}/members", enc(&room)))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        members(&body),
+        vec![
+            pair("@alice:localhost", "join"),
+            pair("@bob:localhost", "leave"),
+            pair("@carol:localhost", "join")
+        ]
+    );
+}

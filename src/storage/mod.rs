@@ -187,12 +187,12 @@ impl Store {
     ///
     /// Starts the flusher thread.
     pub fn open(path: &Path, cache_mb: u64) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mb * 1024 * 1024)
             // We flush on demand (group commit); sled's periodic flusher would only add fsyncs.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_when_free(&config)?;
         let (durable, _) = watch::channel(0);
         // The flusher is a plain thread: a flush is a blocking fsync, and a dedicated thread
         // avoids handing every flush to a pool.
@@ -317,6 +317,23 @@ impl Store {
     /// Bytes on disk, for operators and benchmarks.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+/// Opens sled, waiting briefly if a store just closed in this process still holds the folder's
+/// lock (its last reference may be finishing a flush on another thread).
+fn open_when_free(config: &sled::Config) -> Result<sled::Db> {
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && attempts < 50 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(Into::into),
+        }
     }
 }
 
