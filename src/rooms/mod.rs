@@ -85,10 +85,14 @@ pub struct RoomMeta {
     members: RwLock<Members>,
 }
 
+/// What appends need, guarded by the room's append lock.
 #[derive(Debug, Clone)]
 struct Head {
     last_event: Option<OwnedEventId>,
     depth: UInt,
+    /// The current state, `(type, state_key)` → position: every append reads its auth events
+    /// here instead of from the store.
+    state: HashMap<(String, String), u64>,
 }
 
 #[derive(Debug, Default)]
@@ -224,11 +228,15 @@ impl RoomService {
             None => (None, UInt::MIN, 0),
         };
         let mut members = Members::default();
-        let prefix = Key::new().u64(record.short).str("m.room.member").into_vec();
-        for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
-            let (_, value) = entry?;
-            let pdu = self.event(keys::decode_u64(&value))?.pdu.clone();
-            let (Some(user), Some(membership)) = (member_target(&pdu), membership_of(&pdu)) else {
+        let mut state = HashMap::new();
+        for (kind, state_key, pos) in self.current_state_keys(record.short)? {
+            let is_member = kind == "m.room.member";
+            state.insert((kind, state_key), pos);
+            if !is_member {
+                continue;
+            }
+            let pdu = &self.event(pos)?.pdu;
+            let (Some(user), Some(membership)) = (member_target(pdu), membership_of(pdu)) else {
                 continue;
             };
             match membership {
@@ -242,7 +250,11 @@ impl RoomService {
             short: record.short,
             version: record.version,
             rules,
-            head: tokio::sync::Mutex::new(Head { last_event, depth }),
+            head: tokio::sync::Mutex::new(Head {
+                last_event,
+                depth,
+                state,
+            }),
             last_pos: last_pos.into(),
             members: RwLock::new(members),
         })

@@ -64,12 +64,16 @@ impl RoomService {
             template.state_key.as_deref(),
             &template.content,
         )?;
-        let mut auth_events = Vec::with_capacity(auth_types.len());
+        let mut auth_loaded = Vec::with_capacity(auth_types.len());
         for (kind, state_key) in &auth_types {
-            if let Some(pos) = self.state_pos(room.short, &kind.to_string(), state_key)? {
-                auth_events.push(self.event(pos)?.stored.event_id.clone());
+            if let Some(pos) = head.state.get(&(kind.to_string(), state_key.clone())) {
+                auth_loaded.push(self.event(*pos)?);
             }
         }
+        let auth_events: Vec<OwnedEventId> = auth_loaded
+            .iter()
+            .map(|e| e.stored.event_id.clone())
+            .collect();
         let prev_events: Vec<OwnedEventId> = head.last_event.iter().cloned().collect();
         let depth = if head.last_event.is_some() {
             head.depth + UInt::from(1u32)
@@ -97,11 +101,13 @@ impl RoomService {
         check_auth(
             &room.rules,
             &pdu,
-            |id| self.pdu_by_id(id).ok().flatten(),
+            |id| match auth_loaded.iter().find(|e| e.stored.event_id == id) {
+                Some(e) => Some(e.pdu.clone()),
+                None => self.pdu_by_id(id).ok().flatten(),
+            },
             |kind, key| {
-                self.state_pdu(room.short, &kind.to_string(), key)
-                    .ok()
-                    .flatten()
+                let pos = head.state.get(&(kind.to_string(), key.to_owned()))?;
+                self.event(*pos).ok().map(|e| e.pdu.clone())
             },
         )?;
         if pdu.kind == TimelineEventType::RoomRedaction {
@@ -109,10 +115,9 @@ impl RoomService {
         }
 
         let state_key = pdu.state_key.clone();
-        let prev_state = match &state_key {
-            Some(k) => self.state_pos(room.short, pdu.kind.to_string().as_str(), k)?,
-            None => None,
-        };
+        let prev_state = state_key
+            .as_ref()
+            .and_then(|k| head.state.get(&(pdu.kind.to_string(), k.clone())).copied());
         let membership = (pdu.kind == TimelineEventType::RoomMember)
             .then(|| member_target(&pdu).zip(membership_of(&pdu)))
             .flatten();
@@ -205,6 +210,9 @@ impl RoomService {
 
         head.last_event = Some(event_id.clone());
         head.depth = depth;
+        if let Some(state_key) = state_key {
+            head.state.insert((kind, state_key), pending.pos);
+        }
         room.last_pos.store(pending.pos, Ordering::Release);
         if let Some((user, membership)) = &membership {
             room.set_membership(user, membership);
