@@ -358,38 +358,20 @@ async fn context(
         .min(MAX_LIMIT);
     let before_limit = total / 2;
     let after_limit = total - before_limit;
-    let (before, _) = if before_limit > 0 {
-        walk(
-            &s,
-            &Reader {
-                room: &room,
-                visibility: &visibility,
-                filter: &filter,
-            },
-            pos - 1,
-            Direction::Backward,
-            before_limit,
-            None,
-        )?
-    } else {
-        (Vec::new(), None)
+    let reader = Reader {
+        room: &room,
+        visibility: &visibility,
+        filter: &filter,
     };
-    let (after, _) = if after_limit > 0 {
-        walk(
-            &s,
-            &Reader {
-                room: &room,
-                visibility: &visibility,
-                filter: &filter,
-            },
-            pos,
-            Direction::Forward,
-            after_limit,
-            None,
-        )?
-    } else {
-        (Vec::new(), None)
-    };
+    let (before, _) = walk(
+        &s,
+        &reader,
+        pos - 1,
+        Direction::Backward,
+        before_limit,
+        None,
+    )?;
+    let (after, _) = walk(&s, &reader, pos, Direction::Forward, after_limit, None)?;
     let mut response = get_context::v3::Response::new();
     response.start = Some(format_token(
         before.last().map(|p| p - 1).unwrap_or(pos - 1),
