@@ -3,22 +3,12 @@
 
 mod common;
 
-use common::{Client, TestServer, enc};
+use common::{Client, TestServer, V3, assert_error, enc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
 
-const V3: &str = "/_matrix/client/v3";
 const PASSWORD: &str = "secret-pw";
-
-fn assert_error(status: u16, body: &Value, want_status: u16, errcode: &str) {
-    assert_eq!(
-        status, want_status,
-        "expected {want_status} {errcode}, got {status}: {body}"
-    );
-    assert_eq!(body["errcode"], errcode, "{body}");
-    assert!(body["error"].is_string(), "error message missing: {body}");
-}
 
 /// A user-interactive auth challenge: `flows` exactly as given, a `session`, `params`.
 fn assert_challenge(status: u16, body: &Value, stages: &[&str]) -> String {

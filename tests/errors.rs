@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::{Client, TestServer, enc};
+use common::{Client, TestServer, V3, assert_error, enc};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const V3: &str = "/_matrix/client/v3";
 
 /// Sends a request with no body at all (no `Content-Type` either), as some clients do.
 async fn bare(c: &Client, method: Method, path: &str) -> (u16, Value) {
@@ -70,15 +68,6 @@ async fn joined_rooms(c: &Client) -> Vec<String> {
         .collect();
     rooms.sort();
     rooms
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, errcode: &str) {
-    assert_eq!(
-        status, want_status,
-        "expected {want_status} {errcode}, got {status}: {body}"
-    );
-    assert_eq!(body["errcode"], errcode, "{body}");
-    assert!(body["error"].is_string(), "error message missing: {body}");
 }
 
 fn send_path(room: &str, txn: &str) -> String {

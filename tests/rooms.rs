@@ -5,19 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, enc, timeline_bodies};
+use common::{Client, TestServer, V3, assert_error, enc, timeline_bodies};
 use serde_json::{Value, json};
-
-const V3: &str = "/_matrix/client/v3";
-
-fn assert_error(status: u16, body: &Value, want_status: u16, errcode: &str) {
-    assert_eq!(
-        status, want_status,
-        "expected {want_status} {errcode}, got {status}: {body}"
-    );
-    assert_eq!(body["errcode"], errcode, "{body}");
-    assert!(body["error"].is_string(), "error message missing: {body}");
-}
 
 fn room_path(room: &str, rest: &str) -> String {
     format!("{V3}/rooms/{}/{rest}", enc(room))

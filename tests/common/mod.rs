@@ -8,6 +8,19 @@ use std::path::{Path, PathBuf};
 use charla::{config::Config, server::RunningServer};
 use serde_json::{Value, json};
 
+/// The Client-Server API prefix the tests use.
+pub const V3: &str = "/_matrix/client/v3";
+
+/// Asserts a Matrix error: the status, the errcode, and a human-readable message.
+pub fn assert_error(status: u16, body: &Value, want_status: u16, errcode: &str) {
+    assert_eq!(
+        status, want_status,
+        "expected {want_status} {errcode}, got {status}: {body}"
+    );
+    assert_eq!(body["errcode"], errcode, "{body}");
+    assert!(body["error"].is_string(), "error message missing: {body}");
+}
+
 pub struct TestServer {
     pub server: RunningServer,
     pub dir: tempfile::TempDir,
