@@ -351,6 +351,14 @@ async fn create_with_unsupported_version_or_forbidden_initial_state() {
         )
         .await;
     assert_error(status, &body, 404, "M_NOT_FOUND");
+    // Bad initial state is refused before any event exists: no half-built room appears.
+    let (status, body) = alice
+        .post(
+            &format!("{V3}/createRoom"),
+            json!({ "initial_state": [{ "type": "m.room.topic", "state_key": "", "content": 5 }] }),
+        )
+        .await;
+    assert_error(status, &body, 400, "M_BAD_JSON");
     assert_eq!(joined_rooms(&alice).await, vec![room]);
 }
 

@@ -127,6 +127,12 @@ impl RoomService {
                     "initial_state may not contain {kind}"
                 )));
             }
+            // Checked before the first event is appended, so a bad request creates nothing.
+            if !content.is_object() {
+                return Err(Error::bad_json(format!(
+                    "initial_state {kind}: content must be an object"
+                )));
+            }
             events.push(EventTemplate::state_json(
                 kind.as_str(),
                 state_key.as_str(),
