@@ -4,15 +4,17 @@
 //! short lists read once per request: the user's membership changes in the room and the room's
 //! `m.room.history_visibility` changes.
 
+use std::sync::Arc;
+
 use ruma::{
-    UserId,
+    RoomId, UserId,
     events::room::{history_visibility::HistoryVisibility, member::MembershipState},
 };
 use serde::Deserialize;
 
 use super::{RoomMeta, RoomService, membership_of};
 use crate::{
-    error::Result,
+    error::{Error, Result},
     storage::{Key, Table, keys},
 };
 
@@ -91,6 +93,73 @@ impl Visibility {
 }
 
 impl RoomService {
+    /// The room and what the user may see of it; `M_FORBIDDEN` if nothing: a current member, a
+    /// former member who has not forgotten the room (they see it up to their departure), or
+    /// anyone when the room's latest history is world-readable.
+    pub fn readable(&self, room_id: &RoomId, user: &UserId) -> Result<(Arc<RoomMeta>, Visibility)> {
+        let forbidden = || Error::forbidden("You are not a member of this room");
+        let room = self.room(room_id).map_err(|_| forbidden())?;
+        let visibility = Visibility::load(self, &room, user)?;
+        let allowed = visibility.currently_joined()
+            || visibility.can_see(room.last_pos())
+            || (visibility.departed() && !self.forgotten(room_id, user)?);
+        if !allowed {
+            return Err(forbidden());
+        }
+        Ok((room, visibility))
+    }
+
+    /// For a user who left, the position their view of the room stops at.
+    pub fn departure(
+        &self,
+        room: &RoomMeta,
+        user: &UserId,
+        visibility: &Visibility,
+    ) -> Result<Option<u64>> {
+        if visibility.currently_joined() {
+            return Ok(None);
+        }
+        self.state_pos(room.short, "m.room.member", user.as_str())
+    }
+
+    /// The room's state as the user may see it, as `(type, state_key, position)`: the current
+    /// state for members, the state as of their departure for former members.
+    pub fn visible_state(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<Vec<(String, String, u64)>> {
+        let (room, visibility) = self.readable(room_id, user)?;
+        let at = self.departure(&room, user, &visibility)?;
+        let mut out = Vec::new();
+        for (kind, key, pos) in self.current_state_keys(room.short)? {
+            let pos = match at {
+                Some(at) if pos > at => match self.state_pos_at(room.short, &kind, &key, at)? {
+                    Some(p) => p,
+                    None => continue,
+                },
+                _ => pos,
+            };
+            out.push((kind, key, pos));
+        }
+        Ok(out)
+    }
+
+    /// One state event the user may see (as of their departure for former members).
+    pub fn visible_state_pos(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<u64>> {
+        let (room, visibility) = self.readable(room_id, user)?;
+        match self.departure(&room, user, &visibility)? {
+            Some(at) => self.state_pos_at(room.short, kind, key, at),
+            None => self.state_pos(room.short, kind, key),
+        }
+    }
+
     /// Positions of every change of one state key, oldest first.
     pub fn state_history(&self, short: u64, kind: &str, state_key: &str) -> Result<Vec<u64>> {
         let prefix = Key::new().u64(short).str(kind).str(state_key).into_vec();

@@ -23,7 +23,6 @@ use ruma::{
 };
 use serde_json::{json, value::to_raw_value};
 
-use super::room::readable_room;
 use crate::{
     api::ruma::{AuthRequirement, Ruma, authenticate, read_body, route},
     error::{Error, Result},
@@ -191,7 +190,7 @@ async fn event(
     req: Ruma<get_room_event::v3::Request>,
 ) -> Result<get_room_event::v3::Response> {
     let who = req.identity();
-    let (room, visibility) = readable_room(&s, &req.body.room_id, who)?;
+    let (room, visibility) = s.rooms.readable(&req.body.room_id, &who.user_id)?;
     let pos = visible_event(&s, &room, &visibility, &req.body.event_id)?;
     Ok(get_room_event::v3::Response::new(Raw::from_json(
         s.rooms.client_event(pos, view(who))?,
@@ -306,7 +305,7 @@ async fn messages(
 ) -> Result<get_message_events::v3::Response> {
     let who = req.identity();
     let b = &req.body;
-    let (room, visibility) = readable_room(&s, &b.room_id, who)?;
+    let (room, visibility) = s.rooms.readable(&b.room_id, &who.user_id)?;
     let direction = match b.dir {
         ApiDirection::Backward => Direction::Backward,
         ApiDirection::Forward => Direction::Forward,
@@ -350,7 +349,7 @@ async fn context(
 ) -> Result<get_context::v3::Response> {
     let who = req.identity();
     let b = &req.body;
-    let (room, visibility) = readable_room(&s, &b.room_id, who)?;
+    let (room, visibility) = s.rooms.readable(&b.room_id, &who.user_id)?;
     let pos = visible_event(&s, &room, &visibility, &b.event_id)?;
     let filter = room_filter(&b.filter);
     let total = usize::try_from(u64::from(b.limit))

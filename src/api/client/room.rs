@@ -25,7 +25,7 @@ use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
     events::{ClientFormat, EventTemplate},
-    rooms::{CreateRoom, EventView, RoomMeta, Visibility, membership_of},
+    rooms::{CreateRoom, EventView, membership_of},
     services::Services,
     users::Identity,
 };
@@ -133,27 +133,6 @@ async fn joined(
     ))
 }
 
-/// The room, if the user may read its state now: a member, or a former member (who sees the
-/// state as of their departure, which callers handle), or anyone for world-readable rooms.
-pub(super) fn readable_room(
-    s: &Services,
-    room_id: &ruma::RoomId,
-    who: &Identity,
-) -> Result<(Arc<RoomMeta>, Visibility)> {
-    let room = s
-        .rooms
-        .room(room_id)
-        .map_err(|_| Error::forbidden("You are not a member of this room"))?;
-    let visibility = Visibility::load(&s.rooms, &room, &who.user_id)?;
-    let departed = || -> Result<bool> {
-        Ok(visibility.departed() && !s.rooms.forgotten(room_id, &who.user_id)?)
-    };
-    if !visibility.currently_joined() && !visibility.can_see(room.last_pos()) && !departed()? {
-        return Err(Error::forbidden("You are not a member of this room"));
-    }
-    Ok((room, visibility))
-}
-
 fn view(who: &Identity) -> EventView<'_> {
     EventView {
         user: &who.user_id,
@@ -168,7 +147,7 @@ async fn members(
 ) -> Result<get_member_events::v3::Response> {
     let who = req.identity();
     let mut chunk = Vec::new();
-    for (kind, _, pos) in visible_state(&s, &req.body.room_id, who)? {
+    for (kind, _, pos) in s.rooms.visible_state(&req.body.room_id, &who.user_id)? {
         if kind != "m.room.member" {
             continue;
         }
@@ -227,47 +206,10 @@ async fn state(
 ) -> Result<get_state_events::v3::Response> {
     let who = req.identity();
     let mut events = Vec::new();
-    for (_, _, pos) in visible_state(&s, &req.body.room_id, who)? {
+    for (_, _, pos) in s.rooms.visible_state(&req.body.room_id, &who.user_id)? {
         events.push(Raw::from_json(s.rooms.client_event(pos, view(who))?));
     }
     Ok(get_state_events::v3::Response::new(events))
-}
-
-/// The room's state as the user may see it: the current state for members, the state as of
-/// their departure for former members.
-fn visible_state(
-    s: &Services,
-    room_id: &ruma::RoomId,
-    who: &Identity,
-) -> Result<Vec<(String, String, u64)>> {
-    let (room, visibility) = readable_room(s, room_id, who)?;
-    let at = departure(s, &room, who, &visibility)?;
-    let mut out = Vec::new();
-    for (kind, key, pos) in s.rooms.current_state_keys(room.short)? {
-        let pos = match at {
-            Some(at) if pos > at => match s.rooms.state_pos_at(room.short, &kind, &key, at)? {
-                Some(p) => p,
-                None => continue,
-            },
-            _ => pos,
-        };
-        out.push((kind, key, pos));
-    }
-    Ok(out)
-}
-
-/// For a user who left, the position their view of the room stops at.
-fn departure(
-    s: &Services,
-    room: &RoomMeta,
-    who: &Identity,
-    visibility: &Visibility,
-) -> Result<Option<u64>> {
-    if visibility.currently_joined() {
-        return Ok(None);
-    }
-    s.rooms
-        .state_pos(room.short, "m.room.member", who.user_id.as_str())
 }
 
 /// One state event's content (or the whole event with `format=event`).
@@ -279,12 +221,10 @@ pub(super) fn state_event_json(
     key: &str,
     full: bool,
 ) -> Result<Box<serde_json::value::RawValue>> {
-    let (room, visibility) = readable_room(s, room_id, who)?;
-    let pos = match departure(s, &room, who, &visibility)? {
-        Some(at) => s.rooms.state_pos_at(room.short, kind, key, at)?,
-        None => s.rooms.state_pos(room.short, kind, key)?,
-    };
-    let pos = pos.ok_or_else(|| Error::not_found("Event not found."))?;
+    let pos = s
+        .rooms
+        .visible_state_pos(room_id, &who.user_id, kind, key)?
+        .ok_or_else(|| Error::not_found("Event not found."))?;
     if full {
         return s.rooms.client_event(pos, view(who));
     }
