@@ -1919,3 +1919,41 @@ async fn former_member_sees_members_as_of_leaving() {
         ]
     );
 }
+
+#[tokio::test]
+async fn canonical_alias_must_point_to_the_room() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let other = alice
+        .create_room(json!({ "room_alias_name": "other" }))
+        .await;
+    let path = format!("{V3}/rooms/{}/state/m.room.canonical_alias", enc(&room));
+    // Unknown alias, and an alias of another room: refused, and nothing changes.
+    let (status, body) = alice
+        .put(&path, json!({ "alias": "#nowhere:localhost" }))
+        .await;
+    assert_error(status, &body, 400, "M_BAD_ALIAS");
+    let (status, body) = alice
+        .put(&path, json!({ "alias": "#other:localhost" }))
+        .await;
+    assert_error(status, &body, 400, "M_BAD_ALIAS");
+    assert_eq!(alice.get(&path).await.0, 404);
+    // An alias of this room is accepted.
+    let (status, _) = alice
+        .put(
+            &format!("{V3}/directory/room/{}", enc("#mine:localhost")),
+            json!({ "room_id": room }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = alice
+        .put(&path, json!({ "alias": "#mine:localhost" }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        alice.get(&path).await.1,
+        json!({ "alias": "#mine:localhost" })
+    );
+    assert_ne!(room, other);
+}

@@ -212,7 +212,34 @@ impl RoomService {
                 "m.room.create cannot be sent into an existing room",
             ));
         }
+        if template.kind == TimelineEventType::RoomCanonicalAlias {
+            self.check_canonical_alias(room_id, &template)?;
+        }
         self.append(&room, sender, template, txn).await
+    }
+}
+
+impl RoomService {
+    /// Aliases named by `m.room.canonical_alias` must exist and point to the room.
+    fn check_canonical_alias(&self, room_id: &RoomId, template: &EventTemplate) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct C {
+            alias: Option<ruma::OwnedRoomAliasId>,
+            #[serde(default)]
+            alt_aliases: Vec<ruma::OwnedRoomAliasId>,
+        }
+        let c: C = serde_json::from_str(template.content.get())
+            .map_err(|e| Error::invalid_param(e.to_string()))?;
+        for alias in c.alias.iter().chain(c.alt_aliases.iter()) {
+            if self.resolve_alias(alias)?.as_deref() != Some(room_id) {
+                return Err(Error::matrix(
+                    http::StatusCode::BAD_REQUEST,
+                    "M_BAD_ALIAS",
+                    format!("{alias} does not point to this room"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -90,32 +90,7 @@ pub(super) async fn send_state_template(
             ));
         }
     }
-    if template.kind == TimelineEventType::RoomCanonicalAlias {
-        check_canonical_alias(s, room_id, &template)?;
-    }
     s.rooms.send(room_id, &who.user_id, template, None).await
-}
-
-/// Aliases named by `m.room.canonical_alias` must exist and point to the room.
-fn check_canonical_alias(s: &Services, room_id: &RoomId, template: &EventTemplate) -> Result<()> {
-    #[derive(serde::Deserialize)]
-    struct C {
-        alias: Option<ruma::OwnedRoomAliasId>,
-        #[serde(default)]
-        alt_aliases: Vec<ruma::OwnedRoomAliasId>,
-    }
-    let c: C = serde_json::from_str(template.content.get())
-        .map_err(|e| Error::invalid_param(e.to_string()))?;
-    for alias in c.alias.iter().chain(c.alt_aliases.iter()) {
-        if s.rooms.resolve_alias(alias)?.as_deref() != Some(room_id) {
-            return Err(Error::matrix(
-                http::StatusCode::BAD_REQUEST,
-                "M_BAD_ALIAS",
-                format!("{alias} does not point to this room"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// `PUT /rooms/{id}/state/{type}` (empty state key), which ruma has no path for.
