@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 use common::{Client, TestServer, V3, assert_error, enc, timeline_bodies};
 use serde_json::{Value, json};
 
+/// The most common setup: Alice creates a public room and Bob joins it.
+async fn alice_and_bob_in_a_public_room() -> (TestServer, Client, Client, String) {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    assert_eq!(bob.join(&room).await.0, 200);
+    (s, alice, bob, room)
+}
+
 fn room_path(room: &str, rest: &str) -> String {
     format!("{V3}/rooms/{}/{rest}", enc(room))
 }
@@ -440,11 +450,7 @@ async fn join_invite_only_room_needs_an_invite() {
 
 #[tokio::test]
 async fn leave_then_forget() {
-    let s = TestServer::start().await;
-    let alice = s.user("alice").await;
-    let bob = s.user("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    assert_eq!(bob.join(&room).await.0, 200);
+    let (_s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     alice.send_text(&room, "t1", "hello").await;
 
     let (status, body) = bob.post(&room_path(&room, "forget"), json!({})).await;
@@ -532,11 +538,7 @@ async fn kick_needs_power_and_the_target_sees_it() {
 
 #[tokio::test]
 async fn ban_blocks_rejoin_until_unban() {
-    let s = TestServer::start().await;
-    let alice = s.user("alice").await;
-    let bob = s.user("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    assert_eq!(bob.join(&room).await.0, 200);
+    let (_s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
 
     // Bob cannot ban Alice.
     let (status, body) = bob
@@ -1280,11 +1282,7 @@ async fn redaction_by_sender_and_power() {
 
 #[tokio::test]
 async fn departed_member_reads_the_room_up_to_leaving() {
-    let s = TestServer::start().await;
-    let alice = s.user("alice").await;
-    let bob = s.user("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    assert_eq!(bob.join(&room).await.0, 200);
+    let (_s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let (status, _) = alice
         .put(
             &room_path(&room, "state/m.room.topic/"),
@@ -1592,11 +1590,7 @@ async fn public_room_directory_pagination_and_search() {
 
 #[tokio::test]
 async fn sync_long_poll_returns_when_a_message_arrives() {
-    let s = TestServer::start().await;
-    let alice = s.user("alice").await;
-    let bob = s.user("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    assert_eq!(bob.join(&room).await.0, 200);
+    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let since = next_batch(&bob.sync(None, 0).await);
 
     let waiter = {
