@@ -1590,7 +1590,7 @@ async fn public_room_directory_pagination_and_search() {
 
 #[tokio::test]
 async fn sync_long_poll_returns_when_a_message_arrives() {
-    let (s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    let (_s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
     let since = next_batch(&bob.sync(None, 0).await);
 
     let waiter = {
