@@ -29,11 +29,18 @@ pub struct Pending {
 }
 
 impl Stream {
+    /// Recovers the head: the highest position recorded either as an event's key or, for
+    /// changes without an event (account data), under the head key.
     pub fn open(store: Store) -> Result<Self> {
-        let last = store
+        let recorded = store
             .get(Table::Global, HEAD_KEY)?
             .map(|v| decode_u64(&v))
             .unwrap_or(0);
+        let last_event = store
+            .last_with_prefix(Table::Events, b"")?
+            .map(|(k, _)| decode_u64(&k))
+            .unwrap_or(0);
+        let last = recorded.max(last_event);
         let (visible, _) = watch::channel(last);
         Ok(Stream {
             store,
@@ -48,7 +55,11 @@ impl Stream {
         let mut last = self.last.lock().expect("stream lock poisoned");
         let pos = *last + 1;
         let mut batch = build(pos);
-        batch.put(Table::Global, HEAD_KEY, pos.to_be_bytes().to_vec());
+        // An event's own key records its position; saving the head too would cost every event
+        // one more write.
+        if !batch.touches(Table::Events) {
+            batch.put(Table::Global, HEAD_KEY, pos.to_be_bytes().to_vec());
+        }
         let ticket = self.store.write(batch)?;
         *last = pos;
         Ok(Pending { pos, ticket })
@@ -74,5 +85,35 @@ impl Stream {
     /// The highest visible position.
     pub fn head(&self) -> u64 {
         *self.visible.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn head_survives_reopen_whether_or_not_an_event_recorded_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let stream = Stream::open(Store::open(dir.path(), 8).unwrap()).unwrap();
+            // Account data style: no event, so the head key records the position.
+            stream.commit(|_| Batch::new()).await.unwrap();
+            // Events: their own key records the position.
+            for _ in 0..3 {
+                stream
+                    .commit(|pos| {
+                        let mut b = Batch::new();
+                        b.put(Table::Events, pos.to_be_bytes().to_vec(), b"{}".to_vec());
+                        b
+                    })
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(stream.head(), 4);
+        }
+        let stream = Stream::open(Store::open(dir.path(), 8).unwrap()).unwrap();
+        assert_eq!(stream.head(), 4);
+        assert_eq!(stream.commit(|_| Batch::new()).await.unwrap(), 5);
     }
 }

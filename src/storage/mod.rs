@@ -157,6 +157,11 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+
+    /// Whether the batch writes to `table`.
+    pub fn touches(&self, table: Table) -> bool {
+        self.ops.iter().any(|(t, _, _)| *t == table)
+    }
 }
 
 /// Proof that a batch was applied; pass it to [`Store::durable`] to wait for the disk.
