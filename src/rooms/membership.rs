@@ -109,6 +109,26 @@ impl RoomService {
         .map(drop)
     }
 
+    /// What the auth rules leave to the server before a kick: they would accept a `leave` for
+    /// someone never in the room, and turn a ban into a plain `leave`.
+    pub fn check_kick(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
+        match self.membership(&*self.room(room_id)?, target)? {
+            Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {
+                Ok(())
+            }
+            Some(MembershipState::Ban) => Err(bad_state("Cannot kick a banned user")),
+            _ => Err(Error::forbidden("The target user is not in the room")),
+        }
+    }
+
+    /// An unban is a `leave` too; without this check it would kick a joined member.
+    pub fn check_unban(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
+        if self.membership(&*self.room(room_id)?, target)? != Some(MembershipState::Ban) {
+            return Err(bad_state("Cannot unban a user who is not banned"));
+        }
+        Ok(())
+    }
+
     /// Whether the user forgot the room: they have a membership but no longer list the room.
     pub fn forgotten(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
         let room = self.room(room_id)?;
@@ -142,4 +162,8 @@ impl RoomService {
             }
         }
     }
+}
+
+fn bad_state(message: &'static str) -> Error {
+    Error::matrix(http::StatusCode::FORBIDDEN, "M_BAD_STATE", message)
 }

@@ -222,8 +222,8 @@ impl RoomService {
         {
             Some((key, _)) => {
                 let pos = keys::trailing_u64(&key);
-                let pdu = self.event(pos)?.pdu.clone();
-                (Some(pdu.event_id), pdu.depth, pos)
+                let pdu = &self.event(pos)?.pdu;
+                (Some(pdu.event_id.clone()), pdu.depth, pos)
             }
             None => (None, UInt::MIN, 0),
         };

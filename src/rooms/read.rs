@@ -84,10 +84,10 @@ impl RoomService {
             unsigned.transaction_id = Some(txn_id);
         }
         let prev = match stored.prev_state {
-            Some(pos) => Some(self.event(pos)?.pdu.clone()),
+            Some(pos) => Some(self.event(pos)?),
             None => None,
         };
-        if let Some(prev) = &prev {
+        if let Some(prev) = prev.as_ref().map(|e| &e.pdu) {
             unsigned.prev_content = Some(&prev.content);
             unsigned.prev_sender = Some(&prev.sender);
             unsigned.replaces_state = Some(&prev.event_id);
@@ -95,8 +95,11 @@ impl RoomService {
         let redaction = match stored.redacted_by {
             Some(pos) => {
                 // The redaction itself is shown without its own unsigned data, as Synapse does.
-                let r = self.event(pos)?.pdu.clone();
-                Some(r.to_client(ClientFormat::WithRoomId, &Unsigned::default()))
+                let r = self.event(pos)?;
+                Some(
+                    r.pdu
+                        .to_client(ClientFormat::WithRoomId, &Unsigned::default()),
+                )
             }
             None => None,
         };

@@ -28,7 +28,7 @@ impl Visibility {
     pub fn load(rooms: &RoomService, room: &RoomMeta, user: &UserId) -> Result<Self> {
         let mut memberships = Vec::new();
         for pos in rooms.state_history(room.short, "m.room.member", user.as_str())? {
-            if let Some(m) = membership_of(&rooms.event(pos)?.pdu.clone()) {
+            if let Some(m) = membership_of(&rooms.event(pos)?.pdu) {
                 memberships.push((pos, m));
             }
         }
@@ -38,7 +38,7 @@ impl Visibility {
         }
         let mut history = Vec::new();
         for pos in rooms.state_history(room.short, "m.room.history_visibility", "")? {
-            if let Ok(c) = rooms.event(pos)?.pdu.clone().content_as::<C>() {
+            if let Ok(c) = rooms.event(pos)?.pdu.content_as::<C>() {
                 history.push((pos, c.history_visibility));
             }
         }

@@ -263,9 +263,9 @@ fn state_delta(
                 return Ok(latest.into_values().collect());
             }
             cursor = pos;
-            let pdu = ctx.rooms.event(pos)?.pdu.clone();
-            if let Some(key) = pdu.state_key {
-                latest.insert((pdu.kind.to_string(), key), pos);
+            let pdu = &ctx.rooms.event(pos)?.pdu;
+            if let Some(key) = &pdu.state_key {
+                latest.insert((pdu.kind.to_string(), key.clone()), pos);
             }
         }
     }
@@ -361,7 +361,7 @@ fn unread(
             for pos in batch {
                 cursor = pos.saturating_sub(1);
                 scanned += 1;
-                if count(&ctx.rooms.event(pos)?.pdu.clone()) {
+                if count(&ctx.rooms.event(pos)?.pdu) {
                     found_own = true;
                     break;
                 }

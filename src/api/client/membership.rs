@@ -167,32 +167,12 @@ async fn forget(
     Ok(forget_room::v3::Response::new())
 }
 
-/// The target's current membership, for the checks the auth rules leave to the server: they
-/// allow "kicking" a stranger (a leave event for someone never there), and a kick or an unban
-/// can both turn any membership into `leave`.
-fn target_membership(
-    s: &Services,
-    room_id: &ruma::RoomId,
-    target: &UserId,
-) -> Result<Option<MembershipState>> {
-    let room = s.rooms.room(room_id)?;
-    s.rooms.membership(&room, target)
-}
-
-fn bad_state(message: &'static str) -> Error {
-    Error::matrix(http::StatusCode::FORBIDDEN, "M_BAD_STATE", message)
-}
-
 async fn kick(
     s: Arc<Services>,
     req: Ruma<kick_user::v3::Request>,
 ) -> Result<kick_user::v3::Response> {
     let b = &req.body;
-    match target_membership(&s, &b.room_id, &b.user_id)? {
-        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {}
-        Some(MembershipState::Ban) => return Err(bad_state("Cannot kick a banned user")),
-        _ => return Err(Error::forbidden("The target user is not in the room")),
-    }
+    s.rooms.check_kick(&b.room_id, &b.user_id)?;
     change_other(
         &s,
         &b.room_id,
@@ -224,9 +204,7 @@ async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> Result<unban_user::v3::Response> {
     let b = &req.body;
-    if target_membership(&s, &b.room_id, &b.user_id)? != Some(MembershipState::Ban) {
-        return Err(bad_state("Cannot unban a user who is not banned"));
-    }
+    s.rooms.check_unban(&b.room_id, &b.user_id)?;
     change_other(
         &s,
         &b.room_id,

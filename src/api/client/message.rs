@@ -260,7 +260,7 @@ fn member_state(
 ) -> Result<Vec<Raw<ruma::events::AnyStateEvent>>> {
     let mut senders = std::collections::BTreeSet::new();
     for pos in positions {
-        senders.insert(s.rooms.event(*pos)?.pdu.clone().sender);
+        senders.insert(s.rooms.event(*pos)?.pdu.sender.clone());
     }
     let mut out = Vec::new();
     for sender in senders {

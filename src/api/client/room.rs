@@ -228,8 +228,7 @@ pub(super) fn state_event_json(
     if full {
         return s.rooms.client_event(pos, view(who));
     }
-    let pdu = s.rooms.event(pos)?.pdu.clone();
-    Ok(pdu.content)
+    Ok(s.rooms.event(pos)?.pdu.content.clone())
 }
 
 async fn state_event(
