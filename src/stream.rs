@@ -5,7 +5,13 @@
 //! that sees head `h` therefore sees every change `<= h`, and none of them can vanish in a crash.
 //! Sync tokens are positions.
 
-use std::sync::Mutex;
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use tokio::sync::watch;
 
@@ -19,6 +25,9 @@ pub struct Stream {
     last: Mutex<u64>,
     /// Highest position known durable: what readers may see.
     visible: watch::Sender<u64>,
+    /// The ephemeral stream (typing, presence): in memory only, numbered from the boot time in
+    /// milliseconds so that a token from before a restart is never ahead of it.
+    ephemeral: AtomicU64,
 }
 
 /// A change applied in memory at `pos`, not yet durable.
@@ -42,10 +51,14 @@ impl Stream {
             .unwrap_or(0);
         let last = recorded.max(last_event);
         let (visible, _) = watch::channel(last);
+        let boot_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Ok(Stream {
             store,
             last: Mutex::new(last),
             visible,
+            ephemeral: AtomicU64::new(boot_ms),
         })
     }
 
@@ -85,6 +98,16 @@ impl Stream {
     /// The highest visible position.
     pub fn head(&self) -> u64 {
         *self.visible.borrow()
+    }
+
+    /// Numbers an ephemeral change (typing, presence). Nothing is written.
+    pub fn next_ephemeral(&self) -> u64 {
+        self.ephemeral.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The newest ephemeral number handed out.
+    pub fn ephemeral_head(&self) -> u64 {
+        self.ephemeral.load(Ordering::SeqCst)
     }
 }
 

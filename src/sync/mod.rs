@@ -8,6 +8,7 @@
 mod filter;
 mod notifier;
 mod room;
+mod token;
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,10 +20,11 @@ use serde_json::value::RawValue as RawJsonValue;
 
 pub use filter::SyncFilter;
 pub use notifier::Notifier;
+pub use token::{SyncToken, format_token, parse_token};
 
 use crate::{
     error::{Error, Result},
-    rooms::RoomService,
+    services::Services,
     stream::Stream,
     users::{Identity, PUSH_RULES, PushRulesContent, UserService, default_push_rules},
 };
@@ -37,31 +39,24 @@ pub struct SyncService {
 
 /// A parsed sync request.
 pub struct SyncRequest {
-    pub since: Option<u64>,
+    pub since: Option<SyncToken>,
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: SyncFilter,
     pub use_state_after: bool,
 }
 
-/// What a sync computation needs to read.
+impl SyncRequest {
+    /// The global position the client is at, if this is an incremental sync.
+    pub fn since_pos(&self) -> Option<u64> {
+        self.since.map(|t| t.pos)
+    }
+}
+
+/// Who is syncing, and the services a sync reads from.
 pub struct SyncContext<'a> {
-    pub rooms: &'a RoomService,
-    pub users: &'a UserService,
+    pub s: &'a Services,
     pub who: &'a Identity,
-}
-
-pub fn format_token(pos: u64) -> String {
-    format!("s{pos}")
-}
-
-/// Parses a sync or pagination token.
-pub fn parse_token(token: &str) -> Result<u64> {
-    token
-        .strip_prefix('s')
-        .unwrap_or(token)
-        .parse()
-        .map_err(|_| Error::invalid_param(format!("Invalid token {token:?}")))
 }
 
 impl SyncService {
@@ -100,7 +95,7 @@ impl SyncService {
             let mut wake = self.notifier.subscribe(&ctx.who.user_id);
             let head = self.stream.head();
             if let Some(since) = req.since
-                && since > head
+                && (since.pos > head || since.ephemeral > self.stream.ephemeral_head())
             {
                 // A token from the future (another server's, or a wiped database): start over.
                 return Err(Error::invalid_param("since token is ahead of the server"));
@@ -123,10 +118,16 @@ impl SyncService {
     }
 
     fn compute(&self, ctx: &SyncContext<'_>, req: &SyncRequest, head: u64) -> Result<v3::Response> {
-        let mut response = v3::Response::new(format_token(head));
-        let since = req.since.unwrap_or(0);
+        // Read the ephemeral head first: a change numbered after it is sent next time.
+        let next = SyncToken {
+            pos: head,
+            ephemeral: self.stream.ephemeral_head(),
+            to_device: req.since.map_or(0, |t| t.to_device),
+        };
+        let mut response = v3::Response::new(String::new());
+        let since = req.since_pos().unwrap_or(0);
 
-        for change in ctx.users.account_data_since(&ctx.who.user_id, since)? {
+        for change in ctx.s.users.account_data_since(&ctx.who.user_id, since)? {
             if change.pos > head {
                 continue;
             }
@@ -149,6 +150,7 @@ impl SyncService {
         if req.since.is_none()
             && req.filter.account_data_allows(PUSH_RULES)
             && ctx
+                .s
                 .users
                 .account_data(&ctx.who.user_id, None, PUSH_RULES)?
                 .is_none()
@@ -164,6 +166,7 @@ impl SyncService {
         }
 
         room::rooms(ctx, req, head, &mut response)?;
+        response.next_batch = next.to_string();
         Ok(response)
     }
 }
@@ -189,19 +192,4 @@ fn is_empty(r: &v3::Response) -> bool {
         && r.to_device.events.is_empty()
         && r.device_lists.changed.is_empty()
         && r.device_lists.left.is_empty()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip() {
-        assert_eq!(parse_token(&format_token(42)).unwrap(), 42);
-        assert_eq!(parse_token("17").unwrap(), 17);
-        assert_eq!(
-            parse_token("nope").unwrap_err().errcode(),
-            "M_INVALID_PARAM"
-        );
-    }
 }

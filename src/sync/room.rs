@@ -32,9 +32,9 @@ pub(super) fn rooms(
     head: u64,
     response: &mut v3::Response,
 ) -> Result<()> {
-    let since = req.since.unwrap_or(0);
+    let since = req.since_pos().unwrap_or(0);
     let mut room_account_data: HashMap<OwnedRoomId, Vec<Box<RawJsonValue>>> = HashMap::new();
-    for change in ctx.users.account_data_since(&ctx.who.user_id, since)? {
+    for change in ctx.s.users.account_data_since(&ctx.who.user_id, since)? {
         if let Some(room) = change.room_id
             && change.pos <= head
             && req.filter.room_account_data_allows(&change.kind)
@@ -46,7 +46,7 @@ pub(super) fn rooms(
         }
     }
 
-    for (room_id, membership) in ctx.rooms.user_rooms(&ctx.who.user_id)? {
+    for (room_id, membership) in ctx.s.rooms.user_rooms(&ctx.who.user_id)? {
         if !req.filter.room_allowed(&room_id) || membership.pos > head {
             continue;
         }
@@ -59,14 +59,14 @@ pub(super) fn rooms(
                     response.rooms.join.insert(room_id, joined);
                 }
             }
-            MembershipState::Invite if req.since.is_none_or(|s| membership.pos > s) => {
+            MembershipState::Invite if req.since_pos().is_none_or(|s| membership.pos > s) => {
                 response
                     .rooms
                     .invite
                     .insert(room_id.clone(), invited_room(ctx, &room_id)?);
             }
             MembershipState::Leave | MembershipState::Ban => {
-                let wanted = match req.since {
+                let wanted = match req.since_pos() {
                     Some(s) => membership.pos > s,
                     None => req.filter.include_leave,
                 };
@@ -99,9 +99,9 @@ fn joined_room(
     membership: &UserRoom,
     account_data: Option<Vec<Box<RawJsonValue>>>,
 ) -> Result<Option<JoinedRoom>> {
-    let room = ctx.rooms.room(room_id)?;
+    let room = ctx.s.rooms.room(room_id)?;
     // A room joined after the token is new to the client: send it whole.
-    let since = req.since.filter(|s| membership.pos <= *s);
+    let since = req.since_pos().filter(|s| membership.pos <= *s);
     if let Some(s) = since
         && room.last_pos() <= s
         && !req.full_state
@@ -110,7 +110,7 @@ fn joined_room(
         return Ok(None);
     }
     let visibility = match since {
-        None => Some(Visibility::load(ctx.rooms, &room, &ctx.who.user_id)?),
+        None => Some(Visibility::load(&ctx.s.rooms, &room, &ctx.who.user_id)?),
         Some(_) => None,
     };
     let slice = timeline(
@@ -153,7 +153,7 @@ fn timeline(
     let mut cursor = upper;
     let mut limited = false;
     'scan: loop {
-        let batch = ctx.rooms.timeline_positions(
+        let batch = ctx.s.rooms.timeline_positions(
             room.short,
             cursor,
             Direction::Backward,
@@ -170,7 +170,7 @@ fn timeline(
             if visibility.is_some_and(|v| !v.can_see(pos)) {
                 continue;
             }
-            let event = ctx.rooms.event(pos)?;
+            let event = ctx.s.rooms.event(pos)?;
             if !req
                 .filter
                 .timeline_allows(event.pdu.kind.to_string().as_str(), &event.pdu.sender)
@@ -200,7 +200,7 @@ fn to_timeline(ctx: &SyncContext<'_>, slice: &TimelineSlice, lower: u64) -> Resu
     for (_, event) in &slice.events {
         timeline
             .events
-            .push(Raw::from_json(ctx.rooms.format_event(event, view(ctx))?));
+            .push(Raw::from_json(ctx.s.rooms.format_event(event, view(ctx))?));
     }
     Ok(timeline)
 }
@@ -223,7 +223,7 @@ fn full_state_at(
         senders
     });
     let mut out = Vec::new();
-    for (kind, state_key, pos) in ctx.rooms.current_state_keys(room.short)? {
+    for (kind, state_key, pos) in ctx.s.rooms.current_state_keys(room.short)? {
         if kind == "m.room.member"
             && let Some(wanted) = &wanted_members
             && !wanted.contains(state_key.as_str())
@@ -233,7 +233,8 @@ fn full_state_at(
         let at = if pos <= boundary {
             Some(pos)
         } else {
-            ctx.rooms
+            ctx.s
+                .rooms
                 .state_pos_at(room.short, &kind, &state_key, boundary)?
         };
         out.extend(at);
@@ -253,6 +254,7 @@ fn state_delta(
     let mut cursor = since;
     while cursor < boundary {
         let batch = ctx
+            .s
             .rooms
             .timeline_positions(room.short, cursor, Direction::Forward, 256)?;
         if batch.is_empty() {
@@ -263,7 +265,7 @@ fn state_delta(
                 return Ok(latest.into_values().collect());
             }
             cursor = pos;
-            let pdu = &ctx.rooms.event(pos)?.pdu;
+            let pdu = &ctx.s.rooms.event(pos)?.pdu;
             if let Some(key) = &pdu.state_key {
                 latest.insert((pdu.kind.to_string(), key.clone()), pos);
             }
@@ -280,7 +282,7 @@ fn state_section(
 ) -> Result<State> {
     let mut events = StateEvents::new();
     for pos in positions {
-        let event = ctx.rooms.event(pos)?;
+        let event = ctx.s.rooms.event(pos)?;
         if !req
             .filter
             .state_allows(event.pdu.kind.to_string().as_str(), &event.pdu.sender)
@@ -289,7 +291,7 @@ fn state_section(
         }
         events
             .events
-            .push(Raw::from_json(ctx.rooms.format_event(&event, view(ctx))?));
+            .push(Raw::from_json(ctx.s.rooms.format_event(&event, view(ctx))?));
     }
     Ok(if req.use_state_after {
         State::After(events)
@@ -353,7 +355,8 @@ fn unread(
         let mut scanned = slice.events.len();
         while !found_own && scanned < SCAN_CAP {
             let batch =
-                ctx.rooms
+                ctx.s
+                    .rooms
                     .timeline_positions(room.short, cursor, Direction::Backward, 32)?;
             if batch.is_empty() {
                 break;
@@ -361,7 +364,7 @@ fn unread(
             for pos in batch {
                 cursor = pos.saturating_sub(1);
                 scanned += 1;
-                if count(&ctx.rooms.event(pos)?.pdu) {
+                if count(&ctx.s.rooms.event(pos)?.pdu) {
                     found_own = true;
                     break;
                 }
@@ -375,9 +378,9 @@ fn unread(
 }
 
 fn invited_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<InvitedRoom> {
-    let room = ctx.rooms.room(room_id)?;
+    let room = ctx.s.rooms.room(room_id)?;
     let mut invited = InvitedRoom::new();
-    for pdu in ctx.rooms.stripped_state(&room, &ctx.who.user_id)? {
+    for pdu in ctx.s.rooms.stripped_state(&room, &ctx.who.user_id)? {
         invited.invite_state.events.push(Raw::from_json(pdu));
     }
     Ok(invited)
@@ -389,9 +392,9 @@ fn left_room(
     room_id: &RoomId,
     membership: &UserRoom,
 ) -> Result<LeftRoom> {
-    let room = ctx.rooms.room(room_id)?;
-    let visibility = Visibility::load(ctx.rooms, &room, &ctx.who.user_id)?;
-    let lower = req.since.unwrap_or(0);
+    let room = ctx.s.rooms.room(room_id)?;
+    let visibility = Visibility::load(&ctx.s.rooms, &room, &ctx.who.user_id)?;
+    let lower = req.since_pos().unwrap_or(0);
     let slice = timeline(ctx, req, &room, lower, membership.pos, Some(&visibility))?;
     let boundary = slice
         .events

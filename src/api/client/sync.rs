@@ -21,7 +21,7 @@ use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
     services::Services,
-    sync::{SyncContext, SyncRequest, SyncService, parse_token},
+    sync::{SyncContext, SyncRequest, SyncService, SyncToken},
 };
 
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -38,22 +38,13 @@ async fn sync(s: Arc<Services>, req: Ruma<v3::Request>) -> Result<v3::Response> 
     let who = req.identity();
     let b = &req.body;
     let request = SyncRequest {
-        since: b.since.as_deref().map(parse_token).transpose()?,
+        since: b.since.as_deref().map(SyncToken::parse).transpose()?,
         full_state: b.full_state,
         timeout: b.timeout.unwrap_or(Duration::ZERO),
         filter: SyncService::resolve_filter(&s.users, who, b.filter.as_ref())?,
         use_state_after: b.use_state_after,
     };
-    s.sync
-        .sync(
-            SyncContext {
-                rooms: &s.rooms,
-                users: &s.users,
-                who,
-            },
-            request,
-        )
-        .await
+    s.sync.sync(SyncContext { s: &s, who }, request).await
 }
 
 fn own(target: &UserId, requester: &UserId) -> Result<()> {
