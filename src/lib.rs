@@ -7,8 +7,10 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod ephemeral;
 pub mod error;
 pub mod events;
+pub mod push;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

@@ -55,6 +55,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
             })
             .await
     });
+    tokio::spawn(presence_timeouts(services.clone()));
     tracing::info!(%addr, server_name = %services.config.server_name, "listening");
     Ok(RunningServer {
         addr,
@@ -62,6 +63,26 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Applies presence timeouts until the server stops.
+async fn presence_timeouts(services: Arc<Services>) {
+    let p = &services.config.presence;
+    let every = std::time::Duration::from_secs(p.idle_timeout_secs.min(p.offline_timeout_secs))
+        .div_f64(4.0)
+        .clamp(
+            std::time::Duration::from_millis(250),
+            std::time::Duration::from_secs(5),
+        );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = services.notifier.stopped() => return,
+        }
+        if let Err(e) = services.presence.sweep(&services.rooms) {
+            tracing::warn!(error = %e, "presence sweep failed");
+        }
+    }
 }
 
 /// `charla serve`: runs until SIGINT or SIGTERM.

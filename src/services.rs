@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use crate::{
     config::Config,
+    ephemeral::{PresenceService, ReceiptService, TypingService},
     error::Result,
     events::SigningKey,
+    push::PushService,
     ratelimit::RateLimiter,
     rooms::RoomService,
     storage::Store,
@@ -26,6 +28,10 @@ pub struct Services {
     pub users: UserService,
     pub rooms: RoomService,
     pub sync: SyncService,
+    pub receipts: ReceiptService,
+    pub typing: TypingService,
+    pub presence: PresenceService,
+    pub push: PushService,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -56,6 +62,10 @@ impl Services {
             config.rooms.default_version.clone(),
         );
         let sync = SyncService::new(stream.clone(), notifier.clone());
+        let receipts = ReceiptService::new(store.clone(), stream.clone(), notifier.clone());
+        let typing = TypingService::new(stream.clone(), notifier.clone());
+        let presence = PresenceService::new(&config.presence, stream.clone(), notifier.clone());
+        let push = PushService::new(store.clone());
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -68,6 +78,10 @@ impl Services {
             users,
             rooms,
             sync,
+            receipts,
+            typing,
+            presence,
+            push,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))

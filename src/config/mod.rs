@@ -32,6 +32,28 @@ pub struct Config {
     pub rooms: RoomsConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub presence: PresenceConfig,
+}
+
+/// When a user who stops acting or syncing stops looking available.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// An `online` user with no activity (sending, setting presence) for this long becomes
+    /// `unavailable`.
+    pub idle_timeout_secs: u64,
+    /// A user none of whose clients has synced for this long becomes `offline`.
+    pub offline_timeout_secs: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 300,
+            offline_timeout_secs: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -353,6 +353,20 @@ impl PowerLevels {
             .unwrap_or(self.content.state_default)
     }
 
+    /// What push rules need of the power levels (`sender_notification_permission`).
+    pub fn push_context(
+        &self,
+        rules: &ruma::room_version_rules::AuthorizationRules,
+    ) -> ruma::push::PushConditionPowerLevelsCtx {
+        use ruma::events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource};
+        RoomPowerLevels::new(
+            RoomPowerLevelsSource::Original(self.content.clone()),
+            rules,
+            self.creator.clone(),
+        )
+        .into()
+    }
+
     pub fn ban(&self) -> ruma::Int {
         self.content.ban
     }

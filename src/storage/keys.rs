@@ -25,6 +25,11 @@ impl Key {
         self
     }
 
+    /// Continues a key built earlier.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        Key(bytes)
+    }
+
     pub fn into_vec(self) -> Vec<u8> {
         self.0
     }

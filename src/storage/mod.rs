@@ -65,10 +65,18 @@ pub enum Table {
     Aliases,
     /// room id → (), rooms in the public directory.
     PublicRooms,
+    /// room short id, receipt type, user, thread → the user's current receipt.
+    Receipts,
+    /// room short id, stream position → a receipt change.
+    ReceiptLog,
+    /// user, app id, pushkey → pusher.
+    Pushers,
+    /// app id, pushkey, user → (), to find a pushkey's other users.
+    PusherKeys,
 }
 
 impl Table {
-    const ALL: [Table; 16] = [
+    const ALL: [Table; 20] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -85,6 +93,10 @@ impl Table {
         Table::UserRooms,
         Table::Aliases,
         Table::PublicRooms,
+        Table::Receipts,
+        Table::ReceiptLog,
+        Table::Pushers,
+        Table::PusherKeys,
     ];
 
     /// The table's name, for error messages and operators.
@@ -106,6 +118,10 @@ impl Table {
             Table::UserRooms => "user_rooms",
             Table::Aliases => "aliases",
             Table::PublicRooms => "public_rooms",
+            Table::Receipts => "receipts",
+            Table::ReceiptLog => "receipt_log",
+            Table::Pushers => "pushers",
+            Table::PusherKeys => "pusher_keys",
         }
     }
 

@@ -62,6 +62,20 @@ impl SyncFilter {
         types_allowed(kind, f.types.as_deref(), &f.not_types)
     }
 
+    pub fn presence_allows(&self, sender: &UserId) -> bool {
+        let f = &self.def.presence;
+        !f.not_senders.iter().any(|s| s == sender)
+            && f.senders
+                .as_ref()
+                .is_none_or(|senders| senders.iter().any(|s| s == sender))
+            && types_allowed("m.presence", f.types.as_deref(), &f.not_types)
+    }
+
+    pub fn ephemeral_allows(&self, kind: &str) -> bool {
+        let f = &self.def.room.ephemeral;
+        types_allowed(kind, f.types.as_deref(), &f.not_types)
+    }
+
     pub fn room_account_data_allows(&self, kind: &str) -> bool {
         let f = &self.def.room.account_data;
         types_allowed(kind, f.types.as_deref(), &f.not_types)

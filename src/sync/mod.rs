@@ -5,6 +5,7 @@
 //! in them; an initial sync builds every room from its current state. A sync that finds nothing
 //! subscribes to the user's notifier *before* computing, so it cannot miss a commit.
 
+mod ephemeral;
 mod filter;
 mod notifier;
 mod room;
@@ -24,6 +25,7 @@ pub use token::{SyncToken, format_token, parse_token};
 
 use crate::{
     error::{Error, Result},
+    push::LazyRuleset,
     services::Services,
     stream::Stream,
     users::{Identity, PUSH_RULES, PushRulesContent, UserService, default_push_rules},
@@ -57,6 +59,18 @@ impl SyncRequest {
 pub struct SyncContext<'a> {
     pub s: &'a Services,
     pub who: &'a Identity,
+    /// The syncer's push rules, read only if some room needs its counts recomputed.
+    pub ruleset: LazyRuleset<'a>,
+}
+
+impl<'a> SyncContext<'a> {
+    pub fn new(s: &'a Services, who: &'a Identity) -> Self {
+        SyncContext {
+            s,
+            who,
+            ruleset: LazyRuleset::new(&s.users, &who.user_id),
+        }
+    }
 }
 
 impl SyncService {
@@ -166,6 +180,7 @@ impl SyncService {
         }
 
         room::rooms(ctx, req, head, &mut response)?;
+        ephemeral::presence(ctx, req, &mut response)?;
         response.next_batch = next.to_string();
         Ok(response)
     }

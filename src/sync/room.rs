@@ -8,15 +8,16 @@ use ruma::{
         UnreadNotificationsCount,
         v3::{self, InvitedRoom, JoinedRoom, LeftRoom, RoomSummary, State, StateEvents, Timeline},
     },
-    events::{TimelineEventType, room::member::MembershipState},
+    events::room::member::MembershipState,
     serde::Raw,
 };
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{SyncContext, SyncRequest, account_data_event, format_token};
+use super::{SyncContext, SyncRequest, account_data_event, ephemeral, format_token};
 use crate::{
     error::Result,
-    events::{ClientFormat, Pdu},
+    events::ClientFormat,
+    push::RoomRules,
     rooms::{Direction, EventView, Loaded, RoomMeta, UserRoom, Visibility},
 };
 
@@ -102,10 +103,12 @@ fn joined_room(
     let room = ctx.s.rooms.room(room_id)?;
     // A room joined after the token is new to the client: send it whole.
     let since = req.since_pos().filter(|s| membership.pos <= *s);
+    let ephemeral = ephemeral::room_events(ctx, req, &room, since, head)?;
     if let Some(s) = since
         && room.last_pos() <= s
         && !req.full_state
         && account_data.is_none()
+        && ephemeral.is_empty()
     {
         return Ok(None);
     }
@@ -132,7 +135,8 @@ fn joined_room(
     joined.timeline = to_timeline(ctx, &slice, since.unwrap_or(0))?;
     joined.state = state_section(req, state, &slice, ctx)?;
     joined.summary = summary(&room, &ctx.who.user_id);
-    joined.unread_notifications = unread(ctx, &room, &slice, head)?;
+    joined.unread_notifications = unread(ctx, &room, head)?;
+    joined.ephemeral.events = ephemeral;
     if let Some(events) = account_data {
         joined.account_data.events = events.into_iter().map(Raw::from_json).collect();
     }
@@ -315,66 +319,20 @@ fn summary(room: &RoomMeta, me: &ruma::UserId) -> RoomSummary {
     summary
 }
 
-/// Messages from others since the user last spoke, the simple reading of "unread" until read
-/// receipts exist; highlights are those that mention the user.
-fn unread(
-    ctx: &SyncContext<'_>,
-    room: &RoomMeta,
-    slice: &TimelineSlice,
-    head: u64,
-) -> Result<UnreadNotificationsCount> {
-    const SCAN_CAP: usize = 100;
+/// Notifications and highlights, by the user's push rules, since their read receipt.
+fn unread(ctx: &SyncContext<'_>, room: &RoomMeta, head: u64) -> Result<UnreadNotificationsCount> {
     let me = &ctx.who.user_id;
-    let mut notifications = 0u32;
-    let mut highlights = 0u32;
-    let mut count = |pdu: &Pdu| -> bool {
-        if pdu.sender == *me {
-            return true;
-        }
-        if matches!(
-            pdu.kind,
-            TimelineEventType::RoomMessage
-                | TimelineEventType::RoomEncrypted
-                | TimelineEventType::Sticker
-        ) {
-            notifications += 1;
-            let content = pdu.content.get();
-            if content.contains(me.as_str())
-                || content
-                    .to_lowercase()
-                    .contains(&me.localpart().to_lowercase())
-            {
-                highlights += 1;
-            }
-        }
-        false
-    };
-    let mut found_own = slice.events.iter().rev().any(|(_, e)| count(&e.pdu));
-    if !found_own {
-        let mut cursor = slice.events.first().map(|(p, _)| p - 1).unwrap_or(head);
-        let mut scanned = slice.events.len();
-        while !found_own && scanned < SCAN_CAP {
-            let batch =
-                ctx.s
-                    .rooms
-                    .timeline_positions(room.short, cursor, Direction::Backward, 32)?;
-            if batch.is_empty() {
-                break;
-            }
-            for pos in batch {
-                cursor = pos.saturating_sub(1);
-                scanned += 1;
-                if count(&ctx.s.rooms.event(pos)?.pdu) {
-                    found_own = true;
-                    break;
-                }
-            }
-        }
-    }
-    let mut counts = UnreadNotificationsCount::new();
-    counts.notification_count = Some(notifications.into());
-    counts.highlight_count = Some(highlights.into());
-    Ok(counts)
+    let read_up_to = ctx.s.receipts.read_up_to(room.short, me)?;
+    let counts = ctx
+        .s
+        .push
+        .unread_counts(&ctx.s.rooms, room, me, read_up_to, head, || {
+            RoomRules::new(&ctx.s.rooms, ctx.ruleset.get()?, room, me)
+        })?;
+    let mut out = UnreadNotificationsCount::new();
+    out.notification_count = Some(UInt::try_from(counts.notify).unwrap_or(UInt::MAX));
+    out.highlight_count = Some(UInt::try_from(counts.highlight).unwrap_or(UInt::MAX));
+    Ok(out)
 }
 
 fn invited_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<InvitedRoom> {

@@ -72,6 +72,7 @@ async fn send(
         .rooms
         .send(&b.room_id, &who.user_id, template, Some(txn))
         .await?;
+    s.presence.bump_active(&s.rooms, &who.user_id)?;
     Ok(send_message_event::v3::Response::new(event_id))
 }
 

@@ -6,10 +6,14 @@ mod directory;
 mod discovery;
 mod membership;
 mod message;
+mod presence;
 mod profile;
 mod push;
+mod pushers;
+mod receipts;
 mod room;
 mod sync;
+mod typing;
 
 use std::sync::Arc;
 
@@ -27,5 +31,9 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = message::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = receipts::routes(r);
+    let r = typing::routes(r);
+    let r = presence::routes(r);
+    let r = pushers::routes(r);
     push::routes(r)
 }

@@ -44,7 +44,7 @@ async fn sync(s: Arc<Services>, req: Ruma<v3::Request>) -> Result<v3::Response> 
         filter: SyncService::resolve_filter(&s.users, who, b.filter.as_ref())?,
         use_state_after: b.use_state_after,
     };
-    s.sync.sync(SyncContext { s: &s, who }, request).await
+    s.sync.sync(SyncContext::new(&s, who), request).await
 }
 
 fn own(target: &UserId, requester: &UserId) -> Result<()> {
