@@ -44,6 +44,10 @@ async fn sync(s: Arc<Services>, req: Ruma<v3::Request>) -> Result<v3::Response> 
         filter: SyncService::resolve_filter(&s.users, who, b.filter.as_ref())?,
         use_state_after: b.use_state_after,
     };
+    // Held while the sync runs: a user with a sync open is not timed out to offline.
+    let _presence = s
+        .presence
+        .sync_started(&s.rooms, &who.user_id, &b.set_presence)?;
     s.sync.sync(SyncContext::new(&s, who), request).await
 }
 
