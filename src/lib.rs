@@ -5,6 +5,7 @@
 //! (`events`) and store them through `storage`, with positions from `stream`.
 
 pub mod api;
+pub mod appservice;
 pub mod bench;
 pub mod config;
 pub mod ephemeral;

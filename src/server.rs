@@ -56,6 +56,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
             .await
     });
     tokio::spawn(presence_timeouts(services.clone()));
+    crate::appservice::run_pushers(&services);
     tracing::info!(%addr, server_name = %services.config.server_name, "listening");
     Ok(RunningServer {
         addr,

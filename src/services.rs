@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::{
+    appservice::AppServices,
     config::Config,
     ephemeral::{PresenceService, ReceiptService, TypingService},
     error::Result,
@@ -21,6 +22,7 @@ use crate::{
 
 pub struct Services {
     pub config: Config,
+    pub appservices: AppServices,
     pub store: Store,
     pub stream: Arc<Stream>,
     pub notifier: Arc<Notifier>,
@@ -44,6 +46,8 @@ impl Services {
         std::fs::create_dir_all(&config.storage.path).map_err(|e| {
             crate::error::Error::internal(format!("cannot create data folder: {e}"))
         })?;
+        let appservices = AppServices::load(&config.appservice, &config.server_name)
+            .map_err(crate::error::Error::internal)?;
         let store = Store::open(&config.storage.path, config.storage.cache_capacity_mb)?;
         let stream = Arc::new(Stream::open(store.clone())?);
         let notifier = Arc::new(Notifier::default());
@@ -61,6 +65,19 @@ impl Services {
             key.clone(),
             config.rooms.default_version.clone(),
         );
+        for asv in appservices.all() {
+            // The appservice's own user exists from the start, like Synapse's.
+            if !users.exists(&asv.sender)? {
+                users
+                    .create(crate::users::NewAccount {
+                        localpart: asv.sender.localpart(),
+                        password: None,
+                        admin: false,
+                        displayname: None,
+                    })
+                    .await?;
+            }
+        }
         let sync = SyncService::new(stream.clone(), notifier.clone());
         let receipts = ReceiptService::new(store.clone(), stream.clone(), notifier.clone());
         let typing = TypingService::new(stream.clone(), notifier.clone());
@@ -71,6 +88,7 @@ impl Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
             login_limiter: RateLimiter::new(limits.login_per_second, limits.login_burst),
             config,
+            appservices,
             store,
             stream,
             notifier,
@@ -85,5 +103,53 @@ impl Services {
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))
+    }
+}
+
+impl Services {
+    /// Resolves a local alias, asking the appservices whose namespace holds it when it is
+    /// unknown (they may create it on demand, as the spec's alias query allows).
+    pub async fn resolve_alias(
+        &self,
+        alias: &ruma::RoomAliasId,
+    ) -> Result<Option<ruma::OwnedRoomId>> {
+        if let Some(room) = self.rooms.resolve_alias(alias)? {
+            return Ok(Some(room));
+        }
+        if alias.server_name() == self.config.server_name
+            && self.appservices.query_alias(alias).await
+        {
+            return self.rooms.resolve_alias(alias);
+        }
+        Ok(None)
+    }
+
+    /// Refuses an alias that an appservice holds exclusively, unless that appservice asks.
+    pub fn check_alias_namespace(
+        &self,
+        alias: &ruma::RoomAliasId,
+        who: &crate::users::Identity,
+    ) -> Result<()> {
+        match self.appservices.exclusive_alias_owner(alias) {
+            Some(owner) if who.appservice.as_ref().is_none_or(|a| a.id() != owner.id()) => Err(
+                crate::error::Error::exclusive("This alias is reserved by an application service"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a local user exists and is active, asking the appservices whose namespace
+    /// holds an unknown one (the spec's user query).
+    pub async fn user_is_active(&self, user: &ruma::UserId) -> Result<bool> {
+        if self.users.is_active(user)? {
+            return Ok(true);
+        }
+        if user.server_name() == self.config.server_name
+            && !self.users.exists(user)?
+            && self.appservices.query_user(user).await
+        {
+            return self.users.is_active(user);
+        }
+        Ok(false)
     }
 }

@@ -100,6 +100,11 @@ impl Stream {
         *self.visible.borrow()
     }
 
+    /// A receiver that changes whenever the visible head moves: how stream consumers wait.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.visible.subscribe()
+    }
+
     /// Numbers an ephemeral change (typing, presence). Nothing is written.
     pub fn next_ephemeral(&self) -> u64 {
         self.ephemeral.fetch_add(1, Ordering::SeqCst) + 1

@@ -127,6 +127,9 @@ pub fn authenticate(
         return Ok(None);
     }
     match access_token(parts) {
+        Some(token) if let Some(asv) = services.appservices.by_token(&token) => {
+            appservice_identity(services, parts, asv).map(Some)
+        }
         Some(token) => match services.users.authenticate(&token)? {
             Some(identity) => Ok(Some(identity)),
             None => Err(Error::unknown_token("Unknown access token")),
@@ -136,6 +139,46 @@ pub fn authenticate(
         }
         None => Ok(None),
     }
+}
+
+/// The identity an appservice acts as: its sender, or the `?user_id=` it asserts, which must be
+/// in its namespace and (except to register it) exist. Synapse's errors.
+fn appservice_identity(
+    services: &Services,
+    parts: &http::request::Parts,
+    asv: &Arc<crate::appservice::AppService>,
+) -> Result<Identity> {
+    let asserted = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "user_id")
+            .map(|(_, v)| v.into_owned())
+    });
+    let user_id = match asserted {
+        None => asv.sender.clone(),
+        Some(user) => {
+            let user = ruma::UserId::parse(user)
+                .map_err(|e| Error::invalid_param(format!("Invalid user_id: {e}")))?;
+            if !asv.owns_user(&user) {
+                return Err(Error::forbidden(
+                    "Application service cannot masquerade as this user.",
+                ));
+            }
+            let registering = parts.uri.path().ends_with("/register");
+            if user != asv.sender && !registering && !services.users.exists(&user)? {
+                return Err(Error::forbidden(
+                    "Application service has not registered this user",
+                ));
+            }
+            user
+        }
+    };
+    Ok(Identity {
+        user_id,
+        // Appservice users act without a device of their own; transaction ids are scoped to
+        // the appservice.
+        device_id: format!("AS_{}", asv.id()).into(),
+        appservice: Some(asv.clone()),
+    })
 }
 
 /// Reads the body within the configured limit: `M_TOO_LARGE` beyond it.

@@ -34,6 +34,16 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub presence: PresenceConfig,
+    #[serde(default)]
+    pub appservice: AppserviceConfig,
+}
+
+/// Application services (bridges, bots) the server talks to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppserviceConfig {
+    /// Registration YAML files; relative to the config file's folder.
+    pub registrations: Vec<PathBuf>,
 }
 
 /// When a user who stops acting or syncing stops looking available.
@@ -212,6 +222,9 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.storage.path = base.join(&config.storage.path);
+        for file in &mut config.appservice.registrations {
+            *file = base.join(&*file);
+        }
         config.apply_env();
         config.validate()?;
         Ok(config)

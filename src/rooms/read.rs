@@ -68,6 +68,21 @@ impl RoomService {
         self.format_event(&*self.event(pos)?, view)
     }
 
+    /// Positions of events of any room in `(after, upto]`, oldest first: the global order in
+    /// which stream consumers (appservice pushers) read.
+    pub fn event_positions(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<u64>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let from = (after + 1).to_be_bytes();
+        let to = upto.saturating_add(1).to_be_bytes();
+        self.store
+            .range(Table::Events, &from, &to)
+            .take(limit)
+            .map(|e| e.map(|(k, _)| keys::decode_u64(&k)).map_err(Into::into))
+            .collect()
+    }
+
     /// Formats an already loaded event, computing `unsigned` from what the store knows.
     pub fn format_event(&self, event: &Loaded, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
         let (stored, pdu) = (&event.stored, &event.pdu);

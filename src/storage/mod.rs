@@ -73,10 +73,12 @@ pub enum Table {
     Pushers,
     /// app id, pushkey, user → (), to find a pushkey's other users.
     PusherKeys,
+    /// appservice id → its pusher's cursor and pending transaction.
+    AppserviceState,
 }
 
 impl Table {
-    const ALL: [Table; 20] = [
+    const ALL: [Table; 21] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -97,6 +99,7 @@ impl Table {
         Table::ReceiptLog,
         Table::Pushers,
         Table::PusherKeys,
+        Table::AppserviceState,
     ];
 
     /// The table's name, for error messages and operators.
@@ -122,6 +125,7 @@ impl Table {
             Table::ReceiptLog => "receipt_log",
             Table::Pushers => "pushers",
             Table::PusherKeys => "pusher_keys",
+            Table::AppserviceState => "appservice_state",
         }
     }
 

@@ -66,6 +66,8 @@ pub struct Session {
 pub struct Identity {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
+    /// Set when an appservice makes the request (with its `as_token`), acting as `user_id`.
+    pub appservice: Option<std::sync::Arc<crate::appservice::AppService>>,
 }
 
 pub struct UserService {
@@ -272,6 +274,7 @@ impl UserService {
         Ok(Some(Identity {
             user_id: record.user_id,
             device_id: record.device_id,
+            appservice: None,
         }))
     }
 

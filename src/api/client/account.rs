@@ -51,6 +51,14 @@ async fn register(
     if mode == RegistrationMode::Closed {
         return Err(Error::forbidden("Registration is disabled"));
     }
+    if let Some(asv) = req.maybe_identity().and_then(|who| who.appservice.clone()) {
+        return register_for_appservice(&s, &req, &asv).await;
+    }
+    if req.body.login_type == Some(register::LoginType::ApplicationService) {
+        return Err(Error::missing_token(
+            "m.login.application_service needs the appservice's as_token",
+        ));
+    }
     let localpart = match &req.body.username {
         Some(name) => name.to_lowercase(),
         None => crate::users::random_string(12).to_lowercase(),
@@ -59,6 +67,11 @@ async fn register(
     let user_id = s.users.user_id_for(&localpart)?;
     if s.users.exists(&user_id)? {
         return Err(Error::user_in_use("User ID already taken"));
+    }
+    if s.appservices.exclusive_user_owner(&user_id).is_some() {
+        return Err(Error::exclusive(
+            "This user ID is reserved by an application service",
+        ));
     }
     let flow: &[&'static str] = match mode {
         RegistrationMode::Token => &[REGISTRATION_TOKEN],
@@ -84,6 +97,49 @@ async fn register(
         .create(NewAccount {
             localpart: &localpart,
             password: Some(password),
+            admin: false,
+            displayname: None,
+        })
+        .await?;
+    let mut response = register::v3::Response::new(user_id.clone());
+    if !req.body.inhibit_login {
+        let session = s
+            .users
+            .open_session(
+                &user_id,
+                req.body.device_id.clone(),
+                req.body.initial_device_display_name.clone(),
+            )
+            .await?;
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+    }
+    Ok(response)
+}
+
+/// `m.login.application_service`: an appservice creates a user of its namespace, without a
+/// password or auth stages.
+async fn register_for_appservice(
+    s: &Services,
+    req: &Ruma<register::v3::Request>,
+    asv: &crate::appservice::AppService,
+) -> Result<register::v3::Response> {
+    let Some(localpart) = req.body.username.as_deref().map(str::to_lowercase) else {
+        return Err(Error::missing_param("An appservice must name the user"));
+    };
+    let user_id = s.users.user_id_for(&localpart)?;
+    if !asv.owns_user(&user_id) {
+        return Err(Error::exclusive(
+            "Invalid user localpart for this application service.",
+        ));
+    }
+    if s.users.exists(&user_id)? {
+        return Err(Error::user_in_use("User ID already taken"));
+    }
+    s.users
+        .create(NewAccount {
+            localpart: &localpart,
+            password: None,
             admin: false,
             displayname: None,
         })
@@ -137,10 +193,16 @@ async fn login_types(
     _: Ruma<get_login_types::v3::Request>,
 ) -> Result<get_login_types::v3::Response> {
     let password = get_login_types::v3::LoginType::Password(Default::default());
-    Ok(get_login_types::v3::Response::new(vec![password]))
+    let appservice = get_login_types::v3::LoginType::ApplicationService(Default::default());
+    Ok(get_login_types::v3::Response::new(vec![
+        password, appservice,
+    ]))
 }
 
 async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login::v3::Response> {
+    if let login::v3::LoginInfo::ApplicationService(info) = &req.body.login_info {
+        return login_for_appservice(&s, &req, info.identifier.as_ref()).await;
+    }
     let login::v3::LoginInfo::Password(info) = &req.body.login_info else {
         return Err(Error::unknown("Unsupported login type"));
     };
@@ -173,6 +235,44 @@ async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login:
     Ok(response)
 }
 
+/// `m.login.application_service`: a session for a user of the appservice's namespace.
+async fn login_for_appservice(
+    s: &Services,
+    req: &Ruma<login::v3::Request>,
+    identifier: Option<&UserIdentifier>,
+) -> Result<login::v3::Response> {
+    let Some(asv) = req.maybe_identity().and_then(|w| w.appservice.clone()) else {
+        return Err(Error::missing_token(
+            "m.login.application_service needs the appservice's as_token",
+        ));
+    };
+    let Some(UserIdentifier::Matrix(id)) = identifier else {
+        return Err(Error::missing_param("Missing user identifier"));
+    };
+    let user_id = s.users.parse_login_user(&id.user)?;
+    if !asv.owns_user(&user_id) {
+        return Err(Error::exclusive(
+            "This user is not in the application service's namespace",
+        ));
+    }
+    if !s.users.is_active(&user_id)? {
+        return Err(Error::forbidden("Unknown or deactivated user"));
+    }
+    let session = s
+        .users
+        .open_session(
+            &user_id,
+            req.body.device_id.clone(),
+            req.body.initial_device_display_name.clone(),
+        )
+        .await?;
+    Ok(login::v3::Response::new(
+        session.user_id,
+        session.access_token,
+        session.device_id,
+    ))
+}
+
 async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<logout::v3::Response> {
     let who = req.identity();
     s.users
@@ -192,7 +292,8 @@ async fn logout_all(
 async fn whoami(s: Arc<Services>, req: Ruma<whoami::v3::Request>) -> Result<whoami::v3::Response> {
     let who = req.identity();
     let mut response = whoami::v3::Response::new(who.user_id.clone(), false);
-    response.device_id = Some(who.device_id.clone());
+    // Appservice requests act without a device.
+    response.device_id = who.appservice.is_none().then(|| who.device_id.clone());
     let _ = &s;
     Ok(response)
 }

@@ -38,6 +38,7 @@ async fn create(
     req: Ruma<create_alias::v3::Request>,
 ) -> Result<create_alias::v3::Response> {
     s.rooms.require_joined(&req.body.room_id, req.user_id())?;
+    s.check_alias_namespace(&req.body.room_alias, req.identity())?;
     s.rooms
         .set_alias(&req.body.room_alias, &req.body.room_id, req.user_id())
         .await?;
@@ -49,8 +50,8 @@ async fn get(
     req: Ruma<get_alias::v3::Request>,
 ) -> Result<get_alias::v3::Response> {
     let room_id = s
-        .rooms
-        .resolve_alias(&req.body.room_alias)?
+        .resolve_alias(&req.body.room_alias)
+        .await?
         .ok_or_else(|| Error::not_found("Room alias not found"))?;
     Ok(get_alias::v3::Response::new(
         room_id,

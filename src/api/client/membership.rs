@@ -47,8 +47,8 @@ async fn join(
     let room_id: OwnedRoomId = match <&ruma::RoomId>::try_from(room) {
         Ok(id) => id.to_owned(),
         Err(alias) => s
-            .rooms
-            .resolve_alias(alias)?
+            .resolve_alias(alias)
+            .await?
             .ok_or_else(|| Error::not_found("Room alias not found"))?,
     };
     if !s.rooms.exists(&room_id)? {
@@ -121,7 +121,7 @@ async fn invite(
         ));
     };
     let user_id = &invitee.user_id;
-    if !s.users.is_active(user_id)? {
+    if !s.user_is_active(user_id).await? {
         return Err(Error::not_found(format!("Unknown user {user_id}")));
     }
     s.rooms.require_joined(&req.body.room_id, req.user_id())?;

@@ -67,7 +67,8 @@ async fn send(
     // After the transaction lookup: a retry gets its first answer, not a 429, and costs nothing.
     s.send_limiter.check(who.user_id.as_str())?;
     let mut template = EventTemplate::message(b.event_type.to_string(), b.body.json().to_owned());
-    template.timestamp = None;
+    // `?ts=` is honoured for appservices only (bridges keep the remote message's time).
+    template.timestamp = b.timestamp.filter(|_| who.appservice.is_some());
     let event_id = s
         .rooms
         .send(&b.room_id, &who.user_id, template, Some(txn))

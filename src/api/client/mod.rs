@@ -1,6 +1,7 @@
 //! The Client-Server API, one file per area of the spec.
 
 mod account;
+mod appservice;
 mod devices;
 mod directory;
 mod discovery;
@@ -24,6 +25,7 @@ use crate::services::Services;
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = discovery::routes(r);
     let r = account::routes(r);
+    let r = appservice::routes(r);
     let r = devices::routes(r);
     let r = profile::routes(r);
     let r = room::routes(r);

@@ -78,6 +78,9 @@ async fn create(
         ),
         None => None,
     };
+    if let Some(alias) = &alias {
+        s.check_alias_namespace(alias, req.identity())?;
+    }
     let mut initial_state = Vec::new();
     for raw in &b.initial_state {
         #[derive(Deserialize)]
@@ -275,7 +278,9 @@ async fn send_state(
 ) -> Result<send_state_event::v3::Response> {
     let b = &req.body;
     let content = b.body.json().to_owned();
-    let template = EventTemplate::state(b.event_type.clone(), b.state_key.clone(), content);
+    let mut template = EventTemplate::state(b.event_type.clone(), b.state_key.clone(), content);
+    // `?ts=` is honoured for appservices only.
+    template.timestamp = b.timestamp.filter(|_| req.identity().appservice.is_some());
     let event_id =
         super::message::send_state_template(&s, req.identity(), &b.room_id, template).await?;
     Ok(send_state_event::v3::Response::new(event_id))
