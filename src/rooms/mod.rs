@@ -5,12 +5,14 @@
 //! Room state is kept two ways: the current state (`RoomState`, one key per type and state key)
 //! and every state change (`StateHistory`), from which the state at any stream position follows.
 
+mod aggregations;
 mod alias;
 mod cache;
 pub use alias::DirectoryEntry;
 mod create;
 mod membership;
 mod read;
+mod relations;
 mod timeline;
 mod visibility;
 
@@ -30,6 +32,7 @@ pub use cache::Loaded;
 pub use create::CreateRoom;
 pub use membership::{MemberProfile, MembershipChange};
 pub use read::{Direction, EventView};
+pub use relations::{RECURSION_DEPTH, RelationsPage, RelationsQuery};
 pub use timeline::{PowerLevels, Txn};
 pub use visibility::Visibility;
 

@@ -113,6 +113,7 @@ impl RoomService {
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.check_redaction(room, &pdu)?;
         }
+        let relation_writes = self.plan_relations(room, &pdu)?;
 
         let state_key = pdu.state_key.clone();
         let prev_state = state_key
@@ -181,6 +182,7 @@ impl RoomService {
                 );
                 rewritten = Some((target_pos, target));
             }
+            relation_writes.write(&mut batch, pos);
             if let Some(txn) = &txn {
                 batch.put(
                     Table::TxnIds,

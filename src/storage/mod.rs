@@ -65,10 +65,14 @@ pub enum Table {
     Aliases,
     /// room id → (), rooms in the public directory.
     PublicRooms,
+    /// parent position, rel_type, child position → child's event type, sender, annotation key.
+    Relations,
+    /// room short id, position of the thread's latest reply, root position → ().
+    ThreadRoots,
 }
 
 impl Table {
-    const ALL: [Table; 16] = [
+    const ALL: [Table; 18] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -85,6 +89,8 @@ impl Table {
         Table::UserRooms,
         Table::Aliases,
         Table::PublicRooms,
+        Table::Relations,
+        Table::ThreadRoots,
     ];
 
     /// The table's name, for error messages and operators.
@@ -106,6 +112,8 @@ impl Table {
             Table::UserRooms => "user_rooms",
             Table::Aliases => "aliases",
             Table::PublicRooms => "public_rooms",
+            Table::Relations => "relations",
+            Table::ThreadRoots => "thread_roots",
         }
     }
 

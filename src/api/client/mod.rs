@@ -8,6 +8,7 @@ mod membership;
 mod message;
 mod profile;
 mod push;
+mod relations;
 mod room;
 mod sync;
 
@@ -27,5 +28,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = message::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = relations::routes(r);
     push::routes(r)
 }
