@@ -194,7 +194,7 @@ async fn edit_is_bundled_on_event_messages_context_and_sync() {
     assert_eq!(status, 200);
     assert_eq!(
         ids(&page["chunk"]),
-        [edit_id.clone(), after.clone(), original.clone()]
+        [edit_id.as_str(), after.as_str(), original.as_str()]
     );
     assert_edit_bundle(
         &find(&page["chunk"], &original)["unsigned"]["m.relations"]["m.replace"],
@@ -341,7 +341,7 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
 
     // Newest first, two per page.
     let page1 = relations(&alice, &room, &message, "/m.annotation", "limit=2").await;
-    assert_eq!(ids(&page1["chunk"]), [r3.clone(), r2.clone()]);
+    assert_eq!(ids(&page1["chunk"]), [r3.as_str(), r2.as_str()]);
     let summary: Vec<(String, String)> = page1["chunk"]
         .as_array()
         .unwrap()
@@ -373,7 +373,7 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
         &format!("limit=2&from={next}"),
     )
     .await;
-    assert_eq!(ids(&page2["chunk"]), [r1.clone()]);
+    assert_eq!(ids(&page2["chunk"]), [r1.as_str()]);
     assert!(page2.get("next_batch").is_none(), "{page2}");
     assert_eq!(page2["prev_batch"], next);
 
@@ -386,7 +386,10 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
         "dir=f&limit=10",
     )
     .await;
-    assert_eq!(ids(&forward["chunk"]), [r1.clone(), r2.clone(), r3.clone()]);
+    assert_eq!(
+        ids(&forward["chunk"]),
+        [r1.as_str(), r2.as_str(), r3.as_str()]
+    );
     assert_eq!(forward["chunk"][0]["room_id"], room.as_str());
     let other_type = relations(&alice, &room, &message, "/m.annotation/m.room.message", "").await;
     assert_eq!(other_type["chunk"], json!([]));
@@ -395,7 +398,7 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
     let (status, body) = react(&bob, &room, "b3", &message, "👍").await;
     assert_error(status, &body, 400, "M_DUPLICATE_ANNOTATION");
     let all = relations(&alice, &room, &message, "", "limit=10").await;
-    assert_eq!(ids(&all["chunk"]), [r3.clone(), r2.clone(), r1.clone()]);
+    assert_eq!(ids(&all["chunk"]), [r3.as_str(), r2.as_str(), r1.as_str()]);
     // A retry of the first send (same txn) returns the first event, not an error.
     let (status, retry) = react(&bob, &room, "b1", &message, "👍").await;
     assert_eq!(
@@ -406,7 +409,7 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
     // Once redacted, the reaction leaves the list and may be sent again.
     redact(&bob, &room, "rb1", &r1).await;
     let listed = relations(&alice, &room, &message, "/m.annotation", "limit=10").await;
-    assert_eq!(ids(&listed["chunk"]), [r3.clone(), r2.clone()]);
+    assert_eq!(ids(&listed["chunk"]), [r3.as_str(), r2.as_str()]);
     let (status, again) = react(&bob, &room, "b4", &message, "👍").await;
     assert_eq!(status, 200, "{again}");
 }
@@ -423,7 +426,7 @@ async fn threads_are_listed_with_their_summary() {
 
     // Most recently active first: `root` had the last reply.
     let list = threads(&bob, &room, "").await;
-    assert_eq!(ids(&list["chunk"]), [root.clone(), other_root.clone()]);
+    assert_eq!(ids(&list["chunk"]), [root.as_str(), other_root.as_str()]);
     assert!(list.get("next_batch").is_none(), "{list}");
     let summary = &list["chunk"][0]["unsigned"]["m.relations"]["m.thread"];
     assert_eq!(summary["count"], 3);
@@ -443,23 +446,23 @@ async fn threads_are_listed_with_their_summary() {
 
     // include=participated: Carol only sees her own thread, Bob only the first.
     let mine = threads(&carol, &room, "include=participated").await;
-    assert_eq!(ids(&mine["chunk"]), [other_root.clone()]);
+    assert_eq!(ids(&mine["chunk"]), [other_root.as_str()]);
     let bobs = threads(&bob, &room, "include=participated").await;
-    assert_eq!(ids(&bobs["chunk"]), [root.clone()]);
+    assert_eq!(ids(&bobs["chunk"]), [root.as_str()]);
 
     // Pagination: one per page.
     let page1 = threads(&bob, &room, "limit=1").await;
-    assert_eq!(ids(&page1["chunk"]), [root.clone()]);
+    assert_eq!(ids(&page1["chunk"]), [root.as_str()]);
     let next = page1["next_batch"].as_str().unwrap();
     let page2 = threads(&bob, &room, &format!("limit=1&from={next}")).await;
-    assert_eq!(ids(&page2["chunk"]), [other_root.clone()]);
+    assert_eq!(ids(&page2["chunk"]), [other_root.as_str()]);
     assert!(page2.get("next_batch").is_none(), "{page2}");
 
     // The thread's events, newest first, through /relations.
     let in_thread = relations(&bob, &room, &root, "/m.thread", "limit=10").await;
     assert_eq!(
         ids(&in_thread["chunk"]),
-        [reply3.clone(), reply2.clone(), reply1.clone()]
+        [reply3.as_str(), reply2.as_str(), reply1.as_str()]
     );
 
     // A thread cannot start from an event that has a relation.
@@ -488,18 +491,18 @@ async fn redacted_reply_leaves_the_thread() {
     // the thread's place in the list follows its new latest activity.
     redact(&bob, &room, "r1", &reply2).await;
     let list = threads(&alice, &room, "").await;
-    assert_eq!(ids(&list["chunk"]), [other_root.clone(), root.clone()]);
+    assert_eq!(ids(&list["chunk"]), [other_root.as_str(), root.as_str()]);
     let summary = &find(&list["chunk"], &root)["unsigned"]["m.relations"]["m.thread"];
     assert_eq!(summary["count"], 1);
     assert_eq!(summary["latest_event"]["event_id"], reply1.as_str());
     let listed = relations(&alice, &room, &root, "", "limit=10").await;
-    assert_eq!(ids(&listed["chunk"]), [reply1.clone()]);
+    assert_eq!(ids(&listed["chunk"]), [reply1.as_str()]);
 
     // Redacting the last reply removes the thread from the list and the bundle from the root.
     redact(&bob, &room, "r2", &reply1).await;
     assert_eq!(
         ids(&threads(&alice, &room, "").await["chunk"]),
-        [other_root.clone()]
+        [other_root.as_str()]
     );
     assert!(
         get_event(&alice, &room, &root).await["unsigned"]
@@ -534,14 +537,14 @@ async fn references_are_bundled_and_recursion_follows_children() {
 
     // Without recurse only the direct child; with it, the reaction to the child too.
     let direct = relations(&bob, &room, &root, "", "").await;
-    assert_eq!(ids(&direct["chunk"]), [reference.clone()]);
+    assert_eq!(ids(&direct["chunk"]), [reference.as_str()]);
     assert!(direct.get("recursion_depth").is_none());
     let deep = relations(&bob, &room, &root, "", "recurse=true").await;
-    assert_eq!(ids(&deep["chunk"]), [reaction.clone(), reference.clone()]);
+    assert_eq!(ids(&deep["chunk"]), [reaction.as_str(), reference.as_str()]);
     assert_eq!(deep["recursion_depth"], 3);
     // Filters apply to the returned events.
     let only_reactions = relations(&bob, &room, &root, "/m.annotation", "recurse=true").await;
-    assert_eq!(ids(&only_reactions["chunk"]), [reaction.clone()]);
+    assert_eq!(ids(&only_reactions["chunk"]), [reaction.as_str()]);
 }
 
 #[tokio::test]
