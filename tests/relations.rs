@@ -618,3 +618,24 @@ async fn relations_to_unknown_or_foreign_events_are_accepted_but_not_indexed() {
     let listed = relations(&alice, &elsewhere, &foreign, "", "").await;
     assert_eq!(listed["chunk"], json!([]));
 }
+
+#[tokio::test]
+async fn children_follow_history_visibility() {
+    let (_s, alice, bob, carol, room) = room_with_three().await;
+    let message = alice.send_text(&room, "t1", "before").await;
+    let seen = react(&carol, &room, "c1", &message, "👍").await.1["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = bob
+        .post(&format!("{V3}/rooms/{}/leave", enc(&room)), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Sent after Bob left: he may read the room up to his departure only.
+    react(&alice, &room, "t2", &message, "🎉").await;
+
+    let for_bob = relations(&bob, &room, &message, "/m.annotation", "limit=10").await;
+    assert_eq!(ids(&for_bob["chunk"]), [seen.as_str()]);
+    let for_carol = relations(&carol, &room, &message, "/m.annotation", "limit=10").await;
+    assert_eq!(for_carol["chunk"].as_array().unwrap().len(), 2);
+}
