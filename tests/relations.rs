@@ -154,9 +154,15 @@ fn assert_edit_bundle(bundle: &Value, edit_id: &str, target: &str, sender: &str,
 
 #[tokio::test]
 async fn edit_is_bundled_on_event_messages_context_and_sync() {
-    let (_s, alice, bob, _carol, room) = room_with_three().await;
+    let (s, alice, bob, _carol, room) = room_with_three().await;
     let original = alice.send_text(&room, "t1", "helo").await;
     let after = alice.send_text(&room, "t2", "next").await;
+    // Read once before the edit, so a cached copy must not hide the edit afterwards.
+    assert!(
+        get_event(&bob, &room, &original).await["unsigned"]
+            .get("m.relations")
+            .is_none()
+    );
     let edit_id = edit(&alice, &room, "t3", &original, "hello").await;
 
     // /event: the original content stays, the edit is bundled in full.
@@ -228,6 +234,18 @@ async fn edit_is_bundled_on_event_messages_context_and_sync() {
     let bundle = &find(timeline, &original)["unsigned"]["m.relations"]["m.replace"];
     assert_edit_bundle(bundle, &edit_id, &original, "@alice:localhost", "hello");
     assert!(bundle.get("room_id").is_none(), "{bundle}");
+
+    // The index and the parent's mark are durable: the bundle survives a restart.
+    let s = s.restart().await;
+    let mut bob = bob;
+    bob.base = s.server.base_url();
+    assert_edit_bundle(
+        &get_event(&bob, &room, &original).await["unsigned"]["m.relations"]["m.replace"],
+        &edit_id,
+        &original,
+        "@alice:localhost",
+        "hello",
+    );
 }
 
 #[tokio::test]

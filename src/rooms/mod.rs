@@ -59,6 +59,10 @@ pub struct StoredEvent {
     /// Position of the redaction that redacted this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_by: Option<u64>,
+    /// Set once a child the server aggregates (edit, thread reply, reference) points here: only
+    /// such events pay for a look at the relations index when formatted (see `aggregations.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregated: bool,
 }
 
 impl StoredEvent {

@@ -20,7 +20,7 @@
 use ruma::{EventId, OwnedEventId, UserId, events::TimelineEventType};
 use serde::Deserialize;
 
-use super::{RoomMeta, RoomService, Visibility, read::Direction};
+use super::{RoomMeta, RoomService, StoredEvent, Visibility, read::Direction};
 use crate::{
     error::{Error, Result},
     events::Pdu,
@@ -98,6 +98,8 @@ pub struct RelationWrites {
     /// Entries a redaction removes, and thread entries it restores.
     deletes: Vec<(Table, Vec<u8>)>,
     puts: Vec<(Table, Vec<u8>)>,
+    /// The parent, at its position, marked as having aggregated children (first such child).
+    marked: Option<(u64, StoredEvent)>,
 }
 
 #[derive(Debug)]
@@ -109,7 +111,16 @@ struct NewChild {
     thread: Option<(u64, u64, Option<u64>)>,
 }
 
+/// The relationship types the server bundles: a child of these marks its parent.
+const AGGREGATED: [&str; 3] = ["m.replace", "m.thread", "m.reference"];
+
 impl RelationWrites {
+    /// The parent to rewrite with its `aggregated` mark; the append writes it with its batch and
+    /// refreshes the event cache, as it does for a redaction's target.
+    pub fn take_marked(&mut self) -> Option<(u64, StoredEvent)> {
+        self.marked.take()
+    }
+
     /// Adds the writes to the batch of the event appended at `pos`.
     pub fn write(&self, batch: &mut Batch, pos: u64) {
         for (table, key) in &self.deletes {
@@ -162,10 +173,13 @@ impl RoomService {
     /// from an event that itself has a relationship.
     pub(super) fn plan_relations(&self, room: &RoomMeta, pdu: &Pdu) -> Result<RelationWrites> {
         let mut writes = RelationWrites::default();
-        if pdu.kind == TimelineEventType::RoomRedaction
-            && let Some(target) = &pdu.redacts
-        {
-            self.plan_unrelate(room, target, &mut writes)?;
+        if pdu.kind == TimelineEventType::RoomRedaction {
+            // A redaction is never a child: it rewrites its target, which must stay its only
+            // rewrite.
+            if let Some(target) = &pdu.redacts {
+                self.plan_unrelate(room, target, &mut writes)?;
+            }
+            return Ok(writes);
         }
         let Some(relation) = relation_of(pdu) else {
             return Ok(writes);
@@ -202,6 +216,13 @@ impl RoomService {
                 thread = Some((room.short, parent_pos, previous));
             }
             _ => {}
+        }
+        if AGGREGATED.contains(&relation.rel_type.as_str()) && !parent.stored.aggregated {
+            let marked = StoredEvent {
+                aggregated: true,
+                ..parent.stored.clone()
+            };
+            writes.marked = Some((parent_pos, marked));
         }
         let mut value = Key::new().str(&kind).str(pdu.sender.as_str());
         if relation.rel_type == "m.annotation" {
@@ -463,5 +484,75 @@ impl RoomService {
             roots.push((latest, root));
         }
         Ok((roots.into_iter().map(|(_, r)| r).collect(), None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pdu(content: serde_json::Value) -> Pdu {
+        let json = serde_json::json!({
+            "room_id": "!r:localhost", "sender": "@a:localhost", "origin_server_ts": 1,
+            "type": "m.room.message", "content": content,
+            "prev_events": [], "auth_events": [], "depth": 1,
+        });
+        Pdu::parse(
+            OwnedEventId::try_from("$e").unwrap(),
+            &serde_json::to_string(&json).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn relations_are_read_only_when_well_formed() {
+        let r = relation_of(&pdu(serde_json::json!({
+            "m.relates_to": { "rel_type": "m.annotation", "event_id": "$p", "key": "👍" }
+        })))
+        .unwrap();
+        assert_eq!(
+            (r.rel_type.as_str(), r.event_id.as_str(), r.key.as_deref()),
+            ("m.annotation", "$p", Some("👍"))
+        );
+        // A rich reply has no rel_type; malformed or empty relationships are ignored.
+        for content in [
+            serde_json::json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$p" } } }),
+            serde_json::json!({ "m.relates_to": { "rel_type": "m.thread", "event_id": 5 } }),
+            serde_json::json!({ "m.relates_to": { "rel_type": "", "event_id": "$p" } }),
+            serde_json::json!({ "m.relates_to": "nope" }),
+            serde_json::json!({ "body": "plain" }),
+        ] {
+            assert!(relation_of(&pdu(content.clone())).is_none(), "{content}");
+        }
+    }
+
+    #[test]
+    fn index_entries_round_trip() {
+        let parent = OwnedEventId::try_from("$parent").unwrap();
+        let key = child_key(&parent, "m.annotation", 42);
+        let value = Key::new()
+            .str("m.reaction")
+            .str("@b:localhost")
+            .str("👍")
+            .into_vec();
+        let base = child_prefix(&parent).into_vec();
+        assert_eq!(
+            decode_child(&key[base.len()..], &value),
+            Some(Child {
+                pos: 42,
+                rel_type: "m.annotation".into(),
+                kind: "m.reaction".into(),
+                sender: "@b:localhost".into(),
+                key: Some("👍".into()),
+            })
+        );
+        // Without an annotation key.
+        let value = Key::new()
+            .str("m.room.message")
+            .str("@b:localhost")
+            .into_vec();
+        let key = child_key(&parent, "m.thread", 7);
+        let child = decode_child(&key[base.len()..], &value).unwrap();
+        assert_eq!((child.pos, child.key), (7, None));
     }
 }
