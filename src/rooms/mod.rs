@@ -13,6 +13,7 @@ mod create;
 mod membership;
 mod read;
 mod relations;
+mod threads;
 mod timeline;
 mod visibility;
 

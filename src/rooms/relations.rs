@@ -11,8 +11,13 @@
 //! `m.relates_to`, so the relationship is broken (spec: "Aggregations of child events").
 //!
 //! Threads have a second index (`ThreadRoots`): per room, the position of each thread's latest
-//! reply and its root, so `/threads` lists roots by latest activity with one reverse scan. A
-//! reply moves its root's entry; redacting the latest reply moves it back to the previous one.
+//! reply and its root, so `/threads` (`threads.rs`) lists roots by latest activity with one
+//! reverse scan. A reply moves its root's entry; redacting the latest reply moves it back to the
+//! previous one.
+//!
+//! The first child a parent gets of a type the server bundles (edit, thread reply, reference)
+//! also rewrites the parent with its `aggregated` mark, so formatting an event only looks at
+//! this index when the event has such children (`aggregations.rs`).
 //!
 //! Relations to unknown events or to events of another room are accepted but not indexed: the
 //! spec says such relationships are ignored.
@@ -429,61 +434,6 @@ impl RoomService {
             positions.push(child.pos);
         }
         Ok(RelationsPage { positions, next })
-    }
-
-    /// Whether `user` sent the thread root or a reply in its thread.
-    pub fn participated(&self, root: &Pdu, user: &UserId) -> Result<bool> {
-        if root.sender == user {
-            return Ok(true);
-        }
-        Ok(self
-            .children(&root.event_id, Some("m.thread"), 0, u64::MAX)?
-            .iter()
-            .any(|c| c.sender == user.as_str()))
-    }
-
-    /// Thread roots of a room the user may see, most recently active first, from `from` (a
-    /// token: roots whose latest reply is at `<= from`). Returns the root positions and the
-    /// token of the next page.
-    pub fn thread_roots(
-        &self,
-        room: &RoomMeta,
-        visibility: &Visibility,
-        participated_by: Option<&UserId>,
-        from: Option<u64>,
-        limit: usize,
-    ) -> Result<(Vec<u64>, Option<u64>)> {
-        let lo = Key::new().u64(room.short).into_vec();
-        let hi = match from {
-            Some(f) => Key::new()
-                .u64(room.short)
-                .u64(f.saturating_add(1))
-                .into_vec(),
-            None => Key::new().u64(room.short + 1).into_vec(),
-        };
-        let mut roots = Vec::new();
-        for entry in self.store.range(Table::ThreadRoots, &lo, &hi).rev() {
-            let (key, _) = entry?;
-            let latest = keys::decode_u64(&key[8..16]);
-            let root = keys::trailing_u64(&key);
-            if !visibility.can_see(root) {
-                continue;
-            }
-            if let Some(user) = participated_by
-                && !self.participated(&self.event(root)?.pdu, user)?
-            {
-                continue;
-            }
-            if roots.len() == limit {
-                let (last_latest, _) = roots.last().copied().expect("limit is at least 1");
-                return Ok((
-                    roots.into_iter().map(|(_, r)| r).collect(),
-                    Some(last_latest - 1),
-                ));
-            }
-            roots.push((latest, root));
-        }
-        Ok((roots.into_iter().map(|(_, r)| r).collect(), None))
     }
 }
 
