@@ -394,6 +394,17 @@ async fn reactions_are_listed_paginated_and_deduplicated() {
     assert_eq!(ids(&page2["chunk"]), [r1.as_str()]);
     assert!(page2.get("next_batch").is_none(), "{page2}");
     assert_eq!(page2["prev_batch"], next);
+    // `to` stops before the children at or below the token.
+    let bounded = relations(
+        &alice,
+        &room,
+        &message,
+        "/m.annotation",
+        &format!("limit=10&to={next}"),
+    )
+    .await;
+    assert_eq!(ids(&bounded["chunk"]), [r3.as_str(), r2.as_str()]);
+    assert!(bounded.get("next_batch").is_none(), "{bounded}");
 
     // Forwards: oldest first. With the event type filter, the same three.
     let forward = relations(
@@ -475,6 +486,12 @@ async fn threads_are_listed_with_their_summary() {
     let page2 = threads(&bob, &room, &format!("limit=1&from={next}")).await;
     assert_eq!(ids(&page2["chunk"]), [other_root.as_str()]);
     assert!(page2.get("next_batch").is_none(), "{page2}");
+
+    // An unknown `include` is refused.
+    let (status, body) = bob
+        .get(&format!("{V1}/rooms/{}/threads?include=some", enc(&room)))
+        .await;
+    assert_error(status, &body, 400, "M_INVALID_PARAM");
 
     // The thread's events, newest first, through /relations.
     let in_thread = relations(&bob, &room, &root, "/m.thread", "limit=10").await;
