@@ -148,6 +148,17 @@ impl Homeserver {
         url
     }
 
+    /// `/_matrix/client/v1/<segments...>` (endpoints added in v1.x, e.g. `/relations`).
+    pub(super) fn url_v1(&self, segments: &[&str]) -> Url {
+        let mut url = (*self.base).clone();
+        url.path_segments_mut()
+            .expect("checked in Homeserver::new")
+            .pop_if_empty()
+            .extend(["_matrix", "client", "v1"])
+            .extend(segments);
+        url
+    }
+
     /// Sends a request and returns status plus the whole body.
     pub(super) async fn raw(
         &self,

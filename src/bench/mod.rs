@@ -34,6 +34,9 @@ pub enum Scenario {
     InitialSync,
     /// Backwards /messages pagination through a long room.
     Messages,
+    /// /messages, /relations and /threads through a room full of edits, reactions and threads
+    /// (not part of `all`).
+    Relations,
     /// All of the above, in that order.
     All,
 }
@@ -123,6 +126,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::SyncLatency => "sync-latency",
         Scenario::InitialSync => "initial-sync",
         Scenario::Messages => "messages",
+        Scenario::Relations => "relations",
         Scenario::All => "all",
     }
 }
@@ -175,6 +179,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::SyncLatency => scenarios::sync_latency::run(&ctx, &args).await,
             Scenario::InitialSync => scenarios::initial_sync::run(&ctx, &args).await,
             Scenario::Messages => scenarios::messages::run(&ctx, &args).await,
+            Scenario::Relations => scenarios::relations::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

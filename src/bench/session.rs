@@ -170,6 +170,42 @@ impl Session {
         Ok(s.event_id)
     }
 
+    /// `PUT /rooms/{roomId}/send/{type}/{txnId}` with any content, returning the event id.
+    pub async fn send_event(
+        &self,
+        room_id: &str,
+        kind: &str,
+        txn_id: &str,
+        content: &Value,
+    ) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Sent {
+            event_id: String,
+        }
+        let url = self.hs.url(&["rooms", room_id, "send", kind, txn_id]);
+        let (s, _): (Sent, _) = self
+            .call(Method::PUT, url, Some(content), REQUEST_TIMEOUT)
+            .await?;
+        Ok(s.event_id)
+    }
+
+    /// `GET /_matrix/client/{v1|v3}/<segments>?<query>`, parsed as `T`.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        v1: bool,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, ApiError> {
+        let mut url = if v1 {
+            self.hs.url_v1(segments)
+        } else {
+            self.hs.url(segments)
+        };
+        url.query_pairs_mut().extend_pairs(query);
+        let (parsed, _) = self.call(Method::GET, url, None, REQUEST_TIMEOUT).await?;
+        Ok(parsed)
+    }
+
     /// `GET /sync`, returning the parsed response and its body size in bytes.
     pub async fn sync(&self, p: SyncParams<'_>) -> Result<(SyncResponse, usize), ApiError> {
         let mut url = self.hs.url(&["sync"]);

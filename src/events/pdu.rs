@@ -279,6 +279,9 @@ pub struct Unsigned<'a> {
     pub replaces_state: Option<&'a EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redacted_because: Option<&'a RawJsonValue>,
+    /// Bundled aggregations of the event's children (edits, threads, references).
+    #[serde(rename = "m.relations", skip_serializing_if = "Option::is_none")]
+    pub relations: Option<&'a RawJsonValue>,
 }
 
 #[derive(Serialize)]

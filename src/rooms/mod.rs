@@ -5,12 +5,15 @@
 //! Room state is kept two ways: the current state (`RoomState`, one key per type and state key)
 //! and every state change (`StateHistory`), from which the state at any stream position follows.
 
+mod aggregations;
 mod alias;
 mod cache;
 pub use alias::DirectoryEntry;
 mod create;
 mod membership;
 mod read;
+mod relations;
+mod threads;
 mod timeline;
 mod visibility;
 
@@ -30,6 +33,7 @@ pub use cache::Loaded;
 pub use create::CreateRoom;
 pub use membership::{MemberProfile, MembershipChange};
 pub use read::{Direction, EventView};
+pub use relations::{RECURSION_DEPTH, RelationsPage, RelationsQuery};
 pub use timeline::{PowerLevels, Txn};
 pub use visibility::Visibility;
 
@@ -56,6 +60,10 @@ pub struct StoredEvent {
     /// Position of the redaction that redacted this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted_by: Option<u64>,
+    /// Set once a child the server aggregates (edit, thread reply, reference) points here: only
+    /// such events pay for a look at the relations index when formatted (see `aggregations.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregated: bool,
 }
 
 impl StoredEvent {

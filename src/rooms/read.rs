@@ -3,7 +3,7 @@
 use ruma::{MilliSecondsSinceUnixEpoch, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{Loaded, RoomService};
+use super::{Loaded, RoomService, aggregations::Bundling};
 use crate::{
     error::Result,
     events::{ClientFormat, Unsigned},
@@ -85,6 +85,17 @@ impl RoomService {
 
     /// Formats an already loaded event, computing `unsigned` from what the store knows.
     pub fn format_event(&self, event: &Loaded, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
+        self.format_event_with(event, view, Bundling::Full)
+    }
+
+    /// [`RoomService::format_event`] with only some of the bundled aggregations (bundled
+    /// events themselves: see `aggregations.rs`).
+    pub(super) fn format_event_with(
+        &self,
+        event: &Loaded,
+        view: EventView<'_>,
+        bundling: Bundling,
+    ) -> Result<Box<RawJsonValue>> {
         let (stored, pdu) = (&event.stored, &event.pdu);
         let now = MilliSecondsSinceUnixEpoch::now().get();
         let age = i64::from(now) - i64::from(pdu.origin_server_ts.get());
@@ -119,6 +130,8 @@ impl RoomService {
             None => None,
         };
         unsigned.redacted_because = redaction.as_deref();
+        let relations = self.bundled_aggregations(event, view, bundling)?;
+        unsigned.relations = relations.as_deref();
         Ok(pdu.to_client(view.format, &unsigned))
     }
 }

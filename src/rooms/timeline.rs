@@ -113,6 +113,7 @@ impl RoomService {
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.check_redaction(room, &pdu)?;
         }
+        let mut relation_writes = self.plan_relations(room, &pdu)?;
 
         let state_key = pdu.state_key.clone();
         let prev_state = state_key
@@ -135,14 +136,17 @@ impl RoomService {
             txn: txn.as_ref().map(|t| (t.device.clone(), t.txn_id.clone())),
             prev_state,
             redacted_by: None,
+            aggregated: false,
         };
         let stored_bytes = serde_json::to_vec(&stored).expect("stored events serialize");
         let kind = pdu.kind.to_string();
 
-        if redacted.is_some() {
+        // Stored events this append rewrites: a redaction's target, a newly aggregated parent.
+        let mut rewritten: Vec<(u64, StoredEvent)> =
+            relation_writes.take_marked().into_iter().collect();
+        if redacted.is_some() || !rewritten.is_empty() {
             self.events.begin_rewrite();
         }
-        let mut rewritten = None;
         let applied = self.stream.apply(|pos| {
             let mut batch = Batch::new();
             batch.put(Table::Events, pos.to_be_bytes().to_vec(), stored_bytes);
@@ -174,13 +178,16 @@ impl RoomService {
             }
             if let Some((target_pos, mut target)) = redacted {
                 target.redacted_by = Some(pos);
+                rewritten.push((target_pos, target));
+            }
+            for (target_pos, target) in &rewritten {
                 batch.put(
                     Table::Events,
                     target_pos.to_be_bytes().to_vec(),
-                    serde_json::to_vec(&target).expect("serializes"),
+                    serde_json::to_vec(target).expect("serializes"),
                 );
-                rewritten = Some((target_pos, target));
             }
+            relation_writes.write(&mut batch, pos);
             if let Some(txn) = &txn {
                 batch.put(
                     Table::TxnIds,
@@ -193,15 +200,19 @@ impl RoomService {
             }
             batch
         });
-        if let Some((target_pos, target)) = rewritten {
-            let pdu = target.pdu()?;
-            self.events.end_rewrite([(
-                target_pos,
-                Arc::new(Loaded {
-                    stored: target,
-                    pdu,
-                }),
-            )]);
+        if applied.is_ok() && !rewritten.is_empty() {
+            let mut loaded = Vec::with_capacity(rewritten.len());
+            for (target_pos, target) in rewritten {
+                let pdu = target.pdu()?;
+                loaded.push((
+                    target_pos,
+                    Arc::new(Loaded {
+                        stored: target,
+                        pdu,
+                    }),
+                ));
+            }
+            self.events.end_rewrite(loaded);
         } else if applied.is_err() {
             // A failed write may have begun a rewrite: close it so caching resumes.
             self.events.end_rewrite([]);

@@ -75,10 +75,14 @@ pub enum Table {
     PusherKeys,
     /// appservice id → its pusher's cursor and pending transaction.
     AppserviceState,
+    /// parent position, rel_type, child position → child's event type, sender, annotation key.
+    Relations,
+    /// room short id, position of the thread's latest reply, root position → ().
+    ThreadRoots,
 }
 
 impl Table {
-    const ALL: [Table; 21] = [
+    const ALL: [Table; 23] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -100,6 +104,8 @@ impl Table {
         Table::Pushers,
         Table::PusherKeys,
         Table::AppserviceState,
+        Table::Relations,
+        Table::ThreadRoots,
     ];
 
     /// The table's name, for error messages and operators.
@@ -126,6 +132,8 @@ impl Table {
             Table::Pushers => "pushers",
             Table::PusherKeys => "pusher_keys",
             Table::AppserviceState => "appservice_state",
+            Table::Relations => "relations",
+            Table::ThreadRoots => "thread_roots",
         }
     }
 

@@ -12,6 +12,7 @@ mod profile;
 mod push;
 mod pushers;
 mod receipts;
+mod relations;
 mod room;
 mod sync;
 mod typing;
@@ -37,5 +38,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = typing::routes(r);
     let r = presence::routes(r);
     let r = pushers::routes(r);
+    let r = relations::routes(r);
     push::routes(r)
 }

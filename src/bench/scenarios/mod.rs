@@ -7,5 +7,6 @@
 
 pub mod initial_sync;
 pub mod messages;
+pub mod relations;
 pub mod send;
 pub mod sync_latency;
