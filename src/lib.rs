@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bench;
 pub mod config;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod ratelimit;

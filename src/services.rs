@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::{
     config::Config,
+    e2ee::E2eeService,
     error::Result,
     events::SigningKey,
     ratelimit::RateLimiter,
@@ -26,6 +27,7 @@ pub struct Services {
     pub users: UserService,
     pub rooms: RoomService,
     pub sync: SyncService,
+    pub e2ee: E2eeService,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -56,6 +58,7 @@ impl Services {
             config.rooms.default_version.clone(),
         );
         let sync = SyncService::new(stream.clone(), notifier.clone());
+        let e2ee = E2eeService::new(store.clone(), stream.clone(), notifier.clone());
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -68,6 +71,7 @@ impl Services {
             users,
             rooms,
             sync,
+            e2ee,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))

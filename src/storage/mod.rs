@@ -65,10 +65,30 @@ pub enum Table {
     Aliases,
     /// room id → (), rooms in the public directory.
     PublicRooms,
+    /// user, device → the device's uploaded identity keys (JSON).
+    DeviceKeys,
+    /// user, device, algorithm, key id → an unclaimed one-time key (JSON).
+    OneTimeKeys,
+    /// user, device, algorithm → the fallback key with its id and whether it was used.
+    FallbackKeys,
+    /// user, usage (`master`, `self_signing`, `user_signing`) → cross-signing key (JSON).
+    CrossSigningKeys,
+    /// target user, target key id, signer → signatures one user made on another's key.
+    KeySignatures,
+    /// stream position, user → (), users whose device list or cross-signing keys changed.
+    DeviceListChanges,
+    /// user, device, stream position → a to-device message waiting for the device.
+    ToDeviceInbox,
+    /// sender, sender device, txn id → (), `sendToDevice` transactions already handled.
+    ToDeviceTxns,
+    /// user, version → key backup version record.
+    BackupVersions,
+    /// user, version, room, session → backed-up session key (JSON).
+    BackupKeys,
 }
 
 impl Table {
-    const ALL: [Table; 16] = [
+    const ALL: [Table; 26] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -85,6 +105,16 @@ impl Table {
         Table::UserRooms,
         Table::Aliases,
         Table::PublicRooms,
+        Table::DeviceKeys,
+        Table::OneTimeKeys,
+        Table::FallbackKeys,
+        Table::CrossSigningKeys,
+        Table::KeySignatures,
+        Table::DeviceListChanges,
+        Table::ToDeviceInbox,
+        Table::ToDeviceTxns,
+        Table::BackupVersions,
+        Table::BackupKeys,
     ];
 
     /// The table's name, for error messages and operators.
@@ -106,6 +136,16 @@ impl Table {
             Table::UserRooms => "user_rooms",
             Table::Aliases => "aliases",
             Table::PublicRooms => "public_rooms",
+            Table::DeviceKeys => "device_keys",
+            Table::OneTimeKeys => "one_time_keys",
+            Table::FallbackKeys => "fallback_keys",
+            Table::CrossSigningKeys => "cross_signing_keys",
+            Table::KeySignatures => "key_signatures",
+            Table::DeviceListChanges => "device_list_changes",
+            Table::ToDeviceInbox => "to_device_inbox",
+            Table::ToDeviceTxns => "to_device_txns",
+            Table::BackupVersions => "backup_versions",
+            Table::BackupKeys => "backup_keys",
         }
     }
 

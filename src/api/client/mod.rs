@@ -1,15 +1,18 @@
 //! The Client-Server API, one file per area of the spec.
 
 mod account;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
+mod keys;
 mod membership;
 mod message;
 mod profile;
 mod push;
 mod room;
 mod sync;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -27,5 +30,8 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = message::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = keys::routes(r);
+    let r = to_device::routes(r);
+    let r = backup::routes(r);
     push::routes(r)
 }
