@@ -49,7 +49,7 @@ fn validate(who: &Identity, keys: &Value) -> Result<()> {
         let well_formed = id
             .split_once(':')
             .is_some_and(|(alg, name)| !alg.is_empty() && name == who.device_id.as_str());
-        if !well_formed || !value.as_str().is_some_and(|v| !v.is_empty()) {
+        if !well_formed || value.as_str().is_none_or(str::is_empty) {
             return bad(&format!("key {id:?} must be <algorithm>:{}", who.device_id));
         }
     }
