@@ -34,6 +34,8 @@ pub enum Scenario {
     InitialSync,
     /// Backwards /messages pagination through a long room.
     Messages,
+    /// /keys/query and /keys/claim over 100 devices.
+    Keys,
     /// All of the above, in that order.
     All,
 }
@@ -111,6 +113,7 @@ impl BenchArgs {
                 Scenario::SyncLatency,
                 Scenario::InitialSync,
                 Scenario::Messages,
+                Scenario::Keys,
             ],
             s => vec![s],
         }
@@ -123,6 +126,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::SyncLatency => "sync-latency",
         Scenario::InitialSync => "initial-sync",
         Scenario::Messages => "messages",
+        Scenario::Keys => "keys",
         Scenario::All => "all",
     }
 }
@@ -175,6 +179,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::SyncLatency => scenarios::sync_latency::run(&ctx, &args).await,
             Scenario::InitialSync => scenarios::initial_sync::run(&ctx, &args).await,
             Scenario::Messages => scenarios::messages::run(&ctx, &args).await,
+            Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));
