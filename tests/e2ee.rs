@@ -304,6 +304,42 @@ async fn to_device_messages_arrive_once_and_are_acknowledged() {
 }
 
 #[tokio::test]
+async fn to_device_backlog_comes_a_hundred_at_a_time() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let (bob_id, bob_dev) = whoami(&bob).await;
+    for n in 0..105 {
+        let (status, _) = alice
+            .put(
+                &format!("{V3}/sendToDevice/m.dummy/b{n}"),
+                json!({ "messages": { &bob_id: { &bob_dev: { "n": n } } } }),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let numbers = |sync: &Value| -> Vec<u64> {
+        sync["to_device"]["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["content"]["n"].as_u64().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = bob.sync(None, 0).await;
+    assert_eq!(numbers(&first), (0..100).collect::<Vec<_>>());
+    // The next sync acknowledges the first hundred and gets the rest at once (pending messages
+    // are never held back by the long poll); the same token again gets the rest again.
+    let t0 = next_batch(&first);
+    let second = bob.sync(Some(&t0), 30_000).await;
+    assert_eq!(numbers(&second), (100..105).collect::<Vec<_>>());
+    let again = bob.sync(Some(&t0), 0).await;
+    assert_eq!(numbers(&again), (100..105).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn to_device_wakes_a_long_poll() {
     let server = TestServer::start().await;
     let alice = server.user("alice").await;

@@ -358,3 +358,26 @@ impl E2eeService {
         Ok(change)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(index: u64, forwarded: u64, verified: bool) -> Value {
+        json!({ "first_message_index": index, "forwarded_count": forwarded,
+                "is_verified": verified, "session_data": {} })
+    }
+
+    #[test]
+    fn the_spec_rule_picks_the_session_key_to_keep() {
+        // Verified beats unverified, whatever the indexes.
+        assert!(replaces(&key(9, 9, true), &key(0, 0, false)));
+        assert!(!replaces(&key(0, 0, false), &key(9, 9, true)));
+        // Then the lower first message index.
+        assert!(replaces(&key(1, 5, false), &key(2, 0, false)));
+        assert!(!replaces(&key(2, 0, false), &key(1, 5, false)));
+        // Then the lower forwarded count; an equal key does not replace.
+        assert!(replaces(&key(1, 0, true), &key(1, 1, true)));
+        assert!(!replaces(&key(1, 1, true), &key(1, 1, true)));
+    }
+}

@@ -211,3 +211,35 @@ impl E2eeService {
         Ok(Some((id, key)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_and_shapes_are_checked() {
+        let signed = json!({ "key": "a2V5", "signatures": {} });
+        assert_eq!(
+            parse_key("signed_curve25519:AAAAAQ", &signed).unwrap(),
+            ("signed_curve25519", "AAAAAQ")
+        );
+        assert_eq!(
+            parse_key("curve25519:AB", &json!("a2V5")).unwrap(),
+            ("curve25519", "AB")
+        );
+        for (id, key) in [
+            ("nocolon", signed.clone()),
+            (":AB", signed.clone()),
+            ("curve25519:", signed.clone()),
+            ("curve25519:AB", json!("")),
+            ("curve25519:AB", json!(42)),
+            ("signed_curve25519:AB", json!({ "key": "a2V5" })),
+        ] {
+            assert_eq!(
+                parse_key(id, &key).unwrap_err().errcode(),
+                "M_INVALID_PARAM",
+                "{id} {key}"
+            );
+        }
+    }
+}
