@@ -62,12 +62,8 @@ impl E2eeService {
         if from >= to {
             return Ok(DeviceListChanges::default());
         }
-        let sharing = peers(rooms, user)?;
-        let mut changed: BTreeSet<OwnedUserId> = self
-            .changed_users(from, to)?
-            .into_iter()
-            .filter(|u| sharing.contains(u))
-            .collect();
+        let device_changed = self.changed_users(from, to)?;
+        let mut changed = BTreeSet::new();
         let mut departed = BTreeSet::new();
         for (room_id, membership) in rooms.user_rooms(user)? {
             let room = rooms.room(&room_id)?;
@@ -97,6 +93,16 @@ impl E2eeService {
                 }
             }
         }
+        if device_changed.is_empty() && departed.is_empty() {
+            // The common case: nothing to check against the user's peers, so skip building
+            // that set (every joined room's members).
+            return Ok(DeviceListChanges {
+                changed: changed.into_iter().collect(),
+                left: Vec::new(),
+            });
+        }
+        let sharing = peers(rooms, user)?;
+        changed.extend(device_changed.into_iter().filter(|u| sharing.contains(u)));
         let left = departed
             .into_iter()
             .filter(|u| !sharing.contains(u) && u != user)
