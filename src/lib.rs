@@ -9,6 +9,7 @@ pub mod appservice;
 pub mod bench;
 pub mod config;
 pub mod ephemeral;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod push;

@@ -9,6 +9,7 @@ use crate::{
     appservice::AppServices,
     config::Config,
     ephemeral::{PresenceService, ReceiptService, TypingService},
+    e2ee::E2eeService,
     error::Result,
     events::SigningKey,
     push::PushService,
@@ -34,6 +35,7 @@ pub struct Services {
     pub typing: TypingService,
     pub presence: PresenceService,
     pub push: PushService,
+    pub e2ee: E2eeService,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -83,6 +85,7 @@ impl Services {
         let typing = TypingService::new(stream.clone(), notifier.clone());
         let presence = PresenceService::new(&config.presence, stream.clone(), notifier.clone());
         let push = PushService::new(store.clone());
+        let e2ee = E2eeService::new(store.clone(), stream.clone(), notifier.clone());
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -100,6 +103,7 @@ impl Services {
             typing,
             presence,
             push,
+            e2ee,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))

@@ -37,6 +37,8 @@ pub enum Scenario {
     /// /messages, /relations and /threads through a room full of edits, reactions and threads
     /// (not part of `all`).
     Relations,
+    /// /keys/query and /keys/claim over 100 devices.
+    Keys,
     /// All of the above, in that order.
     All,
 }
@@ -114,6 +116,7 @@ impl BenchArgs {
                 Scenario::SyncLatency,
                 Scenario::InitialSync,
                 Scenario::Messages,
+                Scenario::Keys,
             ],
             s => vec![s],
         }
@@ -127,6 +130,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::InitialSync => "initial-sync",
         Scenario::Messages => "messages",
         Scenario::Relations => "relations",
+        Scenario::Keys => "keys",
         Scenario::All => "all",
     }
 }
@@ -180,6 +184,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::InitialSync => scenarios::initial_sync::run(&ctx, &args).await,
             Scenario::Messages => scenarios::messages::run(&ctx, &args).await,
             Scenario::Relations => scenarios::relations::run(&ctx, &args).await,
+            Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

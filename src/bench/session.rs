@@ -206,6 +206,17 @@ impl Session {
         Ok(parsed)
     }
 
+    /// `POST` of a JSON body to a C-S URL, returning the JSON answer.
+    pub async fn post_json(
+        &self,
+        url: Url,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
+        let (v, _) = self.call(Method::POST, url, Some(body), timeout).await?;
+        Ok(v)
+    }
+
     /// `GET /sync`, returning the parsed response and its body size in bytes.
     pub async fn sync(&self, p: SyncParams<'_>) -> Result<(SyncResponse, usize), ApiError> {
         let mut url = self.hs.url(&["sync"]);

@@ -50,6 +50,11 @@ impl Ctx {
         })
     }
 
+    /// The password every bench user is registered with (to log in again).
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The homeserver handle (connection pool) for the `i`th user of a role.
     pub fn homeserver(&self, i: usize) -> &Homeserver {
         &self.homeservers[(i / USERS_PER_POOL) % self.homeservers.len()]

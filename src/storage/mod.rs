@@ -79,10 +79,30 @@ pub enum Table {
     Relations,
     /// room short id, position of the thread's latest reply, root position → ().
     ThreadRoots,
+    /// user, device → the device's uploaded identity keys (JSON).
+    DeviceKeys,
+    /// user, device, algorithm, key id → an unclaimed one-time key (JSON).
+    OneTimeKeys,
+    /// user, device, algorithm → the fallback key with its id and whether it was used.
+    FallbackKeys,
+    /// user, usage (`master`, `self_signing`, `user_signing`) → cross-signing key (JSON).
+    CrossSigningKeys,
+    /// target user, target key id, signer → signatures one user made on another's key.
+    KeySignatures,
+    /// stream position, user → (), users whose device list or cross-signing keys changed.
+    DeviceListChanges,
+    /// user, device, stream position → a to-device message waiting for the device.
+    ToDeviceInbox,
+    /// sender, sender device, txn id → (), `sendToDevice` transactions already handled.
+    ToDeviceTxns,
+    /// user, version → key backup version record.
+    BackupVersions,
+    /// user, version, room, session → backed-up session key (JSON).
+    BackupKeys,
 }
 
 impl Table {
-    const ALL: [Table; 23] = [
+    const ALL: [Table; 33] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -106,6 +126,16 @@ impl Table {
         Table::AppserviceState,
         Table::Relations,
         Table::ThreadRoots,
+        Table::DeviceKeys,
+        Table::OneTimeKeys,
+        Table::FallbackKeys,
+        Table::CrossSigningKeys,
+        Table::KeySignatures,
+        Table::DeviceListChanges,
+        Table::ToDeviceInbox,
+        Table::ToDeviceTxns,
+        Table::BackupVersions,
+        Table::BackupKeys,
     ];
 
     /// The table's name, for error messages and operators.
@@ -134,6 +164,16 @@ impl Table {
             Table::AppserviceState => "appservice_state",
             Table::Relations => "relations",
             Table::ThreadRoots => "thread_roots",
+            Table::DeviceKeys => "device_keys",
+            Table::OneTimeKeys => "one_time_keys",
+            Table::FallbackKeys => "fallback_keys",
+            Table::CrossSigningKeys => "cross_signing_keys",
+            Table::KeySignatures => "key_signatures",
+            Table::DeviceListChanges => "device_list_changes",
+            Table::ToDeviceInbox => "to_device_inbox",
+            Table::ToDeviceTxns => "to_device_txns",
+            Table::BackupVersions => "backup_versions",
+            Table::BackupKeys => "backup_keys",
         }
     }
 

@@ -133,7 +133,7 @@ impl SyncService {
 
     fn compute(&self, ctx: &SyncContext<'_>, req: &SyncRequest, head: u64) -> Result<v3::Response> {
         // Read the ephemeral head first: a change numbered after it is sent next time.
-        let next = SyncToken {
+        let mut next = SyncToken {
             pos: head,
             ephemeral: self.stream.ephemeral_head(),
             to_device: req.since.map_or(0, |t| t.to_device),
@@ -181,6 +181,7 @@ impl SyncService {
 
         room::rooms(ctx, req, head, &mut response)?;
         ephemeral::presence(ctx, req, &mut response)?;
+        next.to_device = crate::e2ee::sync::fill(ctx, req.since, head, &mut response)?;
         response.next_batch = next.to_string();
         Ok(response)
     }

@@ -67,7 +67,8 @@ impl UserService {
     }
 
     /// Deletes devices and revokes their tokens, in one batch. Unknown devices are ignored, as
-    /// the spec's `/delete_devices` allows.
+    /// the spec's `/delete_devices` allows. The devices' encryption keys and to-device inboxes
+    /// go in the same batch, which is a device-list change (a stream position).
     pub async fn delete_devices(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
         let mut batch = Batch::new();
         for device in devices {
@@ -77,10 +78,17 @@ impl UserService {
                     Table::Devices,
                     Key::new().str(user.as_str()).str(device.as_str()),
                 );
+                crate::e2ee::drop_device(&self.store, &mut batch, user, device.as_str())?;
             }
         }
         if !batch.is_empty() {
-            self.store.write_durable(batch).await?;
+            self.stream
+                .commit(|pos| {
+                    crate::e2ee::record_device_list_change(&mut batch, pos, user);
+                    batch
+                })
+                .await?;
+            self.notifier.wake([user]);
         }
         Ok(())
     }

@@ -278,6 +278,7 @@ async fn logout(s: Arc<Services>, req: Ruma<logout::v3::Request>) -> Result<logo
     s.users
         .delete_devices(&who.user_id, std::slice::from_ref(&who.device_id))
         .await?;
+    s.e2ee.wake_peers(&s.rooms, &who.user_id)?;
     Ok(logout::v3::Response::new())
 }
 

@@ -87,6 +87,7 @@ async fn delete(
     s.users
         .delete_devices(&user, std::slice::from_ref(&req.body.device_id))
         .await?;
+    s.e2ee.wake_peers(&s.rooms, &user)?;
     Ok(delete_device::v3::Response::new())
 }
 
@@ -97,5 +98,6 @@ async fn delete_many(
     let user = req.user_id().to_owned();
     require_password(&s, &user, req.json.as_ref()).await?;
     s.users.delete_devices(&user, &req.body.devices).await?;
+    s.e2ee.wake_peers(&s.rooms, &user)?;
     Ok(delete_devices::v3::Response::new())
 }

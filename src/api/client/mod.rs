@@ -2,9 +2,11 @@
 
 mod account;
 mod appservice;
+mod backup;
 mod devices;
 mod directory;
 mod discovery;
+mod keys;
 mod membership;
 mod message;
 mod presence;
@@ -16,6 +18,7 @@ mod relations;
 mod room;
 mod sync;
 mod typing;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -39,5 +42,8 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = presence::routes(r);
     let r = pushers::routes(r);
     let r = relations::routes(r);
+    let r = keys::routes(r);
+    let r = to_device::routes(r);
+    let r = backup::routes(r);
     push::routes(r)
 }

@@ -6,6 +6,7 @@
 //! [`Report`]: super::report::Report
 
 pub mod initial_sync;
+pub mod keys;
 pub mod messages;
 pub mod relations;
 pub mod send;
