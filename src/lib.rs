@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod media;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::{
     config::Config,
     error::Result,
     events::SigningKey,
+    media::{FileStore, MediaService},
     ratelimit::RateLimiter,
     rooms::RoomService,
     storage::Store,
@@ -26,6 +27,7 @@ pub struct Services {
     pub users: UserService,
     pub rooms: RoomService,
     pub sync: SyncService,
+    pub media: MediaService,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -56,6 +58,14 @@ impl Services {
             config.rooms.default_version.clone(),
         );
         let sync = SyncService::new(stream.clone(), notifier.clone());
+        let files = FileStore::open(config.media_path())
+            .map_err(|e| crate::error::Error::internal(format!("cannot open media folder: {e}")))?;
+        let media = MediaService::open(
+            store.clone(),
+            files,
+            config.server_name.clone(),
+            config.media.clone(),
+        );
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -68,6 +78,7 @@ impl Services {
             users,
             rooms,
             sync,
+            media,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))

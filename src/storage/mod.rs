@@ -65,10 +65,16 @@ pub enum Table {
     Aliases,
     /// room id → (), rooms in the public directory.
     PublicRooms,
+    /// media id → media record (uploader, content hash, type, name, size; or pending).
+    Media,
+    /// media id, width, height, method, animated → stored thumbnail.
+    MediaThumbnails,
+    /// uploader, media id → expiry, the async uploads created and not yet uploaded.
+    MediaPending,
 }
 
 impl Table {
-    const ALL: [Table; 16] = [
+    const ALL: [Table; 19] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -85,6 +91,9 @@ impl Table {
         Table::UserRooms,
         Table::Aliases,
         Table::PublicRooms,
+        Table::Media,
+        Table::MediaThumbnails,
+        Table::MediaPending,
     ];
 
     /// The table's name, for error messages and operators.
@@ -106,6 +115,9 @@ impl Table {
             Table::UserRooms => "user_rooms",
             Table::Aliases => "aliases",
             Table::PublicRooms => "public_rooms",
+            Table::Media => "media",
+            Table::MediaThumbnails => "media_thumbnails",
+            Table::MediaPending => "media_pending",
         }
     }
 

@@ -4,6 +4,7 @@ mod account;
 mod devices;
 mod directory;
 mod discovery;
+mod media;
 mod membership;
 mod message;
 mod profile;
@@ -27,5 +28,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = message::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = media::routes(r);
     push::routes(r)
 }
