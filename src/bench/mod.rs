@@ -34,6 +34,8 @@ pub enum Scenario {
     InitialSync,
     /// Backwards /messages pagination through a long room.
     Messages,
+    /// Upload and download of large files (not part of `all`).
+    Media,
     /// All of the above, in that order.
     All,
 }
@@ -86,6 +88,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub page: u32,
 
+    /// media: number of files uploaded, then downloaded, one at a time.
+    #[arg(long, default_value_t = 20)]
+    pub media_uploads: usize,
+
+    /// media: size of each file, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub media_bytes: usize,
+
     /// PID of the homeserver process; its VmRSS is read from /proc before and after.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -123,6 +133,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::SyncLatency => "sync-latency",
         Scenario::InitialSync => "initial-sync",
         Scenario::Messages => "messages",
+        Scenario::Media => "media",
         Scenario::All => "all",
     }
 }
@@ -175,6 +186,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::SyncLatency => scenarios::sync_latency::run(&ctx, &args).await,
             Scenario::InitialSync => scenarios::initial_sync::run(&ctx, &args).await,
             Scenario::Messages => scenarios::messages::run(&ctx, &args).await,
+            Scenario::Media => scenarios::media::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

@@ -6,6 +6,7 @@
 //! [`Report`]: super::report::Report
 
 pub mod initial_sync;
+pub mod media;
 pub mod messages;
 pub mod send;
 pub mod sync_latency;
