@@ -130,14 +130,16 @@ impl FileStore {
             }
             let sha256 = hex::encode(hasher.finalize());
             let target = self.path(&sha256);
+            let folder = target.parent().expect("sharded path has a parent");
             if target.exists() {
-                // Same bytes stored before (and made durable then): share that file.
+                // Same bytes stored before: share that file. Its writer may still be about to
+                // sync the folder, so sync it here too (cheap) before saying it is durable.
+                File::open(folder)?.sync_all()?;
                 return Ok(Some(Stored { sha256, size }));
             }
             let file = out.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             drop(file);
-            let folder = target.parent().expect("sharded path has a parent");
             std::fs::create_dir_all(folder)?;
             std::fs::rename(&tmp_path, &target)?;
             // The rename is durable only once the folder holding the new name is.
