@@ -13,6 +13,7 @@ pub mod e2ee;
 pub mod error;
 pub mod events;
 pub mod push;
+pub mod media;
 pub mod ratelimit;
 pub mod rooms;
 pub mod server;

@@ -13,6 +13,7 @@ use crate::{
     error::Result,
     events::SigningKey,
     push::PushService,
+    media::{FileStore, MediaService},
     ratelimit::RateLimiter,
     rooms::RoomService,
     storage::Store,
@@ -36,6 +37,7 @@ pub struct Services {
     pub presence: PresenceService,
     pub push: PushService,
     pub e2ee: E2eeService,
+    pub media: MediaService,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -86,6 +88,14 @@ impl Services {
         let presence = PresenceService::new(&config.presence, stream.clone(), notifier.clone());
         let push = PushService::new(store.clone());
         let e2ee = E2eeService::new(store.clone(), stream.clone(), notifier.clone());
+        let files = FileStore::open(config.media_path())
+            .map_err(|e| crate::error::Error::internal(format!("cannot open media folder: {e}")))?;
+        let media = MediaService::open(
+            store.clone(),
+            files,
+            config.server_name.clone(),
+            config.media.clone(),
+        );
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -104,6 +114,7 @@ impl Services {
             presence,
             push,
             e2ee,
+            media,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
         }))

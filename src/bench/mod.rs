@@ -39,6 +39,8 @@ pub enum Scenario {
     Relations,
     /// /keys/query and /keys/claim over 100 devices.
     Keys,
+    /// Upload and download of large files (not part of `all`).
+    Media,
     /// All of the above, in that order.
     All,
 }
@@ -91,6 +93,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub page: u32,
 
+    /// media: number of files uploaded, then downloaded, one at a time.
+    #[arg(long, default_value_t = 20)]
+    pub media_uploads: usize,
+
+    /// media: size of each file, in bytes.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub media_bytes: usize,
+
     /// PID of the homeserver process; its VmRSS is read from /proc before and after.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -131,6 +141,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Messages => "messages",
         Scenario::Relations => "relations",
         Scenario::Keys => "keys",
+        Scenario::Media => "media",
         Scenario::All => "all",
     }
 }
@@ -185,6 +196,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Messages => scenarios::messages::run(&ctx, &args).await,
             Scenario::Relations => scenarios::relations::run(&ctx, &args).await,
             Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
+            Scenario::Media => scenarios::media::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

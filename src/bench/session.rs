@@ -91,6 +91,11 @@ impl Session {
         }
     }
 
+    /// The access token, for scenarios that send non-JSON bodies (media).
+    pub fn access_token(&self) -> &str {
+        &self.token
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -36,6 +36,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     #[serde(default)]
     pub appservice: AppserviceConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 /// Application services (bridges, bots) the server talks to.
@@ -168,6 +170,37 @@ impl Default for RoomsConfig {
     }
 }
 
+/// The media repository: where files live and what uploads may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Folder of the media files; empty means `media` inside the storage folder.
+    pub path: PathBuf,
+    /// Largest accepted upload, in bytes (`m.upload.size`).
+    pub max_upload_bytes: u64,
+    /// Serves the deprecated unauthenticated `/_matrix/media/v3/{download,thumbnail,config}`.
+    pub legacy_unauthenticated: bool,
+    /// Async uploads (`/media/v1/create`) a user may have waiting for their content.
+    pub max_pending_uploads: usize,
+    /// Seconds an async upload may wait for its content before its id expires.
+    pub pending_upload_lifetime_secs: u64,
+    /// Largest thumbnail width or height served; larger requests are clamped to it.
+    pub max_thumbnail_dimension: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            max_upload_bytes: 50 * 1024 * 1024,
+            legacy_unauthenticated: false,
+            max_pending_uploads: 5,
+            pending_upload_lifetime_secs: 24 * 60 * 60,
+            max_thumbnail_dimension: 1600,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -225,6 +258,9 @@ impl Config {
         for file in &mut config.appservice.registrations {
             *file = base.join(&*file);
         }
+        if !config.media.path.as_os_str().is_empty() {
+            config.media.path = base.join(&config.media.path);
+        }
         config.apply_env();
         config.validate()?;
         Ok(config)
@@ -268,7 +304,21 @@ impl Config {
                 "rooms.default_version must be \"10\" or \"11\"".into(),
             ));
         }
+        if self.media.max_thumbnail_dimension == 0 {
+            return Err(ConfigError::Invalid(
+                "media.max_thumbnail_dimension must be positive".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The folder of the media repository's files.
+    pub fn media_path(&self) -> PathBuf {
+        if self.media.path.as_os_str().is_empty() {
+            self.storage.path.join("media")
+        } else {
+            self.media.path.clone()
+        }
     }
 
     /// The base URL advertised to clients.

@@ -99,10 +99,16 @@ pub enum Table {
     BackupVersions,
     /// user, version, room, session → backed-up session key (JSON).
     BackupKeys,
+    /// media id → media record (uploader, content hash, type, name, size; or pending).
+    Media,
+    /// media id, width, height, method, animated → stored thumbnail.
+    MediaThumbnails,
+    /// uploader, media id → expiry, the async uploads created and not yet uploaded.
+    MediaPending,
 }
 
 impl Table {
-    const ALL: [Table; 33] = [
+    const ALL: [Table; 36] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -136,6 +142,9 @@ impl Table {
         Table::ToDeviceTxns,
         Table::BackupVersions,
         Table::BackupKeys,
+        Table::Media,
+        Table::MediaThumbnails,
+        Table::MediaPending,
     ];
 
     /// The table's name, for error messages and operators.
@@ -174,6 +183,9 @@ impl Table {
             Table::ToDeviceTxns => "to_device_txns",
             Table::BackupVersions => "backup_versions",
             Table::BackupKeys => "backup_keys",
+            Table::Media => "media",
+            Table::MediaThumbnails => "media_thumbnails",
+            Table::MediaPending => "media_pending",
         }
     }
 

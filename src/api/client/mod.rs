@@ -7,6 +7,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod keys;
+mod media;
 mod membership;
 mod message;
 mod presence;
@@ -45,5 +46,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = keys::routes(r);
     let r = to_device::routes(r);
     let r = backup::routes(r);
+    let r = media::routes(r);
     push::routes(r)
 }

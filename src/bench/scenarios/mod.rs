@@ -7,6 +7,7 @@
 
 pub mod initial_sync;
 pub mod keys;
+pub mod media;
 pub mod messages;
 pub mod relations;
 pub mod send;

@@ -1,0 +1,522 @@
+//! The media repository: uploads, async uploads, downloads and thumbnails.
+//!
+//! Bytes live in a content-addressed [`FileStore`]; what the store knows about each media id
+//! (uploader, hash, type, name, size, or "created, content pending") is a JSON record in the
+//! `media` table. A file is durable before its record is written, and the record is durable
+//! before the client hears of success, so an acknowledged `mxc://` URI always resolves.
+//!
+//! Async uploads (`/media/v1/create`) leave a pending record and an entry in `media_pending`
+//! (per uploader, so the number a user may hold is bounded, like Synapse). Downloads of a pending
+//! id wait for its content up to the client's `timeout_ms`, woken by every completed upload.
+
+pub mod disposition;
+pub mod files;
+pub mod thumbnail;
+
+use std::{
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::StatusCode;
+use rand::{Rng, distributions::Alphanumeric};
+use ruma::{OwnedServerName, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+pub use files::FileStore;
+use files::Stored;
+pub use thumbnail::Method;
+
+use crate::{
+    config::MediaConfig,
+    error::{Error, Result},
+    storage::{Batch, Key, Store, Table, keys},
+};
+
+/// The longest a download waits for pending content, whatever the client asks.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How long a download waits for pending content when the client does not say.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+
+/// What the store knows about one media id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MediaRecord {
+    uploader: String,
+    created_ms: u64,
+    /// `None` while an async upload waits for its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content: Option<Content>,
+    /// When a pending id stops accepting its upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unused_expires_at: Option<u64>,
+}
+
+/// Uploaded content: the file it is in and how to present it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Content {
+    sha256: String,
+    size: u64,
+    content_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+}
+
+/// A stored thumbnail of one media id at one size and method.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ThumbnailRecord {
+    sha256: String,
+    size: u64,
+    content_type: String,
+    width: u32,
+    height: u32,
+}
+
+/// What the client said about an upload besides its bytes.
+#[derive(Debug, Default, Clone)]
+pub struct UploadInfo {
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    /// The declared `Content-Length`, to refuse an oversized upload before reading it.
+    pub content_length: Option<u64>,
+}
+
+/// Media ready to be sent: an open file and how to present it.
+#[derive(Debug)]
+pub struct MediaFile {
+    /// Stream it with [`files::read_stream`].
+    pub file: std::fs::File,
+    pub size: u64,
+    pub content_type: String,
+    pub filename: Option<String>,
+}
+
+/// A thumbnail request, already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct ThumbnailSpec {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+    pub animated: bool,
+}
+
+pub struct MediaService {
+    store: Store,
+    files: FileStore,
+    server_name: OwnedServerName,
+    config: MediaConfig,
+    /// Bumped after every completed upload; pending downloads wait on it.
+    uploaded: watch::Sender<u64>,
+    /// Serializes the pending-count check with the creation it allows.
+    create_lock: Mutex<()>,
+    /// Serializes "still pending?" with the write that fills a pending id: content goes in once.
+    commit_lock: Mutex<()>,
+}
+
+impl MediaService {
+    pub fn open(
+        store: Store,
+        files: FileStore,
+        server_name: OwnedServerName,
+        config: MediaConfig,
+    ) -> Self {
+        MediaService {
+            store,
+            files,
+            server_name,
+            config,
+            uploaded: watch::Sender::new(0),
+            create_lock: Mutex::new(()),
+            commit_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.config.max_upload_bytes
+    }
+
+    pub fn legacy_enabled(&self) -> bool {
+        self.config.legacy_unauthenticated
+    }
+
+    pub fn files(&self) -> &FileStore {
+        &self.files
+    }
+
+    /// `POST /upload`: stores the bytes and returns the new `mxc://` URI.
+    pub async fn upload<S, E>(&self, uploader: &UserId, info: UploadInfo, body: S) -> Result<String>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let stored = self.receive(body, info.content_length).await?;
+        let id = new_media_id();
+        let record = MediaRecord {
+            uploader: uploader.to_string(),
+            created_ms: now_ms(),
+            content: Some(content(stored, info)),
+            unused_expires_at: None,
+        };
+        let mut batch = Batch::new();
+        batch.put(Table::Media, id.as_bytes(), encode(&record));
+        self.store.write_durable(batch).await?;
+        self.uploaded.send_modify(|n| *n += 1);
+        Ok(self.mxc(&id))
+    }
+
+    /// `POST /media/v1/create`: reserves an id for a later upload by `uploader`.
+    ///
+    /// Returns the URI and when the reservation expires (ms since the epoch).
+    pub async fn create(&self, uploader: &UserId) -> Result<(String, u64)> {
+        let now = now_ms();
+        let id = new_media_id();
+        let expires = now + self.config.pending_upload_lifetime_secs * 1000;
+        let ticket = {
+            let _guard = self.create_lock.lock().expect("create lock");
+            let prefix = Key::new().str(uploader.as_str()).into_vec();
+            let mut batch = Batch::new();
+            let mut waiting = Vec::new();
+            for entry in self.store.scan_prefix(Table::MediaPending, &prefix) {
+                let (key, value) = entry?;
+                let until = keys::decode_u64(&value);
+                if until > now {
+                    waiting.push(until);
+                } else {
+                    // Expired: forget the id, so a late upload to it is refused.
+                    let expired_id = keys::str_parts(&key[prefix.len()..]).next();
+                    batch.delete(Table::MediaPending, key.to_vec());
+                    if let Some(expired_id) = expired_id {
+                        batch.delete(Table::Media, expired_id.as_bytes());
+                    }
+                }
+            }
+            if waiting.len() >= self.config.max_pending_uploads {
+                let first = waiting.iter().min().copied().unwrap_or(now);
+                return Err(Error::limit_exceeded(first.saturating_sub(now).max(1)));
+            }
+            let record = MediaRecord {
+                uploader: uploader.to_string(),
+                created_ms: now,
+                content: None,
+                unused_expires_at: Some(expires),
+            };
+            batch.put(Table::Media, id.as_bytes(), encode(&record));
+            batch.put(
+                Table::MediaPending,
+                Key::new().str(uploader.as_str()).str(&id),
+                expires.to_be_bytes(),
+            );
+            self.store.write(batch)?
+        };
+        self.store.durable(ticket).await?;
+        Ok((self.mxc(&id), expires))
+    }
+
+    /// `PUT /upload/{serverName}/{mediaId}`: the content of an id reserved by `create`.
+    pub async fn upload_pending<S, E>(
+        &self,
+        uploader: &UserId,
+        server: &str,
+        media_id: &str,
+        info: UploadInfo,
+        body: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let record = self.local_record(server, media_id)?;
+        check_can_fill(&record, uploader)?;
+        let stored = self.receive(body, info.content_length).await?;
+        let ticket = {
+            let _guard = self.commit_lock.lock().expect("commit lock");
+            // Another upload to the same id may have finished while these bytes arrived.
+            let mut record = self.local_record(server, media_id)?;
+            check_can_fill(&record, uploader)?;
+            record.content = Some(content(stored, info));
+            record.unused_expires_at = None;
+            let mut batch = Batch::new();
+            batch.put(Table::Media, media_id.as_bytes(), encode(&record));
+            batch.delete(
+                Table::MediaPending,
+                Key::new().str(uploader.as_str()).str(media_id),
+            );
+            self.store.write(batch)?
+        };
+        self.store.durable(ticket).await?;
+        self.uploaded.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The content of a media id, waiting up to `wait` if its upload is still pending.
+    pub async fn download(
+        &self,
+        server: &str,
+        media_id: &str,
+        wait: Duration,
+    ) -> Result<MediaFile> {
+        let content = self.ready_content(server, media_id, wait).await?;
+        let file = self.open_file(&content.sha256).await?;
+        Ok(MediaFile {
+            file,
+            size: content.size,
+            content_type: content.content_type,
+            filename: content.filename,
+        })
+    }
+
+    /// A thumbnail of an image, generated on first request and stored for the next ones.
+    pub async fn thumbnail(
+        &self,
+        server: &str,
+        media_id: &str,
+        spec: ThumbnailSpec,
+        wait: Duration,
+    ) -> Result<MediaFile> {
+        let content = self.ready_content(server, media_id, wait).await?;
+        if !thumbnail::can_thumbnail(&content.content_type) {
+            return Err(cannot_thumbnail());
+        }
+        let max = self.config.max_thumbnail_dimension;
+        let (width, height) = (spec.width.min(max), spec.height.min(max));
+        let original = self.files.path(&content.sha256);
+        if spec.animated && thumbnail::may_be_animated(&content.content_type) {
+            // An animation that already fits is served as it is, every frame kept.
+            let fits = tokio::task::spawn_blocking(move || {
+                image::ImageReader::open(&original)
+                    .and_then(|r| r.with_guessed_format())
+                    .ok()
+                    .and_then(|r| r.into_dimensions().ok())
+                    .is_some_and(|(w, h)| w <= width && h <= height)
+            })
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
+            if fits {
+                return self.download(server, media_id, wait).await;
+            }
+        }
+        let key = Key::new()
+            .str(media_id)
+            .u64(width.into())
+            .u64(height.into())
+            .str(spec.method.as_str())
+            .into_vec();
+        let record = match self.store.get(Table::MediaThumbnails, &key)? {
+            Some(v) => decode::<ThumbnailRecord>(&v)?,
+            None => {
+                let record = self
+                    .generate_thumbnail(&content, width, height, spec.method)
+                    .await?;
+                let mut batch = Batch::new();
+                batch.put(Table::MediaThumbnails, key, encode(&record));
+                self.store.write_durable(batch).await?;
+                record
+            }
+        };
+        let file = self.open_file(&record.sha256).await?;
+        Ok(MediaFile {
+            file,
+            size: record.size,
+            content_type: record.content_type,
+            filename: None,
+        })
+    }
+
+    async fn generate_thumbnail(
+        &self,
+        content: &Content,
+        width: u32,
+        height: u32,
+        method: Method,
+    ) -> Result<ThumbnailRecord> {
+        let path = self.files.path(&content.sha256);
+        let bytes = tokio::fs::read(&path).await.map_err(missing_file)?;
+        let thumb =
+            tokio::task::spawn_blocking(move || thumbnail::generate(&bytes, width, height, method))
+                .await
+                .map_err(|e| Error::internal(e.to_string()))?
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "thumbnail failed");
+                    cannot_thumbnail()
+                })?;
+        let stored = self
+            .files
+            .store_bytes(Bytes::from(thumb.bytes))
+            .await
+            .map_err(io_error)?;
+        Ok(ThumbnailRecord {
+            sha256: stored.sha256,
+            size: stored.size,
+            content_type: thumb.content_type.to_owned(),
+            width: thumb.width,
+            height: thumb.height,
+        })
+    }
+
+    /// Streams `body` into the file store within the upload limit.
+    async fn receive<S, E>(&self, mut body: S, declared: Option<u64>) -> Result<Stored>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let max = self.config.max_upload_bytes;
+        if declared.is_some_and(|n| n > max) {
+            return Err(too_large(max));
+        }
+        let mut writer = self.files.writer();
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    writer.abort().await;
+                    return Err(Error::unknown(format!("Upload interrupted: {e}")));
+                }
+            };
+            total += chunk.len() as u64;
+            if total > max {
+                writer.abort().await;
+                return Err(too_large(max));
+            }
+            // On failure the writer thread has already removed its temporary file.
+            writer.push(chunk).await.map_err(io_error)?;
+        }
+        writer.finish().await.map_err(io_error)
+    }
+
+    /// The uploaded content of a local media id, waiting for a pending one.
+    async fn ready_content(&self, server: &str, media_id: &str, wait: Duration) -> Result<Content> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+        let mut uploads = self.uploaded.subscribe();
+        loop {
+            let record = self.local_record(server, media_id)?;
+            if let Some(content) = record.content {
+                return Ok(content);
+            }
+            if record.unused_expires_at.is_some_and(|t| t <= now_ms()) {
+                return Err(unknown_media());
+            }
+            match tokio::time::timeout_at(deadline, uploads.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Err(Error::matrix(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "M_NOT_YET_UPLOADED",
+                        "The content has not been uploaded yet",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The record of a media id of this server; `M_NOT_FOUND` for anything else.
+    fn local_record(&self, server: &str, media_id: &str) -> Result<MediaRecord> {
+        // No federation yet: media of other servers cannot be fetched.
+        let local = ServerName::parse(server).is_ok_and(|s| s == self.server_name);
+        if !local || !valid_media_id(media_id) {
+            return Err(unknown_media());
+        }
+        match self.store.get(Table::Media, media_id.as_bytes())? {
+            Some(v) => decode(&v),
+            None => Err(unknown_media()),
+        }
+    }
+
+    async fn open_file(&self, sha256: &str) -> Result<std::fs::File> {
+        let path = self.files.path(sha256);
+        tokio::task::spawn_blocking(move || std::fs::File::open(path))
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(missing_file)
+    }
+
+    fn mxc(&self, id: &str) -> String {
+        format!("mxc://{}/{id}", self.server_name)
+    }
+}
+
+/// Synapse's order: unknown id, someone else's id, already filled, expired.
+fn check_can_fill(record: &MediaRecord, uploader: &UserId) -> Result<()> {
+    if record.uploader != uploader.as_str() {
+        return Err(Error::forbidden("You may not upload to this media ID"));
+    }
+    if record.content.is_some() {
+        return Err(Error::matrix(
+            StatusCode::CONFLICT,
+            "M_CANNOT_OVERWRITE_MEDIA",
+            "Media ID already has content",
+        ));
+    }
+    if record.unused_expires_at.is_some_and(|t| t <= now_ms()) {
+        return Err(Error::not_found("Media ID has expired"));
+    }
+    Ok(())
+}
+
+fn content(stored: Stored, info: UploadInfo) -> Content {
+    Content {
+        sha256: stored.sha256,
+        size: stored.size,
+        content_type: info
+            .content_type
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        filename: info.filename.filter(|f| !f.is_empty()),
+    }
+}
+
+/// Media ids are what this server generates, and what the spec allows: `[A-Za-z0-9_-]+`.
+fn valid_media_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn new_media_id() -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("media records serialize")
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::internal(format!("corrupt media record: {e}")))
+}
+
+fn unknown_media() -> Error {
+    Error::not_found("Media not found")
+}
+
+fn cannot_thumbnail() -> Error {
+    Error::unknown("Cannot generate a thumbnail for this media")
+}
+
+fn too_large(max: u64) -> Error {
+    Error::too_large(format!("Upload exceeds the limit of {max} bytes"))
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    tracing::error!(error = %e, "media file write failed");
+    Error::internal("Cannot store the media")
+}
+
+fn missing_file(e: std::io::Error) -> Error {
+    tracing::error!(error = %e, "media file unreadable");
+    Error::internal("Media file unavailable")
+}
