@@ -268,11 +268,14 @@ async fn username_availability() {
 // Login and sessions
 
 #[tokio::test]
-async fn login_types_list_password() {
+async fn login_types_list_password_and_application_service() {
     let s = TestServer::start().await;
     let (status, body) = s.client().get(&format!("{V3}/login")).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({ "flows": [{ "type": "m.login.password" }] }));
+    assert_eq!(
+        body,
+        json!({ "flows": [{ "type": "m.login.password" }, { "type": "m.login.application_service" }] })
+    );
 }
 
 #[tokio::test]

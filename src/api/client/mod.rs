@@ -18,8 +18,8 @@ mod receipts;
 mod relations;
 mod room;
 mod sync;
-mod typing;
 mod to_device;
+mod typing;
 
 use std::sync::Arc;
 
