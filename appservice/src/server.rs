@@ -392,3 +392,32 @@ async fn ping<H: Handler>(
     state.handler.on_ping(body.transaction_id.as_deref()).await;
     Ok(ok_empty())
 }
+
+/// A shared handler is a handler, so a bridge can keep an `Arc` to the state its handler
+/// updates.
+impl<H: Handler> Handler for Arc<H> {
+    fn on_transaction(
+        &self,
+        txn: &Transaction,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        (**self).on_transaction(txn)
+    }
+
+    fn query_user(
+        &self,
+        user_id: &UserId,
+    ) -> impl Future<Output = Result<bool, HandlerError>> + Send {
+        (**self).query_user(user_id)
+    }
+
+    fn query_room_alias(
+        &self,
+        alias: &RoomAliasId,
+    ) -> impl Future<Output = Result<bool, HandlerError>> + Send {
+        (**self).query_room_alias(alias)
+    }
+
+    fn on_ping(&self, transaction_id: Option<&str>) -> impl Future<Output = ()> + Send {
+        (**self).on_ping(transaction_id)
+    }
+}
