@@ -237,10 +237,10 @@ impl Registration {
                 _ => return invalid(format!("`url` {url:?} must be an http(s) URL or null")),
             }
         }
-        if !is_valid_localpart(&self.sender_localpart) {
+        if !is_valid_sender_localpart(&self.sender_localpart) {
             return invalid(format!(
-                "`sender_localpart` {:?} must be non-empty and use only a-z, 0-9, '.', '_', '=', \
-                 '-', '/' and '+'",
+                "`sender_localpart` {:?} must be non-empty and use only letters, digits, '.', '_', \
+                 '=', '-', '/', '+' and '~'",
                 self.sender_localpart
             ));
         }
@@ -297,12 +297,14 @@ impl Namespaces {
     }
 }
 
-/// The spec's user-id localpart grammar for new users.
-pub fn is_valid_localpart(localpart: &str) -> bool {
+/// Whether `localpart` can be the appservice's sender: the spec's localpart grammar plus the
+/// upper-case letters and `~` of historical user ids (mautrix generates a random mixed-case
+/// sender localpart, and Synapse accepts any localpart that needs no URL encoding).
+pub fn is_valid_sender_localpart(localpart: &str) -> bool {
     !localpart.is_empty()
         && localpart
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"._=-/+~".contains(&b))
 }
 
 /// Synapse tests namespaces with Python's `re.match`: the match must start at the beginning of
@@ -424,11 +426,12 @@ mod tests {
 
     #[test]
     fn localparts() {
-        assert!(is_valid_localpart("_wa_bot.1=x-y/z+w"));
-        assert!(!is_valid_localpart(""));
-        assert!(!is_valid_localpart("Bot"));
-        assert!(!is_valid_localpart("bot bot"));
-        assert!(!is_valid_localpart("bot:x"));
+        assert!(is_valid_sender_localpart("_wa_bot.1=x-y/z+w~"));
+        assert!(is_valid_sender_localpart("Xv8kQm2LpR5tWz9Y"));
+        assert!(!is_valid_sender_localpart(""));
+        assert!(!is_valid_sender_localpart("bot bot"));
+        assert!(!is_valid_sender_localpart("bot:x"));
+        assert!(!is_valid_sender_localpart("bot@x"));
     }
 
     #[test]
