@@ -10,66 +10,8 @@
 //!   typed errors and bounded retries.
 //! - [`AppService`]: ties them together.
 //!
-//! # Example: an echo bot
-//!
-//! ```no_run
-//! use appservice::{AppService, Handler, HandlerError, Intent, Namespace, Namespaces, Registration};
-//! use ruma::events::{AnyMessageLikeEvent, AnyTimelineEvent, MessageLikeEvent};
-//! use ruma::events::room::message::RoomMessageEventContent;
-//! use ruma::serde::Raw;
-//!
-//! struct Echo {
-//!     bot: Intent,
-//! }
-//!
-//! impl Handler for Echo {
-//!     async fn on_event(
-//!         &self,
-//!         event: AnyTimelineEvent,
-//!         _raw: &Raw<AnyTimelineEvent>,
-//!     ) -> Result<(), HandlerError> {
-//!         let AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
-//!             MessageLikeEvent::Original(message),
-//!         )) = event
-//!         else {
-//!             return Ok(());
-//!         };
-//!         if message.sender == self.bot.user_id() {
-//!             return Ok(()); // never answer ourselves
-//!         }
-//!         let echo = RoomMessageEventContent::text_plain(format!("echo: {}", message.content.body()));
-//!         self.bot.send_message(&message.room_id, &echo, Default::default()).await?;
-//!         Ok(())
-//!     }
-//! }
-//!
-//! #[tokio::main]
-//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     let path = "echo-registration.yaml";
-//!     let registration = match Registration::from_file(path) {
-//!         Ok(registration) => registration,
-//!         Err(_) => {
-//!             let namespaces = Namespaces {
-//!                 users: vec![Namespace::new("@echo_.*:example\\.org", true)],
-//!                 ..Namespaces::default()
-//!             };
-//!             let registration = Registration::generate(
-//!                 "echo", Some("http://127.0.0.1:29400".into()), "echobot", namespaces,
-//!             );
-//!             registration.write_file(path)?; // give this file to the homeserver
-//!             registration
-//!         }
-//!     };
-//!     let server_name = ruma::server_name!("example.org");
-//!     let app = AppService::builder(registration, "http://127.0.0.1:8008", server_name)
-//!         .state_dir("echo-state")
-//!         .build_with(|app| Echo { bot: app.bot() })?;
-//!     app.bot().ensure_registered().await?;
-//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:29400").await?;
-//!     app.serve(listener).await?;
-//!     Ok(())
-//! }
-//! ```
+//! See the crate's README (below) for an echo bot.
+#![doc = include_str!("../README.md")]
 
 pub mod client;
 pub mod error;
