@@ -176,8 +176,8 @@ impl Intent {
         Ok(answer.user_id)
     }
 
-    /// Sets (or with `None` removes) the display name.
-    pub async fn set_displayname(&self, displayname: Option<&str>) -> Result<(), Error> {
+    /// Sets the display name.
+    pub async fn set_displayname(&self, displayname: &str) -> Result<(), Error> {
         let request = self
             .client_v3(
                 Method::PUT,
@@ -187,8 +187,10 @@ impl Intent {
         self.client.send::<JsonValue>(request).await.map(drop)
     }
 
-    /// Sets (or with `None` removes) the avatar.
+    /// Sets the avatar, or with `None` removes it (sent as `""`, the form Synapse and ruma's
+    /// `compat-unset-avatar` understand; Synapse refuses `null`).
     pub async fn set_avatar_url(&self, avatar_url: Option<&MxcUri>) -> Result<(), Error> {
+        let avatar_url = avatar_url.map(MxcUri::as_str).unwrap_or("");
         let request = self
             .client_v3(
                 Method::PUT,

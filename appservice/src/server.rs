@@ -39,7 +39,8 @@ use crate::txn_store::TxnStore;
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a bridge or bot implements to receive what the homeserver pushes. Every method has a
-/// default, so a bot overrides only what it needs. Methods run one transaction at a time.
+/// default, so a bot overrides only what it needs. Transactions are handled one at a time;
+/// queries and pings may run while a transaction is being handled.
 pub trait Handler: Send + Sync + 'static {
     /// A new transaction. The default hands each timeline event to [`Handler::on_event`] in
     /// order, then each EDU to [`Handler::on_ephemeral`], then each to-device message to
@@ -194,8 +195,9 @@ fn authorize(expected: &str, headers: &HeaderMap, query: Option<&str>) -> Result
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let from_query = query.and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "access_token")

@@ -50,7 +50,11 @@ impl TxnStore {
     }
 
     pub fn open_with_capacity(dir: impl AsRef<Path>, capacity: u64) -> Result<Self, TxnStoreError> {
-        let db = sled::Config::new().path(dir.as_ref()).open()?;
+        // A small cache: the store holds short ids and is read once per transaction.
+        let db = sled::Config::new()
+            .path(dir.as_ref())
+            .cache_capacity(4 << 20)
+            .open()?;
         Ok(Self {
             db,
             capacity: capacity.max(1),

@@ -244,6 +244,15 @@ async fn every_endpoint_refuses_a_missing_or_wrong_hs_token() {
         Vec::<Option<String>>::new()
     );
 
+    // The scheme is case-insensitive.
+    let response = reqwest::Client::new()
+        .post(format!("{}/_matrix/app/v1/ping", app.base))
+        .header("authorization", "bearer HS_SECRET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
     // The legacy query parameter alone is accepted.
     let url = format!(
         "{}/_matrix/app/v1/transactions/legacy?access_token=HS_SECRET",
