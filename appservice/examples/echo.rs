@@ -9,7 +9,9 @@
 //! If the registration file does not exist it is generated (users `@echo_…`, sender
 //! `echobot`, URL `http://<listen address>`); give it to the homeserver and restart that.
 
-use appservice::{AppService, Handler, HandlerError, Intent, Namespace, Namespaces, Registration};
+use appservice::{
+    AppService, Handler, HandlerError, Intent, Namespace, Namespaces, Registration, SendOptions,
+};
 use ruma::events::room::member::MembershipState;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::events::{
@@ -18,8 +20,9 @@ use ruma::events::{
 use ruma::serde::Raw;
 use ruma::{OwnedServerName, RoomOrAliasId};
 
-struct Echo {
-    bot: Intent,
+/// The bot: its handler is also used by `tests/echo.rs`.
+pub struct Echo {
+    pub bot: Intent,
 }
 
 impl Handler for Echo {
@@ -34,9 +37,13 @@ impl Handler for Echo {
             )) if m.sender != self.bot.user_id() => {
                 let echo =
                     RoomMessageEventContent::text_plain(format!("echo: {}", m.content.body()));
-                self.bot
-                    .send_message(&m.room_id, &echo, Default::default())
-                    .await?;
+                // Derived from the event, so a redelivered transaction does not echo twice.
+                let txn_id = Some(format!("echo-{}", m.event_id));
+                let options = SendOptions {
+                    txn_id,
+                    ..Default::default()
+                };
+                self.bot.send_message(&m.room_id, &echo, options).await?;
             }
             AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(m)))
                 if m.state_key == self.bot.user_id()
