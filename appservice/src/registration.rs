@@ -262,6 +262,15 @@ impl Registration {
         Ok(())
     }
 
+    /// The appservice's own user on the homeserver `server_name`.
+    pub fn sender_user_id(
+        &self,
+        server_name: &ruma::ServerName,
+    ) -> Result<ruma::OwnedUserId, RegistrationError> {
+        ruma::UserId::parse_with_server_name(self.sender_localpart.as_str(), server_name)
+            .map_err(|e| RegistrationError::Invalid(format!("`sender_localpart`: {e}")))
+    }
+
     /// The compiled namespaces, for matching many ids.
     pub fn matcher(&self) -> Result<NamespaceMatcher, RegistrationError> {
         NamespaceMatcher::new(self)
@@ -422,6 +431,15 @@ mod tests {
         assert!(m.is_exclusive_user("@_wa_1:example.org"));
         assert!(!m.is_exclusive_user("@wabot2:example.org"));
         assert!(!m.is_exclusive_user("@alice:example.org"));
+    }
+
+    #[test]
+    fn sender_user_id() {
+        let server = ruma::server_name!("example.org");
+        assert_eq!(
+            reg(&[]).sender_user_id(server).unwrap(),
+            "@wabot:example.org"
+        );
     }
 
     #[test]
