@@ -603,3 +603,47 @@ async fn ping_unknown_routes_and_methods() {
     );
     app.shut_down().await;
 }
+
+/// Blocks in the handler until released, to overlap a retry with its first attempt.
+#[derive(Default)]
+struct Slow {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    delivered: AtomicU32,
+}
+
+impl Handler for Slow {
+    async fn on_event(
+        &self,
+        _e: AnyTimelineEvent,
+        _r: &Raw<AnyTimelineEvent>,
+    ) -> Result<(), HandlerError> {
+        // Only the first delivery waits, so a wrong second one fails the count instead of hanging.
+        if self.delivered.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.started.notify_one();
+            self.release.notified().await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_retry_that_overlaps_its_first_attempt_is_not_delivered_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(Slow::default());
+    let app = start(dir.path(), slow.clone()).await;
+    let url = format!("{}/_matrix/app/v1/transactions/overlap", app.base);
+    let body = json!({ "events": [message("$1", "@alice:example.org", "one")] });
+    let first = tokio::spawn({
+        let (url, body) = (url.clone(), body.clone());
+        async move { call("PUT", &url, Some("HS_SECRET"), Some(body)).await }
+    });
+    slow.started.notified().await;
+    // The first attempt is inside the handler now; the retry arrives meanwhile.
+    let retry = tokio::spawn(async move { call("PUT", &url, Some("HS_SECRET"), Some(body)).await });
+    slow.release.notify_one();
+    assert_eq!(first.await.unwrap(), (200, json!({})));
+    assert_eq!(retry.await.unwrap(), (200, json!({})));
+    assert_eq!(slow.delivered.load(Ordering::SeqCst), 1);
+    app.shut_down().await;
+}
