@@ -420,6 +420,22 @@ async fn bad_bodies_are_refused_and_change_nothing() {
     )
     .await;
     assert_eq!((status, &body["errcode"]), (400, &json!("M_BAD_JSON")));
+    let huge = format!(
+        "{{\"events\":[],\"pad\":\"{}\"}}",
+        "x".repeat(appservice::server::MAX_BODY_BYTES)
+    );
+    let response = client
+        .put(&url)
+        .bearer_auth("HS_SECRET")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "errcode": "M_TOO_LARGE", "error": "Request body too large" })
+    );
     // Nothing was recorded as done: the same txnId with a good body is delivered.
     let good = json!({ "events": [message("$1", "@alice:example.org", "ok")] });
     assert_eq!(
