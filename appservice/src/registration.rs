@@ -440,6 +440,13 @@ mod tests {
             reg(&[]).sender_user_id(server).unwrap(),
             "@wabot:example.org"
         );
+        // mautrix's random mixed-case sender is a valid (historical-grammar) user id.
+        let mut mixed = reg(&[]);
+        mixed.sender_localpart = "Xv8kQm2LpR5tWz9Y".into();
+        assert_eq!(
+            mixed.sender_user_id(server).unwrap(),
+            "@Xv8kQm2LpR5tWz9Y:example.org"
+        );
     }
 
     #[test]
