@@ -306,6 +306,34 @@ impl Namespaces {
     }
 }
 
+/// Checks what must be unique among the registrations of one homeserver (the spec: "each
+/// `as_token` and `id` MUST be unique"; the `as_token` is how a request names its appservice).
+/// Errors name both files, as Synapse's do. Tokens are never part of the message.
+pub fn check_unique<'a>(
+    registrations: impl IntoIterator<Item = (&'a Path, &'a Registration)>,
+) -> Result<(), RegistrationError> {
+    let mut ids: BTreeMap<&str, &Path> = BTreeMap::new();
+    let mut tokens: BTreeMap<&str, &Path> = BTreeMap::new();
+    for (path, registration) in registrations {
+        if let Some(first) = ids.insert(&registration.id, path) {
+            return Err(RegistrationError::Invalid(format!(
+                "two registrations use the id {:?}: {} and {}",
+                registration.id,
+                first.display(),
+                path.display()
+            )));
+        }
+        if let Some(first) = tokens.insert(&registration.as_token, path) {
+            return Err(RegistrationError::Invalid(format!(
+                "two registrations use the same as_token: {} and {}",
+                first.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `localpart` can be the appservice's sender: the spec's localpart grammar plus the
 /// upper-case letters and `~` of historical user ids (mautrix generates a random mixed-case
 /// sender localpart, and Synapse accepts any localpart that needs no URL encoding).
@@ -446,6 +474,28 @@ mod tests {
         assert_eq!(
             mixed.sender_user_id(server).unwrap(),
             "@Xv8kQm2LpR5tWz9Y:example.org"
+        );
+    }
+
+    #[test]
+    fn ids_and_as_tokens_must_be_unique() {
+        let (a, b) = (reg(&[]), reg(&[]));
+        let (pa, pb) = (Path::new("a.yaml"), Path::new("b.yaml"));
+        assert_eq!(
+            check_unique([(pa, &a), (pb, &b)]),
+            Err(RegistrationError::Invalid(
+                "two registrations use the id \"wa\": a.yaml and b.yaml".into()
+            ))
+        );
+        let mut c = b.clone();
+        c.id = "other".into();
+        assert_eq!(check_unique([(pa, &a), (pb, &c)]), Ok(()));
+        c.as_token = a.as_token.clone();
+        assert_eq!(
+            check_unique([(pa, &a), (pb, &c)]),
+            Err(RegistrationError::Invalid(
+                "two registrations use the same as_token: a.yaml and b.yaml".into()
+            ))
         );
     }
 
