@@ -150,7 +150,9 @@ struct ServerState<H> {
     serial: tokio::sync::Mutex<()>,
 }
 
-/// The appservice router. Serve it with `axum::serve`, or nest it into a bigger router.
+/// The appservice router. Serve it with `axum::serve`. It has its own fallbacks (the spec's
+/// `M_UNRECOGNIZED`), so to serve other routes on the same port (a bridge's webhooks), merge
+/// routers *without* a fallback into it: `router(..).merge(webhooks)`.
 pub fn router<H: Handler>(handler: Arc<H>, hs_token: impl Into<String>, txns: TxnStore) -> Router {
     let state = Arc::new(ServerState {
         handler,
