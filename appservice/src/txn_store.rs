@@ -51,10 +51,24 @@ impl TxnStore {
 
     pub fn open_with_capacity(dir: impl AsRef<Path>, capacity: u64) -> Result<Self, TxnStoreError> {
         // A small cache: the store holds short ids and is read once per transaction.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir.as_ref())
-            .cache_capacity(4 << 20)
-            .open()?;
+            .cache_capacity(4 << 20);
+        // A store just dropped in this process (an appservice rebuilt, a test restarting it)
+        // keeps its file lock until sled's background flusher lets go, a moment later; wait
+        // for that, boundedly, instead of failing.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 300 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         Ok(Self {
             db,
             capacity: capacity.max(1),
