@@ -44,9 +44,9 @@ impl AppService {
 
     pub fn parse(yaml: &str, server: &ServerName) -> Result<Self, String> {
         let registration: Registration =
-            serde_yaml_ng::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
+            serde_norway::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
         let extra: Extra =
-            serde_yaml_ng::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
+            serde_norway::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
         for (name, value) in [
             ("id", &registration.id),
             ("as_token", &registration.as_token),
