@@ -102,10 +102,15 @@ fn registration(url: &str) -> String {
 
 /// A server with the fake appservice registered.
 async fn server_with_appservice() -> (TestServer, Shared, std::path::PathBuf) {
+    server_with_registration("").await
+}
+
+/// Same, with extra registration keys.
+async fn server_with_registration(extra: &str) -> (TestServer, Shared, std::path::PathBuf) {
     let (url, seen) = fake_appservice().await;
     let dir = tempfile::tempdir().unwrap().keep();
     let file = dir.join("whatsapp.yaml");
-    std::fs::write(&file, registration(&url)).unwrap();
+    std::fs::write(&file, registration(&url) + extra).unwrap();
     let s = TestServer::start_with(&format!("[appservice]\nregistrations = [{file:?}]\n")).await;
     (s, seen, file)
 }
@@ -494,4 +499,64 @@ async fn a_bad_registration_file_stops_the_server_with_a_clear_message() {
     let err = charla::server::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("regex"), "{err}");
     assert!(err.to_string().contains("bad.yaml"), "{err}");
+}
+
+#[tokio::test]
+async fn ephemeral_events_reach_an_appservice_that_asks_for_them() {
+    let (s, seen, _) = server_with_registration("de.sorunome.msc2409.push_ephemeral: true\n").await;
+    let asc = appservice_client(&s);
+    register_puppet(&asc, "whatsapp_1").await;
+    let puppet = "@whatsapp_1:localhost";
+    let alice = s.user("alice").await;
+    let room = alice.create_room(json!({ "invite": [puppet] })).await;
+    asc.post(
+        &as_user(&format!("{V3}/rooms/{}/join", enc(&room)), puppet),
+        json!({}),
+    )
+    .await;
+    let event = alice.send_text(&room, "t1", "hola").await;
+    alice
+        .put(
+            &format!(
+                "{V3}/rooms/{}/typing/{}",
+                enc(&room),
+                enc("@alice:localhost")
+            ),
+            json!({ "typing": true, "timeout": 10000 }),
+        )
+        .await;
+    alice
+        .post(
+            &format!("{V3}/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event)),
+            json!({}),
+        )
+        .await;
+    let edus = |s: &Seen| -> Vec<Value> {
+        s.attempts
+            .iter()
+            .flat_map(|a| a.2["ephemeral"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    wait_for(&seen, "typing and a receipt", |s| {
+        let e = edus(s);
+        e.iter().any(|e| e["type"] == "m.typing") && e.iter().any(|e| e["type"] == "m.receipt")
+    })
+    .await;
+    let seen = seen.lock().unwrap();
+    let all = edus(&seen);
+    let typing = all.iter().find(|e| e["type"] == "m.typing").unwrap();
+    assert_eq!(typing["room_id"], room.as_str());
+    assert_eq!(typing["content"]["user_ids"], json!(["@alice:localhost"]));
+    let receipt = all.iter().find(|e| e["type"] == "m.receipt").unwrap();
+    assert!(
+        receipt["content"][&event]["m.read"]["@alice:localhost"]["ts"].is_u64(),
+        "{receipt}"
+    );
+    // The unstable name carries the same events.
+    let with = seen
+        .attempts
+        .iter()
+        .find(|a| a.2.get("ephemeral").is_some())
+        .unwrap();
+    assert_eq!(with.2["ephemeral"], with.2["de.sorunome.msc2409.ephemeral"]);
 }

@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use ruma::{UserId, events::TimelineEventType};
+use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -19,6 +19,7 @@ use crate::{
     rooms::{EventView, Loaded},
     services::Services,
     storage::{Batch, Table},
+    sync::Edu,
 };
 
 /// Events per transaction, as the spec suggests.
@@ -68,6 +69,9 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
         },
     };
     let mut retry = FIRST_RETRY;
+    // Ephemeral events ride along with the next transaction; they are not durable.
+    let mut edus = asv.receive_ephemeral.then(|| s.notifier.subscribe_edus());
+    let mut pending_edus: Vec<serde_json::Value> = Vec::new();
     loop {
         if let Some(pending) = &state.pending {
             if let Err(e) = send(&http, asv, pending).await {
@@ -84,13 +88,18 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
             state.pending = None;
         }
         let head = *head_rx.borrow_and_update();
+        if let Some(rx) = &mut edus {
+            while let Ok(edu) = rx.try_recv() {
+                if edu_wanted(s, asv, &edu)? {
+                    pending_edus.push(edu.event.clone());
+                }
+            }
+        }
         let (events, upto) = collect(s, asv, state.cursor, head)?;
         let moved = upto > state.cursor;
-        if !events.is_empty() {
-            let body = format!(
-                "{{\"events\":[{}]}}",
-                events.iter().map(|e| e.get()).collect::<Vec<_>>().join(",")
-            );
+        if !events.is_empty() || !pending_edus.is_empty() {
+            let body = transaction_body(&events, &pending_edus);
+            pending_edus.clear();
             state.pending = Some(PendingTxn {
                 txn_id: state.next_txn,
                 upto,
@@ -111,8 +120,48 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
         }
         tokio::select! {
             changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
+            edu = next_edu(&mut edus) => {
+                if let Some(edu) = edu && edu_wanted(s, asv, &edu)? {
+                    pending_edus.push(edu.event.clone());
+                }
+            }
             _ = s.notifier.stopped() => return Ok(()),
         }
+    }
+}
+
+/// `{"events": [...]}`, with the ephemeral events under the stable and the MSC2409 name.
+fn transaction_body(events: &[Box<RawJsonValue>], edus: &[serde_json::Value]) -> String {
+    let events = events.iter().map(|e| e.get()).collect::<Vec<_>>().join(",");
+    if edus.is_empty() {
+        return format!("{{\"events\":[{events}]}}");
+    }
+    let edus = serde_json::to_string(edus).expect("edus serialize");
+    format!(
+        "{{\"events\":[{events}],\"ephemeral\":{edus},\"de.sorunome.msc2409.ephemeral\":{edus}}}"
+    )
+}
+
+/// The next ephemeral event, or never when the appservice does not want them.
+async fn next_edu(
+    edus: &mut Option<tokio::sync::broadcast::Receiver<Arc<Edu>>>,
+) -> Option<Arc<Edu>> {
+    match edus {
+        // Lagged: some were missed, which ephemeral data allows. (The sender lives as long as
+        // the server, so the channel never closes under us.)
+        Some(rx) => rx.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Typing and receipts of rooms the appservice is interested in; presence of its users.
+fn edu_wanted(s: &Services, asv: &AppService, edu: &Edu) -> Result<bool> {
+    match &edu.room_id {
+        Some(room_id) => room_wanted(s, asv, room_id),
+        None => Ok(edu.event["sender"]
+            .as_str()
+            .and_then(|u| UserId::parse(u).ok())
+            .is_some_and(|u| asv.owns_user(&u))),
     }
 }
 
@@ -198,15 +247,20 @@ fn interested(
     if let Some(known) = rooms.get(&event.stored.room) {
         return Ok(*known);
     }
-    let room = s.rooms.room(&pdu.room_id)?;
-    let wanted = asv.owns_room(pdu.room_id.as_str())
-        || s.rooms
-            .room_aliases(&pdu.room_id)?
-            .iter()
-            .any(|a| asv.owns_alias(a))
-        || room.joined_members().iter().any(|u| asv.owns_user(u));
+    let wanted = room_wanted(s, asv, &pdu.room_id)?;
     rooms.insert(event.stored.room, wanted);
     Ok(wanted)
+}
+
+/// Whether the appservice wants everything of the room: by room id, alias or a member.
+fn room_wanted(s: &Services, asv: &AppService, room_id: &RoomId) -> Result<bool> {
+    let room = s.rooms.room(room_id)?;
+    Ok(asv.owns_room(room_id.as_str())
+        || s.rooms
+            .room_aliases(room_id)?
+            .iter()
+            .any(|a| asv.owns_alias(a))
+        || room.joined_members().iter().any(|u| asv.owns_user(u)))
 }
 
 fn load(s: &Services, asv: &AppService) -> Result<Option<PusherState>> {

@@ -241,6 +241,12 @@ impl PresenceService {
                 users.changes.remove(&p.serial);
                 p.serial = self.stream.next_ephemeral();
                 users.changes.insert(p.serial, user.to_owned());
+                let event = serde_json::json!({
+                    "type": "m.presence",
+                    "sender": user,
+                    "content": view(p, now),
+                });
+                self.notifier.publish_edu(None, event);
             }
             changed
         };

@@ -145,9 +145,20 @@ impl ReceiptService {
         };
         self.stream.finish(pending).await?;
         match kind {
-            ReceiptKind::Read => self
-                .notifier
-                .wake(room.joined_members().iter().map(|u| &**u)),
+            ReceiptKind::Read => {
+                let mut receipt = json!({ "ts": ts });
+                if !thread.is_empty() {
+                    receipt["thread_id"] = thread.into();
+                }
+                let event = json!({
+                    "type": "m.receipt",
+                    "room_id": room.room_id,
+                    "content": { event_id.as_str(): { "m.read": { user.as_str(): receipt } } },
+                });
+                self.notifier.publish_edu(Some(room.room_id.clone()), event);
+                self.notifier
+                    .wake(room.joined_members().iter().map(|u| &**u))
+            }
             ReceiptKind::ReadPrivate => self.notifier.wake([user]),
         }
         Ok(())

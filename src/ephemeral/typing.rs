@@ -59,6 +59,7 @@ impl TypingService {
             };
             if changed {
                 entry.serial = self.inner.stream.next_ephemeral();
+                self.publish(&room.room_id, entry);
             }
             changed
         };
@@ -91,6 +92,7 @@ impl TypingService {
             if due {
                 entry.users.remove(user);
                 entry.serial = self.inner.stream.next_ephemeral();
+                self.publish(&room.room_id, entry);
             }
             due
         };
@@ -99,6 +101,19 @@ impl TypingService {
                 .notifier
                 .wake(room.joined_members().iter().map(|u| &**u));
         }
+    }
+
+    fn publish(&self, room_id: &RoomId, entry: &RoomTyping) {
+        let mut users: Vec<_> = entry.users.keys().collect();
+        users.sort();
+        let event = serde_json::json!({
+            "type": "m.typing",
+            "room_id": room_id,
+            "content": { "user_ids": users },
+        });
+        self.inner
+            .notifier
+            .publish_edu(Some(room_id.to_owned()), event);
     }
 
     /// Who is typing in the room, if that changed after the ephemeral number `since` (always,

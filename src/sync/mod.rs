@@ -20,7 +20,7 @@ use ruma::{
 use serde_json::value::RawValue as RawJsonValue;
 
 pub use filter::SyncFilter;
-pub use notifier::Notifier;
+pub use notifier::{Edu, Notifier};
 pub use token::{SyncToken, format_token, parse_token};
 
 use crate::{

@@ -6,13 +6,25 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use ruma::{OwnedUserId, UserId};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use tokio::sync::{broadcast, watch};
 
 pub struct Notifier {
     users: Mutex<HashMap<OwnedUserId, watch::Sender<u64>>>,
     /// Flips to `true` when the server stops, so long polls return at once.
     stopping: watch::Sender<bool>,
+    /// Ephemeral events (typing, public receipts, presence) as they happen, for consumers that
+    /// push them elsewhere (appservices). Not durable: a lagging consumer misses some.
+    edus: broadcast::Sender<Arc<Edu>>,
+}
+
+/// An ephemeral event in the client format, with the room it belongs to (none for presence).
+#[derive(Debug)]
+pub struct Edu {
+    pub room_id: Option<OwnedRoomId>,
+    pub event: serde_json::Value,
 }
 
 impl Default for Notifier {
@@ -20,6 +32,7 @@ impl Default for Notifier {
         Notifier {
             users: Mutex::default(),
             stopping: watch::channel(false).0,
+            edus: broadcast::channel(1024).0,
         }
     }
 }
@@ -34,6 +47,15 @@ impl Notifier {
     pub async fn stopped(&self) {
         let mut rx = self.stopping.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Hands an ephemeral event to whoever listens (nobody, often).
+    pub fn publish_edu(&self, room_id: Option<OwnedRoomId>, event: serde_json::Value) {
+        let _ = self.edus.send(Arc::new(Edu { room_id, event }));
+    }
+
+    pub fn subscribe_edus(&self) -> broadcast::Receiver<Arc<Edu>> {
+        self.edus.subscribe()
     }
 
     /// A receiver that changes when something concerning `user` is committed.
