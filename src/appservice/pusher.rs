@@ -273,6 +273,9 @@ fn load(s: &Services, asv: &AppService) -> Result<Option<PusherState>> {
         .transpose()
 }
 
+/// Stores the state. A pending transaction must be on disk before it is sent (a retry must
+/// resend it unchanged); a cursor moved over uninteresting events need not wait for the flush,
+/// since replaying them after a crash sends nothing.
 async fn save(s: &Services, asv: &AppService, state: &PusherState) -> Result<()> {
     let mut batch = Batch::new();
     batch.put(
@@ -280,6 +283,11 @@ async fn save(s: &Services, asv: &AppService, state: &PusherState) -> Result<()>
         asv.id().as_bytes().to_vec(),
         serde_json::to_vec(state).expect("state serializes"),
     );
-    s.store.write_durable(batch).await?;
+    if state.pending.is_some() {
+        s.store.write_durable(batch).await?;
+    } else {
+        // Deliberately not awaited: see above.
+        let _not_awaited = s.store.write(batch)?;
+    }
     Ok(())
 }
