@@ -1,56 +1,19 @@
-//! Charla's own appservice toolkit against Charla, end to end over real HTTP: an echo bot that
-//! joins when invited and answers every message, as a bridge would.
+//! Charla's own appservice toolkit against Charla, end to end over real HTTP: the toolkit's
+//! example echo bot joins when invited and answers every message, as a bridge would.
 
 mod common;
 
+/// The toolkit's echo bot example, the very handler a user would run.
+#[path = "../appservice/examples/echo.rs"]
+#[allow(dead_code)]
+mod echo;
+
 use std::time::{Duration, Instant};
 
-use appservice::{AppService, Handler, HandlerError, Intent, Namespace, Namespaces, Registration};
+use appservice::{AppService, Namespace, Namespaces, Registration};
 use common::{V3, enc};
-use ruma::{
-    RoomOrAliasId,
-    events::{
-        AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent, MessageLikeEvent, StateEvent,
-        room::{member::MembershipState, message::RoomMessageEventContent},
-    },
-    serde::Raw,
-};
+use echo::Echo;
 use serde_json::json;
-
-struct Echo {
-    bot: Intent,
-}
-
-impl Handler for Echo {
-    async fn on_event(
-        &self,
-        event: AnyTimelineEvent,
-        _raw: &Raw<AnyTimelineEvent>,
-    ) -> Result<(), HandlerError> {
-        match event {
-            AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(
-                MessageLikeEvent::Original(m),
-            )) if m.sender != self.bot.user_id() => {
-                let echo =
-                    RoomMessageEventContent::text_plain(format!("echo: {}", m.content.body()));
-                let options = appservice::SendOptions {
-                    txn_id: Some(format!("echo-{}", m.event_id)),
-                    ..Default::default()
-                };
-                self.bot.send_message(&m.room_id, &echo, options).await?;
-            }
-            AnyTimelineEvent::State(AnyStateEvent::RoomMember(StateEvent::Original(m)))
-                if m.state_key == self.bot.user_id()
-                    && m.content.membership == MembershipState::Invite =>
-            {
-                let room: &RoomOrAliasId = (&*m.room_id).into();
-                self.bot.join(room, &[]).await?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn the_toolkit_echo_bot_joins_and_answers_through_charla() {
