@@ -1,84 +1,51 @@
-//! Loading and checking registration files, and compiling their namespaces.
+//! A loaded registration: the toolkit's `Registration` (parsing, validation, namespace
+//! matching are shared with the bridges that write these files) plus what the homeserver
+//! derives from it.
 
-use std::{collections::HashSet, path::Path};
+use std::path::{Path, PathBuf};
 
-use regex::Regex;
-use ruma::{OwnedUserId, ServerName, UserId, api::appservice::Registration};
+use appservice::{NamespaceMatcher, Registration};
+use ruma::{OwnedUserId, ServerName, UserId};
 
-/// A loaded registration with its namespaces compiled.
+/// A registration with its namespaces compiled.
 #[derive(Debug)]
 pub struct AppService {
     pub registration: Registration,
     /// `@<sender_localpart>:<server>`: the appservice's own user.
     pub sender: OwnedUserId,
+    /// Either the stable `receive_ephemeral` or MSC2409's name.
     pub receive_ephemeral: bool,
-    users: Vec<Namespace>,
-    aliases: Vec<Namespace>,
-    rooms: Vec<Namespace>,
-}
-
-#[derive(Debug)]
-struct Namespace {
-    regex: Regex,
-    exclusive: bool,
-}
-
-/// The fields ruma's type does not know: MSC2409's unstable name for `receive_ephemeral`.
-#[derive(serde::Deserialize)]
-struct Extra {
-    #[serde(rename = "de.sorunome.msc2409.push_ephemeral", default)]
-    push_ephemeral: bool,
+    /// The file it came from, for error messages.
+    pub path: PathBuf,
+    matcher: NamespaceMatcher,
 }
 
 impl AppService {
     /// Reads and checks one registration file.
     pub fn load(path: &Path, server: &ServerName) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read appservice registration {}: {e}",
-                path.display()
-            )
-        })?;
-        Self::parse(&text, server).map_err(|e| format!("{}: {e}", path.display()))
+        let registration = Registration::from_file(path)
+            .map_err(|e| format!("appservice registration {}: {e}", path.display()))?;
+        Self::new(registration, path, server)
+            .map_err(|e| format!("appservice registration {}: {e}", path.display()))
     }
 
     pub fn parse(yaml: &str, server: &ServerName) -> Result<Self, String> {
-        let registration: Registration =
-            serde_norway::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
-        let extra: Extra =
-            serde_norway::from_str(yaml).map_err(|e| format!("invalid registration: {e}"))?;
-        for (name, value) in [
-            ("id", &registration.id),
-            ("as_token", &registration.as_token),
-            ("hs_token", &registration.hs_token),
-            ("sender_localpart", &registration.sender_localpart),
-        ] {
-            if value.trim().is_empty() {
-                return Err(format!("`{name}` must not be empty"));
-            }
-        }
-        let sender = UserId::parse(format!("@{}:{server}", registration.sender_localpart))
-            .map_err(|e| format!("invalid sender_localpart: {e}"))?;
-        let compile = |list: &[ruma::api::appservice::Namespace], kind: &str| {
-            list.iter()
-                .map(|ns| {
-                    // Anchored at the start like Synapse's `re.match`, so `@wa_.*` cannot match
-                    // `@evil:@wa_`.
-                    Regex::new(&format!("^(?:{})", ns.regex))
-                        .map(|regex| Namespace {
-                            regex,
-                            exclusive: ns.exclusive,
-                        })
-                        .map_err(|e| format!("invalid {kind} namespace regex {:?}: {e}", ns.regex))
-                })
-                .collect::<Result<Vec<_>, String>>()
-        };
+        let registration = Registration::from_yaml_str(yaml).map_err(|e| e.to_string())?;
+        Self::new(registration, Path::new("<inline>"), server)
+    }
+
+    fn new(registration: Registration, path: &Path, server: &ServerName) -> Result<Self, String> {
+        registration.validate().map_err(|e| e.to_string())?;
+        let sender = registration
+            .sender_user_id(server)
+            .map_err(|e| e.to_string())?;
+        let matcher = registration.matcher().map_err(|e| e.to_string())?;
         Ok(AppService {
-            users: compile(&registration.namespaces.users, "users")?,
-            aliases: compile(&registration.namespaces.aliases, "aliases")?,
-            rooms: compile(&registration.namespaces.rooms, "rooms")?,
-            receive_ephemeral: registration.receive_ephemeral || extra.push_ephemeral,
+            receive_ephemeral: registration.receives_ephemeral()
+                || registration.receives_ephemeral_unstable(),
             sender,
+            path: path.to_owned(),
+            matcher,
             registration,
         })
     }
@@ -89,47 +56,30 @@ impl AppService {
 
     /// Whether the appservice may act as `user`: its sender or a user in its namespaces.
     pub fn owns_user(&self, user: &UserId) -> bool {
-        user == self.sender || matches(&self.users, user.as_str(), false)
+        user == self.sender || self.matcher.is_user_in_namespace(user.as_str())
     }
 
     pub fn owns_user_exclusively(&self, user: &UserId) -> bool {
-        user == self.sender || matches(&self.users, user.as_str(), true)
+        user == self.sender || self.matcher.is_exclusive_user(user.as_str())
     }
 
     pub fn owns_alias(&self, alias: &str) -> bool {
-        matches(&self.aliases, alias, false)
+        self.matcher.is_room_alias_in_namespace(alias)
     }
 
     pub fn owns_alias_exclusively(&self, alias: &str) -> bool {
-        matches(&self.aliases, alias, true)
+        self.matcher.is_exclusive_alias(alias)
     }
 
     pub fn owns_room(&self, room_id: &str) -> bool {
-        matches(&self.rooms, room_id, false)
+        self.matcher.is_room_id_in_namespace(room_id)
     }
 }
 
-fn matches(list: &[Namespace], s: &str, exclusive_only: bool) -> bool {
-    list.iter()
-        .any(|ns| (ns.exclusive || !exclusive_only) && ns.regex.is_match(s))
-}
-
-/// Refuses registrations that would be ambiguous together.
+/// Refuses registrations that would be ambiguous together (duplicate id or as_token).
 pub fn check_unique(list: &[AppService]) -> Result<(), String> {
-    let mut ids = HashSet::new();
-    let mut tokens = HashSet::new();
-    for asv in list {
-        if !ids.insert(asv.id()) {
-            return Err(format!("duplicate appservice id {:?}", asv.id()));
-        }
-        if !tokens.insert(asv.registration.as_token.as_str()) {
-            return Err(format!(
-                "appservice {:?} reuses another registration's as_token",
-                asv.id()
-            ));
-        }
-    }
-    Ok(())
+    appservice::registration::check_unique(list.iter().map(|a| (a.path.as_path(), &a.registration)))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
