@@ -24,6 +24,17 @@ pub struct EventView<'a> {
     pub format: ClientFormat,
 }
 
+impl<'a> EventView<'a> {
+    /// The view of the device behind a request.
+    pub fn of(who: &'a crate::users::Identity, format: ClientFormat) -> Self {
+        EventView {
+            user: &who.user_id,
+            device: Some(who.device_id.as_str()),
+            format,
+        }
+    }
+}
+
 impl RoomService {
     /// Positions of a room's events, starting after/before `from`.
     ///

@@ -85,11 +85,7 @@ pub(super) fn rooms(
 }
 
 fn view<'a>(ctx: &'a SyncContext<'_>) -> EventView<'a> {
-    EventView {
-        user: &ctx.who.user_id,
-        device: Some(ctx.who.device_id.as_str()),
-        format: ClientFormat::Sync,
-    }
+    EventView::of(ctx.who, ClientFormat::Sync)
 }
 
 fn joined_room(

@@ -101,20 +101,7 @@ async fn register(
             displayname: None,
         })
         .await?;
-    let mut response = register::v3::Response::new(user_id.clone());
-    if !req.body.inhibit_login {
-        let session = s
-            .users
-            .open_session(
-                &user_id,
-                req.body.device_id.clone(),
-                req.body.initial_device_display_name.clone(),
-            )
-            .await?;
-        response.access_token = Some(session.access_token);
-        response.device_id = Some(session.device_id);
-    }
-    Ok(response)
+    registered(&s, &req, user_id).await
 }
 
 /// `m.login.application_service`: an appservice creates a user of its namespace, without a
@@ -144,6 +131,15 @@ async fn register_for_appservice(
             displayname: None,
         })
         .await?;
+    registered(s, req, user_id).await
+}
+
+/// The answer to a successful registration, with a session unless `inhibit_login`.
+async fn registered(
+    s: &Services,
+    req: &Ruma<register::v3::Request>,
+    user_id: ruma::OwnedUserId,
+) -> Result<register::v3::Response> {
     let mut response = register::v3::Response::new(user_id.clone());
     if !req.body.inhibit_login {
         let session = s

@@ -23,11 +23,12 @@ use ruma::{
 };
 use serde_json::{json, value::to_raw_value};
 
+use super::view;
 use crate::{
     api::ruma::{AuthRequirement, Ruma, authenticate, read_body, route},
     error::{Error, Result},
-    events::{ClientFormat, EventTemplate},
-    rooms::{Direction, EventView, RoomMeta, Txn, Visibility},
+    events::EventTemplate,
+    rooms::{Direction, RoomMeta, Txn, Visibility},
     services::Services,
     sync::{SyncFilter, format_token, parse_token},
     users::Identity,
@@ -42,14 +43,6 @@ pub fn routes(r: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
 }
 
 const MAX_LIMIT: usize = 1000;
-
-fn view(who: &Identity) -> EventView<'_> {
-    EventView {
-        user: &who.user_id,
-        device: Some(who.device_id.as_str()),
-        format: ClientFormat::WithRoomId,
-    }
-}
 
 async fn send(
     s: Arc<Services>,

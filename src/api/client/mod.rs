@@ -25,7 +25,12 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::services::Services;
+use crate::{events::ClientFormat, rooms::EventView, services::Services, users::Identity};
+
+/// How events look to the requesting device on the room endpoints (with `room_id`).
+fn view(who: &Identity) -> EventView<'_> {
+    EventView::of(who, ClientFormat::WithRoomId)
+}
 
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = discovery::routes(r);

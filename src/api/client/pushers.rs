@@ -111,11 +111,7 @@ async fn notifications(
     let found = s
         .push
         .notifications(&s.rooms, &s.receipts, ruleset, query)?;
-    let view = EventView {
-        user: &who.user_id,
-        device: Some(who.device_id.as_str()),
-        format: ClientFormat::Sync,
-    };
+    let view = EventView::of(who, ClientFormat::Sync);
     let mut out = Vec::with_capacity(found.len());
     for n in &found {
         let event = s.rooms.event(n.pos)?;

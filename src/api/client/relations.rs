@@ -18,11 +18,11 @@ use ruma::{
     serde::Raw,
 };
 
+use super::view;
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
-    events::ClientFormat,
-    rooms::{Direction, EventView, RECURSION_DEPTH, RelationsQuery},
+    rooms::{Direction, RECURSION_DEPTH, RelationsQuery},
     services::Services,
     sync::{format_token, parse_token},
     users::Identity,
@@ -38,14 +38,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
 /// Synapse's defaults: clients nearly always send a limit.
 const DEFAULT_LIMIT: usize = 5;
 const MAX_LIMIT: usize = 1000;
-
-fn view(who: &Identity) -> EventView<'_> {
-    EventView {
-        user: &who.user_id,
-        device: Some(who.device_id.as_str()),
-        format: ClientFormat::WithRoomId,
-    }
-}
 
 fn limit(requested: Option<UInt>) -> usize {
     requested

@@ -21,11 +21,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::profile::member_profile;
+use super::view;
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
-    events::{ClientFormat, EventTemplate},
-    rooms::{CreateRoom, EventView, membership_of},
+    events::EventTemplate,
+    rooms::{CreateRoom, membership_of},
     services::Services,
     users::Identity,
 };
@@ -134,14 +135,6 @@ async fn joined(
     Ok(joined_rooms::v3::Response::new(
         s.rooms.joined_rooms(req.user_id())?,
     ))
-}
-
-fn view(who: &Identity) -> EventView<'_> {
-    EventView {
-        user: &who.user_id,
-        device: Some(who.device_id.as_str()),
-        format: ClientFormat::WithRoomId,
-    }
 }
 
 async fn members(
