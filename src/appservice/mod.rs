@@ -95,11 +95,16 @@ impl AppServices {
     }
 
     /// `POST /_matrix/app/v1/ping` to the appservice; the round trip in milliseconds.
+    ///
+    /// An appservice pings when it starts; a success ends the pusher's backoff, so a backlog
+    /// queued while it was down starts draining at once.
     pub async fn ping(
         &self,
         asv: &AppService,
         transaction_id: Option<&str>,
     ) -> Result<u64, PingError> {
-        outbound::ping(&self.http, asv, transaction_id).await
+        let ms = outbound::ping(&self.http, asv, transaction_id).await?;
+        asv.reachable.notify_one();
+        Ok(ms)
     }
 }

@@ -1,16 +1,30 @@
-//! The transaction pusher: one task per appservice that pushes the events it is interested in,
-//! in stream order, at most 100 per transaction, one transaction in flight.
+//! The transaction pusher: one per appservice, pushing the events it is interested in, in
+//! stream order, at most 100 per transaction, one transaction in flight.
 //!
-//! Its state is durable: a cursor (the stream position covered) and the pending transaction
-//! (id, upper position, exact body). The pending transaction is stored before it is first sent,
-//! so a retry, after a failure or a restart, sends the same txnId with the same content; the
-//! cursor moves only once the appservice acknowledged it. Nothing is lost, nothing duplicated.
+//! Its state is durable: a cursor (the stream position the appservice acknowledged) and the
+//! queue of prepared transactions (id, upper position, exact body). A transaction is on disk
+//! before it is first sent, so a retry, after a failure or a restart, sends the same txnId with
+//! the same content; the cursor moves only once the appservice acknowledged it. Nothing is lost,
+//! nothing duplicated.
+//!
+//! Two halves run side by side: the *preparer* collects the next transaction and waits for it
+//! to be durable while the *sender* has the previous one in flight, so the flush and the round
+//! trip overlap instead of adding up. At most [`QUEUE_DEPTH`] transactions are prepared ahead:
+//! an appservice that is down leaves its backlog in the stream, not in the queue.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ruma::{RoomId, UserId, events::TimelineEventType};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
+use tokio::sync::Notify;
 
 use super::{AppService, outbound};
 use crate::{
@@ -18,35 +32,101 @@ use crate::{
     events::ClientFormat,
     rooms::{EventView, Loaded},
     services::Services,
-    storage::{Batch, Table},
+    storage::{Batch, Table, WriteTicket},
     sync::Edu,
 };
 
 /// Events per transaction, as the spec suggests.
 const MAX_EVENTS: usize = 100;
+/// Transactions prepared ahead: the one in flight and the next.
+const QUEUE_DEPTH: usize = 2;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PusherState {
+    /// Everything up to here was acknowledged (or of no interest).
     cursor: u64,
     next_txn: u64,
-    pending: Option<PendingTxn>,
+    /// Prepared transactions, oldest first; the first is the one to send.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pending: Vec<PendingTxn>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PendingTxn {
     txn_id: u64,
     upto: u64,
     body: String,
 }
 
+/// What the two halves share. The lock is never held across an await.
+struct Shared {
+    state: Mutex<PusherState>,
+    /// The newest transaction id known to be on disk: the sender sends nothing newer.
+    durable_txn: AtomicU64,
+    /// A transaction became durable (wakes the sender).
+    prepared: Notify,
+    /// A transaction was acknowledged (wakes a preparer waiting for room in the queue).
+    acked: Notify,
+}
+
+impl Shared {
+    /// Changes the state and writes it, in one step under the lock so that writes reach the
+    /// store in the order the changes were made.
+    fn update<T>(
+        &self,
+        s: &Services,
+        asv: &AppService,
+        change: impl FnOnce(&mut PusherState) -> T,
+    ) -> Result<(T, WriteTicket)> {
+        let mut state = self.state.lock().expect("pusher state lock poisoned");
+        let out = change(&mut state);
+        let mut batch = Batch::new();
+        batch.put(
+            Table::AppserviceState,
+            asv.id().as_bytes().to_vec(),
+            serde_json::to_vec(&*state).expect("state serializes"),
+        );
+        Ok((out, s.store.write(batch)?))
+    }
+
+    fn queued(&self) -> usize {
+        self.state
+            .lock()
+            .expect("pusher state lock poisoned")
+            .pending
+            .len()
+    }
+}
+
 /// Starts one pusher per appservice that has a URL.
+///
+/// The pushers run on a thread and runtime of their own: under load the client API keeps the
+/// main runtime's queues full, and a pusher waiting behind hundreds of request tasks at every
+/// step (flush, send, answer) would add tens of milliseconds of lag to each transaction.
 pub fn run_pushers(services: &Arc<Services>) {
-    for asv in services.appservices.all() {
-        if outbound::endpoint(asv, "transactions").is_some() {
-            tokio::spawn(push_loop(services.clone(), asv.clone()));
-        }
+    let pushers: Vec<_> = services
+        .appservices
+        .all()
+        .iter()
+        .filter(|asv| outbound::endpoint(asv, "transactions").is_some())
+        .map(|asv| push_loop(services.clone(), asv.clone()))
+        .collect();
+    if pushers.is_empty() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let spawned = runtime.map_err(|e| e.to_string()).and_then(|rt| {
+        std::thread::Builder::new()
+            .name("charla-appservice".into())
+            .spawn(move || rt.block_on(futures_util::future::join_all(pushers)))
+            .map_err(|e| e.to_string())
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the appservice pushers");
     }
 }
 
@@ -57,35 +137,44 @@ async fn push_loop(s: Arc<Services>, asv: Arc<AppService>) {
 }
 
 async fn push(s: &Services, asv: &AppService) -> Result<()> {
-    let http = outbound::client();
-    let mut head_rx = s.stream.watch();
-    let mut state = match load(s, asv)? {
+    let state = match load(s, asv)? {
         Some(state) => state,
         // A new registration starts from now, not from the beginning of history.
         None => PusherState {
             cursor: s.stream.head(),
             next_txn: 1,
-            pending: None,
+            pending: Vec::new(),
         },
     };
-    let mut retry = FIRST_RETRY;
+    let shared = Shared {
+        // Whatever was loaded is on disk.
+        durable_txn: AtomicU64::new(state.pending.last().map_or(0, |t| t.txn_id)),
+        state: Mutex::new(state),
+        prepared: Notify::new(),
+        acked: Notify::new(),
+    };
+    tokio::select! {
+        r = prepare(s, asv, &shared) => r,
+        r = send_in_order(asv, &shared, s) => r,
+    }
+}
+
+/// The preparer: turns new interesting events (and ephemeral ones) into durable transactions.
+async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> {
+    let mut head_rx = s.stream.watch();
+    let mut prepared_upto = {
+        let state = shared.state.lock().expect("pusher state lock poisoned");
+        state.pending.last().map_or(state.cursor, |t| t.upto)
+    };
     // Ephemeral events ride along with the next transaction; they are not durable.
     let mut edus = asv.receive_ephemeral.then(|| s.notifier.subscribe_edus());
     let mut pending_edus: Vec<serde_json::Value> = Vec::new();
     loop {
-        if let Some(pending) = &state.pending {
-            if let Err(e) = send(&http, asv, pending).await {
-                tracing::warn!(appservice = asv.id(), txn = pending.txn_id, error = %e, retry_in = ?retry, "transaction failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(retry) => {}
-                    _ = s.notifier.stopped() => return Ok(()),
-                }
-                retry = (retry * 2).min(MAX_RETRY);
-                continue;
+        if shared.queued() >= QUEUE_DEPTH {
+            tokio::select! {
+                _ = shared.acked.notified() => continue,
+                _ = s.notifier.stopped() => return Ok(()),
             }
-            retry = FIRST_RETRY;
-            state.cursor = pending.upto;
-            state.pending = None;
         }
         let head = *head_rx.borrow_and_update();
         if let Some(rx) = &mut edus {
@@ -95,28 +184,31 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
                 }
             }
         }
-        let (events, upto) = collect(s, asv, state.cursor, head)?;
-        let moved = upto > state.cursor;
+        let (events, upto) = collect(s, asv, prepared_upto, head)?;
         if !events.is_empty() || !pending_edus.is_empty() {
             let body = transaction_body(&events, &pending_edus);
             pending_edus.clear();
-            state.pending = Some(PendingTxn {
-                txn_id: state.next_txn,
-                upto,
-                body,
-            });
-            state.next_txn += 1;
-        }
-        if moved || state.pending.is_some() {
-            state.cursor = if state.pending.is_some() {
-                state.cursor
-            } else {
-                upto
-            };
-            save(s, asv, &state).await?;
-        }
-        if state.pending.is_some() {
+            let (txn_id, ticket) = shared.update(s, asv, |state| {
+                let txn_id = state.next_txn;
+                state.next_txn += 1;
+                state.pending.push(PendingTxn { txn_id, upto, body });
+                txn_id
+            })?;
+            s.store.durable(ticket).await?;
+            shared.durable_txn.store(txn_id, Ordering::SeqCst);
+            shared.prepared.notify_one();
+            prepared_upto = upto;
             continue;
+        }
+        if upto > prepared_upto {
+            prepared_upto = upto;
+            // Only uninteresting events: with nothing queued the cursor may skip them. Not
+            // waited for: replaying them after a crash sends nothing.
+            let _not_awaited = shared.update(s, asv, |state| {
+                if state.pending.is_empty() {
+                    state.cursor = upto;
+                }
+            })?;
         }
         tokio::select! {
             changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
@@ -128,6 +220,61 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
             _ = s.notifier.stopped() => return Ok(()),
         }
     }
+}
+
+/// The sender: one transaction in flight, retried with backoff until acknowledged.
+async fn send_in_order(asv: &AppService, shared: &Shared, s: &Services) -> Result<()> {
+    let http = outbound::client();
+    let mut retry = FIRST_RETRY;
+    loop {
+        let front = {
+            let state = shared.state.lock().expect("pusher state lock poisoned");
+            state
+                .pending
+                .first()
+                .filter(|t| t.txn_id <= shared.durable_txn.load(Ordering::SeqCst))
+                .cloned()
+        };
+        let Some(txn) = front else {
+            tokio::select! {
+                _ = shared.prepared.notified() => continue,
+                _ = s.notifier.stopped() => return Ok(()),
+            }
+        };
+        if let Err(e) = send(&http, asv, &txn).await {
+            tracing::warn!(appservice = asv.id(), txn = txn.txn_id, error = %e, retry_in = ?retry, "transaction failed");
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => retry = (retry * 2).min(MAX_RETRY),
+                _ = asv.reachable.notified() => retry = FIRST_RETRY,
+                _ = s.notifier.stopped() => return Ok(()),
+            }
+            continue;
+        }
+        retry = FIRST_RETRY;
+        // Not waited for: if the acknowledgement is lost in a crash, the same transaction is
+        // sent again and the appservice recognises its txnId.
+        let _not_awaited = shared.update(s, asv, |state| {
+            state.pending.retain(|t| t.txn_id != txn.txn_id);
+            state.cursor = state.cursor.max(txn.upto);
+        })?;
+        shared.acked.notify_one();
+    }
+}
+
+/// Reads `pending` as stored now (a list) or as stored before transactions were prepared
+/// ahead (one or none).
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<PendingTxn>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Many(Vec<PendingTxn>),
+        One(PendingTxn),
+    }
+    Ok(match Option::<Stored>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Stored::Many(list)) => list,
+        Some(Stored::One(txn)) => vec![txn],
+    })
 }
 
 /// `{"events": [...]}`, with the ephemeral events under the stable and the MSC2409 name.
@@ -271,23 +418,4 @@ fn load(s: &Services, asv: &AppService) -> Result<Option<PusherState>> {
                 .map_err(|e| Error::internal(format!("corrupt appservice state: {e}")))
         })
         .transpose()
-}
-
-/// Stores the state. A pending transaction must be on disk before it is sent (a retry must
-/// resend it unchanged); a cursor moved over uninteresting events need not wait for the flush,
-/// since replaying them after a crash sends nothing.
-async fn save(s: &Services, asv: &AppService, state: &PusherState) -> Result<()> {
-    let mut batch = Batch::new();
-    batch.put(
-        Table::AppserviceState,
-        asv.id().as_bytes().to_vec(),
-        serde_json::to_vec(state).expect("state serializes"),
-    );
-    if state.pending.is_some() {
-        s.store.write_durable(batch).await?;
-    } else {
-        // Deliberately not awaited: see above.
-        let _not_awaited = s.store.write(batch)?;
-    }
-    Ok(())
 }

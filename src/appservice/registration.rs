@@ -18,6 +18,9 @@ pub struct AppService {
     /// The file it came from, for error messages.
     pub path: PathBuf,
     matcher: NamespaceMatcher,
+    /// Woken when the appservice shows it is up again (a successful ping), so a pusher that
+    /// is backing off retries at once instead of after up to five minutes.
+    pub(super) reachable: tokio::sync::Notify,
 }
 
 impl AppService {
@@ -47,6 +50,7 @@ impl AppService {
             path: path.to_owned(),
             matcher,
             registration,
+            reachable: tokio::sync::Notify::new(),
         })
     }
 

@@ -41,6 +41,9 @@ pub enum Scenario {
     Keys,
     /// Upload and download of large files (not part of `all`).
     Media,
+    /// Event delivery to an appservice the tool plays, live and after an outage (not part of
+    /// `all`; needs `--registration`).
+    Appservice,
     /// All of the above, in that order.
     All,
 }
@@ -101,6 +104,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     pub media_bytes: usize,
 
+    /// appservice: the registration file the homeserver loads; the tool listens on its `url`.
+    #[arg(long)]
+    pub registration: Option<std::path::PathBuf>,
+
+    /// appservice: events queued while the appservice is down, then drained.
+    #[arg(long, default_value_t = 100_000)]
+    pub backlog: usize,
+
     /// PID of the homeserver process; its VmRSS is read from /proc before and after.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -142,6 +153,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Relations => "relations",
         Scenario::Keys => "keys",
         Scenario::Media => "media",
+        Scenario::Appservice => "appservice",
         Scenario::All => "all",
     }
 }
@@ -197,6 +209,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Relations => scenarios::relations::run(&ctx, &args).await,
             Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
             Scenario::Media => scenarios::media::run(&ctx, &args).await,
+            Scenario::Appservice => scenarios::appservice::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

@@ -91,6 +91,17 @@ impl Session {
         }
     }
 
+    /// Another identity on the same homeserver and connection pool, e.g. an appservice's user
+    /// acting with the `as_token`.
+    pub fn same_server(&self, user_id: &str, access_token: &str) -> Session {
+        Session::new(self.hs.clone(), user_id.to_owned(), access_token)
+    }
+
+    /// `/_matrix/client/v1/<segments...>`, for [`Session::post_json`].
+    pub fn url_v1(&self, segments: &[&str]) -> Url {
+        self.hs.url_v1(segments)
+    }
+
     /// The access token, for scenarios that send non-JSON bodies (media).
     pub fn access_token(&self) -> &str {
         &self.token

@@ -29,26 +29,31 @@ pub struct FileStore {
 }
 
 /// Bytes read per chunk when a file is streamed out.
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: u64 = 1 << 20;
+/// Chunks read ahead of the connection.
+const READ_AHEAD: usize = 4;
 
-/// A file's bytes as a stream of chunks, read on blocking threads.
+/// A file's bytes as a stream of chunks, read ahead by one blocking thread per download (not
+/// one hand-off per chunk). The reader stops when the stream is dropped.
 pub fn read_stream(file: File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    futures_util::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0; READ_CHUNK];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((file, buf))
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
-        match read {
-            Ok((_, buf)) if buf.is_empty() => None,
-            Ok((file, buf)) => Some((Ok(Bytes::from(buf)), Some(file))),
-            Err(e) => Some((Err(e), None)),
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        loop {
+            let mut buf = Vec::with_capacity(READ_CHUNK as usize);
+            let chunk = match (&mut file).take(READ_CHUNK).read_to_end(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => Ok(Bytes::from(buf)),
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
         }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
     })
 }
 

@@ -5,6 +5,7 @@
 //!
 //! [`Report`]: super::report::Report
 
+pub mod appservice;
 pub mod initial_sync;
 pub mod keys;
 pub mod media;
