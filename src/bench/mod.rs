@@ -41,6 +41,8 @@ pub enum Scenario {
     Keys,
     /// Upload and download of large files (not part of `all`).
     Media,
+    /// The support desk's conversation index and assignment, in process (not part of `all`).
+    Support,
     /// All of the above, in that order.
     All,
 }
@@ -101,6 +103,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000_000)]
     pub media_bytes: usize,
 
+    /// support: number of conversations in the index.
+    #[arg(long, default_value_t = 100_000)]
+    pub conversations: u64,
+
     /// PID of the homeserver process; its VmRSS is read from /proc before and after.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -142,6 +148,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Relations => "relations",
         Scenario::Keys => "keys",
         Scenario::Media => "media",
+        Scenario::Support => "support",
         Scenario::All => "all",
     }
 }
@@ -163,7 +170,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         prefix.clone(),
         args.registration_token.clone(),
     )?;
-    let versions = ctx.homeserver(0).versions().await.map_err(|e| {
+    // `support` runs in process and needs no homeserver.
+    let versions = if args.scenario == Scenario::Support {
+        Ok(Vec::new())
+    } else {
+        ctx.homeserver(0).versions().await
+    };
+    let versions = versions.map_err(|e| {
         format!(
             "{} does not answer /_matrix/client/versions: {e}",
             args.homeserver
@@ -197,6 +210,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Relations => scenarios::relations::run(&ctx, &args).await,
             Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
             Scenario::Media => scenarios::media::run(&ctx, &args).await,
+            Scenario::Support => scenarios::support::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));
