@@ -7,6 +7,7 @@
 pub mod api;
 pub mod appservice;
 pub mod bench;
+pub mod bot;
 pub mod config;
 pub mod e2ee;
 pub mod ephemeral;
@@ -20,5 +21,6 @@ pub mod server;
 pub mod services;
 pub mod storage;
 pub mod stream;
+pub mod support;
 pub mod sync;
 pub mod users;

@@ -46,6 +46,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
         .local_addr()
         .map_err(|e| Error::internal(e.to_string()))?;
     let services = Services::open(config).await?;
+    crate::bot::start(&services).await?;
     let app = crate::api::router(services.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -18,6 +18,7 @@ use crate::{
     rooms::RoomService,
     storage::Store,
     stream::Stream,
+    support::SupportService,
     sync::{Notifier, SyncService},
     users::{UserService, uiaa::Uiaa},
 };
@@ -42,6 +43,7 @@ pub struct Services {
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
     pub nonces: crate::api::synapse_admin::Nonces,
+    pub support: SupportService,
 }
 
 impl Services {
@@ -96,6 +98,8 @@ impl Services {
             config.server_name.clone(),
             config.media.clone(),
         );
+        let support =
+            SupportService::new(store.clone(), config.support.clone(), &config.server_name)?;
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -117,6 +121,7 @@ impl Services {
             media,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
+            support,
         }))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod ruma;
+pub mod support;
 pub mod synapse_admin;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let r = Router::new();
     let r = client::routes(r);
     let r = synapse_admin::routes(r);
+    let r = support::routes(r);
     r.fallback(|method: Method, uri: http::Uri| async move {
         tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
         Error::unrecognized(StatusCode::NOT_FOUND)
@@ -36,6 +38,7 @@ pub fn router(services: Arc<Services>) -> Router {
                 Method::POST,
                 Method::PUT,
                 Method::DELETE,
+                Method::PATCH,
                 Method::OPTIONS,
             ])
             .allow_headers([

@@ -44,6 +44,8 @@ pub enum Scenario {
     /// Event delivery to an appservice the tool plays, live and after an outage (not part of
     /// `all`; needs `--registration`).
     Appservice,
+    /// The support desk's conversation index and assignment, in process (not part of `all`).
+    Support,
     /// All of the above, in that order.
     All,
 }
@@ -111,6 +113,9 @@ pub struct BenchArgs {
     /// appservice: events queued while the appservice is down, then drained.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: usize,
+    /// support: number of conversations in the index.
+    #[arg(long, default_value_t = 100_000)]
+    pub conversations: u64,
 
     /// PID of the homeserver process; its VmRSS is read from /proc before and after.
     #[arg(long)]
@@ -154,6 +159,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Keys => "keys",
         Scenario::Media => "media",
         Scenario::Appservice => "appservice",
+        Scenario::Support => "support",
         Scenario::All => "all",
     }
 }
@@ -175,7 +181,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         prefix.clone(),
         args.registration_token.clone(),
     )?;
-    let versions = ctx.homeserver(0).versions().await.map_err(|e| {
+    // `support` runs in process and needs no homeserver.
+    let versions = if args.scenario == Scenario::Support {
+        Ok(Vec::new())
+    } else {
+        ctx.homeserver(0).versions().await
+    };
+    let versions = versions.map_err(|e| {
         format!(
             "{} does not answer /_matrix/client/versions: {e}",
             args.homeserver
@@ -210,6 +222,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Keys => scenarios::keys::run(&ctx, &args).await,
             Scenario::Media => scenarios::media::run(&ctx, &args).await,
             Scenario::Appservice => scenarios::appservice::run(&ctx, &args).await,
+            Scenario::Support => scenarios::support::run(&ctx, &args).await,
             Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));

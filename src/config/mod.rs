@@ -6,6 +6,11 @@
 //! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
 //! need to sit in a file under version control.
 
+mod support;
+pub use support::{
+    AgentConfig, BusinessHours, FaqEntry, SupportConfig, TemplateConfig, parse_hhmm,
+};
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -38,6 +43,8 @@ pub struct Config {
     pub appservice: AppserviceConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub support: SupportConfig,
 }
 
 /// Application services (bridges, bots) the server talks to.
@@ -304,6 +311,7 @@ impl Config {
                 "rooms.default_version must be \"10\" or \"11\"".into(),
             ));
         }
+        self.support.validate().map_err(ConfigError::Invalid)?;
         if self.media.max_thumbnail_dimension == 0 {
             return Err(ConfigError::Invalid(
                 "media.max_thumbnail_dimension must be positive".into(),

@@ -105,10 +105,22 @@ pub enum Table {
     MediaThumbnails,
     /// uploader, media id → expiry, the async uploads created and not yet uploaded.
     MediaPending,
+    /// room id → the support desk's record of a conversation (content, activity, counts).
+    SupportConversations,
+    /// facet, value, sort kind, sort time, room id → (): the conversation filters.
+    SupportIndex,
+    /// ticket number → ticket record.
+    SupportTickets,
+    /// facet, value, ticket number → (): ticket filters and idempotency of `!ticket`.
+    SupportTicketIndex,
+    /// time, sequence → an administrative action.
+    SupportAudit,
+    /// name → the support bot's durable state (its stream cursor, per-room markers).
+    SupportState,
 }
 
 impl Table {
-    const ALL: [Table; 36] = [
+    const ALL: [Table; 42] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -145,6 +157,12 @@ impl Table {
         Table::Media,
         Table::MediaThumbnails,
         Table::MediaPending,
+        Table::SupportConversations,
+        Table::SupportIndex,
+        Table::SupportTickets,
+        Table::SupportTicketIndex,
+        Table::SupportAudit,
+        Table::SupportState,
     ];
 
     /// The table's name, for error messages and operators.
@@ -186,6 +204,12 @@ impl Table {
             Table::Media => "media",
             Table::MediaThumbnails => "media_thumbnails",
             Table::MediaPending => "media_pending",
+            Table::SupportConversations => "support_conversations",
+            Table::SupportIndex => "support_index",
+            Table::SupportTickets => "support_tickets",
+            Table::SupportTicketIndex => "support_ticket_index",
+            Table::SupportAudit => "support_audit",
+            Table::SupportState => "support_state",
         }
     }
 

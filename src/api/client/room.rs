@@ -115,11 +115,15 @@ async fn create(
         invite: b.invite.clone(),
         is_direct: b.is_direct,
         initial_state,
-        power_level_override: b
-            .power_level_content_override
-            .as_ref()
-            .map(raw_object)
-            .transpose()?,
+        power_level_override: s.support.bot_power_override(
+            &creator,
+            &b.invite,
+            b.preset.as_ref() == Some(&RoomPreset::TrustedPrivateChat),
+            b.power_level_content_override
+                .as_ref()
+                .map(raw_object)
+                .transpose()?,
+        ),
         room_version: b.room_version.clone(),
         creation_content: b.creation_content.as_ref().map(raw_object).transpose()?,
         creator_profile: profile,

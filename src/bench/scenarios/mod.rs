@@ -12,4 +12,5 @@ pub mod media;
 pub mod messages;
 pub mod relations;
 pub mod send;
+pub mod support;
 pub mod sync_latency;

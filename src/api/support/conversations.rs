@@ -1,0 +1,447 @@
+//! `/conversations`: list with filters, read with history, create, change, assign.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Path, Query, State},
+};
+use ruma::{OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Caller, field_error, json_body, limit};
+use crate::{
+    error::{Error, Result},
+    events::ClientFormat,
+    rooms::{CreateRoom, Direction, EventView},
+    services::Services,
+    support::{
+        CONVERSATION_EVENT, Conversation, ConversationRecord, Role,
+        actions::{self, Actor},
+        conversation::{Channel, Contact, Priority, Status, valid_label},
+        index::{Filter, PageToken, Sort},
+    },
+};
+
+/// A conversation as the API shows it: the state event's content plus what the index knows.
+pub fn view(r: &ConversationRecord) -> Value {
+    let mut v = r.content.to_json();
+    v["room_id"] = json!(r.room_id);
+    v["created_ts"] = json!(r.created_ts);
+    v["last_activity_ts"] = json!(r.last_activity_ts);
+    v["waiting_since"] = json!(r.waiting_since);
+    v["message_count"] = json!(r.messages);
+    v
+}
+
+/// Whether the caller may read the conversation: admins all, agents theirs and the queue,
+/// anyone else only rooms they are joined to.
+fn can_see(s: &Services, caller: &Caller, r: &ConversationRecord) -> Result<bool> {
+    Ok(match caller.role {
+        Role::Admin => true,
+        Role::Agent => match r.content.assignee.as_deref() {
+            Some(a) => a == caller.user.as_str(),
+            None => s.config.support.agents_see_queue,
+        },
+        Role::None => {
+            let room_id = parse_room(&r.room_id)?;
+            s.rooms.room(&room_id)?.is_joined(&caller.user)
+        }
+    })
+}
+
+fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId> {
+    RoomId::parse(room_id).map_err(|_| field_error("room_id", "not a valid room id"))
+}
+
+/// The record of a conversation the caller may see; `404` otherwise (existence does not leak).
+fn visible(s: &Services, caller: &Caller, room_id: &str) -> Result<ConversationRecord> {
+    let room_id = parse_room(room_id)?;
+    match s.support.index.get(room_id.as_str())? {
+        Some(r) if can_see(s, caller, &r)? => Ok(r),
+        _ => Err(Error::not_found("No such conversation")),
+    }
+}
+
+fn enum_param<T>(
+    q: &HashMap<String, String>,
+    field: &str,
+    parse: fn(&str) -> Option<T>,
+    names: &[&str],
+) -> Result<Option<T>> {
+    q.get(field)
+        .map(|v| {
+            parse(v).ok_or_else(|| {
+                field_error(
+                    field,
+                    format!("{field} must be one of {}", names.join(", ")),
+                )
+            })
+        })
+        .transpose()
+}
+
+pub async fn list(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>> {
+    caller.require_staff()?;
+    let assignee = match q.get("assignee").map(String::as_str) {
+        None => None,
+        Some("none" | "") => Some(String::new()),
+        Some("me") => Some(caller.user.to_string()),
+        Some(u) => Some(
+            UserId::parse(u)
+                .map_err(|_| field_error("assignee", "a user id, \"me\" or \"none\""))?
+                .to_string(),
+        ),
+    };
+    let only_assignees = (caller.role == Role::Agent).then(|| {
+        let mut allowed = vec![caller.user.to_string()];
+        if s.config.support.agents_see_queue {
+            allowed.push(String::new());
+        }
+        allowed
+    });
+    if let (Some(allowed), Some(a)) = (&only_assignees, &assignee)
+        && !allowed.contains(a)
+    {
+        return Err(Error::forbidden(
+            "Agents see only their own conversations and the queue",
+        ));
+    }
+    let filter = Filter {
+        status: enum_param(&q, "status", Status::parse, Status::NAMES)?,
+        assignee,
+        label: q.get("label").cloned(),
+        channel: enum_param(&q, "channel", Channel::parse, Channel::NAMES)?,
+        priority: enum_param(&q, "priority", Priority::parse, Priority::NAMES)?,
+        organisation: q.get("organisation").cloned(),
+        product_id: q.get("product_id").cloned(),
+        order_id: q.get("order_id").cloned(),
+        updated_since: q
+            .get("updated_since")
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| field_error("updated_since", "milliseconds since the epoch"))
+            })
+            .transpose()?,
+        only_assignees,
+    };
+    let sort = match q.get("sort").map(String::as_str) {
+        None | Some("last_activity") => Sort::Activity,
+        Some("waiting") => Sort::Waiting,
+        Some(_) => return Err(field_error("sort", "sort must be last_activity or waiting")),
+    };
+    if q.contains_key("q") {
+        return Err(field_error("q", "full-text search is not available yet"));
+    }
+    let from = q
+        .get("from")
+        .map(|t| PageToken::decode(t).ok_or_else(|| field_error("from", "not a page token")))
+        .transpose()?;
+    let limit = limit(q.get("limit").map(String::as_str))?;
+    let (page, next) = s.support.index.list(&filter, sort, limit, from.as_ref())?;
+    Ok(Json(json!({
+        "conversations": page.iter().map(view).collect::<Vec<_>>(),
+        "next": next.map(|t| t.encode()),
+    })))
+}
+
+pub async fn get_one(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>> {
+    let record = visible(&s, &caller, &room_id)?;
+    let limit = limit(q.get("limit").map(String::as_str))?;
+    let room = s.rooms.room(&parse_room(&room_id)?)?;
+    let positions = s
+        .rooms
+        .timeline_positions(room.short, u64::MAX, Direction::Backward, limit)?;
+    let view_as = EventView {
+        user: &caller.user,
+        device: None,
+        format: ClientFormat::WithRoomId,
+    };
+    let mut history = Vec::with_capacity(positions.len());
+    for pos in positions.into_iter().rev() {
+        let raw = s.rooms.client_event(pos, view_as)?;
+        history.push(
+            serde_json::from_str::<Value>(raw.get()).map_err(|e| Error::internal(e.to_string()))?,
+        );
+    }
+    let mut body = view(&record);
+    body["history"] = json!(history);
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewConversation {
+    participants: Vec<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    product_id: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    contact: Option<Contact>,
+}
+
+/// Creates a conversation room (buyer/seller chats): the bot creates it, invites the
+/// participants and sets the conversation state from the start.
+pub async fn create(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let req: NewConversation = json_body(&body)?;
+    if req.participants.is_empty() || req.participants.len() > 50 {
+        return Err(field_error("participants", "between 1 and 50 user ids"));
+    }
+    let mut participants: Vec<OwnedUserId> = Vec::new();
+    for p in &req.participants {
+        let user = UserId::parse(p.as_str())
+            .map_err(|_| field_error("participants", format!("{p} is not a user id")))?;
+        if !s.user_is_active(&user).await? {
+            return Err(field_error("participants", format!("{p} does not exist")));
+        }
+        if !participants.contains(&user) && user != s.support.bot {
+            participants.push(user);
+        }
+    }
+    if caller.role == Role::None && !participants.contains(&caller.user) {
+        return Err(Error::forbidden(
+            "You may only open conversations you take part in",
+        ));
+    }
+    let channel = match req.channel.as_deref() {
+        None => Channel::Matrix,
+        Some(c) => {
+            Channel::parse(c).ok_or_else(|| field_error("channel", "whatsapp, web or matrix"))?
+        }
+    };
+    let priority = match req.priority.as_deref() {
+        None => Priority::Medium,
+        Some(p) => Priority::parse(p)
+            .ok_or_else(|| field_error("priority", "low, medium, high or urgent"))?,
+    };
+    let mut labels = Vec::new();
+    for l in &req.labels {
+        let l = valid_label(l)
+            .ok_or_else(|| field_error("labels", "labels are 1 to 64 printable characters"))?;
+        if !labels.contains(&l) {
+            labels.push(l);
+        }
+    }
+    for (field, v) in [("product_id", &req.product_id), ("order_id", &req.order_id)] {
+        if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 128) {
+            return Err(field_error(
+                field,
+                format!("{field} must be 1 to 128 characters"),
+            ));
+        }
+    }
+    let content = Conversation {
+        channel,
+        priority,
+        labels,
+        product_id: req.product_id,
+        order_id: req.order_id,
+        contact: req.contact.unwrap_or_default(),
+        ..Default::default()
+    };
+    let room_id = s
+        .rooms
+        .create_room(
+            &s.support.bot,
+            CreateRoom {
+                name: req.name,
+                invite: participants,
+                initial_state: vec![(
+                    CONVERSATION_EVENT.to_owned(),
+                    String::new(),
+                    content.to_json(),
+                )],
+                ..Default::default()
+            },
+        )
+        .await?;
+    {
+        let _guard = s.support.changes.lock().await;
+        if let Some((content, pos)) = actions::current(&s, &room_id)? {
+            let event_id = s.rooms.event(pos)?.pdu.event_id.clone();
+            actions::index_state_locked(&s, &room_id, &event_id, &content).await?;
+        }
+    }
+    let mut batch = crate::storage::Batch::new();
+    s.support.audit.record(
+        &mut batch,
+        caller.user.as_str(),
+        "conversation.create",
+        room_id.as_str(),
+        "api",
+        json!({ "participants": req.participants }),
+    )?;
+    s.store.write_durable(batch).await?;
+    let record = s
+        .support
+        .index
+        .get(room_id.as_str())?
+        .ok_or_else(|| Error::internal("conversation not indexed"))?;
+    Ok(Json(view(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Patch {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    labels: Option<Vec<String>>,
+    #[serde(default)]
+    add_labels: Vec<String>,
+    #[serde(default)]
+    remove_labels: Vec<String>,
+}
+
+fn labels(field: &str, list: &[String]) -> Result<Vec<String>> {
+    list.iter()
+        .map(|l| {
+            valid_label(l)
+                .ok_or_else(|| field_error(field, "labels are 1 to 64 printable characters"))
+        })
+        .collect()
+}
+
+pub async fn update(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    caller.require_staff()?;
+    let record = visible(&s, &caller, &room_id)?;
+    let patch: Patch = json_body(&body)?;
+    let status = patch
+        .status
+        .as_deref()
+        .map(|v| Status::parse(v).ok_or_else(|| field_error("status", "open, pending or closed")))
+        .transpose()?;
+    let priority = patch
+        .priority
+        .as_deref()
+        .map(|v| {
+            Priority::parse(v).ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
+        })
+        .transpose()?;
+    let set = patch
+        .labels
+        .as_deref()
+        .map(|l| labels("labels", l))
+        .transpose()?;
+    let add = labels("add_labels", &patch.add_labels)?;
+    let remove = labels("remove_labels", &patch.remove_labels)?;
+    let room_id = parse_room(&record.room_id)?;
+    let actor = Actor {
+        user: &caller.user,
+        via: "api",
+        txn: None,
+    };
+    let details = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    actions::update(&s, &room_id, &actor, "conversation.update", details, |c| {
+        if let Some(st) = status {
+            actions::set_status(c, st);
+        }
+        if let Some(p) = priority {
+            c.priority = p;
+        }
+        if let Some(set) = set {
+            c.labels.clear();
+            for l in set {
+                if !c.labels.contains(&l) {
+                    c.labels.push(l);
+                }
+            }
+        }
+        for l in add {
+            if !c.labels.contains(&l) {
+                c.labels.push(l);
+            }
+        }
+        c.labels.retain(|l| !remove.contains(l));
+        Ok(())
+    })
+    .await?;
+    fresh(&s, &room_id)
+}
+
+fn fresh(s: &Services, room_id: &RoomId) -> Result<Json<Value>> {
+    let record = s
+        .support
+        .index
+        .get(room_id.as_str())?
+        .ok_or_else(|| Error::not_found("No such conversation"))?;
+    Ok(Json(view(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    user_id: String,
+}
+
+pub async fn assign(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    caller.require_staff()?;
+    let record = visible(&s, &caller, &room_id)?;
+    let b: AssignBody = json_body(&body)?;
+    let agent =
+        UserId::parse(b.user_id.as_str()).map_err(|_| field_error("user_id", "not a user id"))?;
+    if !s.support.is_staff(&agent) {
+        return Err(field_error("user_id", format!("{agent} is not an agent")));
+    }
+    let room_id = parse_room(&record.room_id)?;
+    let actor = Actor {
+        user: &caller.user,
+        via: "api",
+        txn: None,
+    };
+    actions::assign(&s, &room_id, Some(&agent), &actor).await?;
+    fresh(&s, &room_id)
+}
+
+pub async fn unassign(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+) -> Result<Json<Value>> {
+    caller.require_staff()?;
+    let record = visible(&s, &caller, &room_id)?;
+    let room_id = parse_room(&record.room_id)?;
+    let actor = Actor {
+        user: &caller.user,
+        via: "api",
+        txn: None,
+    };
+    actions::assign(&s, &room_id, None, &actor).await?;
+    fresh(&s, &room_id)
+}

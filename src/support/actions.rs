@@ -1,0 +1,426 @@
+//! Changes to conversations and tickets, shared by the bot's commands and the agent API, so
+//! both make exactly the same state events, index updates and audit entries.
+
+use ruma::{OwnedEventId, RoomId, UserId, events::room::member::MembershipState};
+use serde_json::{Value, json};
+
+use super::{
+    CONVERSATION_EVENT, Conversation, ConversationRecord, TICKET_EVENT, Ticket, now_ms,
+    tickets::TicketStatus,
+};
+use crate::{
+    error::{Error, Result},
+    events::EventTemplate,
+    rooms::{MemberProfile, MembershipChange, Txn},
+    services::Services,
+    storage::Batch,
+};
+
+/// The device name the bot's idempotent sends are recorded under.
+const BOT_DEVICE: &str = "io.charla.support";
+
+/// Who asks for a change and how: recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor<'a> {
+    pub user: &'a UserId,
+    /// `api`, `command`, or `bot` (automatic; not audited).
+    pub via: &'static str,
+    /// A key that makes the bot's sends idempotent when it replays the event that caused them.
+    pub txn: Option<String>,
+}
+
+impl Actor<'_> {
+    fn txn(&self, tag: &str) -> Option<Txn> {
+        self.txn.as_ref().map(|t| Txn {
+            device: BOT_DEVICE.into(),
+            txn_id: format!("{t}:{tag}"),
+        })
+    }
+}
+
+/// The current conversation content of a room, `None` if the room is not a conversation.
+pub fn current(s: &Services, room_id: &RoomId) -> Result<Option<(Conversation, u64)>> {
+    let room = s.rooms.room(room_id)?;
+    match s.rooms.state_pos(room.short, CONVERSATION_EVENT, "")? {
+        Some(pos) => {
+            let ev = s.rooms.event(pos)?;
+            Ok(Some((
+                Conversation::from_str_lenient(ev.pdu.content.get()),
+                pos,
+            )))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Applies `edit` to the conversation and sends the result as the bot's state event; indexes
+/// it at once (so the next listing shows it) and records it in the audit log. Returns the new
+/// content; an edit that changes nothing sends nothing.
+pub async fn update(
+    s: &Services,
+    room_id: &RoomId,
+    actor: &Actor<'_>,
+    action: &str,
+    details: Value,
+    edit: impl FnOnce(&mut Conversation) -> Result<()>,
+) -> Result<Conversation> {
+    let _guard = s.support.changes.lock().await;
+    let (old, _) = current(s, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
+    let mut new = old.clone();
+    edit(&mut new)?;
+    if new == old {
+        return Ok(new);
+    }
+    let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &new.to_json());
+    let event_id = s
+        .rooms
+        .send(room_id, &s.support.bot, template, actor.txn(action))
+        .await?;
+    index_state_locked(s, room_id, &event_id, &new).await?;
+    if actor.via != "bot" {
+        let mut batch = Batch::new();
+        s.support.audit.record(
+            &mut batch,
+            actor.user.as_str(),
+            action,
+            room_id.as_str(),
+            actor.via,
+            details,
+        )?;
+        s.store.write_durable(batch).await?;
+    }
+    Ok(new)
+}
+
+/// Indexes a conversation state event (by whoever sent it). The caller holds `changes`.
+pub async fn index_state_locked(
+    s: &Services,
+    room_id: &RoomId,
+    event_id: &OwnedEventId,
+    content: &Conversation,
+) -> Result<()> {
+    let Some(pos) = s.rooms.event_pos(event_id)? else {
+        return Ok(());
+    };
+    let ts = u64::from(s.rooms.event(pos)?.pdu.origin_server_ts.get());
+    let old = s.support.index.get(room_id.as_str())?;
+    if old.as_ref().is_some_and(|o| o.state_pos >= pos) {
+        return Ok(());
+    }
+    let mut new = old.clone().unwrap_or_else(|| ConversationRecord {
+        room_id: room_id.to_string(),
+        created_ts: ts,
+        ..Default::default()
+    });
+    new.content = content.clone();
+    new.state_pos = pos;
+    new.last_activity_ts = new.last_activity_ts.max(ts);
+    let mut batch = Batch::new();
+    s.support.index.put(&mut batch, old.as_ref(), &new);
+    s.store.write_durable(batch).await?;
+    Ok(())
+}
+
+/// Changes the record's activity fields (not its content) under the change lock, once per
+/// stream position: a replayed position changes nothing.
+pub async fn update_record(
+    s: &Services,
+    room_id: &RoomId,
+    pos: u64,
+    edit: impl FnOnce(&mut ConversationRecord),
+) -> Result<Option<ConversationRecord>> {
+    let _guard = s.support.changes.lock().await;
+    let Some(old) = s.support.index.get(room_id.as_str())? else {
+        return Ok(None);
+    };
+    if old.applied_pos >= pos {
+        return Ok(Some(old));
+    }
+    let mut new = old.clone();
+    edit(&mut new);
+    new.applied_pos = pos;
+    let mut batch = Batch::new();
+    s.support.index.put(&mut batch, Some(&old), &new);
+    s.store.write_durable(batch).await?;
+    Ok(Some(new))
+}
+
+/// Assigns (or, with `None`, unassigns) the conversation, invites the agent and tells them.
+pub async fn assign(
+    s: &Services,
+    room_id: &RoomId,
+    agent: Option<&UserId>,
+    actor: &Actor<'_>,
+) -> Result<Conversation> {
+    if let Some(agent) = agent
+        && s.support.capacity(agent).is_none()
+        && s.support.role(agent) != super::Role::Admin
+    {
+        return Err(Error::invalid_param(format!("{agent} is not an agent")));
+    }
+    let action = if agent.is_some() {
+        "conversation.assign"
+    } else {
+        "conversation.unassign"
+    };
+    let details = json!({ "assignee": agent });
+    let new = update(s, room_id, actor, action, details, |c| {
+        c.assignee = agent.map(|a| a.to_string());
+        Ok(())
+    })
+    .await?;
+    if let Some(agent) = agent {
+        bring_in_agent(s, room_id, agent, actor).await?;
+    }
+    Ok(new)
+}
+
+/// After an assignment: counts the agent's turn, invites them and tells them.
+pub async fn bring_in_agent(
+    s: &Services,
+    room_id: &RoomId,
+    agent: &UserId,
+    actor: &Actor<'_>,
+) -> Result<()> {
+    {
+        s.support.mark_assigned(agent);
+        let room = s.rooms.room(room_id)?;
+        if !matches!(
+            s.rooms.membership(&room, agent)?,
+            Some(MembershipState::Join | MembershipState::Invite)
+        ) {
+            s.rooms
+                .change_membership(
+                    room_id,
+                    MembershipChange {
+                        sender: &s.support.bot,
+                        target: agent,
+                        membership: MembershipState::Invite,
+                        profile: MemberProfile::default(),
+                        reason: Some("Assigned to you"),
+                        is_direct: None,
+                    },
+                )
+                .await?;
+        }
+        say(
+            s,
+            room_id,
+            &format!("Conversation assigned to {agent}."),
+            true,
+            &[agent],
+            actor.txn("assigned-notice"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sends a message as the bot. `internal` messages are for agents only: the bridge never
+/// forwards them (contract.md).
+pub async fn say(
+    s: &Services,
+    room_id: &RoomId,
+    text: &str,
+    internal: bool,
+    mentions: &[&UserId],
+    txn: Option<Txn>,
+) -> Result<OwnedEventId> {
+    let mut content = json!({
+        "msgtype": if internal { "m.notice" } else { "m.text" },
+        "body": text,
+    });
+    if internal {
+        content["io.charla.internal"] = json!(true);
+    }
+    if !mentions.is_empty() {
+        content["m.mentions"] = json!({ "user_ids": mentions });
+    }
+    let template = EventTemplate::message(
+        "m.room.message",
+        serde_json::value::to_raw_value(&content).expect("json"),
+    );
+    s.rooms.send(room_id, &s.support.bot, template, txn).await
+}
+
+/// The fields a ticket change may set.
+#[derive(Debug, Clone, Default)]
+pub struct TicketPatch {
+    pub title: Option<String>,
+    pub status: Option<TicketStatus>,
+    pub priority: Option<super::conversation::Priority>,
+    /// `Some(None)` unassigns.
+    pub assignee: Option<Option<String>>,
+}
+
+/// Escalates a conversation to a ticket; `source` (the asking event) makes it idempotent.
+pub async fn create_ticket(
+    s: &Services,
+    room_id: &RoomId,
+    title: &str,
+    actor: &Actor<'_>,
+    source: Option<&str>,
+) -> Result<Ticket> {
+    if let Some(src) = source
+        && let Some(t) = s.support.tickets.by_source(src)?
+    {
+        return Ok(t);
+    }
+    let (conv, _) = current(s, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
+    let now = now_ms();
+    let ticket = Ticket {
+        number: s.support.tickets.next_number()?,
+        title: title.to_owned(),
+        status: TicketStatus::Open,
+        priority: conv.priority,
+        assignee: conv.assignee.clone(),
+        room_id: room_id.to_string(),
+        created_by: actor.user.to_string(),
+        created_ts: now,
+        updated_ts: now,
+    };
+    let mut batch = Batch::new();
+    s.support.tickets.put(&mut batch, None, &ticket, source);
+    s.support.audit.record(
+        &mut batch,
+        actor.user.as_str(),
+        "ticket.create",
+        &format!("#{}", ticket.number),
+        actor.via,
+        json!({ "room_id": room_id, "title": title }),
+    )?;
+    s.store.write_durable(batch).await?;
+    mirror_ticket(s, &ticket, actor).await?;
+    say(
+        s,
+        room_id,
+        &format!("Ticket #{} created: {}", ticket.number, ticket.title),
+        true,
+        &[],
+        actor.txn("ticket-created"),
+    )
+    .await?;
+    Ok(ticket)
+}
+
+/// Changes a ticket, mirrors it in its room and announces the change there.
+pub async fn update_ticket(
+    s: &Services,
+    number: u64,
+    patch: TicketPatch,
+    actor: &Actor<'_>,
+) -> Result<Ticket> {
+    let _guard = s.support.changes.lock().await;
+    let old = s
+        .support
+        .tickets
+        .get(number)?
+        .ok_or_else(|| Error::not_found(format!("No ticket #{number}")))?;
+    let mut new = old.clone();
+    if let Some(t) = patch.title {
+        new.title = t;
+    }
+    if let Some(st) = patch.status {
+        new.status = st;
+    }
+    if let Some(p) = patch.priority {
+        new.priority = p;
+    }
+    if let Some(a) = patch.assignee {
+        new.assignee = a;
+    }
+    if new == old {
+        return Ok(new);
+    }
+    new.updated_ts = now_ms();
+    let mut batch = Batch::new();
+    s.support.tickets.put(&mut batch, Some(&old), &new, None);
+    s.support.audit.record(
+        &mut batch,
+        actor.user.as_str(),
+        "ticket.update",
+        &format!("#{number}"),
+        actor.via,
+        json!({ "status": new.status.as_str(), "priority": new.priority.as_str(),
+                "assignee": new.assignee, "title": new.title }),
+    )?;
+    s.store.write_durable(batch).await?;
+    let room_id = RoomId::parse(&new.room_id).map_err(|e| Error::internal(e.to_string()))?;
+    mirror_ticket(s, &new, actor).await?;
+    say(
+        s,
+        &room_id,
+        &format!(
+            "Ticket #{} is now {} ({} priority): {}",
+            new.number,
+            new.status.as_str(),
+            new.priority.as_str(),
+            new.title
+        ),
+        true,
+        &[],
+        None,
+    )
+    .await?;
+    if new.status == TicketStatus::Resolved
+        && old.status != TicketStatus::Resolved
+        && s.support.config.notify_customer_on_resolve
+    {
+        say(
+            s,
+            &room_id,
+            &format!("Your request #{} has been resolved.", new.number),
+            false,
+            &[],
+            None,
+        )
+        .await?;
+    }
+    Ok(new)
+}
+
+/// The ticket as room state (`io.charla.ticket`, state key: its number).
+async fn mirror_ticket(s: &Services, t: &Ticket, actor: &Actor<'_>) -> Result<()> {
+    let room_id = RoomId::parse(&t.room_id).map_err(|e| Error::internal(e.to_string()))?;
+    let template = EventTemplate::state_json(TICKET_EVENT, t.number.to_string(), t);
+    let txn = actor.txn(&format!("ticket-state-{}-{}", t.number, t.updated_ts));
+    s.rooms
+        .send(&room_id, &s.support.bot, template, txn)
+        .await?;
+    Ok(())
+}
+
+pub fn not_a_conversation(room_id: &RoomId) -> Error {
+    Error::not_found(format!("{room_id} is not a support conversation"))
+}
+
+/// Makes a room a conversation: sends the first `io.charla.conversation` and indexes it.
+pub async fn open(
+    s: &Services,
+    room_id: &RoomId,
+    content: &Conversation,
+    actor: &Actor<'_>,
+) -> Result<()> {
+    let _guard = s.support.changes.lock().await;
+    if current(s, room_id)?.is_some() {
+        return Ok(());
+    }
+    let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
+    let event_id = s
+        .rooms
+        .send(room_id, &s.support.bot, template, actor.txn("open"))
+        .await?;
+    index_state_locked(s, room_id, &event_id, content).await
+}
+
+/// Status changes keep the resolution time consistent.
+pub fn set_status(c: &mut Conversation, status: super::conversation::Status) {
+    if status == super::conversation::Status::Closed
+        && c.status != super::conversation::Status::Closed
+    {
+        c.resolved_ts = Some(now_ms());
+    } else if status != super::conversation::Status::Closed {
+        c.resolved_ts = None;
+    }
+    c.status = status;
+}

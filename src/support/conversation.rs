@@ -1,0 +1,177 @@
+//! The `io.charla.conversation` state event: what a room is as a support conversation.
+//!
+//! Parsing is lenient (missing keys take defaults, unknown keys are kept and written back) so
+//! that the bridge, the bot and any client that edits the event by hand can all share it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The state event type (state key `""`).
+pub const CONVERSATION_EVENT: &str = "io.charla.conversation";
+/// The ticket mirror state event type (state key: the ticket number).
+pub const TICKET_EVENT: &str = "io.charla.ticket";
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident default $default:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name::$default
+            }
+        }
+
+        impl $name {
+            /// Every value's name, in order.
+            pub const NAMES: &'static [&'static str] = &[$($text),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a conversation stands.
+    Status default Open { Open = "open", Pending = "pending", Closed = "closed" }
+);
+string_enum!(
+    /// How urgent a conversation is.
+    Priority default Medium { Low = "low", Medium = "medium", High = "high", Urgent = "urgent" }
+);
+string_enum!(
+    /// Where the customer writes from.
+    Channel default Matrix { Whatsapp = "whatsapp", Web = "web", Matrix = "matrix" }
+);
+
+/// Who the customer is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub organisation: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// The content of `io.charla.conversation`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    #[serde(default, deserialize_with = "lenient")]
+    pub status: Status,
+    #[serde(default, deserialize_with = "lenient")]
+    pub priority: Priority,
+    #[serde(default, deserialize_with = "lenient")]
+    pub labels: Vec<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub assignee: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub channel: Channel,
+    #[serde(default, deserialize_with = "lenient")]
+    pub contact: Contact,
+    #[serde(default, deserialize_with = "lenient")]
+    pub product_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub order_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub first_customer_message_ts: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub first_agent_response_ts: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub resolved_ts: Option<u64>,
+    /// Keys this server does not know, kept when the event is rewritten.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A value of the wrong shape counts as missing rather than making the whole event unreadable.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).unwrap_or_default())
+}
+
+impl Conversation {
+    /// Parses any JSON object; never fails (a non-object is an empty conversation).
+    pub fn from_json(v: &Value) -> Self {
+        serde_json::from_value(v.clone()).unwrap_or_default()
+    }
+
+    pub fn from_str_lenient(s: &str) -> Self {
+        serde_json::from_str::<Value>(s)
+            .map(|v| Self::from_json(&v))
+            .unwrap_or_default()
+    }
+
+    /// The content as sent: every key of the contract present, `null` where unknown.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("conversation serializes")
+    }
+
+    /// Whether the conversation counts against its assignee's capacity.
+    pub fn is_active(&self) -> bool {
+        self.status != Status::Closed
+    }
+}
+
+/// A label as stored: trimmed and non-empty, at most 64 characters, no control characters.
+pub fn valid_label(label: &str) -> Option<String> {
+    let l = label.trim();
+    (!l.is_empty() && l.chars().count() <= 64 && !l.chars().any(char::is_control))
+        .then(|| l.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_keys_default_and_unknown_keys_survive() {
+        let c = Conversation::from_json(&json!({
+            "status": "pending", "labels": ["vip"], "x.custom": {"a": 1}, "priority": 7
+        }));
+        assert_eq!(c.status, Status::Pending);
+        assert_eq!(c.priority, Priority::Medium);
+        assert_eq!(c.channel, Channel::Matrix);
+        let out = c.to_json();
+        assert_eq!(out["x.custom"], json!({"a": 1}));
+        assert_eq!(out["assignee"], Value::Null);
+        assert_eq!(out["contact"]["organisation"], Value::Null);
+        assert_eq!(out["status"], "pending");
+        assert_eq!(out["first_customer_message_ts"], Value::Null);
+    }
+
+    #[test]
+    fn enums_round_trip_by_name() {
+        for n in Status::NAMES {
+            assert_eq!(Status::parse(n).unwrap().as_str(), *n);
+        }
+        for n in Priority::NAMES {
+            assert_eq!(Priority::parse(n).unwrap().as_str(), *n);
+        }
+        for n in Channel::NAMES {
+            assert_eq!(Channel::parse(n).unwrap().as_str(), *n);
+        }
+        assert_eq!(Status::parse("bogus"), None);
+    }
+}
