@@ -7,6 +7,7 @@
 pub mod api;
 pub mod appservice;
 pub mod bench;
+pub mod bridges;
 pub mod config;
 pub mod e2ee;
 pub mod ephemeral;

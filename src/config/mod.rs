@@ -38,6 +38,16 @@ pub struct Config {
     pub appservice: AppserviceConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub bridges: BridgesConfig,
+}
+
+/// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgesConfig {
+    /// `[bridges.whatsapp]`: see `bridges/whatsapp` and the shipped config.toml.
+    pub whatsapp: whatsapp::BridgeConfig,
 }
 
 /// Application services (bridges, bots) the server talks to.
@@ -261,6 +271,12 @@ impl Config {
         if !config.media.path.as_os_str().is_empty() {
             config.media.path = base.join(&config.media.path);
         }
+        let whatsapp = &mut config.bridges.whatsapp;
+        for path in [&mut whatsapp.state_path, &mut whatsapp.registration] {
+            if !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        }
         config.apply_env();
         config.validate()?;
         Ok(config)
@@ -303,6 +319,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "rooms.default_version must be \"10\" or \"11\"".into(),
             ));
+        }
+        if self.bridges.whatsapp.enabled {
+            self.bridges
+                .whatsapp
+                .validate()
+                .map_err(ConfigError::Invalid)?;
         }
         if self.media.max_thumbnail_dimension == 0 {
             return Err(ConfigError::Invalid(

@@ -115,7 +115,14 @@ impl Bridge {
             }
         }
         let results = join_all(by_customer.iter().map(|(customer, messages)| async move {
-            let portal = self.ensure_portal(customer).await?;
+            let portal = match self.ensure_portal(customer).await {
+                Ok(portal) => portal,
+                Err(error) if !is_retryable(&error) => {
+                    tracing::warn!(%error, "messages dropped: the homeserver refused the portal");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            };
             for msg in messages {
                 if let Err(error) = self.bridge_message(&portal, msg).await {
                     if is_retryable(&error) {

@@ -126,23 +126,13 @@ impl Bridge {
         let name = customer.display_name();
         puppet.set_displayname(&name).await?;
 
-        let mut invite: Vec<OwnedUserId> = vec![puppet_id.clone()];
-        for user in &self.config.invite {
-            match OwnedUserId::try_from(user.as_str()) {
-                Ok(user) if !invite.contains(&user) => invite.push(user),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%user, %error, "bridges.whatsapp.invite: not a user id")
-                }
-            }
-        }
         let options = CreateRoom {
             name: Some(name.clone()),
             topic: Some(match &customer.wa_id {
                 Some(wa_id) => format!("WhatsApp +{wa_id}"),
                 None => "WhatsApp".to_owned(),
             }),
-            invite,
+            invite: vec![puppet_id.clone()],
             preset: Some(RoomPreset::PrivateChat),
             initial_state: vec![
                 InitialState::new(
@@ -161,6 +151,21 @@ impl Bridge {
         let room_id = self.bot.create_room(&options).await?;
         let room: &RoomOrAliasId = (&*room_id).into();
         puppet.join(room, &[]).await?;
+        // One by one: an invitee that does not exist (yet) must not keep the portal from
+        // being created.
+        for user in &self.config.invite {
+            match OwnedUserId::try_from(user.as_str()) {
+                Ok(user) if user != puppet_id => {
+                    if let Err(error) = self.bot.invite(&room_id, &user).await {
+                        tracing::warn!(%user, %error, "cannot invite to a new portal");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%user, %error, "bridges.whatsapp.invite: not a user id")
+                }
+            }
+        }
         let portal = Portal {
             key,
             wa_id: customer.wa_id.clone(),

@@ -12,3 +12,4 @@ pub mod messages;
 pub mod relations;
 pub mod send;
 pub mod sync_latency;
+pub mod whatsapp;

@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     pub http: reqwest::Client,
     /// `http://addr` once serving; the base of download URLs.
     pub base_url: Mutex<String>,
+    /// Where webhooks go; starts as `config.webhook_url`.
+    pub webhook_url: Mutex<String>,
 }
 
 /// The simulator serving on a listener.
@@ -152,10 +154,11 @@ impl Simulator {
             .expect("reqwest client");
         Self {
             inner: Arc::new(Inner {
-                config,
                 state: Mutex::new(SimState::default()),
                 http,
                 base_url: Mutex::new(String::new()),
+                webhook_url: Mutex::new(config.webhook_url.clone()),
+                config,
             }),
         }
     }
@@ -191,6 +194,15 @@ impl Simulator {
             shutdown: Some(tx),
             task,
         })
+    }
+
+    /// Sends webhooks to `url` from now on (the bridge moved).
+    pub fn set_webhook_url(&self, url: &str) {
+        *self
+            .inner
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = url.to_owned();
     }
 
     /// Sets the fault mode.

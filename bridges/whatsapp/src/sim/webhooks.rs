@@ -40,9 +40,14 @@ impl Inner {
     pub(crate) async fn post_webhook(&self, envelope: &Value) -> Delivered {
         let body = envelope.to_string();
         let signature = crate::signature::sign(&self.config.app_secret, body.as_bytes());
+        let url = self
+            .webhook_url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let status = match self
             .http
-            .post(&self.config.webhook_url)
+            .post(url)
             .header("content-type", "application/json")
             .header("x-hub-signature-256", &signature)
             .body(body.clone())
