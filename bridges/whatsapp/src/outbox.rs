@@ -74,6 +74,18 @@ type Attempt = Result<Option<String>, SendError>;
 
 /// Runs until `stopped` turns true.
 pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
+    // Rooms told before a restart that their messages are pending are told when they leave.
+    if let Ok(jobs) = bridge.store.outbox_jobs() {
+        let mut pending = bridge
+            .pending_rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        pending.extend(
+            jobs.into_iter()
+                .filter(|(_, job)| job.told_pending)
+                .map(|(_, job)| job.room_id),
+        );
+    }
     let mut failures = 0u32;
     loop {
         if *stopped.borrow() {
