@@ -8,6 +8,7 @@ pub mod api;
 pub mod appservice;
 pub mod bench;
 pub mod bot;
+pub mod bridges;
 pub mod config;
 pub mod e2ee;
 pub mod ephemeral;

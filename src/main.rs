@@ -1,4 +1,5 @@
-//! The `charla` command: `serve` runs the homeserver, `bench` measures one.
+//! The `charla` command: `serve` runs the homeserver, `bench` measures one, `bridge` runs a
+//! bridge alone, `whatsapp-sim` simulates the WhatsApp Cloud API.
 
 use std::path::PathBuf;
 
@@ -28,6 +29,23 @@ enum Command {
     },
     /// Load-test a homeserver through the Client-Server API (Charla or any other).
     Bench(charla::bench::BenchArgs),
+    /// Run a bridge on its own listener (instead of inside `charla serve`).
+    Bridge {
+        #[command(subcommand)]
+        bridge: BridgeCommand,
+    },
+    /// Run the WhatsApp Cloud API simulator (Graph API plus a control API to play customers).
+    WhatsappSim(charla::bridges::SimArgs),
+}
+
+#[derive(Subcommand)]
+enum BridgeCommand {
+    /// The WhatsApp bridge, configured by `[bridges.whatsapp]` of config.toml.
+    Whatsapp {
+        /// Path to config.toml.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -73,6 +91,34 @@ fn main() -> std::process::ExitCode {
             init_logging(config.logging.format, &config.logging.filter);
             if let Err(e) = runtime.block_on(charla::server::serve(config)) {
                 tracing::error!(error = %e, "server failed");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        Command::Bridge {
+            bridge: BridgeCommand::Whatsapp { config },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("charla: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            init_logging(config.logging.format, &config.logging.filter);
+            if let Err(e) = runtime.block_on(whatsapp::bridge::run_standalone(
+                config.bridges.whatsapp.clone(),
+                &config.server_name,
+                &config.public_base_url(),
+                &config.storage.path,
+            )) {
+                eprintln!("charla bridge whatsapp: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        Command::WhatsappSim(args) => {
+            init_logging(LogFormat::Pretty, "info");
+            if let Err(e) = runtime.block_on(charla::bridges::run_sim(args)) {
+                eprintln!("charla whatsapp-sim: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         }

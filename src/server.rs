@@ -10,6 +10,8 @@ use crate::{config::Config, error::Error, services::Services};
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub services: Arc<Services>,
+    /// The WhatsApp bridge, when `[bridges.whatsapp]` enables it.
+    pub whatsapp: Option<whatsapp::BridgeHandle>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -22,6 +24,10 @@ impl RunningServer {
 
     /// Stops accepting requests, waits for in-flight ones, and closes the store.
     pub async fn stop(mut self) {
+        // The bridge first: its workers finish their step while the server still answers.
+        if let Some(bridge) = self.whatsapp.take() {
+            bridge.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -38,16 +44,24 @@ impl RunningServer {
 }
 
 /// Opens the store, binds the listener and starts serving.
-pub async fn start(config: Config) -> Result<RunningServer, Error> {
+pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
     let listener = TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.server.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(e.to_string()))?;
+    let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
     let services = Services::open(config).await?;
     crate::bot::start(&services).await?;
-    let app = crate::api::router(services.clone());
+    let mut app = crate::api::router(services.clone());
+    let mut whatsapp_handle = None;
+    if let Some(prepared) = whatsapp {
+        let (with_bridge, handle) =
+            crate::bridges::start_whatsapp(prepared, &services.config, addr, app)?;
+        app = with_bridge;
+        whatsapp_handle = Some(handle);
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -62,6 +76,7 @@ pub async fn start(config: Config) -> Result<RunningServer, Error> {
     Ok(RunningServer {
         addr,
         services,
+        whatsapp: whatsapp_handle,
         shutdown: Some(tx),
         task,
     })

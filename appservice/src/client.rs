@@ -244,6 +244,16 @@ impl Client {
 
     /// Sends `request` with retries and parses the 2xx answer as `T`.
     pub(crate) async fn send<T: DeserializeOwned>(&self, request: Request) -> Result<T, Error> {
+        let (body, _) = self.send_bytes(request).await?;
+        serde_json::from_slice(if body.is_empty() { b"{}" } else { &body })
+            .map_err(|e| Error::InvalidResponse(e.to_string()))
+    }
+
+    /// Sends `request` with retries; the raw 2xx body and its `Content-Type` (media downloads).
+    pub(crate) async fn send_bytes(
+        &self,
+        request: Request,
+    ) -> Result<(Bytes, Option<String>), Error> {
         let mut attempt = 0;
         loop {
             let result = self.send_once(&request).await;
@@ -257,11 +267,7 @@ impl Client {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                _ => {
-                    let body = result?;
-                    return serde_json::from_slice(if body.is_empty() { b"{}" } else { &body })
-                        .map_err(|e| Error::InvalidResponse(e.to_string()));
-                }
+                _ => return result,
             }
         }
     }
@@ -301,8 +307,8 @@ impl Client {
         url
     }
 
-    /// One attempt: the 2xx body, or the error.
-    async fn send_once(&self, request: &Request) -> Result<Bytes, Error> {
+    /// One attempt: the 2xx body and its content type, or the error.
+    async fn send_once(&self, request: &Request) -> Result<(Bytes, Option<String>), Error> {
         let mut builder = self
             .inner
             .http
@@ -324,9 +330,14 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|secs| secs.saturating_mul(1000));
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response.bytes().await?;
         if status.is_success() {
-            return Ok(body);
+            return Ok((body, content_type));
         }
         Err(matrix_error(status, &body, retry_after_header))
     }

@@ -368,6 +368,28 @@ impl Intent {
         Ok(self.client.send::<Uploaded>(request).await?.content_uri)
     }
 
+    /// Downloads an `mxc://` URI through the authenticated media API
+    /// (`GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`); returns the bytes and
+    /// their `Content-Type`.
+    pub async fn download(&self, uri: &MxcUri) -> Result<(Bytes, Option<String>), Error> {
+        let (server, media_id) = uri
+            .parts()
+            .map_err(|e| Error::InvalidRequest(format!("{uri}: {e}")))?;
+        let request = self.request(
+            Method::GET,
+            &[
+                "_matrix",
+                "client",
+                "v1",
+                "media",
+                "download",
+                server.as_str(),
+                media_id,
+            ],
+        );
+        self.client.send_bytes(request).await
+    }
+
     /// `POST /rooms/{roomId}/receipt/m.read/{eventId}` (a public read receipt).
     pub async fn send_read_receipt(
         &self,

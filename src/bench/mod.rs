@@ -48,6 +48,10 @@ pub enum Scenario {
     Support,
     /// All of the above, in that order.
     All,
+    /// The WhatsApp bridge, inbound and outbound, against its own in-process Charla and the
+    /// Cloud API simulator (ignores --homeserver; --clients customers, --messages each way;
+    /// not part of `all`).
+    Whatsapp,
 }
 
 /// Flags of `charla bench`.
@@ -161,6 +165,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Appservice => "appservice",
         Scenario::Support => "support",
         Scenario::All => "all",
+        Scenario::Whatsapp => "whatsapp",
     }
 }
 
@@ -172,6 +177,17 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         == tokio::runtime::RuntimeFlavor::CurrentThread
     {
         progress("warning: current-thread tokio runtime; the tool may become the bottleneck");
+    }
+    if args.scenario == Scenario::Whatsapp {
+        // Self-contained: it starts its own Charla and simulator.
+        let report = scenarios::whatsapp::run(&args)
+            .await
+            .unwrap_or_else(|e| Report::failed("whatsapp", &e.to_string()));
+        print!("{}", render_table(&[], std::slice::from_ref(&report)));
+        if !report.problems.is_empty() {
+            return Err(report.problems.join("; ").into());
+        }
+        return Ok(());
     }
     let prefix = args.user_prefix.clone().unwrap_or_else(random_prefix);
     let max_users = args.clients.max(args.sync_clients).max(1);
@@ -223,7 +239,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Media => scenarios::media::run(&ctx, &args).await,
             Scenario::Appservice => scenarios::appservice::run(&ctx, &args).await,
             Scenario::Support => scenarios::support::run(&ctx, &args).await,
-            Scenario::All => unreachable!("expanded by BenchArgs::scenarios"),
+            Scenario::All | Scenario::Whatsapp => {
+                unreachable!("expanded by BenchArgs::scenarios / run on its own")
+            }
         };
         let mut report = result.unwrap_or_else(|e| Report::failed(name, &e.to_string()));
         if let Some(pid) = args.pid

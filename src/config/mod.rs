@@ -45,6 +45,16 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub support: SupportConfig,
+    #[serde(default)]
+    pub bridges: BridgesConfig,
+}
+
+/// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgesConfig {
+    /// `[bridges.whatsapp]`: see `bridges/whatsapp` and the shipped config.toml.
+    pub whatsapp: whatsapp::BridgeConfig,
 }
 
 /// Application services (bridges, bots) the server talks to.
@@ -268,6 +278,12 @@ impl Config {
         if !config.media.path.as_os_str().is_empty() {
             config.media.path = base.join(&config.media.path);
         }
+        let whatsapp = &mut config.bridges.whatsapp;
+        for path in [&mut whatsapp.state_path, &mut whatsapp.registration] {
+            if !path.as_os_str().is_empty() {
+                *path = base.join(&*path);
+            }
+        }
         config.apply_env();
         config.validate()?;
         Ok(config)
@@ -312,6 +328,12 @@ impl Config {
             ));
         }
         self.support.validate().map_err(ConfigError::Invalid)?;
+        if self.bridges.whatsapp.enabled {
+            self.bridges
+                .whatsapp
+                .validate()
+                .map_err(ConfigError::Invalid)?;
+        }
         if self.media.max_thumbnail_dimension == 0 {
             return Err(ConfigError::Invalid(
                 "media.max_thumbnail_dimension must be positive".into(),

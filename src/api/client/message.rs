@@ -58,7 +58,14 @@ async fn send(
         return Ok(send_message_event::v3::Response::new(existing));
     }
     // After the transaction lookup: a retry gets its first answer, not a 429, and costs nothing.
-    s.send_limiter.check(who.user_id.as_str())?;
+    // Appservices registered with `rate_limited: false` (bridges) are exempt, as in Synapse.
+    if who
+        .appservice
+        .as_ref()
+        .is_none_or(|a| a.registration.is_rate_limited())
+    {
+        s.send_limiter.check(who.user_id.as_str())?;
+    }
     let mut template = EventTemplate::message(b.event_type.to_string(), b.body.json().to_owned());
     // `?ts=` is honoured for appservices only (bridges keep the remote message's time).
     template.timestamp = b.timestamp.filter(|_| who.appservice.is_some());

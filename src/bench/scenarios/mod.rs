@@ -14,3 +14,4 @@ pub mod relations;
 pub mod send;
 pub mod support;
 pub mod sync_latency;
+pub mod whatsapp;

@@ -1,0 +1,160 @@
+//! The inbox worker: turns accepted webhooks into Matrix events.
+//!
+//! It takes a batch of webhook bodies in arrival order, groups their messages by customer, and
+//! works on the customers concurrently while keeping each customer's messages in order. Then it
+//! applies the statuses, in order. Only a fully processed batch leaves the inbox; a failure
+//! (homeserver unreachable) retries the batch after a pause, and the wamid dedupe and
+//! wamid-derived txnIds make the retry post nothing twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use appservice::HandlerError;
+use futures_util::future::join_all;
+use tokio::sync::watch;
+
+use crate::bridge::Bridge;
+use crate::cloud::{Envelope, InboundMessage, Status};
+use crate::portal::Customer;
+
+/// Webhook bodies taken per round.
+const BATCH: usize = 256;
+
+/// Runs until `stopped` turns true.
+pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let batch = match bridge.store.inbox_batch(BATCH) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the inbox");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = bridge.inbox_wake.notified() => {}
+                _ = stopped.changed() => {}
+                // A notification can race with the check above; never sleep for ever.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let bodies: Vec<&[u8]> = batch.iter().map(|(_, v)| v.as_ref()).collect();
+        match bridge.process(&bodies).await {
+            Ok(()) => {
+                failures = 0;
+                for (key, _) in &batch {
+                    if let Err(error) = bridge.store.remove_inbox(key) {
+                        tracing::error!(%error, "cannot remove a processed webhook");
+                    }
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                let pause = Duration::from_millis(200u64 << failures.min(6));
+                tracing::warn!(%error, ?pause, "webhook processing failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        }
+    }
+}
+
+impl Bridge {
+    /// Processes webhook bodies: every message, then every status.
+    pub(crate) async fn process(&self, bodies: &[&[u8]]) -> Result<(), HandlerError> {
+        let mut by_customer: Vec<(Customer, Vec<InboundMessage>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut statuses: Vec<Status> = Vec::new();
+        for body in bodies {
+            let envelope: Envelope = match serde_json::from_slice(body) {
+                Ok(e) => e,
+                Err(error) => {
+                    // Signed by Meta but not a webhook we understand: retrying will not help.
+                    tracing::warn!(%error, "skipping a webhook body that does not parse");
+                    continue;
+                }
+            };
+            for value in envelope.values() {
+                if !value.metadata.phone_number_id.is_empty()
+                    && value.metadata.phone_number_id != self.config.phone_number_id
+                {
+                    tracing::debug!(phone = %value.metadata.phone_number_id, "webhook for another number");
+                    continue;
+                }
+                for error in &value.errors {
+                    tracing::warn!(code = error.code, reason = %error.reason(), "WhatsApp reported an error");
+                }
+                for msg in &value.messages {
+                    let Some(customer) = Customer::of_message(
+                        value,
+                        msg.from.as_deref(),
+                        msg.from_user_id.as_deref(),
+                    ) else {
+                        tracing::warn!(wamid = %msg.id, "message without a sender");
+                        continue;
+                    };
+                    let key = self.portal_key(&customer)?;
+                    let slot = *index.entry(key).or_insert_with(|| {
+                        by_customer.push((customer.clone(), Vec::new()));
+                        by_customer.len() - 1
+                    });
+                    if !customer.name.is_empty() {
+                        by_customer[slot].0 = customer;
+                    }
+                    by_customer[slot].1.push(msg.clone());
+                }
+                statuses.extend(value.statuses.iter().cloned());
+            }
+        }
+        let results = join_all(by_customer.iter().map(|(customer, messages)| async move {
+            let portal = match self.ensure_portal(customer).await {
+                Ok(portal) => portal,
+                Err(error) if !is_retryable(&error) => {
+                    tracing::warn!(%error, "messages dropped: the homeserver refused the portal");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            };
+            for msg in messages {
+                if let Err(error) = self.bridge_message(&portal, msg).await {
+                    if is_retryable(&error) {
+                        return Err(error);
+                    }
+                    tracing::warn!(wamid = %msg.id, %error, "message dropped: the homeserver refused it");
+                }
+            }
+            Ok::<(), HandlerError>(())
+        }))
+        .await;
+        for result in results {
+            result?;
+        }
+        for status in &statuses {
+            if let Err(error) = self.apply_status(status).await {
+                if is_retryable(&error) {
+                    return Err(error);
+                }
+                tracing::warn!(wamid = %status.id, %error, "status dropped: the homeserver refused it");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether trying again may help: not for a homeserver's 4xx refusal (other than 429), which
+/// would block the inbox for ever.
+pub(crate) fn is_retryable(error: &HandlerError) -> bool {
+    match error.downcast_ref::<appservice::Error>() {
+        Some(appservice::Error::Matrix { status, .. }) => *status == 429 || *status >= 500,
+        Some(appservice::Error::InvalidRequest(_) | appservice::Error::InvalidResponse(_)) => false,
+        _ => true,
+    }
+}

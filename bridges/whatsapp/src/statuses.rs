@@ -1,0 +1,237 @@
+//! Delivery states of agents' messages, shown the way Matrix clients understand:
+//!
+//! - accepted by the Cloud API: `com.beeper.message_send_status` `SUCCESS`;
+//! - `sent`: a read receipt of the bridge bot on the message (it left the bridge);
+//! - `delivered`: `com.beeper.message_send_status` `SUCCESS` with the puppet in
+//!   `delivered_to_users`;
+//! - `read`: a read receipt of the customer's puppet;
+//! - `failed`: `FAIL_PERMANENT` with WhatsApp's reason, plus a notice to the agents.
+//!
+//! Each state is also stored per message ([`crate::store::Delivery`]). States never go back
+//! (`delivered` after `read` changes nothing) and a repeated status has no second effect.
+
+use appservice::{HandlerError, SendOptions};
+use ruma::{EventId, RoomId};
+use serde_json::{Value, json};
+
+use crate::bridge::Bridge;
+use crate::cloud::Status;
+use crate::notices::Notice;
+use crate::store::{Delivery, MessageLink};
+
+/// Order of the states; `failed` is handled apart.
+fn rank(status: &str) -> u8 {
+    match status {
+        "queued" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        _ => 4,
+    }
+}
+
+impl Bridge {
+    /// Applies one status webhook entry.
+    pub(crate) async fn apply_status(&self, status: &Status) -> Result<(), HandlerError> {
+        let Some(link) = self.store.message(&status.id)? else {
+            // The send that produced this wamid is not recorded yet (the webhook overtook the
+            // API's answer): applied when it is. Checked again after keeping it, in case the
+            // link was written in between (then nobody else would pick it up).
+            self.store.keep_early_status(status)?;
+            if self.store.message(&status.id)?.is_some() {
+                for early in self.store.take_early_statuses(&status.id)? {
+                    Box::pin(self.apply_status(&early)).await?;
+                }
+            }
+            return Ok(());
+        };
+        if link.inbound {
+            return Ok(());
+        }
+        let mut delivery = self
+            .store
+            .delivery(link.event_id.as_str())?
+            .unwrap_or_else(|| Delivery {
+                room_id: link.room_id.clone(),
+                event_id: link.event_id.clone(),
+                wamid: Some(status.id.clone()),
+                status: "queued".into(),
+                updated_ts: crate::now_ms(),
+                error_code: None,
+                error: None,
+            });
+        let failed = status.status == "failed";
+        if delivery.status == "failed"
+            || (!failed && rank(&status.status) <= rank(&delivery.status))
+        {
+            return Ok(());
+        }
+        delivery.status = status.status.clone();
+        delivery.updated_ts = crate::now_ms();
+        if let Some(error) = status.errors.first() {
+            delivery.error_code = Some(error.code);
+            delivery.error = Some(error.reason());
+        }
+        self.store.save_delivery(&delivery)?;
+        self.show_status(&link, &delivery).await
+    }
+
+    async fn show_status(
+        &self,
+        link: &MessageLink,
+        delivery: &Delivery,
+    ) -> Result<(), HandlerError> {
+        let (room, event) = (&link.room_id, &link.event_id);
+        match delivery.status.as_str() {
+            "sent" => self.bot.send_read_receipt(room, event).await?,
+            "delivered" => {
+                let puppet = self.store.portal(&link.portal)?.map(|p| p.puppet);
+                self.send_status_event(
+                    room,
+                    event,
+                    "delivered",
+                    json!({
+                        "status": "SUCCESS",
+                        "delivered_to_users": puppet.into_iter().collect::<Vec<_>>(),
+                    }),
+                )
+                .await?;
+            }
+            "read" => {
+                if let Some(portal) = self.store.portal(&link.portal)? {
+                    self.puppet(&portal.puppet)
+                        .send_read_receipt(room, event)
+                        .await?;
+                }
+            }
+            "failed" => {
+                let reason = delivery.error.clone().unwrap_or_default();
+                self.report_failure(room, event, delivery.error_code, &reason)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `FAIL_PERMANENT` on the message and a notice explaining why, in the bridge's language.
+    pub(crate) async fn report_failure(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        code: Option<i64>,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let error = match code {
+            Some(code) => format!("({code}) {reason}"),
+            None => reason.to_owned(),
+        };
+        let notice = if code == Some(131047) {
+            Notice::NeedsTemplate {
+                reason: reason.to_owned(),
+            }
+        } else {
+            Notice::Failed {
+                code,
+                reason: reason.to_owned(),
+            }
+        };
+        self.send_status_event(
+            room,
+            event,
+            "failed",
+            json!({
+                "status": "FAIL_PERMANENT",
+                "reason": "m.foreign_network_error",
+                "error": error,
+                "message": notice.text(&self.config.language),
+            }),
+        )
+        .await?;
+        self.notice(room, &notice, Some(&format!("{event}-failed")))
+            .await
+    }
+
+    /// Posts a notice from the bridge bot; `key` makes it idempotent.
+    pub(crate) async fn notice(
+        &self,
+        room: &RoomId,
+        notice: &Notice,
+        key: Option<&str>,
+    ) -> Result<(), HandlerError> {
+        let options = SendOptions {
+            txn_id: key.map(|k| crate::inbound::txn_id(k, 9)),
+            ts: None,
+        };
+        self.bot
+            .send_event(
+                room,
+                "m.room.message",
+                &notice.content(&self.config.language),
+                options,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A `com.beeper.message_send_status` event about `event`; `what` keeps it idempotent.
+    pub(crate) async fn send_status_event(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        what: &str,
+        fields: Value,
+    ) -> Result<(), HandlerError> {
+        let mut content = json!({
+            "network": "whatsapp",
+            "m.relates_to": {"rel_type": "m.reference", "event_id": event},
+        });
+        if let (Some(content), Value::Object(fields)) = (content.as_object_mut(), fields) {
+            content.extend(fields);
+        }
+        let options = SendOptions {
+            txn_id: Some(crate::inbound::txn_id(&format!("{event}-{what}"), 8)),
+            ts: None,
+        };
+        self.bot
+            .send_event(room, "com.beeper.message_send_status", &content, options)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that WhatsApp accepted an agent's message as `wamid`, shows it, and applies the
+    /// statuses that arrived before.
+    pub(crate) async fn accepted(
+        &self,
+        link: MessageLink,
+        wamid: &str,
+    ) -> Result<(), HandlerError> {
+        self.store.link_message(wamid, &link)?;
+        let mut delivery = self
+            .store
+            .delivery(link.event_id.as_str())?
+            .unwrap_or_else(|| Delivery {
+                room_id: link.room_id.clone(),
+                event_id: link.event_id.clone(),
+                wamid: None,
+                status: "queued".into(),
+                updated_ts: crate::now_ms(),
+                error_code: None,
+                error: None,
+            });
+        delivery.wamid = Some(wamid.to_owned());
+        delivery.updated_ts = crate::now_ms();
+        self.store.save_delivery(&delivery)?;
+        self.send_status_event(
+            &link.room_id,
+            &link.event_id,
+            "accepted",
+            json!({"status": "SUCCESS"}),
+        )
+        .await?;
+        for status in self.store.take_early_statuses(wamid)? {
+            Box::pin(self.apply_status(&status)).await?;
+        }
+        Ok(())
+    }
+}

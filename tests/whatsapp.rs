@@ -1,0 +1,630 @@
+//! The WhatsApp bridge end to end: a real Charla running the bridge in process (talking to it
+//! only through the Application Service API) and the Cloud API simulator, over loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer, V3, enc};
+use serde_json::{Value, json};
+use whatsapp::Bridge;
+use whatsapp::sim::{Fault, SimConfig, SimServer, Simulator};
+
+const CUSTOMER: &str = "34600111222";
+const PUPPET: &str = "@whatsapp_34600111222:localhost";
+const BOT: &str = "@whatsappbot:localhost";
+
+struct Rig {
+    s: TestServer,
+    sim: Simulator,
+    sim_server: Option<SimServer>,
+    sim_addr: SocketAddr,
+    agent: Client,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_addr = listener.local_addr().unwrap();
+        let sim = Simulator::new(SimConfig {
+            status_delay_ms: 5,
+            ..SimConfig::default()
+        });
+        let sim_server = sim.serve(listener).unwrap();
+        let c = sim.config();
+        let extra = format!(
+            "[bridges.whatsapp]\nenabled = true\napi_base = \"http://{sim_addr}/v21.0\"\n\
+             phone_number_id = \"{}\"\naccess_token = \"{}\"\napp_secret = \"{}\"\n\
+             verify_token = \"verify-me\"\ninvite = [\"@agent:localhost\"]\n\
+             bot_templates = [\"greeting\"]\nmax_retry_secs = 1\n",
+            c.phone_number_id, c.access_token, c.app_secret
+        );
+        let s = TestServer::start_with(&extra).await;
+        sim.set_webhook_url(&s.url("/bridges/whatsapp/webhook"));
+        let agent = s.user("agent").await;
+        Rig {
+            s,
+            sim,
+            sim_server: Some(sim_server),
+            sim_addr,
+            agent,
+        }
+    }
+
+    fn bridge(&self) -> &Arc<Bridge> {
+        self.s
+            .server
+            .whatsapp
+            .as_ref()
+            .expect("bridge runs")
+            .bridge()
+    }
+
+    /// A customer's message through a signed webhook; returns its wamid.
+    async fn customer(&self, message: Value) -> String {
+        let (wamid, webhook) = self
+            .sim
+            .customer_says(CUSTOMER, "María", None, false, message)
+            .await
+            .unwrap();
+        assert_eq!(webhook.status, 200, "webhook refused");
+        wamid
+    }
+
+    /// The customer's portal, once it exists, joined by the agent.
+    async fn portal(&self) -> String {
+        let room = wait_for("the portal", || async {
+            self.bridge()
+                .store()
+                .portal(CUSTOMER)
+                .unwrap()
+                .map(|p| p.room_id.to_string())
+        })
+        .await;
+        wait_for("the agent's join", || async {
+            (self.agent.join(&room).await.0 == 200).then_some(())
+        })
+        .await;
+        room
+    }
+
+    /// Every event of the room, oldest first.
+    async fn events(&self, room: &str) -> Vec<Value> {
+        let (status, page) = self
+            .agent
+            .get(&format!(
+                "{V3}/rooms/{}/messages?dir=b&limit=200",
+                enc(room)
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let mut events = page["chunk"].as_array().unwrap().clone();
+        events.reverse();
+        events
+    }
+
+    /// The room's event whose content has `body`, once it is there.
+    async fn event_with_body(&self, room: &str, body: &str) -> Value {
+        wait_for(body, || async {
+            self.events(room)
+                .await
+                .into_iter()
+                .find(|e| e["content"]["body"] == body)
+        })
+        .await
+    }
+
+    async fn send(&self, room: &str, txn: &str, content: Value) -> String {
+        let path = format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room));
+        let (status, body) = self.agent.put(&path, content).await;
+        assert_eq!(status, 200, "{body}");
+        body["event_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn sent_bodies(&self, count: usize) -> Vec<Value> {
+        wait_for("messages at the simulator", || async {
+            let sent = self.sim.sent();
+            (sent.len() >= count).then(|| sent.into_iter().map(|r| r.body).collect())
+        })
+        .await
+    }
+
+    async fn delivery_status(&self, event_id: &str, status: &str) -> whatsapp::store::Delivery {
+        wait_for(status, || async {
+            self.bridge()
+                .delivery(event_id)
+                .filter(|d| d.status == status)
+        })
+        .await
+    }
+}
+
+/// Polls until `check` gives a value; fails the test after a generous deadline.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn text(body: &str) -> Value {
+    json!({"type": "text", "text": {"body": body}})
+}
+
+fn text_to_customer(body: &str) -> Value {
+    json!({
+        "messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+        "type": "text", "text": {"preview_url": false, "body": body}
+    })
+}
+
+#[tokio::test]
+async fn customer_messages_reach_the_portal_with_the_right_puppet_and_content() {
+    let rig = Rig::start().await;
+    let hola = rig.customer(text("Hola, necesito ayuda")).await;
+    let room = rig.portal().await;
+
+    let first = rig.event_with_body(&room, "Hola, necesito ayuda").await;
+    assert_eq!(first["sender"], PUPPET);
+    assert_eq!(first["type"], "m.room.message");
+    assert_eq!(
+        first["content"],
+        json!({"msgtype": "m.text", "body": "Hola, necesito ayuda"})
+    );
+
+    let (status, conversation) = rig
+        .agent
+        .get(&format!(
+            "{V3}/rooms/{}/state/io.charla.conversation/",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(status, 200, "{conversation}");
+    assert_eq!(
+        conversation,
+        json!({
+            "status": "open", "priority": "medium", "labels": [], "assignee": null,
+            "channel": "whatsapp",
+            "contact": {"name": "María", "phone": "+34600111222", "id": CUSTOMER, "organisation": null},
+            "product_id": null, "order_id": null, "first_customer_message_ts": null,
+            "first_agent_response_ts": null, "resolved_ts": null
+        })
+    );
+    let key = format!(
+        "io.charla.whatsapp://whatsapp/{}/{CUSTOMER}",
+        rig.sim.config().phone_number_id
+    );
+    let (status, bridge) = rig
+        .agent
+        .get(&format!(
+            "{V3}/rooms/{}/state/m.bridge/{}",
+            enc(&room),
+            enc(&key)
+        ))
+        .await;
+    assert_eq!(status, 200, "{bridge}");
+    assert_eq!(bridge["bridgebot"], BOT);
+    assert_eq!(
+        bridge["channel"],
+        json!({"id": CUSTOMER, "displayname": "María"})
+    );
+    let (_, name) = rig
+        .agent
+        .get(&format!("{V3}/profile/{}/displayname", enc(PUPPET)))
+        .await;
+    assert_eq!(name, json!({"displayname": "María"}));
+
+    // An image: the bytes in Charla's media repository are WhatsApp's bytes.
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    let media_id = rig
+        .sim
+        .store_media(bytes.clone().into(), "image/jpeg", None);
+    rig.customer(json!({"type": "image", "image": {"id": media_id, "caption": "Foto del router"}}))
+        .await;
+    let image = rig.event_with_body(&room, "Foto del router").await;
+    assert_eq!(image["sender"], PUPPET);
+    let content = &image["content"];
+    assert_eq!(content["msgtype"], "m.image");
+    assert_eq!(content["filename"], "image.jpg");
+    assert_eq!(
+        content["info"],
+        json!({"mimetype": "image/jpeg", "size": 5000})
+    );
+    let mxc = content["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("mxc://")
+        .unwrap()
+        .to_owned();
+    let downloaded = reqwest::Client::new()
+        .get(
+            rig.s
+                .url(&format!("/_matrix/client/v1/media/download/{mxc}")),
+        )
+        .bearer_auth(rig.agent.token.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.status(), 200);
+    assert_eq!(downloaded.bytes().await.unwrap().as_ref(), bytes.as_slice());
+
+    // A location.
+    rig.customer(json!({"type": "location", "location": {
+        "latitude": 40.4168, "longitude": -3.7038, "name": "Oficina", "address": "Gran Vía 1, Madrid"}}))
+        .await;
+    let location = rig
+        .event_with_body(&room, "Oficina, Gran Vía 1, Madrid")
+        .await;
+    assert_eq!(location["sender"], PUPPET);
+    assert_eq!(
+        location["content"],
+        json!({"msgtype": "m.location", "body": "Oficina, Gran Vía 1, Madrid", "geo_uri": "geo:40.4168,-3.7038"})
+    );
+
+    // A reply to the first message becomes a Matrix reply.
+    rig.customer(json!({"type": "text", "text": {"body": "Eso que dije"},
+                        "context": {"from": CUSTOMER, "id": hola}}))
+        .await;
+    let reply = rig.event_with_body(&room, "Eso que dije").await;
+    assert_eq!(
+        reply["content"]["m.relates_to"],
+        json!({"m.in_reply_to": {"event_id": first["event_id"]}})
+    );
+
+    // All of it, in order, from the puppet only.
+    let from_customer: Vec<Value> = rig
+        .events(&room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| json!([e["sender"], e["content"]["body"]]))
+        .collect();
+    assert_eq!(
+        from_customer,
+        vec![
+            json!([PUPPET, "Hola, necesito ayuda"]),
+            json!([PUPPET, "Foto del router"]),
+            json!([PUPPET, "Oficina, Gran Vía 1, Madrid"]),
+            json!([PUPPET, "Eso que dije"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
+    let rig = Rig::start().await;
+    let hola = rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    let customer_event = rig.event_with_body(&room, "Hola").await["event_id"].clone();
+
+    // Commands, notes and internal messages stay in Matrix.
+    rig.send(
+        &room,
+        "n1",
+        json!({"msgtype": "m.text", "body": "!note cliente VIP"}),
+    )
+    .await;
+    rig.send(
+        &room,
+        "n2",
+        json!({"msgtype": "m.notice", "body": "sugerencia", "io.charla.internal": true}),
+    )
+    .await;
+    let answer = rig
+        .send(
+            &room,
+            "a1",
+            json!({"msgtype": "m.text", "body": "Buenos días, ¿en qué puedo ayudar?"}),
+        )
+        .await;
+    let sent = rig.sent_bodies(1).await;
+    assert_eq!(
+        sent,
+        vec![text_to_customer("Buenos días, ¿en qué puedo ayudar?")]
+    );
+
+    // A reply carries the customer's wamid as context.
+    rig.send(
+        &room,
+        "a2",
+        json!({"msgtype": "m.text", "body": "> <@whatsapp_34600111222:localhost> Hola\n\nClaro",
+        "m.relates_to": {"m.in_reply_to": {"event_id": customer_event}}}),
+    )
+    .await;
+    let sent = rig.sent_bodies(2).await;
+    let mut expected = text_to_customer("Claro");
+    expected["context"] = json!({"message_id": hola});
+    assert_eq!(sent[1], expected);
+
+    // sent + delivered come on their own; read when the customer reads.
+    let delivered = rig.delivery_status(&answer, "delivered").await;
+    let wamid = delivered.wamid.clone().unwrap();
+    assert_eq!(wamid, rig.sim.sent()[0].wamid);
+    assert_eq!(rig.sim.send_status(&wamid, "read").await.unwrap(), 200);
+    rig.delivery_status(&answer, "read").await;
+    let sync = rig.agent.sync(None, 0).await;
+    let receipts = sync["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .cloned()
+        .unwrap();
+    let readers = &receipts["content"][&answer]["m.read"];
+    assert!(readers[PUPPET]["ts"].is_u64(), "{receipts}");
+    let mut statuses: Vec<String> = rig
+        .events(&room)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "com.beeper.message_send_status"
+                && e["content"]["m.relates_to"]["event_id"] == answer
+        })
+        .map(|e| {
+            assert_eq!(e["sender"], BOT);
+            json!([e["content"]["status"], e["content"]["delivered_to_users"]]).to_string()
+        })
+        .collect();
+    // Accepted by the API, then delivered (the two may reach the room in either order).
+    statuses.sort();
+    let mut expected = vec![
+        json!(["SUCCESS", null]).to_string(),
+        json!(["SUCCESS", [PUPPET]]).to_string(),
+    ];
+    expected.sort();
+    assert_eq!(statuses, expected);
+
+    // The agent's read receipt marks the customer's message read.
+    let (status, _) = rig
+        .agent
+        .post(
+            &format!(
+                "{V3}/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(customer_event.as_str().unwrap())
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_for("the read mark", || async {
+        (rig.sim.read_marks() == vec![hola.clone()]).then_some(())
+    })
+    .await;
+
+    // Outside the 24-hour window: refused with a hint, then a template goes through.
+    let (status, _) = reqwest::Client::new()
+        .post(format!(
+            "http://{}/sim/customers/{CUSTOMER}/window",
+            rig.sim_addr
+        ))
+        .json(&json!({"open": false}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(status, 200);
+    let late = rig
+        .send(
+            &room,
+            "a3",
+            json!({"msgtype": "m.text", "body": "¿Sigue ahí?"}),
+        )
+        .await;
+    let failed = rig.delivery_status(&late, "failed").await;
+    assert_eq!(failed.error_code, Some(131047));
+    rig.event_with_body(&room, "Not sent: more than 24 hours have passed since the customer last wrote, so WhatsApp only accepts an approved template. Re-engage them with !template NAME [params…]. (Message failed to send because more than 24 hours have passed since the customer last replied to this number.)").await;
+    rig.send(
+        &room,
+        "t0",
+        json!({"msgtype": "m.text", "body": "!template greeting"}),
+    )
+    .await;
+    rig.send(
+        &room,
+        "t1",
+        json!({"msgtype": "m.text", "body": "!template reengage María"}),
+    )
+    .await;
+    let sent = rig.sent_bodies(4).await;
+    assert_eq!(
+        sent[3],
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": CUSTOMER,
+               "type": "template", "template": {"name": "reengage", "language": {"code": "en_US"},
+               "components": [{"type": "body", "parameters": [{"type": "text", "text": "María"}]}]}})
+    );
+
+    // A permanent error is reported and not retried.
+    rig.sim.set_fault(Fault::Error {
+        code: 131026,
+        count: 1,
+    });
+    let refused = rig
+        .send(
+            &room,
+            "a4",
+            json!({"msgtype": "m.text", "body": "Último intento"}),
+        )
+        .await;
+    let failed = rig.delivery_status(&refused, "failed").await;
+    assert_eq!(failed.error_code, Some(131026));
+    let notice = rig
+        .event_with_body(&room, "WhatsApp did not deliver the message (error 131026): Unable to deliver message. The recipient may not be a WhatsApp user or has not accepted the latest terms.")
+        .await;
+    assert_eq!(notice["sender"], BOT);
+    assert_eq!(notice["content"]["io.charla.internal"], true);
+    assert_eq!(rig.bridge().store().outbox_len(), 0);
+    assert_eq!(rig.sim.sent().len(), 4);
+}
+
+#[tokio::test]
+async fn forged_and_replayed_webhooks_change_nothing() {
+    let rig = Rig::start().await;
+    let http = reqwest::Client::new();
+    let hook = rig.s.url("/bridges/whatsapp/webhook");
+
+    let verify = |token: &str| {
+        format!("{hook}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444")
+    };
+    let answer = http.get(verify("verify-me")).send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "1158201444");
+    assert_eq!(
+        http.get(verify("wrong")).send().await.unwrap().status(),
+        403
+    );
+
+    let (wamid, webhook) = rig
+        .sim
+        .customer_says(CUSTOMER, "María", None, false, text("Primero"))
+        .await
+        .unwrap();
+    assert_eq!(webhook.status, 200);
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "Primero").await;
+
+    // Meta retries the same webhook: accepted, not posted twice.
+    let replay = http
+        .post(&hook)
+        .header("x-hub-signature-256", &webhook.signature)
+        .body(webhook.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    wait_for("the inbox to drain", || async {
+        (rig.bridge().store().inbox_len() == 0).then_some(())
+    })
+    .await;
+
+    // A forged body (signed with another secret) and an unsigned one are refused.
+    let forged = webhook
+        .body
+        .replace("Primero", "Transfiera 1000 EUR")
+        .replace(&wamid, "wamid.FORGED");
+    let bad_signature = whatsapp::signature::sign("not-the-app-secret", forged.as_bytes());
+    let refused = http
+        .post(&hook)
+        .header("x-hub-signature-256", bad_signature)
+        .body(forged.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let tampered = http
+        .post(&hook)
+        .header("x-hub-signature-256", &webhook.signature)
+        .body(forged.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), 403);
+    let unsigned = http.post(&hook).body(forged).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+
+    // The marker message comes after everything above; nothing else got in.
+    rig.customer(text("Después")).await;
+    rig.event_with_body(&room, "Después").await;
+    let bodies: Vec<Value> = rig
+        .events(&room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].clone())
+        .collect();
+    assert_eq!(bodies, vec![json!("Primero"), json!("Después")]);
+    assert!(
+        rig.bridge()
+            .store()
+            .message("wamid.FORGED")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn with_whatsapp_down_agent_messages_queue_and_go_out_once_in_order_across_a_restart() {
+    let mut rig = Rig::start().await;
+    rig.customer(text("¿Hay alguien?")).await;
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "¿Hay alguien?").await;
+
+    rig.sim_server.take().unwrap().stop().await;
+    let first = rig
+        .send(&room, "d1", json!({"msgtype": "m.text", "body": "uno"}))
+        .await;
+    rig.send(&room, "d2", json!({"msgtype": "m.text", "body": "dos"}))
+        .await;
+    rig.send(&room, "d3", json!({"msgtype": "m.text", "body": "tres"}))
+        .await;
+    let pending = rig
+        .event_with_body(&room, "WhatsApp is not answering: the message is queued and will be sent as soon as it is back.")
+        .await;
+    assert_eq!(pending["sender"], BOT);
+    assert_eq!(pending["content"]["msgtype"], "m.notice");
+    assert_eq!(rig.bridge().delivery(&first).unwrap().status, "queued");
+    wait_for("the queue", || async {
+        (rig.bridge().store().outbox_len() == 3).then_some(())
+    })
+    .await;
+
+    // Charla restarts while WhatsApp is still down; the queue is on disk.
+    let Rig {
+        s,
+        sim,
+        sim_addr,
+        agent,
+        ..
+    } = rig;
+    let s = s.restart().await;
+    sim.set_webhook_url(&s.url("/bridges/whatsapp/webhook"));
+    let agent = Client {
+        base: s.server.base_url(),
+        ..agent
+    };
+    let rig = Rig {
+        s,
+        sim,
+        sim_server: None,
+        sim_addr,
+        agent,
+    };
+    assert_eq!(rig.bridge().store().outbox_len(), 3);
+    rig.send(&room, "d4", json!({"msgtype": "m.text", "body": "cuatro"}))
+        .await;
+
+    // WhatsApp comes back on the same address.
+    let listener = tokio::net::TcpListener::bind(rig.sim_addr).await.unwrap();
+    let _server = rig.sim.serve(listener).unwrap();
+    rig.sent_bodies(4).await;
+    wait_for("the queue to drain", || async {
+        (rig.bridge().store().outbox_len() == 0).then_some(())
+    })
+    .await;
+    let sent: Vec<Value> = rig.sim.sent().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        sent,
+        vec![
+            text_to_customer("uno"),
+            text_to_customer("dos"),
+            text_to_customer("tres"),
+            text_to_customer("cuatro")
+        ]
+    );
+    rig.delivery_status(&first, "delivered").await;
+    rig.event_with_body(
+        &room,
+        "WhatsApp is answering again: the queued messages have been sent.",
+    )
+    .await;
+}
