@@ -18,7 +18,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ruma::{RoomId, UserId, events::TimelineEventType};
@@ -32,7 +32,7 @@ use crate::{
     events::ClientFormat,
     rooms::{EventView, Loaded},
     services::Services,
-    storage::{Batch, Table, WriteTicket},
+    storage::{Batch, Key, Table, WriteTicket},
     sync::Edu,
 };
 
@@ -42,6 +42,8 @@ const MAX_EVENTS: usize = 100;
 const QUEUE_DEPTH: usize = 2;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(300);
+/// How often the cursor moves over uninteresting events on disk.
+const SKIP_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PusherState {
@@ -57,6 +59,9 @@ struct PusherState {
 struct PendingTxn {
     txn_id: u64,
     upto: u64,
+    /// Stored once under its own key ([`body_key`]), not rewritten with every change of the
+    /// state; read inline only from states written before that.
+    #[serde(default, skip_serializing)]
     body: String,
 }
 
@@ -72,17 +77,17 @@ struct Shared {
 }
 
 impl Shared {
-    /// Changes the state and writes it, in one step under the lock so that writes reach the
-    /// store in the order the changes were made.
+    /// Changes the state and writes it with whatever else `change` adds to the batch, in one
+    /// step under the lock so that writes reach the store in the order the changes were made.
     fn update<T>(
         &self,
         s: &Services,
         asv: &AppService,
-        change: impl FnOnce(&mut PusherState) -> T,
+        change: impl FnOnce(&mut PusherState, &mut Batch) -> T,
     ) -> Result<(T, WriteTicket)> {
         let mut state = self.state.lock().expect("pusher state lock poisoned");
-        let out = change(&mut state);
         let mut batch = Batch::new();
+        let out = change(&mut state, &mut batch);
         batch.put(
             Table::AppserviceState,
             asv.id().as_bytes().to_vec(),
@@ -169,6 +174,8 @@ async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> 
     // Ephemeral events ride along with the next transaction; they are not durable.
     let mut edus = asv.receive_ephemeral.then(|| s.notifier.subscribe_edus());
     let mut pending_edus: Vec<serde_json::Value> = Vec::new();
+    let mut last_skip_save = Instant::now();
+    let mut rooms = RoomInterest::new();
     loop {
         if shared.queued() >= QUEUE_DEPTH {
             tokio::select! {
@@ -184,13 +191,18 @@ async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> 
                 }
             }
         }
-        let (events, upto) = collect(s, asv, prepared_upto, head)?;
+        let (events, upto) = collect(s, asv, prepared_upto, head, &mut rooms)?;
         if !events.is_empty() || !pending_edus.is_empty() {
             let body = transaction_body(&events, &pending_edus);
             pending_edus.clear();
-            let (txn_id, ticket) = shared.update(s, asv, |state| {
+            let (txn_id, ticket) = shared.update(s, asv, |state, batch| {
                 let txn_id = state.next_txn;
                 state.next_txn += 1;
+                batch.put(
+                    Table::AppserviceState,
+                    body_key(asv, txn_id),
+                    body.as_bytes().to_vec(),
+                );
                 state.pending.push(PendingTxn { txn_id, upto, body });
                 txn_id
             })?;
@@ -202,13 +214,17 @@ async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> 
         }
         if upto > prepared_upto {
             prepared_upto = upto;
-            // Only uninteresting events: with nothing queued the cursor may skip them. Not
-            // waited for: replaying them after a crash sends nothing.
-            let _not_awaited = shared.update(s, asv, |state| {
-                if state.pending.is_empty() {
-                    state.cursor = upto;
-                }
-            })?;
+            // Only uninteresting events: with nothing queued the cursor may skip them. Saved
+            // at most once per interval and not waited for: replaying them after a crash sends
+            // nothing, and a store write per event would slow every sender.
+            if last_skip_save.elapsed() >= SKIP_SAVE_INTERVAL {
+                last_skip_save = Instant::now();
+                let _not_awaited = shared.update(s, asv, |state, _| {
+                    if state.pending.is_empty() {
+                        state.cursor = upto;
+                    }
+                })?;
+            }
         }
         tokio::select! {
             changed = head_rx.changed() => if changed.is_err() { return Ok(()) },
@@ -253,7 +269,8 @@ async fn send_in_order(asv: &AppService, shared: &Shared, s: &Services) -> Resul
         retry = FIRST_RETRY;
         // Not waited for: if the acknowledgement is lost in a crash, the same transaction is
         // sent again and the appservice recognises its txnId.
-        let _not_awaited = shared.update(s, asv, |state| {
+        let _not_awaited = shared.update(s, asv, |state, batch| {
+            batch.delete(Table::AppserviceState, body_key(asv, txn.txn_id));
             state.pending.retain(|t| t.txn_id != txn.txn_id);
             state.cursor = state.cursor.max(txn.upto);
         })?;
@@ -340,23 +357,25 @@ fn collect(
     asv: &AppService,
     cursor: u64,
     head: u64,
+    rooms: &mut RoomInterest,
 ) -> Result<(Vec<Box<RawJsonValue>>, u64)> {
     let mut out = Vec::new();
     let mut upto = cursor;
-    // Room short id → whether the appservice is interested in the whole room.
-    let mut rooms: HashMap<u64, bool> = HashMap::new();
+    rooms.expire();
     loop {
-        let positions = s.rooms.event_positions(upto, head, 256)?;
-        if positions.is_empty() {
+        // Never read (and parse) more than the transaction can still take.
+        let events = s
+            .rooms
+            .events_in_range(upto, head, MAX_EVENTS - out.len())?;
+        if events.is_empty() {
             return Ok((out, head.max(cursor)));
         }
-        for pos in positions {
-            let event = s.rooms.event(pos)?;
+        for (pos, event) in events {
             if event.pdu.kind == TimelineEventType::RoomMember {
                 // Membership changed: the room's interest may have too.
-                rooms.remove(&event.stored.room);
+                rooms.by_room.remove(&event.stored.room);
             }
-            if interested(s, asv, &event, &mut rooms)? {
+            if interested(s, asv, &event, rooms)? {
                 let view = EventView {
                     user: &asv.sender,
                     device: None,
@@ -379,7 +398,7 @@ fn interested(
     s: &Services,
     asv: &AppService,
     event: &Loaded,
-    rooms: &mut HashMap<u64, bool>,
+    rooms: &mut RoomInterest,
 ) -> Result<bool> {
     let pdu = &event.pdu;
     if asv.owns_user(&pdu.sender) {
@@ -391,12 +410,38 @@ fn interested(
     {
         return Ok(true);
     }
-    if let Some(known) = rooms.get(&event.stored.room) {
+    if let Some(known) = rooms.by_room.get(&event.stored.room) {
         return Ok(*known);
     }
     let wanted = room_wanted(s, asv, &pdu.room_id)?;
-    rooms.insert(event.stored.room, wanted);
+    rooms.by_room.insert(event.stored.room, wanted);
     Ok(wanted)
+}
+
+/// Whether the appservice wants each room, by room short id. A member event forgets its room
+/// at once; everything is forgotten every [`INTEREST_LIFETIME`], which covers aliases added
+/// through the directory (they change no room event).
+struct RoomInterest {
+    by_room: HashMap<u64, bool>,
+    since: Instant,
+}
+
+const INTEREST_LIFETIME: Duration = Duration::from_secs(1);
+
+impl RoomInterest {
+    fn new() -> Self {
+        RoomInterest {
+            by_room: HashMap::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn expire(&mut self) {
+        if self.since.elapsed() >= INTEREST_LIFETIME {
+            self.by_room.clear();
+            self.since = Instant::now();
+        }
+    }
 }
 
 /// Whether the appservice wants everything of the room: by room id, alias or a member.
@@ -411,11 +456,22 @@ fn room_wanted(s: &Services, asv: &AppService, room_id: &RoomId) -> Result<bool>
 }
 
 fn load(s: &Services, asv: &AppService) -> Result<Option<PusherState>> {
-    s.store
-        .get(Table::AppserviceState, asv.id().as_bytes())?
-        .map(|v| {
-            serde_json::from_slice(&v)
-                .map_err(|e| Error::internal(format!("corrupt appservice state: {e}")))
-        })
-        .transpose()
+    let corrupt = |detail: String| Error::internal(format!("corrupt appservice state: {detail}"));
+    let Some(v) = s.store.get(Table::AppserviceState, asv.id().as_bytes())? else {
+        return Ok(None);
+    };
+    let mut state: PusherState = serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?;
+    for txn in state.pending.iter_mut().filter(|t| t.body.is_empty()) {
+        let body = s
+            .store
+            .get(Table::AppserviceState, &body_key(asv, txn.txn_id))?
+            .ok_or_else(|| corrupt(format!("transaction {} has no body", txn.txn_id)))?;
+        txn.body = String::from_utf8(body.to_vec()).map_err(|e| corrupt(e.to_string()))?;
+    }
+    Ok(Some(state))
+}
+
+/// Where a prepared transaction's body is stored, next to the state.
+fn body_key(asv: &AppService, txn_id: u64) -> Vec<u8> {
+    Key::new().str(asv.id()).u64(txn_id).into_vec()
 }

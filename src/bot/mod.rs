@@ -15,7 +15,10 @@ pub mod faq;
 mod handle;
 pub mod hours;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::{
     error::{Error, Result},
@@ -26,6 +29,8 @@ use crate::{
 const CURSOR_KEY: &[u8] = b"bot_cursor";
 /// How often the queue is rechecked without a wake-up.
 const QUEUE_RECHECK: Duration = Duration::from_secs(2);
+/// How often the cursor is saved while events flow.
+const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Creates the bot's user if needed, loads its cursor and starts it. Returns once the cursor is
 /// fixed, so no event committed after the server started can be missed.
@@ -78,6 +83,7 @@ async fn run(s: Arc<Services>, mut cursor: u64) {
     let mut edus = s.notifier.subscribe_edus();
     let mut tick = tokio::time::interval(QUEUE_RECHECK);
     let mut drain = true;
+    let (mut saved, mut last_save) = (cursor, Instant::now());
     loop {
         let head = *head_rx.borrow_and_update();
         while cursor < head {
@@ -105,8 +111,14 @@ async fn run(s: Arc<Services>, mut cursor: u64) {
                 }
                 cursor = pos;
             }
-            if let Err(e) = save_cursor(&s, cursor, false).await {
-                tracing::error!(error = %e, "support bot cannot save its cursor");
+        }
+        // Replays are idempotent, so the cursor is saved at most once per interval (the queue
+        // recheck comes back for a late one): a store write per event would slow every sender.
+        if cursor != saved && last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
+            last_save = Instant::now();
+            match save_cursor(&s, cursor, false).await {
+                Ok(()) => saved = cursor,
+                Err(e) => tracing::error!(error = %e, "support bot cannot save its cursor"),
             }
         }
         if std::mem::take(&mut drain)

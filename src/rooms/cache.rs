@@ -24,6 +24,16 @@ pub struct Loaded {
     pub pdu: Pdu,
 }
 
+impl Loaded {
+    /// Parses an event as the `Events` table stores it.
+    pub fn parse(bytes: &[u8]) -> crate::error::Result<Self> {
+        let stored: StoredEvent =
+            serde_json::from_slice(bytes).map_err(|e| super::corrupt("events", e.to_string()))?;
+        let pdu = stored.pdu()?;
+        Ok(Loaded { stored, pdu })
+    }
+}
+
 const CAPACITY: usize = 16_384;
 
 #[derive(Default)]

@@ -278,12 +278,37 @@ impl RoomService {
             .store
             .get(Table::Events, &pos.to_be_bytes())?
             .ok_or_else(|| corrupt("events", format!("missing event at {pos}")))?;
-        let stored: StoredEvent =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt("events", e.to_string()))?;
-        let pdu = stored.pdu()?;
-        let loaded = Arc::new(Loaded { stored, pdu });
+        let loaded = Arc::new(Loaded::parse(&bytes)?);
         self.events.fill(pos, loaded.clone(), epoch);
         Ok(loaded)
+    }
+
+    /// The events of any room in `(after, upto]`, at most `limit`, oldest first: how stream
+    /// consumers that may be far behind (appservice pushers) read. One range read; the cache is
+    /// used but not filled, so a backlog streaming past does not evict what clients read.
+    pub fn events_in_range(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<Loaded>)>> {
+        if after >= upto {
+            return Ok(Vec::new());
+        }
+        let from = (after + 1).to_be_bytes();
+        let to = upto.saturating_add(1).to_be_bytes();
+        self.store
+            .range(Table::Events, &from, &to)
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let pos = keys::decode_u64(&key);
+                match self.events.get(pos) {
+                    Some(hit) => Ok((pos, hit)),
+                    None => Ok((pos, Arc::new(Loaded::parse(&bytes)?))),
+                }
+            })
+            .collect()
     }
 
     /// The stream position of an event id, if the server has it.
@@ -409,6 +434,6 @@ pub fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
     pdu.content_as::<C>().ok().map(|c| c.membership)
 }
 
-fn corrupt(table: &'static str, detail: String) -> Error {
+pub(super) fn corrupt(table: &'static str, detail: String) -> Error {
     Error::Storage(StorageError::Corrupt { table, detail })
 }
