@@ -283,34 +283,6 @@ impl RoomService {
         Ok(loaded)
     }
 
-    /// The events of any room in `(after, upto]`, at most `limit`, oldest first: how stream
-    /// consumers that may be far behind (appservice pushers) read. One range read; the cache is
-    /// used but not filled, so a backlog streaming past does not evict what clients read.
-    pub fn events_in_range(
-        &self,
-        after: u64,
-        upto: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Arc<Loaded>)>> {
-        if after >= upto {
-            return Ok(Vec::new());
-        }
-        let from = (after + 1).to_be_bytes();
-        let to = upto.saturating_add(1).to_be_bytes();
-        self.store
-            .range(Table::Events, &from, &to)
-            .take(limit)
-            .map(|entry| {
-                let (key, bytes) = entry?;
-                let pos = keys::decode_u64(&key);
-                match self.events.get(pos) {
-                    Some(hit) => Ok((pos, hit)),
-                    None => Ok((pos, Arc::new(Loaded::parse(&bytes)?))),
-                }
-            })
-            .collect()
-    }
-
     /// The stream position of an event id, if the server has it.
     pub fn event_pos(&self, event_id: &EventId) -> Result<Option<u64>> {
         Ok(self

@@ -1,5 +1,7 @@
 //! Reading events back: timeline ranges and the client format with its `unsigned` data.
 
+use std::sync::Arc;
+
 use ruma::{MilliSecondsSinceUnixEpoch, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
@@ -80,18 +82,46 @@ impl RoomService {
     }
 
     /// Positions of events of any room in `(after, upto]`, oldest first: the global order in
-    /// which stream consumers (appservice pushers) read.
+    /// which stream consumers (the support bot) read.
     pub fn event_positions(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<u64>> {
-        if after >= upto {
-            return Ok(Vec::new());
-        }
-        let from = (after + 1).to_be_bytes();
-        let to = upto.saturating_add(1).to_be_bytes();
-        self.store
-            .range(Table::Events, &from, &to)
+        self.stream_range(after, upto)
             .take(limit)
             .map(|e| e.map(|(k, _)| keys::decode_u64(&k)).map_err(Into::into))
             .collect()
+    }
+
+    /// The events of any room in `(after, upto]`, at most `limit`, oldest first: how stream
+    /// consumers that may be far behind (appservice pushers) read. One range read; the cache is
+    /// used but not filled, so a backlog streaming past does not evict what clients read.
+    pub fn events_in_range(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Arc<Loaded>)>> {
+        self.stream_range(after, upto)
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let pos = keys::decode_u64(&key);
+                match self.events.get(pos) {
+                    Some(hit) => Ok((pos, hit)),
+                    None => Ok((pos, Arc::new(Loaded::parse(&bytes)?))),
+                }
+            })
+            .collect()
+    }
+
+    /// The stored events in `(after, upto]`, in stream order.
+    fn stream_range(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> impl Iterator<Item = crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>>
+    {
+        let from = (after + 1).to_be_bytes();
+        let to = upto.saturating_add(1).max(after + 1).to_be_bytes();
+        self.store.range(Table::Events, &from, &to)
     }
 
     /// Formats an already loaded event, computing `unsigned` from what the store knows.
