@@ -76,6 +76,14 @@ async fn patch(c: &Client, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Polls `check` until it returns `Some`, for at most 15 s.
+/// The bot invites the agent right after the assignment's state event: join once invited.
+async fn join_when_invited(agent: &Client, room: &str) {
+    eventually("the agent's invite", || async {
+        (agent.join(room).await.0 == 200).then_some(())
+    })
+    .await;
+}
+
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -289,7 +297,7 @@ async fn agent_commands_change_the_conversation_and_others_are_refused() {
         conversation(&d.boss, &room, Some(("assignee", json!("@ana:localhost"))))
     })
     .await;
-    assert_eq!(d.ana.join(&room).await.0, 200);
+    join_when_invited(&d.ana, &room).await;
     carla.send_text(&room, "c1", "!close").await;
     d.ana.send_text(&room, "a1", "!label add vip").await;
     d.ana.send_text(&room, "a2", "!priority urgent").await;
@@ -353,7 +361,7 @@ async fn tickets_are_numbered_in_order_and_listed() {
         conversation(&d.boss, &room, Some(("assignee", json!("@ana:localhost"))))
     })
     .await;
-    assert_eq!(d.ana.join(&room).await.0, 200);
+    join_when_invited(&d.ana, &room).await;
     d.ana.send_text(&room, "a1", "!ticket Pantalla rota").await;
     d.ana.send_text(&room, "a2", "!ticket Reembolso").await;
     let said = wait_bot_says(&carla, &room, 4).await;
@@ -608,7 +616,7 @@ async fn metrics_match_a_scripted_conversation() {
         conversation(&d.boss, &room, Some(("assignee", json!("@ana:localhost"))))
     })
     .await;
-    assert_eq!(d.ana.join(&room).await.0, 200);
+    join_when_invited(&d.ana, &room).await;
     carla
         .send_text(&room, "c1", "Hola, tengo un problema")
         .await;
@@ -697,7 +705,7 @@ async fn a_replayed_stream_never_answers_twice() {
     carla
         .send_text(&room, "c1", "What are your opening hours?")
         .await;
-    d.ana.join(&room).await;
+    join_when_invited(&d.ana, &room).await;
     d.ana.send_text(&room, "a1", "!ticket Consulta").await;
     let before = wait_bot_says(&carla, &room, 4).await;
     let counted = eventually("messages counted", || async {
