@@ -132,28 +132,22 @@ impl Graph {
         let url = format!("{}/{}", self.base, media_id);
         let info: MediaInfo =
             parse(self.http.get(url).bearer_auth(&self.token).send().await).await?;
-        let response = self
-            .http
-            .get(&info.url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| SendError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| SendError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            return Err(api_error(status.as_u16(), &bytes));
-        }
+        let (_, bytes) = success_body(
+            self.http
+                .get(&info.url)
+                .bearer_auth(&self.token)
+                .send()
+                .await,
+        )
+        .await?;
         Ok((info, bytes))
     }
 }
 
-async fn parse<T: DeserializeOwned>(
+/// The body of a 2xx answer; anything else as the Graph error it carries.
+async fn success_body(
     response: Result<reqwest::Response, reqwest::Error>,
-) -> Result<T, SendError> {
+) -> Result<(reqwest::StatusCode, Bytes), SendError> {
     let response = response.map_err(|e| SendError::Unreachable(e.to_string()))?;
     let status = response.status();
     let bytes = response
@@ -163,6 +157,13 @@ async fn parse<T: DeserializeOwned>(
     if !status.is_success() {
         return Err(api_error(status.as_u16(), &bytes));
     }
+    Ok((status, bytes))
+}
+
+async fn parse<T: DeserializeOwned>(
+    response: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, SendError> {
+    let (status, bytes) = success_body(response).await?;
     serde_json::from_slice(&bytes).map_err(|e| SendError::Api {
         status: status.as_u16(),
         error: GraphError {
