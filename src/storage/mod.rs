@@ -394,8 +394,7 @@ impl Store {
         prefix: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<> {
         let prefix = table.key(prefix);
-        let mut pending = self.inner.overlay.range(&prefix, None);
-        pending.retain(|(k, _)| k.starts_with(&prefix));
+        let pending = self.inner.overlay.with_prefix(&prefix);
         overlay::Merged::new(self.inner.db.scan_prefix(prefix), pending).map(strip)
     }
 
@@ -407,7 +406,7 @@ impl Store {
         to: &[u8],
     ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<> {
         let (from, to) = (table.key(from), table.key(to));
-        let pending = self.inner.overlay.range(&from, Some(&to));
+        let pending = self.inner.overlay.range(&from, &to);
         overlay::Merged::new(self.inner.db.range(from..to), pending).map(strip)
     }
 
@@ -452,6 +451,11 @@ impl Store {
             ops.iter().map(|(k, v)| (k.as_slice(), v.as_ref())),
         );
         log.ops.extend(ops);
+        if log.records.len() >= WAKE_FLUSHER_AT {
+            // Nobody may be waiting (writes that need no durability yet): keep the overlay,
+            // which readers search, small anyway.
+            self.inner.flusher.unpark();
+        }
         WriteTicket(log.applied)
     }
 
@@ -557,9 +561,6 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
     let mut unsynced = Vec::new();
     let mut unsynced_ops = Vec::new();
     let mut unapplied: Vec<(Vec<u8>, Option<IVec>)> = Vec::new();
-    let mut last_sync = std::time::Instant::now();
-    // Batches the previous sync covered: more than one means writers are concurrent.
-    let (mut last_target, mut last_covered) = (0, 0);
     let mut last_apply = std::time::Instant::now();
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -570,13 +571,6 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
             last_apply = std::time::Instant::now();
         }
         let asked = strong.flush_wanted.swap(false, Ordering::SeqCst);
-        if asked
-            && last_covered > 1
-            && let Some(wait) = MIN_SYNC_GAP.checked_sub(last_sync.elapsed())
-        {
-            // Under load, let more writers join this sync (see `MIN_SYNC_GAP`).
-            std::thread::sleep(wait);
-        }
         let (target, ops) = {
             let mut log = strong.log.lock().expect("log lock");
             if !asked && log.records.is_empty() {
@@ -602,8 +596,6 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
         };
         unsynced_ops.extend(ops);
         let started = std::time::Instant::now();
-        last_sync = started;
-        (last_covered, last_target) = (target - last_target, target);
         let synced = if unsynced.is_empty() {
             Ok(())
         } else {
@@ -644,17 +636,13 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
     }
 }
 
-/// Under load, a sync starts at most this often. A sync costs the flusher ~150 µs of CPU
-/// whether it covers one batch or fifty, and on a CPU-bound server the next writers arrive
-/// while the previous sync runs: without a gap most syncs covered one or two requests. When
-/// the previous sync covered a single batch (an idle server, one client at a time) the next
-/// starts at once.
-const MIN_SYNC_GAP: std::time::Duration = std::time::Duration::from_millis(2);
 /// Synced writes reach sled after this long or this many operations, whichever comes first:
 /// each sled batch costs a disk write of sled's own, so fewer, larger ones are cheaper, and the
 /// overlay readers search stays small.
 const SLED_APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 const SLED_APPLY_OPS: usize = 8192;
+/// Pending log bytes that wake the flusher even when no writer waits.
+const WAKE_FLUSHER_AT: usize = 1 << 20;
 
 /// Hands synced writes to sled as one batch and drops them from the overlay; checkpoints the
 /// log when its segment is full.

@@ -71,17 +71,19 @@ impl Overlay {
         }
     }
 
-    /// The pending entries with `from <= key < to` (`to` unbounded when `None`), in key order.
-    pub(super) fn range(&self, from: &[u8], to: Option<&[u8]>) -> Vec<(IVec, Option<IVec>)> {
+    /// The pending entries with `from <= key < to`, in key order.
+    pub(super) fn range(&self, from: &[u8], to: &[u8]) -> Vec<(IVec, Option<IVec>)> {
         let map = self.map.read().expect("overlay lock");
-        if map.is_empty() {
-            return Vec::new();
-        }
-        let upper = match to {
-            Some(to) => Bound::Excluded(to),
-            None => Bound::Unbounded,
-        };
-        map.range::<[u8], _>((Bound::Included(from), upper))
+        map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .map(|(k, e)| (IVec::from(k.as_slice()), e.value.clone()))
+            .collect()
+    }
+
+    /// The pending entries whose key starts with `prefix`, in key order.
+    pub(super) fn with_prefix(&self, prefix: &[u8]) -> Vec<(IVec, Option<IVec>)> {
+        let map = self.map.read().expect("overlay lock");
+        map.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, e)| (IVec::from(k.as_slice()), e.value.clone()))
             .collect()
     }
@@ -272,8 +274,15 @@ mod tests {
         // Batch 2 rewrote `k` after batch 1: it stays until batch 2 is applied.
         assert!(matches!(overlay.get(b"k"), Lookup::Pending(Some(v)) if v == iv("v2")));
         assert!(matches!(overlay.get(b"gone"), Lookup::Absent));
-        assert_eq!(overlay.range(b"a", Some(b"z")).len(), 1);
-        overlay.remove_applied(2, [&b"k"[..]]);
-        assert!(overlay.range(b"", None).is_empty());
+        assert_eq!(overlay.range(b"a", b"z").len(), 1);
+        assert_eq!(
+            overlay.range(b"a", b"k").len(),
+            0,
+            "the upper bound is exclusive"
+        );
+        overlay.insert(3, [(&b"ka"[..], Some(&iv("x"))), (b"l", Some(&iv("y")))]);
+        assert_eq!(overlay.with_prefix(b"k").len(), 2);
+        overlay.remove_applied(3, [&b"k"[..], b"ka", b"l"]);
+        assert!(overlay.with_prefix(b"").is_empty());
     }
 }
