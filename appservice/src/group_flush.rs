@@ -77,7 +77,9 @@ impl GroupFlush {
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(sled::Error::Io(std::io::Error::other(error))),
-            Err(_) => Err(sled::Error::ReportableBug("the flusher thread stopped".into())),
+            Err(_) => Err(sled::Error::ReportableBug(
+                "the flusher thread stopped".into(),
+            )),
         }
     }
 }

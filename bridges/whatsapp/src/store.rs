@@ -327,7 +327,8 @@ mod tests {
             let mut writers = tokio::task::JoinSet::new();
             for i in 0..256u32 {
                 let store = store.clone();
-                writers.spawn(async move { store.push_inbox(format!("body {i}").as_bytes()).await });
+                writers
+                    .spawn(async move { store.push_inbox(format!("body {i}").as_bytes()).await });
             }
             // A liveness bound, not a speed one: the deadlock never ends.
             let all = tokio::time::timeout(std::time::Duration::from_secs(120), writers.join_all())
