@@ -941,6 +941,54 @@ async fn send_is_idempotent_per_device_and_txn_id() {
     assert!(ev["unsigned"].get("transaction_id").is_none(), "{ev}");
 }
 
+/// The spec scopes a txnId to a device and an endpoint path: the same id sent to another room
+/// or as another event type is a new request (a client counting per room, or several senders
+/// sharing a token, as the `whatsapp` bench does). Only the same path is a retry.
+#[tokio::test]
+async fn send_txn_ids_are_scoped_to_the_room_and_event_type() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let first_room = alice.create_room(json!({})).await;
+    let second_room = alice.create_room(json!({})).await;
+    let in_first = alice
+        .send_text(&first_room, "t1", "to the first room")
+        .await;
+    let in_second = alice
+        .send_text(&second_room, "t1", "to the second room")
+        .await;
+    assert_ne!(in_first, in_second);
+    let (status, custom) = alice
+        .put(
+            &room_path(&first_room, "send/org.example.note/t1"),
+            json!({ "body": "another type" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{custom}");
+    let custom = custom["event_id"].as_str().unwrap().to_owned();
+    assert_ne!(custom, in_first);
+
+    // Retries on each path answer with that path's event and add nothing.
+    assert_eq!(
+        alice.send_text(&second_room, "t1", "retry").await,
+        in_second
+    );
+    assert_eq!(alice.send_text(&first_room, "t1", "retry").await, in_first);
+    assert_eq!(
+        bodies(&history(&alice, &first_room).await),
+        vec!["to the first room"]
+    );
+    assert_eq!(
+        bodies(&history(&alice, &second_room).await),
+        vec!["to the second room"]
+    );
+    let (_, ev) = alice
+        .get(&room_path(&first_room, &format!("event/{}", enc(&custom))))
+        .await;
+    assert_eq!(ev["type"], "org.example.note");
+    assert_eq!(ev["content"], json!({ "body": "another type" }));
+    assert_eq!(ev["unsigned"]["transaction_id"], "t1");
+}
+
 #[tokio::test]
 async fn messages_paginate_both_ways() {
     let s = TestServer::start().await;

@@ -12,6 +12,8 @@
 
 use std::path::Path;
 
+use crate::group_flush::GroupFlush;
+
 /// The default number of txnIds kept.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
 
@@ -22,6 +24,8 @@ const SEQ: u8 = b's';
 #[derive(Clone)]
 pub struct TxnStore {
     db: sled::Db,
+    /// Never `flush_async`: see [`GroupFlush`].
+    flusher: GroupFlush,
     capacity: u64,
 }
 
@@ -69,8 +73,11 @@ impl TxnStore {
                 other => break other?,
             }
         };
+        let flusher = GroupFlush::new(db.clone(), "appservice-txns")
+            .map_err(|e| TxnStoreError(format!("cannot start the flusher: {e}")))?;
         Ok(Self {
             db,
+            flusher,
             capacity: capacity.max(1),
         })
     }
@@ -106,7 +113,7 @@ impl TxnStore {
             }
         }
         self.db.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        self.flusher.flush().await?;
         Ok(())
     }
 

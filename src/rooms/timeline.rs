@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use ruma::{OwnedEventId, UInt, UserId, events::TimelineEventType};
+use ruma::{OwnedEventId, RoomId, UInt, UserId, events::TimelineEventType};
 
 use super::{Loaded, RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
 use crate::{
@@ -17,6 +17,21 @@ use crate::{
 pub struct Txn {
     pub device: String,
     pub txn_id: String,
+}
+
+impl Txn {
+    /// Where the transaction is recorded. The spec scopes a txnId to a device *and* an HTTP
+    /// endpoint: a retry is the same id on the same path, `/rooms/{roomId}/send/{eventType}/
+    /// {txnId}`. So the same id sent to another room or as another event type is a new
+    /// request, and must not be answered with the first room's event.
+    fn key(&self, sender: &UserId, room_id: &RoomId, kind: &TimelineEventType) -> Key {
+        Key::new()
+            .str(sender.as_str())
+            .str(&self.device)
+            .str(room_id.as_str())
+            .str(&kind.to_string())
+            .str(&self.txn_id)
+    }
 }
 
 impl RoomService {
@@ -52,7 +67,7 @@ impl RoomService {
         // Checked under the room lock: the mapping is written in the same batch as the event,
         // so a retry racing its original finds it here.
         if let Some(txn) = &txn
-            && let Some(existing) = self.txn_event(sender, &txn.device, &txn.txn_id)?
+            && let Some(existing) = self.txn_event(sender, &room.room_id, &template.kind, txn)?
         {
             return Ok((existing, None));
         }
@@ -191,10 +206,7 @@ impl RoomService {
             if let Some(txn) = &txn {
                 batch.put(
                     Table::TxnIds,
-                    Key::new()
-                        .str(sender.as_str())
-                        .str(&txn.device)
-                        .str(&txn.txn_id),
+                    txn.key(sender, &room.room_id, &pdu.kind),
                     event_id.as_bytes().to_vec(),
                 );
             }
@@ -233,18 +245,16 @@ impl RoomService {
         Ok((event_id, Some(pending)))
     }
 
-    /// The event id a device's earlier send with this transaction id created.
+    /// The event id a device's earlier send with this transaction id, to this room and as
+    /// this event type, created.
     pub fn txn_event(
         &self,
         sender: &UserId,
-        device: &str,
-        txn_id: &str,
+        room_id: &RoomId,
+        kind: &TimelineEventType,
+        txn: &Txn,
     ) -> Result<Option<OwnedEventId>> {
-        let key = Key::new()
-            .str(sender.as_str())
-            .str(device)
-            .str(txn_id)
-            .into_vec();
+        let key = txn.key(sender, room_id, kind).into_vec();
         Ok(match self.store.get(Table::TxnIds, &key)? {
             Some(id) => Some(
                 OwnedEventId::try_from(String::from_utf8_lossy(&id).into_owned())

@@ -49,7 +49,7 @@ pub enum Table {
     AccountData,
     /// user, filter id → filter definition.
     Filters,
-    /// user, device, txn id → event id, for idempotent sends.
+    /// user, device, room, event type, txn id → event id, for idempotent sends.
     TxnIds,
     /// stream position → stored event.
     Events,

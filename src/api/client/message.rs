@@ -54,7 +54,8 @@ async fn send(
         device: who.device_id.to_string(),
         txn_id: b.txn_id.to_string(),
     };
-    if let Some(existing) = s.rooms.txn_event(&who.user_id, &txn.device, &txn.txn_id)? {
+    let kind = TimelineEventType::from(b.event_type.to_string());
+    if let Some(existing) = s.rooms.txn_event(&who.user_id, &b.room_id, &kind, &txn)? {
         return Ok(send_message_event::v3::Response::new(existing));
     }
     // After the transaction lookup: a retry gets its first answer, not a 429, and costs nothing.
@@ -66,7 +67,7 @@ async fn send(
     {
         s.send_limiter.check(who.user_id.as_str())?;
     }
-    let mut template = EventTemplate::message(b.event_type.to_string(), b.body.json().to_owned());
+    let mut template = EventTemplate::message(kind, b.body.json().to_owned());
     // `?ts=` is honoured for appservices only (bridges keep the remote message's time).
     template.timestamp = b.timestamp.filter(|_| who.appservice.is_some());
     let event_id = s

@@ -5,13 +5,17 @@
 //! simulator, in a temporary data folder. `--clients` customers each get a portal first
 //! (not timed), then:
 //!
-//! - inbound: `--messages` signed webhooks (one text each, as Meta sends them, 64 in flight)
-//!   from the time the first is posted until every message is an event in its portal;
+//! - inbound: `--messages` signed webhooks (one text each, as Meta sends them; each customer's
+//!   one after the other, customers in parallel, at most 64 in flight) from the time the first
+//!   is posted until every message is an event in its portal;
 //! - outbound: `--messages` agent messages (one sender task per portal, so each customer's
 //!   order is checked) from the first send until the simulator has received them all and the
 //!   outbox is empty.
 //!
-//! Both phases check that nothing was lost, duplicated or reordered.
+//! Both phases check that nothing was lost, duplicated or reordered: inbound, every wamid is
+//! linked to an event and each portal's history, read by the agent, holds its customer's texts
+//! once each and in order; outbound, the simulator received each customer's texts once each
+//! and in order.
 
 use std::time::{Duration, Instant};
 
@@ -120,7 +124,9 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
 
     // Inbound: signed webhooks, one message each.
     let hook = format!("{base}/bridges/whatsapp/webhook");
-    let mut bodies = Vec::with_capacity(total);
+    // Per customer, in the order they write; a customer's next webhook goes once the last
+    // was accepted (so their order is defined), customers in parallel.
+    let mut queues: Vec<Vec<(String, String)>> = vec![Vec::new(); customers];
     let mut wamids = Vec::with_capacity(total);
     for i in 0..total {
         let phone = &phones[i % customers];
@@ -133,27 +139,30 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
         }}]}]});
         let body = envelope.to_string();
         let signature = whatsapp::signature::sign(&c.app_secret, body.as_bytes());
-        bodies.push((body, signature));
+        queues[i % customers].push((body, signature));
         wamids.push(wamid);
     }
     progress(format!("whatsapp: inbound, {total} webhooks"));
     let started = Instant::now();
-    let refused = futures_util::stream::iter(bodies)
-        .map(|(body, signature)| {
+    let refused: usize = futures_util::stream::iter(queues)
+        .map(|queue| {
             let (http, hook) = (&http, &hook);
             async move {
-                let answer = http
-                    .post(hook)
-                    .header("x-hub-signature-256", signature)
-                    .body(body)
-                    .send()
-                    .await;
-                answer.map(|a| a.status().as_u16() != 200).unwrap_or(true)
+                let mut refused = 0;
+                for (body, signature) in queue {
+                    let answer = http
+                        .post(hook)
+                        .header("x-hub-signature-256", signature)
+                        .body(body)
+                        .send()
+                        .await;
+                    refused += usize::from(answer.map_or(true, |a| a.status().as_u16() != 200));
+                }
+                refused
             }
         })
         .buffer_unordered(IN_FLIGHT)
-        .filter(|refused| std::future::ready(*refused))
-        .count()
+        .fold(0, |sum, n| std::future::ready(sum + n))
         .await;
     let accepted_in = started.elapsed();
     wait(Duration::from_secs(600), || {
@@ -178,9 +187,20 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
         ),
     );
     report.set("inbound_msgs_per_sec", total as f64 / inbound.as_secs_f64());
-    if refused > 0 || missing > 0 {
+    // What the agent sees: each customer's messages once each, in the order they were sent.
+    let mut out_of_order = 0;
+    for (r, room) in rooms.iter().enumerate() {
+        let seen = inbound_bodies(&http, &base, &token, room).await?;
+        let expected: Vec<String> = (r..total)
+            .step_by(customers)
+            .map(|i| format!("in {i}"))
+            .collect();
+        out_of_order += usize::from(seen != expected);
+    }
+    if refused > 0 || missing > 0 || out_of_order > 0 {
         report.problem(format!(
-            "inbound: {refused} webhooks refused, {missing} messages missing"
+            "inbound: {refused} webhooks refused, {missing} messages missing, \
+             {out_of_order} portals with messages lost, doubled or out of order"
         ));
     }
 
@@ -282,6 +302,50 @@ async fn register_agent(http: &reqwest::Client, base: &str) -> Result<String, Bo
         .as_str()
         .ok_or("agent registration failed")?
         .to_owned())
+}
+
+/// The bench's inbound texts (`in N`) in a portal, oldest first, as the agent reads them.
+async fn inbound_bodies(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    room: &str,
+) -> Result<Vec<String>, BoxError> {
+    let mut bodies = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{base}/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1000",
+            enc(room)
+        );
+        if let Some(f) = &from {
+            url.push_str(&format!("&from={}", enc(f)));
+        }
+        let page: Value = http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for event in page["chunk"].as_array().into_iter().flatten() {
+            if let Some(body) = event["content"]["body"].as_str()
+                && body.starts_with("in ")
+                && event["type"] == "m.room.message"
+            {
+                bodies.push(body.to_owned());
+            }
+        }
+        match page["end"].as_str() {
+            Some(end) if page["chunk"].as_array().is_some_and(|c| !c.is_empty()) => {
+                from = Some(end.to_owned())
+            }
+            _ => break,
+        }
+    }
+    bodies.reverse();
+    Ok(bodies)
 }
 
 /// Polls `check` every 10 ms until it gives a value or `limit` passes.
