@@ -141,7 +141,7 @@ async fn push_loop(s: Arc<Services>, asv: Arc<AppService>) {
     }
 }
 
-async fn push(s: &Services, asv: &AppService) -> Result<()> {
+async fn push(s: &Arc<Services>, asv: &Arc<AppService>) -> Result<()> {
     let state = match load(s, asv)? {
         Some(state) => state,
         // A new registration starts from now, not from the beginning of history.
@@ -165,7 +165,7 @@ async fn push(s: &Services, asv: &AppService) -> Result<()> {
 }
 
 /// The preparer: turns new interesting events (and ephemeral ones) into durable transactions.
-async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> {
+async fn prepare(s: &Arc<Services>, asv: &Arc<AppService>, shared: &Shared) -> Result<()> {
     let mut head_rx = s.stream.watch();
     let mut prepared_upto = {
         let state = shared.state.lock().expect("pusher state lock poisoned");
@@ -191,7 +191,17 @@ async fn prepare(s: &Services, asv: &AppService, shared: &Shared) -> Result<()> 
                 }
             }
         }
-        let (events, upto) = collect(s, asv, prepared_upto, head, &mut rooms)?;
+        // Reading and formatting the stream is most of the pusher's CPU: on a thread of its
+        // own it overlaps with this thread sending the previous transaction.
+        let (s2, asv2, mut interest) = (s.clone(), asv.clone(), rooms);
+        let (collected, interest) = tokio::task::spawn_blocking(move || {
+            let collected = collect(&s2, &asv2, prepared_upto, head, &mut interest);
+            (collected, interest)
+        })
+        .await
+        .map_err(|e| crate::error::Error::internal(e.to_string()))?;
+        rooms = interest;
+        let (events, upto) = collected?;
         if !events.is_empty() || !pending_edus.is_empty() {
             let body = transaction_body(&events, &pending_edus);
             pending_edus.clear();
