@@ -6,6 +6,7 @@
 //! cached per user and room with the range they cover, so a sync evaluates only the events that
 //! arrived since the last one; a new read receipt starts the range again.
 
+pub mod gateway;
 mod pushers;
 
 use std::{
