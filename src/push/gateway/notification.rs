@@ -163,3 +163,69 @@ pub fn body(
     n.insert("devices".into(), json!([device]));
     json!({ "notification": n })
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::push::{HighlightTweakValue, SoundTweakValue, Tweak};
+
+    use super::*;
+
+    #[test]
+    fn tweaks_name_their_values_and_a_bare_highlight_is_true() {
+        let actions = [
+            Action::Notify,
+            Action::SetTweak(Tweak::Sound(SoundTweakValue::Default)),
+            Action::SetTweak(Tweak::Highlight(HighlightTweakValue::Yes)),
+        ];
+        let got = tweaks(&actions);
+        assert_eq!(
+            Value::Object(got.clone()),
+            json!({ "sound": "default", "highlight": true })
+        );
+        assert_eq!(prio(&TimelineEventType::RoomMessage, &got), "high");
+        let quiet = tweaks(&[
+            Action::Notify,
+            Action::SetTweak(Tweak::Highlight(HighlightTweakValue::No)),
+        ]);
+        assert_eq!(Value::Object(quiet.clone()), json!({ "highlight": false }));
+        assert_eq!(prio(&TimelineEventType::RoomMessage, &quiet), "low");
+        assert_eq!(prio(&TimelineEventType::RoomEncrypted, &quiet), "high");
+    }
+
+    #[test]
+    fn event_id_only_keeps_ids_counts_and_prio() {
+        let mut n = Map::new();
+        for (k, v) in [
+            ("event_id", json!("$e")),
+            ("room_id", json!("!r:x")),
+            ("sender", json!("@a:x")),
+            ("content", json!({ "body": "secret" })),
+            ("prio", json!("low")),
+            ("counts", json!({ "unread": 2 })),
+        ] {
+            n.insert(k.into(), v);
+        }
+        let queued = Queued {
+            notification: n,
+            tweaks: Some(Map::new()),
+        };
+        let mut data = HttpPusherData::new("https://push.example/_matrix/push/v1/notify".into());
+        data.format = Some(PushFormat::EventIdOnly);
+        assert_eq!(
+            body(&queued, &data, "app", "key", 7),
+            json!({ "notification": {
+                "event_id": "$e",
+                "room_id": "!r:x",
+                "prio": "low",
+                "counts": { "unread": 2 },
+                "devices": [{
+                    "app_id": "app",
+                    "pushkey": "key",
+                    "pushkey_ts": 7,
+                    "data": { "format": "event_id_only" },
+                    "tweaks": {},
+                }],
+            }})
+        );
+    }
+}
