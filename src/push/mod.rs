@@ -26,7 +26,7 @@ use ruma::{
 };
 
 pub use pushers::PusherStore;
-pub use threads::ThreadedCounts;
+pub use threads::{ThreadedCounts, unread_by_thread};
 
 use crate::{
     ephemeral::ReceiptService,

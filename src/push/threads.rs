@@ -14,15 +14,49 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ruma::{OwnedEventId, UserId};
+use ruma::{OwnedEventId, UInt, UserId, api::client::sync::sync_events::UnreadNotificationsCount};
 use serde::Deserialize;
 
-use super::{Counts, MAX_CACHED, PushService, RoomRules, new_positions};
+use super::{Counts, LazyRuleset, MAX_CACHED, PushService, RoomRules, new_positions};
 use crate::{
     error::Result,
     events::Pdu,
     rooms::{RoomMeta, RoomService},
+    services::Services,
 };
+
+/// The `/sync` sections of a room for a filter with `unread_thread_notifications`:
+/// `unread_notifications` of the main timeline and `unread_thread_notifications`.
+pub fn unread_by_thread(
+    s: &Services,
+    ruleset: &LazyRuleset<'_>,
+    room: &RoomMeta,
+    user: &UserId,
+    head: u64,
+) -> Result<(
+    UnreadNotificationsCount,
+    BTreeMap<OwnedEventId, UnreadNotificationsCount>,
+)> {
+    let receipts = s.receipts.read_up_to_by_thread(room.short, user)?;
+    let counts = s
+        .push
+        .threaded_unread_counts(&s.rooms, room, user, receipts, head, || {
+            RoomRules::new(&s.rooms, ruleset.get()?, room, user)
+        })?;
+    let threads = counts
+        .threads
+        .into_iter()
+        .map(|(root, c)| (root, to_unread(c)))
+        .collect();
+    Ok((to_unread(counts.main), threads))
+}
+
+fn to_unread(counts: Counts) -> UnreadNotificationsCount {
+    let mut out = UnreadNotificationsCount::new();
+    out.notification_count = Some(UInt::try_from(counts.notify).unwrap_or(UInt::MAX));
+    out.highlight_count = Some(UInt::try_from(counts.highlight).unwrap_or(UInt::MAX));
+    out
+}
 
 /// The main timeline's counts and those of each thread with something unread.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

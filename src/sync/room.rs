@@ -135,7 +135,7 @@ fn joined_room(
         (
             joined.unread_notifications,
             joined.unread_thread_notifications,
-        ) = unread_by_thread(ctx, &room, head)?;
+        ) = crate::push::unread_by_thread(ctx.s, &ctx.ruleset, &room, &ctx.who.user_id, head)?;
     } else {
         joined.unread_notifications = unread(ctx, &room, head)?;
     }
@@ -332,40 +332,10 @@ fn unread(ctx: &SyncContext<'_>, room: &RoomMeta, head: u64) -> Result<UnreadNot
         .unread_counts(&ctx.s.rooms, room, me, read_up_to, head, || {
             RoomRules::new(&ctx.s.rooms, ctx.ruleset.get()?, room, me)
         })?;
-    Ok(to_unread(counts))
-}
-
-/// The main timeline's counts and each thread's, for a filter with
-/// `unread_thread_notifications` (see `push/threads.rs`).
-fn unread_by_thread(
-    ctx: &SyncContext<'_>,
-    room: &RoomMeta,
-    head: u64,
-) -> Result<(
-    UnreadNotificationsCount,
-    BTreeMap<ruma::OwnedEventId, UnreadNotificationsCount>,
-)> {
-    let me = &ctx.who.user_id;
-    let receipts = ctx.s.receipts.read_up_to_by_thread(room.short, me)?;
-    let counts =
-        ctx.s
-            .push
-            .threaded_unread_counts(&ctx.s.rooms, room, me, receipts, head, || {
-                RoomRules::new(&ctx.s.rooms, ctx.ruleset.get()?, room, me)
-            })?;
-    let threads = counts
-        .threads
-        .into_iter()
-        .map(|(root, c)| (root, to_unread(c)))
-        .collect();
-    Ok((to_unread(counts.main), threads))
-}
-
-fn to_unread(counts: crate::push::Counts) -> UnreadNotificationsCount {
     let mut out = UnreadNotificationsCount::new();
     out.notification_count = Some(UInt::try_from(counts.notify).unwrap_or(UInt::MAX));
     out.highlight_count = Some(UInt::try_from(counts.highlight).unwrap_or(UInt::MAX));
-    out
+    Ok(out)
 }
 
 fn invited_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<InvitedRoom> {
