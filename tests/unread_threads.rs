@@ -98,8 +98,25 @@ async fn threads_have_their_own_counts_and_threaded_receipts_reset_only_theirs()
     assert_eq!(main, n(3, 0));
     assert_eq!(threads, json!({ &root: n(3, 1), &root2: n(1, 0) }));
 
-    // A receipt in the first thread reads that thread up to its event, nothing else.
+    // A receipt in the first thread reads that thread up to its event, nothing else; an
+    // incremental sync brings the room back with the new counts.
+    let (_, sync) = bob
+        .get(&format!("{V3}/sync?timeout=0&filter={}", enc(BY_THREAD)))
+        .await;
+    let since = sync["next_batch"].as_str().unwrap().to_owned();
     receipt(&bob, &room, &t1b, json!({ "thread_id": root })).await;
+    let (_, sync) = bob
+        .get(&format!(
+            "{V3}/sync?timeout=0&filter={}&since={since}",
+            enc(BY_THREAD)
+        ))
+        .await;
+    let joined = &sync["rooms"]["join"][&room];
+    assert_eq!(joined["unread_notifications"], n(3, 0), "{sync}");
+    assert_eq!(
+        joined["unread_thread_notifications"],
+        json!({ &root: n(1, 1), &root2: n(1, 0) })
+    );
     let (main, threads) = counts(&bob, &room, Some(BY_THREAD)).await;
     assert_eq!(main, n(3, 0));
     assert_eq!(threads, json!({ &root: n(1, 1), &root2: n(1, 0) }));

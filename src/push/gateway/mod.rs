@@ -141,6 +141,8 @@ async fn step(
     let mut touched: Vec<PusherKey> = Vec::new();
     let mut rulesets = HashMap::new();
     for (pos, event) in &events {
+        // Evaluation is CPU work on the shared runtime: let request handlers in between events.
+        tokio::task::yield_now().await;
         let queued = match for_event(s, *pos, event, &mut rulesets) {
             Ok(queued) => queued,
             Err(e @ Error::Storage(_)) => return Err(e),
