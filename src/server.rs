@@ -54,6 +54,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
     let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
     let services = Services::open(config).await?;
     crate::bot::start(&services).await?;
+    crate::push::gateway::start(&services).await?;
     let mut app = crate::api::router(services.clone());
     let mut whatsapp_handle = None;
     if let Some(prepared) = whatsapp {

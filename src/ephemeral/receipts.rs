@@ -199,6 +199,30 @@ impl ReceiptService {
         Ok(pos)
     }
 
+    /// The position each of the user's receipts in the room points at, by thread (`""` for the
+    /// unthreaded one), public or private, whichever is newer.
+    pub fn read_up_to_by_thread(&self, room: u64, user: &UserId) -> Result<BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, u64> = BTreeMap::new();
+        for kind in [ReceiptKind::Read, ReceiptKind::ReadPrivate] {
+            let prefix = Key::new()
+                .u64(room)
+                .str(kind.as_str())
+                .str(user.as_str())
+                .into_vec();
+            for entry in self.store.scan_prefix(Table::Receipts, &prefix) {
+                let (k, v) = entry?;
+                let thread = keys::str_parts(&k[prefix.len()..])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let pos = decode::<Current>(&v)?.event_pos;
+                let slot = out.entry(thread).or_default();
+                *slot = (*slot).max(pos);
+            }
+        }
+        Ok(out)
+    }
+
     /// The `m.receipt` event `viewer` gets for the room: receipts changed in `(since, head]`,
     /// or all current ones for an initial sync. `None` when there is nothing to send.
     pub fn receipt_event(

@@ -4,9 +4,12 @@
 //! Rules are evaluated when someone asks, not when an event is stored: a send then costs the same
 //! in a room of two or of two hundred, and a user's counts follow their current rules. Counts are
 //! cached per user and room with the range they cover, so a sync evaluates only the events that
-//! arrived since the last one; a new read receipt starts the range again.
+//! arrived since the last one; a new read receipt starts the range again. `threads.rs` splits
+//! them by thread for clients that ask; `gateway/` sends notifications to push gateways.
 
+pub mod gateway;
 mod pushers;
+mod threads;
 
 use std::{
     cell::OnceCell,
@@ -23,6 +26,7 @@ use ruma::{
 };
 
 pub use pushers::PusherStore;
+pub use threads::{ThreadedCounts, unread_by_thread};
 
 use crate::{
     ephemeral::ReceiptService,
@@ -55,6 +59,7 @@ struct Counted {
 
 pub struct PushService {
     counts: Mutex<HashMap<(OwnedUserId, u64), Counted>>,
+    thread_counts: Mutex<threads::ThreadCache>,
     pub pushers: PusherStore,
 }
 
@@ -125,6 +130,7 @@ impl PushService {
     pub fn new(store: crate::storage::Store) -> Self {
         PushService {
             counts: Mutex::default(),
+            thread_counts: Mutex::default(),
             pushers: PusherStore::new(store),
         }
     }

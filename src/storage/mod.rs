@@ -121,10 +121,13 @@ pub enum Table {
     SupportAudit,
     /// name → the support bot's durable state (its stream cursor, per-room markers).
     SupportState,
+    /// cursor, or pusher (user, app id, pushkey) and sequence → the push gateway delivery's
+    /// stream cursor and each pusher's queued notifications.
+    PushGateway,
 }
 
 impl Table {
-    const ALL: [Table; 42] = [
+    const ALL: [Table; 43] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -167,6 +170,7 @@ impl Table {
         Table::SupportTicketIndex,
         Table::SupportAudit,
         Table::SupportState,
+        Table::PushGateway,
     ];
 
     /// The table's name, for error messages and operators.
@@ -214,6 +218,7 @@ impl Table {
             Table::SupportTicketIndex => "support_ticket_index",
             Table::SupportAudit => "support_audit",
             Table::SupportState => "support_state",
+            Table::PushGateway => "push_gateway",
         }
     }
 

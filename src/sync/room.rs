@@ -131,7 +131,14 @@ fn joined_room(
     joined.timeline = to_timeline(ctx, &slice, since.unwrap_or(0))?;
     joined.state = state_section(req, state, &slice, ctx)?;
     joined.summary = summary(&room, &ctx.who.user_id);
-    joined.unread_notifications = unread(ctx, &room, head)?;
+    if req.filter.def.room.timeline.unread_thread_notifications {
+        (
+            joined.unread_notifications,
+            joined.unread_thread_notifications,
+        ) = crate::push::unread_by_thread(ctx.s, &ctx.ruleset, &room, &ctx.who.user_id, head)?;
+    } else {
+        joined.unread_notifications = unread(ctx, &room, head)?;
+    }
     joined.ephemeral.events = ephemeral;
     if let Some(events) = account_data {
         joined.account_data.events = events.into_iter().map(Raw::from_json).collect();

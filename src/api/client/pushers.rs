@@ -68,7 +68,7 @@ async fn set(
             }
             s.push
                 .pushers
-                .set(req.user_id(), pusher, data.append)
+                .set(req.user_id(), pusher, data.append, s.stream.head())
                 .await?;
         }
         PusherAction::Delete(ids) => s.push.pushers.delete(req.user_id(), ids).await?,

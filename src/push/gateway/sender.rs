@@ -1,0 +1,182 @@
+//! Delivery: one task per pusher with something queued, sending its notifications in order,
+//! one request in flight, so a gateway that is down or slow delays only its own pushers.
+//!
+//! A failed request (no answer, or a non-2xx status) is retried with exponential backoff from
+//! [`FIRST_RETRY`] up to [`MAX_RETRY`]; a pusher failing for longer than [`GIVE_UP_AFTER`]
+//! drops the notification it is stuck on and goes on with the next (Synapse gives up after a
+//! day too: a week-old notification is of no use). A `rejected` answer naming the pusher's
+//! pushkey deletes the pusher, as the spec says.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use ruma::api::client::push::PusherKind;
+use serde_json::Value;
+
+use super::{
+    notification,
+    outbox::{self, PusherKey},
+};
+use crate::{error::Result, services::Services};
+
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How long a gateway may take to answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pushers whose sender runs. A sender reads its queue again before each request and
+/// leaves the set only when the queue is empty, checked under the set's lock; the consumer
+/// queues before it looks in the set, so every queued entry has a sender.
+pub struct Senders {
+    running: Mutex<HashSet<PusherKey>>,
+    http: reqwest::Client,
+}
+
+impl Senders {
+    pub fn new() -> Self {
+        Senders {
+            running: Mutex::default(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("reqwest client builds"),
+        }
+    }
+
+    /// Makes sure the pusher's queue is being sent: starts its sender unless it runs.
+    pub fn wake(self: &Arc<Self>, s: &Arc<Services>, pusher: PusherKey) {
+        let mut running = self.running.lock().expect("senders lock");
+        if running.insert(pusher.clone()) {
+            tokio::spawn(deliver(s.clone(), self.clone(), pusher));
+        }
+    }
+
+    /// Ends the pusher's sender if its queue is still empty.
+    fn retire(&self, s: &Services, pusher: &PusherKey) -> Result<bool> {
+        let mut running = self.running.lock().expect("senders lock");
+        if outbox::first(&s.store, pusher)?.is_some() {
+            return Ok(false);
+        }
+        running.remove(pusher);
+        Ok(true)
+    }
+}
+
+/// What became of one request.
+enum Sent {
+    Delivered,
+    /// Delivered, and the gateway said this pushkey is no longer valid.
+    Rejected,
+    Failed(String),
+}
+
+async fn deliver(s: Arc<Services>, senders: Arc<Senders>, pusher: PusherKey) {
+    let mut retry = FIRST_RETRY;
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let sent = tokio::select! {
+            sent = step(&s, &senders, &pusher) => sent,
+            _ = s.notifier.stopped() => return,
+        };
+        let wait = match sent {
+            Ok(Some(Sent::Delivered | Sent::Rejected)) => {
+                retry = FIRST_RETRY;
+                failing_since = None;
+                continue;
+            }
+            Ok(None) => match senders.retire(&s, &pusher) {
+                Ok(true) => return,
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "push sender cannot read its queue");
+                    retry
+                }
+            },
+            Ok(Some(Sent::Failed(e))) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!(user = %pusher.user, app_id = pusher.app_id, error = e, retry_in = ?retry, "push gateway request failed");
+                if since.elapsed() >= GIVE_UP_AFTER {
+                    if let Err(e) = drop_front(&s, &pusher).await {
+                        tracing::error!(error = %e, "push sender cannot drop a notification");
+                    }
+                    failing_since = None;
+                }
+                retry
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "push sender: storage error");
+                retry
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => retry = (retry * 2).min(MAX_RETRY),
+            _ = s.notifier.stopped() => return,
+        }
+    }
+}
+
+/// Sends the oldest queued notification; `None` when the queue is empty.
+async fn step(s: &Services, senders: &Senders, pusher: &PusherKey) -> Result<Option<Sent>> {
+    let Some((key, queued)) = outbox::first(&s.store, pusher)? else {
+        return Ok(None);
+    };
+    let stored = s.push.pushers.get(&pusher.user, &pusher.ids())?;
+    let Some((stored, PusherKind::Http(data))) = stored.map(|p| {
+        let kind = p.pusher.kind.clone();
+        (p, kind)
+    }) else {
+        // The pusher was deleted (or is no longer an http one): its queue goes with it.
+        outbox::clear(&s.store, pusher).await?;
+        return Ok(Some(Sent::Delivered));
+    };
+    let body = notification::body(
+        &queued,
+        &data,
+        &pusher.app_id,
+        &pusher.pushkey,
+        stored.pushkey_ts,
+    );
+    let sent = post(&senders.http, &data.url, &body, &pusher.pushkey).await;
+    match sent {
+        Sent::Delivered => outbox::remove(&s.store, key).await?,
+        Sent::Rejected => {
+            tracing::info!(user = %pusher.user, app_id = pusher.app_id, "push gateway rejected the pushkey: pusher removed");
+            s.push.pushers.delete(&pusher.user, &pusher.ids()).await?;
+            outbox::clear(&s.store, pusher).await?;
+        }
+        Sent::Failed(_) => {}
+    }
+    Ok(Some(sent))
+}
+
+async fn drop_front(s: &Services, pusher: &PusherKey) -> Result<()> {
+    if let Some((key, _)) = outbox::first(&s.store, pusher)? {
+        outbox::remove(&s.store, key).await?;
+    }
+    Ok(())
+}
+
+/// POSTs the body; a 2xx is delivered, and its `rejected` list is checked for our pushkey.
+async fn post(http: &reqwest::Client, url: &str, body: &Value, pushkey: &str) -> Sent {
+    let res = match http.post(url).json(body).send().await {
+        Ok(res) => res,
+        Err(e) => return Sent::Failed(e.to_string()),
+    };
+    if !res.status().is_success() {
+        return Sent::Failed(format!("status {}", res.status()));
+    }
+    // A gateway answering 2xx without a JSON body accepted the notification all the same.
+    let answer: Value = res.json().await.unwrap_or(Value::Null);
+    let rejected = answer["rejected"]
+        .as_array()
+        .is_some_and(|keys| keys.iter().any(|k| k.as_str() == Some(pushkey)));
+    if rejected {
+        Sent::Rejected
+    } else {
+        Sent::Delivered
+    }
+}

@@ -1,0 +1,189 @@
+//! Per-thread unread counts, for clients whose sync filter sets
+//! `room.timeline.unread_thread_notifications` (spec v1.16, "Receiving notifications" and
+//! "Threaded read receipts").
+//!
+//! Each event belongs to the main timeline or to one thread: a `m.thread` reply to its root,
+//! and an event relating (edit, reaction, reference) to a threaded event to that event's
+//! thread, as Synapse decides. The thread root itself is in the main timeline. An event is read
+//! once the user's unthreaded receipt or the receipt of its own thread (`main` for the main
+//! timeline) reaches it; the user's own event reads its thread.
+//!
+//! Like the plain counts, results are cached per user and room with the range they cover and
+//! the receipts they were computed for, so a sync evaluates only new events; any receipt change
+//! starts the room again from the unthreaded receipt.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ruma::{OwnedEventId, UInt, UserId, api::client::sync::sync_events::UnreadNotificationsCount};
+use serde::Deserialize;
+
+use super::{Counts, LazyRuleset, MAX_CACHED, PushService, RoomRules, new_positions};
+use crate::{
+    error::Result,
+    events::Pdu,
+    rooms::{RoomMeta, RoomService},
+    services::Services,
+};
+
+/// The `/sync` sections of a room for a filter with `unread_thread_notifications`:
+/// `unread_notifications` of the main timeline and `unread_thread_notifications`.
+pub fn unread_by_thread(
+    s: &Services,
+    ruleset: &LazyRuleset<'_>,
+    room: &RoomMeta,
+    user: &UserId,
+    head: u64,
+) -> Result<(
+    UnreadNotificationsCount,
+    BTreeMap<OwnedEventId, UnreadNotificationsCount>,
+)> {
+    let receipts = s.receipts.read_up_to_by_thread(room.short, user)?;
+    let counts = s
+        .push
+        .threaded_unread_counts(&s.rooms, room, user, receipts, head, || {
+            RoomRules::new(&s.rooms, ruleset.get()?, room, user)
+        })?;
+    let threads = counts
+        .threads
+        .into_iter()
+        .map(|(root, c)| (root, to_unread(c)))
+        .collect();
+    Ok((to_unread(counts.main), threads))
+}
+
+fn to_unread(counts: Counts) -> UnreadNotificationsCount {
+    let mut out = UnreadNotificationsCount::new();
+    out.notification_count = Some(UInt::try_from(counts.notify).unwrap_or(UInt::MAX));
+    out.highlight_count = Some(UInt::try_from(counts.highlight).unwrap_or(UInt::MAX));
+    out
+}
+
+/// The main timeline's counts and those of each thread with something unread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadedCounts {
+    pub main: Counts,
+    pub threads: BTreeMap<OwnedEventId, Counts>,
+}
+
+/// Counts over the events up to `upto`, for one set of receipts.
+#[derive(Clone)]
+pub(super) struct ThreadCounted {
+    receipts: BTreeMap<String, u64>,
+    upto: u64,
+    counts: ThreadedCounts,
+}
+
+/// The thread the receipt key names: `main` for the main timeline, else the root's id.
+const MAIN: &str = "main";
+
+impl PushService {
+    /// The user's unread counts in the room split by thread, over events up to `head`.
+    /// `receipts` are the user's receipt positions by thread (`""` for the unthreaded one).
+    pub fn threaded_unread_counts(
+        &self,
+        rooms: &RoomService,
+        room: &RoomMeta,
+        user: &UserId,
+        receipts: BTreeMap<String, u64>,
+        head: u64,
+        rules: impl FnOnce() -> Result<RoomRules>,
+    ) -> Result<ThreadedCounts> {
+        let key = (user.to_owned(), room.short);
+        let cached = self
+            .thread_counts
+            .lock()
+            .expect("thread counts lock")
+            .get(&key)
+            .cloned();
+        let unthreaded = receipts.get("").copied().unwrap_or(0);
+        let mut counted = match cached {
+            Some(c) if c.receipts == receipts && c.upto <= head => c,
+            _ => ThreadCounted {
+                upto: unthreaded,
+                receipts,
+                counts: ThreadedCounts::default(),
+            },
+        };
+        if counted.upto < head && room.last_pos() > counted.upto {
+            let positions = new_positions(rooms, room, counted.upto, head)?;
+            let mut rules = Some(rules);
+            let mut built: Option<RoomRules> = None;
+            for pos in positions {
+                let event = rooms.event(pos)?;
+                let thread = thread_of(rooms, &event.pdu)?;
+                let read = counted
+                    .receipts
+                    .get(thread.as_ref().map_or(MAIN, |t| t.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+                    .max(unthreaded);
+                if pos <= read {
+                    continue;
+                }
+                let slot = match thread {
+                    Some(root) => counted.counts.threads.entry(root).or_default(),
+                    None => &mut counted.counts.main,
+                };
+                if event.pdu.sender == user {
+                    // Speaking in a thread reads it.
+                    *slot = Counts::default();
+                    continue;
+                }
+                let rules = match &built {
+                    Some(r) => r,
+                    None => built.insert((rules.take().expect("rules built once"))()?),
+                };
+                let outcome = rules.evaluate(&event.pdu, &event.stored.pdu);
+                slot.notify += u64::from(outcome.notify);
+                slot.highlight += u64::from(outcome.highlight);
+            }
+            counted
+                .counts
+                .threads
+                .retain(|_, c| *c != Counts::default());
+        }
+        counted.upto = head;
+        let out = counted.counts.clone();
+        let mut cache = self.thread_counts.lock().expect("thread counts lock");
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, counted);
+        Ok(out)
+    }
+}
+
+pub(super) type ThreadCache = HashMap<(ruma::OwnedUserId, u64), ThreadCounted>;
+
+#[derive(Deserialize)]
+struct Content {
+    #[serde(rename = "m.relates_to")]
+    relates_to: Option<Relation>,
+}
+
+#[derive(Deserialize)]
+struct Relation {
+    rel_type: Option<String>,
+    event_id: Option<OwnedEventId>,
+}
+
+/// The event's relation: its type and parent.
+fn relation(pdu: &Pdu) -> Option<(String, OwnedEventId)> {
+    let r = pdu.content_as::<Content>().ok()?.relates_to?;
+    Some((r.rel_type?, r.event_id?))
+}
+
+/// The root of the thread the event is in, `None` for the main timeline.
+fn thread_of(rooms: &RoomService, pdu: &Pdu) -> Result<Option<OwnedEventId>> {
+    let Some((rel_type, parent)) = relation(pdu) else {
+        return Ok(None);
+    };
+    if rel_type == "m.thread" {
+        return Ok(Some(parent));
+    }
+    // An edit or reaction of a threaded event is in that event's thread.
+    Ok(rooms
+        .pdu_by_id(&parent)?
+        .and_then(|p| relation(&p))
+        .and_then(|(kind, root)| (kind == "m.thread").then_some(root)))
+}
