@@ -29,6 +29,8 @@ pub struct Bridge {
     pub(crate) inbox_wake: Notify,
     /// Wakes the outbox worker when an agent action was queued.
     pub(crate) outbox_wake: Notify,
+    /// Jobs queued (on disk) that the outbox worker has not taken yet.
+    pub(crate) fresh_jobs: Mutex<Vec<(crate::outbox::OutboxKey, crate::outbox::Job)>>,
     /// Rooms told that WhatsApp is unreachable, until their queue drains.
     pub(crate) pending_rooms: Mutex<HashSet<OwnedRoomId>>,
     /// The customer message last marked read, per portal, so several agents' receipts on the
@@ -104,6 +106,7 @@ impl BridgeService {
                 bot: parts.bot(),
                 inbox_wake: Notify::new(),
                 outbox_wake: Notify::new(),
+                fresh_jobs: Mutex::new(Vec::new()),
                 pending_rooms: Mutex::new(HashSet::new()),
                 read_marks: Mutex::new(HashMap::new()),
             })
@@ -128,7 +131,7 @@ impl BridgeService {
         let (shutdown, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(crate::inbox::run(bridge.clone(), stopped.clone())),
-            tokio::spawn(crate::outbox::run(bridge.clone(), stopped)),
+            tokio::spawn(crate::outbox_worker::run(bridge.clone(), stopped)),
         ];
         tracing::info!(bot = %bridge.bot.user_id(), "WhatsApp bridge running");
         BridgeHandle {

@@ -41,6 +41,10 @@ pub struct BridgeConfig {
     /// Messages sent to WhatsApp at the same time (to different customers; one customer's
     /// messages always go one after the other).
     pub send_concurrency: usize,
+    /// The number's throughput ceiling: sends (messages and read marks) per second. Meta's
+    /// Cloud API allows up to 1,000 for upgraded numbers; set 80 for a number on the default
+    /// tier. Going above it earns `130429` refusals and pauses.
+    pub sends_per_second: f64,
     /// Standalone only: address of the bridge's own listener.
     pub listen: String,
     /// Standalone only: the homeserver's URL. Empty: charla's public base URL.
@@ -67,6 +71,7 @@ impl Default for BridgeConfig {
             bot_localpart: "whatsappbot".into(),
             max_retry_secs: 30,
             send_concurrency: 64,
+            sends_per_second: 1000.0,
             listen: "127.0.0.1:29318".into(),
             homeserver_url: String::new(),
             registration: PathBuf::new(),
@@ -102,6 +107,9 @@ impl BridgeConfig {
         }
         if self.send_concurrency == 0 {
             return Err("bridges.whatsapp.send_concurrency must be positive".into());
+        }
+        if !(self.sends_per_second.is_finite() && self.sends_per_second > 0.0) {
+            return Err("bridges.whatsapp.sends_per_second must be positive".into());
         }
         Ok(())
     }

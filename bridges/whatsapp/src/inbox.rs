@@ -2,7 +2,7 @@
 //!
 //! It takes a batch of webhook bodies in arrival order, groups their messages by customer, and
 //! works on the customers concurrently while keeping each customer's messages in order. Then it
-//! applies the statuses, in order. Only a fully processed batch leaves the inbox; a failure
+//! applies the statuses, in order per message, messages concurrently. Only a fully processed batch leaves the inbox; a failure
 //! (homeserver unreachable) retries the batch after a pause, and the wamid dedupe and
 //! wamid-derived txnIds make the retry post nothing twice.
 
@@ -11,15 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appservice::HandlerError;
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::bridge::Bridge;
 use crate::cloud::{Envelope, InboundMessage, Status};
 use crate::portal::Customer;
 
-/// Webhook bodies taken per round.
-const BATCH: usize = 256;
+/// Webhook bodies taken per round: enough that each customer has several messages in it, so
+/// the round is not spent waiting on the one customer with the most.
+const BATCH: usize = 1024;
+
+/// Customers (or messages, for statuses) worked on at the same time.
+const CONCURRENCY: usize = 128;
 
 /// Runs until `stopped` turns true.
 pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
@@ -114,29 +118,62 @@ impl Bridge {
                 statuses.extend(value.statuses.iter().cloned());
             }
         }
-        let results = join_all(by_customer.iter().map(|(customer, messages)| async move {
-            let portal = match self.ensure_portal(customer).await {
-                Ok(portal) => portal,
-                Err(error) if !is_retryable(&error) => {
-                    tracing::warn!(%error, "messages dropped: the homeserver refused the portal");
-                    return Ok(());
-                }
-                Err(error) => return Err(error),
-            };
-            for msg in messages {
-                if let Err(error) = self.bridge_message(&portal, msg).await {
-                    if is_retryable(&error) {
-                        return Err(error);
-                    }
-                    tracing::warn!(wamid = %msg.id, %error, "message dropped: the homeserver refused it");
-                }
-            }
-            Ok::<(), HandlerError>(())
-        }))
-        .await;
+        let results: Vec<_> = futures_util::stream::iter(by_customer)
+            .map(|(customer, messages)| self.bridge_customer(customer, messages))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
         for result in results {
             result?;
         }
+        // Statuses of different messages do not depend on each other; one message's go in order.
+        let mut by_message: Vec<Vec<Status>> = Vec::new();
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        for status in statuses {
+            let slot = *slots.entry(status.id.clone()).or_insert_with(|| {
+                by_message.push(Vec::new());
+                by_message.len() - 1
+            });
+            by_message[slot].push(status);
+        }
+        let results: Vec<_> = futures_util::stream::iter(by_message)
+            .map(|statuses| self.apply_statuses(statuses))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for result in results {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// One customer's messages of a round, in order.
+    async fn bridge_customer(
+        &self,
+        customer: Customer,
+        messages: Vec<InboundMessage>,
+    ) -> Result<(), HandlerError> {
+        let portal = match self.ensure_portal(&customer).await {
+            Ok(portal) => portal,
+            Err(error) if !is_retryable(&error) => {
+                tracing::warn!(%error, "messages dropped: the homeserver refused the portal");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        for msg in &messages {
+            if let Err(error) = self.bridge_message(&portal, msg).await {
+                if is_retryable(&error) {
+                    return Err(error);
+                }
+                tracing::warn!(wamid = %msg.id, %error, "message dropped: the homeserver refused it");
+            }
+        }
+        Ok(())
+    }
+
+    /// One message's statuses of a round, in order.
+    async fn apply_statuses(&self, statuses: Vec<Status>) -> Result<(), HandlerError> {
         for status in &statuses {
             if let Err(error) = self.apply_status(status).await {
                 if is_retryable(&error) {

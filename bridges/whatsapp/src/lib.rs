@@ -9,7 +9,8 @@
 //! - [`webhook`]: verification handshake, signed POSTs into the durable inbox.
 //! - [`inbox`] → [`inbound`] / [`portal`] / [`statuses`]: webhooks into Matrix events.
 //! - [`matrix`]: the appservice handler, agent actions into the durable [`outbox`].
-//! - [`outbox`] → [`graph`]: sends to the Cloud API, in order per customer, retrying.
+//! - [`outbox`] / [`outbox_worker`] → [`graph`]: sends to the Cloud API, in order per customer,
+//!   paced ([`pacing`]), retrying.
 //! - [`sim`]: a Cloud API simulator for tests, benchmarks and demos.
 
 pub mod bridge;
@@ -21,6 +22,8 @@ pub mod inbox;
 pub mod matrix;
 pub mod notices;
 pub mod outbox;
+pub mod outbox_worker;
+pub mod pacing;
 pub mod portal;
 pub mod registration;
 pub mod signature;

@@ -6,7 +6,7 @@
 //! `!template NAME [params…]` sends a WhatsApp template unless NAME is one of the support bot's
 //! (`bot_templates`). Agents' read receipts mark the customer's messages read.
 
-use appservice::{EphemeralEvent, Handler, HandlerError};
+use appservice::{EphemeralEvent, Handler, HandlerError, Transaction};
 use ruma::events::receipt::ReceiptType;
 use ruma::events::{AnySyncEphemeralRoomEvent, AnyTimelineEvent};
 use ruma::serde::Raw;
@@ -20,6 +20,29 @@ use crate::outbox::{Action, Job};
 use crate::store::Portal;
 
 impl Handler for Bridge {
+    /// As the toolkit's default (events in order, then EDUs), with one flush for all the jobs
+    /// the transaction queues.
+    async fn on_transaction(&self, txn: &Transaction) -> Result<(), HandlerError> {
+        self.with_one_flush(async {
+            for raw in &txn.events {
+                match raw.deserialize() {
+                    Ok(event) => self.on_event(event, raw).await?,
+                    Err(error) => self.on_invalid_event(raw, error).await?,
+                }
+            }
+            for raw in &txn.ephemeral {
+                match raw.deserialize() {
+                    Ok(edu) => self.on_ephemeral(edu).await?,
+                    Err(error) => {
+                        tracing::warn!(txn_id = %txn.id, %error, "skipping an EDU that does not parse")
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn on_event(
         &self,
         _event: AnyTimelineEvent,

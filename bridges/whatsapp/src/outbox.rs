@@ -1,8 +1,8 @@
 //! The outbox: agent actions waiting to reach WhatsApp, on disk before anything is sent.
 //!
-//! The worker sends the oldest job of every customer at once (up to `send_concurrency`), so one
-//! customer's messages go out one after the other, in order, while customers do not wait for
-//! each other. A job leaves the outbox only when WhatsApp accepted it or refused it for good:
+//! The worker ([`crate::outbox_worker`]) sends each customer's jobs one after the other, in
+//! order, customers side by side, paced to the number's throughput ceiling. A job leaves the
+//! outbox only when WhatsApp accepted it or refused it for good:
 //!
 //! - unreachable, timeout, 5xx, `131000`: kept; the agents are told it is pending; retried with
 //!   a doubling pause (at most `max_retry_secs`);
@@ -10,24 +10,18 @@
 //! - `131047` (24-hour window closed): reported with the `!template` hint;
 //! - anything else (`131026`, `131051`, …): reported with WhatsApp's reason, not retried.
 //!
-//! A job is removed right after WhatsApp's answer and the removal flushed before the round
-//! ends; a crash between the two is the only way a message could go out twice.
+//! A job is removed right after WhatsApp's answer and the removal flushed before the
+//! customer's next job starts; a crash between the two is the only way a message could go out
+//! twice.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::cell::RefCell;
 
 use appservice::HandlerError;
-use futures_util::StreamExt;
-use futures_util::future::join_all;
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::bridge::Bridge;
-use crate::cloud::error::ErrorClass;
 use crate::cloud::send::{MediaBody, MessageBody, OutgoingMessage};
 use crate::graph::SendError;
 use crate::notices::Notice;
@@ -72,130 +66,34 @@ pub enum Action {
 /// The result of one attempt: the wamid WhatsApp gave the message, if any.
 type Attempt = Result<Option<String>, SendError>;
 
-/// Runs until `stopped` turns true.
-pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
-    // Rooms told before a restart that their messages are pending are told when they leave.
-    if let Ok(jobs) = bridge.store.outbox_jobs() {
-        let mut pending = bridge
-            .pending_rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        pending.extend(
-            jobs.into_iter()
-                .filter(|(_, job)| job.told_pending)
-                .map(|(_, job)| job.room_id),
-        );
-    }
-    let mut failures = 0u32;
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        let jobs = match bridge.store.outbox_jobs() {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::error!(%error, "cannot read the outbox");
-                Vec::new()
-            }
-        };
-        let mut seen = HashSet::new();
-        let heads: Vec<_> = jobs
-            .into_iter()
-            .filter(|(_, job)| seen.insert(job.portal.clone()))
-            .collect();
-        if heads.is_empty() {
-            tokio::select! {
-                _ = bridge.outbox_wake.notified() => {}
-                _ = stopped.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            continue;
-        }
-        let outcomes: Vec<_> = futures_util::stream::iter(heads)
-            .map(|(key, job)| {
-                let bridge = &bridge;
-                async move {
-                    let outcome = bridge.attempt(&job).await;
-                    (key, job, outcome)
-                }
-            })
-            .buffer_unordered(bridge.config.send_concurrency)
-            .collect()
-            .await;
-        let mut retry: Option<ErrorClass> = None;
-        let mut effects = Vec::new();
-        for (key, mut job, outcome) in outcomes {
-            match outcome {
-                Ok(wamid) => {
-                    if let Err(error) = bridge.store.remove_outbox_unflushed(&key) {
-                        tracing::error!(%error, "cannot remove a sent job");
-                    }
-                    effects.push(Effect::Sent(job, wamid));
-                }
-                Err(error) => match error.class() {
-                    class @ (ErrorClass::Transient | ErrorClass::RateLimited) => {
-                        tracing::info!(%error, attempts = job.attempts + 1, "WhatsApp send postponed");
-                        retry = Some(match retry {
-                            Some(ErrorClass::RateLimited) => ErrorClass::RateLimited,
-                            _ => class,
-                        });
-                        job.attempts += 1;
-                        if !job.told_pending && job.event_id.is_some() {
-                            job.told_pending = true;
-                            effects.push(Effect::Pending(job.clone(), error.reason()));
-                        }
-                        if let Err(error) = bridge.store.update_outbox(&key, &job) {
-                            tracing::error!(%error, "cannot update a queued job");
-                        }
-                    }
-                    ErrorClass::ReEngagement | ErrorClass::Permanent => {
-                        tracing::warn!(%error, "WhatsApp refused a message");
-                        if let Err(error) = bridge.store.remove_outbox_unflushed(&key) {
-                            tracing::error!(%error, "cannot remove a refused job");
-                        }
-                        effects.push(Effect::Refused(job, error));
-                    }
-                },
-            }
-        }
-        if let Err(error) = bridge.store.flush().await {
-            tracing::error!(%error, "cannot flush the outbox");
-        }
-        for result in join_all(effects.into_iter().map(|e| bridge.show(e))).await {
-            if let Err(error) = result {
-                tracing::warn!(%error, "cannot show a delivery state in Matrix");
-            }
-        }
-        match retry {
-            None => failures = 0,
-            Some(class) => {
-                failures += 1;
-                let base = match class {
-                    ErrorClass::RateLimited => Duration::from_secs(2),
-                    _ => Duration::from_millis(250),
-                };
-                let pause = base
-                    .saturating_mul(1 << failures.min(10))
-                    .min(bridge.config.max_retry());
-                let until = Instant::now() + pause;
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = stopped.changed() => {}
-                }
-            }
-        }
-    }
+tokio::task_local! {
+    /// Jobs the transaction being handled queued, written but not flushed yet.
+    static UNFLUSHED: RefCell<Vec<(OutboxKey, Job)>>;
 }
 
-/// What a round's outcome shows in Matrix, once the outbox is flushed.
-enum Effect {
+/// The key of a job in the outbox: its arrival number.
+pub type OutboxKey = [u8; 8];
+
+/// What a send changes in Matrix, shown once its job left the outbox (or was kept).
+pub(crate) enum Effect {
     Sent(Job, Option<String>),
     Pending(Job, String),
     Refused(Job, SendError),
 }
 
+impl Effect {
+    pub(crate) fn room_id(&self) -> &OwnedRoomId {
+        match self {
+            Effect::Sent(job, _) | Effect::Pending(job, _) | Effect::Refused(job, _) => {
+                &job.room_id
+            }
+        }
+    }
+}
+
 impl Bridge {
-    /// Queues a job durably and wakes the worker.
+    /// Queues a job durably and wakes the worker. Inside [`Bridge::with_one_flush`] the job is
+    /// on disk (and handed to the worker) once the whole transaction's work is.
     pub(crate) async fn enqueue(&self, job: Job) -> Result<(), HandlerError> {
         if let Some(event_id) = &job.event_id {
             self.store.save_delivery(&crate::store::Delivery {
@@ -208,13 +106,65 @@ impl Bridge {
                 error: None,
             })?;
         }
-        self.store.push_outbox(&job).await?;
-        self.outbox_wake.notify_one();
+        let key = self.store.push_outbox_unflushed(&job)?;
+        let mut job = Some((key, job));
+        let deferred = UNFLUSHED
+            .try_with(|staged| staged.borrow_mut().extend(job.take()))
+            .is_ok();
+        if !deferred {
+            self.store.flush().await?;
+            self.hand_over(job.into_iter().collect());
+        }
         Ok(())
     }
 
+    /// Runs `work` (one appservice transaction) so that the jobs it queues share one flush, at
+    /// the end, instead of one each; the jobs reach the worker only once they are on disk, and
+    /// the transaction is acknowledged only after that.
+    pub(crate) async fn with_one_flush<T>(
+        &self,
+        work: impl Future<Output = Result<T, HandlerError>>,
+    ) -> Result<T, HandlerError> {
+        let (result, staged) = UNFLUSHED
+            .scope(RefCell::new(Vec::new()), async {
+                let result = work.await;
+                (result, UNFLUSHED.with(|staged| staged.take()))
+            })
+            .await;
+        if !staged.is_empty() {
+            // Also after a failure: what was written is queued, and read again at a restart.
+            self.store.flush().await?;
+            self.hand_over(staged);
+        }
+        result
+    }
+
+    fn hand_over(&self, jobs: Vec<(OutboxKey, Job)>) {
+        self.fresh_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(jobs);
+        self.outbox_wake.notify_one();
+    }
+
+    /// The jobs queued since the worker last looked.
+    pub(crate) fn take_fresh_jobs(&self) -> Vec<(OutboxKey, Job)> {
+        std::mem::take(&mut *self.fresh_jobs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Removes a job WhatsApp answered for good; returns once the removal is on disk, so a
+    /// crash cannot send it again after the customer's next message.
+    pub(crate) async fn remove_sent(&self, key: &OutboxKey) {
+        if let Err(error) = self.store.remove_outbox_unflushed(key) {
+            tracing::error!(%error, "cannot remove a sent job");
+        }
+        if let Err(error) = self.store.flush().await {
+            tracing::error!(%error, "cannot flush the outbox");
+        }
+    }
+
     /// Sends one job.
-    async fn attempt(&self, job: &Job) -> Attempt {
+    pub(crate) async fn attempt(&self, job: &Job) -> Attempt {
         let portal = self
             .store
             .portal(&job.portal)
@@ -274,7 +224,7 @@ impl Bridge {
         Ok(answer.messages.first().map(|m| m.id.clone()))
     }
 
-    async fn show(&self, effect: Effect) -> Result<(), HandlerError> {
+    pub(crate) async fn show(&self, effect: Effect) -> Result<(), HandlerError> {
         match effect {
             Effect::Sent(job, wamid) => {
                 let resumed = self

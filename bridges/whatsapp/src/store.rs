@@ -155,16 +155,23 @@ impl Store {
         Ok(())
     }
 
+    /// Counts the waiting webhooks (a scan: for tests and reports).
     pub fn inbox_len(&self) -> usize {
         self.inbox.len()
     }
 
+    /// Whether no webhook waits (cheap, unlike [`Store::inbox_len`]).
+    pub fn inbox_is_empty(&self) -> bool {
+        self.inbox.is_empty()
+    }
+
     // --- outbox ----------------------------------------------------------------------------
 
-    /// Queues a job durably.
-    pub async fn push_outbox(&self, job: &Job) -> Result<()> {
-        put(&self.outbox, self.next_seq()?, job)?;
-        self.flush().await
+    /// Queues a job; returns its key. Durable once the caller flushed.
+    pub fn push_outbox_unflushed(&self, job: &Job) -> Result<[u8; 8]> {
+        let key = self.next_seq()?;
+        put(&self.outbox, key, job)?;
+        Ok(key)
     }
 
     /// Every queued job, oldest first.
@@ -183,14 +190,25 @@ impl Store {
         put(&self.outbox, key, job)
     }
 
-    /// Removes a job; the caller flushes once for a whole round.
+    /// Whether a job is still queued.
+    pub fn outbox_has(&self, key: &[u8; 8]) -> bool {
+        self.outbox.contains_key(key).unwrap_or(true)
+    }
+
+    /// Removes a job; the caller flushes.
     pub fn remove_outbox_unflushed(&self, key: &[u8; 8]) -> Result<()> {
         self.outbox.remove(key)?;
         Ok(())
     }
 
+    /// Counts the queued jobs (a scan: for tests and reports).
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Whether no job is queued (cheap, unlike [`Store::outbox_len`]).
+    pub fn outbox_is_empty(&self) -> bool {
+        self.outbox.is_empty()
     }
 
     // --- portals ---------------------------------------------------------------------------

@@ -113,7 +113,7 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
         rooms.push(room);
     }
     wait(Duration::from_secs(60), || {
-        (bridge.store().inbox_len() == 0).then_some(())
+        bridge.store().inbox_is_empty().then_some(())
     })
     .await;
 
@@ -166,7 +166,7 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
         .await;
     let accepted_in = started.elapsed();
     wait(Duration::from_secs(600), || {
-        (bridge.store().inbox_len() == 0).then_some(())
+        bridge.store().inbox_is_empty().then_some(())
     })
     .await;
     let inbound = started.elapsed();
@@ -207,7 +207,8 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     // Outbound: one sending task per portal, so the order per customer is meaningful.
     progress(format!("whatsapp: outbound, {total} agent messages"));
     let per_room = total / customers;
-    let already = sim.sent().len();
+    let already = sim.sent_count();
+    let throttled_before = sim.throttled();
     let started = Instant::now();
     let sends = rooms.iter().enumerate().map(|(r, room)| {
         let (http, base, token) = (&http, &base, &token);
@@ -238,11 +239,12 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     let sent_total = per_room * customers;
     let sent_in = started.elapsed();
     wait(Duration::from_secs(600), || {
-        (sim.sent().len() >= already + sent_total && bridge.store().outbox_len() == 0).then_some(())
+        (sim.sent_count() >= already + sent_total && bridge.store().outbox_is_empty()).then_some(())
     })
     .await;
     let outbound = started.elapsed();
-    let received: Vec<Value> = sim.sent()[already..]
+    let received: Vec<Value> = sim
+        .sent_since(already)
         .iter()
         .map(|r| r.body["text"]["body"].clone())
         .collect();
@@ -275,6 +277,10 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
             sent_total as f64 / outbound.as_secs_f64(),
             outbound.as_secs_f64()
         ),
+    );
+    report.row(
+        "outbound refused for throughput (130429)",
+        format!("{}", sim.throttled() - throttled_before),
     );
     report.set(
         "outbound_msgs_per_sec",

@@ -120,9 +120,7 @@ impl Simulator {
     /// Sends a status webhook for a message the business sent.
     pub async fn send_status(&self, wamid: &str, status: &str) -> Result<u16, String> {
         let to = self
-            .sent()
-            .into_iter()
-            .find(|r| r.wamid == wamid)
+            .sent_message(wamid)
             .map(|r| r.to)
             .ok_or_else(|| format!("no sent message {wamid}"))?;
         super::graph_api::set_status(&self.inner, wamid, status);

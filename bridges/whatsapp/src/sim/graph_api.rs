@@ -95,6 +95,15 @@ async fn gate(sim: &Simulator, headers: &HeaderMap, sending: bool) -> Result<(),
             "Invalid OAuth access token",
         ));
     }
+    if sending && !sim.inner.take_throughput() {
+        let (title, details) = describe(130429);
+        return Err(graph_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            130429,
+            title,
+            details,
+        ));
+    }
     let fault = sim.inner.lock().fault.clone();
     match fault {
         Fault::None => Ok(()),
@@ -188,6 +197,8 @@ async fn messages(
     let window_open = {
         let mut state = sim.inner.lock();
         let last = state.last_customer_message.get(&to).copied();
+        let position = state.sent.len();
+        state.sent_index.insert(wamid.clone(), position);
         state.sent.push(SentRecord {
             wamid: wamid.clone(),
             to: to.clone(),
@@ -238,9 +249,28 @@ async fn messages(
     (StatusCode::OK, axum::Json(answer)).into_response()
 }
 
+impl super::Inner {
+    /// Takes one send from the throughput bucket; false when the ceiling is reached.
+    fn take_throughput(&self) -> bool {
+        let rate = self.config.throughput_per_second;
+        if !(rate.is_finite() && rate > 0.0) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let mut state = self.lock();
+        let (tokens, at) = state.throughput.unwrap_or((rate, now));
+        let tokens = (tokens + now.duration_since(at).as_secs_f64() * rate).min(rate);
+        let allowed = tokens >= 1.0;
+        state.throughput = Some((if allowed { tokens - 1.0 } else { tokens }, now));
+        state.throttled += u64::from(!allowed);
+        allowed
+    }
+}
+
 pub(crate) fn set_status(inner: &super::Inner, wamid: &str, status: &str) {
-    if let Some(record) = inner.lock().sent.iter_mut().find(|r| r.wamid == wamid) {
-        record.status = status.to_owned();
+    let mut state = inner.lock();
+    if let Some(&i) = state.sent_index.get(wamid) {
+        state.sent[i].status = status.to_owned();
     }
 }
 

@@ -42,6 +42,14 @@ pub struct SimConfig {
     pub auto_statuses: bool,
     /// Pause before those statuses.
     pub status_delay_ms: u64,
+    /// The number's throughput ceiling, as Meta enforces it: sends beyond this many per second
+    /// (a bucket that refills at this rate and holds one second of it) get `130429`.
+    #[serde(default = "default_throughput")]
+    pub throughput_per_second: f64,
+}
+
+fn default_throughput() -> f64 {
+    1000.0
 }
 
 impl Default for SimConfig {
@@ -54,6 +62,7 @@ impl Default for SimConfig {
             webhook_url: "http://127.0.0.1:8008/bridges/whatsapp/webhook".into(),
             auto_statuses: true,
             status_delay_ms: 20,
+            throughput_per_second: default_throughput(),
         }
     }
 }
@@ -96,11 +105,17 @@ pub struct SentRecord {
 pub(crate) struct SimState {
     pub media: HashMap<String, StoredMedia>,
     pub sent: Vec<SentRecord>,
+    /// The position in `sent` of each wamid, so statuses find their message without a scan.
+    pub sent_index: HashMap<String, usize>,
     pub read_marks: Vec<String>,
     /// Milliseconds since the epoch of each customer's last message.
     pub last_customer_message: HashMap<String, u64>,
     pub fault: Fault,
     pub next_id: u64,
+    /// Sends the throughput ceiling still allows now, and when it was last refilled.
+    pub throughput: Option<(f64, std::time::Instant)>,
+    /// Sends refused for exceeding the throughput ceiling.
+    pub throttled: u64,
 }
 
 /// The simulator. Cheap to clone.
@@ -213,6 +228,32 @@ impl Simulator {
     /// What the business sent so far, in order.
     pub fn sent(&self) -> Vec<SentRecord> {
         self.inner.lock().sent.clone()
+    }
+
+    /// How many sends were refused with `130429` for exceeding the throughput ceiling.
+    pub fn throttled(&self) -> u64 {
+        self.inner.lock().throttled
+    }
+
+    /// How many messages the business sent so far (without copying them, for polling).
+    pub fn sent_count(&self) -> usize {
+        self.inner.lock().sent.len()
+    }
+
+    /// The messages the business sent from position `from` on, in order.
+    pub fn sent_since(&self, from: usize) -> Vec<SentRecord> {
+        self.inner
+            .lock()
+            .sent
+            .get(from..)
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    /// The message the business sent as `wamid`.
+    pub fn sent_message(&self, wamid: &str) -> Option<SentRecord> {
+        let state = self.inner.lock();
+        state.sent_index.get(wamid).map(|&i| state.sent[i].clone())
     }
 
     /// The customer messages the business marked read, in order.
