@@ -305,6 +305,9 @@ struct Inner {
     flush_wanted: AtomicBool,
     /// The flusher thread, unparked when a writer waits.
     flusher: std::thread::Thread,
+    /// The open log segment. The flusher is its only user while the store is open; the last
+    /// [`Store`]'s drop appends what is still pending.
+    wal: Mutex<wal::Wal>,
     wal_dir: PathBuf,
 }
 
@@ -359,7 +362,7 @@ impl Store {
             .name("charla-flusher".into())
             .spawn(move || {
                 if let Ok(inner) = rx.recv() {
-                    flusher(inner, wal);
+                    flusher(inner);
                 }
             })?;
         let store = Store {
@@ -370,6 +373,7 @@ impl Store {
                 overlay: overlay::Overlay::default(),
                 flush_wanted: AtomicBool::new(false),
                 flusher: flusher.thread().clone(),
+                wal: Mutex::new(wal),
                 wal_dir,
             }),
         };
@@ -560,7 +564,7 @@ fn strip(entry: sled::Result<(IVec, IVec)>) -> Result<(IVec, IVec)> {
 /// checkpoints when a segment is full.
 ///
 /// Holds only a weak reference between syncs, so dropping the last [`Store`] closes sled.
-fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
+fn flusher(inner: std::sync::Weak<Inner>) {
     // Taken from the pending log but not yet on disk (only after a failed sync), and on disk
     // but not yet in sled.
     let mut unsynced = Vec::new();
@@ -571,6 +575,7 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
+        let mut wal = strong.wal.lock().expect("wal lock");
         if !unapplied.is_empty() && last_apply.elapsed() >= SLED_APPLY_EVERY {
             apply_overlay(&strong, &mut unapplied, &mut wal);
             last_apply = std::time::Instant::now();
@@ -587,6 +592,7 @@ fn flusher(inner: std::sync::Weak<Inner>, mut wal: wal::Wal) {
         }
         .unzip();
         let (Some(target), Some(ops)) = (target, ops) else {
+            drop(wal);
             drop(strong);
             // A writer sets the flag before unparking, so a wake-up is never lost; the timeout
             // bounds how long an unasked write stays off the disk, and how long a dropped store
@@ -695,10 +701,15 @@ fn checkpoint(db: &sled::Db, wal: &mut wal::Wal) -> Result<()> {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // A clean close: what the flusher has not taken yet goes to sled, which flushes on
-        // drop. (What it took is in the log, and replayed at the next open.)
+        // A clean close: what the flusher has not taken yet goes to the log, after everything
+        // it took, and is replayed at the next open. (Applying it to sled instead could put it
+        // under older writes the flusher synced but had not yet applied, which replay would
+        // then write over it.)
         let log = std::mem::take(self.log.get_mut().expect("log lock"));
-        if let Err(e) = apply_to_sled(&self.db, &log.ops).and_then(|()| Ok(self.db.flush()?)) {
+        let wal = self.wal.get_mut().expect("wal lock");
+        if !log.records.is_empty()
+            && let Err(e) = wal.append_durable(&log.records)
+        {
             tracing::error!(error = %e, "closing the store lost unsynced writes");
         }
         // Wake the flusher so it sees the store is gone and exits.
@@ -797,6 +808,25 @@ mod tests {
                 .unwrap()
                 .as_ref(),
             b"first"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clean_close_keeps_the_newest_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8).unwrap();
+        let mut batch = Batch::new();
+        batch.put(Table::Users, b"k".to_vec(), b"old".to_vec());
+        // Synced; the flusher hands it to sled only up to `SLED_APPLY_EVERY` later.
+        store.write_durable(batch).await.unwrap();
+        let mut batch = Batch::new();
+        batch.put(Table::Users, b"k".to_vec(), b"new".to_vec());
+        let _not_awaited = store.write(batch).unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 8).unwrap();
+        assert_eq!(
+            store.get(Table::Users, b"k").unwrap().unwrap().as_ref(),
+            b"new"
         );
     }
 
