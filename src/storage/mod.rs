@@ -334,16 +334,28 @@ impl Store {
             .flush_every_ms(None);
         let db = open_when_free(&config)?;
         let wal_dir = path.join("wal");
+        // Records go to sled in large batches: sled writes its log once per `apply_batch`, and a
+        // full segment holds tens of thousands of records. Within a batch a later write to a
+        // key replaces an earlier one, so the log's order is kept; a crash during replay only
+        // means replaying again.
+        let mut batch = sled::Batch::default();
+        let mut batched = 0;
         let replayed = wal::replay(&wal_dir, |ops| {
-            let mut batch = sled::Batch::default();
             for (key, value) in ops {
                 match value {
                     Some(v) => batch.insert(key, v),
                     None => batch.remove(key),
                 }
+                batched += 1;
             }
-            db.apply_batch(batch).map_err(std::io::Error::other)
+            if batched >= 65_536 {
+                batched = 0;
+                db.apply_batch(std::mem::take(&mut batch))
+                    .map_err(std::io::Error::other)?;
+            }
+            Ok(())
         })?;
+        db.apply_batch(batch)?;
         if replayed.records > 0 || replayed.torn_bytes > 0 {
             tracing::info!(
                 records = replayed.records,
