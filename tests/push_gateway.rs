@@ -125,17 +125,6 @@ async fn set_pusher(c: &Client, pushkey: &str, data: Value) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn send(c: &Client, room: &str, txn: &str, content: Value) -> String {
-    let (status, body) = c
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            content,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["event_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn a_direct_message_is_pushed_with_the_spec_body_and_own_messages_are_not() {
     let s = TestServer::start().await;
@@ -212,28 +201,28 @@ async fn a_mention_highlights_and_event_id_only_sends_no_content() {
 
     // A plain message in a group notifies without sound (`.m.rule.message`): low priority.
     let morning = alice.send_text(&room, "a0", "good morning").await;
-    let mention = send(
-        &alice,
-        &room,
-        "a1",
-        json!({
-            "msgtype": "m.text",
-            "body": "can you take this one?",
-            "m.mentions": { "user_ids": ["@bob:localhost"] },
-        }),
-    )
-    .await;
-    let carol_mention = send(
-        &alice,
-        &room,
-        "a2",
-        json!({
-            "msgtype": "m.text",
-            "body": "secret order 1234",
-            "m.mentions": { "user_ids": ["@carol:localhost"] },
-        }),
-    )
-    .await;
+    let mention = alice
+        .send_message(
+            &room,
+            "a1",
+            json!({
+                "msgtype": "m.text",
+                "body": "can you take this one?",
+                "m.mentions": { "user_ids": ["@bob:localhost"] },
+            }),
+        )
+        .await;
+    let carol_mention = alice
+        .send_message(
+            &room,
+            "a2",
+            json!({
+                "msgtype": "m.text",
+                "body": "secret order 1234",
+                "m.mentions": { "user_ids": ["@carol:localhost"] },
+            }),
+        )
+        .await;
     let got = gateway.wait_for(6).await;
     let to = |pushkey: &str| -> Vec<Value> {
         got.iter()

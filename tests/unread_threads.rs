@@ -9,17 +9,6 @@ use serde_json::{Value, json};
 
 const BY_THREAD: &str = r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#;
 
-async fn send(c: &Client, room: &str, txn: &str, content: Value) -> String {
-    let (status, body) = c
-        .put(
-            &format!("{V3}/rooms/{}/send/m.room.message/{txn}", enc(room)),
-            content,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["event_id"].as_str().unwrap().to_owned()
-}
-
 async fn reply_in_thread(c: &Client, room: &str, txn: &str, root: &str, extra: Value) -> String {
     let mut content = json!({
         "msgtype": "m.text",
@@ -29,7 +18,7 @@ async fn reply_in_thread(c: &Client, room: &str, txn: &str, root: &str, extra: V
     if let (Some(content), Some(extra)) = (content.as_object_mut(), extra.as_object()) {
         content.extend(extra.clone());
     }
-    send(c, room, txn, content).await
+    c.send_message(room, txn, content).await
 }
 
 async fn receipt(c: &Client, room: &str, event: &str, body: Value) {

@@ -183,13 +183,19 @@ impl Client {
 
     /// Sends an `m.text` message and returns its event id.
     pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
+        self.send_message(room, txn, json!({ "msgtype": "m.text", "body": text }))
+            .await
+    }
+
+    /// Sends an `m.room.message` with this content; returns the event id.
+    pub async fn send_message(&self, room: &str, txn: &str, content: Value) -> String {
         let (status, res) = self
             .put(
                 &format!(
                     "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
                     enc(room)
                 ),
-                json!({ "msgtype": "m.text", "body": text }),
+                content,
             )
             .await;
         assert_eq!(status, 200, "send: {res}");
