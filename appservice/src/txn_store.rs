@@ -148,7 +148,17 @@ mod tests {
             }
             assert!(store.is_done("1").unwrap());
         }
-        let store = TxnStore::open_with_capacity(dir.path(), 3).unwrap();
+        // The flusher thread may drop the last database handle a moment after the store, and
+        // sled's file lock goes with it.
+        let store = (0..300)
+            .find_map(|_| {
+                let opened = TxnStore::open_with_capacity(dir.path(), 3).ok();
+                if opened.is_none() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                opened
+            })
+            .expect("the store stayed locked after it was dropped");
         assert!(store.is_done("1").unwrap() && store.is_done("3").unwrap());
         store.mark_done("4").await.unwrap();
         assert!(!store.is_done("1").unwrap(), "oldest dropped");

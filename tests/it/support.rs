@@ -3,11 +3,9 @@
 //! Effects of the bot are asynchronous (it is a stream consumer), so tests wait for them by
 //! polling with a generous deadline; they never assert how long anything took.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Client, TestServer, V3, assert_error, enc};
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
 const BOT: &str = "@support:localhost";

@@ -1,13 +1,11 @@
 //! The intent client against a fake homeserver that records exactly what it was sent (method,
 //! raw path, query, `Authorization`, content type, body) and answers from a script.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{Fake, Seen, fake_homeserver, seen};
 use appservice::{Client, CreateRoom, Error, InitialState, RetryPolicy, RoomPreset, SendOptions};
-use common::{Fake, Seen, fake_homeserver, seen};
 use ruma::{
     MilliSecondsSinceUnixEpoch, UInt, event_id, mxc_uri, room_alias_id, room_id, server_name,
     user_id,

@@ -2,11 +2,9 @@
 //! authenticated download and thumbnails, the legacy unauthenticated endpoints, limits, and
 //! durability across a restart.
 
-mod common;
-
 use std::{io::Cursor, path::Path};
 
-use common::{Client, TestServer, assert_error};
+use crate::common::{Client, TestServer, assert_error};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, Rgba, RgbaImage};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,14 +1,12 @@
 //! "A 200 means durable": acknowledged events survive a restart, and a `kill -9` of the real
 //! binary in the middle of a burst of concurrent sends.
 
-mod common;
-
 use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use common::{Client, TestServer, enc};
+use crate::common::{Client, TestServer, enc};
 use serde_json::json;
 
 /// Every `m.room.message` body in the room, oldest first, paginating `/messages` to the start.

@@ -1,11 +1,9 @@
 //! The appservice router over real HTTP on loopback: authentication, bad bodies, queries,
 //! ping and unknown routes.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::server::*;
+use crate::common::server::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -2,9 +2,7 @@
 //! (`m.annotation`), threads (`m.thread`), references, `/relations`, `/threads` and the bundled
 //! aggregations on `/event`, `/messages`, `/context` and `/sync`.
 
-mod common;
-
-use common::{Client, TestServer, V3, assert_error, enc};
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
 const V1: &str = "/_matrix/client/v1";

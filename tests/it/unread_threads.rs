@@ -2,9 +2,7 @@
 //! the main timeline without threaded events, each thread root's own counts, and threaded read
 //! receipts resetting only their thread.
 
-mod common;
-
-use common::{Client, TestServer, V3, enc};
+use crate::common::{Client, TestServer, V3, enc};
 use serde_json::{Value, json};
 
 const BY_THREAD: &str = r#"{"room":{"timeline":{"unread_thread_notifications":true}}}"#;

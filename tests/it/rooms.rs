@@ -1,11 +1,9 @@
 //! Rooms against the Client-Server API v1.16: creation, membership, state, messages, history,
 //! redaction, visibility, aliases, the directory and `/sync`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, V3, assert_error, enc, timeline_bodies};
+use crate::common::{Client, TestServer, V3, assert_error, enc, timeline_bodies};
 use serde_json::{Value, json};
 
 /// The most common setup: Alice creates a public room and Bob joins it.

@@ -1,9 +1,7 @@
 //! Server-side key backup over raw HTTP: versions, session keys with the spec's rule for which
 //! key of a session wins, etags and counts, and writes to a version that is no longer current.
 
-mod common;
-
-use common::{TestServer, V3, assert_error, enc};
+use crate::common::{TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
 fn session(first_index: u64, forwarded: u64, verified: bool, tag: &str) -> Value {

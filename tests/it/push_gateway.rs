@@ -1,8 +1,6 @@
 //! Push gateway delivery: a fake push gateway on loopback records what the homeserver POSTs to
 //! `/_matrix/push/v1/notify`, and can fail or reject pushkeys on demand.
 
-mod common;
-
 use std::{
     sync::{
         Arc, Mutex,
@@ -11,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::{Client, TestServer, V3, enc};
 use axum::{Json, extract::State, http::StatusCode, routing::post};
-use common::{Client, TestServer, V3, enc};
 use serde_json::{Value, json};
 
 const NOTIFY: &str = "/_matrix/push/v1/notify";

@@ -1,17 +1,17 @@
 //! Charla's own appservice toolkit against Charla, end to end over real HTTP: the toolkit's
 //! example echo bot joins when invited and answers every message, as a bridge would.
 
-mod common;
+use crate::common;
 
 /// The toolkit's echo bot example, the very handler a user would run.
-#[path = "../appservice/examples/echo.rs"]
+#[path = "../../appservice/examples/echo.rs"]
 #[allow(dead_code)]
 mod echo;
 
 use std::time::{Duration, Instant};
 
+use crate::common::{V3, enc};
 use appservice::{AppService, Namespace, Namespaces, Registration};
-use common::{V3, enc};
 use echo::Echo;
 use serde_json::json;
 

@@ -3,11 +3,9 @@
 //! encrypted and he decrypts the exact plaintext; Bob then logs in on a second device, which
 //! decrypts the messages Alice sends after that.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
 use matrix_sdk::{
     Client,
     config::SyncSettings,

@@ -2,10 +2,8 @@
 //! bodies, to-device messages through sync, device-list changes, cross-signing with
 //! user-interactive auth and signatures. The key backup tests are in `e2ee_backup.rs`.
 
-mod common;
-
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use base64::Engine;
-use common::{Client, TestServer, V3, assert_error, enc};
 use ruma::{CanonicalJsonObject, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 

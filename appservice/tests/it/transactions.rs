@@ -1,13 +1,11 @@
 //! Transactions over real HTTP on loopback: typed delivery in order, durable dedupe (also
 //! across a restart and while a first attempt still runs), handler failure and redelivery.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::common::server::*;
 use appservice::{Handler, HandlerError};
-use common::server::*;
 use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
 use serde_json::json;

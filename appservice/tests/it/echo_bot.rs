@@ -1,14 +1,14 @@
 //! The echo bot of `examples/echo.rs` end to end: a homeserver-like caller pushes transactions
 //! to the `AppService`, the bot answers through its intent to a recording fake homeserver.
 
-mod common;
+use crate::common;
 
-#[path = "../examples/echo.rs"]
+#[path = "../../examples/echo.rs"]
 #[allow(dead_code)]
 mod echo;
 
+use crate::common::{fake_homeserver, seen};
 use appservice::{AppService, Namespace, Namespaces, Registration, RetryPolicy};
-use common::{fake_homeserver, seen};
 use serde_json::{Value, json};
 
 fn event(kind: &str, id: &str, sender: &str, state_key: Option<&str>, content: Value) -> Value {

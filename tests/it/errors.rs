@@ -1,9 +1,7 @@
 //! Error paths of the Client-Server API: status codes, errcodes and bodies as the spec (v1.16)
 //! gives them, and for every refused write, proof that nothing changed.
 
-mod common;
-
-use common::{Client, TestServer, V3, assert_error, enc};
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use reqwest::Method;
 use serde_json::{Value, json};
 

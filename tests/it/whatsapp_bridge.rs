@@ -1,13 +1,11 @@
 //! The WhatsApp bridge end to end: a real Charla running the bridge in process (talking to it
 //! only through the Application Service API) and the Cloud API simulator, over loopback.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, V3, enc};
+use crate::common::{Client, TestServer, V3, enc};
 use serde_json::{Value, json};
 use whatsapp::Bridge;
 use whatsapp::sim::{Fault, SimConfig, SimServer, Simulator};

@@ -4,11 +4,9 @@
 //! talk, each sees the other's messages through sync in order with the right sender, and history
 //! paginates back across several pages.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
+use crate::common::TestServer;
 use matrix_sdk::{
     Client,
     config::SyncSettings,

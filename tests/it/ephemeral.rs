@@ -1,11 +1,9 @@
 //! Receipts, read markers, typing, presence, unread counts, pushers and `/notifications`,
 //! as clients see them through the Client-Server API.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, V3, assert_error, enc};
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
 /// Alice creates a room and Bob joins; both have synced once. Returns their next tokens.

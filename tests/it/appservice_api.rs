@@ -2,20 +2,20 @@
 //! assertion, exclusive namespaces, the durable transaction queue, queries and ping. The
 //! appservice here is a real HTTP server on loopback that records what Charla sends it.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use axum::{
     Json, Router,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post, put},
 };
-use common::{Client, TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
 const AS_TOKEN: &str = "as-token-wa";

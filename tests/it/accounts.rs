@@ -1,9 +1,7 @@
 //! Accounts, sessions, devices, profiles, push rules, filters and account data, against the
 //! Client-Server API v1.16 (and Synapse's shared-secret registration).
 
-mod common;
-
-use common::{Client, TestServer, V3, assert_error, enc};
+use crate::common::{Client, TestServer, V3, assert_error, enc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;

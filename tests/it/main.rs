@@ -1,0 +1,25 @@
+//! Charla's integration tests, end to end over real HTTP against an in-process server.
+//!
+//! One test binary on purpose: every integration test file used to be its own crate, and each
+//! linked the whole server (and matrix-sdk) again, which made a clean `cargo test` spend most of
+//! its time linking and write ~8 GB of binaries. Each file below is one API area.
+
+mod common;
+
+mod accounts;
+mod appservice_api;
+mod appservice_echo;
+mod durability;
+mod e2ee;
+mod e2ee_backup;
+mod ephemeral;
+mod errors;
+mod media;
+mod push_gateway;
+mod relations;
+mod rooms;
+mod sdk;
+mod sdk_e2ee;
+mod support;
+mod unread_threads;
+mod whatsapp_bridge;
