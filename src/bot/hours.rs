@@ -1,10 +1,14 @@
-//! Business hours in a fixed UTC offset.
+//! Business hours in the desk's time zone.
 
 use crate::config::{BusinessHours, parse_hhmm};
 
 /// Local day number and minute of the day of a Unix time in ms.
 fn local(hours: &BusinessHours, ms: u64) -> (i64, u32) {
-    let local_ms = ms as i64 + i64::from(hours.utc_offset_minutes) * 60_000;
+    // The offset in force at that instant, so the hours follow summer time.
+    let offset = jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|at| hours.time_zone.to_offset(at).seconds())
+        .unwrap_or(0);
+    let local_ms = ms as i64 + i64::from(offset) * 1000;
     let day = local_ms.div_euclid(86_400_000);
     let minute = (local_ms.rem_euclid(86_400_000) / 60_000) as u32;
     (day, minute)
@@ -37,21 +41,53 @@ pub fn local_day(hours: Option<&BusinessHours>, ms: u64) -> i64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn weekdays_and_offsets() {
-        let h = BusinessHours {
-            utc_offset_minutes: 60,
+    fn madrid() -> BusinessHours {
+        BusinessHours {
+            time_zone: jiff::tz::TimeZone::get("Europe/Madrid").unwrap(),
             days: vec![1, 2, 3, 4, 5],
             open: "09:00".into(),
             close: "18:00".into(),
-        };
-        // 2026-11-23 is a Monday. 08:30 UTC = 09:30 in UTC+1.
-        let monday_0830_utc = 1_795_392_000_000 + 8 * 3_600_000 + 30 * 60_000;
-        assert!(is_open(Some(&h), monday_0830_utc));
-        // 07:30 UTC = 08:30 local: closed.
-        assert!(!is_open(Some(&h), monday_0830_utc - 3_600_000));
-        // Saturday.
-        assert!(!is_open(Some(&h), monday_0830_utc + 5 * 86_400_000));
+        }
+    }
+
+    /// Unix ms of a UTC wall-clock time.
+    fn utc(y: i16, mo: i8, d: i8, h: i8, mi: i8) -> u64 {
+        let at = jiff::civil::datetime(y, mo, d, h, mi, 0, 0).to_zoned(jiff::tz::TimeZone::UTC);
+        at.unwrap().timestamp().as_millisecond() as u64
+    }
+
+    #[test]
+    fn weekdays_and_winter_time() {
+        let h = madrid();
+        // 2026-11-23 is a Monday; Madrid is UTC+1 in winter. 08:30 UTC = 09:30 local.
+        assert!(is_open(Some(&h), utc(2026, 11, 23, 8, 30)));
+        assert!(!is_open(Some(&h), utc(2026, 11, 23, 7, 30)), "08:30 local");
+        assert!(is_open(Some(&h), utc(2026, 11, 23, 16, 59)), "17:59 local");
+        assert!(!is_open(Some(&h), utc(2026, 11, 23, 17, 0)), "18:00 local");
+        assert!(!is_open(Some(&h), utc(2026, 11, 28, 10, 0)), "Saturday");
         assert!(is_open(None, 0));
+    }
+
+    #[test]
+    fn summer_time_moves_the_hours() {
+        let h = madrid();
+        // 2026-07-06 is a Monday; Madrid is UTC+2 in summer. 07:30 UTC = 09:30 local: open,
+        // though it would be 08:30 and closed in winter time.
+        assert!(is_open(Some(&h), utc(2026, 7, 6, 7, 30)));
+        assert!(!is_open(Some(&h), utc(2026, 7, 6, 16, 0)), "18:00 local");
+        // The day of the change (Sunday 2026-03-29, 02:00 → 03:00): 21:30 UTC is still Sunday
+        // 23:30 local, 22:30 UTC is already Monday 00:30 local.
+        let sunday = local_day(Some(&h), utc(2026, 3, 29, 0, 30));
+        assert_eq!(local_day(Some(&h), utc(2026, 3, 29, 21, 30)), sunday);
+        assert_eq!(local_day(Some(&h), utc(2026, 3, 29, 22, 30)), sunday + 1);
+    }
+
+    #[test]
+    fn the_local_day_turns_at_local_midnight() {
+        let h = madrid();
+        // 23:30 UTC on Monday is already Tuesday 00:30 in Madrid.
+        let monday = local_day(Some(&h), utc(2026, 11, 23, 12, 0));
+        assert_eq!(local_day(Some(&h), utc(2026, 11, 23, 23, 30)), monday + 1);
+        assert_eq!(local_day(Some(&h), utc(2026, 11, 23, 22, 59)), monday);
     }
 }

@@ -386,4 +386,22 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(_)));
     }
+
+    #[test]
+    fn business_hours_take_an_iana_time_zone() {
+        let hours =
+            "server_name = \"a\"\n[support.business_hours]\nopen = \"09:00\"\nclose = \"18:00\"\n";
+        let config = Config::from_toml(&format!("{hours}time_zone = \"Europe/Madrid\"\n")).unwrap();
+        let tz = &config.support.business_hours.unwrap().time_zone;
+        assert_eq!(tz.iana_name(), Some("Europe/Madrid"));
+        let err =
+            Config::from_toml(&format!("{hours}time_zone = \"Europe/Atlantis\"\n")).unwrap_err();
+        assert!(err.to_string().contains("Europe/Atlantis"), "{err}");
+        let utc = Config::from_toml(hours)
+            .unwrap()
+            .support
+            .business_hours
+            .unwrap();
+        assert_eq!(utc.time_zone.iana_name(), Some("UTC"));
+    }
 }

@@ -92,13 +92,15 @@ pub struct TemplateConfig {
     pub text: String,
 }
 
-/// Opening hours in a fixed offset from UTC (no DST rules: keeps the dependency list short).
+/// Opening hours in a named time zone, so summer time moves them with the local clock.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessHours {
-    /// Offset from UTC in minutes (Madrid in winter: 60).
-    #[serde(default)]
-    pub utc_offset_minutes: i32,
+    /// An IANA time zone name ("Europe/Madrid", "America/Bogota"; "UTC" by default), read
+    /// from the system's zoneinfo, or from the copy of the tz database built into the binary
+    /// where the system has none (containers).
+    #[serde(default = "utc", deserialize_with = "time_zone")]
+    pub time_zone: jiff::tz::TimeZone,
     /// Open days, ISO numbering: 1 = Monday … 7 = Sunday.
     #[serde(default = "weekdays")]
     pub days: Vec<u8>,
@@ -106,6 +108,19 @@ pub struct BusinessHours {
     pub open: String,
     /// Local closing time, "HH:MM".
     pub close: String,
+}
+
+fn utc() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::UTC
+}
+
+fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<jiff::tz::TimeZone, D::Error> {
+    let name = String::deserialize(d)?;
+    jiff::tz::TimeZone::get(&name).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "unknown time zone {name:?} (an IANA name like \"Europe/Madrid\"): {e}"
+        ))
+    })
 }
 
 fn weekdays() -> Vec<u8> {
