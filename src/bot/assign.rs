@@ -1,6 +1,6 @@
 //! Automatic assignment: round-robin over the agents who are online and under capacity.
 
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use crate::{
@@ -15,17 +15,6 @@ use crate::{
 /// Conversations looked at per drain: the queue's oldest.
 const QUEUE_BATCH: usize = 500;
 
-/// The next agent in turn who is online and under capacity.
-pub fn next_available(s: &Services) -> Result<Option<OwnedUserId>> {
-    for agent in s.support.agents_in_turn() {
-        let capacity = s.support.capacity(&agent).unwrap_or(0) as usize;
-        if s.presence.is_online(&agent) && s.support.index.load(agent.as_str())? < capacity {
-            return Ok(Some(agent));
-        }
-    }
-    Ok(None)
-}
-
 /// Whether an ephemeral event says an agent is now online.
 pub fn agent_came_online(s: &Services, event: &Value) -> bool {
     event["type"] == "m.presence"
@@ -38,7 +27,7 @@ pub fn agent_came_online(s: &Services, event: &Value) -> bool {
 
 /// Assigns waiting conversations, longest waiting first, while agents are available.
 pub async fn drain_queue(s: &Services) -> Result<()> {
-    if next_available(s)?.is_none() {
+    if actions::next_available(s)?.is_none() {
         return Ok(());
     }
     let filter = Filter {
@@ -52,9 +41,10 @@ pub async fn drain_queue(s: &Services) -> Result<()> {
     queue.retain(|r| r.content.is_active());
     queue.sort_by_key(|r| (r.waiting_since.unwrap_or(r.created_ts), r.created_ts));
     for record in queue {
-        let Some(agent) = next_available(s)? else {
+        // A cheap look before taking the change lock; `assign_next` decides under it.
+        if actions::next_available(s)?.is_none() {
             break;
-        };
+        }
         let room_id = RoomId::parse(&record.room_id)
             .map_err(|e| crate::error::Error::internal(e.to_string()))?;
         let actor = Actor {
@@ -62,7 +52,7 @@ pub async fn drain_queue(s: &Services) -> Result<()> {
             via: "bot",
             txn: None,
         };
-        if let Err(e) = actions::assign(s, &room_id, Some(&agent), &actor).await {
+        if let Err(e) = actions::assign_next(s, &room_id, &actor).await {
             tracing::warn!(room = %room_id, error = %e, "automatic assignment failed");
         }
     }

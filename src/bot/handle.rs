@@ -16,10 +16,22 @@ use crate::{
     },
 };
 
+/// Whether the bot may have something to do with an event: cheap, so the stream is read fast
+/// and only these events go to a room's lane.
+pub fn concerns(s: &Services, pdu: &Pdu) -> bool {
+    match pdu.kind.to_string().as_str() {
+        "m.room.member" => {
+            pdu.state_key.as_deref() == Some(s.support.bot.as_str())
+                && membership_of(pdu) == Some(MembershipState::Invite)
+        }
+        CONVERSATION_EVENT => pdu.state_key.as_deref() == Some(""),
+        "m.room.message" => true,
+        _ => false,
+    }
+}
+
 /// Handles the event at `pos`; returns whether the queue should be looked at.
-pub async fn event(s: &Services, pos: u64) -> Result<bool> {
-    let ev = s.rooms.event(pos)?;
-    let pdu = &ev.pdu;
+pub async fn event(s: &Services, pos: u64, pdu: &Pdu) -> Result<bool> {
     let bot = &s.support.bot;
     match pdu.kind.to_string().as_str() {
         "m.room.member"
@@ -71,20 +83,16 @@ async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
         }
         None => {
             let inviter = s.users.get(&pdu.sender)?;
-            // Decided with the first state event: the conversation is never seen unassigned
-            // when someone is available.
-            let assignee = super::assign::next_available(s)?;
             let content = Conversation {
                 contact: Contact {
                     name: inviter.and_then(|r| r.displayname),
                     id: Some(pdu.sender.to_string()),
                     ..Default::default()
                 },
-                assignee: assignee.as_ref().map(|a| a.to_string()),
                 ..Default::default()
             };
-            let opened = actions::open(s, &pdu.room_id, &content, &actor).await;
-            if let (Ok(()), Some(agent)) = (&opened, &assignee) {
+            let opened = actions::open(s, &pdu.room_id, content, &actor).await;
+            if let Ok(Some(agent)) = &opened {
                 actions::bring_in_agent(s, &pdu.room_id, agent, &actor).await?;
             }
             if let Err(e) = opened {

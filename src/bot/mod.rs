@@ -6,6 +6,9 @@
 //! and the room service answers a repeated transaction with the first event instead of sending
 //! again; record updates are applied once per position. So the bot never answers twice.
 //!
+//! Rooms are handled concurrently, each in stream order (`lanes`); the cursor never passes an
+//! event still being handled.
+//!
 //! Besides the stream it listens to presence (an agent coming online drains the queue) and
 //! rechecks the queue every few seconds, which covers agents whose load dropped elsewhere.
 
@@ -14,14 +17,17 @@ mod commands;
 pub mod faq;
 mod handle;
 pub mod hours;
+mod lanes;
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use lanes::Lanes;
+
 use crate::{
-    error::{Error, Result},
+    error::Result,
     services::Services,
     storage::{Batch, Table, keys},
 };
@@ -31,6 +37,8 @@ const CURSOR_KEY: &[u8] = b"bot_cursor";
 const QUEUE_RECHECK: Duration = Duration::from_secs(2);
 /// How often the cursor is saved while events flow.
 const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Events read ahead into the lanes before the stream waits for some to finish.
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// Creates the bot's user if needed, loads its cursor and starts it. Returns once the cursor is
 /// fixed, so no event committed after the server started can be missed.
@@ -78,42 +86,24 @@ async fn save_cursor(s: &Services, cursor: u64, durable: bool) -> Result<()> {
     Ok(())
 }
 
-async fn run(s: Arc<Services>, mut cursor: u64) {
+async fn run(s: Arc<Services>, cursor: u64) {
     let mut head_rx = s.stream.watch();
     let mut edus = s.notifier.subscribe_edus();
     let mut tick = tokio::time::interval(QUEUE_RECHECK);
+    let (mut lanes, mut done_rx) = Lanes::new(s.clone());
     let mut drain = true;
-    let (mut saved, mut last_save) = (cursor, Instant::now());
+    // `read`: the stream is read up to here; `saved`: the cursor on disk.
+    let (mut read, mut saved, mut last_save) = (cursor, cursor, Instant::now());
     loop {
         let head = *head_rx.borrow_and_update();
-        while cursor < head {
-            let positions = match s.rooms.event_positions(cursor, head, 256) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "support bot cannot read the stream");
-                    break;
-                }
-            };
-            if positions.is_empty() {
-                cursor = head;
-                break;
-            }
-            for pos in positions {
-                match handle::event(&s, pos).await {
-                    Ok(wants_drain) => drain |= wants_drain,
-                    Err(Error::Storage(e)) => {
-                        // The store is failing: stop here and retry this event later.
-                        tracing::error!(pos, error = %e, "support bot: storage error, retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        break;
-                    }
-                    Err(e) => tracing::warn!(pos, error = %e, "support bot: event not handled"),
-                }
-                cursor = pos;
-            }
+        if let Err(e) = read_stream(&s, &mut lanes, &mut read, head) {
+            // The store is failing: read again from `read` a little later.
+            tracing::error!(error = %e, "support bot cannot read the stream");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         // Replays are idempotent, so the cursor is saved at most once per interval (the queue
         // recheck comes back for a late one): a store write per event would slow every sender.
+        let cursor = lanes.cursor(read);
         if cursor != saved && last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
             last_save = Instant::now();
             match save_cursor(&s, cursor, false).await {
@@ -128,6 +118,15 @@ async fn run(s: Arc<Services>, mut cursor: u64) {
         }
         tokio::select! {
             changed = head_rx.changed() => if changed.is_err() { return },
+            Some(done) = done_rx.recv() => {
+                lanes.finish(&done);
+                drain |= done.wants_drain;
+                // Take every other finished event too, then look at the queue once.
+                while let Ok(done) = done_rx.try_recv() {
+                    lanes.finish(&done);
+                    drain |= done.wants_drain;
+                }
+            }
             edu = edus.recv() => {
                 drain |= match edu {
                     Ok(edu) => assign::agent_came_online(&s, &edu.event),
@@ -139,4 +138,30 @@ async fn run(s: Arc<Services>, mut cursor: u64) {
             _ = s.notifier.stopped() => return,
         }
     }
+}
+
+/// Reads the stream from `read` up to `head`, handing the events the bot cares about to their
+/// rooms' lanes, until the lanes hold [`MAX_IN_FLIGHT`] events.
+fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Result<()> {
+    while *read < head && lanes.in_flight() < MAX_IN_FLIGHT {
+        let positions = s.rooms.event_positions(*read, head, 256)?;
+        if positions.is_empty() {
+            *read = head;
+            break;
+        }
+        for pos in positions {
+            let ev = s.rooms.event(pos)?;
+            // A message in a room that is not a conversation needs no lane, unless the room
+            // has events in flight that may be making it one.
+            let relevant = handle::concerns(s, &ev.pdu)
+                && (ev.pdu.kind.to_string() != "m.room.message"
+                    || lanes.is_busy(&ev.pdu.room_id)
+                    || s.support.index.get(ev.pdu.room_id.as_str())?.is_some());
+            if relevant {
+                lanes.dispatch(pos, ev);
+            }
+            *read = pos;
+        }
+    }
+    Ok(())
 }

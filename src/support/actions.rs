@@ -1,7 +1,7 @@
 //! Changes to conversations and tickets, shared by the bot's commands and the agent API, so
 //! both make exactly the same state events, index updates and audit entries.
 
-use ruma::{OwnedEventId, RoomId, UserId, events::room::member::MembershipState};
+use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId, events::room::member::MembershipState};
 use serde_json::{Value, json};
 
 use super::{
@@ -117,7 +117,16 @@ pub async fn index_state_locked(
     new.last_activity_ts = new.last_activity_ts.max(ts);
     let mut batch = Batch::new();
     s.support.index.put(&mut batch, old.as_ref(), &new);
-    s.store.write_durable(batch).await?;
+    write_index(s, batch)
+}
+
+/// Writes an index change without waiting for the disk. The index is derived from the room
+/// stream: a change lost in a crash is rebuilt when the bot replays the stream from its
+/// cursor, and the cursor can only be durable past this change if the change is too (the
+/// store's log keeps write order). Readers see it at once either way. Waiting here cost the
+/// bot one disk sync per message and per state change, and every conversation queued behind.
+fn write_index(s: &Services, batch: Batch) -> Result<()> {
+    let _not_awaited = s.store.write(batch)?;
     Ok(())
 }
 
@@ -141,7 +150,7 @@ pub async fn update_record(
     new.applied_pos = pos;
     let mut batch = Batch::new();
     s.support.index.put(&mut batch, Some(&old), &new);
-    s.store.write_durable(batch).await?;
+    write_index(s, batch)?;
     Ok(Some(new))
 }
 
@@ -166,6 +175,9 @@ pub async fn assign(
     let details = json!({ "assignee": agent });
     let new = update(s, room_id, actor, action, details, |c| {
         c.assignee = agent.map(|a| a.to_string());
+        if let Some(agent) = agent {
+            s.support.mark_assigned(agent);
+        }
         Ok(())
     })
     .await?;
@@ -175,7 +187,46 @@ pub async fn assign(
     Ok(new)
 }
 
-/// After an assignment: counts the agent's turn, invites them and tells them.
+/// The next agent in turn who is online and under capacity. Racy unless the caller holds
+/// `changes` (loads only change under it): [`assign_next`] and [`open`] decide under it.
+pub fn next_available(s: &Services) -> Result<Option<OwnedUserId>> {
+    for agent in s.support.agents_in_turn() {
+        let capacity = s.support.capacity(&agent).unwrap_or(0) as usize;
+        if s.presence.is_online(&agent) && s.support.index.load(agent.as_str())? < capacity {
+            return Ok(Some(agent));
+        }
+    }
+    Ok(None)
+}
+
+/// Assigns a waiting conversation to the next available agent, deciding under the change lock
+/// so that rooms handled at once never push an agent past capacity. Returns the agent, or
+/// `None` when nobody is available or the conversation no longer waits.
+pub async fn assign_next(
+    s: &Services,
+    room_id: &RoomId,
+    actor: &Actor<'_>,
+) -> Result<Option<OwnedUserId>> {
+    let mut chosen = None;
+    let details = json!({ "automatic": true });
+    update(s, room_id, actor, "conversation.assign", details, |c| {
+        if c.assignee.is_none() && c.is_active() {
+            chosen = next_available(s)?;
+            c.assignee = chosen.as_ref().map(|a| a.to_string());
+        }
+        if let Some(agent) = &chosen {
+            s.support.mark_assigned(agent);
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(agent) = &chosen {
+        bring_in_agent(s, room_id, agent, actor).await?;
+    }
+    Ok(chosen)
+}
+
+/// After an assignment: invites the agent and tells them.
 pub async fn bring_in_agent(
     s: &Services,
     room_id: &RoomId,
@@ -183,7 +234,6 @@ pub async fn bring_in_agent(
     actor: &Actor<'_>,
 ) -> Result<()> {
     {
-        s.support.mark_assigned(agent);
         let room = s.rooms.room(room_id)?;
         if !matches!(
             s.rooms.membership(&room, agent)?,
@@ -395,22 +445,34 @@ pub fn not_a_conversation(room_id: &RoomId) -> Error {
 }
 
 /// Makes a room a conversation: sends the first `io.charla.conversation` and indexes it.
+/// Without an assignee, the next available agent is chosen in that same state event (under
+/// the change lock, like [`assign_next`]), so the conversation is never seen unassigned while
+/// someone is free. Returns the agent chosen; the caller brings them in.
 pub async fn open(
     s: &Services,
     room_id: &RoomId,
-    content: &Conversation,
+    mut content: Conversation,
     actor: &Actor<'_>,
-) -> Result<()> {
+) -> Result<Option<OwnedUserId>> {
     let _guard = s.support.changes.lock().await;
     if current(s, room_id)?.is_some() {
-        return Ok(());
+        return Ok(None);
+    }
+    let chosen = match content.assignee {
+        Some(_) => None,
+        None => next_available(s)?,
+    };
+    if let Some(agent) = &chosen {
+        content.assignee = Some(agent.to_string());
+        s.support.mark_assigned(agent);
     }
     let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
     let event_id = s
         .rooms
         .send(room_id, &s.support.bot, template, actor.txn("open"))
         .await?;
-    index_state_locked(s, room_id, &event_id, content).await
+    index_state_locked(s, room_id, &event_id, &content).await?;
+    Ok(chosen)
 }
 
 /// Status changes keep the resolution time consistent.

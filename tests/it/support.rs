@@ -254,6 +254,51 @@ async fn the_queue_drains_when_an_agent_comes_online_and_capacity_holds() {
     );
 }
 
+/// The bot handles rooms concurrently; assignment is still decided one at a time, so ten
+/// conversations opened together fill exactly the agents' free capacity (ana 1, bob 5) and
+/// every room hears the bot in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_opened_together_fill_capacity_exactly() {
+    let d = desk().await;
+    set_presence(&d.ana, "ana", "online").await;
+    set_presence(&d.bob, "bob", "online").await;
+    let mut customers = Vec::new();
+    for i in 0..10 {
+        customers.push(d.s.user(&format!("customer{i}")).await);
+    }
+    let rooms = futures_util::future::join_all(
+        customers
+            .iter()
+            .map(|c| c.create_room(json!({ "invite": [BOT], "name": "Help" }))),
+    )
+    .await;
+    let mut assignees = Vec::new();
+    for (customer, room) in customers.iter().zip(&rooms) {
+        // Greeted last: everything the bot does for a new conversation is done.
+        let said = eventually("the greeting", || async {
+            let said = bot_says(customer, room).await;
+            said.iter()
+                .any(|(body, _)| body == GREETING)
+                .then_some(said)
+        })
+        .await;
+        let assignee = conversation(&d.boss, room, None).await.unwrap()["assignee"].clone();
+        let expected: Vec<(String, bool)> = match assignee.as_str() {
+            Some(agent) => vec![
+                (format!("Conversation assigned to {agent}."), true),
+                (GREETING.to_owned(), false),
+            ],
+            None => vec![(GREETING.to_owned(), false)],
+        };
+        assert_eq!(said, expected, "{room}");
+        assignees.push(assignee);
+    }
+    let count = |who: Value| assignees.iter().filter(|a| **a == who).count();
+    assert_eq!(count(json!("@ana:localhost")), 1, "{assignees:?}");
+    assert_eq!(count(json!("@bob:localhost")), 5, "{assignees:?}");
+    assert_eq!(count(Value::Null), 4, "{assignees:?}");
+}
+
 #[tokio::test]
 async fn faq_answers_matching_questions_and_nothing_else() {
     let d = desk().await;
