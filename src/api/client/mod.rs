@@ -11,6 +11,7 @@ mod media;
 mod membership;
 mod message;
 mod presence;
+mod preview;
 mod profile;
 mod push;
 mod pushers;
@@ -52,5 +53,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = to_device::routes(r);
     let r = backup::routes(r);
     let r = media::routes(r);
+    let r = preview::routes(r);
     push::routes(r)
 }
