@@ -109,16 +109,15 @@ impl Fetcher {
                 Err(_) => return Err(download_failed(&url, "timed out")),
             };
             let status = response.status();
-            if status.is_redirection() {
-                if let Some(next) = response
+            if status.is_redirection()
+                && let Some(next) = response
                     .headers()
                     .get(header::LOCATION)
                     .and_then(|l| l.to_str().ok())
                     .and_then(|l| url.join(l).ok())
-                {
-                    url = next;
-                    continue;
-                }
+            {
+                url = next;
+                continue;
             }
             if status.as_u16() > 299 {
                 tracing::info!(%url, %status, "URL preview: error status");
@@ -133,17 +132,17 @@ impl Fetcher {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            if let Some(content_type) = &declared {
-                if !allowed(content_type) {
-                    return Err(Error::matrix(
-                        StatusCode::BAD_GATEWAY,
-                        "M_UNKNOWN",
-                        format!(
-                            "Requested file's content type not allowed for this operation: \
-                             {content_type}"
-                        ),
-                    ));
-                }
+            if let Some(content_type) = &declared
+                && !allowed(content_type)
+            {
+                return Err(Error::matrix(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    format!(
+                        "Requested file's content type not allowed for this operation: \
+                         {content_type}"
+                    ),
+                ));
             }
             let filename = response
                 .headers()
@@ -183,15 +182,15 @@ impl Fetcher {
             .host_str()
             .ok_or_else(|| download_failed(url, "the URL has no host"))?;
         let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            if self.filter.is_blocked(ip) {
-                tracing::info!(%ip, "URL preview: blocked literal address");
-                return Err(Error::matrix(
-                    StatusCode::FORBIDDEN,
-                    "M_UNKNOWN",
-                    "IP address blocked",
-                ));
-            }
+        if let Ok(ip) = literal.parse::<IpAddr>()
+            && self.filter.is_blocked(ip)
+        {
+            tracing::info!(%ip, "URL preview: blocked literal address");
+            return Err(Error::matrix(
+                StatusCode::FORBIDDEN,
+                "M_UNKNOWN",
+                "IP address blocked",
+            ));
         }
         Ok(())
     }
@@ -297,12 +296,13 @@ fn percent_decode(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

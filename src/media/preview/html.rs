@@ -56,8 +56,8 @@ pub fn parse(html: &str) -> Document {
             break;
         };
         let rest = &html[lt..];
-        let next = if rest.starts_with("<!--") {
-            rest[4..].find("-->").map_or(html.len(), |e| lt + 4 + e + 3)
+        let next = if let Some(comment) = rest.strip_prefix("<!--") {
+            comment.find("-->").map_or(html.len(), |e| lt + 4 + e + 3)
         } else if rest.starts_with("<!") || rest.starts_with("<?") {
             rest.find('>').map_or(html.len(), |e| lt + e + 1)
         } else if let Some(end_tag) = rest.strip_prefix("</") {

@@ -36,10 +36,10 @@ pub fn from_document(doc: &Document) -> BTreeMap<String, Value> {
     if !og.contains_key("og:title") {
         og.insert("og:title".into(), doc.title.clone().into());
     }
-    if !og.contains_key("og:image") {
-        if let Some(image) = fallback_image(doc) {
-            og.insert("og:image".into(), image.into());
-        }
+    if !og.contains_key("og:image")
+        && let Some(image) = fallback_image(doc)
+    {
+        og.insert("og:image".into(), image.into());
     }
     let description = match og.get("og:description") {
         None => {
