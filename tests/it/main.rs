@@ -22,4 +22,5 @@ mod sdk;
 mod sdk_e2ee;
 mod support;
 mod unread_threads;
+mod url_preview;
 mod whatsapp_bridge;
