@@ -7,6 +7,7 @@
 mod outbound;
 mod pusher;
 mod registration;
+mod thirdparty;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -15,6 +16,7 @@ use ruma::{RoomAliasId, ServerName, UserId};
 pub use outbound::PingError;
 pub use pusher::run_pushers;
 pub use registration::{AppService, check_unique};
+pub use thirdparty::ThirdPartyKind;
 
 use crate::config::AppserviceConfig;
 

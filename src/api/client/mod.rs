@@ -19,6 +19,7 @@ mod receipts;
 mod relations;
 mod room;
 mod sync;
+mod thirdparty;
 mod to_device;
 mod typing;
 
@@ -54,5 +55,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = backup::routes(r);
     let r = media::routes(r);
     let r = preview::routes(r);
+    let r = thirdparty::routes(r);
     push::routes(r)
 }
