@@ -173,6 +173,8 @@ impl AppServices {
             .await;
         let response = match answer {
             Ok(r) if r.status().is_success() => r,
+            // The spec's answer for "nothing found".
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return None,
             Ok(r) => {
                 tracing::warn!(appservice = asv.id(), path, status = %r.status(), "third-party query refused");
                 return None;

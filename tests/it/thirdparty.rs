@@ -380,3 +380,116 @@ async fn every_endpoint_needs_a_token_and_no_bridge_means_nothing() {
         .await;
     assert_eq!((status, body), (200, json!([])));
 }
+
+/// A bridge built on Charla's own appservice toolkit, answering through its `Handler`.
+struct ToolkitBridge;
+
+impl appservice::Handler for ToolkitBridge {
+    async fn thirdparty_protocol(
+        &self,
+        protocol: &str,
+    ) -> Result<Option<ruma::thirdparty::Protocol>, appservice::HandlerError> {
+        let instance: ruma::thirdparty::ProtocolInstance = ruma::thirdparty::ProtocolInstanceInit {
+            desc: "WhatsApp Spain".into(),
+            fields: Default::default(),
+            network_id: "es".into(),
+        }
+        .into();
+        Ok((protocol == "whatsapp").then(|| {
+            ruma::thirdparty::ProtocolInit {
+                user_fields: vec!["number".into()],
+                location_fields: vec![],
+                icon: "mxc://localhost/wa".into(),
+                field_types: Default::default(),
+                instances: vec![instance],
+            }
+            .into()
+        }))
+    }
+
+    async fn thirdparty_users(
+        &self,
+        protocol: Option<&str>,
+        fields: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<ruma::thirdparty::User>, appservice::HandlerError> {
+        let number = fields.get("number").cloned().unwrap_or_default();
+        Ok(match (protocol, number.as_str()) {
+            (Some("whatsapp"), "+34600111222") => vec![ruma::thirdparty::User::new(
+                ruma::owned_user_id!("@tk_34600111222:localhost"),
+                "whatsapp".into(),
+                fields.clone(),
+            )],
+            _ => vec![],
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_built_on_the_toolkit_answers_through_charla() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut registration = appservice::Registration::generate(
+        "tk",
+        Some(url),
+        "tk_bot",
+        appservice::Namespaces {
+            users: vec![appservice::Namespace::new("@tk_.*:localhost", true)],
+            ..Default::default()
+        },
+    );
+    registration.protocols = Some(vec!["whatsapp".into()]);
+    let file = dir.path().join("tk.yaml");
+    registration.write_file(&file).unwrap();
+    let server =
+        TestServer::start_with(&format!("[appservice]\nregistrations = [{file:?}]\n")).await;
+    let bridge = appservice::AppService::builder(
+        registration,
+        &server.server.base_url(),
+        ruma::server_name!("localhost"),
+    )
+    .state_dir(dir.path().join("bridge"))
+    .build(ToolkitBridge)
+    .unwrap();
+    tokio::spawn(async move {
+        bridge
+            .serve_until(listener, std::future::pending::<()>())
+            .await
+    });
+    let alice = server.user("alice").await;
+
+    let (status, body) = alice.get(&format!("{V3}/thirdparty/protocols")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "whatsapp": {
+            "user_fields": ["number"], "location_fields": [], "icon": "mxc://localhost/wa",
+            "field_types": {},
+            "instances": [
+                { "desc": "WhatsApp Spain", "fields": {}, "network_id": "es", "instance_id": "tk|es" }
+            ]
+        }})
+    );
+    let (status, body) = alice
+        .get(&format!(
+            "{V3}/thirdparty/user/whatsapp?number=%2B34600111222"
+        ))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!([{ "userid": "@tk_34600111222:localhost", "protocol": "whatsapp",
+                     "fields": { "number": "+34600111222" } }])
+        )
+    );
+    // The toolkit answers an empty lookup with the spec's 404; Charla shows an empty list.
+    let (status, body) = alice
+        .get(&format!("{V3}/thirdparty/user/whatsapp?number=%2B1"))
+        .await;
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = alice
+        .get(&format!("{V3}/thirdparty/location/whatsapp"))
+        .await;
+    assert_eq!((status, body), (200, json!([])));
+}
