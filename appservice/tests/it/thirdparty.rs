@@ -14,10 +14,13 @@ use serde_json::json;
 
 use crate::common::server::*;
 
-/// A WhatsApp-like bridge; records the fields of every lookup.
+/// One lookup as the handler saw it: the protocol (none for reverse lookups) and the fields.
+type Lookup = (Option<String>, BTreeMap<String, String>);
+
+/// A WhatsApp-like bridge; records every lookup.
 #[derive(Default)]
 struct Bridge {
-    lookups: Mutex<Vec<(Option<String>, BTreeMap<String, String>)>>,
+    lookups: Mutex<Vec<Lookup>>,
 }
 
 impl Handler for Bridge {
