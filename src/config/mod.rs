@@ -399,6 +399,15 @@ mod tests {
     }
 
     #[test]
+    fn bad_preview_ranges_are_refused() {
+        let err = Config::from_toml(
+            "server_name = \"a\"\n[media]\nurl_preview_ip_range_allowlist = [\"10.0.0.0/99\"]\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    }
+
+    #[test]
     fn token_mode_needs_tokens() {
         let err = Config::from_toml("server_name = \"a\"\n[registration]\nmode = \"token\"\n")
             .unwrap_err();

@@ -81,6 +81,11 @@ async fn serve(State(hits): State<(Hits, u16)>, Path(path): Path<String>) -> Res
     };
     match path.as_str() {
         "og" => html(OG_PAGE),
+        "slow" => {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            html(OG_PAGE)
+        }
+        "empty" => html(""),
         "og-again" => html(OG_PAGE),
         "plain" => html(PLAIN_PAGE),
         "latin1" => (
@@ -376,4 +381,21 @@ async fn previews_need_a_token_and_can_be_disabled() {
     let (status, body) = preview(&alice, &web.url("/og")).await;
     assert_error(status, &body, 404, "M_UNRECOGNIZED");
     assert_eq!(web.hits("/og"), 0);
+}
+
+#[tokio::test]
+async fn concurrent_requests_for_one_url_share_one_fetch() {
+    let web = start_web().await;
+    let server = start_server().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let url = web.url("/slow");
+    let (a, b) = tokio::join!(preview(&alice, &url), preview(&bob, &url));
+    assert_eq!((a.0, b.0), (200, 200));
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.1["og:title"], "Café & Co");
+    assert_eq!((web.hits("/slow"), web.hits("/img.png")), (1, 1));
+
+    let (status, body) = preview(&alice, &web.url("/empty")).await;
+    assert_eq!((status, body), (200, json!({})));
 }

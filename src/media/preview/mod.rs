@@ -173,7 +173,7 @@ impl UrlPreviewer {
                 page.filename.clone().map_or(Value::Null, Value::String),
             );
             self.add_image(media, user, page, &mut og).await?;
-        } else if is_html(&page.content_type) {
+        } else if is_html(&page.content_type) && !page.body.trim_ascii().is_empty() {
             let text = charset::decode(&page.body, Some(&page.content_type));
             og = open_graph::from_document(&html::parse(&text));
             self.precache_image(media, user, &page.url, &mut og).await;
