@@ -25,6 +25,7 @@ pub struct AppServices {
     list: Vec<Arc<AppService>>,
     by_token: HashMap<String, Arc<AppService>>,
     http: reqwest::Client,
+    protocols: thirdparty::ProtocolCache,
 }
 
 impl AppServices {
@@ -49,6 +50,7 @@ impl AppServices {
             list,
             by_token,
             http: outbound::client(),
+            protocols: Default::default(),
         })
     }
 

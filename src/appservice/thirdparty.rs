@@ -8,8 +8,17 @@
 //! `<appservice id>|<network_id>` (what `/publicRooms`' `third_party_instance_id` names).
 //! Lookups are the concatenated valid results. An appservice that fails, times out or answers
 //! malformed data is logged and left out, so one broken bridge cannot break the others.
+//!
+//! Protocol metadata changes rarely and clients ask for it whenever they open the room
+//! directory, so each appservice's answer for a protocol is kept for a few minutes (Synapse
+//! keeps it an hour; a bridge that gains a network should show it sooner). Failures are not
+//! kept: a bridge that was down is asked again next time. Lookups are never cached.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use futures_util::future::join_all;
 use reqwest::Url;
@@ -19,6 +28,30 @@ use super::{AppService, AppServices, outbound};
 
 /// How long a bridge may take to answer a third-party query.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an appservice's protocol metadata is reused.
+const PROTOCOL_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// Protocol metadata by appservice id and protocol, with when it was fetched.
+#[derive(Default)]
+pub struct ProtocolCache(Mutex<HashMap<(String, String), (Instant, Value)>>);
+
+impl ProtocolCache {
+    fn get(&self, appservice: &str, protocol: &str) -> Option<Value> {
+        let cache = self.0.lock().expect("protocol cache lock");
+        cache
+            .get(&(appservice.to_owned(), protocol.to_owned()))
+            .filter(|(at, _)| at.elapsed() < PROTOCOL_TTL)
+            .map(|(_, info)| info.clone())
+    }
+
+    fn put(&self, appservice: &str, protocol: &str, info: &Value) {
+        let mut cache = self.0.lock().expect("protocol cache lock");
+        cache.insert(
+            (appservice.to_owned(), protocol.to_owned()),
+            (Instant::now(), info.clone()),
+        );
+    }
+}
 
 /// What a lookup is for: a third-party user or a location (a portal room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +135,18 @@ impl AppServices {
             .any(|asv| protocols(asv).iter().any(|p| p == protocol))
     }
 
-    /// `GET /_matrix/app/v1/thirdparty/protocol/{protocol}`, validated, with `instance_id`s.
+    /// The protocol's metadata from the cache or from the appservice.
     async fn protocol_info(&self, asv: &AppService, protocol: &str) -> Option<Value> {
+        if let Some(info) = self.protocols.get(asv.id(), protocol) {
+            return Some(info);
+        }
+        let info = self.fetch_protocol_info(asv, protocol).await?;
+        self.protocols.put(asv.id(), protocol, &info);
+        Some(info)
+    }
+
+    /// `GET /_matrix/app/v1/thirdparty/protocol/{protocol}`, validated, with `instance_id`s.
+    async fn fetch_protocol_info(&self, asv: &AppService, protocol: &str) -> Option<Value> {
         let path = format!("thirdparty/protocol/{}", outbound::encode(protocol));
         let mut info = self.get_json(asv, &path, &BTreeMap::new()).await?;
         let Some(instances) = info.get_mut("instances").and_then(Value::as_array_mut) else {
