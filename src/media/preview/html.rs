@@ -40,8 +40,9 @@ const VOID: &[&str] = &[
 ];
 /// Elements whose content is raw text up to their own end tag.
 const RAW_TEXT: &[&str] = &["script", "style", "title", "textarea", "xmp"];
-/// How many elements the text filter tracks; deeper nesting is treated as content.
-const MAX_DEPTH: usize = 1024;
+/// How many hidden elements the text filter tracks; deeper nesting is treated as content.
+/// Small, because each end tag searches this stack.
+const MAX_DEPTH: usize = 32;
 
 /// Scans a whole page.
 pub fn parse(html: &str) -> Document {
@@ -118,11 +119,16 @@ fn on_start_tag(
         return html[end..].find('>').map_or(html.len(), |e| end + e + 1);
     }
     if matches!(name.as_str(), "h1" | "h2" | "h3") && doc.title.is_none() {
-        // Only a heading holding nothing but text counts, like Synapse's `string=True`.
-        let end = find_end_tag(html, pos, &name);
-        let inner = &html[pos..end];
-        if !inner.contains('<') && !inner.trim().is_empty() {
-            doc.title = Some(unescape(inner).trim().to_owned());
+        // Only a heading holding nothing but text counts, like Synapse's `string=True`: its
+        // next tag must be its own end tag. (Looking no further than that next `<` keeps a
+        // page of unclosed headings linear to scan.)
+        if let Some(next) = html[pos..].find('<').map(|i| pos + i)
+            && is_end_tag_at(html, next, &name)
+        {
+            let inner = &html[pos..next];
+            if !inner.trim().is_empty() {
+                doc.title = Some(unescape(inner).trim().to_owned());
+            }
         }
     }
     match name.as_str() {
@@ -155,15 +161,21 @@ fn tag_name(text: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Whether `</name` starts at byte `at`, case-insensitively.
+fn is_end_tag_at(html: &str, at: usize, name: &str) -> bool {
+    let bytes = &html.as_bytes()[at..];
+    bytes.starts_with(b"</")
+        && bytes
+            .get(2..2 + name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+}
+
 /// Where `</name` starts at or after `from`, case-insensitively; the end of the page if never.
 fn find_end_tag(html: &str, from: usize, name: &str) -> usize {
-    let bytes = html.as_bytes();
-    let needle_len = name.len() + 2;
     let mut i = from;
     while let Some(at) = html[i..].find("</") {
         let start = i + at;
-        let candidate = &bytes[start + 2..(start + needle_len).min(bytes.len())];
-        if candidate.eq_ignore_ascii_case(name.as_bytes()) {
+        if is_end_tag_at(html, start, name) {
             return start;
         }
         i = start + 2;
@@ -261,6 +273,36 @@ mod tests {
     fn first_text_only_heading_is_the_title_without_title_tag() {
         let doc = parse("<body><h2><a>link</a></h2><h3> Plain  </h3><h1>Later</h1></body>");
         assert_eq!(doc.title.as_deref(), Some("Plain"));
+    }
+
+    #[test]
+    fn unclosed_headings_and_multibyte_text_are_fine() {
+        let page = format!("{}<h1>ñandú</h1>", "<h1><b>é".repeat(10_000));
+        let doc = parse(&page);
+        assert_eq!(doc.title.as_deref(), Some("ñandú"));
+        let doc = parse("<h2>é</h2");
+        assert_eq!(doc.title.as_deref(), Some("é"));
+    }
+
+    /// Pseudo-random soups of the characters the scanner cares about never make it panic.
+    #[test]
+    fn random_markup_never_panics() {
+        let alphabet: Vec<char> = "<>/=\"' !-?&;#x1aé€hmtitlescriptmetaimg\n"
+            .chars()
+            .collect();
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..2000 {
+            let page: String = (0..64)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let doc = parse(&page);
+            let _ = super::super::open_graph::from_document(&doc);
+        }
     }
 
     #[test]

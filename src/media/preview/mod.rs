@@ -174,8 +174,14 @@ impl UrlPreviewer {
             );
             self.add_image(media, user, page, &mut og).await?;
         } else if is_html(&page.content_type) && !page.body.trim_ascii().is_empty() {
-            let text = charset::decode(&page.body, Some(&page.content_type));
-            og = open_graph::from_document(&html::parse(&text));
+            // Up to `url_preview_max_bytes` of HTML: scanned off the async workers.
+            let (body, content_type) = (page.body.clone(), page.content_type.clone());
+            og = tokio::task::spawn_blocking(move || {
+                let text = charset::decode(&body, Some(&content_type));
+                open_graph::from_document(&html::parse(&text))
+            })
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?;
             self.precache_image(media, user, &page.url, &mut og).await;
         }
         let og: Map<String, Value> = og
