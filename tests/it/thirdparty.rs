@@ -297,6 +297,17 @@ async fn lookups_concatenate_the_valid_results_of_the_protocol_bridges() {
     assert_eq!((status, body), (200, json!([])));
     assert_eq!(asked(&t.b).len(), 2, "bridge_b does not serve telegram");
 
+    // An appservice asserting a user: `user_id` addresses Charla and is not a field.
+    let mut bridge_client = t.server.client();
+    bridge_client.token = Some("as-bridge_a".into());
+    let (status, _) = bridge_client
+        .get(&format!(
+            "{V3}/thirdparty/user/whatsapp?user_id=%40bridge_a_bot%3Alocalhost&number=7"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(asked(&t.b).last().unwrap().1, "number=7");
+
     for path in ["user/irc", "location/irc"] {
         let (status, body) = t.alice.get(&format!("{V3}/thirdparty/{path}")).await;
         assert_error(status, &body, 404, "M_NOT_FOUND");
