@@ -12,7 +12,7 @@ use crate::{
     ephemeral::{PresenceService, ReceiptService, TypingService},
     error::Result,
     events::SigningKey,
-    media::{FileStore, MediaService},
+    media::{FileStore, MediaService, preview::UrlPreviewer},
     push::PushService,
     ratelimit::RateLimiter,
     rooms::RoomService,
@@ -39,6 +39,7 @@ pub struct Services {
     pub push: PushService,
     pub e2ee: E2eeService,
     pub media: MediaService,
+    pub previews: UrlPreviewer,
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
@@ -98,6 +99,7 @@ impl Services {
             config.server_name.clone(),
             config.media.clone(),
         );
+        let previews = UrlPreviewer::new(&config.media).map_err(crate::error::Error::internal)?;
         let support =
             SupportService::new(store.clone(), config.support.clone(), &config.server_name)?;
         let limits = &config.limits;
@@ -119,6 +121,7 @@ impl Services {
             push,
             e2ee,
             media,
+            previews,
             uiaa: Uiaa::default(),
             nonces: Default::default(),
             support,

@@ -20,6 +20,7 @@ pub mod group_flush;
 pub mod intent;
 pub mod registration;
 pub mod server;
+mod thirdparty;
 pub mod txn_store;
 
 use std::future::Future;

@@ -6,6 +6,7 @@
 //!   no-op. A handler error answers 500 and does not record the txnId: the homeserver retries.
 //! - `GET /_matrix/app/v1/users/{userId}`, `GET /_matrix/app/v1/rooms/{roomAlias}`: queries.
 //! - `POST /_matrix/app/v1/ping`.
+//! - `GET /_matrix/app/v1/thirdparty/*`: third-party protocols and lookups (`thirdparty.rs`).
 //! - The unprefixed legacy paths (`/transactions/…`, `/users/…`, `/rooms/…`) that homeservers
 //!   fall back to.
 //!
@@ -14,6 +15,7 @@
 //! → 403 `M_FORBIDDEN`. Unknown paths answer 404 and known paths with another method 405, both
 //! `M_UNRECOGNIZED`, as the spec asks.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use ruma::events::{AnyTimelineEvent, AnyToDeviceEvent};
 use ruma::serde::Raw;
+use ruma::thirdparty::{Location, Protocol, User};
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomAliasId, UserId};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -138,11 +141,44 @@ pub trait Handler: Send + Sync + 'static {
         let _ = transaction_id;
         async {}
     }
+
+    /// The metadata of a third-party `protocol` this bridge serves (listed in its
+    /// registration's `protocols`); `None` answers 404.
+    fn thirdparty_protocol(
+        &self,
+        protocol: &str,
+    ) -> impl Future<Output = Result<Option<Protocol>, HandlerError>> + Send {
+        let _ = protocol;
+        async { Ok(None) }
+    }
+
+    /// Third-party users matching `fields` on `protocol`, or with `protocol` `None` the ones a
+    /// Matrix user stands for (`fields` then holds just `userid`). Empty answers 404.
+    fn thirdparty_users(
+        &self,
+        protocol: Option<&str>,
+        fields: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Vec<User>, HandlerError>> + Send {
+        let _ = (protocol, fields);
+        async { Ok(Vec::new()) }
+    }
+
+    /// Third-party locations (portal rooms) matching `fields` on `protocol`, or with `protocol`
+    /// `None` the ones a room alias bridges to (`fields` then holds just `alias`). Empty
+    /// answers 404.
+    fn thirdparty_locations(
+        &self,
+        protocol: Option<&str>,
+        fields: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Vec<Location>, HandlerError>> + Send {
+        let _ = (protocol, fields);
+        async { Ok(Vec::new()) }
+    }
 }
 
-struct ServerState<H> {
-    handler: Arc<H>,
-    hs_token: String,
+pub(crate) struct ServerState<H> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) hs_token: String,
     txns: TxnStore,
     /// Held for the whole processing of a transaction: transactions are handled strictly one
     /// after the other, and a retry that arrives while its first attempt still runs waits and
@@ -173,7 +209,7 @@ pub fn router<H: Handler>(handler: Arc<H>, hs_token: impl Into<String>, txns: Tx
                 get(query_room_alias::<H>),
             );
     }
-    router
+    crate::thirdparty::routes(router)
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -193,7 +229,11 @@ pub fn router<H: Handler>(handler: Arc<H>, hs_token: impl Into<String>, txns: Tx
 }
 
 /// Checks the homeserver's token: 401 when none is given, 403 when it is wrong.
-fn authorize(expected: &str, headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    expected: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(), ApiError> {
     let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -232,7 +272,7 @@ fn ok_empty() -> Response {
     (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()
 }
 
-fn internal(what: &str, error: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(what: &str, error: impl std::fmt::Display) -> ApiError {
     tracing::error!(%error, "{what}");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", what)
 }
@@ -423,5 +463,28 @@ impl<H: Handler> Handler for Arc<H> {
 
     fn on_ping(&self, transaction_id: Option<&str>) -> impl Future<Output = ()> + Send {
         (**self).on_ping(transaction_id)
+    }
+
+    fn thirdparty_protocol(
+        &self,
+        protocol: &str,
+    ) -> impl Future<Output = Result<Option<Protocol>, HandlerError>> + Send {
+        (**self).thirdparty_protocol(protocol)
+    }
+
+    fn thirdparty_users(
+        &self,
+        protocol: Option<&str>,
+        fields: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Vec<User>, HandlerError>> + Send {
+        (**self).thirdparty_users(protocol, fields)
+    }
+
+    fn thirdparty_locations(
+        &self,
+        protocol: Option<&str>,
+        fields: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<Vec<Location>, HandlerError>> + Send {
+        (**self).thirdparty_locations(protocol, fields)
     }
 }

@@ -7,6 +7,7 @@
 mod outbound;
 mod pusher;
 mod registration;
+mod thirdparty;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -15,6 +16,7 @@ use ruma::{RoomAliasId, ServerName, UserId};
 pub use outbound::PingError;
 pub use pusher::run_pushers;
 pub use registration::{AppService, check_unique};
+pub use thirdparty::ThirdPartyKind;
 
 use crate::config::AppserviceConfig;
 
@@ -23,6 +25,7 @@ pub struct AppServices {
     list: Vec<Arc<AppService>>,
     by_token: HashMap<String, Arc<AppService>>,
     http: reqwest::Client,
+    protocols: thirdparty::ProtocolCache,
 }
 
 impl AppServices {
@@ -47,6 +50,7 @@ impl AppServices {
             list,
             by_token,
             http: outbound::client(),
+            protocols: Default::default(),
         })
     }
 

@@ -203,6 +203,15 @@ pub struct MediaConfig {
     pub pending_upload_lifetime_secs: u64,
     /// Largest thumbnail width or height served; larger requests are clamped to it.
     pub max_thumbnail_dimension: u32,
+    /// Serves `/preview_url` (see `media::preview`); when false it answers like an unknown
+    /// endpoint, as Synapse does.
+    pub url_preview: bool,
+    /// Addresses (CIDR) a preview may fetch from although a blocked range holds them.
+    pub url_preview_ip_range_allowlist: Vec<String>,
+    /// Ranges (CIDR) blocked on top of the built-in private, loopback and link-local ones.
+    pub url_preview_ip_range_blocklist: Vec<String>,
+    /// Largest page or image a preview downloads, in bytes.
+    pub url_preview_max_bytes: u64,
 }
 
 impl Default for MediaConfig {
@@ -214,6 +223,10 @@ impl Default for MediaConfig {
             max_pending_uploads: 5,
             pending_upload_lifetime_secs: 24 * 60 * 60,
             max_thumbnail_dimension: 1600,
+            url_preview: false,
+            url_preview_ip_range_allowlist: Vec::new(),
+            url_preview_ip_range_blocklist: Vec::new(),
+            url_preview_max_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -339,6 +352,11 @@ impl Config {
                 "media.max_thumbnail_dimension must be positive".into(),
             ));
         }
+        crate::media::preview::IpFilter::new(
+            &self.media.url_preview_ip_range_blocklist,
+            &self.media.url_preview_ip_range_allowlist,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("media.url_preview_ip_range_*: {e}")))?;
         Ok(())
     }
 
@@ -378,6 +396,15 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = Config::from_toml("server_name = \"a\"\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_preview_ranges_are_refused() {
+        let err = Config::from_toml(
+            "server_name = \"a\"\n[media]\nurl_preview_ip_range_allowlist = [\"10.0.0.0/99\"]\n",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod disposition;
 pub mod files;
+pub mod preview;
 pub mod thumbnail;
 
 use std::{
@@ -155,6 +156,35 @@ impl MediaService {
         let id = new_media_id();
         let record = MediaRecord {
             uploader: uploader.to_string(),
+            created_ms: now_ms(),
+            content: Some(content(stored, info)),
+            unused_expires_at: None,
+        };
+        let mut batch = Batch::new();
+        batch.put(Table::Media, id.as_bytes(), encode(&record));
+        self.store.write_durable(batch).await?;
+        self.uploaded.send_modify(|n| *n += 1);
+        Ok(self.mxc(&id))
+    }
+
+    /// Stores bytes the server fetched itself (a URL preview's image) as media of `owner`,
+    /// who asked for it, like Synapse records the requesting user. Returns the `mxc://` URI.
+    pub async fn store_fetched(
+        &self,
+        owner: &UserId,
+        bytes: Bytes,
+        content_type: &str,
+        filename: Option<String>,
+    ) -> Result<String> {
+        let stored = self.files.store_bytes(bytes).await.map_err(io_error)?;
+        let info = UploadInfo {
+            content_type: Some(content_type.to_owned()),
+            filename,
+            content_length: None,
+        };
+        let id = new_media_id();
+        let record = MediaRecord {
+            uploader: owner.to_string(),
             created_ms: now_ms(),
             content: Some(content(stored, info)),
             unused_expires_at: None,

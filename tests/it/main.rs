@@ -21,5 +21,7 @@ mod rooms;
 mod sdk;
 mod sdk_e2ee;
 mod support;
+mod thirdparty;
 mod unread_threads;
+mod url_preview;
 mod whatsapp_bridge;

@@ -7,4 +7,5 @@ mod echo_bot;
 mod intent;
 mod registration;
 mod router;
+mod thirdparty;
 mod transactions;

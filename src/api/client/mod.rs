@@ -11,6 +11,7 @@ mod media;
 mod membership;
 mod message;
 mod presence;
+mod preview;
 mod profile;
 mod push;
 mod pushers;
@@ -18,6 +19,7 @@ mod receipts;
 mod relations;
 mod room;
 mod sync;
+mod thirdparty;
 mod to_device;
 mod typing;
 
@@ -52,5 +54,7 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = to_device::routes(r);
     let r = backup::routes(r);
     let r = media::routes(r);
+    let r = preview::routes(r);
+    let r = thirdparty::routes(r);
     push::routes(r)
 }
