@@ -56,14 +56,24 @@ fn init_logging(format: LogFormat, filter: &str) {
     }
 }
 
-/// mimalloc, not glibc's malloc: the request path allocates and frees many small objects on
-/// several threads, and glibc spent ~12 % of the server's CPU doing it (mimalloc cut CPU per
-/// acknowledged send by about a quarter, docs/performance.md). It also returns argon2's 19 MiB
-/// password-hash blocks to the OS when freed, which glibc needed tuning for.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// Keeps glibc from hoarding freed memory. Its default raises the mmap threshold after a large
+/// free, so later large blocks (argon2's 19 MiB per password hash) come from per-thread arenas
+/// and stay resident: a burst of logins left a gigabyte of RSS. A fixed threshold returns such
+/// blocks to the OS when freed; fewer arenas bound fragmentation across blocking threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
 
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
