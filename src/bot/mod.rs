@@ -156,7 +156,7 @@ fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Re
             let relevant = handle::concerns(s, &ev.pdu)
                 && (ev.pdu.kind.to_string() != "m.room.message"
                     || lanes.is_busy(&ev.pdu.room_id)
-                    || s.support.index.get(ev.pdu.room_id.as_str())?.is_some());
+                    || s.support.index.contains(ev.pdu.room_id.as_str())?);
             if relevant {
                 lanes.dispatch(pos, ev);
             }

@@ -246,6 +246,13 @@ impl ConversationIndex {
             .transpose()
     }
 
+    /// Whether the room is a conversation, without reading its record.
+    pub fn contains(&self, room_id: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .contains(Table::SupportConversations, room_id.as_bytes())?)
+    }
+
     /// Writes the record into `batch`, replacing the index keys of `old`.
     pub fn put(
         &self,
