@@ -1,6 +1,9 @@
 //! What the bot does with one event of the stream.
 
-use ruma::{RoomId, UserId, events::room::member::MembershipState};
+use ruma::{
+    RoomId, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+};
 use serde_json::json;
 
 use super::{commands, faq, hours};
@@ -19,14 +22,14 @@ use crate::{
 /// Whether the bot may have something to do with an event: cheap, so the stream is read fast
 /// and only these events go to a room's lane.
 pub fn concerns(s: &Services, pdu: &Pdu) -> bool {
-    match pdu.kind.to_string().as_str() {
-        "m.room.member" => {
+    match &pdu.kind {
+        TimelineEventType::RoomMember => {
             pdu.state_key.as_deref() == Some(s.support.bot.as_str())
                 && membership_of(pdu) == Some(MembershipState::Invite)
         }
-        CONVERSATION_EVENT => pdu.state_key.as_deref() == Some(""),
-        "m.room.message" => true,
-        _ => false,
+        TimelineEventType::RoomMessage => true,
+        // Checked on the state key first: most events are not state and need no string.
+        kind => pdu.state_key.as_deref() == Some("") && kind.to_string() == CONVERSATION_EVENT,
     }
 }
 

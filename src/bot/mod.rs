@@ -154,7 +154,7 @@ fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Re
             // A message in a room that is not a conversation needs no lane, unless the room
             // has events in flight that may be making it one.
             let relevant = handle::concerns(s, &ev.pdu)
-                && (ev.pdu.kind.to_string() != "m.room.message"
+                && (ev.pdu.kind != ruma::events::TimelineEventType::RoomMessage
                     || lanes.is_busy(&ev.pdu.room_id)
                     || s.support.index.contains(ev.pdu.room_id.as_str())?);
             if relevant {
