@@ -17,6 +17,7 @@ pub mod events;
 pub mod media;
 pub mod push;
 pub mod ratelimit;
+pub mod read_cache;
 pub mod rooms;
 pub mod server;
 pub mod services;

@@ -65,6 +65,17 @@ impl Stream {
     /// Allocates the next position and applies the batch `build` makes for it, atomically with
     /// the new head. `build` runs under the stream lock: keep it to assembling writes.
     pub fn apply(&self, build: impl FnOnce(u64) -> Batch) -> Result<Pending> {
+        self.apply_and(build, |_| ())
+    }
+
+    /// `apply`, then `applied(pos)` once the batch is applied, still under the stream lock: for
+    /// in-memory views of the stream, so that no reader finds a later position there before
+    /// this one.
+    pub fn apply_and(
+        &self,
+        build: impl FnOnce(u64) -> Batch,
+        applied: impl FnOnce(u64),
+    ) -> Result<Pending> {
         let mut last = self.last.lock().expect("stream lock poisoned");
         let pos = *last + 1;
         let mut batch = build(pos);
@@ -75,6 +86,7 @@ impl Stream {
         }
         let ticket = self.store.write(batch)?;
         *last = pos;
+        applied(pos);
         Ok(Pending { pos, ticket })
     }
 

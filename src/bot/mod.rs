@@ -144,13 +144,12 @@ async fn run(s: Arc<Services>, cursor: u64) {
 /// rooms' lanes, until the lanes hold [`MAX_IN_FLIGHT`] events.
 fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Result<()> {
     while *read < head && lanes.in_flight() < MAX_IN_FLIGHT {
-        let positions = s.rooms.event_positions(*read, head, 256)?;
-        if positions.is_empty() {
+        let events = s.rooms.events_in_range(*read, head, 256)?;
+        if events.is_empty() {
             *read = head;
             break;
         }
-        for pos in positions {
-            let ev = s.rooms.event(pos)?;
+        for (pos, ev) in events {
             // A message in a room that is not a conversation needs no lane, unless the room
             // has events in flight that may be making it one.
             let relevant = handle::concerns(s, &ev.pdu)

@@ -24,7 +24,9 @@ use std::{
 
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UInt,
-    UserId, events::room::member::MembershipState, room_version_rules::RoomVersionRules,
+    UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+    room_version_rules::RoomVersionRules,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
@@ -101,6 +103,10 @@ struct Head {
     /// The current state, `(type, state_key)` → position: every append reads its auth events
     /// here instead of from the store.
     state: HashMap<(String, String), u64>,
+    /// Message-like events already authorized under the current state, by sender and type,
+    /// with their auth events. Their auth rules read nothing but the state and the sender, so
+    /// the answer holds until the state changes, and every state change clears this.
+    authorized: HashMap<OwnedUserId, HashMap<TimelineEventType, Vec<OwnedEventId>>>,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +196,7 @@ impl RoomService {
         default_version: RoomVersionId,
     ) -> Self {
         let server_name = key.server_name.clone();
+        let events = cache::EventCache::new(stream.head());
         RoomService {
             store,
             stream,
@@ -198,7 +205,7 @@ impl RoomService {
             server_name,
             default_version,
             rooms: RwLock::new(HashMap::new()),
-            events: cache::EventCache::default(),
+            events,
         }
     }
 
@@ -262,6 +269,7 @@ impl RoomService {
                 last_event,
                 depth,
                 state,
+                authorized: HashMap::new(),
             }),
             last_pos: last_pos.into(),
             members: RwLock::new(members),

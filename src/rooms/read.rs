@@ -81,24 +81,19 @@ impl RoomService {
         self.format_event(&*self.event(pos)?, view)
     }
 
-    /// Positions of events of any room in `(after, upto]`, oldest first: the global order in
-    /// which stream consumers (the support bot) read.
-    pub fn event_positions(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<u64>> {
-        self.stream_range(after, upto)
-            .take(limit)
-            .map(|e| e.map(|(k, _)| keys::decode_u64(&k)).map_err(Into::into))
-            .collect()
-    }
-
     /// The events of any room in `(after, upto]`, at most `limit`, oldest first: how stream
-    /// consumers that may be far behind (appservice pushers) read. One range read; the cache is
-    /// used but not filled, so a backlog streaming past does not evict what clients read.
+    /// consumers (the support bot, appservice pushers) read. Close to the head the cache has
+    /// them all; further behind it is one range read, and the cache is used but not filled, so
+    /// a backlog streaming past does not evict what clients read.
     pub fn events_in_range(
         &self,
         after: u64,
         upto: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Arc<Loaded>)>> {
+        if let Some(recent) = self.events.appended(after, upto, limit) {
+            return Ok(recent);
+        }
         self.stream_range(after, upto)
             .take(limit)
             .map(|entry| {

@@ -72,23 +72,29 @@ impl RoomService {
             return Ok((existing, None));
         }
 
-        let auth_types = crate::events::auth_types(
-            &room.rules,
-            &template.kind,
-            sender,
-            template.state_key.as_deref(),
-            &template.content,
-        )?;
-        let mut auth_loaded = Vec::with_capacity(auth_types.len());
-        for (kind, state_key) in &auth_types {
-            if let Some(pos) = head.state.get(&(kind.to_string(), state_key.clone())) {
-                auth_loaded.push(self.event(*pos)?);
+        let cached_auth = authorization_is_cacheable(&template)
+            .then(|| head.authorized.get(sender)?.get(&template.kind).cloned())
+            .flatten();
+        let (auth_events, auth_loaded) = match &cached_auth {
+            Some(ids) => (ids.clone(), Vec::new()),
+            None => {
+                let auth_types = crate::events::auth_types(
+                    &room.rules,
+                    &template.kind,
+                    sender,
+                    template.state_key.as_deref(),
+                    &template.content,
+                )?;
+                let mut loaded = Vec::with_capacity(auth_types.len());
+                for (kind, state_key) in &auth_types {
+                    if let Some(pos) = head.state.get(&(kind.to_string(), state_key.clone())) {
+                        loaded.push(self.event(*pos)?);
+                    }
+                }
+                let ids = loaded.iter().map(|e| e.stored.event_id.clone()).collect();
+                (ids, loaded)
             }
-        }
-        let auth_events: Vec<OwnedEventId> = auth_loaded
-            .iter()
-            .map(|e| e.stored.event_id.clone())
-            .collect();
+        };
         let prev_events: Vec<OwnedEventId> = head.last_event.iter().cloned().collect();
         let depth = if head.last_event.is_some() {
             head.depth + UInt::from(1u32)
@@ -113,18 +119,26 @@ impl RoomService {
         let pdu =
             Pdu::parse(event_id.clone(), &json).map_err(|e| Error::bad_json(e.to_string()))?;
 
-        check_auth(
-            &room.rules,
-            &pdu,
-            |id| match auth_loaded.iter().find(|e| e.stored.event_id == id) {
-                Some(e) => Some(e.pdu.clone()),
-                None => self.pdu_by_id(id).ok().flatten(),
-            },
-            |kind, key| {
-                let pos = head.state.get(&(kind.to_string(), key.to_owned()))?;
-                self.event(*pos).ok().map(|e| e.pdu.clone())
-            },
-        )?;
+        if cached_auth.is_none() {
+            check_auth(
+                &room.rules,
+                &pdu,
+                |id| match auth_loaded.iter().find(|e| e.stored.event_id == id) {
+                    Some(e) => Some(e.pdu.clone()),
+                    None => self.pdu_by_id(id).ok().flatten(),
+                },
+                |kind, key| {
+                    let pos = head.state.get(&(kind.to_string(), key.to_owned()))?;
+                    self.event(*pos).ok().map(|e| e.pdu.clone())
+                },
+            )?;
+            if authorization_is_cacheable(&template) {
+                head.authorized
+                    .entry(sender.to_owned())
+                    .or_default()
+                    .insert(template.kind.clone(), auth_events.clone());
+            }
+        }
         if pdu.kind == TimelineEventType::RoomRedaction {
             self.check_redaction(room, &pdu)?;
         }
@@ -162,56 +176,61 @@ impl RoomService {
         if redacted.is_some() || !rewritten.is_empty() {
             self.events.begin_rewrite();
         }
-        let applied = self.stream.apply(|pos| {
-            let mut batch = Batch::new();
-            batch.put(Table::Events, pos.to_be_bytes().to_vec(), stored_bytes);
-            batch.put(
-                Table::EventIds,
-                event_id.as_bytes().to_vec(),
-                pos.to_be_bytes().to_vec(),
-            );
-            batch.put(
-                Table::Timeline,
-                Key::new().u64(room.short).u64(pos),
-                Vec::new(),
-            );
-            if let Some(state_key) = &state_key {
-                let key = Key::new().u64(room.short).str(&kind).str(state_key);
-                batch.put(Table::RoomState, key.clone(), pos.to_be_bytes().to_vec());
-                batch.put(Table::StateHistory, key.u64(pos), Vec::new());
-            }
-            if let Some((user, membership)) = &membership {
-                let record = UserRoom {
-                    membership: membership.clone(),
-                    pos,
-                };
+        let loaded = Arc::new(Loaded { stored, pdu });
+        let pdu = &loaded.pdu;
+        let applied = self.stream.apply_and(
+            |pos| {
+                let mut batch = Batch::new();
+                batch.put(Table::Events, pos.to_be_bytes().to_vec(), stored_bytes);
                 batch.put(
-                    Table::UserRooms,
-                    Key::new().str(user.as_str()).str(room.room_id.as_str()),
-                    serde_json::to_vec(&record).expect("serializes"),
-                );
-            }
-            if let Some((target_pos, mut target)) = redacted {
-                target.redacted_by = Some(pos);
-                rewritten.push((target_pos, target));
-            }
-            for (target_pos, target) in &rewritten {
-                batch.put(
-                    Table::Events,
-                    target_pos.to_be_bytes().to_vec(),
-                    serde_json::to_vec(target).expect("serializes"),
-                );
-            }
-            relation_writes.write(&mut batch, pos);
-            if let Some(txn) = &txn {
-                batch.put(
-                    Table::TxnIds,
-                    txn.key(sender, &room.room_id, &pdu.kind),
+                    Table::EventIds,
                     event_id.as_bytes().to_vec(),
+                    pos.to_be_bytes().to_vec(),
                 );
-            }
-            batch
-        });
+                batch.put(
+                    Table::Timeline,
+                    Key::new().u64(room.short).u64(pos),
+                    Vec::new(),
+                );
+                if let Some(state_key) = &state_key {
+                    let key = Key::new().u64(room.short).str(&kind).str(state_key);
+                    batch.put(Table::RoomState, key.clone(), pos.to_be_bytes().to_vec());
+                    batch.put(Table::StateHistory, key.u64(pos), Vec::new());
+                }
+                if let Some((user, membership)) = &membership {
+                    let record = UserRoom {
+                        membership: membership.clone(),
+                        pos,
+                    };
+                    batch.put(
+                        Table::UserRooms,
+                        Key::new().str(user.as_str()).str(room.room_id.as_str()),
+                        serde_json::to_vec(&record).expect("serializes"),
+                    );
+                }
+                if let Some((target_pos, mut target)) = redacted {
+                    target.redacted_by = Some(pos);
+                    rewritten.push((target_pos, target));
+                }
+                for (target_pos, target) in &rewritten {
+                    batch.put(
+                        Table::Events,
+                        target_pos.to_be_bytes().to_vec(),
+                        serde_json::to_vec(target).expect("serializes"),
+                    );
+                }
+                relation_writes.write(&mut batch, pos);
+                if let Some(txn) = &txn {
+                    batch.put(
+                        Table::TxnIds,
+                        txn.key(sender, &room.room_id, &pdu.kind),
+                        event_id.as_bytes().to_vec(),
+                    );
+                }
+                batch
+            },
+            |pos| self.events.insert_appended(pos, loaded.clone()),
+        );
         if applied.is_ok() && !rewritten.is_empty() {
             let mut loaded = Vec::with_capacity(rewritten.len());
             for (target_pos, target) in rewritten {
@@ -235,6 +254,7 @@ impl RoomService {
         head.depth = depth;
         if let Some(state_key) = state_key {
             head.state.insert((kind, state_key), pending.pos);
+            head.authorized.clear();
         }
         room.last_pos.store(pending.pos, Ordering::Release);
         if let Some((user, membership)) = &membership {
@@ -320,6 +340,22 @@ impl RoomService {
             .map(|c| c.sender);
         Ok(PowerLevels::from_event(pdu.as_ref(), creator))
     }
+}
+
+/// Whether an event's authorization depends on nothing but the room's state, its sender and its
+/// type, so that one check holds for every such event until the state changes. That is every
+/// non-state event but a redaction (whose rules in rooms v1–2, and our own check, read the
+/// target); the state-keyed types whose rules read their content are state events anyway, but
+/// are named so that a malformed one without a state key is still checked in full.
+fn authorization_is_cacheable(template: &EventTemplate) -> bool {
+    template.state_key.is_none()
+        && !matches!(
+            template.kind,
+            TimelineEventType::RoomRedaction
+                | TimelineEventType::RoomCreate
+                | TimelineEventType::RoomMember
+                | TimelineEventType::RoomPowerLevels
+        )
 }
 
 /// The parts of `m.room.power_levels` the server consults outside the auth rules.

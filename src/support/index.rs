@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::conversation::{Channel, Conversation, Priority, Status};
 use crate::{
     error::{Error, Result},
+    read_cache::ReadCache,
     storage::{Batch, Key, Store, Table, keys},
 };
 
@@ -226,14 +227,18 @@ impl PageToken {
 }
 
 /// The conversation records and their index.
-#[derive(Clone)]
 pub struct ConversationIndex {
     store: Store,
+    /// Room → whether it is a conversation: the support bot asks for every message.
+    known: ReadCache<String, bool>,
 }
 
 impl ConversationIndex {
     pub fn new(store: Store) -> Self {
-        ConversationIndex { store }
+        ConversationIndex {
+            store,
+            known: ReadCache::new(65_536),
+        }
     }
 
     pub fn get(&self, room_id: &str) -> Result<Option<ConversationRecord>> {
@@ -248,9 +253,15 @@ impl ConversationIndex {
 
     /// Whether the room is a conversation, without reading its record.
     pub fn contains(&self, room_id: &str) -> Result<bool> {
-        Ok(self
+        if let Some(known) = self.known.get(room_id) {
+            return Ok(known);
+        }
+        let generation = self.known.generation();
+        let found = self
             .store
-            .contains(Table::SupportConversations, room_id.as_bytes())?)
+            .contains(Table::SupportConversations, room_id.as_bytes())?;
+        self.known.fill(room_id.to_owned(), found, generation);
+        Ok(found)
     }
 
     /// Writes the record into `batch`, replacing the index keys of `old`.
@@ -276,6 +287,9 @@ impl ConversationIndex {
             new.room_id.as_bytes().to_vec(),
             serde_json::to_vec(new).expect("record serializes"),
         );
+        // Before the write is applied: a room that looks like a conversation a little early
+        // (or, if the write fails, for good) only costs the bot a look at its record.
+        self.known.put(new.room_id.clone(), true);
     }
 
     /// A page of conversations, sorted, from `from`; with the token of the next page.

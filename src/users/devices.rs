@@ -71,9 +71,11 @@ impl UserService {
     /// go in the same batch, which is a device-list change (a stream position).
     pub async fn delete_devices(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
         let mut batch = Batch::new();
+        let mut revoked = Vec::new();
         for device in devices {
             if let Some(record) = self.device(user, device)? {
                 batch.delete(Table::Tokens, record.access_token.as_bytes().to_vec());
+                revoked.push(record.access_token);
                 batch.delete(
                     Table::Devices,
                     Key::new().str(user.as_str()).str(device.as_str()),
@@ -82,12 +84,16 @@ impl UserService {
             }
         }
         if !batch.is_empty() {
-            self.stream
+            let committed = self
+                .stream
                 .commit(|pos| {
                     crate::e2ee::record_device_list_change(&mut batch, pos, user);
                     batch
                 })
-                .await?;
+                .await;
+            // Also after a failed wait: the deletion may be applied in memory already.
+            self.tokens.invalidate(revoked.iter().map(String::as_str));
+            committed?;
             self.notifier.wake([user]);
         }
         Ok(())

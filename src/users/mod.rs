@@ -24,6 +24,7 @@ pub use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
 
 use crate::{
     error::{Error, Result},
+    read_cache::ReadCache,
     storage::{Batch, Key, Store, Table},
     stream::Stream,
     sync::Notifier,
@@ -77,6 +78,8 @@ pub struct UserService {
     pub(crate) server_name: OwnedServerName,
     /// Bounds concurrent argon2 work (see [`UserService::argon2`]).
     argon2_slots: tokio::sync::Semaphore,
+    /// Access token → owner: every authenticated request resolves one.
+    tokens: ReadCache<String, (OwnedUserId, OwnedDeviceId)>,
 }
 
 /// A new account to create.
@@ -101,6 +104,7 @@ impl UserService {
             notifier,
             server_name,
             argon2_slots: tokio::sync::Semaphore::new(cores),
+            tokens: ReadCache::new(65_536),
         }
     }
 
@@ -232,8 +236,9 @@ impl UserService {
         let access_token = random_string(32);
         let mut batch = Batch::new();
         // Logging in again on a device replaces its token.
-        if let Some(old) = self.device(user, &device_id)? {
-            batch.delete(Table::Tokens, old.access_token.as_bytes().to_vec());
+        let replaced = self.device(user, &device_id)?.map(|old| old.access_token);
+        if let Some(old) = &replaced {
+            batch.delete(Table::Tokens, old.as_bytes().to_vec());
         }
         let device = Device {
             device_id: device_id.clone(),
@@ -256,7 +261,10 @@ impl UserService {
             Key::new().str(user.as_str()).str(device_id.as_str()),
             serde_json::to_vec(&device).expect("serializes"),
         );
-        self.store.write_durable(batch).await?;
+        let written = self.store.write_durable(batch).await;
+        // Also after a failed wait: the deletion may be applied in memory already.
+        self.tokens.invalidate(replaced.as_deref());
+        written?;
         Ok(Session {
             user_id: user.to_owned(),
             device_id,
@@ -266,16 +274,24 @@ impl UserService {
 
     /// Resolves an access token; `None` for unknown or revoked tokens.
     pub fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
+        let identity = |(user_id, device_id)| Identity {
+            user_id,
+            device_id,
+            appservice: None,
+        };
+        if let Some(owner) = self.tokens.get(token) {
+            return Ok(Some(identity(owner)));
+        }
+        let generation = self.tokens.generation();
         let Some(bytes) = self.store.get(Table::Tokens, token.as_bytes())? else {
             return Ok(None);
         };
         let record: TokenRecord =
             serde_json::from_slice(&bytes).map_err(|e| Error::internal(e.to_string()))?;
-        Ok(Some(Identity {
-            user_id: record.user_id,
-            device_id: record.device_id,
-            appservice: None,
-        }))
+        let owner = (record.user_id, record.device_id);
+        self.tokens
+            .fill(token.to_owned(), owner.clone(), generation);
+        Ok(Some(identity(owner)))
     }
 
     /// Logs out every device of a user.

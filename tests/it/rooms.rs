@@ -741,6 +741,86 @@ async fn member_without_power_cannot_change_name_or_power_levels() {
     );
 }
 
+#[tokio::test]
+async fn a_power_level_change_applies_to_the_very_next_message() {
+    // Charla remembers that a sender may send a message type until the state changes: the
+    // change must be seen by the next send, in both directions.
+    let (_s, alice, bob, room) = alice_and_bob_in_a_public_room().await;
+    assert_eq!(
+        send(
+            &bob,
+            &room,
+            "t1",
+            json!({"msgtype": "m.text", "body": "one"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        send(
+            &bob,
+            &room,
+            "t2",
+            json!({"msgtype": "m.text", "body": "two"})
+        )
+        .await
+        .0,
+        200
+    );
+
+    let mut levels = state_ok(&alice, &room, "m.room.power_levels", "").await;
+    levels["events"]["m.room.message"] = json!(50);
+    let put_levels = |levels: Value| {
+        let alice = &alice;
+        let path = room_path(&room, "state/m.room.power_levels/");
+        async move { alice.put(&path, levels).await.0 }
+    };
+    assert_eq!(put_levels(levels.clone()).await, 200);
+    let (status, body) = send(
+        &bob,
+        &room,
+        "t3",
+        json!({"msgtype": "m.text", "body": "three"}),
+    )
+    .await;
+    assert_error(status, &body, 403, "M_FORBIDDEN");
+    // Other types keep their own level, and Alice (100) still sends.
+    let (status, _) = bob
+        .put(&room_path(&room, "send/m.reaction/t4"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        send(
+            &alice,
+            &room,
+            "a1",
+            json!({"msgtype": "m.text", "body": "from alice"})
+        )
+        .await
+        .0,
+        200
+    );
+
+    levels["users"]["@bob:localhost"] = json!(50);
+    assert_eq!(put_levels(levels).await, 200);
+    assert_eq!(
+        send(
+            &bob,
+            &room,
+            "t5",
+            json!({"msgtype": "m.text", "body": "five"})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        bodies(&history(&alice, &room).await),
+        ["one", "two", "from alice", "five"]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // State
 
