@@ -25,7 +25,7 @@ pub struct BridgeConfig {
     pub verify_token: String,
     /// Matrix users invited to every new portal room.
     pub invite: Vec<String>,
-    /// Folder of the bridge's own state (sled database, registration file). Empty: `bridges/whatsapp`
+    /// Folder of the bridge's own state (its database, registration file). Empty: `bridges/whatsapp`
     /// inside charla's data folder.
     pub state_path: PathBuf,
     /// `!template NAME` for these names is answered by the support bot, not sent to WhatsApp.
