@@ -15,6 +15,7 @@
 //! twice.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use appservice::HandlerError;
 use charla_storage::WriteTicket;
@@ -242,7 +243,7 @@ impl Bridge {
         Ok(answer.messages.first().map(|m| m.id.clone()))
     }
 
-    pub(crate) async fn show(&self, effect: Effect) -> Result<(), HandlerError> {
+    pub(crate) async fn show(self: &Arc<Self>, effect: Effect) -> Result<(), HandlerError> {
         match effect {
             Effect::Sent(job, wamid) => {
                 let resumed = self
