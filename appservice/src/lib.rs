@@ -16,7 +16,6 @@
 pub mod client;
 pub mod error;
 pub mod events;
-pub mod group_flush;
 pub mod intent;
 pub mod registration;
 pub mod server;
@@ -32,7 +31,6 @@ use ruma::{OwnedServerName, ServerName};
 pub use client::{Client, RetryPolicy};
 pub use error::{ApiError, Error, HandlerError, RegistrationError};
 pub use events::{EphemeralEvent, Transaction};
-pub use group_flush::GroupFlush;
 pub use intent::{CreateRoom, InitialState, Intent, RoomPreset, RoomVisibility, SendOptions};
 pub use registration::{Namespace, NamespaceMatcher, Namespaces, Registration};
 pub use server::Handler;

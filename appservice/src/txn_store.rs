@@ -2,49 +2,60 @@
 //!
 //! The homeserver retries a transaction with the same txnId until it gets a 200, so the answer
 //! to the first attempt may be lost after the handler ran. Remembering finished txnIds on disk
-//! (flushed before the 200 goes out) is what makes a retry, also one that arrives after the
+//! (durable before the 200 goes out) is what makes a retry, also one that arrives after the
 //! appservice restarted, a no-op instead of a second delivery.
 //!
-//! Layout in one sled tree: `d<txnId>` → sequence number (big-endian u64) and
-//! `s<sequence>` → txnId. The sequence keeps the ids in arrival order so the oldest can be
-//! dropped once more than [`TxnStore::capacity`] are kept: a homeserver only ever retries its
-//! most recent transaction, so a long tail buys nothing.
+//! The store is a `charla-storage` store of its own (write-ahead log with group commit; sled is
+//! only flushed at checkpoints, so waiting for the disk never wakes sled's I/O pool). Two
+//! tables: [`TxnTable::Done`] txnId → sequence number (big-endian u64) and [`TxnTable::Seq`]
+//! sequence → txnId. The sequence keeps the ids in arrival order so the oldest can be dropped
+//! once more than [`TxnStore::capacity`] are kept: a homeserver only ever retries its most
+//! recent transaction, so a long tail buys nothing.
 
 use std::path::Path;
 
-use crate::group_flush::GroupFlush;
+use charla_storage::{Batch, StorageError, Store, TableSet, keys::decode_u64};
 
 /// The default number of txnIds kept.
 pub const DEFAULT_CAPACITY: u64 = 10_000;
 
-const DONE: u8 = b'd';
-const SEQ: u8 = b's';
+/// The tables of the transaction store. Append only: a table's place is its key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnTable {
+    /// txnId → its sequence number.
+    Done,
+    /// sequence number → txnId, oldest first.
+    Seq,
+}
+
+impl TableSet for TxnTable {
+    const STORE: &'static str = "as-txns";
+    const ALL: &'static [Self] = &[TxnTable::Done, TxnTable::Seq];
+
+    fn name(self) -> &'static str {
+        match self {
+            TxnTable::Done => "done",
+            TxnTable::Seq => "seq",
+        }
+    }
+}
 
 /// Finished transaction ids, on disk.
 #[derive(Clone)]
 pub struct TxnStore {
-    db: sled::Db,
-    /// Never `flush_async`: see [`GroupFlush`].
-    flusher: GroupFlush,
+    db: Store<TxnTable>,
     capacity: u64,
 }
 
-/// The store could not be opened, read or flushed.
+/// The store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("transaction store: {0}")]
 pub struct TxnStoreError(String);
 
-impl From<sled::Error> for TxnStoreError {
-    fn from(e: sled::Error) -> Self {
+impl From<StorageError> for TxnStoreError {
+    fn from(e: StorageError) -> Self {
         Self(e.to_string())
     }
-}
-
-fn key(tag: u8, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(rest.len() + 1);
-    k.push(tag);
-    k.extend_from_slice(rest);
-    k
 }
 
 impl TxnStore {
@@ -54,30 +65,12 @@ impl TxnStore {
     }
 
     pub fn open_with_capacity(dir: impl AsRef<Path>, capacity: u64) -> Result<Self, TxnStoreError> {
-        // A small cache: the store holds short ids and is read once per transaction.
-        let config = sled::Config::new()
-            .path(dir.as_ref())
-            .cache_capacity(4 << 20);
-        // A store just dropped in this process (an appservice rebuilt, a test restarting it)
-        // keeps its file lock until sled's background flusher lets go, a moment later; wait
-        // for that, boundedly, instead of failing.
-        let mut attempts = 0;
-        let db = loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 300 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
-        let flusher = GroupFlush::new(db.clone(), "appservice-txns")
-            .map_err(|e| TxnStoreError(format!("cannot start the flusher: {e}")))?;
+        // A small cache: the store holds short ids and is read once per transaction. A store
+        // just dropped in this process (an appservice rebuilt, a test restarting it) may hold
+        // its folder a moment longer; `open` waits for that, boundedly.
+        let db = Store::open(dir.as_ref(), 4)?;
         Ok(Self {
             db,
-            flusher,
             capacity: capacity.max(1),
         })
     }
@@ -88,49 +81,44 @@ impl TxnStore {
 
     /// Whether `txn_id` was already processed.
     pub fn is_done(&self, txn_id: &str) -> Result<bool, TxnStoreError> {
-        Ok(self.db.contains_key(key(DONE, txn_id.as_bytes()))?)
+        Ok(self.db.contains(TxnTable::Done, txn_id.as_bytes())?)
     }
 
     /// Records `txn_id` as processed and returns once that is on disk. Callers serialize
     /// transactions (the router holds a lock), so reading the last sequence here is race-free.
     pub async fn mark_done(&self, txn_id: &str) -> Result<(), TxnStoreError> {
-        let next = match self.db.scan_prefix([SEQ]).next_back() {
-            Some(entry) => seq_of(&entry?.0) + 1,
+        let next = match self.db.last_with_prefix(TxnTable::Seq, b"")? {
+            Some((seq, _)) => decode_u64(&seq) + 1,
             None => 0,
         };
-        let mut batch = sled::Batch::default();
-        batch.insert(key(DONE, txn_id.as_bytes()), &next.to_be_bytes());
-        batch.insert(key(SEQ, &next.to_be_bytes()), txn_id.as_bytes());
+        let mut batch = Batch::new();
+        batch.put(TxnTable::Done, txn_id.as_bytes(), next.to_be_bytes());
+        batch.put(TxnTable::Seq, next.to_be_bytes(), txn_id.as_bytes());
         if next >= self.capacity {
             let oldest = next - self.capacity;
-            for entry in self
-                .db
-                .range(key(SEQ, &0u64.to_be_bytes())..=key(SEQ, &oldest.to_be_bytes()))
-            {
-                let (seq_key, old_id) = entry?;
-                batch.remove(seq_key);
-                batch.remove(key(DONE, &old_id));
+            let dropped = self.db.range(
+                TxnTable::Seq,
+                &0u64.to_be_bytes(),
+                &(oldest + 1).to_be_bytes(),
+            );
+            for entry in dropped {
+                let (seq, old_id) = entry?;
+                batch.delete(TxnTable::Seq, seq.to_vec());
+                batch.delete(TxnTable::Done, old_id.to_vec());
             }
         }
-        self.db.apply_batch(batch)?;
-        self.flusher.flush().await?;
+        self.db.write_durable(batch).await?;
         Ok(())
     }
 
     /// How many txnIds are kept.
     pub fn len(&self) -> usize {
-        self.db.scan_prefix([SEQ]).count()
+        self.db.scan_prefix(TxnTable::Seq, b"").count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.db.scan_prefix(TxnTable::Seq, b"").next().is_none()
     }
-}
-
-fn seq_of(seq_key: &[u8]) -> u64 {
-    let mut be = [0u8; 8];
-    be.copy_from_slice(&seq_key[1..9]);
-    u64::from_be_bytes(be)
 }
 
 #[cfg(test)]
@@ -142,27 +130,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = TxnStore::open_with_capacity(dir.path(), 3).unwrap();
+            assert!(store.is_empty());
             assert!(!store.is_done("1").unwrap());
             for id in ["1", "2", "3"] {
                 store.mark_done(id).await.unwrap();
             }
             assert!(store.is_done("1").unwrap());
         }
-        // The flusher thread may drop the last database handle a moment after the store, and
-        // sled's file lock goes with it.
-        let store = (0..300)
-            .find_map(|_| {
-                let opened = TxnStore::open_with_capacity(dir.path(), 3).ok();
-                if opened.is_none() {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                opened
-            })
-            .expect("the store stayed locked after it was dropped");
+        let store = TxnStore::open_with_capacity(dir.path(), 3).unwrap();
         assert!(store.is_done("1").unwrap() && store.is_done("3").unwrap());
         store.mark_done("4").await.unwrap();
         assert!(!store.is_done("1").unwrap(), "oldest dropped");
         assert!(store.is_done("2").unwrap() && store.is_done("4").unwrap());
         assert_eq!(store.len(), 3);
+    }
+
+    /// What `kill -9` leaves right after a 200: the folder as it is on disk, the store still
+    /// open. Every txnId acknowledged is in it.
+    #[tokio::test]
+    async fn an_acknowledged_txn_id_survives_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let store = TxnStore::open(&live).unwrap();
+        for n in 0..50 {
+            store.mark_done(&format!("txn{n}")).await.unwrap();
+        }
+        let crash = dir.path().join("crash");
+        charla_storage::copy_crash_image(&live, &crash).unwrap();
+        let recovered = TxnStore::open(&crash).unwrap();
+        for n in 0..50 {
+            assert!(recovered.is_done(&format!("txn{n}")).unwrap(), "txn{n}");
+        }
+        assert!(!recovered.is_done("txn50").unwrap());
+        assert_eq!(recovered.len(), 50);
+        drop(store);
     }
 }

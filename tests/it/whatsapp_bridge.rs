@@ -23,20 +23,28 @@ struct Rig {
 }
 
 impl Rig {
+    /// WhatsApp sends `sent` and `delivered` 5 ms after each message; the bridge waits a
+    /// minute for `sent` before it shows an acceptance on its own, so `sent` always overtakes.
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim_addr = listener.local_addr().unwrap();
-        let sim = Simulator::new(SimConfig {
+        let sim = SimConfig {
             status_delay_ms: 5,
             ..SimConfig::default()
-        });
+        };
+        Self::start_with(sim, 60_000).await
+    }
+
+    async fn start_with(sim: SimConfig, acceptance_wait_ms: u64) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim_addr = listener.local_addr().unwrap();
+        let sim = Simulator::new(sim);
         let sim_server = sim.serve(listener).unwrap();
         let c = sim.config();
         let extra = format!(
             "[bridges.whatsapp]\nenabled = true\napi_base = \"http://{sim_addr}/v21.0\"\n\
              phone_number_id = \"{}\"\naccess_token = \"{}\"\napp_secret = \"{}\"\n\
              verify_token = \"verify-me\"\ninvite = [\"@agent:localhost\"]\n\
-             bot_templates = [\"greeting\"]\nmax_retry_secs = 1\n",
+             bot_templates = [\"greeting\"]\nmax_retry_secs = 1\n\
+             acceptance_wait_ms = {acceptance_wait_ms}\n",
             c.phone_number_id, c.access_token, c.app_secret
         );
         let s = TestServer::start_with(&extra).await;
@@ -127,6 +135,23 @@ impl Rig {
             (sent.len() >= count).then(|| sent.into_iter().map(|r| r.body).collect())
         })
         .await
+    }
+
+    /// The `com.beeper.message_send_status` events about `event_id`, oldest first, as
+    /// `[status, delivered_to_users]`; each is from the bridge bot.
+    async fn send_statuses(&self, room: &str, event_id: &str) -> Vec<String> {
+        self.events(room)
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["type"] == "com.beeper.message_send_status"
+                    && e["content"]["m.relates_to"]["event_id"] == event_id
+            })
+            .map(|e| {
+                assert_eq!(e["sender"], BOT);
+                json!([e["content"]["status"], e["content"]["delivered_to_users"]]).to_string()
+            })
+            .collect()
     }
 
     async fn delivery_status(&self, event_id: &str, status: &str) -> whatsapp::store::Delivery {
@@ -360,27 +385,12 @@ async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
         .unwrap();
     let readers = &receipts["content"][&answer]["m.read"];
     assert!(readers[PUPPET]["ts"].is_u64(), "{receipts}");
-    let mut statuses: Vec<String> = rig
-        .events(&room)
-        .await
-        .into_iter()
-        .filter(|e| {
-            e["type"] == "com.beeper.message_send_status"
-                && e["content"]["m.relates_to"]["event_id"] == answer
-        })
-        .map(|e| {
-            assert_eq!(e["sender"], BOT);
-            json!([e["content"]["status"], e["content"]["delivered_to_users"]]).to_string()
-        })
-        .collect();
-    // Accepted by the API, then delivered (the two may reach the room in either order).
-    statuses.sort();
-    let mut expected = vec![
-        json!(["SUCCESS", null]).to_string(),
-        json!(["SUCCESS", [PUPPET]]).to_string(),
-    ];
-    expected.sort();
-    assert_eq!(statuses, expected);
+    // `sent` overtook the API's acceptance, which is therefore not shown: the bridge bot's
+    // receipt says sent, this says delivered.
+    assert_eq!(
+        rig.send_statuses(&room, &answer).await,
+        vec![json!(["SUCCESS", [PUPPET]]).to_string()]
+    );
 
     // The agent's read receipt marks the customer's message read.
     let (status, _) = rig
@@ -463,6 +473,46 @@ async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
     assert_eq!(notice["content"]["io.charla.internal"], true);
     assert_eq!(rig.bridge().store().outbox_len(), 0);
     assert_eq!(rig.sim.sent().len(), 4);
+}
+
+/// Without WhatsApp's `sent`, the Cloud API's acceptance is what the room shows once the wait
+/// for `sent` is over; a `delivered` that comes later is shown after it.
+#[tokio::test]
+async fn an_acceptance_that_sent_does_not_overtake_is_shown_on_its_own() {
+    let sim = SimConfig {
+        auto_statuses: false,
+        ..SimConfig::default()
+    };
+    let rig = Rig::start_with(sim, 1).await;
+    rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "Hola").await;
+    let answer = rig
+        .send(
+            &room,
+            "a1",
+            json!({"msgtype": "m.text", "body": "Hola, soy Ana"}),
+        )
+        .await;
+    let accepted = json!(["SUCCESS", null]).to_string();
+    wait_for("the acceptance", || async {
+        (rig.send_statuses(&room, &answer).await == vec![accepted.clone()]).then_some(())
+    })
+    .await;
+    let wamid = rig.delivery_status(&answer, "queued").await.wamid.unwrap();
+    assert_eq!(wamid, rig.sim.sent()[0].wamid);
+
+    assert_eq!(rig.sim.send_status(&wamid, "delivered").await.unwrap(), 200);
+    rig.delivery_status(&answer, "delivered").await;
+    let delivered = json!(["SUCCESS", [PUPPET]]).to_string();
+    wait_for("the delivery", || async {
+        (rig.send_statuses(&room, &answer).await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rig.send_statuses(&room, &answer).await,
+        vec![accepted, delivered]
+    );
 }
 
 #[tokio::test]

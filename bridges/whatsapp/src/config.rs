@@ -25,7 +25,7 @@ pub struct BridgeConfig {
     pub verify_token: String,
     /// Matrix users invited to every new portal room.
     pub invite: Vec<String>,
-    /// Folder of the bridge's own state (sled database, registration file). Empty: `bridges/whatsapp`
+    /// Folder of the bridge's own state (its database, registration file). Empty: `bridges/whatsapp`
     /// inside charla's data folder.
     pub state_path: PathBuf,
     /// `!template NAME` for these names is answered by the support bot, not sent to WhatsApp.
@@ -45,6 +45,12 @@ pub struct BridgeConfig {
     /// Cloud API allows up to 1,000 for upgraded numbers; set 80 for a number on the default
     /// tier. Going above it earns `130429` refusals and pauses.
     pub sends_per_second: f64,
+    /// How long WhatsApp's `sent` status may take before the bridge shows the Cloud API's
+    /// acceptance of an agent's message on its own (`com.beeper.message_send_status`
+    /// `SUCCESS`). `sent` (the bridge bot's receipt) says more and normally follows within a
+    /// second, so the acceptance costs the homeserver a write only when it does not. 0: show
+    /// every acceptance at once.
+    pub acceptance_wait_ms: u64,
     /// Standalone only: address of the bridge's own listener.
     pub listen: String,
     /// Standalone only: the homeserver's URL. Empty: charla's public base URL.
@@ -72,6 +78,7 @@ impl Default for BridgeConfig {
             max_retry_secs: 30,
             send_concurrency: 64,
             sends_per_second: 1000.0,
+            acceptance_wait_ms: 2000,
             listen: "127.0.0.1:29318".into(),
             homeserver_url: String::new(),
             registration: PathBuf::new(),
@@ -112,6 +119,10 @@ impl BridgeConfig {
             return Err("bridges.whatsapp.sends_per_second must be positive".into());
         }
         Ok(())
+    }
+
+    pub fn acceptance_wait(&self) -> Duration {
+        Duration::from_millis(self.acceptance_wait_ms)
     }
 
     pub fn max_retry(&self) -> Duration {

@@ -52,10 +52,9 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
         match bridge.process(&bodies).await {
             Ok(()) => {
                 failures = 0;
-                for (key, _) in &batch {
-                    if let Err(error) = bridge.store.remove_inbox(key) {
-                        tracing::error!(%error, "cannot remove a processed webhook");
-                    }
+                let keys = batch.iter().map(|(key, _)| key.as_ref());
+                if let Err(error) = bridge.store.remove_inbox(keys) {
+                    tracing::error!(%error, "cannot remove processed webhooks");
                 }
             }
             Err(error) => {

@@ -10,13 +10,15 @@
 //! - `131047` (24-hour window closed): reported with the `!template` hint;
 //! - anything else (`131026`, `131051`, …): reported with WhatsApp's reason, not retried.
 //!
-//! A job is removed right after WhatsApp's answer and the removal flushed before the
+//! A job is removed right after WhatsApp's answer and the removal is on disk before the
 //! customer's next job starts; a crash between the two is the only way a message could go out
 //! twice.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use appservice::HandlerError;
+use charla_storage::WriteTicket;
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -67,8 +69,15 @@ pub enum Action {
 type Attempt = Result<Option<String>, SendError>;
 
 tokio::task_local! {
-    /// Jobs the transaction being handled queued, written but not flushed yet.
-    static UNFLUSHED: RefCell<Vec<(OutboxKey, Job)>>;
+    /// Jobs the transaction being handled queued, written but not waited for yet.
+    static UNFLUSHED: RefCell<Staged>;
+}
+
+/// Jobs written but not yet known to be on disk, and the ticket that covers them all.
+#[derive(Default)]
+struct Staged {
+    jobs: Vec<(OutboxKey, Job)>,
+    ticket: Option<WriteTicket>,
 }
 
 /// The key of a job in the outbox: its arrival number.
@@ -95,8 +104,10 @@ impl Bridge {
     /// Queues a job durably and wakes the worker. Inside [`Bridge::with_one_flush`] the job is
     /// on disk (and handed to the worker) once the whole transaction's work is.
     pub(crate) async fn enqueue(&self, job: Job) -> Result<(), HandlerError> {
-        if let Some(event_id) = &job.event_id {
-            self.store.save_delivery(&crate::store::Delivery {
+        let delivery = job
+            .event_id
+            .as_ref()
+            .map(|event_id| crate::store::Delivery {
                 room_id: job.room_id.clone(),
                 event_id: event_id.clone(),
                 wamid: None,
@@ -104,37 +115,41 @@ impl Bridge {
                 updated_ts: crate::now_ms(),
                 error_code: None,
                 error: None,
-            })?;
-        }
-        let key = self.store.push_outbox_unflushed(&job)?;
+            });
+        let (key, ticket) = self.store.push_outbox(&job, delivery.as_ref())?;
         let mut job = Some((key, job));
         let deferred = UNFLUSHED
-            .try_with(|staged| staged.borrow_mut().extend(job.take()))
+            .try_with(|staged| {
+                let mut staged = staged.borrow_mut();
+                staged.jobs.extend(job.take());
+                // Tickets grow, and a ticket covers every write before it.
+                staged.ticket = staged.ticket.max(Some(ticket));
+            })
             .is_ok();
         if !deferred {
-            self.store.flush().await?;
+            self.store.durable(ticket).await?;
             self.hand_over(job.into_iter().collect());
         }
         Ok(())
     }
 
-    /// Runs `work` (one appservice transaction) so that the jobs it queues share one flush, at
-    /// the end, instead of one each; the jobs reach the worker only once they are on disk, and
-    /// the transaction is acknowledged only after that.
+    /// Runs `work` (one appservice transaction) so that the jobs it queues share one wait for
+    /// the disk, at the end, instead of one each; the jobs reach the worker only once they are
+    /// on disk, and the transaction is acknowledged only after that.
     pub(crate) async fn with_one_flush<T>(
         &self,
         work: impl Future<Output = Result<T, HandlerError>>,
     ) -> Result<T, HandlerError> {
         let (result, staged) = UNFLUSHED
-            .scope(RefCell::new(Vec::new()), async {
+            .scope(RefCell::new(Staged::default()), async {
                 let result = work.await;
                 (result, UNFLUSHED.with(|staged| staged.take()))
             })
             .await;
-        if !staged.is_empty() {
+        if let Some(ticket) = staged.ticket {
             // Also after a failure: what was written is queued, and read again at a restart.
-            self.store.flush().await?;
-            self.hand_over(staged);
+            self.store.durable(ticket).await?;
+            self.hand_over(staged.jobs);
         }
         result
     }
@@ -155,11 +170,15 @@ impl Bridge {
     /// Removes a job WhatsApp answered for good; returns once the removal is on disk, so a
     /// crash cannot send it again after the customer's next message.
     pub(crate) async fn remove_sent(&self, key: &OutboxKey) {
-        if let Err(error) = self.store.remove_outbox_unflushed(key) {
-            tracing::error!(%error, "cannot remove a sent job");
-        }
-        if let Err(error) = self.store.flush().await {
-            tracing::error!(%error, "cannot flush the outbox");
+        let removed = match self.store.remove_outbox(key) {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                tracing::error!(%error, "cannot remove a sent job");
+                return;
+            }
+        };
+        if let Err(error) = self.store.durable(removed).await {
+            tracing::error!(%error, "cannot make the outbox removal durable");
         }
     }
 
@@ -224,7 +243,7 @@ impl Bridge {
         Ok(answer.messages.first().map(|m| m.id.clone()))
     }
 
-    pub(crate) async fn show(&self, effect: Effect) -> Result<(), HandlerError> {
+    pub(crate) async fn show(self: &Arc<Self>, effect: Effect) -> Result<(), HandlerError> {
         match effect {
             Effect::Sent(job, wamid) => {
                 let resumed = self

@@ -1,6 +1,9 @@
 //! Delivery states of agents' messages, shown the way Matrix clients understand:
 //!
-//! - accepted by the Cloud API: `com.beeper.message_send_status` `SUCCESS`;
+//! - accepted by the Cloud API: `com.beeper.message_send_status` `SUCCESS`, only if WhatsApp's
+//!   `sent` has not come within `acceptance_wait_ms` (it normally follows within a second and
+//!   says more, so the acceptance would cost the homeserver a write, and the bridge a
+//!   transaction event, for nothing);
 //! - `sent`: a read receipt of the bridge bot on the message (it left the bridge);
 //! - `delivered`: `com.beeper.message_send_status` `SUCCESS` with the puppet in
 //!   `delivered_to_users`;
@@ -9,6 +12,8 @@
 //!
 //! Each state is also stored per message ([`crate::store::Delivery`]). States never go back
 //! (`delivered` after `read` changes nothing) and a repeated status has no second effect.
+
+use std::sync::Arc;
 
 use appservice::{HandlerError, SendOptions};
 use ruma::{EventId, RoomId};
@@ -199,10 +204,10 @@ impl Bridge {
         Ok(())
     }
 
-    /// Records that WhatsApp accepted an agent's message as `wamid`, shows it, and applies the
-    /// statuses that arrived before.
+    /// Records that WhatsApp accepted an agent's message as `wamid`, applies the statuses that
+    /// arrived before, and shows the acceptance unless `sent` overtakes it.
     pub(crate) async fn accepted(
-        &self,
+        self: &Arc<Self>,
         link: MessageLink,
         wamid: &str,
     ) -> Result<(), HandlerError> {
@@ -222,16 +227,47 @@ impl Bridge {
         delivery.wamid = Some(wamid.to_owned());
         delivery.updated_ts = crate::now_ms();
         self.store.save_delivery(&delivery)?;
+        for status in self.store.take_early_statuses(wamid)? {
+            Box::pin(self.apply_status(&status)).await?;
+        }
+        let wait = self.config.acceptance_wait();
+        if wait.is_zero() {
+            return self.show_acceptance_unless_overtaken(&link).await;
+        }
+        // A weak reference: a bridge stopped meanwhile (its store closed, maybe reopened by a
+        // new bridge) shows nothing more.
+        let bridge = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(bridge) = bridge.upgrade() else {
+                return;
+            };
+            if let Err(error) = bridge.show_acceptance_unless_overtaken(&link).await {
+                tracing::warn!(%error, "cannot show that WhatsApp accepted a message");
+            }
+        });
+        Ok(())
+    }
+
+    /// `SUCCESS` for an accepted message that is still `queued`: no `sent`, `delivered`,
+    /// `read` or `failed` came, each of which the room shows on its own.
+    async fn show_acceptance_unless_overtaken(
+        &self,
+        link: &MessageLink,
+    ) -> Result<(), HandlerError> {
+        let overtaken = self
+            .store
+            .delivery(link.event_id.as_str())?
+            .is_some_and(|delivery| delivery.status != "queued");
+        if overtaken {
+            return Ok(());
+        }
         self.send_status_event(
             &link.room_id,
             &link.event_id,
             "accepted",
             json!({"status": "SUCCESS"}),
         )
-        .await?;
-        for status in self.store.take_early_statuses(wamid)? {
-            Box::pin(self.apply_status(&status)).await?;
-        }
-        Ok(())
+        .await
     }
 }

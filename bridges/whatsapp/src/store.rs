@@ -1,4 +1,5 @@
-//! The bridge's own durable state, in its own sled database (never charla's store):
+//! The bridge's own durable state, in a `charla-storage` store of its own (never charla's
+//! store: the bridge also runs standalone), one table per kind of record:
 //!
 //! - `inbox`: accepted webhook bodies, by arrival number, until they are processed;
 //! - `outbox`: agent actions to send to WhatsApp, by arrival number, until sent or refused;
@@ -9,26 +10,86 @@
 //! - `reactions`: reaction events, to remove them again;
 //! - `last_inbound`: each portal's latest customer message (what an agent's receipt marks read).
 //!
-//! Values are JSON. Writes that must survive a crash are flushed before they are acknowledged.
+//! Values are JSON. A write is seen by readers at once; writes that must survive a crash are
+//! waited for ([`Store::durable`]) before they are acknowledged. Waiting is a group commit of the
+//! store's write-ahead log: it never flushes sled, whose every flush woke its seven I/O threads
+//! (the bridge's main CPU cost besides its own work, see `docs/performance.md`, issue #5).
 
 use std::path::Path;
 
-use appservice::GroupFlush;
+use charla_storage::{Batch, IVec, StorageError, TableSet, WriteTicket};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::cloud::Status;
-use crate::outbox::Job;
+use crate::outbox::{Job, OutboxKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("bridge store: {0}")]
-    Sled(#[from] sled::Error),
+    Storage(#[from] StorageError),
     #[error("bridge store: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The bridge's tables (see the module documentation). Append only: a table's place in
+/// [`TableSet::ALL`] is its key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Counters: the arrival number of inbox and outbox entries.
+    Global,
+    Inbox,
+    Outbox,
+    Portals,
+    Rooms,
+    Bsuids,
+    Messages,
+    Events,
+    Deliveries,
+    EarlyStatuses,
+    Reactions,
+    LastInbound,
+}
+
+impl TableSet for Table {
+    const STORE: &'static str = "whatsapp";
+    const ALL: &'static [Self] = &[
+        Table::Global,
+        Table::Inbox,
+        Table::Outbox,
+        Table::Portals,
+        Table::Rooms,
+        Table::Bsuids,
+        Table::Messages,
+        Table::Events,
+        Table::Deliveries,
+        Table::EarlyStatuses,
+        Table::Reactions,
+        Table::LastInbound,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Global => "global",
+            Table::Inbox => "inbox",
+            Table::Outbox => "outbox",
+            Table::Portals => "portals",
+            Table::Rooms => "rooms",
+            Table::Bsuids => "bsuids",
+            Table::Messages => "messages",
+            Table::Events => "events",
+            Table::Deliveries => "deliveries",
+            Table::EarlyStatuses => "early_statuses",
+            Table::Reactions => "reactions",
+            Table::LastInbound => "last_inbound",
+        }
+    }
+}
+
+/// The counter that numbers inbox and outbox entries, in [`Table::Global`].
+const SEQUENCE: &[u8] = b"seq";
 
 /// A customer and their portal room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,114 +131,125 @@ pub struct Delivery {
 /// The bridge's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    /// Durability waits go through this, never sled's `flush_async` (see [`GroupFlush`]).
-    flusher: GroupFlush,
-    inbox: sled::Tree,
-    outbox: sled::Tree,
-    portals: sled::Tree,
-    rooms: sled::Tree,
-    bsuids: sled::Tree,
-    messages: sled::Tree,
-    events: sled::Tree,
-    deliveries: sled::Tree,
-    early_statuses: sled::Tree,
-    reactions: sled::Tree,
-    last_inbound: sled::Tree,
+    db: charla_storage::Store<Table>,
 }
 
-fn get<T: DeserializeOwned>(tree: &sled::Tree, key: impl AsRef<[u8]>) -> Result<Option<T>> {
-    match tree.get(key)? {
-        Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
-        None => Ok(None),
-    }
-}
-
-fn put(tree: &sled::Tree, key: impl AsRef<[u8]>, value: &impl Serialize) -> Result<()> {
-    tree.insert(key.as_ref(), serde_json::to_vec(value)?)?;
-    Ok(())
+fn json(value: &impl Serialize) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()?;
-        let tree = |name: &str| db.open_tree(name);
         Ok(Self {
-            inbox: tree("inbox")?,
-            outbox: tree("outbox")?,
-            portals: tree("portals")?,
-            rooms: tree("rooms")?,
-            bsuids: tree("bsuids")?,
-            messages: tree("messages")?,
-            events: tree("events")?,
-            deliveries: tree("deliveries")?,
-            early_statuses: tree("early_statuses")?,
-            reactions: tree("reactions")?,
-            last_inbound: tree("last_inbound")?,
-            flusher: GroupFlush::new(db.clone(), "whatsapp-flusher").map_err(sled::Error::Io)?,
-            db,
+            db: charla_storage::Store::open(dir, 16)?,
         })
     }
 
-    /// Returns once everything written before the call is on disk; concurrent callers share
-    /// one flush.
-    pub async fn flush(&self) -> Result<()> {
-        self.flusher.flush().await?;
+    fn get<T: DeserializeOwned>(&self, table: Table, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+        match self.db.get(table, key.as_ref())? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_string(&self, table: Table, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get(table, key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn put(&self, table: Table, key: impl AsRef<[u8]>, value: &impl Serialize) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.put(table, key.as_ref(), json(value)?);
+        let _ = self.db.write(batch)?;
         Ok(())
     }
 
-    fn next_seq(&self) -> Result<[u8; 8]> {
-        Ok(self.db.generate_id()?.to_be_bytes())
+    /// Returns once the write behind `ticket`, and every write before it, is on disk.
+    pub async fn durable(&self, ticket: WriteTicket) -> Result<()> {
+        Ok(self.db.durable(ticket).await?)
+    }
+
+    /// Returns once everything written before the call is on disk; concurrent callers share
+    /// one sync.
+    pub async fn flush(&self) -> Result<()> {
+        self.durable(self.db.latest_ticket()).await
+    }
+
+    fn next_seq(&self) -> Result<OutboxKey> {
+        Ok(self.db.increment(Table::Global, SEQUENCE, 1)?.to_be_bytes())
+    }
+
+    fn is_empty(&self, table: Table) -> bool {
+        self.db.scan_prefix(table, b"").next().is_none()
     }
 
     // --- inbox -----------------------------------------------------------------------------
 
     /// Records an accepted webhook body durably; returns once it is on disk.
     pub async fn push_inbox(&self, body: &[u8]) -> Result<()> {
-        self.inbox.insert(self.next_seq()?, body)?;
-        self.flush().await
+        let mut batch = Batch::new();
+        batch.put(Table::Inbox, self.next_seq()?, body);
+        Ok(self.db.write_durable(batch).await?)
     }
 
     /// Up to `limit` webhook bodies, oldest first, with their keys.
-    pub fn inbox_batch(&self, limit: usize) -> Result<Vec<(sled::IVec, sled::IVec)>> {
+    pub fn inbox_batch(&self, limit: usize) -> Result<Vec<(IVec, IVec)>> {
         Ok(self
-            .inbox
-            .iter()
+            .db
+            .scan_prefix(Table::Inbox, b"")
             .take(limit)
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    pub fn remove_inbox(&self, key: &[u8]) -> Result<()> {
-        self.inbox.remove(key)?;
+    /// Removes processed webhooks, in one write. Not waited for: a crash before it reaches the
+    /// disk only means processing them again, and wamids are deduplicated.
+    pub fn remove_inbox<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let mut batch = Batch::new();
+        for key in keys {
+            batch.delete(Table::Inbox, key);
+        }
+        let _ = self.db.write(batch)?;
         Ok(())
     }
 
     /// Counts the waiting webhooks (a scan: for tests and reports).
     pub fn inbox_len(&self) -> usize {
-        self.inbox.len()
+        self.db.scan_prefix(Table::Inbox, b"").count()
     }
 
     /// Whether no webhook waits (cheap, unlike [`Store::inbox_len`]).
     pub fn inbox_is_empty(&self) -> bool {
-        self.inbox.is_empty()
+        self.is_empty(Table::Inbox)
     }
 
     // --- outbox ----------------------------------------------------------------------------
 
-    /// Queues a job; returns its key. Durable once the caller flushed.
-    pub fn push_outbox_unflushed(&self, job: &Job) -> Result<[u8; 8]> {
+    /// Queues a job, and with it the delivery record of its message, in one write. The job is
+    /// durable once [`Store::durable`] returned for the ticket.
+    pub fn push_outbox(
+        &self,
+        job: &Job,
+        delivery: Option<&Delivery>,
+    ) -> Result<(OutboxKey, WriteTicket)> {
         let key = self.next_seq()?;
-        put(&self.outbox, key, job)?;
-        Ok(key)
+        let mut batch = Batch::new();
+        if let Some(delivery) = delivery {
+            batch.put(
+                Table::Deliveries,
+                delivery.event_id.as_str(),
+                json(delivery)?,
+            );
+        }
+        batch.put(Table::Outbox, key, json(job)?);
+        Ok((key, self.db.write(batch)?))
     }
 
     /// Every queued job, oldest first.
-    pub fn outbox_jobs(&self) -> Result<Vec<([u8; 8], Job)>> {
+    pub fn outbox_jobs(&self) -> Result<Vec<(OutboxKey, Job)>> {
         let mut jobs = Vec::new();
-        for item in self.outbox.iter() {
+        for item in self.db.scan_prefix(Table::Outbox, b"") {
             let (k, v) = item?;
             let mut key = [0u8; 8];
             key.copy_from_slice(&k);
@@ -186,115 +258,113 @@ impl Store {
         Ok(jobs)
     }
 
-    pub fn update_outbox(&self, key: &[u8; 8], job: &Job) -> Result<()> {
-        put(&self.outbox, key, job)
+    pub fn update_outbox(&self, key: &OutboxKey, job: &Job) -> Result<()> {
+        self.put(Table::Outbox, key, job)
     }
 
     /// Whether a job is still queued.
-    pub fn outbox_has(&self, key: &[u8; 8]) -> bool {
-        self.outbox.contains_key(key).unwrap_or(true)
+    pub fn outbox_has(&self, key: &OutboxKey) -> bool {
+        self.db.contains(Table::Outbox, key).unwrap_or(true)
     }
 
-    /// Removes a job; the caller flushes.
-    pub fn remove_outbox_unflushed(&self, key: &[u8; 8]) -> Result<()> {
-        self.outbox.remove(key)?;
-        Ok(())
+    /// Removes a job; it is gone for good once [`Store::durable`] returned for the ticket.
+    pub fn remove_outbox(&self, key: &OutboxKey) -> Result<WriteTicket> {
+        let mut batch = Batch::new();
+        batch.delete(Table::Outbox, key.as_slice());
+        Ok(self.db.write(batch)?)
     }
 
     /// Counts the queued jobs (a scan: for tests and reports).
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.db.scan_prefix(Table::Outbox, b"").count()
     }
 
     /// Whether no job is queued (cheap, unlike [`Store::outbox_len`]).
     pub fn outbox_is_empty(&self) -> bool {
-        self.outbox.is_empty()
+        self.is_empty(Table::Outbox)
     }
 
     // --- portals ---------------------------------------------------------------------------
 
     pub fn portal(&self, key: &str) -> Result<Option<Portal>> {
-        get(&self.portals, key)
+        self.get(Table::Portals, key)
     }
 
     pub fn portal_by_room(&self, room_id: &str) -> Result<Option<Portal>> {
-        match self.rooms.get(room_id)? {
-            Some(key) => get(&self.portals, key),
+        match self.db.get(Table::Rooms, room_id.as_bytes())? {
+            Some(key) => self.get(Table::Portals, key),
             None => Ok(None),
         }
     }
 
     /// The portal key a business-scoped user id was seen with.
     pub fn key_of_bsuid(&self, user_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .bsuids
-            .get(user_id)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        self.get_string(Table::Bsuids, user_id)
     }
 
     pub fn save_portal(&self, portal: &Portal) -> Result<()> {
-        put(&self.portals, &portal.key, portal)?;
-        self.rooms
-            .insert(portal.room_id.as_str(), portal.key.as_bytes())?;
+        let mut batch = Batch::new();
+        batch.put(Table::Portals, portal.key.as_bytes(), json(portal)?);
+        batch.put(
+            Table::Rooms,
+            portal.room_id.as_bytes(),
+            portal.key.as_bytes(),
+        );
         if let Some(user_id) = &portal.user_id {
-            self.bsuids
-                .insert(user_id.as_str(), portal.key.as_bytes())?;
+            batch.put(Table::Bsuids, user_id.as_bytes(), portal.key.as_bytes());
         }
+        let _ = self.db.write(batch)?;
         Ok(())
     }
 
     // --- messages --------------------------------------------------------------------------
 
     pub fn message(&self, wamid: &str) -> Result<Option<MessageLink>> {
-        get(&self.messages, wamid)
+        self.get(Table::Messages, wamid)
     }
 
     pub fn wamid_of(&self, event_id: &str) -> Result<Option<String>> {
-        Ok(self
-            .events
-            .get(event_id)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        self.get_string(Table::Events, event_id)
     }
 
     pub fn link_message(&self, wamid: &str, link: &MessageLink) -> Result<()> {
-        put(&self.messages, wamid, link)?;
-        self.events
-            .insert(link.event_id.as_str(), wamid.as_bytes())?;
+        let mut batch = Batch::new();
+        batch.put(Table::Messages, wamid.as_bytes(), json(link)?);
+        batch.put(Table::Events, link.event_id.as_bytes(), wamid.as_bytes());
         if link.inbound {
-            self.last_inbound
-                .insert(link.portal.as_str(), wamid.as_bytes())?;
+            batch.put(Table::LastInbound, link.portal.as_bytes(), wamid.as_bytes());
         }
+        let _ = self.db.write(batch)?;
         Ok(())
     }
 
     /// The customer's latest message in a portal.
     pub fn last_inbound(&self, portal: &str) -> Result<Option<String>> {
-        Ok(self
-            .last_inbound
-            .get(portal)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        self.get_string(Table::LastInbound, portal)
     }
 
     // --- deliveries ------------------------------------------------------------------------
 
     pub fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
-        get(&self.deliveries, event_id)
+        self.get(Table::Deliveries, event_id)
     }
 
     pub fn save_delivery(&self, delivery: &Delivery) -> Result<()> {
-        put(&self.deliveries, delivery.event_id.as_str(), delivery)
+        self.put(Table::Deliveries, delivery.event_id.as_str(), delivery)
     }
 
     /// Keeps a status whose message is not linked yet; returns them all once it is.
     pub fn keep_early_status(&self, status: &Status) -> Result<()> {
-        let mut list: Vec<Status> = get(&self.early_statuses, &status.id)?.unwrap_or_default();
+        let mut list: Vec<Status> = self
+            .get(Table::EarlyStatuses, &status.id)?
+            .unwrap_or_default();
         list.push(status.clone());
-        put(&self.early_statuses, &status.id, &list)
+        self.put(Table::EarlyStatuses, &status.id, &list)
     }
 
     pub fn take_early_statuses(&self, wamid: &str) -> Result<Vec<Status>> {
-        match self.early_statuses.remove(wamid)? {
-            Some(v) => Ok(serde_json::from_slice(&v)?),
+        match self.db.take(Table::EarlyStatuses, wamid.as_bytes())? {
+            Some((v, _ticket)) => Ok(serde_json::from_slice(&v)?),
             None => Ok(Vec::new()),
         }
     }
@@ -303,7 +373,7 @@ impl Store {
 
     /// The Matrix reaction event of a customer's reaction to `target` (a wamid).
     pub fn customer_reaction(&self, portal: &str, target: &str) -> Result<Option<OwnedEventId>> {
-        get(&self.reactions, format!("in\0{portal}\0{target}"))
+        self.get(Table::Reactions, format!("in\0{portal}\0{target}"))
     }
 
     pub fn set_customer_reaction(
@@ -314,18 +384,23 @@ impl Store {
     ) -> Result<()> {
         let key = format!("in\0{portal}\0{target}");
         match event {
-            Some(event) => put(&self.reactions, key, event),
-            None => self.reactions.remove(key).map(drop).map_err(Into::into),
+            Some(event) => self.put(Table::Reactions, key, event),
+            None => {
+                let mut batch = Batch::new();
+                batch.delete(Table::Reactions, key);
+                let _ = self.db.write(batch)?;
+                Ok(())
+            }
         }
     }
 
     /// The wamid an agent's reaction event reacted to.
     pub fn agent_reaction_target(&self, reaction_event: &str) -> Result<Option<String>> {
-        get(&self.reactions, format!("out\0{reaction_event}"))
+        self.get(Table::Reactions, format!("out\0{reaction_event}"))
     }
 
     pub fn set_agent_reaction_target(&self, reaction_event: &str, target: &str) -> Result<()> {
-        put(&self.reactions, format!("out\0{reaction_event}"), &target)
+        self.put(Table::Reactions, format!("out\0{reaction_event}"), &target)
     }
 }
 
@@ -333,8 +408,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// A burst of webhooks, each stored and flushed before its 200, alongside agent actions
-    /// queued the same way: with sled's `flush_async` this deadlocked the whole process
+    /// A burst of webhooks, each made durable before its 200, alongside agent actions queued
+    /// the same way: with sled's `flush_async` this deadlocked the whole process
     /// (spacejam/sled#1308) and the `whatsapp` bench scenario hung. Every body must be in the
     /// inbox, and still there after reopening.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,26 +430,57 @@ mod tests {
             assert!(all.iter().all(|r| r.is_ok()));
             assert_eq!(store.inbox_len(), 256);
         }
-        let store = reopen(dir.path());
-        let mut bodies: Vec<String> = store
+        let store = Store::open(dir.path()).unwrap();
+        // Numbered in the order the writers got there, not the order they were spawned in.
+        let mut bodies = inbox_bodies(&store);
+        bodies.sort();
+        assert_eq!(bodies, (0..256).collect::<Vec<_>>());
+    }
+
+    /// What `kill -9` leaves behind (the folder of the running store): every webhook answered
+    /// 200 and every job waited for is there, a removal waited for is gone, and the arrival
+    /// numbers go on after the last one used.
+    #[tokio::test]
+    async fn acknowledged_webhooks_and_jobs_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = Store::open(&dir.path().join("live")).unwrap();
+        for i in 0..3u32 {
+            live.push_inbox(format!("body {i}").as_bytes())
+                .await
+                .unwrap();
+        }
+        let job = |text: &str| Job {
+            portal: "15551234567".into(),
+            room_id: ruma::owned_room_id!("!portal:localhost"),
+            event_id: None,
+            action: crate::outbox::Action::MarkRead { wamid: text.into() },
+            attempts: 0,
+            told_pending: false,
+        };
+        let (sent, _) = live.push_outbox(&job("wamid.1"), None).unwrap();
+        let (_, queued) = live.push_outbox(&job("wamid.2"), None).unwrap();
+        live.durable(queued).await.unwrap();
+        let removed = live.remove_outbox(&sent).unwrap();
+        live.durable(removed).await.unwrap();
+
+        charla_storage::copy_crash_image(&dir.path().join("live"), &dir.path().join("crash"))
+            .unwrap();
+        let recovered = Store::open(&dir.path().join("crash")).unwrap();
+        assert_eq!(inbox_bodies(&recovered), vec![0, 1, 2]);
+        let jobs = recovered.outbox_jobs().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].1, job("wamid.2"));
+        let (next, _) = recovered.push_outbox(&job("wamid.3"), None).unwrap();
+        assert!(next > jobs[0].0, "arrival numbers are not reused");
+    }
+
+    /// The numbers in the inbox's bodies, oldest first.
+    fn inbox_bodies(store: &Store) -> Vec<u32> {
+        store
             .inbox_batch(1000)
             .unwrap()
             .into_iter()
-            .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap())
-            .collect();
-        bodies.sort_by_key(|b| b[5..].parse::<u32>().unwrap());
-        let expected: Vec<String> = (0..256).map(|i| format!("body {i}")).collect();
-        assert_eq!(bodies, expected);
-    }
-
-    /// Reopens once the dropped store's file lock is free.
-    fn reopen(dir: &Path) -> Store {
-        for _ in 0..300 {
-            if let Ok(store) = Store::open(dir) {
-                return store;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        panic!("the bridge store stayed locked after it was dropped");
+            .map(|(_, v)| String::from_utf8(v.to_vec()).unwrap()[5..].parse().unwrap())
+            .collect()
     }
 }

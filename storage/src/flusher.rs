@@ -1,5 +1,5 @@
 //! The flusher thread: group-commit syncs of the write-ahead log, then the synced writes into
-//! sled, and checkpoints. See the module documentation of `storage` for why it is built so.
+//! sled, and checkpoints. See the crate documentation for why it is built so.
 
 use std::sync::atomic::Ordering;
 
@@ -9,7 +9,7 @@ use super::{IVec, Inner, Result, wal};
 /// every batch applied before the sync began; then hands those batches to sled as one batch, and
 /// checkpoints when a segment is full.
 ///
-/// Holds only a weak reference between syncs, so dropping the last [`Store`] closes sled.
+/// Holds only a weak reference between syncs, so dropping the last [`crate::Store`] closes sled.
 pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
     // Taken from the pending log but not yet on disk (only after a failed sync), and on disk
     // but not yet in sled.
