@@ -72,7 +72,8 @@ impl RoomService {
             return Ok((existing, None));
         }
 
-        let cached_auth = authorization_is_cacheable(&template)
+        let cacheable = authorization_is_cacheable(&template);
+        let cached_auth = cacheable
             .then(|| head.authorized.get(sender)?.get(&template.kind).cloned())
             .flatten();
         let (auth_events, auth_loaded) = match &cached_auth {
@@ -132,7 +133,7 @@ impl RoomService {
                     self.event(*pos).ok().map(|e| e.pdu.clone())
                 },
             )?;
-            if authorization_is_cacheable(&template) {
+            if cacheable {
                 head.authorized
                     .entry(sender.to_owned())
                     .or_default()
