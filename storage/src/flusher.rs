@@ -1,57 +1,55 @@
-//! The flusher thread: group-commit syncs of the write-ahead log, then the synced writes into
-//! sled, and checkpoints. See the crate documentation for why it is built so.
+//! The store's two background threads. The flusher makes the log durable (group commit); the
+//! applier hands what the flusher synced to sled, and checkpoints. See the crate documentation
+//! for why it is built so.
+//!
+//! They are separate so that a sync never waits behind sled: applying 50 ms of writes to sled,
+//! and above all flushing sled at a checkpoint, takes milliseconds to hundreds of milliseconds
+//! of one core, and every writer waiting for durability would wait that long too.
 
 use std::sync::atomic::Ordering;
 
 use super::{IVec, Inner, Result, wal};
 
+/// Writes on disk but not yet in sled, in log order, as the flusher hands them to the applier.
+#[derive(Default)]
+pub(super) struct Synced {
+    ops: Vec<(Vec<u8>, Option<IVec>)>,
+    /// The ticket of the newest batch among `ops`.
+    through: u64,
+}
+
 /// Syncs the log whenever a writer waits (or, unasked, within 200 ms of a write), covering
-/// every batch applied before the sync began; then hands those batches to sled as one batch, and
-/// checkpoints when a segment is full.
+/// every batch applied before the sync began, then wakes the writers the sync covered.
 ///
 /// Holds only a weak reference between syncs, so dropping the last [`crate::Store`] closes sled.
 pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
-    // Taken from the pending log but not yet on disk (only after a failed sync), and on disk
-    // but not yet in sled.
+    // Taken from the pending log but not yet on disk (only after a failed sync).
     let mut unsynced = Vec::new();
     let mut unsynced_ops = Vec::new();
-    let mut unapplied: Vec<(Vec<u8>, Option<IVec>)> = Vec::new();
-    let mut last_apply = std::time::Instant::now();
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let mut wal = strong.wal.lock().expect("wal lock");
-        if !unapplied.is_empty() && last_apply.elapsed() >= SLED_APPLY_EVERY {
-            apply_overlay(&strong, &mut unapplied, &mut wal);
-            last_apply = std::time::Instant::now();
-        }
         let asked = strong.flush_wanted.swap(false, Ordering::SeqCst);
-        let (target, ops) = {
+        let taken = {
             let mut log = strong.log.lock().expect("log lock");
             if !asked && log.records.is_empty() {
                 None
             } else {
                 unsynced.append(&mut log.records);
-                Some((log.applied, std::mem::take(&mut log.ops)))
+                unsynced_ops.append(&mut log.ops);
+                Some(log.applied)
             }
-        }
-        .unzip();
-        let (Some(target), Some(ops)) = (target, ops) else {
-            drop(wal);
+        };
+        let Some(target) = taken else {
             drop(strong);
             // A writer sets the flag before unparking, so a wake-up is never lost; the timeout
             // bounds how long an unasked write stays off the disk, and how long a dropped store
             // keeps this thread around.
-            let timeout = if unapplied.is_empty() {
-                std::time::Duration::from_millis(200)
-            } else {
-                SLED_APPLY_EVERY
-            };
-            std::thread::park_timeout(timeout);
+            std::thread::park_timeout(std::time::Duration::from_millis(200));
             continue;
         };
-        unsynced_ops.extend(ops);
+        let mut wal = strong.wal.lock().expect("wal lock");
         let started = std::time::Instant::now();
         let synced = if unsynced.is_empty() {
             Ok(())
@@ -65,6 +63,7 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
             if let Err(e) = wal.rotate() {
                 tracing::error!(error = %e, "cannot start a new log segment");
             }
+            drop(wal);
             strong.flush_wanted.store(true, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(100));
             continue;
@@ -76,7 +75,18 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
             "synced"
         );
         unsynced.clear();
-        unapplied.append(&mut unsynced_ops);
+        // Handed over before the log lock is released: a checkpoint rotates the log under that
+        // lock, so every record of the segment it closes is then in the applier's hands.
+        let wake_applier = {
+            let mut synced = strong.synced.lock().expect("synced lock");
+            synced.ops.append(&mut unsynced_ops);
+            synced.through = target;
+            synced.ops.len() >= SLED_APPLY_OPS || wal.is_full()
+        };
+        drop(wal);
+        if wake_applier {
+            strong.applier.unpark();
+        }
         let covered = {
             let mut d = strong.durable.lock().expect("durable lock");
             d.flushed = d.flushed.max(target);
@@ -85,10 +95,6 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
         };
         for tx in covered.into_values().flatten() {
             let _ = tx.send(());
-        }
-        if unapplied.len() >= SLED_APPLY_OPS || wal.is_full() {
-            apply_overlay(&strong, &mut unapplied, &mut wal);
-            last_apply = std::time::Instant::now();
         }
     }
 }
@@ -99,46 +105,71 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
 pub(super) const SLED_APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 const SLED_APPLY_OPS: usize = 8192;
 
-/// Hands synced writes to sled as one batch and drops them from the overlay; checkpoints the
-/// log when its segment is full.
-fn apply_overlay(inner: &Inner, unapplied: &mut Vec<(Vec<u8>, Option<IVec>)>, wal: &mut wal::Wal) {
-    let through = inner.durable.lock().expect("durable lock").flushed;
-    match apply_to_sled(&inner.db, unapplied) {
-        Ok(()) => {
-            inner
-                .overlay
-                .remove_applied(through, unapplied.iter().map(|(k, _)| k.as_slice()));
-            unapplied.clear();
-            if wal.is_full()
-                && let Err(e) = checkpoint(&inner.db, wal)
-            {
-                tracing::error!(error = %e, "log checkpoint failed; the log keeps growing");
-            }
+/// Applies what the flusher synced to sled as one batch every [`SLED_APPLY_EVERY`] (sooner when
+/// much is waiting) and drops it from the overlay; checkpoints the log when its segment is full.
+pub(super) fn applier(inner: std::sync::Weak<Inner>) {
+    // Taken from the flusher but not yet in sled (kept across a failed apply).
+    let mut unapplied = Vec::new();
+    let mut through = 0;
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = apply_synced(&strong, &mut unapplied, &mut through) {
+            // Readers still find the writes in the overlay, and the log has them.
+            tracing::error!(error = %e, "writing to sled failed; retrying");
+        } else if strong.wal.lock().expect("wal lock").is_full()
+            && let Err(e) = checkpoint(&strong, &mut unapplied, &mut through)
+        {
+            tracing::error!(error = %e, "log checkpoint failed; the log keeps growing");
         }
-        // Readers still find the writes in the overlay, and the log has them.
-        Err(e) => tracing::error!(error = %e, "writing to sled failed; retrying"),
+        drop(strong);
+        std::thread::park_timeout(SLED_APPLY_EVERY);
     }
 }
 
-fn apply_to_sled(db: &sled::Db, ops: &[(Vec<u8>, Option<IVec>)]) -> Result<()> {
-    if ops.is_empty() {
+/// Takes what the flusher has synced and applies it to sled, then drops it from the overlay.
+fn apply_synced(
+    inner: &Inner,
+    unapplied: &mut Vec<(Vec<u8>, Option<IVec>)>,
+    through: &mut u64,
+) -> Result<()> {
+    {
+        let mut synced = inner.synced.lock().expect("synced lock");
+        unapplied.append(&mut synced.ops);
+        *through = synced.through;
+    }
+    if unapplied.is_empty() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    for (key, value) in ops {
+    for (key, value) in unapplied.iter() {
         match value {
             Some(v) => batch.insert(key.as_slice(), v.clone()),
             None => batch.remove(key.as_slice()),
         }
     }
-    Ok(db.apply_batch(batch)?)
+    inner.db.apply_batch(batch)?;
+    // sled has them before the overlay forgets them, so a reader always finds them in one.
+    inner
+        .overlay
+        .remove_applied(*through, unapplied.iter().map(|(k, _)| k.as_slice()));
+    unapplied.clear();
+    Ok(())
 }
 
-/// Makes sled durable up to now and drops the log segments it covers. Every record in the
-/// closed segments is in sled: the flusher applies what it synced before it checkpoints.
-fn checkpoint(db: &sled::Db, wal: &mut wal::Wal) -> Result<()> {
-    let closed = wal.rotate()?;
-    db.flush()?;
-    wal.remove_through(closed)?;
+/// Makes sled durable up to now and drops the log segments it covers. The log is rotated first,
+/// under its lock, so every record of the closed segments has been handed over by the flusher;
+/// applying those before flushing sled makes sled hold all of them. The flusher goes on syncing
+/// into the new segment meanwhile.
+fn checkpoint(
+    inner: &Inner,
+    unapplied: &mut Vec<(Vec<u8>, Option<IVec>)>,
+    through: &mut u64,
+) -> Result<()> {
+    let closed = inner.wal.lock().expect("wal lock").rotate()?;
+    apply_synced(inner, unapplied, through)?;
+    inner.db.flush()?;
+    wal::Wal::remove_through(&inner.wal_dir, closed)?;
     Ok(())
 }

@@ -16,11 +16,12 @@
 //! it into the store's own write-ahead log ([`wal`]) and returns a ticket; [`Store::durable`]
 //! waits until one `fdatasync` of the log has covered that ticket. Requests arriving while a sync
 //! runs share the next one, so throughput does not pay one `fsync` per request. The batches a
-//! sync covered then reach sled as one batch; until then readers find them in the [`overlay`].
-//! sled itself is only flushed at log checkpoints: every sled flush hands a buffer write to
-//! sled's I/O pool, which wakes all of its idle threads (measured on the homeserver, issue #2,
-//! and on the WhatsApp bridge and the toolkit's transaction store, issue #5). Each store has one
-//! dedicated flusher thread, named after [`TableSet::STORE`].
+//! syncs covered then reach sled in one batch every 50 ms; until then readers find them in the
+//! [`overlay`]. sled itself is only flushed at log checkpoints: every sled flush hands a buffer
+//! write to sled's I/O pool, which wakes all of its idle threads (measured on the homeserver,
+//! issue #2, and on the WhatsApp bridge and the toolkit's transaction store, issue #5). Each
+//! store has two dedicated threads named after [`TableSet::STORE`]: the flusher, which only
+//! syncs the log, and the applier, which feeds sled and checkpoints (see [`flusher`]).
 
 mod flusher;
 pub mod keys;
@@ -161,8 +162,8 @@ impl<T> Clone for Store<T> {
 
 struct Inner {
     db: sled::Db,
-    /// Log records not yet handed to the flusher. Every write to sled and its record happen
-    /// under this one lock, so the log's order is the order sled applied them in.
+    /// Log records not yet handed to the flusher. Every write to the overlay and its record
+    /// happen under this one lock, so the log's order is the order readers saw them in.
     log: Mutex<PendingLog>,
     /// Highest ticket known to be on disk, and the writers waiting for a higher one. Each waiter
     /// is woken only by the flush that covers its ticket: waking every waiter on every flush
@@ -174,8 +175,12 @@ struct Inner {
     flush_wanted: AtomicBool,
     /// The flusher thread, unparked when a writer waits.
     flusher: std::thread::Thread,
-    /// The open log segment. The flusher is its only user while the store is open; the last
-    /// [`Store`]'s drop appends what is still pending.
+    /// Writes the flusher synced, waiting for the applier to put them into sled.
+    synced: Mutex<flusher::Synced>,
+    /// The applier thread, unparked when much is waiting for sled.
+    applier: std::thread::Thread,
+    /// The open log segment: the flusher appends to it, the applier rotates it at checkpoints,
+    /// and the last [`Store`]'s drop appends what is still pending.
     wal: Mutex<wal::Wal>,
     wal_dir: PathBuf,
 }
@@ -193,7 +198,8 @@ struct PendingLog {
 impl<T: TableSet> Store<T> {
     /// Opens (or creates) the store in `path`, with sled's page cache bounded to `cache_mb` MiB.
     ///
-    /// Replays the write-ahead log over what sled recovered, then starts the flusher thread.
+    /// Replays the write-ahead log over what sled recovered, then starts the flusher and the
+    /// applier.
     ///
     /// Panics if `T` is not a valid table set (a table twice in `ALL`, more than 256).
     pub fn open(path: &Path, cache_mb: u64) -> Result<Self> {
@@ -238,18 +244,23 @@ impl<T: TableSet> Store<T> {
         let wal = wal::Wal::create(&wal_dir, replayed.last_segment)?;
         if let Some(last) = replayed.last_segment {
             db.flush()?;
-            wal.remove_through(last)?;
+            wal::Wal::remove_through(&wal_dir, last)?;
         }
-        // The flusher is a plain thread: a sync is a blocking `fdatasync`, and a dedicated
-        // thread avoids handing every one to a pool.
-        let (tx, rx) = std::sync::mpsc::channel::<std::sync::Weak<Inner>>();
-        let flusher = std::thread::Builder::new()
-            .name(format!("{}-flusher", T::STORE))
-            .spawn(move || {
-                if let Ok(inner) = rx.recv() {
-                    flusher::flusher(inner);
-                }
-            })?;
+        // Plain threads: a sync is a blocking `fdatasync` and a sled batch is blocking CPU work,
+        // and a dedicated thread avoids handing every one to a pool.
+        let spawn = |role: &str, run: fn(std::sync::Weak<Inner>)| {
+            let (tx, rx) = std::sync::mpsc::channel::<std::sync::Weak<Inner>>();
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{role}", T::STORE))
+                .spawn(move || {
+                    if let Ok(inner) = rx.recv() {
+                        run(inner);
+                    }
+                })?;
+            Ok::<_, std::io::Error>((thread.thread().clone(), tx))
+        };
+        let (flusher, to_flusher) = spawn("flusher", flusher::flusher)?;
+        let (applier, to_applier) = spawn("applier", flusher::applier)?;
         let store = Store {
             tables: PhantomData,
             inner: Arc::new(Inner {
@@ -258,12 +269,15 @@ impl<T: TableSet> Store<T> {
                 durable: Mutex::new(Durable::default()),
                 overlay: overlay::Overlay::default(),
                 flush_wanted: AtomicBool::new(false),
-                flusher: flusher.thread().clone(),
+                flusher,
+                synced: Mutex::default(),
+                applier,
                 wal: Mutex::new(wal),
                 wal_dir,
             }),
         };
-        let _ = tx.send(Arc::downgrade(&store.inner));
+        let _ = to_flusher.send(Arc::downgrade(&store.inner));
+        let _ = to_applier.send(Arc::downgrade(&store.inner));
         Ok(store)
     }
 
@@ -497,8 +511,9 @@ impl Drop for Inner {
         {
             tracing::error!(error = %e, "closing the store lost unsynced writes");
         }
-        // Wake the flusher so it sees the store is gone and exits.
+        // Wake both threads so they see the store is gone and exit.
         self.flusher.unpark();
+        self.applier.unpark();
     }
 }
 

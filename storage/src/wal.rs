@@ -27,7 +27,11 @@ use std::{
 };
 
 /// A segment is checkpointed (sled flushed, the segment deleted) once it holds this much.
+#[cfg(not(test))]
 pub(super) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+/// Small in tests, so that they cross checkpoints.
+#[cfg(test)]
+pub(super) const SEGMENT_BYTES: u64 = 64 * 1024;
 
 const PUT: u8 = 1;
 const DELETE: u8 = 0;
@@ -136,8 +140,8 @@ impl Wal {
     }
 
     /// Deletes every segment up to and including `segment`.
-    pub(super) fn remove_through(&self, segment: u64) -> std::io::Result<()> {
-        for (n, path) in segments(&self.dir)? {
+    pub(super) fn remove_through(dir: &Path, segment: u64) -> std::io::Result<()> {
+        for (n, path) in segments(dir)? {
             if n <= segment {
                 std::fs::remove_file(path)?;
             }
@@ -273,7 +277,7 @@ mod tests {
         assert_eq!(replayed.last_segment, Some(first + 1));
         assert_eq!(replayed.torn_bytes, 0);
 
-        wal.remove_through(first).unwrap();
+        Wal::remove_through(dir.path(), first).unwrap();
         assert_eq!(
             replay_all(dir.path()).0.len(),
             1,
