@@ -1,19 +1,19 @@
-//! Writes that are applied but not yet in sled: what readers see before the flusher catches up.
+//! Writes that are applied but not yet in sled: what readers see before the applier catches up.
 //!
 //! sled 0.34 seals its log buffer and hands a disk write (with `sync_file_range`) to its IO pool
 //! for every `apply_batch`, so applying each request's batch on its own cost a disk write per
 //! request (measured: see `docs/performance.md`). Writes therefore land here first, keyed like
-//! sled, and the flusher applies everything one sync covered to sled as one batch, then drops
+//! sled, and the applier thread applies what the syncs covered to sled as one batch, then drops
 //! those entries. Readers look here first and then in sled; scans merge the two.
 //!
-//! Order of operations keeps readers right without a shared lock: the flusher writes to sled
+//! Order of operations keeps readers right without a shared lock: the applier writes to sled
 //! before it removes an entry here, and a reader looks here before it looks in sled.
 
 use std::{collections::BTreeMap, ops::Bound, sync::RwLock};
 
 use sled::IVec;
 
-/// A pending value: `None` is a delete. `ticket` is the batch that wrote it, so the flusher
+/// A pending value: `None` is a delete. `ticket` is the batch that wrote it, so the applier
 /// removes only entries no later write has replaced.
 struct Entry {
     value: Option<IVec>,

@@ -153,7 +153,7 @@ async fn a_clean_close_keeps_the_newest_write() {
     let store = Store::open(dir.path(), 8).unwrap();
     let mut batch = Batch::new();
     batch.put(Table::Users, b"k".to_vec(), b"old".to_vec());
-    // Synced; the flusher hands it to sled only up to `flusher::SLED_APPLY_EVERY` later.
+    // Synced; the applier hands it to sled only up to `flusher::SLED_APPLY_EVERY` later.
     store.write_durable(batch).await.unwrap();
     let mut batch = Batch::new();
     batch.put(Table::Users, b"k".to_vec(), b"new".to_vec());
@@ -186,7 +186,7 @@ async fn reads_see_writes_before_and_after_they_reach_sled() {
             .map(|r| keys::decode_u64(&r.unwrap().0[8..]))
             .collect()
     };
-    // Once sled has them (the flusher applies within `flusher::SLED_APPLY_EVERY` of a sync)...
+    // Once sled has them (the applier applies within `flusher::SLED_APPLY_EVERY` of a sync)...
     tokio::time::sleep(flusher::SLED_APPLY_EVERY * 4).await;
     let mut batch = Batch::new();
     batch.put(Table::Timeline, Key::new().u64(1).u64(4).into_vec(), vec![]);
