@@ -123,6 +123,9 @@ pub(super) fn applier(inner: std::sync::Weak<Inner>) {
         {
             tracing::error!(error = %e, "log checkpoint failed; the log keeps growing");
         }
+        if let Err(e) = zero_ahead(&strong) {
+            tracing::warn!(error = %e, "cannot zero-fill the log ahead; syncs grow the file");
+        }
         drop(strong);
         std::thread::park_timeout(SLED_APPLY_EVERY);
     }
@@ -168,8 +171,24 @@ fn checkpoint(
     through: &mut u64,
 ) -> Result<()> {
     let closed = inner.wal.lock().expect("wal lock").rotate()?;
+    // The new segment's first syncs need zero-filled space before sled's flush below.
+    zero_ahead(inner)?;
     apply_synced(inner, unapplied, through)?;
     inner.db.flush()?;
     wal::Wal::remove_through(&inner.wal_dir, closed)?;
     Ok(())
+}
+
+/// Keeps zero-filled space ahead of the log's data (see [`wal::Wal::zero_ahead`]): each chunk
+/// is written under the log's lock, so a sync waits for one chunk at most, and synced outside
+/// it, so no sync waits for that.
+fn zero_ahead(inner: &Inner) -> std::io::Result<()> {
+    let mut grown = None;
+    while let Some(file) = inner.wal.lock().expect("wal lock").zero_ahead()? {
+        grown = Some(file);
+    }
+    match grown {
+        Some(file) => file.sync_data(),
+        None => Ok(()),
+    }
 }

@@ -16,14 +16,19 @@
 //! state. A record cut short by the crash was never acknowledged (acknowledgement waits for
 //! `fdatasync`) and is dropped.
 //!
+//! A segment's file is zero-filled ahead of its data (see [`ZEROED_AHEAD`]), so replay ends a
+//! segment where only zeros are left.
+//!
 //! Record: payload length (u32 LE), CRC-32 of the payload (u32 LE), payload. Payload: a sequence
 //! of operations, each a tag (1 put, 0 delete), key length (u32 LE) and key, and for a put the
 //! value length (u32 LE) and value.
 
 use std::{
     fs::{File, OpenOptions},
-    io::{Read, Write},
+    io::Read,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 /// A segment is checkpointed (sled flushed, the segment deleted) once it holds this much.
@@ -32,6 +37,23 @@ pub(super) const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// Small in tests, so that they cross checkpoints.
 #[cfg(test)]
 pub(super) const SEGMENT_BYTES: u64 = 64 * 1024;
+
+/// The applier keeps the open segment's file zero-filled at least this far past its data, one
+/// [`ZERO_CHUNK`] at a time. Appends then overwrite blocks the file already has, and
+/// `fdatasync` writes just them; growing the file made every sync also commit the file's new
+/// size to the filesystem's journal. Measured on this machine's ext4 (`docs/performance.md`):
+/// ~0.3 ms and ~145 µs of kernel CPU per sync growing the file, ~0.12 ms and ~55 µs in place.
+#[cfg(not(test))]
+const ZEROED_AHEAD: u64 = 2 * ZERO_CHUNK;
+#[cfg(not(test))]
+const ZERO_CHUNK: u64 = 1024 * 1024;
+/// Small in tests, so that records land both in zero-filled space and past it.
+#[cfg(test)]
+const ZEROED_AHEAD: u64 = 2 * ZERO_CHUNK;
+#[cfg(test)]
+const ZERO_CHUNK: u64 = 8 * 1024;
+
+static ZEROS: [u8; ZERO_CHUNK as usize] = [0; ZERO_CHUNK as usize];
 
 const PUT: u8 = 1;
 const DELETE: u8 = 0;
@@ -95,9 +117,13 @@ fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 /// The open segment the flusher appends to.
 pub(super) struct Wal {
     dir: PathBuf,
-    file: File,
+    /// Shared with the applier, which syncs zero-filled space outside the log's lock.
+    file: Arc<File>,
     segment: u64,
+    /// Where the data ends and the next record goes.
     size: u64,
+    /// The file's length: `size` plus the zero-filled space after it.
+    len: u64,
 }
 
 impl Wal {
@@ -107,24 +133,38 @@ impl Wal {
         let segment = last.map_or(1, |n| n + 1);
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(segment_path(dir, segment))?;
         // The new file's name must survive a crash too.
         File::open(dir)?.sync_all()?;
         Ok(Wal {
             dir: dir.to_owned(),
-            file,
+            file: Arc::new(file),
             segment,
             size: 0,
+            len: 0,
         })
     }
 
     /// Appends `records` and waits until they are on disk.
     pub(super) fn append_durable(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(records)?;
+        self.file.write_all_at(records, self.size)?;
         self.file.sync_data()?;
         self.size += records.len() as u64;
+        self.len = self.len.max(self.size);
         Ok(())
+    }
+
+    /// Writes one [`ZERO_CHUNK`] of zeros after the data if less than [`ZEROED_AHEAD`] is
+    /// left, into the page cache only. Called under the log's lock, so it never overlaps an
+    /// append; returns the file when it grew, for the caller to sync outside that lock.
+    pub(super) fn zero_ahead(&mut self) -> std::io::Result<Option<Arc<File>>> {
+        if self.len >= self.size + ZEROED_AHEAD {
+            return Ok(None);
+        }
+        self.file.write_all_at(&ZEROS, self.len)?;
+        self.len += ZERO_CHUNK;
+        Ok(Some(self.file.clone()))
     }
 
     pub(super) fn is_full(&self) -> bool {
@@ -207,7 +247,11 @@ pub(super) fn replay(
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
         let mut rest = &bytes[..];
-        while let Some(payload) = whole_record(rest) {
+        // Zero-filled space ahead of the data, not a record. (An empty record's header is
+        // zeros too, but data follows it.)
+        while !rest.iter().all(|&b| b == 0)
+            && let Some(payload) = whole_record(rest)
+        {
             let ops = decode(payload).ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -221,7 +265,11 @@ pub(super) fn replay(
             replayed.records += 1;
             rest = &rest[HEADER + payload.len()..];
         }
-        replayed.torn_bytes += rest.len() as u64;
+        let written = rest
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| last + 1);
+        replayed.torn_bytes += written as u64;
     }
     Ok(replayed)
 }
@@ -309,5 +357,42 @@ mod tests {
         *corrupt.last_mut().unwrap() ^= 1;
         wal.append_durable(&corrupt).unwrap();
         assert_eq!(replay_all(dir.path()).0.len(), 0);
+    }
+
+    #[test]
+    fn zero_filled_space_ends_a_segment_but_an_empty_record_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), None).unwrap();
+        let mut expected = Vec::new();
+        // Records inside zero-filled space, then past its end (the file grows again).
+        for n in 0..40u32 {
+            let value = vec![b'v'; 1000 + n as usize];
+            let mut buf = Vec::new();
+            if n == 3 {
+                // An empty batch's record is a zero header: data after it still replays.
+                encode(&mut buf, []);
+                expected.push(Vec::new());
+            }
+            encode(&mut buf, [(&n.to_be_bytes()[..], Some(&value[..]))]);
+            expected.push(vec![(n.to_be_bytes().to_vec(), Some(value))]);
+            wal.append_durable(&buf).unwrap();
+            if n < 10 {
+                while wal.zero_ahead().unwrap().is_some() {}
+            }
+        }
+        while wal.zero_ahead().unwrap().is_some() {}
+        assert!(wal.len > wal.size, "the segment ends in zero-filled space");
+
+        let (records, replayed) = replay_all(dir.path());
+        assert_eq!(records, expected);
+        assert_eq!(replayed.torn_bytes, 0);
+
+        // A record the crash cut short, followed by zero-filled space, is dropped.
+        let mut torn = Vec::new();
+        encode(&mut torn, [(&b"torn"[..], Some(&b"value"[..]))]);
+        wal.append_durable(&torn[..torn.len() - 2]).unwrap();
+        let (records, replayed) = replay_all(dir.path());
+        assert_eq!(records, expected);
+        assert_eq!(replayed.torn_bytes, (torn.len() - 2) as u64);
     }
 }
