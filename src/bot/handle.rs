@@ -71,7 +71,36 @@ async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
         displayname: Some(s.config.support.bot_displayname.clone()),
         avatar_url: None,
     };
-    s.rooms.join(&pdu.room_id, bot, profile, None).await?;
+    // Not waited for on its own: the conversation's opening event follows at once, and its
+    // disk sync covers both, so assignment is decided one sync sooner.
+    let joined = s
+        .rooms
+        .join_unsynced(&pdu.room_id, bot, profile, None)
+        .await?;
+    let made = make_conversation(s, pdu, pos).await;
+    if let Some((room, pending)) = joined {
+        s.rooms.publish(&room, pending).await?;
+    }
+    made?;
+    let greeting = &s.config.support.greeting;
+    if !greeting.is_empty() {
+        actions::say(
+            s,
+            &pdu.room_id,
+            greeting,
+            false,
+            &[],
+            actor_txn(pos, "greet"),
+        )
+        .await?;
+    }
+    Ok(true)
+}
+
+/// The room the bot just joined becomes a conversation: an existing one (a bridge portal, a
+/// web chat) is indexed, a new one is opened with the inviter as contact and assigned.
+async fn make_conversation(s: &Services, pdu: &Pdu, pos: u64) -> Result<()> {
+    let bot = &s.support.bot;
     let actor = Actor {
         user: bot,
         via: "bot",
@@ -113,19 +142,7 @@ async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
             }
         }
     }
-    let greeting = &s.config.support.greeting;
-    if !greeting.is_empty() {
-        actions::say(
-            s,
-            &pdu.room_id,
-            greeting,
-            false,
-            &[],
-            actor_txn(pos, "greet"),
-        )
-        .await?;
-    }
-    Ok(true)
+    Ok(())
 }
 
 fn actor_txn(pos: u64, tag: &str) -> Option<crate::rooms::Txn> {

@@ -10,11 +10,14 @@ use ruma::{
 };
 use serde::Serialize;
 
-use super::{RoomService, timeline::Txn};
+use std::sync::Arc;
+
+use super::{RoomMeta, RoomService, timeline::Txn};
 use crate::{
     error::{Error, Result},
     events::EventTemplate,
     storage::{Batch, Key, Table},
+    stream::Pending,
 };
 
 /// The profile a member event carries.
@@ -75,6 +78,24 @@ impl RoomService {
         profile: MemberProfile,
         reason: Option<&str>,
     ) -> Result<()> {
+        if let Some((room, pending)) = self.join_unsynced(room_id, user, profile, reason).await? {
+            self.publish(&room, pending).await?;
+        }
+        Ok(())
+    }
+
+    /// [`join`](Self::join) without waiting for the disk, for a server-side user whose next
+    /// write to the store follows at once (the support bot joins, then opens the conversation):
+    /// that write's wait covers the join too, one disk sync instead of two. The caller must
+    /// still [`publish`](Self::publish) the join, which returns at once if that write did.
+    /// `None` when the user was already joined with this profile.
+    pub async fn join_unsynced(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: MemberProfile,
+        reason: Option<&str>,
+    ) -> Result<Option<(Arc<RoomMeta>, Pending)>> {
         let room = self.room(room_id)?;
         if room.is_joined(user) {
             let current = self.state_pdu(room.short, "m.room.member", user.as_str())?;
@@ -91,22 +112,21 @@ impl RoomService {
                     })
             });
             if unchanged {
-                return Ok(());
+                return Ok(None);
             }
         }
-        self.change_membership(
-            room_id,
-            MembershipChange {
-                sender: user,
-                target: user,
-                membership: MembershipState::Join,
-                profile,
-                reason,
-                is_direct: None,
-            },
-        )
-        .await
-        .map(drop)
+        let content = MemberContent {
+            membership: MembershipState::Join,
+            profile: &profile,
+            reason,
+            is_direct: None,
+        };
+        let template =
+            EventTemplate::state_json(StateEventType::RoomMember, user.as_str(), &content);
+        let (_, pending) = self
+            .append_pending(&room, user, template, None::<Txn>)
+            .await?;
+        Ok(pending.map(|pending| (room, pending)))
     }
 
     /// What the auth rules leave to the server before a kick: they would accept a `leave` for

@@ -46,10 +46,18 @@ impl RoomService {
         let (event_id, pending) = self.append_pending(room, sender, template, txn).await?;
         // `None`: a retried transaction, answered with the event it created the first time.
         if let Some(pending) = pending {
-            self.stream.finish(pending).await?;
-            self.notifier.wake(room.audience().iter().map(|u| &**u));
+            self.publish(room, pending).await?;
         }
         Ok(event_id)
+    }
+
+    /// Waits until an appended event is durable, then shows it to readers and wakes the room's
+    /// syncs. Finishing a later event of the store first makes this one visible too (the log
+    /// keeps order and visibility is a high-water mark); this then returns at once.
+    pub async fn publish(&self, room: &RoomMeta, pending: Pending) -> Result<()> {
+        self.stream.finish(pending).await?;
+        self.notifier.wake(room.audience().iter().map(|u| &**u));
+        Ok(())
     }
 
     /// Appends without waiting for the disk; callers that append several events (room creation)

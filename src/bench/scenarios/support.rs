@@ -10,10 +10,10 @@
 //!    each filter of `GET /api/support/v1/conversations` is timed as the handler runs it
 //!    (`ConversationIndex::list`, a page of 50), `--samples` times.
 //! 2. Assignment: a real server starts on a loopback port with one online agent; a customer
-//!    opens conversations over HTTP (`createRoom` inviting `@support`) and sends the first
-//!    message. Timed: from the `createRoom` answer until the index shows the assignee (polled
-//!    in process every 100 µs), and from the first message's answer until then (0 when the
-//!    assignment was already decided).
+//!    opens `--samples` conversations over HTTP (`createRoom` inviting `@support`), each with
+//!    a first message. Timed: from the `createRoom` answer until the index shows the assignee
+//!    (polled in process every 100 µs), and from the first message's answer until then (0
+//!    when the assignment was already decided).
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,6 @@ use crate::support::{
 
 const AGENTS: u64 = 20;
 const PAGE: usize = 50;
-const ASSIGN_SAMPLES: usize = 50;
 
 pub async fn run(_ctx: &Ctx, args: &BenchArgs) -> Result<Report, BoxError> {
     let n = args.conversations.max(1);
@@ -209,7 +208,7 @@ async fn measure(
     r.set("list_worst_p99_ms", worst_p99 as f64 / 1000.0);
     drop(index);
     drop(store);
-    assignment(dir, r).await
+    assignment(dir, samples, r).await
 }
 
 /// A varied synthetic conversation.
@@ -252,7 +251,7 @@ fn synthetic(i: u64, now: u64) -> ConversationRecord {
     }
 }
 
-async fn assignment(dir: &std::path::Path, r: &mut Report) -> Result<(), BoxError> {
+async fn assignment(dir: &std::path::Path, samples: usize, r: &mut Report) -> Result<(), BoxError> {
     progress("support: starting a server with one agent");
     let config = crate::config::Config::from_toml(&format!(
         "server_name = \"bench\"\n\
@@ -265,13 +264,14 @@ async fn assignment(dir: &std::path::Path, r: &mut Report) -> Result<(), BoxErro
         dir.join("server")
     ))?;
     let server = crate::server::start(config).await?;
-    let result = assign_samples(&server, r).await;
+    let result = assign_samples(&server, samples, r).await;
     server.stop().await;
     result
 }
 
 async fn assign_samples(
     server: &crate::server::RunningServer,
+    samples: usize,
     r: &mut Report,
 ) -> Result<(), BoxError> {
     let http = reqwest::Client::new();
@@ -317,7 +317,7 @@ async fn assign_samples(
     .await?;
     let index = &server.services.support.index;
     let (mut from_open, mut from_message) = (Vec::new(), Vec::new());
-    for i in 0..ASSIGN_SAMPLES {
+    for i in 0..samples {
         let created = call(
             reqwest::Method::POST,
             "/_matrix/client/v3/createRoom".into(),
