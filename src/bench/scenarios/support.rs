@@ -257,6 +257,7 @@ async fn assignment(dir: &std::path::Path, samples: usize, r: &mut Report) -> Re
         "server_name = \"bench\"\n\
          [server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\npath = {:?}\n\
+         [limits]\nsend_per_second = 1000000.0\nsend_burst = 1000000\n\
          [presence]\noffline_timeout_secs = 3600\nidle_timeout_secs = 3600\n\
          [logging]\nfilter = \"warn\"\n\
          [support]\ngreeting = \"Hello\"\n\
