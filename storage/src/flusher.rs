@@ -105,7 +105,7 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
 pub(super) const SLED_APPLY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 const SLED_APPLY_OPS: usize = 8192;
 
-/// Applies what the flusher synced to sled as one batch every [`SLED_APPLY_EVERY`] (sooner when
+/// Applies what the flusher synced to sled every [`SLED_APPLY_EVERY`] (sooner when
 /// much is waiting) and drops it from the overlay; checkpoints the log when its segment is full.
 pub(super) fn applier(inner: std::sync::Weak<Inner>) {
     // Taken from the flusher but not yet in sled (kept across a failed apply).
@@ -145,14 +145,10 @@ fn apply_synced(
     if unapplied.is_empty() {
         return Ok(());
     }
-    let mut batch = sled::Batch::default();
-    for (key, value) in unapplied.iter() {
-        match value {
-            Some(v) => batch.insert(key.as_slice(), v.clone()),
-            None => batch.remove(key.as_slice()),
-        }
-    }
-    inner.db.apply_batch(batch)?;
+    super::apply_to_sled(
+        &inner.db,
+        unapplied.iter().map(|(k, v)| (k.as_slice(), v.clone())),
+    )?;
     // sled has them before the overlay forgets them, so a reader always finds them in one.
     inner
         .overlay

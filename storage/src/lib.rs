@@ -7,17 +7,18 @@
 //! built with [`keys::Key`]: big-endian integers and `0xFF`-separated strings (UTF-8 never
 //! contains `0xFF`), so byte order is the order users range-scan in.
 //!
-//! All tables live in one sled tree, each under a one-byte prefix: a batch spanning tables is
-//! then one `apply_batch`, atomic and several times cheaper than sled's multi-tree transactions,
-//! which dominated the homeserver's send path when each table was a tree of its own (measured:
-//! see `docs/performance.md`). Scans never cross a table because every key carries its prefix.
+//! All tables live in one sled tree, each under a one-byte prefix: sled's multi-tree
+//! transactions dominated the homeserver's send path when each table was a tree of its own
+//! (measured: see `docs/performance.md`). Scans never cross a table because every key carries
+//! its prefix. A batch is atomic without sled's help: readers see it whole in the [`overlay`]
+//! until all of it is in sled, and a crash replays it whole from the log.
 //!
 //! Durability is a group commit: [`Store::write`] applies a batch in memory (atomically), encodes
 //! it into the store's own write-ahead log ([`wal`]) and returns a ticket; [`Store::durable`]
 //! waits until one `fdatasync` of the log has covered that ticket. Requests arriving while a sync
 //! runs share the next one, so throughput does not pay one `fsync` per request. The batches a
-//! syncs covered then reach sled in one batch every 50 ms; until then readers find them in the
-//! [`overlay`]. sled itself is only flushed at log checkpoints: every sled flush hands a buffer
+//! sync covered then reach sled every 50 ms, one operation at a time (never as a sled batch:
+//! see `apply_to_sled`); until then readers find them in the [`overlay`]. sled itself is only flushed at log checkpoints: every sled flush hands a buffer
 //! write to sled's I/O pool, which wakes all of its idle threads (measured on the homeserver,
 //! issue #2, and on the WhatsApp bridge and the toolkit's transaction store, issue #5). Each
 //! store has two dedicated threads named after [`TableSet::STORE`]: the flusher, which only
@@ -211,28 +212,11 @@ impl<T: TableSet> Store<T> {
             .flush_every_ms(None);
         let db = open_when_free(&config)?;
         let wal_dir = path.join("wal");
-        // Records go to sled in large batches: sled writes its log once per `apply_batch`, and a
-        // full segment holds tens of thousands of records. Within a batch a later write to a
-        // key replaces an earlier one, so the log's order is kept; a crash during replay only
-        // means replaying again.
-        let mut batch = sled::Batch::default();
-        let mut batched = 0;
+        // In log order, one operation at a time (see `apply_to_sled`); a crash during replay
+        // only means replaying again.
         let replayed = wal::replay(&wal_dir, |ops| {
-            for (key, value) in ops {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-                batched += 1;
-            }
-            if batched >= 65_536 {
-                batched = 0;
-                db.apply_batch(std::mem::take(&mut batch))
-                    .map_err(std::io::Error::other)?;
-            }
-            Ok(())
+            apply_to_sled(&db, ops.into_iter()).map_err(std::io::Error::other)
         })?;
-        db.apply_batch(batch)?;
         if replayed.records > 0 || replayed.torn_bytes > 0 {
             tracing::info!(
                 store = T::STORE,
@@ -467,6 +451,28 @@ pub fn copy_crash_image(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Opens sled, waiting briefly if a store just closed in this process still holds the folder's
 /// lock (its last reference may be finishing a flush on another thread).
+/// Writes operations to sled one by one, in order, never as a `sled::Batch`.
+///
+/// sled's `apply_batch` holds a process-wide write lock for the whole batch, and after the
+/// first one every sled read in the process takes the read side of that lock: each 50 ms batch
+/// of the applier stopped every reader, request threads included, for as long as it ran (the
+/// ~10 ms p99 of read-only requests such as `/keys/query`). A batch needs no atomicity in sled:
+/// readers see a write in the overlay until all of it is in sled, and after a crash the log
+/// replays every operation since the last checkpoint, in order. Each is an absolute put or
+/// delete, so whatever part of them sled recovered, replaying them all ends in the same state.
+fn apply_to_sled<'a, V: Into<IVec>>(
+    db: &sled::Db,
+    ops: impl Iterator<Item = (&'a [u8], Option<V>)>,
+) -> sled::Result<()> {
+    for (key, value) in ops {
+        match value {
+            Some(v) => db.insert(key, v)?,
+            None => db.remove(key)?,
+        };
+    }
+    Ok(())
+}
+
 fn open_when_free(config: &sled::Config) -> Result<sled::Db> {
     let mut attempts = 0;
     loop {

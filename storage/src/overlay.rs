@@ -3,8 +3,9 @@
 //! sled 0.34 seals its log buffer and hands a disk write (with `sync_file_range`) to its IO pool
 //! for every `apply_batch`, so applying each request's batch on its own cost a disk write per
 //! request (measured: see `docs/performance.md`). Writes therefore land here first, keyed like
-//! sled, and the applier thread applies what the syncs covered to sled as one batch, then drops
-//! those entries. Readers look here first and then in sled; scans merge the two.
+//! sled, and the applier thread applies what the syncs covered to sled every 50 ms, then drops
+//! those entries. Readers look here first and then in sled; scans merge the two. This is also
+//! what makes a batch atomic for readers: sled gets it one operation at a time.
 //!
 //! Order of operations keeps readers right without a shared lock: the applier writes to sled
 //! before it removes an entry here, and a reader looks here before it looks in sled.
