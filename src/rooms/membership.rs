@@ -4,13 +4,13 @@
 //! shapes the content and adds what the rules leave to the server (an existing local target,
 //! forgetting only rooms one has left).
 
+use std::sync::Arc;
+
 use ruma::{
     OwnedEventId, RoomId, UserId,
     events::{StateEventType, room::member::MembershipState},
 };
 use serde::Serialize;
-
-use std::sync::Arc;
 
 use super::{RoomMeta, RoomService, timeline::Txn};
 use crate::{

@@ -18,11 +18,12 @@
 //! waits until one `fdatasync` of the log has covered that ticket. Requests arriving while a sync
 //! runs share the next one, so throughput does not pay one `fsync` per request. The batches a
 //! sync covered then reach sled every 50 ms, one operation at a time (never as a sled batch:
-//! see `apply_to_sled`); until then readers find them in the [`overlay`]. sled itself is only flushed at log checkpoints: every sled flush hands a buffer
-//! write to sled's I/O pool, which wakes all of its idle threads (measured on the homeserver,
-//! issue #2, and on the WhatsApp bridge and the toolkit's transaction store, issue #5). Each
-//! store has two dedicated threads named after [`TableSet::STORE`]: the flusher, which only
-//! syncs the log, and the applier, which feeds sled and checkpoints (see [`flusher`]).
+//! see `apply_to_sled`); until then readers find them in the [`overlay`]. sled itself is only
+//! flushed at log checkpoints: every sled flush hands a buffer write to sled's I/O pool, which
+//! wakes all of its idle threads (measured on the homeserver, issue #2, and on the WhatsApp
+//! bridge and the toolkit's transaction store, issue #5). Each store has two dedicated threads
+//! named after [`TableSet::STORE`]: the flusher, which only syncs the log, and the applier,
+//! which feeds sled and checkpoints (see [`flusher`]).
 
 mod flusher;
 pub mod keys;
@@ -449,8 +450,6 @@ pub fn copy_crash_image(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Opens sled, waiting briefly if a store just closed in this process still holds the folder's
-/// lock (its last reference may be finishing a flush on another thread).
 /// Writes operations to sled one by one, in order, never as a `sled::Batch`.
 ///
 /// sled's `apply_batch` holds a process-wide write lock for the whole batch, and after the
@@ -473,6 +472,8 @@ fn apply_to_sled<'a, V: Into<IVec>>(
     Ok(())
 }
 
+/// Opens sled, waiting briefly if a store just closed in this process still holds the folder's
+/// lock (its last reference may be finishing a flush on another thread).
 fn open_when_free(config: &sled::Config) -> Result<sled::Db> {
     let mut attempts = 0;
     loop {
