@@ -459,11 +459,24 @@ pub fn copy_crash_image(from: &Path, to: &Path) -> std::io::Result<()> {
 /// readers see a write in the overlay until all of it is in sled, and after a crash the log
 /// replays every operation since the last checkpoint, in order. Each is an absolute put or
 /// delete, so whatever part of them sled recovered, replaying them all ends in the same state.
+///
+/// For the same reason only the last operation on each key is given to sled: a queue entry
+/// written and removed within one round (the bridge's inbox and outbox, transactions) then
+/// costs sled one lookup, as deleting a key it does not hold is a no-op, instead of two tree
+/// changes.
 fn apply_to_sled<'a, V: Into<IVec>>(
     db: &sled::Db,
     ops: impl Iterator<Item = (&'a [u8], Option<V>)>,
 ) -> sled::Result<()> {
-    for (key, value) in ops {
+    let ops: Vec<_> = ops.collect();
+    let mut last = std::collections::HashMap::with_capacity(ops.len());
+    for (i, (key, _)) in ops.iter().enumerate() {
+        last.insert(*key, i);
+    }
+    for (i, (key, value)) in ops.into_iter().enumerate() {
+        if last[key] != i {
+            continue;
+        }
         match value {
             Some(v) => db.insert(key, v)?,
             None => db.remove(key)?,

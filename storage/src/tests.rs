@@ -312,3 +312,33 @@ fn a_table_set_listing_a_table_twice_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _ = super::Store::<Twice>::open(dir.path(), 8);
 }
+
+/// Only the last operation on a key reaches sled, and sled ends as if all had run in order.
+#[test]
+fn sled_gets_the_last_operation_of_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new().path(dir.path()).open().unwrap();
+    db.insert(b"kept", b"old").unwrap();
+    db.insert(b"deleted", b"old").unwrap();
+    let ops: Vec<(&[u8], Option<&[u8]>)> = vec![
+        (b"kept", Some(b"1")),
+        (b"queued", Some(b"job")),
+        (b"deleted", None),
+        (b"kept", Some(b"2")),
+        (b"queued", None),
+        (b"back", None),
+        (b"back", Some(b"again")),
+    ];
+    apply_to_sled(&db, ops.into_iter()).unwrap();
+    let all: Vec<(Vec<u8>, Vec<u8>)> = db
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+        .collect();
+    assert_eq!(
+        all,
+        vec![
+            (b"back".to_vec(), b"again".to_vec()),
+            (b"kept".to_vec(), b"2".to_vec()),
+        ]
+    );
+}

@@ -26,6 +26,7 @@ use crate::bench::BenchArgs;
 use crate::bench::client::BoxError;
 use crate::bench::report::Report;
 use crate::bench::setup::progress;
+use crate::bench::stats::{Summary, micros};
 
 const IN_FLIGHT: usize = 64;
 
@@ -213,13 +214,14 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     let sends = rooms.iter().enumerate().map(|(r, room)| {
         let (http, base, token) = (&http, &base, &token);
         async move {
-            let mut failures = 0;
+            let (mut failures, mut latencies_us) = (0, Vec::with_capacity(per_room));
             for i in 0..per_room {
                 let url = format!(
                     "{base}/_matrix/client/v3/rooms/{}/send/m.room.message/b{i}",
                     enc(room)
                 );
                 let body = json!({"msgtype": "m.text", "body": format!("out {r} {i}")});
+                let sent_at = Instant::now();
                 let ok = http
                     .put(url)
                     .bearer_auth(token)
@@ -228,14 +230,16 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
                     .await
                     .is_ok_and(|a| a.status().is_success());
                 failures += usize::from(!ok);
+                latencies_us.push(micros(sent_at.elapsed()));
             }
-            failures
+            (failures, latencies_us)
         }
     });
-    let failed: usize = futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .sum();
+    let (mut failed, mut send_latencies_us) = (0, Vec::with_capacity(total));
+    for (failures, latencies_us) in futures_util::future::join_all(sends).await {
+        failed += failures;
+        send_latencies_us.extend(latencies_us);
+    }
     let sent_total = per_room * customers;
     let sent_in = started.elapsed();
     wait(Duration::from_secs(600), || {
@@ -269,6 +273,10 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     report.row(
         "outbound agent sends accepted",
         format!("{:.0}/s", sent_total as f64 / sent_in.as_secs_f64()),
+    );
+    report.row(
+        "outbound agent send latency",
+        Summary::from_samples(&mut send_latencies_us).human(),
     );
     report.row(
         "outbound to the Cloud API",
