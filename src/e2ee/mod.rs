@@ -46,8 +46,9 @@ pub struct E2eeService {
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
     /// Held while a claim picks and deletes keys, so two claims never take the same key. Only
-    /// the in-memory apply happens under it; the wait for the disk does not.
-    claim_lock: Mutex<()>,
+    /// the in-memory apply happens under it; the wait for the disk does not. It guards where
+    /// each device's next claim starts looking (see [`one_time_keys::ClaimCursors`]).
+    claim_lock: Mutex<one_time_keys::ClaimCursors>,
     /// Held while a `sendToDevice` checks and records its transaction id.
     txn_lock: Mutex<()>,
     /// Held while a backup's keys and its record (etag, count) are read and rewritten.

@@ -5,7 +5,7 @@
 //! has no one-time key left for the algorithm, its fallback key is returned (and stays, marked
 //! used, until the device uploads a new one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
@@ -19,6 +19,18 @@ use crate::{
 
 /// What a claim hands out: user → device → key id → key.
 pub type ClaimedKeys = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>;
+
+/// The key each device's last claim took, by (user, device, algorithm) prefix: the next claim
+/// looks after it first. Claimed keys stay in the store's overlay as deletions until the
+/// applier gives them to sled, and a scan from the start of the device's keys stepped sled
+/// over every one of them (each step a tree descent): most of a claim's time. A hint only;
+/// keys uploaded later under smaller ids are found by the scan from the start that follows
+/// when nothing is left after the cursor.
+#[derive(Default)]
+pub struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
+
+/// Cursors kept at most; past it they start over (each costs ~100 bytes).
+const MAX_CURSORS: usize = 100_000;
 
 fn otk_key(user: &UserId, device: &str, algorithm: &str, id: &str) -> Vec<u8> {
     Key::new()
@@ -148,12 +160,15 @@ impl E2eeService {
     ) -> Result<ClaimedKeys> {
         let mut out = ClaimedKeys::new();
         let ticket = {
-            let _guard = self.claim_lock.lock().expect("claim lock");
+            let mut cursors = self.claim_lock.lock().expect("claim lock");
+            if cursors.0.len() > MAX_CURSORS {
+                cursors.0.clear();
+            }
             let mut batch = Batch::new();
             for (user, devices) in wanted {
                 for (device, algorithm) in devices {
                     if let Some((id, key)) =
-                        self.take_key(&mut batch, user, device.as_str(), algorithm)?
+                        self.take_key(&mut batch, &mut cursors, user, device.as_str(), algorithm)?
                     {
                         out.entry(user.clone())
                             .or_default()
@@ -180,6 +195,7 @@ impl E2eeService {
     fn take_key(
         &self,
         batch: &mut Batch,
+        cursors: &mut ClaimCursors,
         user: &UserId,
         device: &str,
         algorithm: &str,
@@ -189,13 +205,28 @@ impl E2eeService {
             .str(device)
             .str(algorithm)
             .into_vec();
-        if let Some(entry) = self.store.scan_prefix(Table::OneTimeKeys, &prefix).next() {
+        let after_cursor = match cursors.0.get(&prefix) {
+            Some(last) => {
+                // Strictly after the last claimed key, up to the end of the prefix: ids are
+                // UTF-8, which never holds the separator byte 0xFF.
+                let from = [last.as_slice(), &[0]].concat();
+                let to = [prefix.as_slice(), &[keys::SEP]].concat();
+                self.store.range(Table::OneTimeKeys, &from, &to).next()
+            }
+            None => None,
+        };
+        let first = match after_cursor {
+            Some(entry) => Some(entry),
+            None => self.store.scan_prefix(Table::OneTimeKeys, &prefix).next(),
+        };
+        if let Some(entry) = first {
             let (k, v) = entry?;
             let id = keys::str_parts(&k[prefix.len()..])
                 .next()
                 .unwrap_or_default()
                 .to_owned();
             batch.delete(Table::OneTimeKeys, k.to_vec());
+            cursors.0.insert(prefix, k.to_vec());
             return Ok(Some((id, parse_stored(Table::OneTimeKeys, &v)?)));
         }
         let k = fallback_key(user, device, algorithm);

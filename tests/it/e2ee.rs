@@ -217,6 +217,55 @@ async fn concurrent_claims_never_share_a_key() {
     assert_eq!(got, want, "each key handed out exactly once");
 }
 
+/// Claims start after the device's last claimed key, so keys uploaded later under smaller
+/// ids must still be handed out, each once, before the device runs dry.
+#[tokio::test]
+async fn keys_uploaded_under_smaller_ids_after_a_claim_are_still_claimed() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let bob = server.user("bob").await;
+    let (alice_id, alice_dev) = whoami(&alice).await;
+    let upload_ids = |ids: &[u32]| {
+        let keys: serde_json::Map<String, Value> = ids
+            .iter()
+            .map(|i| {
+                (
+                    format!("signed_curve25519:K{i:02}"),
+                    otk(&format!("key{i}")),
+                )
+            })
+            .collect();
+        json!({ "one_time_keys": keys })
+    };
+    let claimed = |body: &Value| -> Vec<String> {
+        body["one_time_keys"][&alice_id][&alice_dev]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(upload(&alice, upload_ids(&[5, 6, 7, 8, 9])).await.0, 200);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.extend(claimed(&claim(&bob, &alice_id, &alice_dev).await));
+    }
+    assert_eq!(got, ["signed_curve25519:K05", "signed_curve25519:K06"]);
+    assert_eq!(upload(&alice, upload_ids(&[0, 1, 10])).await.0, 200);
+    for _ in 0..6 {
+        let body = claim(&bob, &alice_id, &alice_dev).await;
+        let keys = claimed(&body);
+        assert_eq!(keys.len(), 1, "one key per claim: {body}");
+        got.extend(keys);
+    }
+    got.sort();
+    let want: Vec<String> = [0, 1, 5, 6, 7, 8, 9, 10]
+        .iter()
+        .map(|i| format!("signed_curve25519:K{i:02}"))
+        .collect();
+    assert_eq!(got, want, "each key handed out exactly once");
+    let dry = claim(&bob, &alice_id, &alice_dev).await;
+    assert_eq!(claimed(&dry), Vec::<String>::new(), "{dry}");
+}
+
 #[tokio::test]
 async fn device_keys_of_another_user_or_device_are_refused() {
     let server = TestServer::start().await;
