@@ -118,7 +118,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("data"),
-            cache_capacity_mb: 64,
+            cache_capacity_mb: 32,
         }
     }
 }
