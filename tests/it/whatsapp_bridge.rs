@@ -515,6 +515,79 @@ async fn an_acceptance_that_sent_does_not_overtake_is_shown_on_its_own() {
     );
 }
 
+/// Statuses that come on their own are each shown: `sent` as the bridge bot's receipt,
+/// `delivered` as a status event. Statuses of one message that come together (here in one
+/// webhook) show only the state they end in.
+#[tokio::test]
+async fn statuses_that_come_together_show_only_the_last_state() {
+    let sim = SimConfig {
+        auto_statuses: false,
+        ..SimConfig::default()
+    };
+    let rig = Rig::start_with(sim, 60_000).await;
+    rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "Hola").await;
+    let bot_reads = |sync: &Value, event: &str| {
+        sync["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"] == "m.receipt")
+            .any(|e| e["content"][event]["m.read"][BOT]["ts"].is_u64())
+    };
+
+    let one = rig
+        .send(&room, "a1", json!({"msgtype": "m.text", "body": "uno"}))
+        .await;
+    rig.sent_bodies(1).await;
+    let wamid = rig.sim.sent()[0].wamid.clone();
+    let status = |state: &str| {
+        json!({"id": wamid, "status": state, "timestamp": "1732300000",
+               "recipient_id": CUSTOMER})
+    };
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550000000",
+                         "phone_number_id": rig.sim.config().phone_number_id},
+            "statuses": [status("sent"), status("delivered")],
+        }}]}],
+    })
+    .to_string();
+    let signature = whatsapp::signature::sign(&rig.sim.config().app_secret, body.as_bytes());
+    let answer = reqwest::Client::new()
+        .post(rig.s.url("/bridges/whatsapp/webhook"))
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // Shown before it is recorded: once `delivered` is recorded, the room shows all it will.
+    rig.delivery_status(&one, "delivered").await;
+    let delivered = json!(["SUCCESS", [PUPPET]]).to_string();
+    assert_eq!(
+        rig.send_statuses(&room, &one).await,
+        vec![delivered.clone()]
+    );
+    assert!(!bot_reads(&rig.agent.sync(None, 0).await, &one));
+
+    let two = rig
+        .send(&room, "a2", json!({"msgtype": "m.text", "body": "dos"}))
+        .await;
+    rig.sent_bodies(2).await;
+    let wamid = rig.sim.sent()[1].wamid.clone();
+    assert_eq!(rig.sim.send_status(&wamid, "sent").await.unwrap(), 200);
+    rig.delivery_status(&two, "sent").await;
+    assert!(bot_reads(&rig.agent.sync(None, 0).await, &two));
+    assert!(rig.send_statuses(&room, &two).await.is_empty());
+    assert_eq!(rig.sim.send_status(&wamid, "delivered").await.unwrap(), 200);
+    rig.delivery_status(&two, "delivered").await;
+    assert_eq!(rig.send_statuses(&room, &two).await, vec![delivered]);
+}
+
 #[tokio::test]
 async fn forged_and_replayed_webhooks_change_nothing() {
     let rig = Rig::start().await;

@@ -2,9 +2,9 @@
 //!
 //! It takes a batch of webhook bodies in arrival order, groups their messages by customer, and
 //! works on the customers concurrently while keeping each customer's messages in order. Then it
-//! applies the statuses, in order per message, messages concurrently. Only a fully processed batch leaves the inbox; a failure
-//! (homeserver unreachable) retries the batch after a pause, and the wamid dedupe and
-//! wamid-derived txnIds make the retry post nothing twice.
+//! applies the statuses, each message's as one change, messages concurrently. Only a fully
+//! processed batch leaves the inbox; a failure (homeserver unreachable) retries the batch after
+//! a pause, and the wamid dedupe and wamid-derived txnIds make the retry post nothing twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -136,7 +136,7 @@ impl Bridge {
             by_message[slot].push(status);
         }
         let results: Vec<_> = futures_util::stream::iter(by_message)
-            .map(|statuses| self.apply_statuses(statuses))
+            .map(|statuses| self.apply_message_statuses(statuses))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -171,17 +171,16 @@ impl Bridge {
         Ok(())
     }
 
-    /// One message's statuses of a round, in order.
-    async fn apply_statuses(&self, statuses: Vec<Status>) -> Result<(), HandlerError> {
-        for status in &statuses {
-            if let Err(error) = self.apply_status(status).await {
-                if is_retryable(&error) {
-                    return Err(error);
-                }
-                tracing::warn!(wamid = %status.id, %error, "status dropped: the homeserver refused it");
+    /// One message's statuses of a round; a refusal by the homeserver drops them.
+    async fn apply_message_statuses(&self, statuses: Vec<Status>) -> Result<(), HandlerError> {
+        match self.apply_statuses(&statuses).await {
+            Err(error) if !is_retryable(&error) => {
+                let wamid = statuses.first().map(|s| s.id.as_str()).unwrap_or_default();
+                tracing::warn!(%wamid, %error, "statuses dropped: the homeserver refused them");
+                Ok(())
             }
+            result => result,
         }
-        Ok(())
     }
 }
 

@@ -11,7 +11,10 @@
 //! - `failed`: `FAIL_PERMANENT` with WhatsApp's reason, plus a notice to the agents.
 //!
 //! Each state is also stored per message ([`crate::store::Delivery`]). States never go back
-//! (`delivered` after `read` changes nothing) and a repeated status has no second effect.
+//! (`delivered` after `read` changes nothing) and a repeated status has no second effect. The
+//! statuses of one message that arrive in the same inbox round show only the state they end
+//! in: under load WhatsApp's `sent` and `delivered` come together, and the receipt for `sent`
+//! would be outdated before a client saw it.
 
 use std::sync::Arc;
 
@@ -35,18 +38,38 @@ fn rank(status: &str) -> u8 {
     }
 }
 
+/// Moves `delivery` to `status`'s state unless it is already there or further; `failed` is
+/// final.
+fn advance(delivery: &mut Delivery, status: &Status) {
+    let failed = status.status == "failed";
+    if delivery.status == "failed" || (!failed && rank(&status.status) <= rank(&delivery.status)) {
+        return;
+    }
+    delivery.status = status.status.clone();
+    delivery.updated_ts = crate::now_ms();
+    if let Some(error) = status.errors.first() {
+        delivery.error_code = Some(error.code);
+        delivery.error = Some(error.reason());
+    }
+}
+
 impl Bridge {
-    /// Applies one status webhook entry.
-    pub(crate) async fn apply_status(&self, status: &Status) -> Result<(), HandlerError> {
-        let Some(link) = self.store.message(&status.id)? else {
+    /// Applies one message's statuses of an inbox round, in order, as one change: the record
+    /// is saved once and only the state they end in is shown. A later state says the earlier
+    /// ones too (a `delivered` message was sent), so showing each would cost the homeserver a
+    /// write and the bridge a transaction event for nothing.
+    pub(crate) async fn apply_statuses(&self, statuses: &[Status]) -> Result<(), HandlerError> {
+        let Some(wamid) = statuses.first().map(|s| s.id.as_str()) else {
+            return Ok(());
+        };
+        let Some(link) = self.store.message(wamid)? else {
             // The send that produced this wamid is not recorded yet (the webhook overtook the
-            // API's answer): applied when it is. Checked again after keeping it, in case the
-            // link was written in between (then nobody else would pick it up).
-            self.store.keep_early_status(status)?;
-            if self.store.message(&status.id)?.is_some() {
-                for early in self.store.take_early_statuses(&status.id)? {
-                    Box::pin(self.apply_status(&early)).await?;
-                }
+            // API's answer): applied when it is. Checked again after keeping them, in case the
+            // link was written in between (then nobody else would pick them up).
+            self.store.keep_early_statuses(statuses)?;
+            if self.store.message(wamid)?.is_some() {
+                let early = self.store.take_early_statuses(wamid)?;
+                return Box::pin(self.apply_statuses(&early)).await;
             }
             return Ok(());
         };
@@ -56,29 +79,19 @@ impl Bridge {
         let mut delivery = self
             .store
             .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery {
-                room_id: link.room_id.clone(),
-                event_id: link.event_id.clone(),
-                wamid: Some(status.id.clone()),
-                status: "queued".into(),
-                updated_ts: crate::now_ms(),
-                error_code: None,
-                error: None,
-            });
-        let failed = status.status == "failed";
-        if delivery.status == "failed"
-            || (!failed && rank(&status.status) <= rank(&delivery.status))
-        {
+            .unwrap_or_else(|| Delivery::queued(&link, Some(wamid)));
+        let before = delivery.status.clone();
+        for status in statuses {
+            advance(&mut delivery, status);
+        }
+        if delivery.status == before {
             return Ok(());
         }
-        delivery.status = status.status.clone();
-        delivery.updated_ts = crate::now_ms();
-        if let Some(error) = status.errors.first() {
-            delivery.error_code = Some(error.code);
-            delivery.error = Some(error.reason());
-        }
+        // Shown before it is saved: if showing fails the round is retried, and a saved state
+        // would make the retry show nothing.
+        self.show_status(&link, &delivery).await?;
         self.store.save_delivery(&delivery)?;
-        self.show_status(&link, &delivery).await
+        Ok(())
     }
 
     async fn show_status(
@@ -211,25 +224,17 @@ impl Bridge {
         link: MessageLink,
         wamid: &str,
     ) -> Result<(), HandlerError> {
-        self.store.link_message(wamid, &link)?;
+        // The record first: statuses are applied once the link exists, and must find it.
         let mut delivery = self
             .store
             .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery {
-                room_id: link.room_id.clone(),
-                event_id: link.event_id.clone(),
-                wamid: None,
-                status: "queued".into(),
-                updated_ts: crate::now_ms(),
-                error_code: None,
-                error: None,
-            });
+            .unwrap_or_else(|| Delivery::queued(&link, None));
         delivery.wamid = Some(wamid.to_owned());
         delivery.updated_ts = crate::now_ms();
         self.store.save_delivery(&delivery)?;
-        for status in self.store.take_early_statuses(wamid)? {
-            Box::pin(self.apply_status(&status)).await?;
-        }
+        self.store.link_message(wamid, &link)?;
+        let early = self.store.take_early_statuses(wamid)?;
+        Box::pin(self.apply_statuses(&early)).await?;
         let wait = self.config.acceptance_wait();
         if wait.is_zero() {
             return self.show_acceptance_unless_overtaken(&link).await;
@@ -269,5 +274,47 @@ impl Bridge {
             json!({"status": "SUCCESS"}),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state a record in `from` ends in after `states`, and its error code.
+    fn end_state(from: &str, states: &[Value]) -> (String, Option<i64>) {
+        let link = MessageLink {
+            room_id: ruma::owned_room_id!("!r:x"),
+            event_id: ruma::owned_event_id!("$e"),
+            inbound: false,
+            portal: "34600111222".into(),
+        };
+        let mut delivery = Delivery::queued(&link, Some("wamid.1"));
+        delivery.status = from.into();
+        for state in states {
+            let status: Status = serde_json::from_value(state.clone()).unwrap();
+            advance(&mut delivery, &status);
+        }
+        (delivery.status, delivery.error_code)
+    }
+
+    fn plain(state: &str) -> Value {
+        json!({"id": "wamid.1", "status": state})
+    }
+
+    #[test]
+    fn states_only_move_forward_and_failed_is_final() {
+        let sent_delivered = [plain("sent"), plain("delivered")];
+        assert_eq!(end_state("queued", &sent_delivered).0, "delivered");
+        let delivered_sent = [plain("delivered"), plain("sent")];
+        assert_eq!(end_state("queued", &delivered_sent).0, "delivered");
+        assert_eq!(end_state("read", &[plain("delivered")]).0, "read");
+        assert_eq!(end_state("sent", &[plain("sent")]).0, "sent");
+        let failed = json!({"id": "wamid.1", "status": "failed",
+                            "errors": [{"code": 131026, "title": "Message undeliverable"}]});
+        assert_eq!(
+            end_state("sent", &[failed, plain("delivered")]),
+            ("failed".into(), Some(131026))
+        );
     }
 }

@@ -128,6 +128,21 @@ pub struct Delivery {
     pub error: Option<String>,
 }
 
+impl Delivery {
+    /// An agent's message not sent (or not known to be sent) yet.
+    pub fn queued(link: &MessageLink, wamid: Option<&str>) -> Self {
+        Self {
+            room_id: link.room_id.clone(),
+            event_id: link.event_id.clone(),
+            wamid: wamid.map(str::to_owned),
+            status: "queued".into(),
+            updated_ts: crate::now_ms(),
+            error_code: None,
+            error: None,
+        }
+    }
+}
+
 /// The bridge's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -353,13 +368,14 @@ impl Store {
         self.put(Table::Deliveries, delivery.event_id.as_str(), delivery)
     }
 
-    /// Keeps a status whose message is not linked yet; returns them all once it is.
-    pub fn keep_early_status(&self, status: &Status) -> Result<()> {
-        let mut list: Vec<Status> = self
-            .get(Table::EarlyStatuses, &status.id)?
-            .unwrap_or_default();
-        list.push(status.clone());
-        self.put(Table::EarlyStatuses, &status.id, &list)
+    /// Keeps statuses of one message that is not linked yet; returns them all once it is.
+    pub fn keep_early_statuses(&self, statuses: &[Status]) -> Result<()> {
+        let Some(wamid) = statuses.first().map(|s| s.id.as_str()) else {
+            return Ok(());
+        };
+        let mut list: Vec<Status> = self.get(Table::EarlyStatuses, wamid)?.unwrap_or_default();
+        list.extend_from_slice(statuses);
+        self.put(Table::EarlyStatuses, wamid, &list)
     }
 
     pub fn take_early_statuses(&self, wamid: &str) -> Result<Vec<Status>> {
