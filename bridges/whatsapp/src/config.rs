@@ -39,7 +39,9 @@ pub struct BridgeConfig {
     /// Longest wait between two attempts of a queued message while WhatsApp is unreachable.
     pub max_retry_secs: u64,
     /// Messages sent to WhatsApp at the same time (to different customers; one customer's
-    /// messages always go one after the other).
+    /// messages always go one after the other). Throughput is at most this divided by the
+    /// Cloud API's answer time (which includes the outbox removal's sync), so the default
+    /// keeps the 1,000 a second ceiling with answers of up to 250 ms.
     pub send_concurrency: usize,
     /// The number's throughput ceiling: sends (messages and read marks) per second. Meta's
     /// Cloud API allows up to 1,000 for upgraded numbers; set 80 for a number on the default
@@ -76,7 +78,7 @@ impl Default for BridgeConfig {
             template_language: "en_US".into(),
             bot_localpart: "whatsappbot".into(),
             max_retry_secs: 30,
-            send_concurrency: 64,
+            send_concurrency: 256,
             sends_per_second: 1000.0,
             acceptance_wait_ms: 2000,
             listen: "127.0.0.1:29318".into(),
