@@ -87,11 +87,14 @@ impl Bridge {
         if delivery.status == before {
             return Ok(());
         }
-        // Shown before it is saved: if showing fails the round is retried, and a saved state
-        // would make the retry show nothing.
-        self.show_status(&link, &delivery).await?;
+        // Saved once shown, or refused for good: a failure that retries the round must find
+        // the old state, or the retry would show nothing.
+        let shown = self.show_status(&link, &delivery).await;
+        if matches!(&shown, Err(error) if crate::inbox::is_retryable(error)) {
+            return shown;
+        }
         self.store.save_delivery(&delivery)?;
-        Ok(())
+        shown
     }
 
     async fn show_status(
