@@ -38,11 +38,14 @@ fn rank(status: &str) -> u8 {
     }
 }
 
-/// Moves `delivery` to `status`'s state unless it is already there or further; `failed` is
-/// final.
+/// Whether state `new` comes after `old`: states only move forward, and `failed` is final.
+fn supersedes(new: &str, old: &str) -> bool {
+    old != "failed" && (new == "failed" || rank(new) > rank(old))
+}
+
+/// Moves `delivery` to `status`'s state if that comes after its own.
 fn advance(delivery: &mut Delivery, status: &Status) {
-    let failed = status.status == "failed";
-    if delivery.status == "failed" || (!failed && rank(&status.status) <= rank(&delivery.status)) {
+    if !supersedes(&status.status, &delivery.status) {
         return;
     }
     delivery.status = status.status.clone();
@@ -93,7 +96,12 @@ impl Bridge {
         if matches!(&shown, Err(error) if crate::inbox::is_retryable(error)) {
             return shown;
         }
-        self.store.save_delivery(&delivery)?;
+        // Another round may have moved the record on while this one was shown (a `read` in
+        // the round after the one that brought `sent` and `delivered`): never move it back.
+        let stored = self.store.delivery(link.event_id.as_str())?;
+        if stored.is_none_or(|stored| supersedes(&delivery.status, &stored.status)) {
+            self.store.save_delivery(&delivery)?;
+        }
         shown
     }
 
@@ -313,6 +321,8 @@ mod tests {
         assert_eq!(end_state("queued", &delivered_sent).0, "delivered");
         assert_eq!(end_state("read", &[plain("delivered")]).0, "read");
         assert_eq!(end_state("sent", &[plain("sent")]).0, "sent");
+        assert!(supersedes("read", "delivered") && supersedes("failed", "read"));
+        assert!(!supersedes("delivered", "read") && !supersedes("read", "failed"));
         let failed = json!({"id": "wamid.1", "status": "failed",
                             "errors": [{"code": 131026, "title": "Message undeliverable"}]});
         assert_eq!(
