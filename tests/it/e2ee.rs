@@ -63,6 +63,20 @@ fn otk(key: &str) -> Value {
     json!({ "key": key, "signatures": { "@x:localhost": { "ed25519:X": "c2ln" } } })
 }
 
+/// The id of numbered test key `i`: ids sort like the numbers.
+fn numbered_key_id(i: u32) -> String {
+    format!("signed_curve25519:K{i:02}")
+}
+
+/// An upload body with numbered one-time keys.
+fn numbered_keys(ids: impl IntoIterator<Item = u32>) -> Value {
+    let keys: serde_json::Map<String, Value> = ids
+        .into_iter()
+        .map(|i| (numbered_key_id(i), otk(&format!("key{i}"))))
+        .collect();
+    json!({ "one_time_keys": keys })
+}
+
 async fn upload(c: &Client, body: Value) -> (u16, Value) {
     c.post(&format!("{V3}/keys/upload"), body).await
 }
@@ -193,15 +207,7 @@ async fn concurrent_claims_never_share_a_key() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let (alice_id, alice_dev) = whoami(&alice).await;
-    let keys: serde_json::Map<String, Value> = (0..20)
-        .map(|i| {
-            (
-                format!("signed_curve25519:K{i:02}"),
-                otk(&format!("key{i}")),
-            )
-        })
-        .collect();
-    let (status, _) = upload(&alice, json!({ "one_time_keys": keys })).await;
+    let (status, _) = upload(&alice, numbered_keys(0..20)).await;
     assert_eq!(status, 200);
     let claims = (0..25).map(|_| claim(&bob, &alice_id, &alice_dev));
     let results = futures_util::future::join_all(claims).await;
@@ -211,9 +217,7 @@ async fn concurrent_claims_never_share_a_key() {
         .flat_map(|m| m.keys().cloned())
         .collect();
     got.sort();
-    let want: Vec<String> = (0..20)
-        .map(|i| format!("signed_curve25519:K{i:02}"))
-        .collect();
+    let want: Vec<String> = (0..20).map(numbered_key_id).collect();
     assert_eq!(got, want, "each key handed out exactly once");
 }
 
@@ -225,31 +229,19 @@ async fn keys_uploaded_under_smaller_ids_after_a_claim_are_still_claimed() {
     let alice = server.user("alice").await;
     let bob = server.user("bob").await;
     let (alice_id, alice_dev) = whoami(&alice).await;
-    let upload_ids = |ids: &[u32]| {
-        let keys: serde_json::Map<String, Value> = ids
-            .iter()
-            .map(|i| {
-                (
-                    format!("signed_curve25519:K{i:02}"),
-                    otk(&format!("key{i}")),
-                )
-            })
-            .collect();
-        json!({ "one_time_keys": keys })
-    };
     let claimed = |body: &Value| -> Vec<String> {
         body["one_time_keys"][&alice_id][&alice_dev]
             .as_object()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
     };
-    assert_eq!(upload(&alice, upload_ids(&[5, 6, 7, 8, 9])).await.0, 200);
+    assert_eq!(upload(&alice, numbered_keys([5, 6, 7, 8, 9])).await.0, 200);
     let mut got = Vec::new();
     for _ in 0..2 {
         got.extend(claimed(&claim(&bob, &alice_id, &alice_dev).await));
     }
-    assert_eq!(got, ["signed_curve25519:K05", "signed_curve25519:K06"]);
-    assert_eq!(upload(&alice, upload_ids(&[0, 1, 10])).await.0, 200);
+    assert_eq!(got, [numbered_key_id(5), numbered_key_id(6)]);
+    assert_eq!(upload(&alice, numbered_keys([0, 1, 10])).await.0, 200);
     for _ in 0..6 {
         let body = claim(&bob, &alice_id, &alice_dev).await;
         let keys = claimed(&body);
@@ -257,10 +249,7 @@ async fn keys_uploaded_under_smaller_ids_after_a_claim_are_still_claimed() {
         got.extend(keys);
     }
     got.sort();
-    let want: Vec<String> = [0, 1, 5, 6, 7, 8, 9, 10]
-        .iter()
-        .map(|i| format!("signed_curve25519:K{i:02}"))
-        .collect();
+    let want: Vec<String> = [0, 1, 5, 6, 7, 8, 9, 10].map(numbered_key_id).to_vec();
     assert_eq!(got, want, "each key handed out exactly once");
     let dry = claim(&bob, &alice_id, &alice_dev).await;
     assert_eq!(claimed(&dry), Vec::<String>::new(), "{dry}");

@@ -59,6 +59,20 @@ impl Rig {
         }
     }
 
+    /// A rig whose WhatsApp sends no status on its own (the test sends them), with the portal
+    /// of a customer who wrote "Hola"; returns the portal room too.
+    async fn with_manual_statuses(acceptance_wait_ms: u64) -> (Self, String) {
+        let sim = SimConfig {
+            auto_statuses: false,
+            ..SimConfig::default()
+        };
+        let rig = Self::start_with(sim, acceptance_wait_ms).await;
+        rig.customer(text("Hola")).await;
+        let room = rig.portal().await;
+        rig.event_with_body(&room, "Hola").await;
+        (rig, room)
+    }
+
     fn bridge(&self) -> &Arc<Bridge> {
         self.s
             .server
@@ -479,14 +493,7 @@ async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
 /// for `sent` is over; a `delivered` that comes later is shown after it.
 #[tokio::test]
 async fn an_acceptance_that_sent_does_not_overtake_is_shown_on_its_own() {
-    let sim = SimConfig {
-        auto_statuses: false,
-        ..SimConfig::default()
-    };
-    let rig = Rig::start_with(sim, 1).await;
-    rig.customer(text("Hola")).await;
-    let room = rig.portal().await;
-    rig.event_with_body(&room, "Hola").await;
+    let (rig, room) = Rig::with_manual_statuses(1).await;
     let answer = rig
         .send(
             &room,
@@ -520,14 +527,7 @@ async fn an_acceptance_that_sent_does_not_overtake_is_shown_on_its_own() {
 /// webhook) show only the state they end in.
 #[tokio::test]
 async fn statuses_that_come_together_show_only_the_last_state() {
-    let sim = SimConfig {
-        auto_statuses: false,
-        ..SimConfig::default()
-    };
-    let rig = Rig::start_with(sim, 60_000).await;
-    rig.customer(text("Hola")).await;
-    let room = rig.portal().await;
-    rig.event_with_body(&room, "Hola").await;
+    let (rig, room) = Rig::with_manual_statuses(60_000).await;
     let bot_reads = |sync: &Value, event: &str| {
         sync["rooms"]["join"][&room]["ephemeral"]["events"]
             .as_array()
