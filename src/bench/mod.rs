@@ -117,6 +117,12 @@ pub struct BenchArgs {
     /// appservice: events queued while the appservice is down, then drained.
     #[arg(long, default_value_t = 100_000)]
     pub backlog: usize,
+
+    /// whatsapp: the number's throughput ceiling in sends a second, for both the bridge's
+    /// pacing and the simulator's `130429`. Above Meta's 1,000 it shows the bridge's headroom.
+    #[arg(long, default_value_t = 1000.0)]
+    pub ceiling: f64,
+
     /// support: number of conversations in the index.
     #[arg(long, default_value_t = 100_000)]
     pub conversations: u64,

@@ -16,6 +16,10 @@
 //! linked to an event and each portal's history, read by the agent, holds its customer's texts
 //! once each and in order; outbound, the simulator received each customer's texts once each
 //! and in order.
+//!
+//! `--ceiling` is the number's throughput ceiling for both the bridge's pacing and the
+//! simulator (Meta's 1,000 by default); a higher one shows how far past it the bridge could go.
+//! The CPU per outbound message is the whole process's (server, bridge, simulator and agents).
 
 use std::time::{Duration, Instant};
 
@@ -34,15 +38,23 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BoxError> {
     let customers = args.clients.max(1);
     let total = args.messages.max(customers);
     let dir = std::env::temp_dir().join(format!("charla-wa-bench-{:08x}", rand::random::<u32>()));
-    let result = run_in(&dir, customers, total).await;
+    let result = run_in(&dir, customers, total, args.ceiling).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result<Report, BoxError> {
+async fn run_in(
+    dir: &std::path::Path,
+    customers: usize,
+    total: usize,
+    ceiling: f64,
+) -> Result<Report, BoxError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sim_addr = listener.local_addr()?;
-    let sim = whatsapp::sim::Simulator::new(whatsapp::sim::SimConfig::default());
+    let sim = whatsapp::sim::Simulator::new(whatsapp::sim::SimConfig {
+        throughput_per_second: ceiling,
+        ..Default::default()
+    });
     let _sim_server = sim.serve(listener)?;
     let c = sim.config();
     let text = format!(
@@ -51,7 +63,8 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
          [logging]\nfilter = \"warn\"\n\
          [bridges.whatsapp]\nenabled = true\napi_base = \"http://{sim_addr}/v21.0\"\n\
          phone_number_id = \"{}\"\naccess_token = \"{}\"\napp_secret = \"{}\"\n\
-         verify_token = \"bench\"\ninvite = [\"@agent:localhost\"]\n",
+         verify_token = \"bench\"\ninvite = [\"@agent:localhost\"]\n\
+         sends_per_second = {ceiling:?}\n",
         dir.join("data"),
         c.phone_number_id,
         c.access_token,
@@ -120,7 +133,10 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
 
     let mut report = Report::new(
         "whatsapp",
-        format!("{customers} customers, {total} messages each way, bridge in process + simulator"),
+        format!(
+            "{customers} customers, {total} messages each way, bridge in process + simulator, \
+             ceiling {ceiling} sends/s"
+        ),
     );
 
     // Inbound: signed webhooks, one message each.
@@ -210,6 +226,7 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     let per_room = total / customers;
     let already = sim.sent_count();
     let throttled_before = sim.throttled();
+    let cpu_before = process_cpu();
     let started = Instant::now();
     let sends = rooms.iter().enumerate().map(|(r, room)| {
         let (http, base, token) = (&http, &base, &token);
@@ -247,6 +264,7 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
     })
     .await;
     let outbound = started.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let received: Vec<Value> = sim
         .sent_since(already)
         .iter()
@@ -284,6 +302,14 @@ async fn run_in(dir: &std::path::Path, customers: usize, total: usize) -> Result
             "{:.0} msg/s ({sent_total} in {:.2} s)",
             sent_total as f64 / outbound.as_secs_f64(),
             outbound.as_secs_f64()
+        ),
+    );
+    report.row(
+        "outbound CPU per message (whole process)",
+        format!(
+            "{:.2} ms ({:.2} cores busy)",
+            cpu.as_secs_f64() * 1000.0 / sent_total as f64,
+            cpu.as_secs_f64() / outbound.as_secs_f64()
         ),
     );
     report.row(
@@ -360,6 +386,18 @@ async fn inbound_bodies(
     }
     bodies.reverse();
     Ok(bodies)
+}
+
+/// User and system CPU time of this whole process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Polls `check` every 10 ms until it gives a value or `limit` passes.
