@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
+use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -142,4 +143,24 @@ pub async fn run_sim(args: SimArgs) -> Result<(), String> {
     let _ = tokio::signal::ctrl_c().await;
     server.stop().await;
     Ok(())
+}
+
+/// The WhatsApp bridge's per-message states, as the support API shows them.
+impl crate::support::DeliveryStates for whatsapp::Bridge {
+    fn delivery(&self, room_id: &ruma::RoomId, event_id: &ruma::EventId) -> Option<Value> {
+        let delivery = whatsapp::Bridge::delivery(self, event_id.as_str())?;
+        if delivery.room_id != room_id {
+            return None;
+        }
+        let mut state = json!({
+            "channel": "whatsapp",
+            "status": delivery.status,
+            "wamid": delivery.wamid,
+            "updated_ts": delivery.updated_ts,
+        });
+        if delivery.error_code.is_some() || delivery.error.is_some() {
+            state["error"] = json!({"code": delivery.error_code, "message": delivery.error});
+        }
+        Some(state)
+    }
 }

@@ -61,6 +61,8 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         let (with_bridge, handle) =
             crate::bridges::start_whatsapp(prepared, &services.config, addr, app)?;
         app = with_bridge;
+        let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
+        services.support.deliveries.attach(&states);
         whatsapp_handle = Some(handle);
     }
     let (tx, rx) = oneshot::channel::<()>();

@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod audit;
 pub mod conversation;
+pub mod deliveries;
 pub mod index;
 pub mod metrics;
 pub mod tickets;
@@ -25,6 +26,7 @@ use crate::{config::SupportConfig, error::Result, storage::Store};
 
 pub use audit::{AuditEntry, AuditLog};
 pub use conversation::{CONVERSATION_EVENT, Conversation, TICKET_EVENT};
+pub use deliveries::{Deliveries, DeliveryStates};
 pub use index::{ConversationIndex, ConversationRecord};
 pub use tickets::{Ticket, TicketStore};
 
@@ -43,6 +45,8 @@ pub struct SupportService {
     pub index: ConversationIndex,
     pub tickets: TicketStore,
     pub audit: AuditLog,
+    /// Delivery states of agents' messages, kept by a bridge in this process.
+    pub deliveries: Deliveries,
     /// Serializes read-modify-write of conversation state and records: two agents adding a
     /// label at once must both be kept.
     pub changes: tokio::sync::Mutex<()>,
@@ -58,6 +62,7 @@ impl SupportService {
             index: ConversationIndex::new(store.clone()),
             tickets: TicketStore::new(store.clone(), config.first_ticket_number),
             audit: AuditLog::new(store),
+            deliveries: Deliveries::default(),
             bot,
             config,
             changes: tokio::sync::Mutex::new(()),

@@ -34,6 +34,20 @@ impl Rig {
     }
 
     async fn start_with(sim: SimConfig, acceptance_wait_ms: u64) -> Self {
+        Self::start_configured(sim, acceptance_wait_ms, false).await
+    }
+
+    /// With `support_desk` the support bot is invited to every portal too, as in the shipped
+    /// `config.toml`, so each portal is a conversation of the desk (the bot greets nobody).
+    async fn start_configured(sim: SimConfig, acceptance_wait_ms: u64, support_desk: bool) -> Self {
+        let (invite, desk) = if support_desk {
+            (
+                r#"["@agent:localhost", "@support:localhost"]"#,
+                "[support]\ngreeting = \"\"\n",
+            )
+        } else {
+            (r#"["@agent:localhost"]"#, "")
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_addr = listener.local_addr().unwrap();
         let sim = Simulator::new(sim);
@@ -42,9 +56,9 @@ impl Rig {
         let extra = format!(
             "[bridges.whatsapp]\nenabled = true\napi_base = \"http://{sim_addr}/v21.0\"\n\
              phone_number_id = \"{}\"\naccess_token = \"{}\"\napp_secret = \"{}\"\n\
-             verify_token = \"verify-me\"\ninvite = [\"@agent:localhost\"]\n\
+             verify_token = \"verify-me\"\ninvite = {invite}\n\
              bot_templates = [\"greeting\"]\nmax_retry_secs = 1\n\
-             acceptance_wait_ms = {acceptance_wait_ms}\n",
+             acceptance_wait_ms = {acceptance_wait_ms}\n{desk}",
             c.phone_number_id, c.access_token, c.app_secret
         );
         let s = TestServer::start_with(&extra).await;
@@ -166,6 +180,24 @@ impl Rig {
                 json!([e["content"]["status"], e["content"]["delivered_to_users"]]).to_string()
             })
             .collect()
+    }
+
+    /// An agent's text that WhatsApp refuses for good with `code`; its event id and the
+    /// failure the bridge recorded.
+    async fn send_refused(
+        &self,
+        room: &str,
+        txn: &str,
+        body: &str,
+        code: i64,
+    ) -> (String, whatsapp::store::Delivery) {
+        self.sim.set_fault(Fault::Error { code, count: 1 });
+        let event = self
+            .send(room, txn, json!({"msgtype": "m.text", "body": body}))
+            .await;
+        let failed = self.delivery_status(&event, "failed").await;
+        assert_eq!(failed.error_code, Some(code));
+        (event, failed)
     }
 
     async fn delivery_status(&self, event_id: &str, status: &str) -> whatsapp::store::Delivery {
@@ -467,19 +499,8 @@ async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
     );
 
     // A permanent error is reported and not retried.
-    rig.sim.set_fault(Fault::Error {
-        code: 131026,
-        count: 1,
-    });
-    let refused = rig
-        .send(
-            &room,
-            "a4",
-            json!({"msgtype": "m.text", "body": "Último intento"}),
-        )
+    rig.send_refused(&room, "a4", "Último intento", 131026)
         .await;
-    let failed = rig.delivery_status(&refused, "failed").await;
-    assert_eq!(failed.error_code, Some(131026));
     let notice = rig
         .event_with_body(&room, "WhatsApp did not deliver the message (error 131026): Unable to deliver message. The recipient may not be a WhatsApp user or has not accepted the latest terms.")
         .await;
@@ -487,6 +508,63 @@ async fn agent_replies_reach_whatsapp_and_statuses_come_back() {
     assert_eq!(notice["content"]["io.charla.internal"], true);
     assert_eq!(rig.bridge().store().outbox_len(), 0);
     assert_eq!(rig.sim.sent().len(), 4);
+}
+
+/// The support API shows each agent message's delivery state, as the bridge stored it, next to
+/// the conversation's history: the state, WhatsApp's message id, and the reason of a failure.
+#[tokio::test]
+async fn the_support_api_shows_the_delivery_state_of_each_agent_message() {
+    let sim = SimConfig {
+        status_delay_ms: 5,
+        ..SimConfig::default()
+    };
+    let rig = Rig::start_configured(sim, 60_000, true).await;
+    rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    let hola = rig.event_with_body(&room, "Hola").await["event_id"].clone();
+    let answer = rig
+        .send(
+            &room,
+            "a1",
+            json!({"msgtype": "m.text", "body": "Buenos días"}),
+        )
+        .await;
+    let wamid = rig.delivery_status(&answer, "delivered").await.wamid;
+    assert_eq!(wamid.as_deref(), Some(rig.sim.sent()[0].wamid.as_str()));
+    let (refused, _) = rig.send_refused(&room, "a2", "¿Sigue ahí?", 131026).await;
+
+    let path = format!("/api/support/v1/conversations/{}", enc(&room));
+    let (status, body) = rig.agent.get(&path).await;
+    assert_eq!(status, 200, "{body}");
+    let history: Vec<&Value> = body["history"].as_array().unwrap().iter().collect();
+    assert!(history.iter().any(|e| e["event_id"] == answer.as_str()));
+    let deliveries = body["deliveries"].as_object().unwrap();
+    let delivered = &deliveries[&answer];
+    assert_eq!(
+        *delivered,
+        json!({"channel": "whatsapp", "status": "delivered", "wamid": wamid,
+               "updated_ts": delivered["updated_ts"]})
+    );
+    assert!(delivered["updated_ts"].as_u64().unwrap() > 1_700_000_000_000);
+    let failed = &deliveries[&refused];
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["wamid"], Value::Null);
+    assert_eq!(failed["error"]["code"], 131026);
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unable to deliver message"),
+        "{failed}"
+    );
+    // Only the agents' messages have one: not the customer's, not the room's state.
+    assert_eq!(deliveries.len(), 2, "{deliveries:?}");
+    assert!(!deliveries.contains_key(hola.as_str().unwrap()));
+
+    // Someone who may not see the conversation learns nothing of it.
+    let stranger = rig.s.user("stranger").await;
+    let (status, body) = stranger.get(&path).await;
+    assert_eq!(status, 404, "{body}");
 }
 
 /// Without WhatsApp's `sent`, the Cloud API's acceptance is what the room shows once the wait
