@@ -15,17 +15,18 @@ use crate::{
     services::Services,
     support::{
         actions::{self, Actor},
-        conversation::{Priority, Status, valid_label},
+        conversation::{Priority, Status, valid_label, valid_language},
     },
 };
 
 const COMMANDS: &[&str] = &[
-    "assign", "unassign", "status", "close", "reopen", "label", "priority", "ticket", "template",
-    "note", "suggest", "help",
+    "assign", "unassign", "status", "close", "reopen", "label", "priority", "language", "ticket",
+    "template", "note", "suggest", "help",
 ];
 
 const HELP: &str = "Commands: !assign @user · !unassign · !status open|pending|closed · !close · \
-!reopen · !label add|remove LABEL · !priority low|medium|high|urgent · !ticket TITLE · \
+!reopen · !label add|remove LABEL · !priority low|medium|high|urgent · !language es|en|… · \
+!ticket TITLE · \
 !template NAME · !note TEXT · !suggest · !help";
 
 /// Whether a message is one of the bot's commands.
@@ -152,6 +153,17 @@ async fn execute(
             })
             .await?;
             (format!("Priority: {}.", p.as_str()), false)
+        }
+        "language" => {
+            let language = valid_language(args)
+                .ok_or_else(|| Error::invalid_param("usage: !language TAG (es, en, pt-BR…)"))?;
+            let (action, details) = change("conversation.language");
+            actions::update(s, room_id, actor, action, details, |c| {
+                c.language = Some(language.clone());
+                Ok(())
+            })
+            .await?;
+            (format!("Language: {language}."), false)
         }
         "ticket" => {
             if args.is_empty() {

@@ -89,6 +89,14 @@ pub struct Conversation {
     pub product_id: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub order_id: Option<String>,
+    /// The language agents work in here (a tag such as `es` or `pt-BR`): bridges write their
+    /// notices in it. Absent: each bridge's configured language.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub language: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub first_customer_message_ts: Option<u64>,
     #[serde(default, deserialize_with = "lenient")]
@@ -133,6 +141,26 @@ impl Conversation {
     }
 }
 
+/// A language tag as stored: lowercase primary subtag of 2 or 3 letters, optionally a region
+/// or script (`es`, `pt-BR`, `zh-Hant`).
+pub fn valid_language(tag: &str) -> Option<String> {
+    let tag = tag.trim();
+    let (primary, rest) = match tag.split_once('-') {
+        Some((primary, rest)) => (primary, Some(rest)),
+        None => (tag, None),
+    };
+    let primary_ok =
+        (2..=3).contains(&primary.len()) && primary.bytes().all(|b| b.is_ascii_alphabetic());
+    let rest_ok = rest.is_none_or(|rest| {
+        (2..=4).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    let primary = primary.to_ascii_lowercase();
+    (primary_ok && rest_ok).then(|| match rest {
+        Some(rest) => format!("{primary}-{rest}"),
+        None => primary,
+    })
+}
+
 /// A label as stored: trimmed and non-empty, at most 64 characters, no control characters.
 pub fn valid_label(label: &str) -> Option<String> {
     let l = label.trim();
@@ -144,6 +172,20 @@ pub fn valid_label(label: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn language_tags_are_checked_and_normalized() {
+        assert_eq!(valid_language(" ES "), Some("es".into()));
+        assert_eq!(valid_language("pt-BR"), Some("pt-BR".into()));
+        assert_eq!(valid_language("zh-Hant"), Some("zh-Hant".into()));
+        assert_eq!(valid_language("ast"), Some("ast".into()));
+        for bad in ["", "e", "español", "es-", "es-MX-x", "e1", "es_MX", "-es"] {
+            assert_eq!(valid_language(bad), None, "{bad:?}");
+        }
+        let c = Conversation::from_json(&json!({"language": 5}));
+        assert_eq!(c.language, None);
+        assert!(c.to_json().get("language").is_none());
+    }
 
     #[test]
     fn missing_keys_default_and_unknown_keys_survive() {

@@ -60,19 +60,6 @@ async fn set_presence(c: &Client, name: &str, presence: &str) {
     assert_eq!(st, 200, "{body}");
 }
 
-async fn patch(c: &Client, path: &str, body: Value) -> (u16, Value) {
-    let res = c
-        .http
-        .patch(format!("{}{}", c.base, path))
-        .bearer_auth(c.token.as_deref().unwrap())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 /// Polls `check` until it returns `Some`, for at most 15 s.
 /// The bot invites the agent right after the assignment's state event: join once invited.
 async fn join_when_invited(agent: &Client, room: &str) {
@@ -446,12 +433,10 @@ async fn tickets_are_numbered_in_order_and_listed() {
     assert_eq!(st, 200);
     assert_eq!(mirror["title"], "Pantalla rota");
     // Resolving ticket 1 through the API tells the customer.
-    let (st, t) = patch(
-        &d.ana,
-        &format!("{API}/tickets/1"),
-        json!({"status": "resolved"}),
-    )
-    .await;
+    let (st, t) = d
+        .ana
+        .patch(&format!("{API}/tickets/1"), json!({"status": "resolved"}))
+        .await;
     assert_eq!(st, 200, "{t}");
     assert_eq!(t["status"], "resolved");
     let said = bot_says(&carla, &room).await;
@@ -470,12 +455,10 @@ async fn tickets_are_numbered_in_order_and_listed() {
     let (_, open) = d.ana.get(&format!("{API}/tickets?status=open")).await;
     assert_eq!(open["tickets"].as_array().unwrap().len(), 1);
     assert_eq!(open["tickets"][0]["number"], 2);
-    let (st, body) = patch(
-        &d.ana,
-        &format!("{API}/tickets/1"),
-        json!({"status": "done"}),
-    )
-    .await;
+    let (st, body) = d
+        .ana
+        .patch(&format!("{API}/tickets/1"), json!({"status": "done"}))
+        .await;
     assert_error(st, &body, 400, "M_INVALID_PARAM");
     assert_eq!(body["field"], "status");
     let (st, body) = carla.get(&format!("{API}/tickets")).await;
@@ -532,12 +515,13 @@ async fn filters_return_exactly_the_right_conversations() {
         .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["assignee"], "@bob:localhost");
-    let (st, body) = patch(
-        &d.boss,
-        &format!("{API}/conversations/{}", enc(&rooms[1])),
-        json!({"status": "closed"}),
-    )
-    .await;
+    let (st, body) = d
+        .boss
+        .patch(
+            &format!("{API}/conversations/{}", enc(&rooms[1])),
+            json!({"status": "closed"}),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["status"], "closed");
     assert!(body["resolved_ts"].is_u64());
@@ -617,12 +601,13 @@ async fn filters_return_exactly_the_right_conversations() {
         .await;
     assert_error(st, &body, 400, "M_INVALID_PARAM");
     assert_eq!(body["field"], "status");
-    let (st, body) = patch(
-        &d.boss,
-        &format!("{API}/conversations/{}", enc(r0)),
-        json!({"priority": "high", "labels": [""]}),
-    )
-    .await;
+    let (st, body) = d
+        .boss
+        .patch(
+            &format!("{API}/conversations/{}", enc(r0)),
+            json!({"priority": "high", "labels": [""]}),
+        )
+        .await;
     assert_error(st, &body, 400, "M_INVALID_PARAM");
     assert_eq!(body["field"], "labels");
     assert_eq!(

@@ -38,12 +38,13 @@ impl Rig {
     }
 
     /// With `support_desk` the support bot is invited to every portal too, as in the shipped
-    /// `config.toml`, so each portal is a conversation of the desk (the bot greets nobody).
+    /// `config.toml`, so each portal is a conversation of the desk (the bot greets nobody), and
+    /// the agent is a desk admin.
     async fn start_configured(sim: SimConfig, acceptance_wait_ms: u64, support_desk: bool) -> Self {
         let (invite, desk) = if support_desk {
             (
                 r#"["@agent:localhost", "@support:localhost"]"#,
-                "[support]\ngreeting = \"\"\n",
+                "[support]\ngreeting = \"\"\nadmins = [\"@agent:localhost\"]\n",
             )
         } else {
             (r#"["@agent:localhost"]"#, "")
@@ -565,6 +566,61 @@ async fn the_support_api_shows_the_delivery_state_of_each_agent_message() {
     let stranger = rig.s.user("stranger").await;
     let (status, body) = stranger.get(&path).await;
     assert_eq!(status, 404, "{body}");
+}
+
+/// The bridge's notices follow the conversation's language, set with the support bot's
+/// `!language` or the support API, and fall back to the bridge's `language`.
+#[tokio::test]
+async fn notices_follow_the_conversations_language() {
+    let rig = Rig::start_configured(SimConfig::default(), 60_000, true).await;
+    rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "Hola").await;
+    let portal_language = |want: Option<&'static str>| {
+        let bridge = rig.bridge().clone();
+        async move {
+            let portal = bridge.store().portal(CUSTOMER).unwrap().unwrap();
+            (portal.language.as_deref() == want).then_some(())
+        }
+    };
+
+    rig.send(
+        &room,
+        "l1",
+        json!({"msgtype": "m.text", "body": "!language es"}),
+    )
+    .await;
+    rig.event_with_body(&room, "Language: es.").await;
+    wait_for("the portal in Spanish", || portal_language(Some("es"))).await;
+    rig.send_refused(&room, "a1", "Primero", 131026).await;
+    rig.event_with_body(&room, "WhatsApp no entregó el mensaje (error 131026): Unable to deliver message. The recipient may not be a WhatsApp user or has not accepted the latest terms.")
+        .await;
+    let path = format!("/api/support/v1/conversations/{}", enc(&room));
+    let (status, body) = rig.agent.get(&path).await;
+    assert_eq!((status, &body["language"]), (200, &json!("es")), "{body}");
+
+    // Through the API, with a region: the notices' English.
+    let (status, body) = rig.agent.patch(&path, json!({"language": "en-GB"})).await;
+    assert_eq!(
+        (status, &body["language"]),
+        (200, &json!("en-GB")),
+        "{body}"
+    );
+    wait_for("the portal in English", || portal_language(Some("en-GB"))).await;
+    rig.send_refused(&room, "a2", "Segundo", 131026).await;
+    rig.event_with_body(&room, "WhatsApp did not deliver the message (error 131026): Unable to deliver message. The recipient may not be a WhatsApp user or has not accepted the latest terms.")
+        .await;
+
+    // Not a language tag: refused, nothing changes.
+    let (status, body) = rig.agent.patch(&path, json!({"language": "español"})).await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (400, &json!("M_INVALID_PARAM")),
+        "{body}"
+    );
+    assert_eq!(body["field"], "language");
+    let (_, body) = rig.agent.get(&path).await;
+    assert_eq!(body["language"], "en-GB");
 }
 
 /// Without WhatsApp's `sent`, the Cloud API's acceptance is what the room shows once the wait

@@ -30,7 +30,8 @@ pub struct BridgeConfig {
     pub state_path: PathBuf,
     /// `!template NAME` for these names is answered by the support bot, not sent to WhatsApp.
     pub bot_templates: Vec<String>,
-    /// Language of the bridge's notices to agents (`en` or `es`).
+    /// Language of the bridge's notices to agents (`en` or `es`), unless a room's conversation
+    /// names its own.
     pub language: String,
     /// Language code of template messages sent with `!template`.
     pub template_language: String,

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::bridge::Bridge;
 use crate::cloud::send::{LocationBody, MessageBody, ReactionBody, TemplateBody, TextBody};
-use crate::notices::Notice;
+use crate::notices::{CONVERSATION_EVENT, Notice};
 use crate::outbox::{Action, Job};
 use crate::store::Portal;
 
@@ -102,6 +102,9 @@ impl Bridge {
         ) else {
             return Ok(());
         };
+        if kind == CONVERSATION_EVENT && event["state_key"] == "" {
+            return self.conversation_changed(&room_id, &event["content"]).await;
+        }
         if self.is_own_user(&sender) || event.get("state_key").is_some() {
             return Ok(());
         }

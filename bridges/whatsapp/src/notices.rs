@@ -1,8 +1,55 @@
-//! What the bridge bot tells agents, in the bridge's language (`language`: `en` or `es`).
-//! Every notice carries `"io.charla.internal": true`: it is for agents and never reaches the
-//! customer.
+//! What the bridge bot tells agents, in the room's language: the one its support-desk
+//! conversation (`io.charla.conversation`) names (`!language es`), when the bridge has notices
+//! in it, else the bridge's `language`. Every notice carries `"io.charla.internal": true`: it
+//! is for agents and never reaches the customer.
 
+use appservice::HandlerError;
+use ruma::RoomId;
 use serde_json::{Value, json};
+
+use crate::bridge::Bridge;
+
+/// The support desk's state event of a conversation; its `language` is the room's.
+pub const CONVERSATION_EVENT: &str = "io.charla.conversation";
+
+/// Languages the notices are written in.
+const LANGUAGES: &[&str] = &["en", "es"];
+
+impl Bridge {
+    /// The language of notices in `room`.
+    pub(crate) fn language_of(&self, room: &RoomId) -> String {
+        self.store
+            .portal_by_room(room.as_str())
+            .ok()
+            .flatten()
+            .and_then(|portal| notice_language(portal.language.as_deref()?))
+            .unwrap_or_else(|| self.config.language.clone())
+    }
+
+    /// Keeps the language of a portal's conversation when its state changes.
+    pub(crate) async fn conversation_changed(
+        &self,
+        room_id: &str,
+        content: &Value,
+    ) -> Result<(), HandlerError> {
+        let Some(mut portal) = self.store.portal_by_room(room_id)? else {
+            return Ok(());
+        };
+        let language = content["language"].as_str().map(str::to_owned);
+        if portal.language != language {
+            portal.language = language;
+            self.store.save_portal(&portal)?;
+            self.store.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The notices' language for a tag (`es-MX` → `es`), if they are written in it.
+fn notice_language(tag: &str) -> Option<String> {
+    let primary = tag.split('-').next()?.to_ascii_lowercase();
+    LANGUAGES.contains(&primary.as_str()).then_some(primary)
+}
 
 /// A notice the bridge posts in a portal.
 #[derive(Debug, Clone, PartialEq)]

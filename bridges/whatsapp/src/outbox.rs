@@ -282,7 +282,7 @@ impl Bridge {
                         "status": "PENDING",
                         "reason": "m.foreign_network_error",
                         "error": reason,
-                        "message": Notice::Pending.text(&self.config.language),
+                        "message": Notice::Pending.text(&self.language_of(&job.room_id)),
                     }),
                 )
                 .await?;

@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::bridge::Bridge;
 use crate::cloud::webhook::ChangeValue;
 use crate::config::PUPPET_PREFIX;
+use crate::notices::CONVERSATION_EVENT;
 use crate::store::Portal;
 
 /// A customer as a webhook names them.
@@ -100,6 +101,23 @@ impl Bridge {
             .unwrap_or_else(|| format!("bsuid:{user_id}")))
     }
 
+    /// Who has power in a new portal (the `users` of its power levels): the bridge bot all of
+    /// it, and those it invites (the support bot, supervisors) a moderator's, which lets the
+    /// support bot change the conversation's state (status, assignee, labels, language) when
+    /// agents ask. The puppet speaks, like any customer, with none.
+    fn portal_power_users(&self, puppet: &ruma::UserId) -> serde_json::Value {
+        let mut users = serde_json::Map::new();
+        for user in &self.config.invite {
+            if let Ok(user) = ruma::UserId::parse(user.as_str())
+                && user != puppet
+            {
+                users.insert(user.to_string(), json!(50));
+            }
+        }
+        users.insert(self.bot.user_id().to_string(), json!(100));
+        json!({ "users": users })
+    }
+
     /// The customer's portal, created with its puppet on first contact. Called for one
     /// customer at a time (the inbox worker groups by customer), so a portal is created once.
     pub(crate) async fn ensure_portal(&self, customer: &Customer) -> Result<Portal, HandlerError> {
@@ -135,17 +153,14 @@ impl Bridge {
             invite: vec![puppet_id.clone()],
             preset: Some(RoomPreset::PrivateChat),
             initial_state: vec![
-                InitialState::new(
-                    "io.charla.conversation",
-                    "",
-                    &self.conversation_state(customer),
-                ),
+                InitialState::new(CONVERSATION_EVENT, "", &self.conversation_state(customer)),
                 InitialState::new(
                     "m.bridge",
                     self.bridge_state_key(&key),
                     &self.bridge_state(&key, &name),
                 ),
             ],
+            power_level_content_override: Some(self.portal_power_users(&puppet_id)),
             ..CreateRoom::default()
         };
         let room_id = self.bot.create_room(&options).await?;
@@ -173,6 +188,7 @@ impl Bridge {
             name,
             puppet: puppet_id,
             room_id,
+            language: None,
         };
         self.store.save_portal(&portal)?;
         tracing::info!(room = %portal.room_id, puppet = %portal.puppet, "portal created");

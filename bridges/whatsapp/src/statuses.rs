@@ -143,7 +143,7 @@ impl Bridge {
         Ok(())
     }
 
-    /// `FAIL_PERMANENT` on the message and a notice explaining why, in the bridge's language.
+    /// `FAIL_PERMANENT` on the message and a notice explaining why, in the room's language.
     pub(crate) async fn report_failure(
         &self,
         room: &RoomId,
@@ -173,7 +173,7 @@ impl Bridge {
                 "status": "FAIL_PERMANENT",
                 "reason": "m.foreign_network_error",
                 "error": error,
-                "message": notice.text(&self.config.language),
+                "message": notice.text(&self.language_of(room)),
             }),
         )
         .await?;
@@ -196,7 +196,7 @@ impl Bridge {
             .send_event(
                 room,
                 "m.room.message",
-                &notice.content(&self.config.language),
+                &notice.content(&self.language_of(room)),
                 options,
             )
             .await?;

@@ -101,6 +101,9 @@ pub struct Portal {
     pub name: String,
     pub puppet: OwnedUserId,
     pub room_id: OwnedRoomId,
+    /// The language of the room's conversation (`io.charla.conversation`), if one was set.
+    #[serde(default)]
+    pub language: Option<String>,
 }
 
 /// A WhatsApp message and the Matrix event it is.

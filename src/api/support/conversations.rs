@@ -20,7 +20,7 @@ use crate::{
     support::{
         CONVERSATION_EVENT, Conversation, ConversationRecord, Role,
         actions::{self, Actor},
-        conversation::{Channel, Contact, Priority, Status, valid_label},
+        conversation::{Channel, Contact, Priority, Status, valid_label, valid_language},
         index::{Filter, PageToken, Sort},
     },
 };
@@ -326,6 +326,8 @@ pub struct Patch {
     add_labels: Vec<String>,
     #[serde(default)]
     remove_labels: Vec<String>,
+    #[serde(default)]
+    language: Option<String>,
 }
 
 fn labels(field: &str, list: &[String]) -> Result<Vec<String>> {
@@ -365,6 +367,13 @@ pub async fn update(
         .transpose()?;
     let add = labels("add_labels", &patch.add_labels)?;
     let remove = labels("remove_labels", &patch.remove_labels)?;
+    let language = patch
+        .language
+        .as_deref()
+        .map(|l| {
+            valid_language(l).ok_or_else(|| field_error("language", "a tag such as es or pt-BR"))
+        })
+        .transpose()?;
     let room_id = parse_room(&record.room_id)?;
     let actor = Actor {
         user: &caller.user,
@@ -393,6 +402,9 @@ pub async fn update(
             }
         }
         c.labels.retain(|l| !remove.contains(l));
+        if let Some(language) = language {
+            c.language = Some(language);
+        }
         Ok(())
     })
     .await?;

@@ -152,6 +152,15 @@ impl Client {
         .await
     }
 
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PATCH,
+            path,
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
+    }
+
     pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
         self.send(
             reqwest::Method::PUT,
