@@ -26,8 +26,7 @@ const COMMANDS: &[&str] = &[
 
 const HELP: &str = "Commands: !assign @user · !unassign · !status open|pending|closed · !close · \
 !reopen · !label add|remove LABEL · !priority low|medium|high|urgent · !language es|en|… · \
-!ticket TITLE · \
-!template NAME · !note TEXT · !suggest · !help";
+!ticket TITLE · !template NAME · !note TEXT · !suggest · !help";
 
 /// Whether a message is one of the bot's commands.
 pub fn is_command(body: &str) -> bool {
