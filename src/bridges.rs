@@ -147,8 +147,8 @@ pub async fn run_sim(args: SimArgs) -> Result<(), String> {
 
 /// The WhatsApp bridge's per-message states, as the support API shows them.
 impl crate::support::DeliveryStates for whatsapp::Bridge {
-    fn delivery(&self, room_id: &ruma::RoomId, event_id: &ruma::EventId) -> Option<Value> {
-        let delivery = whatsapp::Bridge::delivery(self, event_id.as_str())?;
+    fn delivery(&self, room_id: &ruma::RoomId, event_id: &str) -> Option<Value> {
+        let delivery = whatsapp::Bridge::delivery(self, event_id)?;
         if delivery.room_id != room_id {
             return None;
         }

@@ -10,14 +10,14 @@
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use ruma::{EventId, RoomId};
+use ruma::RoomId;
 use serde_json::{Map, Value};
 
 /// What a bridge's store says about one message.
 pub trait DeliveryStates: Send + Sync {
     /// The state of `event_id` if this bridge sent it from `room_id`, as the support API shows
     /// it (`{"channel", "status", "updated_ts", …}`).
-    fn delivery(&self, room_id: &RoomId, event_id: &EventId) -> Option<Value>;
+    fn delivery(&self, room_id: &RoomId, event_id: &str) -> Option<Value>;
 }
 
 /// The delivery states of the bridge in this process, if one runs. Held weakly: the bridge's
@@ -35,14 +35,14 @@ impl Deliveries {
     pub fn of<'a>(
         &self,
         room_id: &RoomId,
-        events: impl IntoIterator<Item = &'a EventId>,
+        events: impl IntoIterator<Item = &'a str>,
     ) -> Map<String, Value> {
         let Some(states) = self.0.get().and_then(Weak::upgrade) else {
             return Map::new();
         };
         events
             .into_iter()
-            .filter_map(|event| Some((event.to_string(), states.delivery(room_id, event)?)))
+            .filter_map(|event| Some((event.to_owned(), states.delivery(room_id, event)?)))
             .collect()
     }
 }

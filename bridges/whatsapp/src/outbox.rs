@@ -107,15 +107,7 @@ impl Bridge {
         let delivery = job
             .event_id
             .as_ref()
-            .map(|event_id| crate::store::Delivery {
-                room_id: job.room_id.clone(),
-                event_id: event_id.clone(),
-                wamid: None,
-                status: "queued".into(),
-                updated_ts: crate::now_ms(),
-                error_code: None,
-                error: None,
-            });
+            .map(|event_id| crate::store::Delivery::queued(&job.room_id, event_id, None));
         let (key, ticket) = self.store.push_outbox(&job, delivery.as_ref())?;
         let mut job = Some((key, job));
         let deferred = UNFLUSHED

@@ -82,7 +82,7 @@ impl Bridge {
         let mut delivery = self
             .store
             .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery::queued(&link, Some(wamid)));
+            .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, Some(wamid)));
         let before = delivery.status.clone();
         for status in statuses {
             advance(&mut delivery, status);
@@ -239,7 +239,7 @@ impl Bridge {
         let mut delivery = self
             .store
             .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery::queued(&link, None));
+            .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, None));
         delivery.wamid = Some(wamid.to_owned());
         delivery.updated_ts = crate::now_ms();
         self.store.save_delivery(&delivery)?;
@@ -300,7 +300,7 @@ mod tests {
             inbound: false,
             portal: "34600111222".into(),
         };
-        let mut delivery = Delivery::queued(&link, Some("wamid.1"));
+        let mut delivery = Delivery::queued(&link.room_id, &link.event_id, Some("wamid.1"));
         delivery.status = from.into();
         for state in states {
             let status: Status = serde_json::from_value(state.clone()).unwrap();

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use charla_storage::{Batch, IVec, StorageError, TableSet, WriteTicket};
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::cloud::Status;
@@ -133,10 +133,10 @@ pub struct Delivery {
 
 impl Delivery {
     /// An agent's message not sent (or not known to be sent) yet.
-    pub fn queued(link: &MessageLink, wamid: Option<&str>) -> Self {
+    pub fn queued(room_id: &RoomId, event_id: &EventId, wamid: Option<&str>) -> Self {
         Self {
-            room_id: link.room_id.clone(),
-            event_id: link.event_id.clone(),
+            room_id: room_id.to_owned(),
+            event_id: event_id.to_owned(),
             wamid: wamid.map(str::to_owned),
             status: "queued".into(),
             updated_ts: crate::now_ms(),

@@ -175,14 +175,10 @@ pub async fn get_one(
             serde_json::from_str::<Value>(raw.get()).map_err(|e| Error::internal(e.to_string()))?,
         );
     }
-    let event_ids: Vec<ruma::OwnedEventId> = history
+    let event_ids = history
         .iter()
-        .filter_map(|event| event["event_id"].as_str()?.try_into().ok())
-        .collect();
-    let deliveries = s
-        .support
-        .deliveries
-        .of(&room.room_id, event_ids.iter().map(|id| &**id));
+        .filter_map(|event| event["event_id"].as_str());
+    let deliveries = s.support.deliveries.of(&room.room_id, event_ids);
     let mut body = view(&record);
     body["history"] = json!(history);
     body["deliveries"] = Value::Object(deliveries);
