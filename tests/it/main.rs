@@ -7,6 +7,7 @@
 mod common;
 
 mod accounts;
+mod attacks;
 mod appservice_api;
 mod appservice_echo;
 mod durability;

@@ -1,0 +1,1 @@
+//! Attack tests: push_rules.
