@@ -14,6 +14,7 @@ pub mod e2ee;
 pub mod ephemeral;
 pub mod error;
 pub mod events;
+pub mod expiring;
 pub mod media;
 pub mod push;
 pub mod ratelimit;

@@ -3,9 +3,10 @@
 //! In memory on purpose: a restart forgiving everyone is harmless, and a lookup must cost
 //! nanoseconds on the send path.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
 use crate::error::{Error, Result};
+use parking_lot::Mutex;
 
 pub struct RateLimiter {
     per_second: f64,
@@ -30,7 +31,7 @@ impl RateLimiter {
     /// Takes one token for `key`, or refuses with `M_LIMIT_EXCEEDED` and when to retry.
     pub fn check(&self, key: &str) -> Result<()> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Forget idle, full buckets so the map stays bounded.
             let (rate, burst) = (self.per_second, self.burst);

@@ -6,7 +6,9 @@
 //! generation under the cache's lock, and a fill only lands if the generation is still the one
 //! the reader saw before it read the store.
 
-use std::{borrow::Borrow, collections::HashMap, hash::Hash, sync::Mutex};
+use std::{borrow::Borrow, collections::HashMap, hash::Hash};
+
+use parking_lot::{Mutex, MutexGuard};
 
 pub struct ReadCache<K, V> {
     capacity: usize,
@@ -81,8 +83,8 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<K, V>> {
-        self.inner.lock().expect("read cache lock")
+    fn lock(&self) -> MutexGuard<'_, Entries<K, V>> {
+        self.inner.lock()
     }
 }
 

@@ -6,13 +6,11 @@
 //! Sync tokens are positions.
 
 use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::storage::{Batch, Result, Store, Table, WriteTicket, keys::decode_u64};
@@ -76,7 +74,7 @@ impl Stream {
         build: impl FnOnce(u64) -> Batch,
         applied: impl FnOnce(u64),
     ) -> Result<Pending> {
-        let mut last = self.last.lock().expect("stream lock poisoned");
+        let mut last = self.last.lock();
         let pos = *last + 1;
         let mut batch = build(pos);
         // An event's own key records its position; saving the head too would cost every event

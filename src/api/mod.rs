@@ -12,7 +12,10 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{Method, StatusCode, header},
 };
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{Any, CorsLayer},
+};
 
 use crate::{error::Error, services::Services};
 
@@ -48,5 +51,12 @@ pub fn router(services: Arc<Services>) -> Router {
                 header::HeaderName::from_static("x-requested-with"),
             ]),
     )
+    // A bug that panics in a handler answers that request with a 500 instead of dropping the
+    // connection. Nothing a handler shares is left poisoned: the server's locks don't poison.
+    .layer(CatchPanicLayer::custom(
+        |_panic: Box<dyn std::any::Any + Send>| {
+            axum::response::IntoResponse::into_response(Error::internal("request handler panicked"))
+        },
+    ))
     .with_state(services)
 }

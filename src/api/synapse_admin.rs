@@ -6,12 +6,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use axum::{Json, Router, extract::State, routing::get};
 use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Sha1;
@@ -47,7 +48,7 @@ fn enabled(s: &Services) -> Result<&str> {
 async fn nonce(State(s): State<Arc<Services>>) -> Result<Json<Value>> {
     enabled(&s)?;
     let nonce = random_string(32);
-    let mut map = s.nonces.0.lock().expect("nonce lock");
+    let mut map = s.nonces.0.lock();
     map.retain(|_, t| t.elapsed() < NONCE_LIFETIME);
     map.insert(nonce.clone(), Instant::now());
     Ok(Json(json!({ "nonce": nonce })))
@@ -79,7 +80,6 @@ async fn register(
         .nonces
         .0
         .lock()
-        .expect("nonce lock")
         .remove(&body.nonce)
         .is_some_and(|t| t.elapsed() < NONCE_LIFETIME);
     if !fresh {

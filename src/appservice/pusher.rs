@@ -15,12 +15,13 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
@@ -85,7 +86,7 @@ impl Shared {
         asv: &AppService,
         change: impl FnOnce(&mut PusherState, &mut Batch) -> T,
     ) -> Result<(T, WriteTicket)> {
-        let mut state = self.state.lock().expect("pusher state lock poisoned");
+        let mut state = self.state.lock();
         let mut batch = Batch::new();
         let out = change(&mut state, &mut batch);
         batch.put(
@@ -97,11 +98,7 @@ impl Shared {
     }
 
     fn queued(&self) -> usize {
-        self.state
-            .lock()
-            .expect("pusher state lock poisoned")
-            .pending
-            .len()
+        self.state.lock().pending.len()
     }
 }
 
@@ -168,7 +165,7 @@ async fn push(s: &Arc<Services>, asv: &Arc<AppService>) -> Result<()> {
 async fn prepare(s: &Arc<Services>, asv: &Arc<AppService>, shared: &Shared) -> Result<()> {
     let mut head_rx = s.stream.watch();
     let mut prepared_upto = {
-        let state = shared.state.lock().expect("pusher state lock poisoned");
+        let state = shared.state.lock();
         state.pending.last().map_or(state.cursor, |t| t.upto)
     };
     // Ephemeral events ride along with the next transaction; they are not durable.
@@ -254,7 +251,7 @@ async fn send_in_order(asv: &AppService, shared: &Shared, s: &Services) -> Resul
     let mut retry = FIRST_RETRY;
     loop {
         let front = {
-            let state = shared.state.lock().expect("pusher state lock poisoned");
+            let state = shared.state.lock();
             state
                 .pending
                 .first()

@@ -16,11 +16,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use futures_util::future::join_all;
+use parking_lot::Mutex;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
@@ -37,7 +37,7 @@ pub struct ProtocolCache(Mutex<HashMap<(String, String), (Instant, Value)>>);
 
 impl ProtocolCache {
     fn get(&self, appservice: &str, protocol: &str) -> Option<Value> {
-        let cache = self.0.lock().expect("protocol cache lock");
+        let cache = self.0.lock();
         cache
             .get(&(appservice.to_owned(), protocol.to_owned()))
             .filter(|(at, _)| at.elapsed() < PROTOCOL_TTL)
@@ -45,7 +45,7 @@ impl ProtocolCache {
     }
 
     fn put(&self, appservice: &str, protocol: &str, info: &Value) {
-        let mut cache = self.0.lock().expect("protocol cache lock");
+        let mut cache = self.0.lock();
         cache.insert(
             (appservice.to_owned(), protocol.to_owned()),
             (Instant::now(), info.clone()),

@@ -161,7 +161,7 @@ impl E2eeService {
         validate_algorithm(algorithm)?;
         let number = parse_version(version).ok_or_else(unknown_version)?;
         let ticket = {
-            let _guard = self.backup_lock.lock().expect("backup lock");
+            let _guard = self.backup_lock.lock();
             let mut record = self
                 .version_record(user, number)?
                 .ok_or_else(unknown_version)?;
@@ -185,7 +185,7 @@ impl E2eeService {
     pub async fn delete_backup(&self, user: &UserId, version: &str) -> Result<()> {
         let number = parse_version(version).ok_or_else(unknown_version)?;
         let ticket = {
-            let _guard = self.backup_lock.lock().expect("backup lock");
+            let _guard = self.backup_lock.lock();
             if self.version_record(user, number)?.is_none() {
                 return Err(unknown_version());
             }
@@ -213,7 +213,7 @@ impl E2eeService {
             validate_key_data(data)?;
         }
         let (ticket, change) = {
-            let _guard = self.backup_lock.lock().expect("backup lock");
+            let _guard = self.backup_lock.lock();
             let current = self.current_version(user)?;
             let number = parse_version(version);
             let Some(current) = current else {
@@ -333,7 +333,7 @@ impl E2eeService {
     ) -> Result<BackupKeysChange> {
         let number = parse_version(version).ok_or_else(unknown_version)?;
         let (ticket, change) = {
-            let _guard = self.backup_lock.lock().expect("backup lock");
+            let _guard = self.backup_lock.lock();
             let mut record = self
                 .version_record(user, number)?
                 .ok_or_else(unknown_version)?;

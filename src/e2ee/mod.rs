@@ -20,7 +20,9 @@ mod signatures;
 pub mod sync;
 mod to_device;
 
-use std::{collections::HashSet, sync::Arc, sync::Mutex};
+use std::{collections::HashSet, sync::Arc};
+
+use parking_lot::Mutex;
 
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;

@@ -160,7 +160,7 @@ impl E2eeService {
     ) -> Result<ClaimedKeys> {
         let mut out = ClaimedKeys::new();
         let ticket = {
-            let mut cursors = self.claim_lock.lock().expect("claim lock");
+            let mut cursors = self.claim_lock.lock();
             if cursors.0.len() > MAX_CURSORS {
                 cursors.0.clear();
             }

@@ -72,7 +72,7 @@ impl E2eeService {
             .str(txn_id)
             .into_vec();
         let pending = {
-            let _guard = self.txn_lock.lock().expect("txn lock");
+            let _guard = self.txn_lock.lock();
             if self.store.contains(Table::ToDeviceTxns, &txn_key)? {
                 return Ok(());
             }

@@ -8,10 +8,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use ruma::{OwnedUserId, UserId, presence::PresenceState};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -66,7 +67,7 @@ pub struct SyncPresence<'a> {
 
 impl Drop for SyncPresence<'_> {
     fn drop(&mut self) {
-        let mut users = self.service.inner.lock().expect("presence lock");
+        let mut users = self.service.inner.lock();
         if let Some(p) = users.by_user.get_mut(&self.user) {
             p.syncing = p.syncing.saturating_sub(1);
             p.last_sync = Instant::now();
@@ -151,7 +152,7 @@ impl PresenceService {
     pub fn sweep(&self, rooms: &RoomService) -> Result<()> {
         let now = Instant::now();
         let due: Vec<(OwnedUserId, PresenceState)> = {
-            let users = self.inner.lock().expect("presence lock");
+            let users = self.inner.lock();
             users
                 .by_user
                 .iter()
@@ -191,7 +192,7 @@ impl PresenceService {
 
     /// The user's presence; `None` for users the server never saw.
     pub fn get(&self, user: &UserId) -> Option<PresenceView> {
-        let users = self.inner.lock().expect("presence lock");
+        let users = self.inner.lock();
         users.by_user.get(user).map(|p| view(p, Instant::now()))
     }
 
@@ -204,7 +205,7 @@ impl PresenceService {
     /// Users whose presence changed after the ephemeral number `since` (every known user for
     /// an initial sync), with their presence now.
     pub fn changed_since(&self, since: Option<u64>) -> Vec<(OwnedUserId, PresenceView)> {
-        let users = self.inner.lock().expect("presence lock");
+        let users = self.inner.lock();
         let now = Instant::now();
         users
             .changes
@@ -222,7 +223,7 @@ impl PresenceService {
         change: impl FnOnce(&mut UserPresence, Instant) -> bool,
     ) -> Result<()> {
         let changed = {
-            let mut guard = self.inner.lock().expect("presence lock");
+            let mut guard = self.inner.lock();
             let users = &mut *guard;
             let now = Instant::now();
             let p = users

@@ -8,10 +8,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, RwLock},
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::{Mutex, RwLock};
 use ruma::{EventId, OwnedEventId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -107,7 +108,7 @@ impl ReceiptService {
         let key = current_key(room.short, kind, user, thread);
         let ts = now_ms();
         let pending = {
-            let _write = self.write.lock().expect("receipt lock");
+            let _write = self.write.lock();
             if let Some(old) = self.store.get(Table::Receipts, &key)? {
                 let old: Current = decode(&old)?;
                 if old.event_pos >= event_pos {
@@ -137,10 +138,7 @@ impl ReceiptService {
                 batch
             })?;
             // Before the position turns visible: a sync that sees it must find the room.
-            self.last_change
-                .write()
-                .expect("receipt map")
-                .insert(room.short, pending.pos);
+            self.last_change.write().insert(room.short, pending.pos);
             pending
         };
         self.stream.finish(pending).await?;
@@ -166,7 +164,7 @@ impl ReceiptService {
 
     /// Position of the room's last receipt change.
     pub fn last_change(&self, room: u64) -> Result<u64> {
-        if let Some(pos) = self.last_change.read().expect("receipt map").get(&room) {
+        if let Some(pos) = self.last_change.read().get(&room) {
             return Ok(*pos);
         }
         let prefix = Key::new().u64(room).into_vec();
@@ -174,11 +172,7 @@ impl ReceiptService {
             .store
             .last_with_prefix(Table::ReceiptLog, &prefix)?
             .map_or(0, |(k, _)| keys::trailing_u64(&k));
-        self.last_change
-            .write()
-            .expect("receipt map")
-            .entry(room)
-            .or_insert(pos);
+        self.last_change.write().entry(room).or_insert(pos);
         Ok(pos)
     }
 

@@ -1,11 +1,8 @@
 //! `m.typing`: who is typing in which room, expiring on time.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::time::Instant;
 
@@ -48,7 +45,7 @@ impl TypingService {
     /// the user is joined.
     pub fn set(&self, room: Arc<RoomMeta>, user: &UserId, timeout: Option<Duration>) {
         let changed = {
-            let mut rooms = self.inner.rooms.lock().expect("typing lock");
+            let mut rooms = self.inner.rooms.lock();
             let entry = rooms.entry(room.room_id.clone()).or_default();
             let changed = match timeout {
                 Some(timeout) => {
@@ -81,7 +78,7 @@ impl TypingService {
     /// Drops `user`'s notice if it is due (a later `set` may have extended it).
     fn expire(&self, room: &RoomMeta, user: &UserId) {
         let expired = {
-            let mut rooms = self.inner.rooms.lock().expect("typing lock");
+            let mut rooms = self.inner.rooms.lock();
             let Some(entry) = rooms.get_mut(&room.room_id) else {
                 return;
             };
@@ -119,7 +116,7 @@ impl TypingService {
     /// Who is typing in the room, if that changed after the ephemeral number `since` (always,
     /// for an initial sync, when somebody is).
     pub fn typing_since(&self, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
-        let rooms = self.inner.rooms.lock().expect("typing lock");
+        let rooms = self.inner.rooms.lock();
         let entry = rooms.get(room)?;
         let changed = match since {
             Some(since) => entry.serial > since,

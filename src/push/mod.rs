@@ -11,13 +11,10 @@ pub mod gateway;
 mod pushers;
 mod threads;
 
-use std::{
-    cell::OnceCell,
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{cell::OnceCell, collections::HashMap, sync::Arc};
 
 use futures_util::FutureExt;
+use parking_lot::Mutex;
 use ruma::{
     OwnedUserId, UInt, UserId,
     events::AnySyncTimelineEvent,
@@ -147,7 +144,7 @@ impl PushService {
         rules: impl FnOnce() -> Result<RoomRules>,
     ) -> Result<Counts> {
         let key = (user.to_owned(), room.short);
-        let cached = self.counts.lock().expect("counts lock").get(&key).copied();
+        let cached = self.counts.lock().get(&key).copied();
         let mut counted = match cached {
             Some(c) if c.from == read_up_to && c.upto <= head => c,
             _ => Counted {
@@ -174,7 +171,7 @@ impl PushService {
             }
         }
         counted.upto = head;
-        let mut cache = self.counts.lock().expect("counts lock");
+        let mut cache = self.counts.lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }

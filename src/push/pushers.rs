@@ -7,10 +7,11 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::RwLock;
 use ruma::{
     OwnedUserId, UserId,
     api::client::push::{Pusher, PusherIds, PusherKind},
@@ -85,7 +86,7 @@ impl PusherStore {
     /// The users who have at least one `http` pusher.
     pub fn http_users(&self) -> Result<Arc<HashSet<OwnedUserId>>> {
         let generation = {
-            let cached = self.http_users.read().expect("pusher users lock");
+            let cached = self.http_users.read();
             if let Some(users) = &cached.1 {
                 return Ok(users.clone());
             }
@@ -104,7 +105,7 @@ impl PusherStore {
             }
         }
         let users = Arc::new(users);
-        let mut cached = self.http_users.write().expect("pusher users lock");
+        let mut cached = self.http_users.write();
         if cached.0 == generation {
             cached.1 = Some(users.clone());
         }
@@ -112,7 +113,7 @@ impl PusherStore {
     }
 
     fn forget_http_users(&self) {
-        let mut cached = self.http_users.write().expect("pusher users lock");
+        let mut cached = self.http_users.write();
         *cached = (cached.0 + 1, None);
     }
 

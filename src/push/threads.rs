@@ -89,12 +89,7 @@ impl PushService {
         rules: impl FnOnce() -> Result<RoomRules>,
     ) -> Result<ThreadedCounts> {
         let key = (user.to_owned(), room.short);
-        let cached = self
-            .thread_counts
-            .lock()
-            .expect("thread counts lock")
-            .get(&key)
-            .cloned();
+        let cached = self.thread_counts.lock().get(&key).cloned();
         let unthreaded = receipts.get("").copied().unwrap_or(0);
         let mut counted = match cached {
             Some(c) if c.receipts == receipts && c.upto <= head => c,
@@ -144,7 +139,7 @@ impl PushService {
         }
         counted.upto = head;
         let out = counted.counts.clone();
-        let mut cache = self.thread_counts.lock().expect("thread counts lock");
+        let mut cache = self.thread_counts.lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }

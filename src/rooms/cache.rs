@@ -9,10 +9,12 @@
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
 };
+
+use parking_lot::Mutex;
 
 use super::StoredEvent;
 use crate::events::Pdu;
@@ -167,8 +169,8 @@ impl EventCache {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.inner.lock().expect("cache lock")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Entries> {
+        self.inner.lock()
     }
 }
 

@@ -19,9 +19,10 @@ mod visibility;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, RwLock},
+    sync::Arc,
 };
 
+use parking_lot::RwLock;
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UInt,
     UserId,
@@ -121,39 +122,29 @@ impl RoomMeta {
     }
 
     pub fn joined_members(&self) -> Vec<OwnedUserId> {
-        self.members
-            .read()
-            .expect("members lock")
-            .joined
-            .iter()
-            .cloned()
-            .collect()
+        self.members.read().joined.iter().cloned().collect()
     }
 
     pub fn joined_count(&self) -> usize {
-        self.members.read().expect("members lock").joined.len()
+        self.members.read().joined.len()
     }
 
     pub fn invited_count(&self) -> usize {
-        self.members.read().expect("members lock").invited.len()
+        self.members.read().invited.len()
     }
 
     pub fn is_joined(&self, user: &UserId) -> bool {
-        self.members
-            .read()
-            .expect("members lock")
-            .joined
-            .contains(user)
+        self.members.read().joined.contains(user)
     }
 
     /// Users whose sync must wake for a change in this room: joined and invited members.
     fn audience(&self) -> Vec<OwnedUserId> {
-        let m = self.members.read().expect("members lock");
+        let m = self.members.read();
         m.joined.iter().chain(m.invited.iter()).cloned().collect()
     }
 
     fn set_membership(&self, user: &UserId, membership: &MembershipState) {
-        let mut m = self.members.write().expect("members lock");
+        let mut m = self.members.write();
         m.joined.remove(user);
         m.invited.remove(user);
         match membership {
@@ -211,7 +202,7 @@ impl RoomService {
 
     /// The room's metadata, loading it on first use; `M_NOT_FOUND` for unknown rooms.
     pub fn room(&self, room_id: &RoomId) -> Result<Arc<RoomMeta>> {
-        if let Some(meta) = self.rooms.read().expect("rooms lock").get(room_id) {
+        if let Some(meta) = self.rooms.read().get(room_id) {
             return Ok(meta.clone());
         }
         let record = self
@@ -221,7 +212,7 @@ impl RoomService {
         let record: RoomRecord =
             serde_json::from_slice(&record).map_err(|e| corrupt("rooms", e.to_string()))?;
         let meta = Arc::new(self.load_meta(room_id, record)?);
-        let mut rooms = self.rooms.write().expect("rooms lock");
+        let mut rooms = self.rooms.write();
         Ok(rooms.entry(room_id.to_owned()).or_insert(meta).clone())
     }
 

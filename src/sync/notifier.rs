@@ -4,10 +4,11 @@
 //! members, so a thousand idle clients in other rooms cost nothing, and a waiter subscribes
 //! before it computes its response, so no wake-up can fall between the two.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, UserId};
 use tokio::sync::{broadcast, watch};
 
@@ -60,7 +61,7 @@ impl Notifier {
 
     /// A receiver that changes when something concerning `user` is committed.
     pub fn subscribe(&self, user: &UserId) -> watch::Receiver<u64> {
-        let mut users = self.users.lock().expect("notifier lock poisoned");
+        let mut users = self.users.lock();
         match users.get(user) {
             Some(tx) => tx.subscribe(),
             None => {
@@ -73,7 +74,7 @@ impl Notifier {
 
     /// Wakes every waiter of the given users.
     pub fn wake<'a>(&self, users: impl IntoIterator<Item = &'a UserId>) {
-        let mut map = self.users.lock().expect("notifier lock poisoned");
+        let mut map = self.users.lock();
         for user in users {
             if let Some(tx) = map.get(user) {
                 if tx.receiver_count() == 0 {

@@ -2,39 +2,65 @@
 //! deletion and deactivation.
 //!
 //! Sessions live in memory: they last minutes, and a restart only makes a client start over.
+//! Anyone can start one (`/register` without auth), so they are held in an [`ExpiringMap`]:
+//! bounded in number, the oldest dropped first. A session belongs to the user and the operation
+//! that started it; another request naming it starts over with a fresh challenge, as does a
+//! request whose session another request completed (or that expired) meanwhile.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use ruma::UserId;
+use parking_lot::{Mutex, MutexGuard};
+use ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{UserService, random_string};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    expiring::ExpiringMap,
+};
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// Sessions kept at once: far above what real clients have open, small enough that a flood of
+/// challenges costs a few megabytes.
+const MAX_SESSIONS: usize = 10_000;
 
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 
+/// What a user-interactive auth session authorizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Register,
+    ChangePassword,
+    Deactivate,
+    DeleteDevices,
+    UploadSigningKeys,
+}
+
 struct UiaSession {
     flows: Vec<Vec<&'static str>>,
     completed: Vec<&'static str>,
-    created: Instant,
+    user: Option<OwnedUserId>,
+    operation: Operation,
 }
 
-#[derive(Default)]
 pub struct Uiaa {
-    sessions: Mutex<HashMap<String, UiaSession>>,
+    sessions: Mutex<ExpiringMap<UiaSession>>,
+}
+
+impl Default for Uiaa {
+    fn default() -> Self {
+        Uiaa {
+            sessions: Mutex::new(ExpiringMap::new(MAX_SESSIONS, SESSION_LIFETIME)),
+        }
+    }
 }
 
 /// What a stage may check against.
 pub struct StageContext<'a> {
     pub users: &'a UserService,
+    pub operation: Operation,
     /// The user the request acts for (password stage); `None` during registration.
     pub user: Option<&'a UserId>,
     /// Valid registration tokens.
@@ -51,13 +77,14 @@ impl Uiaa {
         ctx: StageContext<'_>,
     ) -> Result<()> {
         let Some(auth) = auth.filter(|a| a.is_object()) else {
-            let session = self.start(flows);
+            let session = self.start(flows, &ctx);
             return Err(self.challenge(&session, None));
         };
-        let session = match auth.get("session").and_then(Value::as_str) {
-            Some(s) if self.sessions.lock().expect("uiaa lock").contains_key(s) => s.to_owned(),
+        let named = auth.get("session").and_then(Value::as_str);
+        let session = match named {
+            Some(s) if self.belongs(s, &ctx) => s.to_owned(),
             // Clients may skip the first round trip for stages that need no prior challenge.
-            _ => self.start(flows),
+            _ => self.start(flows, &ctx),
         };
         let stage = auth.get("type").and_then(Value::as_str).unwrap_or_default();
         let stage = match flows.iter().flat_map(|f| f.iter()).find(|s| **s == stage) {
@@ -70,8 +97,14 @@ impl Uiaa {
         if let Err(e) = verify_stage(stage, auth, &ctx).await {
             return Err(self.challenge(&session, Some(e)));
         }
-        let mut sessions = self.sessions.lock().expect("uiaa lock");
-        let entry = sessions.get_mut(&session).expect("session exists");
+        let mut sessions = self.lock();
+        let Some(entry) = sessions.get_mut(&session) else {
+            // Completed by a concurrent request on the same session, or expired, while the
+            // stage was checked: the client starts over.
+            drop(sessions);
+            let fresh = self.start(flows, &ctx);
+            return Err(self.challenge(&fresh, None));
+        };
         if !entry.completed.contains(&stage) {
             entry.completed.push(stage);
         }
@@ -87,25 +120,35 @@ impl Uiaa {
         Err(self.challenge(&session, None))
     }
 
-    fn start(&self, flows: &[&[&'static str]]) -> String {
+    /// Whether `session` is live and was started by this user for this operation.
+    fn belongs(&self, session: &str, ctx: &StageContext<'_>) -> bool {
+        self.lock()
+            .get_mut(session)
+            .is_some_and(|s| s.operation == ctx.operation && s.user.as_deref() == ctx.user)
+    }
+
+    fn start(&self, flows: &[&[&'static str]], ctx: &StageContext<'_>) -> String {
         let id = random_string(24);
-        let mut sessions = self.sessions.lock().expect("uiaa lock");
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
-        sessions.insert(
+        self.lock().insert(
             id.clone(),
             UiaSession {
                 flows: flows.iter().map(|f| f.to_vec()).collect(),
                 completed: Vec::new(),
-                created: Instant::now(),
+                user: ctx.user.map(ToOwned::to_owned),
+                operation: ctx.operation,
             },
         );
         id
     }
 
+    fn lock(&self) -> MutexGuard<'_, ExpiringMap<UiaSession>> {
+        self.sessions.lock()
+    }
+
     fn challenge(&self, session: &str, error: Option<Error>) -> Error {
-        let sessions = self.sessions.lock().expect("uiaa lock");
-        let (flows, completed) = sessions
-            .get(session)
+        let (flows, completed) = self
+            .lock()
+            .get_mut(session)
             .map(|s| (s.flows.clone(), s.completed.clone()))
             .unwrap_or_default();
         let mut body = json!({

@@ -21,7 +21,7 @@ use crate::{
     services::Services,
     users::{
         NewAccount,
-        uiaa::{DUMMY, PASSWORD, REGISTRATION_TOKEN, StageContext},
+        uiaa::{DUMMY, Operation, PASSWORD, REGISTRATION_TOKEN, StageContext},
     },
 };
 
@@ -84,6 +84,7 @@ async fn register(
             &[flow],
             StageContext {
                 users: &s.users,
+                operation: Operation::Register,
                 user: None,
                 registration_tokens: &s.config.registration.tokens,
             },
@@ -299,6 +300,7 @@ async fn whoami(s: Arc<Services>, req: Ruma<whoami::v3::Request>) -> Result<whoa
 pub(super) async fn require_password(
     s: &Services,
     user: &ruma::UserId,
+    operation: Operation,
     json: Option<&Value>,
 ) -> Result<()> {
     let auth = json.and_then(|j| j.get("auth"));
@@ -308,6 +310,7 @@ pub(super) async fn require_password(
             &[&[PASSWORD]],
             StageContext {
                 users: &s.users,
+                operation,
                 user: Some(user),
                 registration_tokens: &[],
             },
@@ -320,7 +323,13 @@ async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<change_password::v3::Response> {
     let who = req.identity();
-    require_password(&s, &who.user_id, req.json.as_ref()).await?;
+    require_password(
+        &s,
+        &who.user_id,
+        Operation::ChangePassword,
+        req.json.as_ref(),
+    )
+    .await?;
     s.users
         .set_password(&who.user_id, &req.body.new_password)
         .await?;
@@ -335,7 +344,7 @@ async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<deactivate::v3::Response> {
     let user = req.user_id().to_owned();
-    require_password(&s, &user, req.json.as_ref()).await?;
+    require_password(&s, &user, Operation::Deactivate, req.json.as_ref()).await?;
     // Leave every room first, so other members see the departure; reject pending invites.
     let rooms = s.rooms.user_rooms(&user)?.into_iter().filter(|(_, r)| {
         use ruma::events::room::member::MembershipState::{Invite, Join, Knock};

@@ -11,6 +11,7 @@ use ruma::{
 };
 
 use super::account::require_password;
+use crate::users::uiaa::Operation;
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
@@ -83,7 +84,7 @@ async fn delete(
     if s.users.device(&user, &req.body.device_id)?.is_none() {
         return Err(Error::not_found("Device not found"));
     }
-    require_password(&s, &user, req.json.as_ref()).await?;
+    require_password(&s, &user, Operation::DeleteDevices, req.json.as_ref()).await?;
     s.users
         .delete_devices(&user, std::slice::from_ref(&req.body.device_id))
         .await?;
@@ -96,7 +97,7 @@ async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<delete_devices::v3::Response> {
     let user = req.user_id().to_owned();
-    require_password(&s, &user, req.json.as_ref()).await?;
+    require_password(&s, &user, Operation::DeleteDevices, req.json.as_ref()).await?;
     s.users.delete_devices(&user, &req.body.devices).await?;
     s.e2ee.wake_peers(&s.rooms, &user)?;
     Ok(delete_devices::v3::Response::new())

@@ -13,6 +13,7 @@ use ruma::{
 use serde_json::{Value, json, value::to_raw_value};
 
 use super::account::require_password;
+use crate::users::uiaa::Operation;
 use crate::{
     api::ruma::{Ruma, route},
     e2ee::SigningKeys,
@@ -153,7 +154,7 @@ async fn upload_signing(
         user_signing: key("user_signing_key"),
     };
     if s.e2ee.signing_upload_needs_auth(&user, &keys)? {
-        require_password(&s, &user, json).await?;
+        require_password(&s, &user, Operation::UploadSigningKeys, json).await?;
     }
     s.e2ee.upload_signing_keys(&s.rooms, &user, keys).await?;
     Ok(upload_signing_keys::v3::Response::new())

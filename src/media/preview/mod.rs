@@ -19,11 +19,12 @@ mod open_graph;
 use std::{
     collections::{BTreeMap, HashMap},
     io::Cursor,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use http::StatusCode;
+use parking_lot::Mutex;
 use reqwest::Url;
 use ruma::UserId;
 use serde_json::{Map, Value};
@@ -137,7 +138,7 @@ impl UrlPreviewer {
     /// The shared slot of `url`: the cached outcome, one being computed, or a new empty one.
     fn cache_cell(&self, url: &str) -> Arc<OnceCell<Outcome>> {
         let now = Instant::now();
-        let mut cache = self.cache.lock().expect("preview cache lock");
+        let mut cache = self.cache.lock();
         if let Some(entry) = cache.get(url).filter(|e| e.fresh(now)) {
             return entry.outcome.clone();
         }

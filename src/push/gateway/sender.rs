@@ -9,10 +9,11 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use ruma::api::client::push::PusherKind;
 use serde_json::Value;
 
@@ -49,7 +50,7 @@ impl Senders {
 
     /// Makes sure the pusher's queue is being sent: starts its sender unless it runs.
     pub fn wake(self: &Arc<Self>, s: &Arc<Services>, pusher: PusherKey) {
-        let mut running = self.running.lock().expect("senders lock");
+        let mut running = self.running.lock();
         if running.insert(pusher.clone()) {
             tokio::spawn(deliver(s.clone(), self.clone(), pusher));
         }
@@ -57,7 +58,7 @@ impl Senders {
 
     /// Ends the pusher's sender if its queue is still empty.
     fn retire(&self, s: &Services, pusher: &PusherKey) -> Result<bool> {
-        let mut running = self.running.lock().expect("senders lock");
+        let mut running = self.running.lock();
         if outbox::first(&s.store, pusher)?.is_some() {
             return Ok(false);
         }
