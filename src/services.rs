@@ -43,7 +43,7 @@ pub struct Services {
     pub uiaa: Uiaa,
     pub send_limiter: RateLimiter,
     pub login_limiter: RateLimiter,
-    pub nonces: crate::api::synapse_admin::Nonces,
+    pub shared_secret: crate::users::shared_secret::SharedSecretRegistration,
     pub support: SupportService,
 }
 
@@ -56,6 +56,10 @@ impl Services {
         let appservices = AppServices::load(&config.appservice, &config.server_name)
             .map_err(crate::error::Error::internal)?;
         let store = Store::open(&config.storage.path, config.storage.cache_capacity_mb)?;
+        let shared_secret = crate::users::shared_secret::SharedSecretRegistration::open(
+            config.registration.shared_secret.as_deref(),
+            &config.storage.path,
+        )?;
         let stream = Arc::new(Stream::open(store.clone())?);
         let notifier = Arc::new(Notifier::default());
         let key = Arc::new(SigningKey::load_or_create(&store, config.server_name.clone()).await?);
@@ -123,7 +127,7 @@ impl Services {
             media,
             previews,
             uiaa: Uiaa::default(),
-            nonces: Default::default(),
+            shared_secret,
             support,
         }))
     }

@@ -6,6 +6,7 @@
 //! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
 //! need to sit in a file under version control.
 
+pub mod secrets;
 mod support;
 pub use support::{
     AgentConfig, BusinessHours, FaqEntry, SupportConfig, TemplateConfig, parse_hhmm,
@@ -142,8 +143,9 @@ pub struct RegistrationConfig {
     pub mode: RegistrationMode,
     /// Tokens accepted when `mode = "token"`.
     pub tokens: Vec<String>,
-    /// Enables `/_synapse/admin/v1/register`; empty disables it.
-    pub shared_secret: String,
+    /// The secret of `/_synapse/admin/v1/register`. Absent: generated into the data folder on
+    /// first start (`users::shared_secret`); empty: the endpoint is disabled.
+    pub shared_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,7 +316,7 @@ impl Config {
 
     fn apply_env(&mut self) {
         if let Ok(secret) = std::env::var("CHARLA_REGISTRATION_SHARED_SECRET") {
-            self.registration.shared_secret = secret;
+            self.registration.shared_secret = Some(secret);
         }
         if let Ok(token) = std::env::var("CHARLA_REGISTRATION_TOKEN") {
             self.registration.tokens.push(token);
@@ -322,6 +324,14 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(why) = self
+            .registration
+            .shared_secret
+            .as_deref()
+            .and_then(secrets::shared_secret_refusal)
+        {
+            return Err(ConfigError::Invalid(why));
+        }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty()
         {
             return Err(ConfigError::Invalid(

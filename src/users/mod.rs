@@ -7,6 +7,7 @@
 mod account_data;
 mod devices;
 mod push_rules;
+pub mod shared_secret;
 pub mod uiaa;
 
 use std::sync::Arc;

@@ -781,7 +781,7 @@ async fn displayname_change_updates_member_events() {
 // ---------------------------------------------------------------------------------------------
 // Shared-secret registration (`register_new_matrix_user`)
 
-const SECRET: &str = "s3cret-shared";
+const SECRET: &str = "a-shared-secret-for-tests";
 
 fn registration_mac(secret: &str, nonce: &str, user: &str, password: &str, admin: bool) -> String {
     let mut mac = Hmac::<Sha1>::new_from_slice(secret.as_bytes()).unwrap();

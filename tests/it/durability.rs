@@ -1,12 +1,12 @@
 //! "A 200 means durable": acknowledged events survive a restart, and a `kill -9` of the real
 //! binary in the middle of a burst of concurrent sends.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use crate::common::{Client, TestServer, enc};
+use crate::common::{
+    Client, TestServer, enc,
+    process::{self, Process, free_port},
+};
 use serde_json::json;
 
 /// Every `m.room.message` body in the room, oldest first, paginating `/messages` to the start.
@@ -77,23 +77,6 @@ async fn acknowledged_events_survive_restart() {
     );
 }
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
     let config = dir.join("config.toml");
     std::fs::write(
@@ -104,27 +87,8 @@ async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
         ),
     )
     .unwrap();
-    // Wrapped at once, so every path (including a failed start) kills and reaps it.
-    let process = Process(
-        Command::new(env!("CARGO_BIN_EXE_charla"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("charla binary starts"),
-    );
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/_matrix/client/versions"))
-            .await
-            .is_ok()
-        {
-            return (process, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("charla did not start");
+    (process::serve(&config, &base).await, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

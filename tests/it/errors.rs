@@ -861,7 +861,7 @@ async fn invalid_query_parameters_are_400_invalid_param() {
 #[tokio::test]
 async fn oversized_shared_secret_registration_is_a_matrix_error() {
     let s = TestServer::start_with(
-        "[registration]\nshared_secret = \"s3cret\"\n[limits]\nmax_request_bytes = 1000\n",
+        "[registration]\nshared_secret = \"a-shared-secret-for-tests\"\n[limits]\nmax_request_bytes = 1000\n",
     )
     .await;
     let c = s.client();
