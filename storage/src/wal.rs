@@ -18,14 +18,16 @@
 //! # What replay accepts
 //!
 //! A crash can damage one thing only: the append that was running, which nobody was told about
-//! (acknowledgement waits for `fdatasync`). It is the end of the last segment that holds data,
-//! since every segment is closed only after its appends succeeded, and a failed append is
-//! retried in place ([`Wal::append_durable`]). A segment's file is zero-filled ahead of its data
-//! (see [`ZEROED_AHEAD`]), and a file the append grew ends where the write stopped, so that
-//! append, cut short, leaves a *torn tail*: whole records, then one record whose length or
-//! checksum does not check out, then only zeros or the end of the file. Its header may be
-//! partial, its payload may stop short of the length it claims, or its checksum may fail with
-//! nothing after it. Replay drops such a tail and reports it.
+//! (acknowledgement waits for `fdatasync`). It is at the end of the last segment that holds
+//! data: a failed append is retried in place ([`Wal::append_durable`]), a segment closed while
+//! a retry is pending is first cut back to its last whole record ([`Wal::rotate`]), and the
+//! segment a store creates as it opens stays empty until the segments it replayed are deleted
+//! (a crash in between leaves it behind; empty segments do not count). A segment's file is
+//! zero-filled ahead of its data (see [`ZEROED_AHEAD`]), and a file the append grew ends where
+//! the write stopped, so that append, cut short, leaves a *torn tail*: whole records, then one
+//! record whose length or checksum does not check out, then only zeros or the end of the file.
+//! Its header may be partial, its payload may stop short of the length it claims, or its
+//! checksum may fail with nothing after it. Replay drops such a tail and reports it.
 //!
 //! Anything else is damage no crash explains (a bad disk block, a stray write, a file copied
 //! half-way), and replaying past it would lose acknowledged writes and apply later ones over
@@ -161,6 +163,8 @@ pub(super) struct Wal {
     size: u64,
     /// The file's length: `size` plus the zero-filled space after it.
     len: u64,
+    /// A failed append may have left bytes past `size` that no retry has overwritten yet.
+    failed_append: bool,
 }
 
 impl Wal {
@@ -180,6 +184,7 @@ impl Wal {
             segment,
             size: 0,
             len: 0,
+            failed_append: false,
         })
     }
 
@@ -199,6 +204,7 @@ impl Wal {
         // written into the middle of a failed append's bytes would leave, after a crash, a bad
         // record with more of them after it, which replay cannot take for a torn tail.
         self.len = self.len.max(self.size + records.len() as u64);
+        self.failed_append = written.is_err();
         written?;
         self.size += records.len() as u64;
         Ok(())
@@ -222,7 +228,15 @@ impl Wal {
 
     /// Moves on to a new segment; returns the closed one for [`Wal::remove_through`] once the
     /// checkpoint that covers it is durable.
+    ///
+    /// A checkpoint may rotate while the flusher waits to retry a failed append, which it then
+    /// retries in the new segment: what the failure left in the closed one is cut off first,
+    /// durably, so that segment does not end in a torn record with a later segment after it.
     pub(super) fn rotate(&mut self) -> std::io::Result<u64> {
+        if self.failed_append {
+            self.file.set_len(self.size)?;
+            self.file.sync_all()?;
+        }
         let closed = self.segment;
         *self = Wal::create(&self.dir, Some(closed))?;
         Ok(closed)

@@ -380,31 +380,36 @@ fn the_error_names_the_segment_and_offset_and_cutting_there_replays_what_precede
     assert_eq!(replayed.torn, None);
 }
 
+/// A segment holding one synced record, `first`, and an append of `pending` that failed after
+/// its first `reached` bytes got into the file (a read-only handle stands in for ENOSPC or EIO).
+fn failed_append(dir: &Path, pending: &[u8], reached: usize) -> (Wal, Vec<u8>) {
+    let mut wal = Wal::create(dir, None).unwrap();
+    let first = record(b"first", b"synced");
+    wal.append_durable(&first).unwrap();
+    let writable = wal.file.clone();
+    wal.file = Arc::new(File::open(segment_path(dir, 1)).unwrap());
+    assert!(wal.append_durable(pending).is_err());
+    assert_eq!(wal.size, first.len() as u64);
+    writable
+        .write_all_at(&pending[..reached], wal.size)
+        .unwrap();
+    wal.file = writable;
+    (wal, first)
+}
+
 /// A failed append is retried at the same offset, and zero-filling never writes into what it
 /// may have left: a crash before the retry leaves a torn tail, not damage.
 #[test]
 fn a_failed_append_is_retried_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::create(dir.path(), None).unwrap();
-    let first = record(b"first", b"synced");
-    wal.append_durable(&first).unwrap();
     let mut pending = Vec::new();
     for n in 0..20u8 {
         encode(&mut pending, [(&[n][..], Some(&[n; 1000][..]))]);
     }
-    assert!(pending.len() as u64 > ZERO_CHUNK + 4096);
-
-    // The disk refuses the write (a read-only handle stands in for ENOSPC or EIO)...
-    let writable = wal.file.clone();
-    wal.file = Arc::new(File::open(segment_path(dir.path(), 1)).unwrap());
-    assert!(wal.append_durable(&pending).is_err());
-    assert_eq!(wal.size, first.len() as u64);
-    // ...after part of the append reached the file, past where zero-filling had got to.
+    // Past where zero-filling had got to.
     let reached = ZERO_CHUNK as usize + 4096;
-    writable
-        .write_all_at(&pending[..reached], wal.size)
-        .unwrap();
-    wal.file = writable;
+    assert!(pending.len() > reached);
+    let (mut wal, first) = failed_append(dir.path(), &pending, reached);
     while wal.zero_ahead().unwrap().is_some() {}
     let (records, replayed) = replay_all(dir.path());
     let torn = replayed.torn.expect("the failed append is a torn tail");
@@ -417,5 +422,25 @@ fn a_failed_append_is_retried_in_place() {
     wal.append_durable(&retry).unwrap();
     let (records, replayed) = replay_all(dir.path());
     assert_eq!(records.len(), 22);
+    assert_eq!(replayed.torn, None);
+}
+
+/// A checkpoint that rotates while the flusher waits to retry a failed append leaves a closed
+/// segment that ends at its last whole record, and the retry goes to the new one.
+#[test]
+fn a_segment_rotated_after_a_failed_append_ends_at_its_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let pending = record(b"second", b"retried");
+    let (mut wal, _) = failed_append(dir.path(), &pending, HEADER + 2);
+    wal.rotate().unwrap();
+    wal.append_durable(&pending).unwrap();
+    let (records, replayed) = replay_all(dir.path());
+    assert_eq!(
+        records,
+        vec![
+            vec![(b"first".to_vec(), Some(b"synced".to_vec()))],
+            vec![(b"second".to_vec(), Some(b"retried".to_vec()))],
+        ]
+    );
     assert_eq!(replayed.torn, None);
 }
