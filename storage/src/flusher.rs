@@ -57,12 +57,9 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
             wal.append_durable(&unsynced)
         };
         if let Err(e) = synced {
-            // A partial append may have left a torn record, and replay stops a segment at its
-            // first torn record: retry in a fresh segment.
+            // Retried in place, where the retry overwrites whatever part of this append
+            // reached the file (see `Wal::append_durable`).
             tracing::error!(error = %e, "log sync failed; writers keep waiting");
-            if let Err(e) = wal.rotate() {
-                tracing::error!(error = %e, "cannot start a new log segment");
-            }
             drop(wal);
             strong.flush_wanted.store(true, Ordering::SeqCst);
             std::thread::sleep(std::time::Duration::from_millis(100));

@@ -43,6 +43,7 @@ use tokio::sync::oneshot;
 
 pub use keys::Key;
 pub use sled::IVec;
+pub use wal::{LogDamage, RecordFault};
 
 /// The tables of one store, declared by its user: usually a fieldless enum.
 ///
@@ -102,6 +103,38 @@ pub enum StorageError {
     Log(#[from] std::io::Error),
     #[error("storage: corrupt record in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// The write-ahead log is damaged where no crash damages it (the rule is in the `wal`
+    /// module's documentation): [`Store::open`] refuses rather than lose acknowledged writes or
+    /// apply later ones over the hole, and has replayed nothing, so a second start refuses the
+    /// same way. The message is for the operator who reads it in the log.
+    #[error(
+        "storage: the write-ahead log is damaged at byte {offset} of {path}: {damage}. A crash \
+         only cuts short the last write of the last segment, so this is not what a crash leaves; \
+         replaying past it would lose the writes after it and apply later ones over the hole, so \
+         the store was not opened and nothing was replayed. Restore the data folder from a \
+         backup, or contact support with this message. To start anyway, knowing that every \
+         write in this segment from that byte on is lost (and later segments are applied over \
+         the gap): `truncate -s {offset} {path}` (a repair command will come with \
+         `charla admin`)",
+        path = .segment.display()
+    )]
+    DamagedLog {
+        segment: PathBuf,
+        offset: u64,
+        damage: LogDamage,
+    },
+    /// A log segment is missing between two others: segments are numbered in order and deleted
+    /// oldest first, so its writes were acknowledged and are gone.
+    #[error(
+        "storage: write-ahead log segment {path} is missing: the log deletes segments oldest \
+         first, so the writes it held are lost, and replaying the later segments would apply \
+         them over the hole; the store was not opened and nothing was replayed. Restore the \
+         file from a backup, or contact support with this message. To start anyway, knowing \
+         that its writes are lost: `touch {path}` (a repair command will come with \
+         `charla admin`)",
+        path = .segment.display()
+    )]
+    MissingLogSegment { segment: PathBuf },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
@@ -201,7 +234,9 @@ impl<T: TableSet> Store<T> {
     /// Opens (or creates) the store in `path`, with sled's page cache bounded to `cache_mb` MiB.
     ///
     /// Replays the write-ahead log over what sled recovered, then starts the flusher and the
-    /// applier.
+    /// applier. A torn tail of the log (the write a crash cut short) is dropped; any other
+    /// damage to it is [`StorageError::DamagedLog`] or [`StorageError::MissingLogSegment`],
+    /// returned before anything was replayed.
     ///
     /// Panics if `T` is not a valid table set (a table twice in `ALL`, more than 256).
     pub fn open(path: &Path, cache_mb: u64) -> Result<Self> {
@@ -215,15 +250,22 @@ impl<T: TableSet> Store<T> {
         let wal_dir = path.join("wal");
         // In log order, one operation at a time (see `apply_to_sled`); a crash during replay
         // only means replaying again.
-        let replayed = wal::replay(&wal_dir, |ops| {
-            apply_to_sled(&db, ops.into_iter()).map_err(std::io::Error::other)
-        })?;
-        if replayed.records > 0 || replayed.torn_bytes > 0 {
+        let replayed = wal::replay(&wal_dir, |ops| Ok(apply_to_sled(&db, ops.into_iter())?))?;
+        if replayed.records > 0 {
             tracing::info!(
                 store = T::STORE,
                 records = replayed.records,
-                torn_bytes = replayed.torn_bytes,
                 "replayed the write-ahead log"
+            );
+        }
+        if let Some(torn) = &replayed.torn {
+            tracing::warn!(
+                store = T::STORE,
+                segment = %torn.segment.display(),
+                offset = torn.offset,
+                bytes = torn.bytes,
+                "dropped the torn tail of the write-ahead log: the write a crash cut short, \
+                 which was never acknowledged"
             );
         }
         let wal = wal::Wal::create(&wal_dir, replayed.last_segment)?;

@@ -13,23 +13,62 @@
 //! what sled recovered. sled recovers a prefix of the batches in the order they were applied,
 //! every batch is applied to sled and appended here under one lock, and a record only holds
 //! absolute puts and deletes, so re-applying a suffix that sled already has ends in the same
-//! state. A record cut short by the crash was never acknowledged (acknowledgement waits for
-//! `fdatasync`) and is dropped.
+//! state.
 //!
-//! A segment's file is zero-filled ahead of its data (see [`ZEROED_AHEAD`]), so replay ends a
-//! segment where only zeros are left.
+//! # What replay accepts
+//!
+//! A crash can damage one thing only: the append that was running, which nobody was told about
+//! (acknowledgement waits for `fdatasync`). It is at the end of the last segment that holds
+//! data: a failed append is retried in place ([`Wal::append_durable`]), a segment closed while
+//! a retry is pending is first cut back to its last whole record ([`Wal::rotate`]), and the
+//! segment a store creates as it opens stays empty until the segments it replayed are deleted
+//! (a crash in between leaves it behind; empty segments do not count). A segment's file is
+//! zero-filled ahead of its data (see [`ZEROED_AHEAD`]), and a file the append grew ends where
+//! the write stopped, so that append, cut short, leaves a *torn tail*: whole records, then one
+//! record whose length or checksum does not check out, then only zeros or the end of the file.
+//! Its header may be partial, its payload may stop short of the length it claims, or its
+//! checksum may fail with nothing after it. Replay drops such a tail and reports it.
+//!
+//! Anything else is damage no crash explains (a bad disk block, a stray write, a file copied
+//! half-way), and replaying past it would lose acknowledged writes and apply later ones over
+//! the hole. Replay then refuses with [`crate::StorageError::DamagedLog`], naming the segment
+//! file and the byte offset of the bad record:
+//! - a bad record followed by more data than it claims to hold, or by a whole record anywhere
+//!   after it (a damaged length may claim to run past the end of the file: the whole record
+//!   found after it shows it does not);
+//! - a bad record in a segment that a later segment with data follows, even where it would look
+//!   torn in the last one (that includes garbage after a record boundary);
+//! - a record that passes its checksum but does not decode;
+//! - a segment missing between two others ([`crate::StorageError::MissingLogSegment`]):
+//!   segments are numbered in order and only ever deleted oldest first.
+//!
+//! Every segment is checked before the first record reaches sled, so a refused start changed
+//! nothing and the next start refuses the same way; once the operator has repaired or restored
+//! the folder, it replays everything.
+//!
+//! Two limits. A bad checksum on the very last record with only zeros after it is taken for a
+//! torn write, though bit rot there would look the same: nothing can tell them apart. And a
+//! disk that loses power (not just the process) may keep a later page of the interrupted
+//! append and lose an earlier one; its tail then looks like a bad record followed by data, and
+//! the start is refused although only that unacknowledged append is damaged. The error gives
+//! the offset and where the data ends, so an operator can see that the damage is no bigger than
+//! one append before cutting the file there.
 //!
 //! Record: payload length (u32 LE), CRC-32 of the payload (u32 LE), payload. Payload: a sequence
 //! of operations, each a tag (1 put, 0 delete), key length (u32 LE) and key, and for a put the
-//! value length (u32 LE) and value.
+//! value length (u32 LE) and value. An empty batch's record is eight zero bytes.
 
 use std::{
     fs::{File, OpenOptions},
-    io::Read,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
+
+mod replay;
+
+pub(super) use replay::replay;
+pub use replay::{LogDamage, RecordFault};
 
 /// A segment is checkpointed (sled flushed, the segment deleted) once it holds this much.
 #[cfg(not(test))]
@@ -124,6 +163,8 @@ pub(super) struct Wal {
     size: u64,
     /// The file's length: `size` plus the zero-filled space after it.
     len: u64,
+    /// A failed append may have left bytes past `size` that no retry has overwritten yet.
+    failed_append: bool,
 }
 
 impl Wal {
@@ -143,15 +184,29 @@ impl Wal {
             segment,
             size: 0,
             len: 0,
+            failed_append: false,
         })
     }
 
     /// Appends `records` and waits until they are on disk.
+    ///
+    /// After a failure, whatever part of `records` reached the file lies past the data; the
+    /// caller retries with at least the same bytes (the records it still holds, and any new
+    /// ones after them), which land at the same offset and overwrite it. Retrying in a fresh
+    /// segment instead would leave that part behind as a torn record in a segment that is no
+    /// longer the last, which replay refuses (see the module documentation).
     pub(super) fn append_durable(&mut self, records: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(records, self.size)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all_at(records, self.size)
+            .and_then(|()| self.file.sync_data());
+        // Zero-filling starts past what this append may have written, also when it failed: zeros
+        // written into the middle of a failed append's bytes would leave, after a crash, a bad
+        // record with more of them after it, which replay cannot take for a torn tail.
+        self.len = self.len.max(self.size + records.len() as u64);
+        self.failed_append = written.is_err();
+        written?;
         self.size += records.len() as u64;
-        self.len = self.len.max(self.size);
         Ok(())
     }
 
@@ -173,7 +228,15 @@ impl Wal {
 
     /// Moves on to a new segment; returns the closed one for [`Wal::remove_through`] once the
     /// checkpoint that covers it is durable.
+    ///
+    /// A checkpoint may rotate while the flusher waits to retry a failed append, which it then
+    /// retries in the new segment: what the failure left in the closed one is cut off first,
+    /// durably, so that segment does not end in a torn record with a later segment after it.
     pub(super) fn rotate(&mut self) -> std::io::Result<u64> {
+        if self.failed_append {
+            self.file.set_len(self.size)?;
+            self.file.sync_all()?;
+        }
         let closed = self.segment;
         *self = Wal::create(&self.dir, Some(closed))?;
         Ok(closed)
@@ -226,173 +289,5 @@ fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// What [`replay`] found.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Replayed {
-    /// The highest segment number seen.
-    pub last_segment: Option<u64>,
-    pub records: u64,
-    /// Bytes after the last whole record: a write the crash cut short.
-    pub torn_bytes: u64,
-}
-
-/// Feeds every whole record of every segment in `dir` to `apply`, oldest first.
-pub(super) fn replay(
-    dir: &Path,
-    mut apply: impl FnMut(Vec<Op<'_>>) -> std::io::Result<()>,
-) -> std::io::Result<Replayed> {
-    let mut replayed = Replayed::default();
-    for (n, path) in segments(dir)? {
-        replayed.last_segment = Some(n);
-        let mut bytes = Vec::new();
-        File::open(&path)?.read_to_end(&mut bytes)?;
-        let mut rest = &bytes[..];
-        // Zero-filled space ahead of the data, not a record. (An empty record's header is
-        // zeros too, but data follows it.)
-        while !rest.iter().all(|&b| b == 0)
-            && let Some(payload) = whole_record(rest)
-        {
-            let ops = decode(payload).ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: a record passed its checksum but does not decode",
-                        path.display()
-                    ),
-                )
-            })?;
-            apply(ops)?;
-            replayed.records += 1;
-            rest = &rest[HEADER + payload.len()..];
-        }
-        let written = rest
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |last| last + 1);
-        replayed.torn_bytes += written as u64;
-    }
-    Ok(replayed)
-}
-
-/// The payload of the record at the start of `buf`, if it is whole and its checksum matches.
-fn whole_record(buf: &[u8]) -> Option<&[u8]> {
-    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(buf.get(4..HEADER)?.try_into().ok()?);
-    let payload = buf.get(HEADER..HEADER + len)?;
-    (crc32fast::hash(payload) == crc).then_some(payload)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    type OwnedRecord = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-
-    fn replay_all(dir: &Path) -> (Vec<OwnedRecord>, Replayed) {
-        let mut records = Vec::new();
-        let replayed = replay(dir, |ops| {
-            records.push(
-                ops.into_iter()
-                    .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-                    .collect(),
-            );
-            Ok(())
-        })
-        .unwrap();
-        (records, replayed)
-    }
-
-    #[test]
-    fn records_replay_in_order_across_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::create(dir.path(), None).unwrap();
-        let mut buf = Vec::new();
-        encode(&mut buf, [(&b"a"[..], Some(&b"1"[..])), (b"b", None)]);
-        wal.append_durable(&buf).unwrap();
-        let first = wal.rotate().unwrap();
-        buf.clear();
-        encode(&mut buf, [(&b"a"[..], Some(&b""[..]))]);
-        wal.append_durable(&buf).unwrap();
-
-        let (records, replayed) = replay_all(dir.path());
-        assert_eq!(
-            records,
-            vec![
-                vec![(b"a".to_vec(), Some(b"1".to_vec())), (b"b".to_vec(), None)],
-                vec![(b"a".to_vec(), Some(Vec::new()))],
-            ]
-        );
-        assert_eq!(replayed.last_segment, Some(first + 1));
-        assert_eq!(replayed.torn_bytes, 0);
-
-        Wal::remove_through(dir.path(), first).unwrap();
-        assert_eq!(
-            replay_all(dir.path()).0.len(),
-            1,
-            "the checkpointed segment is gone"
-        );
-    }
-
-    #[test]
-    fn a_torn_or_corrupt_tail_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::create(dir.path(), None).unwrap();
-        let mut buf = Vec::new();
-        encode(&mut buf, [(&b"key"[..], Some(&b"kept"[..]))]);
-        let whole = buf.len();
-        encode(&mut buf, [(&b"key"[..], Some(&b"torn"[..]))]);
-        // The crash wrote all but the last byte of the second record.
-        wal.append_durable(&buf[..buf.len() - 1]).unwrap();
-        let (records, replayed) = replay_all(dir.path());
-        assert_eq!(
-            records,
-            vec![vec![(b"key".to_vec(), Some(b"kept".to_vec()))]]
-        );
-        assert_eq!(replayed.torn_bytes, (buf.len() - 1 - whole) as u64);
-
-        // A flipped bit in a whole-length record fails its checksum.
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::create(dir.path(), None).unwrap();
-        let mut corrupt = buf[..whole].to_vec();
-        *corrupt.last_mut().unwrap() ^= 1;
-        wal.append_durable(&corrupt).unwrap();
-        assert_eq!(replay_all(dir.path()).0.len(), 0);
-    }
-
-    #[test]
-    fn zero_filled_space_ends_a_segment_but_an_empty_record_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::create(dir.path(), None).unwrap();
-        let mut expected = Vec::new();
-        // Records inside zero-filled space, then past its end (the file grows again).
-        for n in 0..40u32 {
-            let value = vec![b'v'; 1000 + n as usize];
-            let mut buf = Vec::new();
-            if n == 3 {
-                // An empty batch's record is a zero header: data after it still replays.
-                encode(&mut buf, []);
-                expected.push(Vec::new());
-            }
-            encode(&mut buf, [(&n.to_be_bytes()[..], Some(&value[..]))]);
-            expected.push(vec![(n.to_be_bytes().to_vec(), Some(value))]);
-            wal.append_durable(&buf).unwrap();
-            if n < 10 {
-                while wal.zero_ahead().unwrap().is_some() {}
-            }
-        }
-        while wal.zero_ahead().unwrap().is_some() {}
-        assert!(wal.len > wal.size, "the segment ends in zero-filled space");
-
-        let (records, replayed) = replay_all(dir.path());
-        assert_eq!(records, expected);
-        assert_eq!(replayed.torn_bytes, 0);
-
-        // A record the crash cut short, followed by zero-filled space, is dropped.
-        let mut torn = Vec::new();
-        encode(&mut torn, [(&b"torn"[..], Some(&b"value"[..]))]);
-        wal.append_durable(&torn[..torn.len() - 2]).unwrap();
-        let (records, replayed) = replay_all(dir.path());
-        assert_eq!(records, expected);
-        assert_eq!(replayed.torn_bytes, (torn.len() - 2) as u64);
-    }
-}
+mod tests;
