@@ -268,6 +268,10 @@ pub async fn bring_in_agent(
                 )
                 .await?;
         }
+        // The conversation's private notes are theirs to read and write too.
+        if let Some(notes_room) = super::notes::existing_room(s, room_id)? {
+            super::notes::invite(s, &notes_room, agent).await?;
+        }
         say(
             s,
             room_id,
@@ -533,8 +537,8 @@ pub async fn create_conversation(
         Some(key) => desk::intended_room(s, &held, key).await?,
         None => s.rooms.new_room_id()?,
     };
+    let mut content = new.content.bounded();
     if !s.rooms.exists(&room_id)? {
-        let mut content = new.content.bounded();
         if content.assignee.is_none()
             && content.is_active()
             && let Some(agent) = next_available(s)?
@@ -565,8 +569,20 @@ pub async fn create_conversation(
             s.store.write_durable(batch).await?;
         }
     }
-    let (content, pos) = current(s, &room_id)?.ok_or_else(|| not_a_conversation(&room_id))?;
-    let event_id = s.rooms.event(pos)?.pdu.event_id.clone();
+    let event_id = match current(s, &room_id)? {
+        Some((current, pos)) => {
+            content = current;
+            s.rooms.event(pos)?.pdu.event_id.clone()
+        }
+        // A creation a crash cut short left the room without its conversation: the bot, its
+        // creator, sets it now (the queue gives it an agent).
+        None => {
+            let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
+            s.rooms
+                .send(&room_id, &s.support.bot, template, actor.txn("open"))
+                .await?
+        }
+    };
     index_state(s, &held, &room_id, &event_id, &content).await?;
     Ok((room_id, content))
 }

@@ -789,3 +789,52 @@ async fn a_replayed_stream_never_answers_twice() {
         counted["first_customer_message_ts"]
     );
 }
+
+/// Element's direct chat (`trusted_private_chat`) gives the bot the power to run the
+/// conversation there; an encrypted one (Element X encrypts direct chats) it cannot read, so
+/// the customer gets a desk room instead.
+#[tokio::test]
+async fn a_direct_chat_is_the_conversation_unless_it_is_encrypted() {
+    let d = desk().await;
+    let carla = d.s.user("carla").await;
+    let dm = carla
+        .create_room(json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [BOT]}))
+        .await;
+    let conv = eventually("the conversation", || conversation(&d.boss, &dm, None)).await;
+    assert_eq!(conv["contact"]["id"], "@carla:localhost");
+    assert_eq!(
+        wait_bot_says(&carla, &dm, 1).await,
+        vec![(GREETING.to_owned(), false)]
+    );
+
+    let encrypted = carla
+        .create_room(json!({
+            "preset": "trusted_private_chat", "is_direct": true, "invite": [BOT],
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        }))
+        .await;
+    let desk_room = eventually("the desk room's invite", || async {
+        let sync = carla.sync(None, 0).await;
+        sync["rooms"]["invite"]
+            .as_object()
+            .and_then(|rooms| rooms.keys().next().cloned())
+    })
+    .await;
+    let said = wait_bot_says(&carla, &encrypted, 1).await;
+    assert!(said[0].0.contains(&desk_room), "{said:?}");
+    assert_eq!(
+        membership(&carla, &encrypted, BOT).await.as_deref(),
+        Some("leave")
+    );
+    let (st, _) = d
+        .boss
+        .get(&format!("{API}/conversations/{}", enc(&encrypted)))
+        .await;
+    assert_eq!(st, 404);
+    let conv = eventually("the desk room's conversation", || {
+        conversation(&d.boss, &desk_room, None)
+    })
+    .await;
+    assert_eq!(conv["contact"]["id"], "@carla:localhost");
+}

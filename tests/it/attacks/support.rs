@@ -399,6 +399,16 @@ async fn a_customer_never_sees_a_private_note() {
     assert_error(st, &body, 404, "M_NOT_FOUND");
     let (st, body) = carla.get(&notes).await;
     assert_error(st, &body, 403, "M_FORBIDDEN");
+    // The next assignee is let into the notes too.
+    let assign = format!("{API}/conversations/{}/assign", enc(&room));
+    let (st, body) = d
+        .boss
+        .post(&assign, json!({"user_id": "@bob:localhost"}))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(invites(&d.bob).await.contains_key(&notes_room));
+    let (st, body) = d.bob.get(&notes).await;
+    assert_eq!((st, body["notes"].as_array().map(Vec::len)), (200, Some(2)));
 
     // The customer: sync, history, context, the API's history, the notes room.
     let marker = carla.send_text(&room, "c2", "¿Sigue ahí?").await;
