@@ -18,7 +18,7 @@ use crate::{
     support::{
         actions::{self, Actor},
         conversation::{Priority, Status, valid_label, valid_language},
-        notes,
+        escalation, notes,
     },
 };
 
@@ -172,7 +172,7 @@ async fn execute(
                 return Err(Error::invalid_param("usage: !ticket TITLE"));
             }
             let source = pdu.event_id.to_string();
-            actions::create_ticket(s, room_id, args, actor, Some(&source)).await?;
+            escalation::create_ticket(s, room_id, args, actor, Some(&source)).await?;
             // create_ticket announces the ticket itself.
             return Ok(None);
         }

@@ -16,6 +16,7 @@ pub mod changes;
 pub mod conversation;
 pub mod deliveries;
 pub mod desk;
+pub mod escalation;
 pub mod index;
 pub mod metrics;
 pub mod notes;

@@ -18,8 +18,9 @@ use crate::{
     services::Services,
     support::{
         Ticket,
-        actions::{self, Actor, TicketPatch},
+        actions::Actor,
         conversation::Priority,
+        escalation::{self, TicketPatch},
         tickets::{TicketFilter, TicketStatus},
     },
 };
@@ -144,13 +145,13 @@ pub async fn create(
         via: "api",
         txn: None,
     };
-    let mut ticket = actions::create_ticket(&s, &room_id, &title, &actor, None).await?;
+    let mut ticket = escalation::create_ticket(&s, &room_id, &title, &actor, None).await?;
     if let Some(p) = priority.filter(|p| *p != ticket.priority) {
         let patch = TicketPatch {
             priority: Some(p),
             ..Default::default()
         };
-        ticket = actions::update_ticket(&s, ticket.number, patch, &actor).await?;
+        ticket = escalation::update_ticket(&s, ticket.number, patch, &actor).await?;
     }
     Ok(Json(json!(ticket)))
 }
@@ -225,6 +226,6 @@ pub async fn update(
         txn: None,
     };
     Ok(Json(json!(
-        actions::update_ticket(&s, n, patch, &actor).await?
+        escalation::update_ticket(&s, n, patch, &actor).await?
     )))
 }
