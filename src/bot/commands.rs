@@ -7,15 +7,18 @@
 use ruma::{RoomId, UserId};
 use serde_json::json;
 
+use ruma::events::TimelineEventType;
+
 use super::faq;
 use crate::{
     error::{Error, Result},
-    events::Pdu,
+    events::{EventTemplate, Pdu},
     rooms::Txn,
     services::Services,
     support::{
         actions::{self, Actor},
         conversation::{Priority, Status, valid_label, valid_language},
+        escalation, notes,
     },
 };
 
@@ -26,7 +29,7 @@ const COMMANDS: &[&str] = &[
 
 const HELP: &str = "Commands: !assign @user · !unassign · !status open|pending|closed · !close · \
 !reopen · !label add|remove LABEL · !priority low|medium|high|urgent · !language es|en|… · \
-!ticket TITLE · !template NAME · !note TEXT · !suggest · !help";
+!ticket TITLE · !template NAME · !note (the staff-only notes room) · !suggest · !help";
 
 /// Whether a message is one of the bot's commands.
 pub fn is_command(body: &str) -> bool {
@@ -169,7 +172,7 @@ async fn execute(
                 return Err(Error::invalid_param("usage: !ticket TITLE"));
             }
             let source = pdu.event_id.to_string();
-            actions::create_ticket(s, room_id, args, actor, Some(&source)).await?;
+            escalation::create_ticket(s, room_id, args, actor, Some(&source)).await?;
             // create_ticket announces the ticket itself.
             return Ok(None);
         }
@@ -179,18 +182,59 @@ async fn execute(
             return Ok(None);
         }
         "note" => {
-            if args.is_empty() {
-                return Err(Error::invalid_param("usage: !note TEXT"));
-            }
-            (
-                "Private note kept; the customer does not see it.".to_owned(),
-                false,
-            )
+            note(s, pdu, actor, args).await?;
+            return Ok(None);
         }
         "suggest" => (suggestions(s, room_id)?, false),
         _ => unreachable!("filtered by COMMANDS"),
     };
     Ok(Some(reply))
+}
+
+/// `!note`: links the conversation's notes room (creating it on first use) and invites the
+/// agent to it, where notes are written; the customer is in this room, so no note is kept here.
+/// `!note TEXT` is refused before it is sent on this server (`support::policy`); one that came
+/// some other way is moved to the notes room and taken out of the conversation.
+async fn note(s: &Services, pdu: &Pdu, actor: &Actor<'_>, text: &str) -> Result<()> {
+    let room_id = &pdu.room_id;
+    let pos = actor.txn.clone().unwrap_or_default();
+    let pos = pos.as_str();
+    if !text.is_empty() {
+        notes::write(s, room_id, actor, text).await?;
+        let redaction = EventTemplate::message(
+            TimelineEventType::RoomRedaction,
+            serde_json::value::to_raw_value(&json!({
+                "redacts": pdu.event_id,
+                "reason": "A private note: moved to the notes room",
+            }))
+            .map_err(|e| Error::internal(e.to_string()))?,
+        );
+        let redacted = s
+            .rooms
+            .send(
+                room_id,
+                &s.support.bot,
+                redaction,
+                txn_of(pos, "note-redact"),
+            )
+            .await;
+        if let Err(e) = redacted {
+            tracing::warn!(room = %room_id, error = %e, "support bot: a note left in a conversation");
+        }
+    }
+    let notes_room = notes::room(s, room_id).await?;
+    notes::invite(s, &notes_room, &pdu.sender).await?;
+    let link = format!("https://matrix.to/#/{notes_room}");
+    let mut content = actions::message(
+        &format!(
+            "Private notes on this conversation are kept in a staff-only room, never here (the \
+             customer reads this room): {link}. You are invited; write your notes there."
+        ),
+        true,
+    );
+    content["io.charla.notes_room"] = json!(notes_room);
+    actions::say_content(s, room_id, &content, txn_of(pos, "reply")).await?;
+    Ok(())
 }
 
 fn txn_of(pos: &str, tag: &str) -> Option<Txn> {
@@ -252,7 +296,7 @@ pub fn render_template(
     let ticket = s
         .support
         .tickets
-        .list(&filter, 1, None)?
+        .list(&filter, 1, None, |_| Ok(true))?
         .0
         .first()
         .map(|t| format!("#{}", t.number))

@@ -6,16 +6,17 @@ use ruma::{
 };
 use serde_json::json;
 
-use super::{commands, faq, hours};
+use super::{commands, faq, hours, invite};
 use crate::{
     error::Result,
     events::Pdu,
-    rooms::{MemberProfile, membership_of},
+    rooms::membership_of,
     services::Services,
     support::{
         CONVERSATION_EVENT, Conversation,
         actions::{self, Actor},
-        conversation::{Contact, Status},
+        conversation::Status,
+        trust,
     },
 };
 
@@ -41,108 +42,28 @@ pub async fn event(s: &Services, pos: u64, pdu: &Pdu) -> Result<bool> {
             if pdu.state_key.as_deref() == Some(bot.as_str())
                 && membership_of(pdu) == Some(MembershipState::Invite) =>
         {
-            invited(s, pdu, pos).await
+            invite::invited(s, pdu, pos).await
         }
         CONVERSATION_EVENT if pdu.state_key.as_deref() == Some("") => {
-            let content = Conversation::from_str_lenient(pdu.content.get());
-            let _guard = s.support.changes.lock().await;
+            // Power in a room is no say on the desk: only the desk's own changes count.
+            if !trust::is_desk(s, &pdu.sender)? {
+                tracing::debug!(room = %pdu.room_id, sender = %pdu.sender,
+                    "support bot: conversation state not from the desk, ignored");
+                return Ok(false);
+            }
+            let content = Conversation::from_str_lenient(pdu.content.get()).bounded();
+            let held = s.support.changes.lock().await;
             // Only rooms the bot is in are conversations it runs.
             if !s.rooms.room(&pdu.room_id)?.is_joined(bot) {
                 return Ok(false);
             }
-            actions::index_state_locked(s, &pdu.room_id, &pdu.event_id, &content).await?;
+            actions::index_state(s, &held, &pdu.room_id, &pdu.event_id, &content).await?;
             // Unassigned work, or capacity freed by a closed conversation.
             Ok(content.assignee.is_none() || !content.is_active())
         }
         "m.room.message" => message(s, pdu, pos).await,
         _ => Ok(false),
     }
-}
-
-/// Someone invited the bot: the room becomes (or already is) a conversation.
-async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
-    let bot = &s.support.bot;
-    let room = s.rooms.room(&pdu.room_id)?;
-    if s.rooms.membership(&room, bot)? != Some(MembershipState::Invite) {
-        // Already joined, or the invite was withdrawn before we got to it.
-        return Ok(false);
-    }
-    let profile = MemberProfile {
-        displayname: Some(s.config.support.bot_displayname.clone()),
-        avatar_url: None,
-    };
-    // Not waited for on its own: the conversation's opening event follows at once, and its
-    // disk sync covers both, so assignment is decided one sync sooner.
-    let joined = s
-        .rooms
-        .join_unsynced(&pdu.room_id, bot, profile, None)
-        .await?;
-    let made = make_conversation(s, pdu, pos).await;
-    if let Some((room, pending)) = joined {
-        s.rooms.publish(&room, pending).await?;
-    }
-    made?;
-    let greeting = &s.config.support.greeting;
-    if !greeting.is_empty() {
-        actions::say(
-            s,
-            &pdu.room_id,
-            greeting,
-            false,
-            &[],
-            actor_txn(pos, "greet"),
-        )
-        .await?;
-    }
-    Ok(true)
-}
-
-/// The room the bot just joined becomes a conversation: an existing one (a bridge portal, a
-/// web chat) is indexed, a new one is opened with the inviter as contact and assigned.
-async fn make_conversation(s: &Services, pdu: &Pdu, pos: u64) -> Result<()> {
-    let bot = &s.support.bot;
-    let actor = Actor {
-        user: bot,
-        via: "bot",
-        txn: Some(format!("{pos}")),
-    };
-    match actions::current(s, &pdu.room_id)? {
-        // A bridge portal or web chat: conversation from the start, keep its channel.
-        Some((content, state_pos)) => {
-            let ev = s.rooms.event(state_pos)?;
-            let _guard = s.support.changes.lock().await;
-            actions::index_state_locked(s, &pdu.room_id, &ev.pdu.event_id, &content).await?;
-        }
-        None => {
-            let inviter = s.users.get(&pdu.sender)?;
-            let content = Conversation {
-                contact: Contact {
-                    name: inviter.and_then(|r| r.displayname),
-                    id: Some(pdu.sender.to_string()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let opened = actions::open(s, &pdu.room_id, content, &actor).await;
-            if let Ok(Some(agent)) = &opened {
-                actions::bring_in_agent(s, &pdu.room_id, agent, &actor).await?;
-            }
-            if let Err(e) = opened {
-                actions::say(
-                    s,
-                    &pdu.room_id,
-                    "I cannot manage this conversation: give me power level 50 (moderator) \
-                     in this room and invite me again.",
-                    true,
-                    &[],
-                    None,
-                )
-                .await?;
-                return Err(e);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn actor_txn(pos: u64, tag: &str) -> Option<crate::rooms::Txn> {

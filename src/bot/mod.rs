@@ -17,6 +17,7 @@ mod commands;
 pub mod faq;
 mod handle;
 pub mod hours;
+mod invite;
 mod lanes;
 
 use std::{

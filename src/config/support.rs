@@ -37,6 +37,14 @@ pub struct SupportConfig {
     pub notify_customer_on_resolve: bool,
     /// The first ticket number handed out.
     pub first_ticket_number: u64,
+    /// Appservices (by registration id) that open conversations for the desk, such as the
+    /// WhatsApp bridge: the desk's state their own user (`sender_localpart`) sets counts as the
+    /// desk's. Their other users (puppets) are customers.
+    pub desk_appservices: Vec<String>,
+    /// Conversations a customer may open per hour (through the API or by inviting the bot into
+    /// a room it cannot run), after a burst of `customer_conversation_burst`.
+    pub customer_conversations_per_hour: u32,
+    pub customer_conversation_burst: u32,
 }
 
 impl Default for SupportConfig {
@@ -56,6 +64,9 @@ impl Default for SupportConfig {
             out_of_office: "We are closed right now; we will answer as soon as we are back.".into(),
             notify_customer_on_resolve: true,
             first_ticket_number: 1,
+            desk_appservices: vec!["whatsapp".into()],
+            customer_conversations_per_hour: 20,
+            customer_conversation_burst: 5,
         }
     }
 }
@@ -144,6 +155,13 @@ impl SupportConfig {
             if t.name.is_empty() || t.name.contains(char::is_whitespace) {
                 return Err(format!("support.templates: bad name {:?}", t.name));
             }
+        }
+        if self.customer_conversations_per_hour == 0 || self.customer_conversation_burst == 0 {
+            return Err(
+                "support.customer_conversations_per_hour and customer_conversation_burst must be \
+                 positive"
+                    .into(),
+            );
         }
         for f in &self.faq {
             if f.questions.is_empty() && f.keywords.is_empty() {

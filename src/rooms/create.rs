@@ -30,6 +30,10 @@ pub struct CreateRoom {
     pub room_version: Option<RoomVersionId>,
     pub creation_content: Option<Map<String, Value>>,
     pub creator_profile: MemberProfile,
+    /// The id to create the room under (from [`RoomService::new_room_id`]), for callers that
+    /// record it durably first so that a creation retried after a crash finds its room;
+    /// `M_ROOM_IN_USE` if a room has it. `None`: a new one.
+    pub room_id: Option<OwnedRoomId>,
 }
 
 impl RoomService {
@@ -50,7 +54,13 @@ impl RoomService {
             RoomPreset::PrivateChat
         });
 
-        let room_id = self.new_room_id()?;
+        let room_id = match &req.room_id {
+            Some(id) if self.exists(id)? => {
+                return Err(Error::room_in_use("A room with this id exists"));
+            }
+            Some(id) => id.clone(),
+            None => self.new_room_id()?,
+        };
         let short = self.store.increment(Table::Global, b"room_short", 1)?;
         let mut batch = Batch::new();
         let record = RoomRecord {
@@ -187,7 +197,8 @@ impl RoomService {
         Ok(room_id)
     }
 
-    fn new_room_id(&self) -> Result<OwnedRoomId> {
+    /// A fresh random room id on this server.
+    pub fn new_room_id(&self) -> Result<OwnedRoomId> {
         use rand::{Rng, distributions::Alphanumeric};
         let local: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)

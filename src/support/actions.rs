@@ -1,12 +1,17 @@
-//! Changes to conversations and tickets, shared by the bot's commands and the agent API, so
-//! both make exactly the same state events, index updates and audit entries.
+//! Changes to conversations, shared by the bot's commands and the agent API, so both make
+//! exactly the same state events, index updates and audit entries (tickets: [`super::escalation`]).
 
-use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId, events::room::member::MembershipState};
+use ruma::{
+    OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::room::member::MembershipState,
+};
 use serde_json::{Value, json};
 
 use super::{
-    CONVERSATION_EVENT, Conversation, ConversationRecord, TICKET_EVENT, Ticket, now_ms,
-    tickets::TicketStatus,
+    CONVERSATION_EVENT, Conversation, ConversationRecord,
+    changes::ChangeGuard,
+    conversation::MAX_LABELS,
+    desk::{self, DeskRoom, Purpose},
+    now_ms, trust,
 };
 use crate::{
     error::{Error, Result},
@@ -30,7 +35,8 @@ pub struct Actor<'a> {
 }
 
 impl Actor<'_> {
-    fn txn(&self, tag: &str) -> Option<Txn> {
+    /// The txn id of one of the sends this actor's request makes, `tag` telling them apart.
+    pub fn txn(&self, tag: &str) -> Option<Txn> {
         self.txn.as_ref().map(|t| Txn {
             device: BOT_DEVICE.into(),
             txn_id: format!("{t}:{tag}"),
@@ -38,19 +44,19 @@ impl Actor<'_> {
     }
 }
 
-/// The current conversation content of a room, `None` if the room is not a conversation.
+/// The room's conversation as the desk last set it, with that state event's position; `None`
+/// if the room is not a conversation. State others sent is not the desk's ([`trust`]).
 pub fn current(s: &Services, room_id: &RoomId) -> Result<Option<(Conversation, u64)>> {
-    let room = s.rooms.room(room_id)?;
-    match s.rooms.state_pos(room.short, CONVERSATION_EVENT, "")? {
-        Some(pos) => {
-            let ev = s.rooms.event(pos)?;
-            Ok(Some((
-                Conversation::from_str_lenient(ev.pdu.content.get()),
-                pos,
-            )))
-        }
-        None => Ok(None),
-    }
+    trust::conversation(s, room_id)
+}
+
+/// A user as a conversation's contact: their display name and id.
+pub fn contact_of(s: &Services, user: &UserId) -> Result<super::conversation::Contact> {
+    Ok(super::conversation::Contact {
+        name: s.users.get(user)?.and_then(|r| r.displayname),
+        id: Some(user.to_string()),
+        ..Default::default()
+    })
 }
 
 /// Applies `edit` to the conversation and sends the result as the bot's state event; indexes
@@ -64,10 +70,15 @@ pub async fn update(
     details: Value,
     edit: impl FnOnce(&mut Conversation) -> Result<()>,
 ) -> Result<Conversation> {
-    let _guard = s.support.changes.lock().await;
+    let held = s.support.changes.lock().await;
     let (old, _) = current(s, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
     let mut new = old.clone();
     edit(&mut new)?;
+    if new.labels.len() > MAX_LABELS {
+        return Err(Error::invalid_param(format!(
+            "a conversation has at most {MAX_LABELS} labels"
+        )));
+    }
     if new == old {
         return Ok(new);
     }
@@ -76,7 +87,7 @@ pub async fn update(
         .rooms
         .send(room_id, &s.support.bot, template, actor.txn(action))
         .await?;
-    index_state_locked(s, room_id, &event_id, &new).await?;
+    index_state(s, &held, room_id, &event_id, &new).await?;
     if actor.via != "bot" {
         let mut batch = Batch::new();
         s.support.audit.record(
@@ -92,9 +103,11 @@ pub async fn update(
     Ok(new)
 }
 
-/// Indexes a conversation state event (by whoever sent it). The caller holds `changes`.
-pub async fn index_state_locked(
+/// Indexes a conversation state event the desk sent ([`trust::is_desk`]; the caller checked),
+/// bounded as the desk keeps it. Under the change lock, which the caller holds.
+pub async fn index_state(
     s: &Services,
+    held: &ChangeGuard<'_>,
     room_id: &RoomId,
     event_id: &OwnedEventId,
     content: &Conversation,
@@ -112,11 +125,11 @@ pub async fn index_state_locked(
         created_ts: ts,
         ..Default::default()
     });
-    new.content = content.clone();
+    new.content = content.clone().bounded();
     new.state_pos = pos;
     new.last_activity_ts = new.last_activity_ts.max(ts);
     let mut batch = Batch::new();
-    s.support.index.put(&mut batch, old.as_ref(), &new);
+    s.support.index.put(held, &mut batch, old.as_ref(), &new);
     write_index(s, batch)
 }
 
@@ -138,7 +151,7 @@ pub async fn update_record(
     pos: u64,
     edit: impl FnOnce(&mut ConversationRecord),
 ) -> Result<Option<ConversationRecord>> {
-    let _guard = s.support.changes.lock().await;
+    let held = s.support.changes.lock().await;
     let Some(old) = s.support.index.get(room_id.as_str())? else {
         return Ok(None);
     };
@@ -149,7 +162,7 @@ pub async fn update_record(
     edit(&mut new);
     new.applied_pos = pos;
     let mut batch = Batch::new();
-    s.support.index.put(&mut batch, Some(&old), &new);
+    s.support.index.put(&held, &mut batch, Some(&old), &new);
     write_index(s, batch)?;
     Ok(Some(new))
 }
@@ -253,6 +266,10 @@ pub async fn bring_in_agent(
                 )
                 .await?;
         }
+        // The conversation's private notes are theirs to read and write too.
+        if let Some(notes_room) = super::notes::existing_room(s, room_id)? {
+            super::notes::invite(s, &notes_room, agent).await?;
+        }
         say(
             s,
             room_id,
@@ -276,6 +293,15 @@ pub async fn say(
     mentions: &[&UserId],
     txn: Option<Txn>,
 ) -> Result<OwnedEventId> {
+    let mut content = message(text, internal);
+    if !mentions.is_empty() {
+        content["m.mentions"] = json!({ "user_ids": mentions });
+    }
+    say_content(s, room_id, &content, txn).await
+}
+
+/// The content of a message of the bot (see [`say`]), for callers that add fields to it.
+pub fn message(text: &str, internal: bool) -> Value {
     let mut content = json!({
         "msgtype": if internal { "m.notice" } else { "m.text" },
         "body": text,
@@ -283,161 +309,20 @@ pub async fn say(
     if internal {
         content["io.charla.internal"] = json!(true);
     }
-    if !mentions.is_empty() {
-        content["m.mentions"] = json!({ "user_ids": mentions });
-    }
-    let template = EventTemplate::message(
-        "m.room.message",
-        serde_json::value::to_raw_value(&content).expect("json"),
-    );
-    s.rooms.send(room_id, &s.support.bot, template, txn).await
+    content
 }
 
-/// The fields a ticket change may set.
-#[derive(Debug, Clone, Default)]
-pub struct TicketPatch {
-    pub title: Option<String>,
-    pub status: Option<TicketStatus>,
-    pub priority: Option<super::conversation::Priority>,
-    /// `Some(None)` unassigns.
-    pub assignee: Option<Option<String>>,
-}
-
-/// Escalates a conversation to a ticket; `source` (the asking event) makes it idempotent.
-pub async fn create_ticket(
+/// Sends an `m.room.message` with this content as the bot.
+pub async fn say_content(
     s: &Services,
     room_id: &RoomId,
-    title: &str,
-    actor: &Actor<'_>,
-    source: Option<&str>,
-) -> Result<Ticket> {
-    if let Some(src) = source
-        && let Some(t) = s.support.tickets.by_source(src)?
-    {
-        return Ok(t);
-    }
-    let (conv, _) = current(s, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
-    let now = now_ms();
-    let ticket = Ticket {
-        number: s.support.tickets.next_number()?,
-        title: title.to_owned(),
-        status: TicketStatus::Open,
-        priority: conv.priority,
-        assignee: conv.assignee.clone(),
-        room_id: room_id.to_string(),
-        created_by: actor.user.to_string(),
-        created_ts: now,
-        updated_ts: now,
-    };
-    let mut batch = Batch::new();
-    s.support.tickets.put(&mut batch, None, &ticket, source);
-    s.support.audit.record(
-        &mut batch,
-        actor.user.as_str(),
-        "ticket.create",
-        &format!("#{}", ticket.number),
-        actor.via,
-        json!({ "room_id": room_id, "title": title }),
-    )?;
-    s.store.write_durable(batch).await?;
-    mirror_ticket(s, &ticket, actor).await?;
-    say(
-        s,
-        room_id,
-        &format!("Ticket #{} created: {}", ticket.number, ticket.title),
-        true,
-        &[],
-        actor.txn("ticket-created"),
-    )
-    .await?;
-    Ok(ticket)
-}
-
-/// Changes a ticket, mirrors it in its room and announces the change there.
-pub async fn update_ticket(
-    s: &Services,
-    number: u64,
-    patch: TicketPatch,
-    actor: &Actor<'_>,
-) -> Result<Ticket> {
-    let _guard = s.support.changes.lock().await;
-    let old = s
-        .support
-        .tickets
-        .get(number)?
-        .ok_or_else(|| Error::not_found(format!("No ticket #{number}")))?;
-    let mut new = old.clone();
-    if let Some(t) = patch.title {
-        new.title = t;
-    }
-    if let Some(st) = patch.status {
-        new.status = st;
-    }
-    if let Some(p) = patch.priority {
-        new.priority = p;
-    }
-    if let Some(a) = patch.assignee {
-        new.assignee = a;
-    }
-    if new == old {
-        return Ok(new);
-    }
-    new.updated_ts = now_ms();
-    let mut batch = Batch::new();
-    s.support.tickets.put(&mut batch, Some(&old), &new, None);
-    s.support.audit.record(
-        &mut batch,
-        actor.user.as_str(),
-        "ticket.update",
-        &format!("#{number}"),
-        actor.via,
-        json!({ "status": new.status.as_str(), "priority": new.priority.as_str(),
-                "assignee": new.assignee, "title": new.title }),
-    )?;
-    s.store.write_durable(batch).await?;
-    let room_id = RoomId::parse(&new.room_id).map_err(|e| Error::internal(e.to_string()))?;
-    mirror_ticket(s, &new, actor).await?;
-    say(
-        s,
-        &room_id,
-        &format!(
-            "Ticket #{} is now {} ({} priority): {}",
-            new.number,
-            new.status.as_str(),
-            new.priority.as_str(),
-            new.title
-        ),
-        true,
-        &[],
-        None,
-    )
-    .await?;
-    if new.status == TicketStatus::Resolved
-        && old.status != TicketStatus::Resolved
-        && s.support.config.notify_customer_on_resolve
-    {
-        say(
-            s,
-            &room_id,
-            &format!("Your request #{} has been resolved.", new.number),
-            false,
-            &[],
-            None,
-        )
-        .await?;
-    }
-    Ok(new)
-}
-
-/// The ticket as room state (`io.charla.ticket`, state key: its number).
-async fn mirror_ticket(s: &Services, t: &Ticket, actor: &Actor<'_>) -> Result<()> {
-    let room_id = RoomId::parse(&t.room_id).map_err(|e| Error::internal(e.to_string()))?;
-    let template = EventTemplate::state_json(TICKET_EVENT, t.number.to_string(), t);
-    let txn = actor.txn(&format!("ticket-state-{}-{}", t.number, t.updated_ts));
-    s.rooms
-        .send(&room_id, &s.support.bot, template, txn)
-        .await?;
-    Ok(())
+    content: &Value,
+    txn: Option<Txn>,
+) -> Result<OwnedEventId> {
+    let raw = serde_json::value::to_raw_value(content)
+        .map_err(|e| Error::internal(format!("message content: {e}")))?;
+    let template = EventTemplate::message("m.room.message", raw);
+    s.rooms.send(room_id, &s.support.bot, template, txn).await
 }
 
 pub fn not_a_conversation(room_id: &RoomId) -> Error {
@@ -454,7 +339,7 @@ pub async fn open(
     mut content: Conversation,
     actor: &Actor<'_>,
 ) -> Result<Option<OwnedUserId>> {
-    let _guard = s.support.changes.lock().await;
+    let held = s.support.changes.lock().await;
     if current(s, room_id)?.is_some() {
         return Ok(None);
     }
@@ -471,8 +356,86 @@ pub async fn open(
         .rooms
         .send(room_id, &s.support.bot, template, actor.txn("open"))
         .await?;
-    index_state_locked(s, room_id, &event_id, &content).await?;
+    index_state(s, &held, room_id, &event_id, &content).await?;
     Ok(chosen)
+}
+
+/// A conversation the desk opens in a room of its own ([`desk`]).
+pub struct NewConversation {
+    pub content: Conversation,
+    pub name: Option<String>,
+    pub participants: Vec<OwnedUserId>,
+    /// A direct chat with its one customer: their client lists it with their direct chats.
+    pub is_direct: bool,
+    /// For an opening a replay may repeat: the key in the desk's durable state under which
+    /// the room's id is recorded before the room is made, so the replay finds the room.
+    pub intent: Option<Vec<u8>>,
+}
+
+/// Opens a conversation in a new desk-owned room: the bot creates it with the conversation's
+/// state, invites the participants, and indexes it; without an assignee the next available
+/// agent is chosen in that same state (under the change lock, like [`open`]). Audited unless
+/// the bot opened it on its own. Returns the room and its conversation; the caller brings the
+/// assignee in ([`bring_in_agent`]). With an `intent` whose room exists (a replay), nothing is
+/// created again: the room and its conversation are returned as they are.
+pub async fn create_conversation(
+    s: &Services,
+    new: NewConversation,
+    actor: &Actor<'_>,
+) -> Result<(OwnedRoomId, Conversation)> {
+    let held = s.support.changes.lock().await;
+    let room_id = match &new.intent {
+        Some(key) => desk::intended_room(s, &held, key).await?,
+        None => s.rooms.new_room_id()?,
+    };
+    let mut content = new.content.bounded();
+    if !s.rooms.exists(&room_id)? {
+        if content.assignee.is_none()
+            && content.is_active()
+            && let Some(agent) = next_available(s)?
+        {
+            content.assignee = Some(agent.to_string());
+            s.support.mark_assigned(&agent);
+        }
+        let room = DeskRoom {
+            purpose: Purpose::Conversation,
+            room_id: room_id.clone(),
+            name: new.name,
+            topic: None,
+            invite: new.participants.clone(),
+            is_direct: new.is_direct,
+            initial_state: vec![(CONVERSATION_EVENT.into(), String::new(), content.to_json())],
+        };
+        desk::create_room(s, room).await?;
+        if actor.via != "bot" {
+            let mut batch = Batch::new();
+            s.support.audit.record(
+                &mut batch,
+                actor.user.as_str(),
+                "conversation.create",
+                room_id.as_str(),
+                actor.via,
+                json!({ "participants": new.participants }),
+            )?;
+            s.store.write_durable(batch).await?;
+        }
+    }
+    let event_id = match current(s, &room_id)? {
+        Some((current, pos)) => {
+            content = current;
+            s.rooms.event(pos)?.pdu.event_id.clone()
+        }
+        // A creation a crash cut short left the room without its conversation: the bot, its
+        // creator, sets it now (the queue gives it an agent).
+        None => {
+            let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
+            s.rooms
+                .send(&room_id, &s.support.bot, template, actor.txn("open"))
+                .await?
+        }
+    };
+    index_state(s, &held, &room_id, &event_id, &content).await?;
+    Ok((room_id, content))
 }
 
 /// Status changes keep the resolution time consistent.

@@ -10,6 +10,16 @@ use serde_json::{Map, Value};
 pub const CONVERSATION_EVENT: &str = "io.charla.conversation";
 /// The ticket mirror state event type (state key: the ticket number).
 pub const TICKET_EVENT: &str = "io.charla.ticket";
+/// The prefix of every state type that is the desk's: only the desk may set it.
+pub const DESK_STATE_PREFIX: &str = "io.charla.";
+
+/// Most labels a conversation keeps: each is an index key, so the count is what one state
+/// event may cost the index.
+pub const MAX_LABELS: usize = 20;
+/// Longest product, order or organisation reference kept (each is an index key too).
+pub const MAX_REFERENCE_CHARS: usize = 128;
+/// Longest contact field kept.
+const MAX_CONTACT_CHARS: usize = 255;
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident default $default:ident { $($variant:ident = $text:literal),* $(,)? }) => {
@@ -135,6 +145,51 @@ impl Conversation {
         serde_json::to_value(self).expect("conversation serializes")
     }
 
+    /// The content as the desk keeps it, whoever wrote the event: at most [`MAX_LABELS`] valid,
+    /// distinct labels; references and contact fields of bounded length; an assignee that is a
+    /// user id; a language that is a tag. What does not fit is dropped, so no state event can
+    /// make the index write more than a handful of keys.
+    pub fn bounded(mut self) -> Self {
+        let mut labels: Vec<String> = Vec::new();
+        for label in self.labels.iter().filter_map(|l| valid_label(l)) {
+            if labels.len() == MAX_LABELS {
+                break;
+            }
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+        self.labels = labels;
+        let fits = |v: &Option<String>, max: usize| {
+            v.as_ref()
+                .is_none_or(|v| !v.is_empty() && v.chars().count() <= max)
+        };
+        for reference in [
+            &mut self.product_id,
+            &mut self.order_id,
+            &mut self.contact.organisation,
+        ] {
+            if !fits(reference, MAX_REFERENCE_CHARS) {
+                *reference = None;
+            }
+        }
+        let contact = &mut self.contact;
+        for field in [&mut contact.name, &mut contact.phone, &mut contact.id] {
+            if !fits(field, MAX_CONTACT_CHARS) {
+                *field = None;
+            }
+        }
+        if self
+            .assignee
+            .as_deref()
+            .is_some_and(|a| ruma::UserId::parse(a).is_err())
+        {
+            self.assignee = None;
+        }
+        self.language = self.language.as_deref().and_then(valid_language);
+        self
+    }
+
     /// Whether the conversation counts against its assignee's capacity.
     pub fn is_active(&self) -> bool {
         self.status != Status::Closed
@@ -159,6 +214,21 @@ pub fn valid_language(tag: &str) -> Option<String> {
         Some(rest) => format!("{primary}-{rest}"),
         None => primary,
     })
+}
+
+/// A list of labels as an agent gives it, checked: each valid, at most [`MAX_LABELS`] distinct.
+pub fn valid_labels(list: &[String]) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in list {
+        let l = valid_label(l).ok_or("labels are 1 to 64 printable characters")?;
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    if out.len() > MAX_LABELS {
+        return Err(format!("at most {MAX_LABELS} labels"));
+    }
+    Ok(out)
 }
 
 /// A label as stored: trimmed and non-empty, at most 64 characters, no control characters.
@@ -201,6 +271,32 @@ mod tests {
         assert_eq!(out["contact"]["organisation"], Value::Null);
         assert_eq!(out["status"], "pending");
         assert_eq!(out["first_customer_message_ts"], Value::Null);
+    }
+
+    #[test]
+    fn content_is_bounded_whatever_the_event_says() {
+        let labels: Vec<String> = (0..300).map(|i| format!("l{}", i % 30)).collect();
+        let c = Conversation::from_json(&json!({
+            "labels": labels, "assignee": "not a user", "product_id": "p".repeat(129),
+            "order_id": "", "contact": {"organisation": "ACME", "name": "n".repeat(256)},
+            "language": "klingon",
+        }))
+        .bounded();
+        assert_eq!(c.labels.len(), MAX_LABELS);
+        assert_eq!(c.labels[0], "l0");
+        assert_eq!(c.assignee, None);
+        assert_eq!((c.product_id, c.order_id), (None, None));
+        assert_eq!(c.contact.organisation.as_deref(), Some("ACME"));
+        assert_eq!(c.contact.name, None);
+        assert_eq!(c.language, None);
+        let ok =
+            Conversation::from_json(&json!({"assignee": "@ana:x", "labels": [" vip ", "vip"]}));
+        assert_eq!(ok.clone().bounded().labels, vec!["vip".to_owned()]);
+        assert_eq!(ok.bounded().assignee.as_deref(), Some("@ana:x"));
+        let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
+        assert!(valid_labels(&many).is_err());
+        assert_eq!(valid_labels(&many[..20]).unwrap().len(), 20);
+        assert!(valid_labels(&["".into()]).is_err());
     }
 
     #[test]

@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::conversation::{Channel, Conversation, Priority, Status};
+use super::{
+    changes::ChangeGuard,
+    conversation::{Channel, Conversation, Priority, Status},
+};
 use crate::{
     error::{Error, Result},
     read_cache::ReadCache,
@@ -264,9 +267,12 @@ impl ConversationIndex {
         Ok(found)
     }
 
-    /// Writes the record into `batch`, replacing the index keys of `old`.
+    /// Writes the record into `batch`, replacing the index keys of `old`. `old` must be what is
+    /// stored: the caller read it under the change lock it still holds, so no other change
+    /// came in between and left keys behind.
     pub fn put(
         &self,
+        _held: &ChangeGuard<'_>,
         batch: &mut Batch,
         old: Option<&ConversationRecord>,
         new: &ConversationRecord,
@@ -434,6 +440,8 @@ mod tests {
     async fn filters_pages_and_updates() {
         let dir = tempfile::tempdir().unwrap();
         let index = ConversationIndex::new(Store::open(dir.path(), 8).unwrap());
+        let changes = crate::support::changes::Changes::default();
+        let held = changes.lock().await;
         let mut b = Batch::new();
         for (i, (status, a)) in [
             (Status::Open, None),
@@ -445,6 +453,7 @@ mod tests {
         .enumerate()
         {
             index.put(
+                &held,
                 &mut b,
                 None,
                 &record(&format!("!r{i}:x"), 10 + i as u64, status, a),
@@ -474,7 +483,7 @@ mod tests {
         let mut new = old.clone();
         new.content.status = Status::Closed;
         let mut b = Batch::new();
-        index.put(&mut b, Some(&old), &new);
+        index.put(&held, &mut b, Some(&old), &new);
         index.store.write_durable(b).await.unwrap();
         assert_eq!(index.load("@ana:x").unwrap(), 0);
         let (page, _) = index.list(&f, Sort::Activity, 10, None).unwrap();

@@ -1,18 +1,28 @@
-//! The support desk: conversations, their index, tickets, roles, the audit log and metrics.
+//! The support desk: conversations, their index, tickets, notes, roles, the audit log and
+//! metrics.
 //!
 //! Conversations are rooms carrying `io.charla.conversation`; this module keeps what the server
 //! needs to find and measure them without scanning rooms. Changes to a conversation are always
 //! state events sent by the support bot's user (see [`actions`]), whether an agent asked in the
 //! room or through `/api/support/v1/`, so every client sees them and the room's history shows
-//! who changed what.
+//! who changed what. Only the desk's own changes count ([`trust`]): power in a room is no say
+//! on the desk. Rooms the desk opens itself are desk-owned ([`desk`]); private notes live in a
+//! staff-only room beside the conversation ([`notes`]), never in it.
 
+pub mod access;
 pub mod actions;
 pub mod audit;
+pub mod changes;
 pub mod conversation;
 pub mod deliveries;
+pub mod desk;
+pub mod escalation;
 pub mod index;
 pub mod metrics;
+pub mod notes;
+pub mod policy;
 pub mod tickets;
+pub mod trust;
 
 use std::{
     collections::HashMap,
@@ -22,7 +32,7 @@ use std::{
 
 use ruma::{OwnedUserId, ServerName, UserId};
 
-use crate::{config::SupportConfig, error::Result, storage::Store};
+use crate::{config::SupportConfig, error::Result, ratelimit::RateLimiter, storage::Store};
 
 pub use audit::{AuditEntry, AuditLog};
 pub use conversation::{CONVERSATION_EVENT, Conversation, TICKET_EVENT};
@@ -49,7 +59,9 @@ pub struct SupportService {
     pub deliveries: Deliveries,
     /// Serializes read-modify-write of conversation state and records: two agents adding a
     /// label at once must both be kept.
-    pub changes: tokio::sync::Mutex<()>,
+    pub changes: changes::Changes,
+    /// Conversations each customer opens (per user), through the API or an invite of the bot.
+    pub customer_creations: RateLimiter,
     /// When each agent was last given a conversation: round-robin order.
     last_assigned: Mutex<HashMap<OwnedUserId, u64>>,
 }
@@ -63,9 +75,13 @@ impl SupportService {
             tickets: TicketStore::new(store.clone(), config.first_ticket_number),
             audit: AuditLog::new(store),
             deliveries: Deliveries::default(),
+            customer_creations: RateLimiter::new(
+                f64::from(config.customer_conversations_per_hour) / 3600.0,
+                config.customer_conversation_burst,
+            ),
             bot,
             config,
-            changes: tokio::sync::Mutex::new(()),
+            changes: changes::Changes::default(),
             last_assigned: Mutex::default(),
         })
     }

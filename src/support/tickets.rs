@@ -14,6 +14,9 @@ use crate::{
 
 const COUNTER: &[u8] = b"support_ticket_seq";
 
+/// Index entries one listing page reads at most.
+pub const SCAN_BUDGET: usize = 2_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TicketStatus {
@@ -160,12 +163,16 @@ impl TicketStore {
         );
     }
 
-    /// Newest first, below `before` (a ticket number) when given.
+    /// Newest first, below `before` (a ticket number) when given: those `filter` and
+    /// `visible` (the caller's view) keep, and where the next page starts. One page reads at
+    /// most [`SCAN_BUDGET`] index entries, so a caller who sees few tickets gets a short page
+    /// (maybe empty) with a `next`, never a scan of every ticket.
     pub fn list(
         &self,
         filter: &TicketFilter,
         limit: usize,
         before: Option<u64>,
+        visible: impl Fn(&Ticket) -> Result<bool>,
     ) -> Result<(Vec<Ticket>, Option<u64>)> {
         let prefix = match (&filter.room_id, &filter.assignee, filter.status) {
             (Some(room), _, _) => Key::new().str("room").str(room),
@@ -179,28 +186,27 @@ impl TicketStore {
             None => Key::from_vec(prefix.clone()).u64(u64::MAX).into_vec(),
         };
         let mut out = Vec::new();
-        for entry in self
-            .store
-            .range(Table::SupportTicketIndex, &prefix, &to)
-            .rev()
-        {
+        let entries = self.store.range(Table::SupportTicketIndex, &prefix, &to);
+        for (scanned, entry) in entries.rev().enumerate() {
             let (k, _) = entry?;
-            let Some(t) = self.get(keys::trailing_u64(&k))? else {
-                continue;
-            };
-            let ok = filter.status.is_none_or(|s| t.status == s)
-                && filter
-                    .assignee
-                    .as_deref()
-                    .is_none_or(|a| t.assignee.as_deref().unwrap_or("") == a)
-                && filter.room_id.as_ref().is_none_or(|r| &t.room_id == r)
-                && filter.priority.is_none_or(|p| t.priority == p);
-            if ok {
-                out.push(t);
-                if out.len() == limit {
-                    let next = out.last().map(|t| t.number);
-                    return Ok((out, next));
+            let number = keys::trailing_u64(&k);
+            if let Some(t) = self.get(number)? {
+                let ok = filter.status.is_none_or(|s| t.status == s)
+                    && filter
+                        .assignee
+                        .as_deref()
+                        .is_none_or(|a| t.assignee.as_deref().unwrap_or("") == a)
+                    && filter.room_id.as_ref().is_none_or(|r| &t.room_id == r)
+                    && filter.priority.is_none_or(|p| t.priority == p);
+                if ok && visible(&t)? {
+                    out.push(t);
+                    if out.len() == limit {
+                        return Ok((out, Some(number)));
+                    }
                 }
+            }
+            if scanned + 1 == SCAN_BUDGET {
+                return Ok((out, Some(number)));
             }
         }
         Ok((out, None))

@@ -8,15 +8,17 @@ use std::time::Duration;
 use crate::common::{Client, TestServer, V3, assert_error, enc};
 use serde_json::{Value, json};
 
-const BOT: &str = "@support:localhost";
-const API: &str = "/api/support/v1";
-const HOURS: &str = "Atendemos de lunes a viernes de 9 a 18 h.";
-const GREETING: &str = "Hola, ¿en qué podemos ayudarte?";
+pub(crate) const BOT: &str = "@support:localhost";
+pub(crate) const API: &str = "/api/support/v1";
+pub(crate) const HOURS: &str = "Atendemos de lunes a viernes de 9 a 18 h.";
+pub(crate) const GREETING: &str = "Hola, ¿en qué podemos ayudarte?";
 
 const DESK: &str = r#"
 [support]
 admins = ["@boss:localhost"]
 greeting = "Hola, ¿en qué podemos ayudarte?"
+customer_conversations_per_hour = 1
+customer_conversation_burst = 2
 [[support.agents]]
 user = "@ana:localhost"
 capacity = 1
@@ -35,14 +37,16 @@ name = "thanks"
 text = "Gracias {contact.name}, te atendió {agent.name}. {ticket}"
 "#;
 
-struct Desk {
-    s: TestServer,
-    boss: Client,
-    ana: Client,
-    bob: Client,
+/// A server with the desk above: boss is an admin, ana (capacity 1) and bob (5) are agents; a
+/// customer may open 2 conversations at once, then 1 an hour.
+pub(crate) struct Desk {
+    pub(crate) s: TestServer,
+    pub(crate) boss: Client,
+    pub(crate) ana: Client,
+    pub(crate) bob: Client,
 }
 
-async fn desk() -> Desk {
+pub(crate) async fn desk() -> Desk {
     let s = TestServer::start_with(DESK).await;
     let boss = s.user("boss").await;
     let ana = s.user("ana").await;
@@ -50,7 +54,20 @@ async fn desk() -> Desk {
     Desk { s, boss, ana, bob }
 }
 
-async fn set_presence(c: &Client, name: &str, presence: &str) {
+/// Rewinds the bot's durable cursor to the beginning, as if it had crashed before saving any
+/// progress, and restarts the server: the bot replays every event.
+pub(crate) async fn replay_from_start(s: TestServer) -> TestServer {
+    let mut batch = charla::storage::Batch::new();
+    batch.put(
+        charla::storage::Table::SupportState,
+        b"bot_cursor".to_vec(),
+        0u64.to_be_bytes().to_vec(),
+    );
+    s.server.services.store.write_durable(batch).await.unwrap();
+    s.restart().await
+}
+
+pub(crate) async fn set_presence(c: &Client, name: &str, presence: &str) {
     let (st, body) = c
         .put(
             &format!("{V3}/presence/{}/status", enc(&c.user_id(name))),
@@ -69,7 +86,7 @@ async fn join_when_invited(agent: &Client, room: &str) {
     .await;
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -119,7 +136,7 @@ async fn messages(c: &Client, room: &str) -> Vec<Value> {
 }
 
 /// The bot's messages: (body, internal).
-async fn bot_says(c: &Client, room: &str) -> Vec<(String, bool)> {
+pub(crate) async fn bot_says(c: &Client, room: &str) -> Vec<(String, bool)> {
     messages(c, room)
         .await
         .into_iter()
@@ -332,10 +349,19 @@ async fn agent_commands_change_the_conversation_and_others_are_refused() {
     d.ana.send_text(&room, "a1", "!label add vip").await;
     d.ana.send_text(&room, "a2", "!priority urgent").await;
     d.ana.send_text(&room, "a3", "!status pending").await;
-    d.ana.send_text(&room, "a4", "!note call her back").await;
+    d.ana.send_text(&room, "a4", "!note").await;
     d.ana.send_text(&room, "a5", "!template thanks").await;
     d.ana.send_text(&room, "a6", "!priority whenever").await;
-    let said = wait_bot_says(&carla, &room, 9).await;
+    let mut said = wait_bot_says(&carla, &room, 9).await;
+    // `!note` links the notes room (its id differs in every run).
+    let (link, internal) = said.remove(6);
+    assert!(internal);
+    assert!(
+        link.starts_with(
+            "Private notes on this conversation are kept in a staff-only room, never here"
+        ),
+        "{link}"
+    );
     assert_eq!(
         said[2..].to_vec(),
         vec![
@@ -346,10 +372,6 @@ async fn agent_commands_change_the_conversation_and_others_are_refused() {
             ("Labels: vip.".to_owned(), true),
             ("Priority: urgent.".to_owned(), true),
             ("Status: pending.".to_owned(), true),
-            (
-                "Private note kept; the customer does not see it.".to_owned(),
-                true
-            ),
             ("Gracias Carla, te atendió ana. ".to_owned(), false),
             (
                 "!priority: usage: !priority low|medium|high|urgent".to_owned(),
@@ -485,12 +507,14 @@ async fn filters_return_exactly_the_right_conversations() {
     let buyer = d.s.user("buyer").await;
     let seller = d.s.user("seller").await;
     let mut rooms = Vec::new();
+    // Buyer/seller chats are opened by the desk (customers open only their own).
     for (product, order, labels, priority) in [
         ("p1", "o1", json!(["vip"]), "high"),
         ("p1", "o2", json!([]), "low"),
         ("p2", "o3", json!(["vip", "refund"]), "high"),
     ] {
-        let (st, conv) = buyer
+        let (st, conv) = d
+            .boss
             .post(
                 &format!("{API}/conversations"),
                 json!({
@@ -741,22 +765,8 @@ async fn a_replayed_stream_never_answers_twice() {
         (c["message_count"] == 6).then_some(c)
     })
     .await;
-    // Rewind the bot's durable cursor to the beginning, as if it had crashed before saving
-    // any progress, and restart: it replays every event.
-    let mut batch = charla::storage::Batch::new();
-    batch.put(
-        charla::storage::Table::SupportState,
-        b"bot_cursor".to_vec(),
-        0u64.to_be_bytes().to_vec(),
-    );
-    d.s.server
-        .services
-        .store
-        .write_durable(batch)
-        .await
-        .unwrap();
     let Desk { s, boss, .. } = d;
-    let s = s.restart().await;
+    let s = replay_from_start(s).await;
     let mut boss = boss;
     boss.base = s.server.base_url();
     let mut carla = carla;
@@ -778,4 +788,53 @@ async fn a_replayed_stream_never_answers_twice() {
         c["first_customer_message_ts"],
         counted["first_customer_message_ts"]
     );
+}
+
+/// Element's direct chat (`trusted_private_chat`) gives the bot the power to run the
+/// conversation there; an encrypted one (Element X encrypts direct chats) it cannot read, so
+/// the customer gets a desk room instead.
+#[tokio::test]
+async fn a_direct_chat_is_the_conversation_unless_it_is_encrypted() {
+    let d = desk().await;
+    let carla = d.s.user("carla").await;
+    let dm = carla
+        .create_room(json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [BOT]}))
+        .await;
+    let conv = eventually("the conversation", || conversation(&d.boss, &dm, None)).await;
+    assert_eq!(conv["contact"]["id"], "@carla:localhost");
+    assert_eq!(
+        wait_bot_says(&carla, &dm, 1).await,
+        vec![(GREETING.to_owned(), false)]
+    );
+
+    let encrypted = carla
+        .create_room(json!({
+            "preset": "trusted_private_chat", "is_direct": true, "invite": [BOT],
+            "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                               "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        }))
+        .await;
+    let desk_room = eventually("the desk room's invite", || async {
+        let sync = carla.sync(None, 0).await;
+        sync["rooms"]["invite"]
+            .as_object()
+            .and_then(|rooms| rooms.keys().next().cloned())
+    })
+    .await;
+    let said = wait_bot_says(&carla, &encrypted, 1).await;
+    assert!(said[0].0.contains(&desk_room), "{said:?}");
+    assert_eq!(
+        membership(&carla, &encrypted, BOT).await.as_deref(),
+        Some("leave")
+    );
+    let (st, _) = d
+        .boss
+        .get(&format!("{API}/conversations/{}", enc(&encrypted)))
+        .await;
+    assert_eq!(st, 404);
+    let conv = eventually("the desk room's conversation", || {
+        conversation(&d.boss, &desk_room, None)
+    })
+    .await;
+    assert_eq!(conv["contact"]["id"], "@carla:localhost");
 }

@@ -127,6 +127,7 @@ async fn create(
         room_version: b.room_version.clone(),
         creation_content: b.creation_content.as_ref().map(raw_object).transpose()?,
         creator_profile: profile,
+        room_id: None,
     };
     let room_id = s.rooms.create_room(&creator, request).await?;
     Ok(create_room::v3::Response::new(room_id))

@@ -7,7 +7,7 @@ use axum::{
     body::Bytes,
     extract::{Path, Query, State},
 };
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,12 +15,14 @@ use super::{Caller, field_error, json_body, limit};
 use crate::{
     error::{Error, Result},
     events::ClientFormat,
-    rooms::{CreateRoom, Direction, EventView},
+    rooms::{Direction, EventView},
     services::Services,
     support::{
-        CONVERSATION_EVENT, Conversation, ConversationRecord, Role,
+        Conversation, ConversationRecord, Role,
         actions::{self, Actor},
-        conversation::{Channel, Contact, Priority, Status, valid_label, valid_language},
+        conversation::{
+            Channel, Contact, MAX_REFERENCE_CHARS, Priority, Status, valid_labels, valid_language,
+        },
         index::{Filter, PageToken, Sort},
     },
 };
@@ -36,32 +38,25 @@ pub fn view(r: &ConversationRecord) -> Value {
     v
 }
 
-/// Whether the caller may read the conversation: admins all, agents theirs and the queue,
-/// anyone else only rooms they are joined to.
-fn can_see(s: &Services, caller: &Caller, r: &ConversationRecord) -> Result<bool> {
-    Ok(match caller.role {
-        Role::Admin => true,
-        Role::Agent => match r.content.assignee.as_deref() {
-            Some(a) => a == caller.user.as_str(),
-            None => s.config.support.agents_see_queue,
-        },
-        Role::None => {
-            let room_id = parse_room(&r.room_id)?;
-            s.rooms.room(&room_id)?.is_joined(&caller.user)
-        }
-    })
-}
-
-fn parse_room(room_id: &str) -> Result<ruma::OwnedRoomId> {
+fn parse_room(room_id: &str) -> Result<OwnedRoomId> {
     RoomId::parse(room_id).map_err(|_| field_error("room_id", "not a valid room id"))
 }
 
-/// The record of a conversation the caller may see; `404` otherwise (existence does not leak).
-fn visible(s: &Services, caller: &Caller, room_id: &str) -> Result<ConversationRecord> {
+/// The conversation the caller named, if they may see it; `404` otherwise (existence does not
+/// leak).
+pub fn visible(s: &Services, caller: &Caller, room_id: &str) -> Result<OwnedRoomId> {
+    Ok(visible_record(s, caller, room_id)?.0)
+}
+
+fn visible_record(
+    s: &Services,
+    caller: &Caller,
+    room_id: &str,
+) -> Result<(OwnedRoomId, ConversationRecord)> {
     let room_id = parse_room(room_id)?;
-    match s.support.index.get(room_id.as_str())? {
-        Some(r) if can_see(s, caller, &r)? => Ok(r),
-        _ => Err(Error::not_found("No such conversation")),
+    match caller.viewer().conversation(s, &room_id)? {
+        Some(r) => Ok((room_id, r)),
+        None => Err(Error::not_found("No such conversation")),
     }
 }
 
@@ -99,13 +94,7 @@ pub async fn list(
                 .to_string(),
         ),
     };
-    let only_assignees = (caller.role == Role::Agent).then(|| {
-        let mut allowed = vec![caller.user.to_string()];
-        if s.config.support.agents_see_queue {
-            allowed.push(String::new());
-        }
-        allowed
-    });
+    let only_assignees = caller.viewer().assignees(&s);
     if let (Some(allowed), Some(a)) = (&only_assignees, &assignee)
         && !allowed.contains(a)
     {
@@ -157,9 +146,9 @@ pub async fn get_one(
     Path(room_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    let record = visible(&s, &caller, &room_id)?;
+    let (room_id, record) = visible_record(&s, &caller, &room_id)?;
     let limit = limit(q.get("limit").map(String::as_str))?;
-    let room = s.rooms.room(&parse_room(&room_id)?)?;
+    let room = s.rooms.room(&room_id)?;
     let positions = s
         .rooms
         .timeline_positions(room.short, u64::MAX, Direction::Backward, limit)?;
@@ -188,6 +177,7 @@ pub async fn get_one(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewConversation {
+    #[serde(default)]
     participants: Vec<String>,
     #[serde(default)]
     name: Option<String>,
@@ -200,37 +190,100 @@ pub struct NewConversation {
     #[serde(default)]
     priority: Option<String>,
     #[serde(default)]
-    labels: Vec<String>,
+    labels: Option<Vec<String>>,
     #[serde(default)]
     contact: Option<Contact>,
 }
 
-/// Creates a conversation room (buyer/seller chats): the bot creates it, invites the
-/// participants and sets the conversation state from the start.
+/// Most participants staff may open a conversation with.
+const MAX_PARTICIPANTS: usize = 50;
+/// Longest room name.
+const MAX_NAME_CHARS: usize = 255;
+
+/// What a customer may not choose: the desk sets priority, labels, contact and channel, and a
+/// customer opens a conversation for themselves only.
+fn refuse_customer_choices(caller: &Caller, req: &NewConversation) -> Result<()> {
+    let forbidden = |field: &str, message: &str| Error::Matrix {
+        status: http::StatusCode::FORBIDDEN,
+        errcode: "M_FORBIDDEN",
+        message: message.to_owned().into(),
+        extra: Some(json!({ "field": field })),
+    };
+    if req.participants.iter().any(|p| p != caller.user.as_str()) {
+        return Err(forbidden(
+            "participants",
+            "You may only open a conversation for yourself with the desk",
+        ));
+    }
+    let chosen = [
+        ("priority", req.priority.is_some()),
+        ("labels", req.labels.is_some()),
+        ("contact", req.contact.is_some()),
+        ("channel", req.channel.is_some()),
+    ];
+    if let Some((field, _)) = chosen.into_iter().find(|(_, set)| *set) {
+        return Err(forbidden(
+            field,
+            &format!("The desk sets the {field} of a conversation"),
+        ));
+    }
+    Ok(())
+}
+
+/// The participants staff named: existing users, at most [`MAX_PARTICIPANTS`], not the bot.
+async fn participants(s: &Services, named: &[String]) -> Result<Vec<OwnedUserId>> {
+    if named.is_empty() || named.len() > MAX_PARTICIPANTS {
+        return Err(field_error(
+            "participants",
+            format!("between 1 and {MAX_PARTICIPANTS} user ids"),
+        ));
+    }
+    let mut out: Vec<OwnedUserId> = Vec::new();
+    for p in named {
+        let user = UserId::parse(p.as_str())
+            .map_err(|_| field_error("participants", format!("{p} is not a user id")))?;
+        if !s.user_is_active(&user).await? {
+            return Err(field_error("participants", format!("{p} does not exist")));
+        }
+        if !out.contains(&user) && user != s.support.bot {
+            out.push(user);
+        }
+    }
+    Ok(out)
+}
+
+/// Opens a conversation in a room of the desk's (`support::desk`). Staff open them for anyone
+/// (buyer/seller chats) with any priority, labels and contact; a customer only for themselves,
+/// as a direct chat with the desk, a few times an hour (`support.customer_conversations_*`).
 pub async fn create(
     State(s): State<Arc<Services>>,
     caller: Caller,
     body: Bytes,
 ) -> Result<Json<Value>> {
     let req: NewConversation = json_body(&body)?;
-    if req.participants.is_empty() || req.participants.len() > 50 {
-        return Err(field_error("participants", "between 1 and 50 user ids"));
+    let staff = caller.role != Role::None;
+    if !staff {
+        refuse_customer_choices(&caller, &req)?;
     }
-    let mut participants: Vec<OwnedUserId> = Vec::new();
-    for p in &req.participants {
-        let user = UserId::parse(p.as_str())
-            .map_err(|_| field_error("participants", format!("{p} is not a user id")))?;
-        if !s.user_is_active(&user).await? {
-            return Err(field_error("participants", format!("{p} does not exist")));
-        }
-        if !participants.contains(&user) && user != s.support.bot {
-            participants.push(user);
-        }
-    }
-    if caller.role == Role::None && !participants.contains(&caller.user) {
-        return Err(Error::forbidden(
-            "You may only open conversations you take part in",
+    if req
+        .name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(field_error(
+            "name",
+            format!("at most {MAX_NAME_CHARS} characters"),
         ));
+    }
+    for (field, v) in [("product_id", &req.product_id), ("order_id", &req.order_id)] {
+        if v.as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().count() > MAX_REFERENCE_CHARS)
+        {
+            return Err(field_error(
+                field,
+                format!("{field} must be 1 to {MAX_REFERENCE_CHARS} characters"),
+            ));
+        }
     }
     let channel = match req.channel.as_deref() {
         None => Channel::Matrix,
@@ -243,70 +296,51 @@ pub async fn create(
         Some(p) => Priority::parse(p)
             .ok_or_else(|| field_error("priority", "low, medium, high or urgent"))?,
     };
-    let mut labels = Vec::new();
-    for l in &req.labels {
-        let l = valid_label(l)
-            .ok_or_else(|| field_error("labels", "labels are 1 to 64 printable characters"))?;
-        if !labels.contains(&l) {
-            labels.push(l);
-        }
-    }
-    for (field, v) in [("product_id", &req.product_id), ("order_id", &req.order_id)] {
-        if v.as_ref().is_some_and(|v| v.is_empty() || v.len() > 128) {
-            return Err(field_error(
-                field,
-                format!("{field} must be 1 to 128 characters"),
-            ));
-        }
-    }
+    let labels = valid_labels(req.labels.as_deref().unwrap_or_default())
+        .map_err(|e| field_error("labels", e))?;
+    let (participants, contact) = if staff {
+        (
+            participants(&s, &req.participants).await?,
+            req.contact.unwrap_or_default(),
+        )
+    } else {
+        // Checked last: a refused request costs no token.
+        s.support.customer_creations.check(caller.user.as_str())?;
+        (
+            vec![caller.user.clone()],
+            actions::contact_of(&s, &caller.user)?,
+        )
+    };
     let content = Conversation {
         channel,
         priority,
         labels,
         product_id: req.product_id,
         order_id: req.order_id,
-        contact: req.contact.unwrap_or_default(),
+        contact,
         ..Default::default()
     };
-    let room_id = s
-        .rooms
-        .create_room(
-            &s.support.bot,
-            CreateRoom {
-                name: req.name,
-                invite: participants,
-                initial_state: vec![(
-                    CONVERSATION_EVENT.to_owned(),
-                    String::new(),
-                    content.to_json(),
-                )],
-                ..Default::default()
-            },
-        )
-        .await?;
+    let actor = Actor {
+        user: &caller.user,
+        via: "api",
+        txn: None,
+    };
+    let new = actions::NewConversation {
+        content,
+        name: req.name,
+        participants,
+        is_direct: !staff,
+        intent: None,
+    };
+    let (room_id, content) = actions::create_conversation(&s, new, &actor).await?;
+    if let Some(agent) = content
+        .assignee
+        .as_deref()
+        .and_then(|a| UserId::parse(a).ok())
     {
-        let _guard = s.support.changes.lock().await;
-        if let Some((content, pos)) = actions::current(&s, &room_id)? {
-            let event_id = s.rooms.event(pos)?.pdu.event_id.clone();
-            actions::index_state_locked(&s, &room_id, &event_id, &content).await?;
-        }
+        actions::bring_in_agent(&s, &room_id, &agent, &actor).await?;
     }
-    let mut batch = crate::storage::Batch::new();
-    s.support.audit.record(
-        &mut batch,
-        caller.user.as_str(),
-        "conversation.create",
-        room_id.as_str(),
-        "api",
-        json!({ "participants": req.participants }),
-    )?;
-    s.store.write_durable(batch).await?;
-    let record = s
-        .support
-        .index
-        .get(room_id.as_str())?
-        .ok_or_else(|| Error::internal("conversation not indexed"))?;
-    Ok(Json(view(&record)))
+    fresh(&s, &room_id)
 }
 
 #[derive(Deserialize)]
@@ -327,12 +361,7 @@ pub struct Patch {
 }
 
 fn labels(field: &str, list: &[String]) -> Result<Vec<String>> {
-    list.iter()
-        .map(|l| {
-            valid_label(l)
-                .ok_or_else(|| field_error(field, "labels are 1 to 64 printable characters"))
-        })
-        .collect()
+    valid_labels(list).map_err(|e| field_error(field, e))
 }
 
 pub async fn update(
@@ -342,7 +371,7 @@ pub async fn update(
     body: Bytes,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let record = visible(&s, &caller, &room_id)?;
+    let room_id = visible(&s, &caller, &room_id)?;
     let patch: Patch = json_body(&body)?;
     let status = patch
         .status
@@ -370,7 +399,6 @@ pub async fn update(
             valid_language(l).ok_or_else(|| field_error("language", "a tag such as es or pt-BR"))
         })
         .transpose()?;
-    let room_id = parse_room(&record.room_id)?;
     let actor = Actor {
         user: &caller.user,
         via: "api",
@@ -429,14 +457,13 @@ pub async fn assign(
     body: Bytes,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let record = visible(&s, &caller, &room_id)?;
+    let room_id = visible(&s, &caller, &room_id)?;
     let b: AssignBody = json_body(&body)?;
     let agent =
         UserId::parse(b.user_id.as_str()).map_err(|_| field_error("user_id", "not a user id"))?;
     if !s.support.is_staff(&agent) {
         return Err(field_error("user_id", format!("{agent} is not an agent")));
     }
-    let room_id = parse_room(&record.room_id)?;
     let actor = Actor {
         user: &caller.user,
         via: "api",
@@ -452,8 +479,7 @@ pub async fn unassign(
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let record = visible(&s, &caller, &room_id)?;
-    let room_id = parse_room(&record.room_id)?;
+    let room_id = visible(&s, &caller, &room_id)?;
     let actor = Actor {
         user: &caller.user,
         via: "api",

@@ -1,12 +1,14 @@
 //! `/api/support/v1/`: the agent and admin REST API of the support desk.
 //!
 //! JSON in and out, authenticated with the user's Matrix access token. Handlers check who asks
-//! (admin, agent, or a participant) and call `support::actions`, which make the very state
-//! events an agent's chat command would. Errors are Matrix error bodies; a bad field adds
+//! (admin, agent, or a participant; `support::access` says who sees what, and what a caller may
+//! not see answers 404) and call `support::actions`, which make the very state events an
+//! agent's chat command would. Errors are Matrix error bodies; a bad field adds
 //! `"field"` naming it. The OpenAPI description is `docs/support-api.json`, served here too.
 
 mod admin;
 mod conversations;
+mod notes;
 mod tickets;
 
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use crate::{
     api::ruma::{AuthRequirement, authenticate},
     error::{Error, Result},
     services::Services,
-    support::Role,
+    support::{Role, access::Viewer},
 };
 
 pub const PREFIX: &str = "/api/support/v1";
@@ -48,6 +50,10 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
         &p("/conversations/{room_id}/unassign"),
         post(conversations::unassign),
     )
+    .route(
+        &p("/conversations/{room_id}/notes"),
+        get(notes::list).post(notes::create),
+    )
     .route(&p("/tickets"), get(tickets::list).post(tickets::create))
     .route(
         &p("/tickets/{number}"),
@@ -66,6 +72,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Who asks, for the desk's visibility rules.
+    pub fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            user: &self.user,
+            role: self.role,
+        }
+    }
+
     /// `403` unless the caller is an agent or admin.
     pub fn require_staff(&self) -> Result<()> {
         match self.role {

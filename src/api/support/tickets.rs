@@ -1,4 +1,5 @@
-//! `/tickets`: list with filters, read, create (escalate a conversation), update.
+//! `/tickets`: list with filters, read, create (escalate a conversation), update. A ticket is
+//! seen by whoever sees its conversation (`support::access`); anything else answers 404.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -17,8 +18,9 @@ use crate::{
     services::Services,
     support::{
         Ticket,
-        actions::{self, Actor, TicketPatch},
+        actions::Actor,
         conversation::Priority,
+        escalation::{self, TicketPatch},
         tickets::{TicketFilter, TicketStatus},
     },
 };
@@ -29,11 +31,12 @@ fn number(raw: &str) -> Result<u64> {
         .map_err(|_| field_error("number", "a ticket number"))
 }
 
-fn get_ticket(s: &Services, n: u64) -> Result<Ticket> {
-    s.support
-        .tickets
-        .get(n)?
-        .ok_or_else(|| Error::not_found(format!("No ticket #{n}")))
+/// The ticket, if the caller sees its conversation; `404` otherwise (existence does not leak).
+fn get_ticket(s: &Services, caller: &Caller, n: u64) -> Result<Ticket> {
+    match s.support.tickets.get(n)? {
+        Some(t) if caller.viewer().sees_ticket(s, &t)? => Ok(t),
+        _ => Err(Error::not_found(format!("No ticket #{n}"))),
+    }
 }
 
 pub async fn list(
@@ -81,7 +84,11 @@ pub async fn list(
     };
     let before = q.get("from").map(|f| number(f)).transpose()?;
     let limit = limit(q.get("limit").map(String::as_str))?;
-    let (tickets, next) = s.support.tickets.list(&filter, limit, before)?;
+    let viewer = caller.viewer();
+    let (tickets, next) = s
+        .support
+        .tickets
+        .list(&filter, limit, before, |t| viewer.sees_ticket(&s, t))?;
     Ok(Json(
         json!({ "tickets": tickets, "next": next.map(|n| n.to_string()) }),
     ))
@@ -93,7 +100,7 @@ pub async fn get_one(
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    Ok(Json(json!(get_ticket(&s, number(&raw)?)?)))
+    Ok(Json(json!(get_ticket(&s, &caller, number(&raw)?)?)))
 }
 
 #[derive(Deserialize)]
@@ -130,21 +137,21 @@ pub async fn create(
             Priority::parse(p).ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
         })
         .transpose()?;
-    if s.support.index.get(room_id.as_str())?.is_none() {
-        return Err(field_error("room_id", "not a support conversation"));
+    if caller.viewer().conversation(&s, &room_id)?.is_none() {
+        return Err(Error::not_found("No such conversation"));
     }
     let actor = Actor {
         user: &caller.user,
         via: "api",
         txn: None,
     };
-    let mut ticket = actions::create_ticket(&s, &room_id, &title, &actor, None).await?;
+    let mut ticket = escalation::create_ticket(&s, &room_id, &title, &actor, None).await?;
     if let Some(p) = priority.filter(|p| *p != ticket.priority) {
         let patch = TicketPatch {
             priority: Some(p),
             ..Default::default()
         };
-        ticket = actions::update_ticket(&s, ticket.number, patch, &actor).await?;
+        ticket = escalation::update_ticket(&s, ticket.number, patch, &actor).await?;
     }
     Ok(Json(json!(ticket)))
 }
@@ -176,7 +183,7 @@ pub async fn update(
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
     let n = number(&raw)?;
-    get_ticket(&s, n)?;
+    get_ticket(&s, &caller, n)?;
     let req: Patch = json_body(&body)?;
     let patch = TicketPatch {
         title: req.title.as_deref().map(check_title).transpose()?,
@@ -219,6 +226,6 @@ pub async fn update(
         txn: None,
     };
     Ok(Json(json!(
-        actions::update_ticket(&s, n, patch, &actor).await?
+        escalation::update_ticket(&s, n, patch, &actor).await?
     )))
 }

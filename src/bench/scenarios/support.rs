@@ -62,9 +62,11 @@ async fn measure(
     progress(format!("support: indexing {n} conversations"));
     let started = Instant::now();
     let now = crate::support::now_ms();
+    let changes = crate::support::changes::Changes::default();
+    let held = changes.lock().await;
     let mut batch = Batch::new();
     for i in 0..n {
-        index.put(&mut batch, None, &synthetic(i, now));
+        index.put(&held, &mut batch, None, &synthetic(i, now));
         if i % 1000 == 999 {
             // Made durable by the last write below.
             let _ticket = store.write(std::mem::take(&mut batch))?;

@@ -1,0 +1,221 @@
+//! The bot invited into a room: the room becomes a conversation, or the bot opens one.
+//!
+//! Three cases, in order:
+//! - The room already is the desk's conversation (a bridge portal, opened by a desk channel):
+//!   indexed as it is.
+//! - The bot can run a conversation here (someone gave it the power, as a direct chat made with
+//!   the `trusted_private_chat` preset does): opened here, assigned, greeted.
+//! - Otherwise the room is someone else's (a customer made it and holds 100): the bot never
+//!   asks anyone for power. It opens a desk-owned conversation room for the inviter, invites
+//!   them to it as a direct chat, says so in the original room and leaves it.
+//!
+//! Replays: only the newest invite is acted on, while it is pending or led to the bot's current
+//! join (a crash between the join and the end leaves exactly that); every send carries a txn id
+//! derived from the invite's position; the desk room's id is recorded under the original room
+//! before the room is made, so a replay finds it instead of opening a second one.
+
+use ruma::{OwnedRoomId, UserId, events::room::member::MembershipState};
+use serde_json::json;
+
+use crate::{
+    error::Result,
+    events::Pdu,
+    rooms::{MemberProfile, MembershipChange, Txn, membership_of},
+    services::Services,
+    storage::Key,
+    support::{
+        Conversation,
+        actions::{self, Actor, NewConversation},
+        desk,
+    },
+};
+
+/// Handles the invite at `pos`; returns whether the queue should be looked at.
+pub async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
+    let bot = &s.support.bot;
+    let room = s.rooms.room(&pdu.room_id)?;
+    let Some(member_pos) = s
+        .rooms
+        .state_pos(room.short, "m.room.member", bot.as_str())?
+    else {
+        return Ok(false);
+    };
+    let member = s.rooms.event(member_pos)?;
+    let pending = match membership_of(&member.pdu) {
+        Some(MembershipState::Invite) if member_pos == pos => {
+            let profile = MemberProfile {
+                displayname: Some(s.config.support.bot_displayname.clone()),
+                avatar_url: None,
+            };
+            // Not waited for on its own: the next write's disk sync covers it too.
+            s.rooms
+                .join_unsynced(&pdu.room_id, bot, profile, None)
+                .await?
+        }
+        // A replay of the invite that led to the current join: finish what it started.
+        Some(MembershipState::Join) if member.stored.prev_state == Some(pos) => None,
+        // Handled, withdrawn, or superseded by a newer invite.
+        _ => return Ok(false),
+    };
+    let handled = handle(s, pdu, pos).await;
+    if let Some((room, pending)) = pending {
+        s.rooms.publish(&room, pending).await?;
+    }
+    handled
+}
+
+async fn handle(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
+    let room_id = &pdu.room_id;
+    let actor = Actor {
+        user: &s.support.bot,
+        via: "bot",
+        txn: Some(pos.to_string()),
+    };
+    if let Some((content, state_pos)) = actions::current(s, room_id)? {
+        // The desk's conversation from the start: a bridge portal or a web chat.
+        let event_id = s.rooms.event(state_pos)?.pdu.event_id.clone();
+        let held = s.support.changes.lock().await;
+        actions::index_state(s, &held, room_id, &event_id, &content).await?;
+    } else if desk::can_manage(s, room_id)? {
+        let content = Conversation {
+            contact: actions::contact_of(s, &pdu.sender)?,
+            ..Default::default()
+        };
+        if let Some(agent) = actions::open(s, room_id, content, &actor).await? {
+            actions::bring_in_agent(s, room_id, &agent, &actor).await?;
+        }
+    } else {
+        return open_desk_room(s, pdu, pos, &actor).await;
+    }
+    greet(s, room_id, pos).await?;
+    Ok(true)
+}
+
+async fn greet(s: &Services, room_id: &ruma::RoomId, pos: u64) -> Result<()> {
+    let greeting = &s.config.support.greeting;
+    if !greeting.is_empty() {
+        actions::say(s, room_id, greeting, false, &[], txn(pos, "greet")).await?;
+    }
+    Ok(())
+}
+
+fn txn(pos: u64, tag: &str) -> Option<Txn> {
+    Some(Txn {
+        device: "io.charla.support".into(),
+        txn_id: format!("{pos}:{tag}"),
+    })
+}
+
+/// Where the desk room opened for a room is recorded.
+fn intent_key(origin: &ruma::RoomId) -> Vec<u8> {
+    Key::new().str("desk_room").str(origin.as_str()).into_vec()
+}
+
+/// The inviter's room is theirs: open a desk-owned conversation for them, point them to it,
+/// and leave.
+async fn open_desk_room(s: &Services, pdu: &Pdu, pos: u64, actor: &Actor<'_>) -> Result<bool> {
+    let origin = &pdu.room_id;
+    let customer = &pdu.sender;
+    let key = intent_key(origin);
+    let first_time = desk::recorded_room(s, &key)?.is_none();
+    if first_time
+        && !s.support.is_staff(customer)
+        && s.support
+            .customer_creations
+            .check(customer.as_str())
+            .is_err()
+    {
+        let text = "You opened several conversations with us a moment ago: please go on in \
+                    those, or invite me again a little later.";
+        actions::say(s, origin, text, false, &[], txn(pos, "too-many")).await?;
+        leave(s, origin).await?;
+        return Ok(false);
+    }
+    let new = NewConversation {
+        content: Conversation {
+            contact: actions::contact_of(s, customer)?,
+            ..Default::default()
+        },
+        name: Some(s.config.support.bot_displayname.clone()),
+        participants: vec![customer.clone()],
+        is_direct: true,
+        intent: Some(key),
+    };
+    let (room_id, content) = actions::create_conversation(s, new, actor).await?;
+    bring_in_customer(s, &room_id, customer).await?;
+    if let Some(agent) = content
+        .assignee
+        .as_deref()
+        .map(UserId::parse)
+        .transpose()
+        .ok()
+        .flatten()
+    {
+        actions::bring_in_agent(s, &room_id, &agent, actor).await?;
+    }
+    greet(s, &room_id, pos).await?;
+    point_to(s, origin, &room_id, pos).await?;
+    leave(s, origin).await?;
+    Ok(content.assignee.is_none())
+}
+
+/// The customer is invited to their desk room (again, if they left it).
+async fn bring_in_customer(s: &Services, room_id: &OwnedRoomId, customer: &UserId) -> Result<()> {
+    let room = s.rooms.room(room_id)?;
+    if matches!(
+        s.rooms.membership(&room, customer)?,
+        Some(MembershipState::Join | MembershipState::Invite | MembershipState::Ban)
+    ) {
+        return Ok(());
+    }
+    let change = MembershipChange {
+        sender: &s.support.bot,
+        target: customer,
+        membership: MembershipState::Invite,
+        profile: MemberProfile::default(),
+        reason: None,
+        is_direct: Some(true),
+    };
+    s.rooms.change_membership(room_id, change).await?;
+    Ok(())
+}
+
+/// Tells the inviter where their conversation is.
+async fn point_to(
+    s: &Services,
+    origin: &ruma::RoomId,
+    room_id: &OwnedRoomId,
+    pos: u64,
+) -> Result<()> {
+    let link = format!("https://matrix.to/#/{room_id}");
+    let why = "I cannot run a support conversation in this room: the desk keeps its \
+               conversations in rooms of its own (here you hold the power, or the room is \
+               encrypted, which I cannot read).";
+    let text = format!(
+        "{why} I opened one with you: {link} (accept my invitation there). I am leaving this \
+         room."
+    );
+    let mut content = actions::message(&text, false);
+    content["format"] = json!("org.matrix.custom.html");
+    content["formatted_body"] = json!(format!(
+        "{why} I opened <a href=\"{link}\">one with you</a> (accept my invitation there). I am \
+         leaving this room."
+    ));
+    content["io.charla.conversation_room"] = json!(room_id);
+    actions::say_content(s, origin, &content, txn(pos, "moved")).await?;
+    Ok(())
+}
+
+async fn leave(s: &Services, room_id: &ruma::RoomId) -> Result<()> {
+    let bot = &s.support.bot;
+    let change = MembershipChange {
+        sender: bot,
+        target: bot,
+        membership: MembershipState::Leave,
+        profile: MemberProfile::default(),
+        reason: None,
+        is_direct: None,
+    };
+    s.rooms.change_membership(room_id, change).await?;
+    Ok(())
+}
