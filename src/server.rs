@@ -6,7 +6,7 @@
 mod idle;
 mod listener;
 
-pub use idle::body_stalled;
+pub use idle::{body_stalled, stalled_error};
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

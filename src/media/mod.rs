@@ -470,15 +470,11 @@ fn cannot_thumbnail() -> Error {
     Error::unknown("Cannot generate a thumbnail for this media")
 }
 
-/// The request body ended before its end: `408` when it stalled past the idle timeout (see
+/// The request body ended early: `408` when it stalled past the idle timeout (see
 /// `server::idle`), `400` when the client broke it off.
 fn interrupted(e: &(dyn std::error::Error + 'static)) -> Error {
     if crate::server::body_stalled(e) {
-        Error::matrix(
-            StatusCode::REQUEST_TIMEOUT,
-            "M_UNKNOWN",
-            "The upload stalled: no data within the idle timeout",
-        )
+        crate::server::stalled_error()
     } else {
         Error::unknown(format!("Upload interrupted: {e}"))
     }

@@ -50,6 +50,16 @@ pub fn body_stalled(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The answer to a request whose body stalled. The connection closes after it: the body was
+/// not read to its end.
+pub fn stalled_error() -> crate::error::Error {
+    crate::error::Error::matrix(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "M_UNKNOWN",
+        "The request body stalled: nothing arrived within the idle timeout",
+    )
+}
+
 /// A timer that runs while an operation is pending and stops when it makes progress.
 struct Watch {
     timeout: Duration,

@@ -228,6 +228,26 @@ async fn an_upload_whose_body_stalls_is_cut_off_and_stores_nothing() {
 }
 
 #[tokio::test]
+async fn a_json_request_whose_body_stalls_is_cut_off() {
+    // The idle timeout is the listener's, so it holds for every endpoint, not only media.
+    let s = TestServer::start_adjusted("", |c| c.server.idle_timeout_secs = 1).await;
+    let mallory = s.user("mallory").await;
+    let token = mallory.token.clone().unwrap();
+    let mut tcp = TcpStream::connect(s.server.addr).await.unwrap();
+    let head = format!(
+        "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"name\": "
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let response = read_until_closed(&mut tcp).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    let body: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    assert_error(408, &body, 408, "M_UNKNOWN");
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_its_download_is_disconnected() {
     let s = TestServer::start_adjusted("", |c| c.server.idle_timeout_secs = 1).await;
     let mallory = s.user("mallory").await;
