@@ -204,15 +204,20 @@ async fn a_client_sending_headers_slowly_is_disconnected() {
     assert!(body["versions"].is_array(), "{body}");
 }
 
-#[tokio::test]
-async fn an_upload_whose_body_stalls_is_cut_off_and_stores_nothing() {
-    let s = TestServer::start_adjusted("", |c| c.server.idle_timeout_secs = 1).await;
-    let mallory = s.user("mallory").await;
-    let token = mallory.token.clone().unwrap();
+/// Sends `path` a request announcing `length` bytes of `content_type` but only `sent` of them,
+/// then asserts the server answers `408 M_UNKNOWN` and closes the connection.
+async fn assert_stalled_body_gets_408(
+    s: &TestServer,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    length: usize,
+    sent: &str,
+) {
     let mut tcp = TcpStream::connect(s.server.addr).await.unwrap();
     let head = format!(
-        "POST {UPLOAD} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\nten bytes!"
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n{sent}"
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     let response = read_until_closed(&mut tcp).await;
@@ -220,6 +225,13 @@ async fn an_upload_whose_body_stalls_is_cut_off_and_stores_nothing() {
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
     let body: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
     assert_error(408, &body, 408, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn an_upload_whose_body_stalls_is_cut_off_and_stores_nothing() {
+    let s = TestServer::start_adjusted("", |c| c.server.idle_timeout_secs = 1).await;
+    let token = s.user("mallory").await.token.unwrap();
+    assert_stalled_body_gets_408(&s, &token, UPLOAD, "text/plain", 1000, "ten bytes!").await;
     assert_eq!(
         media_files(&s.data_path().join("media")),
         Vec::<std::path::PathBuf>::new(),
@@ -231,20 +243,9 @@ async fn an_upload_whose_body_stalls_is_cut_off_and_stores_nothing() {
 async fn a_json_request_whose_body_stalls_is_cut_off() {
     // The idle timeout is the listener's, so it holds for every endpoint, not only media.
     let s = TestServer::start_adjusted("", |c| c.server.idle_timeout_secs = 1).await;
-    let mallory = s.user("mallory").await;
-    let token = mallory.token.clone().unwrap();
-    let mut tcp = TcpStream::connect(s.server.addr).await.unwrap();
-    let head = format!(
-        "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nHost: localhost\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: 100\r\n\r\n{{\"name\": "
-    );
-    tcp.write_all(head.as_bytes()).await.unwrap();
-    let response = read_until_closed(&mut tcp).await;
-    let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
-    let body: Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
-    assert_error(408, &body, 408, "M_UNKNOWN");
+    let token = s.user("mallory").await.token.unwrap();
+    let path = "/_matrix/client/v3/createRoom";
+    assert_stalled_body_gets_408(&s, &token, path, "application/json", 100, "{\"name\": ").await;
 }
 
 #[tokio::test]
