@@ -1,6 +1,14 @@
 //! Running the server: bind, serve the router, shut down cleanly.
+//!
+//! Connections are served by [`listener`], which bounds how long a client may take to send a
+//! request or read a response ([`idle`]); the limits are `[server]` config keys.
 
-use std::{net::SocketAddr, sync::Arc};
+mod idle;
+mod listener;
+
+pub use idle::{body_stalled, stalled_error};
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -66,13 +74,13 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         whatsapp_handle = Some(handle);
     }
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let timeouts = listener::Timeouts {
+        header_read: Duration::from_secs(services.config.server.header_read_timeout_secs),
+        idle: Duration::from_secs(services.config.server.idle_timeout_secs),
+    };
+    let task = tokio::spawn(listener::serve(listener, app, timeouts, async move {
+        let _ = rx.await;
+    }));
     tokio::spawn(presence_timeouts(services.clone()));
     crate::appservice::run_pushers(&services);
     tracing::info!(%addr, server_name = %services.config.server_name, "listening");

@@ -181,11 +181,18 @@ fn appservice_identity(
     })
 }
 
-/// Reads the body within the configured limit: `M_TOO_LARGE` beyond it.
+/// Reads the body within the configured limit: `M_TOO_LARGE` beyond it, `408` when the client
+/// stops sending it (`server::idle`).
 pub async fn read_body(services: &Services, body: Body) -> Result<Bytes> {
     axum::body::to_bytes(body, services.config.limits.max_request_bytes)
         .await
-        .map_err(|_| Error::too_large("Request body too large"))
+        .map_err(|e| {
+            if crate::server::body_stalled(&e) {
+                crate::server::stalled_error()
+            } else {
+                Error::too_large("Request body too large")
+            }
+        })
 }
 
 impl<T> FromRequest<Arc<Services>> for Ruma<T>

@@ -94,6 +94,12 @@ pub struct ServerConfig {
     /// Base URL clients use, advertised in `/.well-known/matrix/client`. Derived from `listen`
     /// when empty.
     pub public_base_url: String,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open. Slower connections are closed (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing, or a response wait for the client to read,
+    /// before the connection is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +107,8 @@ impl Default for ServerConfig {
         Self {
             listen: ([127, 0, 0, 1], 8008).into(),
             public_base_url: String::new(),
+            header_read_timeout_secs: 30,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -203,7 +211,7 @@ pub struct MediaConfig {
     pub max_pending_uploads: usize,
     /// Seconds an async upload may wait for its content before its id expires.
     pub pending_upload_lifetime_secs: u64,
-    /// Largest thumbnail width or height served; larger requests are clamped to it.
+    /// Largest width or height a configured thumbnail size may have (`thumbnail_sizes`).
     pub max_thumbnail_dimension: u32,
     /// Serves `/preview_url` (see `media::preview`); when false it answers like an unknown
     /// endpoint, as Synapse does.
@@ -214,6 +222,12 @@ pub struct MediaConfig {
     pub url_preview_ip_range_blocklist: Vec<String>,
     /// Largest page or image a preview downloads, in bytes.
     pub url_preview_max_bytes: u64,
+    /// The thumbnails made of each image; a request gets the best match (`media::sizes`).
+    pub thumbnail_sizes: Vec<crate::media::ThumbnailSize>,
+    /// Uploads one user may have in progress at once; more get `429 M_LIMIT_EXCEEDED`.
+    pub max_concurrent_uploads_per_user: usize,
+    /// Image decodes (thumbnail generation) running at once across the server.
+    pub max_concurrent_thumbnails: usize,
 }
 
 impl Default for MediaConfig {
@@ -229,6 +243,9 @@ impl Default for MediaConfig {
             url_preview_ip_range_allowlist: Vec::new(),
             url_preview_ip_range_blocklist: Vec::new(),
             url_preview_max_bytes: 10 * 1024 * 1024,
+            thumbnail_sizes: crate::media::sizes::default_sizes(),
+            max_concurrent_uploads_per_user: 4,
+            max_concurrent_thumbnails: 2,
         }
     }
 }
@@ -362,11 +379,48 @@ impl Config {
                 "media.max_thumbnail_dimension must be positive".into(),
             ));
         }
+        self.validate_limits()?;
         crate::media::preview::IpFilter::new(
             &self.media.url_preview_ip_range_blocklist,
             &self.media.url_preview_ip_range_allowlist,
         )
         .map_err(|e| ConfigError::Invalid(format!("media.url_preview_ip_range_*: {e}")))?;
+        Ok(())
+    }
+
+    /// The connection timeouts and media bounds: none may be zero, which would refuse every
+    /// request, and no thumbnail size may exceed `media.max_thumbnail_dimension`.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(format!("{what} must be positive")));
+        if self.server.header_read_timeout_secs == 0 {
+            return invalid("server.header_read_timeout_secs");
+        }
+        if self.server.idle_timeout_secs == 0 {
+            return invalid("server.idle_timeout_secs");
+        }
+        if self.media.max_concurrent_uploads_per_user == 0 {
+            return invalid("media.max_concurrent_uploads_per_user");
+        }
+        if self.media.max_concurrent_thumbnails == 0 {
+            return invalid("media.max_concurrent_thumbnails");
+        }
+        if self.media.thumbnail_sizes.is_empty() {
+            return Err(ConfigError::Invalid(
+                "media.thumbnail_sizes needs at least one size".into(),
+            ));
+        }
+        let max = self.media.max_thumbnail_dimension;
+        for size in &self.media.thumbnail_sizes {
+            if size.width == 0 || size.height == 0 || size.width > max || size.height > max {
+                return Err(ConfigError::Invalid(format!(
+                    "media.thumbnail_sizes: {}x{} {}: width and height must be 1 to \
+                     media.max_thumbnail_dimension ({max})",
+                    size.width,
+                    size.height,
+                    size.method.as_str()
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -415,6 +469,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn connection_and_media_limits_are_checked() {
+        let config = Config::from_toml(include_str!("../../config.toml")).unwrap();
+        assert_eq!(
+            config.media.thumbnail_sizes,
+            crate::media::sizes::default_sizes()
+        );
+        for bad in [
+            "[server]\nidle_timeout_secs = 0\n",
+            "[server]\nheader_read_timeout_secs = 0\n",
+            "[media]\nmax_concurrent_uploads_per_user = 0\n",
+            "[media]\nmax_concurrent_thumbnails = 0\n",
+            "[media]\nthumbnail_sizes = []\n",
+            "[media]\nthumbnail_sizes = [{ width = 2000, height = 20, method = \"crop\" }]\n",
+            "[media]\nthumbnail_sizes = [{ width = 20, height = 20, method = \"zoom\" }]\n",
+        ] {
+            let err = Config::from_toml(&format!("server_name = \"a\"\n{bad}")).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
     }
 
     #[test]

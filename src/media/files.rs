@@ -3,58 +3,34 @@
 //! A file is named by the sha256 of its bytes, so the same bytes uploaded twice share one file
 //! and a name never points at changed content. Bytes are hashed while they are written to a
 //! temporary file; the file is fsynced and renamed into place (and its folder fsynced) before
-//! the caller is told it is stored, so an acknowledged upload survives a crash. Work runs on a
-//! blocking thread fed through a bounded channel: the upload is never held in memory whole.
+//! the caller is told it is stored, so an acknowledged upload survives a crash.
+//!
+//! All file I/O is async (`tokio::fs`): an upload or a download that waits on a slow client holds
+//! no thread, only a task. Each disk operation borrows a blocking thread for as long as the disk
+//! takes, never for as long as the network does, so slow clients cannot exhaust the blocking
+//! pool that argon2, thumbnails and previews share. Hashing runs on the async side, a chunk at
+//! a time as it arrives; the upload is never held in memory whole.
 
-use std::{
-    fs::File,
-    io::{BufWriter, Read, Write},
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
 use rand::{Rng, distributions::Alphanumeric};
 use sha2::{Digest, Sha256};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    fs::File,
+    io::{AsyncReadExt, AsyncWriteExt, BufWriter},
+};
 
-/// Chunks in flight between the request and the writer thread.
-const CHANNEL_DEPTH: usize = 16;
-/// The writer's buffer: few, large writes instead of one per network chunk.
+/// The writer's buffer: few, large disk writes instead of one per network chunk.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes read per chunk when a file is streamed out: one disk read per chunk.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// The folder of the media files.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
-}
-
-/// Bytes read per chunk when a file is streamed out.
-const READ_CHUNK: u64 = 1 << 20;
-/// Chunks read ahead of the connection.
-const READ_AHEAD: usize = 4;
-
-/// A file's bytes as a stream of chunks, read ahead by one blocking thread per download (not
-/// one hand-off per chunk). The reader stops when the stream is dropped.
-pub fn read_stream(file: File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        loop {
-            let mut buf = Vec::with_capacity(READ_CHUNK as usize);
-            let chunk = match (&mut file).take(READ_CHUNK).read_to_end(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => Ok(Bytes::from(buf)),
-                Err(e) => Err(e),
-            };
-            let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                return;
-            }
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    })
 }
 
 /// A file stored under its hash.
@@ -64,15 +40,29 @@ pub struct Stored {
     pub size: u64,
 }
 
-enum Msg {
-    Chunk(Bytes),
-    Finish,
+/// A file's bytes as a stream of chunks, read as the connection takes them: a client that does
+/// not read holds an open file, not a thread.
+pub fn read_stream(file: File) -> impl Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::try_unfold(file, |mut file| async move {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        if file.read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+        Ok(Some((buf.freeze(), file)))
+    })
 }
 
 /// An upload being written: feed it chunks, then [`Writer::finish`] or [`Writer::abort`].
+/// Dropped unfinished (the request went away), it removes its temporary file.
 pub struct Writer {
-    tx: mpsc::Sender<Msg>,
-    task: JoinHandle<std::io::Result<Option<Stored>>>,
+    root: FileStore,
+    tmp_path: PathBuf,
+    /// `None` once finished or aborted.
+    out: Option<BufWriter<File>>,
+    hasher: Sha256,
+    size: u64,
+    /// The temporary file no longer exists under `tmp_path` (renamed into place or removed).
+    gone: bool,
 }
 
 impl FileStore {
@@ -98,100 +88,118 @@ impl FileStore {
             .join(sha256)
     }
 
-    /// Starts writing an upload on a blocking thread.
-    pub fn writer(&self) -> Writer {
-        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        let store = self.clone();
-        let task = tokio::task::spawn_blocking(move || store.write_from(rx));
-        Writer { tx, task }
+    /// Opens the file with this hash for reading.
+    pub async fn open_file(&self, sha256: &str) -> std::io::Result<File> {
+        File::open(self.path(sha256)).await
     }
 
-    /// Stores bytes already in memory (thumbnails).
-    pub async fn store_bytes(&self, bytes: Bytes) -> std::io::Result<Stored> {
-        let mut w = self.writer();
-        w.push(bytes).await?;
-        w.finish().await
-    }
-
-    /// The writer thread: hash and write every chunk; on `Finish`, make the file durable and
-    /// move it into place. Without `Finish` (the request failed) the temporary file is removed.
-    fn write_from(&self, mut rx: mpsc::Receiver<Msg>) -> std::io::Result<Option<Stored>> {
+    /// Starts writing an upload into a new temporary file.
+    pub async fn writer(&self) -> std::io::Result<Writer> {
         let tmp_path = self.root.join("tmp").join(random_name());
-        let file = File::create(&tmp_path)?;
-        let result = (|| {
-            let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-            let mut hasher = Sha256::new();
-            let mut size = 0u64;
-            loop {
-                match rx.blocking_recv() {
-                    Some(Msg::Chunk(chunk)) => {
-                        hasher.update(&chunk);
-                        out.write_all(&chunk)?;
-                        size += chunk.len() as u64;
-                    }
-                    Some(Msg::Finish) => break,
-                    None => return Ok(None),
-                }
-            }
-            let sha256 = hex::encode(hasher.finalize());
-            let target = self.path(&sha256);
-            let folder = target.parent().expect("sharded path has a parent");
-            if target.exists() {
-                // Same bytes stored before: share that file. Its writer may still be about to
-                // sync the folder, so sync it here too (cheap) before saying it is durable.
-                File::open(folder)?.sync_all()?;
-                return Ok(Some(Stored { sha256, size }));
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::create_dir_all(folder)?;
-            std::fs::rename(&tmp_path, &target)?;
-            // The rename is durable only once the folder holding the new name is.
-            File::open(folder)?.sync_all()?;
-            Ok(Some(Stored { sha256, size }))
-        })();
-        // Gone already when it was renamed into place; otherwise it is a leftover.
-        let _ = std::fs::remove_file(&tmp_path);
-        result
+        let file = File::create(&tmp_path).await?;
+        Ok(Writer {
+            root: self.clone(),
+            tmp_path,
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            hasher: Sha256::new(),
+            size: 0,
+            gone: false,
+        })
+    }
+
+    /// Stores bytes already in memory (thumbnails, fetched preview images).
+    pub async fn store_bytes(&self, bytes: Bytes) -> std::io::Result<Stored> {
+        let mut w = self.writer().await?;
+        w.push(&bytes).await?;
+        w.finish().await
     }
 }
 
 impl Writer {
-    /// Hands a chunk to the writer thread (waits while it is behind).
-    pub async fn push(&mut self, chunk: Bytes) -> std::io::Result<()> {
-        if self.tx.send(Msg::Chunk(chunk)).await.is_err() {
-            // The thread stopped early: its result says why.
-            return Err(self.stopped().await);
-        }
-        Ok(())
+    /// Hashes and writes a chunk (waits while the disk is behind).
+    pub async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let out = self.out.as_mut().ok_or_else(finished)?;
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        out.write_all(chunk).await
     }
 
-    /// Completes the upload: durable and in place when this returns.
-    pub async fn finish(self) -> std::io::Result<Stored> {
-        let _ = self.tx.send(Msg::Finish).await;
-        drop(self.tx);
-        match self.task.await.map_err(std::io::Error::other)?? {
-            Some(stored) => Ok(stored),
-            None => Err(std::io::Error::other(
-                "media writer stopped before finishing",
-            )),
+    /// Completes the upload: durable and in place when this returns. Bytes stored before share
+    /// that file and this copy is removed.
+    pub async fn finish(mut self) -> std::io::Result<Stored> {
+        let mut out = self.out.take().ok_or_else(finished)?;
+        out.flush().await?;
+        let file = out.into_inner();
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let stored = Stored {
+            sha256,
+            size: self.size,
+        };
+        let target = self.root.path(&stored.sha256);
+        let folder = target
+            .parent()
+            .expect("sharded path has a parent")
+            .to_owned();
+        if tokio::fs::try_exists(&target).await? {
+            // Same bytes stored before: share that file. Its writer may still be about to sync
+            // the folder, so sync it here too (cheap) before saying it is durable.
+            drop(file);
+            sync_folder(&folder).await?;
+            self.remove_temporary().await;
+            return Ok(stored);
         }
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::create_dir_all(&folder).await?;
+        tokio::fs::rename(&self.tmp_path, &target).await?;
+        self.gone = true;
+        // The rename is durable only once the folder holding the new name is.
+        sync_folder(&folder).await?;
+        Ok(stored)
     }
 
     /// Drops the upload and waits until its temporary file is gone.
-    pub async fn abort(self) {
-        drop(self.tx);
-        let _ = self.task.await;
+    pub async fn abort(mut self) {
+        self.out = None;
+        self.remove_temporary().await;
     }
 
-    async fn stopped(&mut self) -> std::io::Error {
-        match (&mut self.task).await {
-            Ok(Err(e)) => e,
-            Ok(Ok(_)) => std::io::Error::other("media writer stopped early"),
-            Err(e) => std::io::Error::other(e),
+    async fn remove_temporary(&mut self) {
+        if !self.gone {
+            let _ = tokio::fs::remove_file(&self.tmp_path).await;
+            self.gone = true;
         }
     }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.gone {
+            return;
+        }
+        // The request went away mid-upload. Drop cannot wait, so the file is removed in the
+        // background; if the process dies first, `FileStore::open` clears it on the next start.
+        let path = std::mem::take(&mut self.tmp_path);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = tokio::fs::remove_file(path).await;
+                });
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Makes the names in a folder durable.
+async fn sync_folder(folder: &Path) -> std::io::Result<()> {
+    File::open(folder).await?.sync_all().await
+}
+
+fn finished() -> std::io::Error {
+    std::io::Error::other("media writer already finished")
 }
 
 fn random_name() -> String {
@@ -205,6 +213,7 @@ fn random_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::TryStreamExt;
 
     #[tokio::test]
     async fn same_bytes_share_one_file_and_no_temp_is_left() {
@@ -234,8 +243,8 @@ mod tests {
     async fn aborted_upload_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let files = FileStore::open(dir.path().to_owned()).unwrap();
-        let mut w = files.writer();
-        w.push(Bytes::from_static(b"partial")).await.unwrap();
+        let mut w = files.writer().await.unwrap();
+        w.push(b"partial").await.unwrap();
         w.abort().await;
         let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 1, "only tmp/ remains");
@@ -243,5 +252,39 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_upload_removes_its_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(dir.path().to_owned()).unwrap();
+        let mut w = files.writer().await.unwrap();
+        w.push(b"partial").await.unwrap();
+        drop(w);
+        let tmp = dir.path().join("tmp");
+        for _ in 0..500 {
+            if std::fs::read_dir(&tmp).unwrap().count() == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the temporary file of a dropped upload stayed");
+    }
+
+    #[tokio::test]
+    async fn a_large_file_streams_back_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(dir.path().to_owned()).unwrap();
+        let bytes: Vec<u8> = (0..3 * READ_CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        let mut w = files.writer().await.unwrap();
+        for chunk in bytes.chunks(1000) {
+            w.push(chunk).await.unwrap();
+        }
+        let stored = w.finish().await.unwrap();
+        assert_eq!(stored.size, bytes.len() as u64);
+        let file = files.open_file(&stored.sha256).await.unwrap();
+        let chunks: Vec<Bytes> = read_stream(file).try_collect().await.unwrap();
+        assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+        assert_eq!(chunks.concat(), bytes);
     }
 }

@@ -8,11 +8,19 @@
 //! Async uploads (`/media/v1/create`) leave a pending record and an entry in `media_pending`
 //! (per uploader, so the number a user may hold is bounded, like Synapse). Downloads of a pending
 //! id wait for its content up to the client's `timeout_ms`, woken by every completed upload.
+//!
+//! What one caller can cost is bounded: uploads in progress per user ([`limits`]), thumbnails
+//! per media item (requests snap to the configured [`sizes`]), and image decodes at once across
+//! the server (a semaphore, so decoding cannot take every blocking thread or gigabytes of
+//! memory). Files are read and written with async I/O, so a slow client holds no thread.
 
 pub mod disposition;
 pub mod files;
+pub mod limits;
 pub mod preview;
+pub mod sizes;
 pub mod thumbnail;
+mod thumbnail_store;
 
 use std::{
     sync::Mutex,
@@ -25,16 +33,19 @@ use http::StatusCode;
 use rand::{Rng, distributions::Alphanumeric};
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 pub use files::FileStore;
 use files::Stored;
+use limits::UploadSlots;
+pub use sizes::ThumbnailSize;
 pub use thumbnail::Method;
 
 use crate::{
     config::MediaConfig,
     error::{Error, Result},
     storage::{Batch, Key, Store, Table, keys},
+    users::Identity,
 };
 
 /// The longest a download waits for pending content, whatever the client asks.
@@ -65,16 +76,6 @@ struct Content {
     filename: Option<String>,
 }
 
-/// A stored thumbnail of one media id at one size and method.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ThumbnailRecord {
-    sha256: String,
-    size: u64,
-    content_type: String,
-    width: u32,
-    height: u32,
-}
-
 /// What the client said about an upload besides its bytes.
 #[derive(Debug, Default, Clone)]
 pub struct UploadInfo {
@@ -88,13 +89,14 @@ pub struct UploadInfo {
 #[derive(Debug)]
 pub struct MediaFile {
     /// Stream it with [`files::read_stream`].
-    pub file: std::fs::File,
+    pub file: tokio::fs::File,
     pub size: u64,
     pub content_type: String,
     pub filename: Option<String>,
 }
 
-/// A thumbnail request, already validated.
+/// A thumbnail request, already validated. Its size is what the client asked for; the
+/// thumbnail served is of the configured size that best matches it ([`sizes::select`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ThumbnailSpec {
     pub width: u32,
@@ -114,6 +116,10 @@ pub struct MediaService {
     create_lock: Mutex<()>,
     /// Serializes "still pending?" with the write that fills a pending id: content goes in once.
     commit_lock: Mutex<()>,
+    /// Uploads in progress per user.
+    uploads: UploadSlots,
+    /// Image decodes (thumbnails) running at once.
+    decodes: Semaphore,
 }
 
 impl MediaService {
@@ -127,10 +133,12 @@ impl MediaService {
             store,
             files,
             server_name,
-            config,
             uploaded: watch::Sender::new(0),
             create_lock: Mutex::new(()),
             commit_lock: Mutex::new(()),
+            uploads: UploadSlots::new(config.max_concurrent_uploads_per_user),
+            decodes: Semaphore::new(config.max_concurrent_thumbnails),
+            config,
         }
     }
 
@@ -147,15 +155,16 @@ impl MediaService {
     }
 
     /// `POST /upload`: stores the bytes and returns the new `mxc://` URI.
-    pub async fn upload<S, E>(&self, uploader: &UserId, info: UploadInfo, body: S) -> Result<String>
+    pub async fn upload<S, E>(&self, who: &Identity, info: UploadInfo, body: S) -> Result<String>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
+        let _slot = self.upload_slot(who)?;
         let stored = self.receive(body, info.content_length).await?;
         let id = new_media_id();
         let record = MediaRecord {
-            uploader: uploader.to_string(),
+            uploader: who.user_id.to_string(),
             created_ms: now_ms(),
             content: Some(content(stored, info)),
             unused_expires_at: None,
@@ -247,7 +256,7 @@ impl MediaService {
     /// `PUT /upload/{serverName}/{mediaId}`: the content of an id reserved by `create`.
     pub async fn upload_pending<S, E>(
         &self,
-        uploader: &UserId,
+        who: &Identity,
         server: &str,
         media_id: &str,
         info: UploadInfo,
@@ -255,10 +264,12 @@ impl MediaService {
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
+        let uploader = &who.user_id;
         let record = self.local_record(server, media_id)?;
         check_can_fill(&record, uploader)?;
+        let _slot = self.upload_slot(who)?;
         let stored = self.receive(body, info.content_length).await?;
         let ticket = {
             let _guard = self.commit_lock.lock().expect("commit lock");
@@ -297,112 +308,36 @@ impl MediaService {
         })
     }
 
-    /// A thumbnail of an image, generated on first request and stored for the next ones.
-    pub async fn thumbnail(
-        &self,
-        server: &str,
-        media_id: &str,
-        spec: ThumbnailSpec,
-        wait: Duration,
-    ) -> Result<MediaFile> {
-        let content = self.ready_content(server, media_id, wait).await?;
-        if !thumbnail::can_thumbnail(&content.content_type) {
-            return Err(cannot_thumbnail());
-        }
-        let max = self.config.max_thumbnail_dimension;
-        let (width, height) = (spec.width.min(max), spec.height.min(max));
-        let original = self.files.path(&content.sha256);
-        if spec.animated && thumbnail::may_be_animated(&content.content_type) {
-            // An animation that already fits is served as it is, every frame kept.
-            let fits = tokio::task::spawn_blocking(move || {
-                image::ImageReader::open(&original)
-                    .and_then(|r| r.with_guessed_format())
-                    .ok()
-                    .and_then(|r| r.into_dimensions().ok())
-                    .is_some_and(|(w, h)| w <= width && h <= height)
-            })
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?;
-            if fits {
-                return self.download(server, media_id, wait).await;
-            }
-        }
-        let key = Key::new()
-            .str(media_id)
-            .u64(width.into())
-            .u64(height.into())
-            .str(spec.method.as_str())
-            .into_vec();
-        let record = match self.store.get(Table::MediaThumbnails, &key)? {
-            Some(v) => decode::<ThumbnailRecord>(&v)?,
-            None => {
-                let record = self
-                    .generate_thumbnail(&content, width, height, spec.method)
-                    .await?;
-                let mut batch = Batch::new();
-                batch.put(Table::MediaThumbnails, key, encode(&record));
-                self.store.write_durable(batch).await?;
-                record
-            }
-        };
-        let file = self.open_file(&record.sha256).await?;
-        Ok(MediaFile {
-            file,
-            size: record.size,
-            content_type: record.content_type,
-            filename: None,
-        })
-    }
-
-    async fn generate_thumbnail(
-        &self,
-        content: &Content,
-        width: u32,
-        height: u32,
-        method: Method,
-    ) -> Result<ThumbnailRecord> {
-        let path = self.files.path(&content.sha256);
-        let bytes = tokio::fs::read(&path).await.map_err(missing_file)?;
-        let thumb =
-            tokio::task::spawn_blocking(move || thumbnail::generate(&bytes, width, height, method))
-                .await
-                .map_err(|e| Error::internal(e.to_string()))?
-                .map_err(|e| {
-                    tracing::debug!(error = %e, "thumbnail failed");
-                    cannot_thumbnail()
-                })?;
-        let stored = self
-            .files
-            .store_bytes(Bytes::from(thumb.bytes))
-            .await
-            .map_err(io_error)?;
-        Ok(ThumbnailRecord {
-            sha256: stored.sha256,
-            size: stored.size,
-            content_type: thumb.content_type.to_owned(),
-            width: thumb.width,
-            height: thumb.height,
-        })
+    /// Takes an upload slot for `who`; appservices registered with `rate_limited: false`
+    /// (bridges carrying many customers' files) are exempt, as they are from rate limits.
+    fn upload_slot(&self, who: &Identity) -> Result<Option<limits::UploadSlot<'_>>> {
+        let limited = who
+            .appservice
+            .as_ref()
+            .is_none_or(|a| a.registration.is_rate_limited());
+        limited
+            .then(|| self.uploads.acquire(&who.user_id))
+            .transpose()
     }
 
     /// Streams `body` into the file store within the upload limit.
     async fn receive<S, E>(&self, mut body: S, declared: Option<u64>) -> Result<Stored>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
         let max = self.config.max_upload_bytes;
         if declared.is_some_and(|n| n > max) {
             return Err(too_large(max));
         }
-        let mut writer = self.files.writer();
+        let mut writer = self.files.writer().await.map_err(io_error)?;
         let mut total = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     writer.abort().await;
-                    return Err(Error::unknown(format!("Upload interrupted: {e}")));
+                    return Err(interrupted(&e));
                 }
             };
             total += chunk.len() as u64;
@@ -410,8 +345,10 @@ impl MediaService {
                 writer.abort().await;
                 return Err(too_large(max));
             }
-            // On failure the writer thread has already removed its temporary file.
-            writer.push(chunk).await.map_err(io_error)?;
+            if let Err(e) = writer.push(&chunk).await {
+                writer.abort().await;
+                return Err(io_error(e));
+            }
         }
         writer.finish().await.map_err(io_error)
     }
@@ -454,12 +391,8 @@ impl MediaService {
         }
     }
 
-    async fn open_file(&self, sha256: &str) -> Result<std::fs::File> {
-        let path = self.files.path(sha256);
-        tokio::task::spawn_blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(|e| Error::internal(e.to_string()))?
-            .map_err(missing_file)
+    async fn open_file(&self, sha256: &str) -> Result<tokio::fs::File> {
+        self.files.open_file(sha256).await.map_err(missing_file)
     }
 
     fn mxc(&self, id: &str) -> String {
@@ -535,6 +468,16 @@ fn unknown_media() -> Error {
 
 fn cannot_thumbnail() -> Error {
     Error::unknown("Cannot generate a thumbnail for this media")
+}
+
+/// The request body ended early: `408` when it stalled past the idle timeout (see
+/// `server::idle`), `400` when the client broke it off.
+fn interrupted(e: &(dyn std::error::Error + 'static)) -> Error {
+    if crate::server::body_stalled(e) {
+        crate::server::stalled_error()
+    } else {
+        Error::unknown(format!("Upload interrupted: {e}"))
+    }
 }
 
 fn too_large(max: u64) -> Error {

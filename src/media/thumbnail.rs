@@ -9,8 +9,9 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, codecs::jpeg::JpegEncoder};
 
-/// How the thumbnail fits the requested box.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the thumbnail fits the requested box (`"crop"` or `"scale"` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Method {
     Crop,
     Scale,

@@ -14,14 +14,14 @@ const CREATE: &str = "/_matrix/media/v1/create";
 const V1: &str = "/_matrix/client/v1/media";
 
 /// A raw media response: status, headers, body bytes.
-struct Got {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    bytes: Vec<u8>,
+pub(crate) struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
 }
 
 impl Got {
-    fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .unwrap_or_else(|| panic!("no {name} header"))
@@ -29,12 +29,12 @@ impl Got {
             .unwrap()
     }
 
-    fn json(&self) -> Value {
+    pub fn json(&self) -> Value {
         serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
     }
 }
 
-async fn request(
+pub(crate) async fn request(
     c: &Client,
     method: reqwest::Method,
     path: &str,
@@ -59,7 +59,7 @@ async fn request(
     }
 }
 
-async fn get(c: &Client, path: &str) -> Got {
+pub(crate) async fn get(c: &Client, path: &str) -> Got {
     request(c, reqwest::Method::GET, path, None, None).await
 }
 
@@ -75,7 +75,7 @@ async fn upload_raw(c: &Client, query: &str, content_type: &str, bytes: Vec<u8>)
 }
 
 /// Uploads and returns the media id part of the `mxc://localhost/<id>` URI.
-async fn upload(c: &Client, query: &str, content_type: &str, bytes: Vec<u8>) -> String {
+pub(crate) async fn upload(c: &Client, query: &str, content_type: &str, bytes: Vec<u8>) -> String {
     let got = upload_raw(c, query, content_type, bytes).await;
     assert_eq!(got.status, 200, "upload: {}", got.json());
     let uri = got.json()["content_uri"].as_str().unwrap().to_owned();
@@ -96,13 +96,13 @@ async fn put_content(c: &Client, id: &str, content_type: &str, bytes: Vec<u8>) -
 }
 
 /// Deterministic bytes that are not an image.
-fn noise(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
         .collect()
 }
 
-fn png(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32) -> Vec<u8> {
     let img = RgbaImage::from_fn(w, h, |x, y| {
         Rgba([(x % 256) as u8, (y % 256) as u8, 90, 255])
     });
@@ -121,7 +121,7 @@ fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
 }
 
 /// Decodes a thumbnail, checking its bytes are the format its Content-Type says.
-fn decode(got: &Got, content_type: &str) -> DynamicImage {
+pub(crate) fn decode(got: &Got, content_type: &str) -> DynamicImage {
     assert_eq!(got.status, 200, "thumbnail: {}", got.json());
     assert_eq!(got.header("content-type"), content_type);
     let format = ImageFormat::from_mime_type(content_type).unwrap();
@@ -129,7 +129,7 @@ fn decode(got: &Got, content_type: &str) -> DynamicImage {
 }
 
 /// Every regular file under the media folder, temporary files included.
-fn media_files(root: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn media_files(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -362,18 +362,20 @@ async fn pending_creations_are_limited_per_user() {
 
 #[tokio::test]
 async fn png_and_jpeg_thumbnails_crop_exactly_and_scale_keeping_aspect() {
+    // Requests snap to the default sizes (32×32 and 96×96 crop; 320×240, 640×480 and 800×600
+    // scale): a crop fills its box exactly, a scale fits it keeping the aspect ratio.
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
     let png_id = upload(&alice, "?filename=wide.png", "image/png", png(400, 200)).await;
     let jpeg_id = upload(&alice, "", "image/jpeg", jpeg(300, 600)).await;
     let thumb = |id: &str, q: &str| format!("{V1}/thumbnail/localhost/{id}?{q}");
 
-    let got = get(&alice, &thumb(&png_id, "width=100&height=100&method=crop")).await;
+    let got = get(&alice, &thumb(&png_id, "width=90&height=90&method=crop")).await;
     let img = decode(&got, "image/png");
-    assert_eq!((img.width(), img.height()), (100, 100));
+    assert_eq!((img.width(), img.height()), (96, 96));
     assert_eq!(got.header("x-content-type-options"), "nosniff");
     assert_eq!(got.header("content-disposition"), "inline");
-    // The centre was kept: the 100×100 crop of the 200×100 scaled image starts at x=50 of
+    // The centre was kept: the 96×96 crop of the 192×96 scaled image starts at x=48 of
     // that image, i.e. x=100 of the original, whose red channel is 100.
     let left_red = img.to_rgba8().get_pixel(0, 50)[0];
     assert!(
@@ -381,30 +383,34 @@ async fn png_and_jpeg_thumbnails_crop_exactly_and_scale_keeping_aspect() {
         "red at the left edge: {left_red}"
     );
 
+    // 320×240 is the smallest scale size that covers 100×100.
     let got = get(&alice, &thumb(&png_id, "width=100&height=100&method=scale")).await;
     let img = decode(&got, "image/png");
-    assert_eq!((img.width(), img.height()), (100, 50));
+    assert_eq!((img.width(), img.height()), (320, 160));
 
     let got = get(&alice, &thumb(&jpeg_id, "width=64&height=64&method=scale")).await;
     let img = decode(&got, "image/jpeg");
-    assert_eq!((img.width(), img.height()), (32, 64));
+    assert_eq!((img.width(), img.height()), (120, 240));
 
-    let got = get(&alice, &thumb(&jpeg_id, "width=50&height=40&method=crop")).await;
+    let got = get(&alice, &thumb(&jpeg_id, "width=20&height=10&method=crop")).await;
     let img = decode(&got, "image/jpeg");
-    assert_eq!((img.width(), img.height()), (50, 40));
+    assert_eq!((img.width(), img.height()), (32, 32));
 
-    // Never larger than the original, never larger than asked.
-    let got = get(&alice, &thumb(&jpeg_id, "width=640&height=480&method=crop")).await;
-    let img = decode(&got, "image/jpeg");
-    assert_eq!((img.width(), img.height()), (300, 480));
+    // Never larger than the original: a crop box wider than the image is cut to it, and a
+    // request larger than every size gets the largest, not upscaled.
+    let small = upload(&alice, "", "image/png", png(60, 20)).await;
+    let got = get(&alice, &thumb(&small, "width=90&height=90&method=crop")).await;
+    let img = decode(&got, "image/png");
+    assert_eq!((img.width(), img.height()), (60, 20));
     let got = get(&alice, &thumb(&jpeg_id, "width=1000&height=1000")).await;
     let img = decode(&got, "image/jpeg");
     assert_eq!((img.width(), img.height()), (300, 600));
 
-    // Stored once: the same request gives the same bytes, from one more file per size.
+    // Stored once: the same request, or another that snaps to the same size, gives the same
+    // bytes without a new file.
     let files_before = media_files(&s.data_path().join("media")).len();
-    let a = get(&alice, &thumb(&png_id, "width=100&height=100&method=crop")).await;
-    let b = get(&alice, &thumb(&png_id, "width=100&height=100&method=crop")).await;
+    let a = get(&alice, &thumb(&png_id, "width=90&height=90&method=crop")).await;
+    let b = get(&alice, &thumb(&png_id, "width=50&height=70&method=crop")).await;
     assert!(a.bytes == b.bytes);
     assert_eq!(
         media_files(&s.data_path().join("media")).len(),
@@ -433,8 +439,9 @@ async fn gif_and_webp_thumbnails() {
             &format!("{V1}/thumbnail/localhost/{id}?width=60&height=60&method=scale"),
         )
         .await;
+        // The 320×240 scale size, never larger than the image.
         let img = decode(&got, "image/png");
-        assert_eq!((img.width(), img.height()), (60, 40));
+        assert_eq!((img.width(), img.height()), (120, 80));
     }
     // An animation that already fits is served as it is when an animated one is asked for.
     let got = get(
@@ -630,7 +637,7 @@ async fn legacy_endpoints_follow_the_config() {
         )
         .await;
         let img = decode(&got, "image/png");
-        assert_eq!((img.width(), img.height()), (10, 5));
+        assert_eq!((img.width(), img.height()), (40, 20));
         let got = get(&anon, &format!("{prefix}/config")).await;
         assert_eq!(got.json(), serde_json::json!({ "m.upload.size": 52428800 }));
     }

@@ -128,7 +128,7 @@ async fn upload(State(s): State<Arc<Services>>, req: Request) -> Result<Json<ser
     let who = user(&s, &parts)?;
     let uri = s
         .media
-        .upload(&who.user_id, upload_info(&parts), body.into_data_stream())
+        .upload(&who, upload_info(&parts), body.into_data_stream())
         .await?;
     Ok(Json(json!({ "content_uri": uri })))
 }
@@ -153,7 +153,7 @@ async fn upload_to(
     let (server, media_id): (String, String) = path(&mut parts, &s).await?;
     s.media
         .upload_pending(
-            &who.user_id,
+            &who,
             &server,
             &media_id,
             upload_info(&parts),

@@ -59,6 +59,20 @@ impl TestServer {
         }
     }
 
+    /// Starts with extra config and then `adjust` applied to the parsed config, for keys of the
+    /// tables this harness writes itself (`[server]`). A restart keeps only `extra`.
+    pub async fn start_adjusted(extra: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config_for(&dir.path().join("data"), extra);
+        adjust(&mut config);
+        let server = charla::server::start(config).await.expect("server starts");
+        TestServer {
+            server,
+            dir,
+            extra_config: extra.to_owned(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.server.base_url(), path)
     }

@@ -1,0 +1,92 @@
+//! The HTTP listener: accepts connections and serves each with hyper, within time limits.
+//!
+//! `axum::serve` reads headers and bodies and writes responses for as long as a client cares
+//! to take, so a few hundred clients sending one byte a minute (slowloris) or never reading
+//! hold their connections, tasks and upload slots forever. Each connection here is served by
+//! hyper's HTTP/1 connection builder directly, which bounds the header read (and with it how
+//! long an idle keep-alive connection stays open), while [`idle`] bounds the waits on a
+//! request body and on a response write. Stopping waits for requests in flight, as
+//! `axum::serve`'s graceful shutdown did.
+
+use std::{future::Future, time::Duration};
+
+use axum::Router;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use super::idle::{IdleBody, WriteTimeout};
+
+/// How long a client may take over each part of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To send a request's headers, counted from when the server is ready to read them: a new
+    /// connection and an idle keep-alive one alike.
+    pub header_read: Duration,
+    /// To send the next piece of a request body, or to read the next piece of a response.
+    pub idle: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then waits for the requests in
+/// flight to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    timeouts: Timeouts,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let io = TokioIo::new(WriteTimeout::new(tcp, timeouts.idle));
+        let app = app.clone();
+        let service = service_fn(move |request: http::Request<Incoming>| {
+            let request = request.map(|body| IdleBody::new(body, timeouts.idle));
+            // A router is always ready: no `poll_ready` needed before `call`.
+            app.clone().call(request)
+        });
+        let connection = graceful.watch(builder.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                // Timeouts, resets and malformed requests: the client's doing, not ours.
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Like `axum::serve`: a connection that failed before it was accepted is the peer's affair;
+/// anything else (out of file descriptors) is logged and retried after a pause, not in a spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
