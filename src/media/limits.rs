@@ -6,12 +6,10 @@
 //! (success, error, or the client going away, which drops the request). A user at the limit
 //! gets `429 M_LIMIT_EXCEEDED` at once, before any byte is stored.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-};
+use std::collections::HashMap;
 
 use http::StatusCode;
+use parking_lot::Mutex;
 use ruma::{OwnedUserId, UserId};
 use serde_json::json;
 
@@ -46,7 +44,7 @@ impl UploadSlots {
     /// Takes a slot for `user`, or refuses with `429 M_LIMIT_EXCEEDED` at the limit.
     pub fn acquire(&self, user: &UserId) -> Result<UploadSlot<'_>> {
         // The map holds plain counts, consistent whatever a panicking holder did.
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.held.lock();
         let count = held.entry(user.to_owned()).or_insert(0);
         if *count >= self.max {
             return Err(Error::Matrix {
@@ -70,18 +68,14 @@ impl UploadSlots {
     /// Uploads `user` has in progress.
     #[cfg(test)]
     fn held(&self, user: &UserId) -> usize {
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = self.held.lock();
         held.get(user).copied().unwrap_or(0)
     }
 }
 
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
-        let mut held = self
-            .slots
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.slots.held.lock();
         if let Some(count) = held.get_mut(&self.user) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -117,6 +111,6 @@ mod tests {
         drop(_a3);
         drop(_a2);
         assert_eq!(slots.held(&alice), 0);
-        assert!(!slots.held.lock().unwrap().contains_key(&alice));
+        assert!(!slots.held.lock().contains_key(&alice));
     }
 }

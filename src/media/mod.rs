@@ -22,14 +22,12 @@ pub mod sizes;
 pub mod thumbnail;
 mod thumbnail_store;
 
-use std::{
-    sync::Mutex,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::StatusCode;
+use parking_lot::Mutex;
 use rand::{Rng, distributions::Alphanumeric};
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde::{Deserialize, Serialize};
@@ -213,7 +211,7 @@ impl MediaService {
         let id = new_media_id();
         let expires = now + self.config.pending_upload_lifetime_secs * 1000;
         let ticket = {
-            let _guard = self.create_lock.lock().expect("create lock");
+            let _guard = self.create_lock.lock();
             let prefix = Key::new().str(uploader.as_str()).into_vec();
             let mut batch = Batch::new();
             let mut waiting = Vec::new();
@@ -272,7 +270,7 @@ impl MediaService {
         let _slot = self.upload_slot(who)?;
         let stored = self.receive(body, info.content_length).await?;
         let ticket = {
-            let _guard = self.commit_lock.lock().expect("commit lock");
+            let _guard = self.commit_lock.lock();
             // Another upload to the same id may have finished while these bytes arrived.
             let mut record = self.local_record(server, media_id)?;
             check_can_fill(&record, uploader)?;

@@ -26,10 +26,10 @@ pub mod trust;
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use parking_lot::Mutex;
 use ruma::{OwnedUserId, ServerName, UserId};
 
 use crate::{config::SupportConfig, error::Result, ratelimit::RateLimiter, storage::Store};
@@ -112,7 +112,7 @@ impl SupportService {
 
     /// The agents in round-robin order: least recently assigned first, then config order.
     pub fn agents_in_turn(&self) -> Vec<OwnedUserId> {
-        let last = self.last_assigned.lock().expect("round robin lock");
+        let last = self.last_assigned.lock();
         let mut agents: Vec<(usize, &OwnedUserId)> = self
             .config
             .agents
@@ -126,7 +126,7 @@ impl SupportService {
 
     /// Records that `agent` was just given a conversation.
     pub fn mark_assigned(&self, agent: &UserId) {
-        let mut last = self.last_assigned.lock().expect("round robin lock");
+        let mut last = self.last_assigned.lock();
         let next = last.values().max().copied().unwrap_or(0) + 1;
         last.insert(agent.to_owned(), next);
     }
