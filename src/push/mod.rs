@@ -11,7 +11,7 @@ pub mod gateway;
 mod pushers;
 mod threads;
 
-use std::{cell::OnceCell, collections::HashMap, sync::Arc};
+use std::{cell::OnceCell, collections::HashMap, panic::AssertUnwindSafe, sync::Arc};
 
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -108,13 +108,28 @@ impl RoomRules {
             return Outcome::default();
         }
         let event = Raw::<AnySyncTimelineEvent>::from_json(raw.to_owned());
-        // Without a thread-subscription callback the evaluation never awaits.
-        let actions = self
-            .ruleset
-            .get_actions(&event, &self.ctx)
-            .now_or_never()
-            .expect("push rule evaluation completes without awaiting")
-            .to_vec();
+        // ruma builds a regex for a pattern with wildcards (a rule's, or the user's display
+        // name) and panics when it is too big. Patterns are bounded when rules and names are
+        // set, but rules stored earlier and events from elsewhere are not: one user's rules
+        // must never take down the caller (a /sync, the push consumer). Such an event notifies
+        // nobody. Without a thread-subscription callback the evaluation never awaits.
+        let evaluated = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.ruleset
+                .get_actions(&event, &self.ctx)
+                .now_or_never()
+                .map(<[Action]>::to_vec)
+        }));
+        let actions = match evaluated {
+            Ok(Some(actions)) => actions,
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    user = %self.ctx.user_id,
+                    event = %pdu.event_id,
+                    "push rules could not be evaluated; the event does not notify this user"
+                );
+                Vec::new()
+            }
+        };
         Outcome {
             notify: actions.iter().any(Action::should_notify),
             highlight: actions.iter().any(Action::is_highlight),
@@ -288,5 +303,43 @@ impl<'a> LazyRuleset<'a> {
         }
         let rules = Arc::new(self.users.push_rules(self.user)?);
         Ok(self.cell.get_or_init(|| rules).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{owned_event_id, owned_room_id, owned_user_id};
+
+    use super::*;
+
+    /// A rule stored before patterns were bounded (or any rule ruma cannot compile) makes the
+    /// event notify nobody instead of panicking the caller.
+    #[test]
+    fn a_pattern_ruma_cannot_compile_notifies_nobody_instead_of_panicking() {
+        let user = owned_user_id!("@bob:localhost");
+        let mut ruleset = Ruleset::server_default(&user);
+        let huge: ruma::push::PatternedPushRule = serde_json::from_value(serde_json::json!({
+            "rule_id": "huge", "default": false, "enabled": true,
+            "pattern": "?".repeat(200_000), "actions": ["notify"],
+        }))
+        .unwrap();
+        ruleset.content.insert(huge);
+        let rules = RoomRules {
+            ruleset: Arc::new(ruleset),
+            ctx: PushConditionRoomCtx::new(
+                owned_room_id!("!room:localhost"),
+                UInt::from(2u32),
+                user,
+                "Bob".to_owned(),
+            ),
+        };
+        let json = r#"{"type":"m.room.message","sender":"@alice:localhost","room_id":"!room:localhost",
+            "content":{"msgtype":"m.text","body":"a message long enough to reach the pattern"},
+            "origin_server_ts":1,"depth":3,"prev_events":[],"auth_events":[],"hashes":{"sha256":""}}"#;
+        let event_id = owned_event_id!("$event");
+        let pdu = Pdu::parse(event_id, json).unwrap();
+        let raw = serde_json::value::RawValue::from_string(json.to_owned()).unwrap();
+        let outcome = rules.evaluate(&pdu, &raw);
+        assert!(!outcome.notify && outcome.actions.is_empty(), "{outcome:?}");
     }
 }

@@ -6,7 +6,7 @@
 
 mod account_data;
 mod devices;
-mod push_rules;
+pub mod push_rules;
 pub mod shared_secret;
 pub mod uiaa;
 
@@ -334,6 +334,14 @@ impl UserService {
         displayname: Option<Option<String>>,
         avatar_url: Option<Option<String>>,
     ) -> Result<UserRecord> {
+        if let Some(Some(name)) = &displayname {
+            check_displayname(name)?;
+        }
+        if let Some(Some(url)) = &avatar_url
+            && url.len() > MAX_AVATAR_URL_BYTES
+        {
+            return Err(Error::invalid_param("avatar_url is too long"));
+        }
         let mut record = self
             .get(user)?
             .ok_or_else(|| Error::not_found("Profile not found"))?;
@@ -376,6 +384,21 @@ impl UserService {
         })
         .await?
     }
+}
+
+/// Synapse's bound on display names: they are shown everywhere and are a push rule pattern
+/// (`.m.rule.contains_display_name`) for every message in the user's rooms.
+pub const MAX_DISPLAYNAME_CHARS: usize = 256;
+const MAX_AVATAR_URL_BYTES: usize = 1024;
+
+/// Refuses a display name longer than [`MAX_DISPLAYNAME_CHARS`].
+pub fn check_displayname(name: &str) -> Result<()> {
+    if name.chars().count() > MAX_DISPLAYNAME_CHARS {
+        return Err(Error::invalid_param(format!(
+            "displayname is too long (max {MAX_DISPLAYNAME_CHARS})"
+        )));
+    }
+    Ok(())
 }
 
 /// Random alphanumerics from the OS-seeded thread RNG: tokens, device ids, session ids.

@@ -5,15 +5,98 @@
 
 use ruma::{
     UserId,
-    push::{ConditionalPushRule, PatternedPushRule, Ruleset},
+    push::{ConditionalPushRule, NewPushRule, PatternedPushRule, PushCondition, Ruleset},
 };
 use serde::{Deserialize, Serialize};
 
 use super::UserService;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The account data type the rules are stored under.
 pub const PUSH_RULES: &str = "m.push_rules";
+
+/// Bounds on what one user's rules may make the server do for every event of their rooms. ruma
+/// turns a pattern's `?` runs into regex repetitions and panics past its size limit (somewhere
+/// between 8,000 and 16,000 `?`), so a pattern stays far below that.
+const MAX_PATTERN_CHARS: usize = 512;
+const MAX_PATTERN_WILDCARDS: usize = 64;
+const MAX_CONDITIONS: usize = 16;
+const MAX_ACTIONS: usize = 16;
+/// A whole rule, serialized.
+const MAX_RULE_BYTES: usize = 8 * 1024;
+/// Rules a user may add beside the server's defaults.
+pub const MAX_USER_RULES: usize = 256;
+
+/// Refuses a rule that is larger than any real client sends, or whose patterns could make
+/// evaluation expensive or fail.
+pub fn check_new_rule(rule: &NewPushRule) -> Result<()> {
+    let (conditions, actions, pattern) = match rule {
+        NewPushRule::Override(r) | NewPushRule::Underride(r) => {
+            (r.conditions.as_slice(), r.actions.as_slice(), None)
+        }
+        NewPushRule::Content(r) => (&[][..], r.actions.as_slice(), Some(r.pattern.as_str())),
+        NewPushRule::Room(r) => (&[][..], r.actions.as_slice(), None),
+        NewPushRule::Sender(r) => (&[][..], r.actions.as_slice(), None),
+        _ => (&[][..], &[][..], None),
+    };
+    let bytes = serde_json::to_vec(&(conditions, actions, pattern))
+        .map_err(|e| Error::bad_json(e.to_string()))?;
+    if bytes.len() > MAX_RULE_BYTES {
+        return Err(Error::invalid_param(format!(
+            "A push rule may be at most {MAX_RULE_BYTES} bytes"
+        )));
+    }
+    if conditions.len() > MAX_CONDITIONS || actions.len() > MAX_ACTIONS {
+        return Err(Error::invalid_param(format!(
+            "A push rule may have at most {MAX_CONDITIONS} conditions and {MAX_ACTIONS} actions"
+        )));
+    }
+    let patterns = conditions.iter().filter_map(|c| match c {
+        PushCondition::EventMatch(data) => Some(data.pattern.as_str()),
+        _ => None,
+    });
+    for pattern in pattern.into_iter().chain(patterns) {
+        check_pattern(pattern)?;
+    }
+    Ok(())
+}
+
+fn check_pattern(pattern: &str) -> Result<()> {
+    let wildcards = pattern.chars().filter(|c| matches!(c, '*' | '?')).count();
+    if pattern.chars().count() > MAX_PATTERN_CHARS || wildcards > MAX_PATTERN_WILDCARDS {
+        return Err(Error::invalid_param(format!(
+            "A push rule pattern may have at most {MAX_PATTERN_CHARS} characters and \
+             {MAX_PATTERN_WILDCARDS} wildcards"
+        )));
+    }
+    Ok(())
+}
+
+/// The rules the user added (not the server's defaults, whose ids start with `.`).
+pub fn user_rule_count(rules: &Ruleset) -> usize {
+    let custom = |id: &str| !id.starts_with('.');
+    rules
+        .override_
+        .iter()
+        .filter(|r| custom(&r.rule_id))
+        .count()
+        + rules
+            .underride
+            .iter()
+            .filter(|r| custom(&r.rule_id))
+            .count()
+        + rules.content.iter().filter(|r| custom(&r.rule_id)).count()
+        + rules
+            .room
+            .iter()
+            .filter(|r| custom(r.rule_id.as_str()))
+            .count()
+        + rules
+            .sender
+            .iter()
+            .filter(|r| custom(r.rule_id.as_str()))
+            .count()
+}
 
 #[derive(Serialize, Deserialize)]
 pub struct PushRulesContent {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 const NOTIFY: &str = "/_matrix/push/v1/notify";
 
 #[derive(Default)]
-struct Recorded {
+pub(crate) struct Recorded {
     /// Bodies answered 200, in arrival order.
     delivered: Mutex<Vec<Value>>,
     /// Every request, failed or not.
@@ -27,13 +27,13 @@ struct Recorded {
     reject: Mutex<Vec<String>>,
 }
 
-struct Gateway {
-    url: String,
+pub(crate) struct Gateway {
+    pub(crate) url: String,
     recorded: Arc<Recorded>,
 }
 
 impl Gateway {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let recorded = Arc::new(Recorded::default());
         let app = axum::Router::new()
             .route(NOTIFY, post(notify))
@@ -44,12 +44,12 @@ impl Gateway {
         Gateway { url, recorded }
     }
 
-    fn delivered(&self) -> Vec<Value> {
+    pub(crate) fn delivered(&self) -> Vec<Value> {
         self.recorded.delivered.lock().unwrap().clone()
     }
 
     /// Polls (bounded) until `n` notifications were delivered, and returns them.
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = self.delivered();
@@ -91,7 +91,7 @@ async fn notify(
 }
 
 /// Alice creates a direct chat with Bob, who joins. Returns the room.
-async fn direct_chat(s: &TestServer) -> (Client, Client, String) {
+pub(crate) async fn direct_chat(s: &TestServer) -> (Client, Client, String) {
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
     let room = alice
@@ -105,7 +105,7 @@ async fn direct_chat(s: &TestServer) -> (Client, Client, String) {
     (alice, bob, room)
 }
 
-async fn set_pusher(c: &Client, pushkey: &str, data: Value) {
+pub(crate) async fn set_pusher(c: &Client, pushkey: &str, data: Value) {
     let (status, body) = c
         .post(
             &format!("{V3}/pushers/set"),

@@ -93,6 +93,12 @@ pub(super) async fn send_state_template(
                 "Use the membership endpoints to change others' membership",
             ));
         }
+        // A per-room display name is bounded like the profile's.
+        if let Ok(content) = serde_json::from_str::<serde_json::Value>(template.content.get())
+            && let Some(name) = content.get("displayname").and_then(|d| d.as_str())
+        {
+            crate::users::check_displayname(name)?;
+        }
     }
     crate::support::policy::check_state(s, &who.user_id, &template.kind.to_string())?;
     s.rooms.send(room_id, &who.user_id, template, None).await

@@ -20,6 +20,7 @@ use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
     services::Services,
+    users::push_rules::{MAX_USER_RULES, check_new_rule, user_rule_count},
 };
 
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
@@ -82,7 +83,16 @@ async fn set_rule(
     s: Arc<Services>,
     req: Ruma<set_pushrule::v3::Request>,
 ) -> Result<set_pushrule::v3::Response> {
+    check_new_rule(&req.body.rule)?;
     let mut rules = ruleset(&s, req.user_id())?;
+    let replaces = rules
+        .get(req.body.rule.kind(), req.body.rule.rule_id())
+        .is_some();
+    if !replaces && user_rule_count(&rules) >= MAX_USER_RULES {
+        return Err(Error::forbidden(format!(
+            "A user may have at most {MAX_USER_RULES} push rules of their own"
+        )));
+    }
     rules
         .insert(
             req.body.rule.clone(),

@@ -143,11 +143,20 @@ async fn step(
     for (pos, event) in &events {
         // Evaluation is CPU work on the shared runtime: let request handlers in between events.
         tokio::task::yield_now().await;
-        let queued = match for_event(s, *pos, event, &mut rulesets) {
-            Ok(queued) => queued,
-            Err(e @ Error::Storage(_)) => return Err(e),
-            Err(e) => {
+        // One event never stops delivery for everyone: a failure other than the store's (which
+        // is retried) and even a panic skip that event, loudly.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for_event(s, *pos, event, &mut rulesets)
+        }));
+        let queued = match handled {
+            Ok(Ok(queued)) => queued,
+            Ok(Err(e @ Error::Storage(_))) => return Err(e),
+            Ok(Err(e)) => {
                 tracing::warn!(pos, error = %e, "push delivery: event skipped");
+                continue;
+            }
+            Err(_) => {
+                tracing::error!(pos, "push delivery: handling the event panicked; skipped");
                 continue;
             }
         };
