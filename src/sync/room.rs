@@ -25,7 +25,16 @@ use crate::{
 struct TimelineSlice {
     events: Vec<(u64, std::sync::Arc<Loaded>)>,
     limited: bool,
+    /// Where a client paginates back from: before the oldest event, or where the scan stopped.
+    prev_batch: u64,
 }
+
+/// Events one room's timeline scan looks at (a filter that matches nothing, or history the user
+/// may not see, must not make a sync read a whole room); past it the timeline is `limited`.
+const MAX_TIMELINE_SCAN: usize = 5_000;
+/// Events a state delta reads; past it the full state is sent instead, which is what a client
+/// with a token that old needs anyway.
+const MAX_DELTA_SCAN: usize = 10_000;
 
 pub(super) fn rooms(
     ctx: &SyncContext<'_>,
@@ -121,14 +130,17 @@ fn joined_room(
         visibility.as_ref(),
     )?;
     let boundary = slice.events.first().map(|(p, _)| p - 1).unwrap_or(head);
-    let state = if since.is_none() || req.full_state {
-        full_state_at(ctx, req, &room, boundary, &slice)?
-    } else {
-        state_delta(ctx, req, &room, since.unwrap_or(0), boundary)?
+    let delta = match since {
+        Some(since) if !req.full_state => state_delta(ctx, &room, since, boundary)?,
+        _ => None,
+    };
+    let state = match delta {
+        Some(delta) => delta,
+        None => full_state_at(ctx, req, &room, boundary, &slice)?,
     };
 
     let mut joined = JoinedRoom::new();
-    joined.timeline = to_timeline(ctx, &slice, since.unwrap_or(0))?;
+    joined.timeline = to_timeline(ctx, &slice)?;
     joined.state = state_section(req, state, &slice, ctx)?;
     joined.summary = summary(&room, &ctx.who.user_id);
     if req.filter.def.room.timeline.unread_thread_notifications {
@@ -159,7 +171,12 @@ fn timeline(
     let mut events = Vec::new();
     let mut cursor = upper;
     let mut limited = false;
+    let mut scanned = 0;
     'scan: loop {
+        if scanned >= MAX_TIMELINE_SCAN {
+            limited = true;
+            break;
+        }
         let batch = ctx.s.rooms.timeline_positions(
             room.short,
             cursor,
@@ -174,6 +191,7 @@ fn timeline(
                 break 'scan;
             }
             cursor = pos - 1;
+            scanned += 1;
             if visibility.is_some_and(|v| !v.can_see(pos)) {
                 continue;
             }
@@ -195,15 +213,22 @@ fn timeline(
         }
     }
     events.reverse();
-    Ok(TimelineSlice { events, limited })
+    let prev_batch = match events.first() {
+        Some((first, _)) => first - 1,
+        None if limited => cursor,
+        None => lower,
+    };
+    Ok(TimelineSlice {
+        events,
+        limited,
+        prev_batch,
+    })
 }
 
-fn to_timeline(ctx: &SyncContext<'_>, slice: &TimelineSlice, lower: u64) -> Result<Timeline> {
+fn to_timeline(ctx: &SyncContext<'_>, slice: &TimelineSlice) -> Result<Timeline> {
     let mut timeline = Timeline::new();
     timeline.limited = slice.limited;
-    timeline.prev_batch = Some(format_token(
-        slice.events.first().map(|(p, _)| p - 1).unwrap_or(lower),
-    ));
+    timeline.prev_batch = Some(format_token(slice.prev_batch));
     for (_, event) in &slice.events {
         timeline
             .events
@@ -249,17 +274,21 @@ fn full_state_at(
     Ok(out)
 }
 
-/// State events between the token and the timeline, the latest per key.
+/// State events between the token and the timeline, the latest per key; `None` when more than
+/// [`MAX_DELTA_SCAN`] events lie between them.
 fn state_delta(
     ctx: &SyncContext<'_>,
-    _req: &SyncRequest,
     room: &RoomMeta,
     since: u64,
     boundary: u64,
-) -> Result<Vec<u64>> {
+) -> Result<Option<Vec<u64>>> {
     let mut latest: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut cursor = since;
+    let mut scanned = 0;
     while cursor < boundary {
+        if scanned >= MAX_DELTA_SCAN {
+            return Ok(None);
+        }
         let batch = ctx
             .s
             .rooms
@@ -269,16 +298,17 @@ fn state_delta(
         }
         for pos in batch {
             if pos > boundary {
-                return Ok(latest.into_values().collect());
+                return Ok(Some(latest.into_values().collect()));
             }
             cursor = pos;
+            scanned += 1;
             let pdu = &ctx.s.rooms.event(pos)?.pdu;
             if let Some(key) = &pdu.state_key {
                 latest.insert((pdu.kind.to_string(), key.clone()), pos);
             }
         }
     }
-    Ok(latest.into_values().collect())
+    Ok(Some(latest.into_values().collect()))
 }
 
 fn state_section(
@@ -363,7 +393,7 @@ fn left_room(
         .map(|(p, _)| p - 1)
         .unwrap_or(membership.pos);
     let mut left = LeftRoom::new();
-    left.timeline = to_timeline(ctx, &slice, lower)?;
+    left.timeline = to_timeline(ctx, &slice)?;
     left.state = state_section(
         req,
         full_state_at(ctx, req, &room, boundary, &slice)?,

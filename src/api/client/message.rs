@@ -183,9 +183,6 @@ async fn event(
     )))
 }
 
-/// Walks the timeline from `from` in `direction`, keeping visible events that pass `filter`,
-/// until `limit` are found or `stop` (exclusive bound of a `to` token) is reached. Returns the
-/// positions and the token to continue from (`None` when history is exhausted).
 /// What a walk reads through: a room, as one user may see it, through one filter.
 struct Reader<'a> {
     room: &'a RoomMeta,
@@ -193,6 +190,14 @@ struct Reader<'a> {
     filter: &'a SyncFilter,
 }
 
+/// Events a walk looks at before it answers with what it found: a filter that matches nothing,
+/// or history the user may not see, must not make one request read a whole room.
+const MAX_WALK_SCAN: usize = 5_000;
+
+/// Walks the timeline from `from` in `direction`, keeping visible events that pass `filter`,
+/// until `limit` are found, `stop` (exclusive bound of a `to` token) is reached or
+/// [`MAX_WALK_SCAN`] events were looked at. Returns the positions and the token to continue
+/// from (`None` when history is exhausted). A `limit` of 0 finds nothing.
 fn walk(
     s: &Services,
     reader: &Reader<'_>,
@@ -208,7 +213,14 @@ fn walk(
     } = reader;
     let mut out = Vec::new();
     let mut cursor = from;
+    let mut scanned = 0;
+    if limit == 0 {
+        return Ok((out, Some(cursor)));
+    }
     loop {
+        if scanned >= MAX_WALK_SCAN {
+            return Ok((out, Some(cursor)));
+        }
         let batch = s.rooms.timeline_positions(
             room.short,
             cursor,
@@ -231,6 +243,7 @@ fn walk(
                 Direction::Backward => pos - 1,
                 Direction::Forward => pos,
             };
+            scanned += 1;
             if !visibility.can_see(pos) {
                 continue;
             }
