@@ -20,8 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -277,19 +276,24 @@ pub(crate) fn internal(what: &str, error: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", what)
 }
 
-/// The body, or the Matrix error for one that is too large or unreadable.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "M_TOO_LARGE",
-                "Request body too large",
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", rejection.body_text())
-        }
-    })
+/// Reads the body, or answers the Matrix error for one that is too large or unreadable. Called
+/// only after [`authorize`]: whoever lacks the homeserver's token gets nothing read.
+async fn body_bytes(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "M_TOO_LARGE",
+                    "Request body too large",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unreadable body")
+            }
+        })
 }
 
 /// Parses a JSON body: `M_NOT_JSON` for text that is not JSON, `M_BAD_JSON` for JSON of the
@@ -327,10 +331,10 @@ async fn transaction<H: Handler>(
     Path(txn_id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state.hs_token, &headers, query.as_deref())?;
-    let body: TransactionBody = parse_json(&body_bytes(body)?)?;
+    let body: TransactionBody = parse_json(&body_bytes(body).await?)?;
     let txn = Transaction {
         id: txn_id,
         events: body.events.unwrap_or_default(),
@@ -429,10 +433,10 @@ async fn ping<H: Handler>(
     State(state): State<Arc<ServerState<H>>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&state.hs_token, &headers, query.as_deref())?;
-    let body: PingBody = parse_json(&body_bytes(body)?)?;
+    let body: PingBody = parse_json(&body_bytes(body).await?)?;
     state.handler.on_ping(body.transaction_id.as_deref()).await;
     Ok(ok_empty())
 }
