@@ -22,6 +22,7 @@ pub mod read_cache;
 pub mod rooms;
 pub mod server;
 pub mod services;
+pub mod ssrf;
 pub mod storage;
 pub mod stream;
 pub mod support;

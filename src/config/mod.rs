@@ -100,6 +100,19 @@ pub struct ServerConfig {
     /// Seconds a request body may send nothing, or a response wait for the client to read,
     /// before the connection is closed.
     pub idle_timeout_secs: u64,
+    /// Address ranges (CIDR) that requests to user-chosen URLs other than URL previews (push
+    /// gateways) may not reach, besides the built-in private and reserved ones.
+    pub ip_range_blocklist: Vec<String>,
+    /// Exceptions to the blocked ranges (e.g. a push gateway on this network).
+    pub ip_range_allowlist: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The filter of requests to user-chosen URLs other than previews (push gateways).
+    pub fn outbound_filter(&self) -> Result<crate::ssrf::IpFilter, ConfigError> {
+        crate::ssrf::IpFilter::new(&self.ip_range_blocklist, &self.ip_range_allowlist)
+            .map_err(|e| ConfigError::Invalid(format!("server.ip_range_*: {e}")))
+    }
 }
 
 impl Default for ServerConfig {
@@ -109,6 +122,8 @@ impl Default for ServerConfig {
             public_base_url: String::new(),
             header_read_timeout_secs: 30,
             idle_timeout_secs: 60,
+            ip_range_blocklist: Vec::new(),
+            ip_range_allowlist: Vec::new(),
         }
     }
 }
@@ -380,11 +395,12 @@ impl Config {
             ));
         }
         self.validate_limits()?;
-        crate::media::preview::IpFilter::new(
+        crate::ssrf::IpFilter::new(
             &self.media.url_preview_ip_range_blocklist,
             &self.media.url_preview_ip_range_allowlist,
         )
         .map_err(|e| ConfigError::Invalid(format!("media.url_preview_ip_range_*: {e}")))?;
+        self.server.outbound_filter()?;
         Ok(())
     }
 

@@ -16,7 +16,6 @@
 
 pub mod disposition;
 pub mod files;
-pub mod limits;
 pub mod preview;
 pub mod sizes;
 pub mod thumbnail;
@@ -35,13 +34,13 @@ use tokio::sync::{Semaphore, watch};
 
 pub use files::FileStore;
 use files::Stored;
-use limits::UploadSlots;
 pub use sizes::ThumbnailSize;
 pub use thumbnail::Method;
 
 use crate::{
     config::MediaConfig,
     error::{Error, Result},
+    ratelimit::{UserSlot, UserSlots},
     storage::{Batch, Key, Store, Table, keys},
     users::Identity,
 };
@@ -115,7 +114,7 @@ pub struct MediaService {
     /// Serializes "still pending?" with the write that fills a pending id: content goes in once.
     commit_lock: Mutex<()>,
     /// Uploads in progress per user.
-    uploads: UploadSlots,
+    uploads: UserSlots,
     /// Image decodes (thumbnails) running at once.
     decodes: Semaphore,
 }
@@ -134,7 +133,7 @@ impl MediaService {
             uploaded: watch::Sender::new(0),
             create_lock: Mutex::new(()),
             commit_lock: Mutex::new(()),
-            uploads: UploadSlots::new(config.max_concurrent_uploads_per_user),
+            uploads: UserSlots::new(config.max_concurrent_uploads_per_user, "uploads"),
             decodes: Semaphore::new(config.max_concurrent_thumbnails),
             config,
         }
@@ -308,7 +307,7 @@ impl MediaService {
 
     /// Takes an upload slot for `who`; appservices registered with `rate_limited: false`
     /// (bridges carrying many customers' files) are exempt, as they are from rate limits.
-    fn upload_slot(&self, who: &Identity) -> Result<Option<limits::UploadSlot<'_>>> {
+    fn upload_slot(&self, who: &Identity) -> Result<Option<UserSlot<'_>>> {
         let limited = who
             .appservice
             .as_ref()

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::common::{Client, TestServer, V3, enc};
+use crate::common::{Client, OUTBOUND_TO_LOOPBACK, TestServer, V3, enc};
 use axum::{Json, extract::State, http::StatusCode, routing::post};
 use serde_json::{Value, json};
 
@@ -125,7 +125,7 @@ pub(crate) async fn set_pusher(c: &Client, pushkey: &str, data: Value) {
 
 #[tokio::test]
 async fn a_direct_message_is_pushed_with_the_spec_body_and_own_messages_are_not() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     let (alice, bob, room) = direct_chat(&s).await;
     set_pusher(
@@ -179,7 +179,7 @@ async fn a_direct_message_is_pushed_with_the_spec_body_and_own_messages_are_not(
 
 #[tokio::test]
 async fn a_mention_highlights_and_event_id_only_sends_no_content() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
@@ -283,7 +283,7 @@ async fn a_mention_highlights_and_event_id_only_sends_no_content() {
 
 #[tokio::test]
 async fn a_rejected_pushkey_removes_the_pusher() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     gateway
         .recorded
@@ -317,7 +317,7 @@ async fn a_rejected_pushkey_removes_the_pusher() {
 
 #[tokio::test]
 async fn a_failing_gateway_gets_each_notification_exactly_once_after_retries() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     gateway.recorded.fail_next.store(2, Ordering::SeqCst);
     let (alice, bob, room) = direct_chat(&s).await;
@@ -338,7 +338,7 @@ async fn a_failing_gateway_gets_each_notification_exactly_once_after_retries() {
 
 #[tokio::test]
 async fn reading_the_room_sends_a_badge_update() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     let (alice, bob, room) = direct_chat(&s).await;
     set_pusher(&bob, "bob-phone", json!({ "url": gateway.url })).await;
@@ -370,7 +370,7 @@ async fn reading_the_room_sends_a_badge_update() {
 
 #[tokio::test]
 async fn queued_notifications_survive_a_restart() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     // The gateway fails until the restart, which must find the notification still queued.
     gateway.recorded.fail_next.store(1_000, Ordering::SeqCst);
@@ -398,7 +398,7 @@ async fn queued_notifications_survive_a_restart() {
 
 #[tokio::test]
 async fn an_invite_is_pushed_to_the_invitee_and_rooms_they_are_not_in_are_not() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;

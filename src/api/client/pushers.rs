@@ -55,11 +55,14 @@ async fn set(
             match &pusher.kind {
                 PusherKind::Http(http) => {
                     let url = http.url.as_str();
-                    if !(url.starts_with("https://") || url.starts_with("http://"))
-                        || !url.ends_with("/_matrix/push/v1/notify")
-                    {
+                    let parsed = reqwest::Url::parse(url).ok().filter(|u| {
+                        matches!(u.scheme(), "http" | "https")
+                            && u.host_str().is_some()
+                            && u.path() == "/_matrix/push/v1/notify"
+                    });
+                    if url.len() > 2048 || parsed.is_none() {
                         return Err(Error::invalid_param(
-                            "data.url must be an http(s) URL ending in /_matrix/push/v1/notify",
+                            "data.url must be an http(s) URL with the path /_matrix/push/v1/notify",
                         ));
                     }
                 }

@@ -1,25 +1,20 @@
 //! Fetching a page or image for a preview without letting users reach what they must not.
 //!
 //! Every hop of a fetch (the URL and each redirect, followed here one by one rather than by
-//! reqwest) is checked: only `http`/`https`, a literal IP must pass the [`IpFilter`], and host
-//! names go through [`FilteringResolver`], which refuses a name if any of its addresses is
-//! blocked (so DNS rebinding between a check and the connect cannot happen: the addresses
-//! checked are the addresses used). Bodies are read chunk by chunk and abandoned past the size
-//! cap. Errors are Synapse's: a blocked literal IP is `403`, a name that resolves to a blocked
+//! reqwest) goes through the server's [`GuardedClient`] (`crate::ssrf`), which checks it
+//! against the [`IpFilter`]. Bodies are read chunk by chunk and abandoned past the size cap. Errors are Synapse's: a blocked literal IP is `403`, a name that resolves to a blocked
 //! or no address `502`, an upstream error status, a refused type or an oversized body `502`.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use reqwest::{
-    Url,
-    dns::{Addrs, Name, Resolve, Resolving},
-    header,
-};
+use reqwest::{Url, header};
 
-use super::ip_filter::IpFilter;
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    ssrf::{GuardedClient, IpFilter, Refused},
+};
 
 /// Redirects followed before giving up (browsers stop around 20; pages need one or two).
 const MAX_REDIRECTS: usize = 10;
@@ -41,53 +36,15 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-/// The failure a resolver reports for a name with a blocked address or none.
-#[derive(Debug, thiserror::Error)]
-#[error("DNS resolution refused or failed for {0}")]
-struct ResolveRefused(String);
-
-/// Resolves host names, refusing any name one of whose addresses is blocked.
-struct FilteringResolver(Arc<IpFilter>);
-
-impl Resolve for FilteringResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let filter = self.0.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0))
-                .await
-                .map_err(|_| ResolveRefused(host.clone()))?
-                .collect();
-            if addrs.is_empty() || addrs.iter().any(|a| filter.is_blocked(a.ip())) {
-                tracing::info!(%host, "URL preview: host resolves to a blocked address");
-                return Err(ResolveRefused(host).into());
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
-
 pub struct Fetcher {
-    http: reqwest::Client,
-    filter: Arc<IpFilter>,
+    http: GuardedClient,
     max_bytes: u64,
 }
 
 impl Fetcher {
     pub fn new(filter: IpFilter, max_bytes: u64) -> Self {
-        let filter = Arc::new(filter);
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would connect on our behalf to addresses the filter never sees.
-            .no_proxy()
-            .dns_resolver(Arc::new(FilteringResolver(filter.clone())))
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(USER_AGENT)
-            .build()
-            .expect("reqwest client builds");
         Fetcher {
-            http,
-            filter,
+            http: GuardedClient::new(filter, USER_AGENT, None),
             max_bytes,
         }
     }
@@ -97,10 +54,10 @@ impl Fetcher {
     pub async fn get(&self, url: Url, allowed: impl Fn(&str) -> bool) -> Result<Fetched> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
-            self.check_url(&url)?;
             let request = self
                 .http
-                .get(url.clone())
+                .request(reqwest::Method::GET, &url)
+                .map_err(|refused| refused_error(&url, &refused))?
                 .header(header::ACCEPT_LANGUAGE, "en")
                 .send();
             let mut response = match tokio::time::timeout(HEADERS_TIMEOUT, request).await {
@@ -170,31 +127,6 @@ impl Fetcher {
         Err(download_failed(&url, "too many redirects"))
     }
 
-    /// Only `http(s)` URLs with a host, and a literal IP only if the filter allows it.
-    fn check_url(&self, url: &Url) -> Result<()> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(download_failed(
-                url,
-                "only http and https URLs can be previewed",
-            ));
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| download_failed(url, "the URL has no host"))?;
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>()
-            && self.filter.is_blocked(ip)
-        {
-            tracing::info!(%ip, "URL preview: blocked literal address");
-            return Err(Error::matrix(
-                StatusCode::FORBIDDEN,
-                "M_UNKNOWN",
-                "IP address blocked",
-            ));
-        }
-        Ok(())
-    }
-
     /// The body, up to the size cap.
     async fn read_body(&self, response: &mut reqwest::Response) -> Result<Bytes> {
         if response
@@ -233,18 +165,27 @@ impl Fetcher {
     }
 }
 
+/// A URL the guard refused: a blocked literal IP is Synapse's `403`, a bad scheme or host its
+/// `500`, a refused or failed name lookup its `502`.
+fn refused_error(url: &Url, refused: &Refused) -> Error {
+    match refused {
+        Refused::BlockedAddress(_) => {
+            Error::matrix(StatusCode::FORBIDDEN, "M_UNKNOWN", "IP address blocked")
+        }
+        Refused::Resolve(_) => Error::matrix(
+            StatusCode::BAD_GATEWAY,
+            "M_UNKNOWN",
+            "DNS resolution failure during URL preview generation",
+        ),
+        Refused::Scheme => download_failed(url, "only http and https URLs can be previewed"),
+        Refused::NoHost => download_failed(url, "the URL has no host"),
+    }
+}
+
 /// A failed request: a refused or failed name lookup is Synapse's `502`, the rest its `500`.
 fn send_error(url: &Url, e: reqwest::Error) -> Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if err.is::<ResolveRefused>() {
-            return Error::matrix(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                "DNS resolution failure during URL preview generation",
-            );
-        }
-        source = err.source();
+    if let Some(refused) = GuardedClient::refused_by_resolver(&e) {
+        return refused_error(url, &refused);
     }
     tracing::info!(%url, error = %e, "URL preview: request failed");
     download_failed(

@@ -4,7 +4,7 @@
 //! read for Open Graph (with fallbacks, see [`open_graph`]); an image URL previews as the image;
 //! the page's `og:image` is downloaded and stored in the media repository, so clients get an
 //! `mxc://` URI (with `og:image:type`, `matrix:image:size` and its real dimensions) and never
-//! contact the site themselves. Fetches are guarded against SSRF ([`fetch`], [`ip_filter`]).
+//! contact the site themselves. Fetches are guarded against SSRF ([`fetch`], `crate::ssrf`).
 //!
 //! Previews are cached in memory per URL for an hour, failures for a minute, and concurrent
 //! requests for one URL share a single fetch: a link posted in a busy room is fetched once,
@@ -13,7 +13,6 @@
 mod charset;
 mod fetch;
 mod html;
-mod ip_filter;
 mod open_graph;
 
 use std::{
@@ -29,8 +28,6 @@ use reqwest::Url;
 use ruma::UserId;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
-
-pub use ip_filter::IpFilter;
 
 use self::fetch::{Fetched, Fetcher};
 use super::MediaService;
@@ -99,7 +96,7 @@ pub struct UrlPreviewer {
 
 impl UrlPreviewer {
     pub fn new(config: &MediaConfig) -> std::result::Result<Self, String> {
-        let filter = IpFilter::new(
+        let filter = crate::ssrf::IpFilter::new(
             &config.url_preview_ip_range_blocklist,
             &config.url_preview_ip_range_allowlist,
         )?;

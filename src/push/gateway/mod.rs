@@ -59,7 +59,12 @@ pub async fn start(s: &Arc<Services>) -> Result<()> {
             head
         }
     };
-    let senders = Arc::new(Senders::new());
+    let filter = s
+        .config
+        .server
+        .outbound_filter()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let senders = Arc::new(Senders::new(filter));
     for pusher in outbox::queued_pushers(&s.store)? {
         senders.wake(s, pusher);
     }

@@ -14,6 +14,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use reqwest::Url;
 use ruma::api::client::push::PusherKind;
 use serde_json::Value;
 
@@ -21,30 +22,34 @@ use super::{
     notification,
     outbox::{self, PusherKey},
 };
-use crate::{error::Result, services::Services};
+use crate::{
+    error::Result,
+    services::Services,
+    ssrf::{GuardedClient, IpFilter},
+};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long a gateway may take to answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const USER_AGENT: &str = "Charla (push)";
 
 /// The pushers whose sender runs. A sender reads its queue again before each request and
 /// leaves the set only when the queue is empty, checked under the set's lock; the consumer
 /// queues before it looks in the set, so every queued entry has a sender.
 pub struct Senders {
     running: Mutex<HashSet<PusherKey>>,
-    http: reqwest::Client,
+    /// Gateways are URLs users chose: requests go through the server's SSRF guard, with
+    /// `[server] ip_range_*`, and redirects are not followed.
+    http: GuardedClient,
 }
 
 impl Senders {
-    pub fn new() -> Self {
+    pub fn new(filter: IpFilter) -> Self {
         Senders {
             running: Mutex::default(),
-            http: reqwest::Client::builder()
-                .timeout(REQUEST_TIMEOUT)
-                .build()
-                .expect("reqwest client builds"),
+            http: GuardedClient::new(filter, USER_AGENT, Some(REQUEST_TIMEOUT)),
         }
     }
 
@@ -161,11 +166,25 @@ async fn drop_front(s: &Services, pusher: &PusherKey) -> Result<()> {
     Ok(())
 }
 
-/// POSTs the body; a 2xx is delivered, and its `rejected` list is checked for our pushkey.
-async fn post(http: &reqwest::Client, url: &str, body: &Value, pushkey: &str) -> Sent {
-    let res = match http.post(url).json(body).send().await {
+/// POSTs the body; a 2xx is delivered, and its `rejected` list is checked for our pushkey. A
+/// redirect is a failure like any other non-2xx: a gateway has one fixed URL.
+async fn post(http: &GuardedClient, url: &str, body: &Value, pushkey: &str) -> Sent {
+    let url = match Url::parse(url) {
+        Ok(url) => url,
+        Err(e) => return Sent::Failed(format!("invalid URL: {e}")),
+    };
+    let request = match http.request(reqwest::Method::POST, &url) {
+        Ok(request) => request,
+        Err(refused) => return Sent::Failed(refused.to_string()),
+    };
+    let res = match request.json(body).send().await {
         Ok(res) => res,
-        Err(e) => return Sent::Failed(e.to_string()),
+        Err(e) => {
+            return Sent::Failed(match GuardedClient::refused_by_resolver(&e) {
+                Some(refused) => refused.to_string(),
+                None => e.to_string(),
+            });
+        }
     };
     if !res.status().is_success() {
         return Sent::Failed(format!("status {}", res.status()));

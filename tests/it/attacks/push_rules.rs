@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::{
-    common::{TestServer, V3, assert_error, enc},
+    common::{OUTBOUND_TO_LOOPBACK, TestServer, V3, assert_error, enc},
     push_gateway::{Gateway, direct_chat, set_pusher},
 };
 
@@ -18,7 +18,7 @@ fn huge_pattern() -> String {
 
 #[tokio::test]
 async fn a_pattern_that_would_panic_evaluation_is_refused_and_push_goes_on_for_everyone() {
-    let s = TestServer::start_with("[limits]\nmax_request_bytes = 1048576\n").await;
+    let s = TestServer::start_with(OUTBOUND_TO_LOOPBACK).await;
     let gateway = Gateway::start().await;
     let (alice, bob, room) = direct_chat(&s).await;
     set_pusher(&bob, "bob-phone", json!({ "url": gateway.url })).await;

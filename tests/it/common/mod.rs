@@ -29,17 +29,23 @@ pub struct TestServer {
     extra_config: String,
 }
 
-/// The config every test server starts from; `extra` is appended (TOML tables).
+/// The config every test server starts from; `extra` is appended (TOML tables, `[server]`
+/// included: the listener is set to an ephemeral loopback port after parsing).
 pub fn config_for(data: &Path, extra: &str) -> Config {
     let text = format!(
         "server_name = \"localhost\"\n\
          {extra}\n\
-         [server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\npath = {data:?}\ncache_capacity_mb = 16\n\
          [logging]\nfilter = \"warn\"\n",
     );
-    Config::from_toml(&text).expect("test config parses")
+    let mut config = Config::from_toml(&text).expect("test config parses");
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    config
 }
+
+/// Extra config for tests whose push gateway (or other user-chosen URL) is on loopback, which
+/// the server's SSRF guard refuses by default.
+pub const OUTBOUND_TO_LOOPBACK: &str = "[server]\nip_range_allowlist = [\"127.0.0.1\"]\n";
 
 impl TestServer {
     pub async fn start() -> Self {

@@ -1,7 +1,12 @@
-//! Per-user token buckets for sends and logins.
+//! How much one caller may make the server do: token buckets for rates (sends, logins, URL
+//! previews) and per-user slots for requests that last ([`slots`]).
 //!
 //! In memory on purpose: a restart forgiving everyone is harmless, and a lookup must cost
 //! nanoseconds on the send path.
+
+mod slots;
+
+pub use slots::{UserSlot, UserSlots};
 
 use std::{collections::HashMap, time::Instant};
 

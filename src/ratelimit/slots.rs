@@ -1,10 +1,11 @@
-//! How many uploads one user may have in progress at once.
+//! How many long requests of one kind one user may have in progress at once: uploads, URL
+//! previews being fetched.
 //!
-//! An upload lasts as long as its client takes to send it, so without a bound one account could
-//! hold thousands of open uploads (sockets, temporary files, tasks). Each upload takes a slot
-//! for its user before its first byte is read and gives it back when it ends however it ends
-//! (success, error, or the client going away, which drops the request). A user at the limit
-//! gets `429 M_LIMIT_EXCEEDED` at once, before any byte is stored.
+//! An upload lasts as long as its client takes to send it, a preview as long as the remote site
+//! takes to answer, so without a bound one account could hold thousands of them (sockets,
+//! temporary files, tasks). Each takes a slot for its user before any work starts and gives it
+//! back when it ends however it ends (success, error, or the client going away, which drops
+//! the request). A user at the limit gets `429 M_LIMIT_EXCEEDED` at once.
 
 use std::collections::HashMap;
 
@@ -15,34 +16,37 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 
-/// What a refused upload is told to wait: uploads end at their clients' pace, so this is a hint
+/// What a refused request is told to wait: the others end at their own pace, so this is a hint
 /// to retry soon, not a promise that a slot is free by then.
 const RETRY_AFTER_MS: u64 = 1000;
 
-/// Uploads in progress, per user.
+/// Requests of one kind in progress, per user.
 #[derive(Debug)]
-pub struct UploadSlots {
+pub struct UserSlots {
     max: usize,
+    /// What the requests are, for the refusal: "uploads", "URL previews".
+    what: &'static str,
     held: Mutex<HashMap<OwnedUserId, usize>>,
 }
 
-/// One upload in progress; its slot is given back when this is dropped.
+/// One request in progress; its slot is given back when this is dropped.
 #[derive(Debug)]
-pub struct UploadSlot<'a> {
-    slots: &'a UploadSlots,
+pub struct UserSlot<'a> {
+    slots: &'a UserSlots,
     user: OwnedUserId,
 }
 
-impl UploadSlots {
-    pub fn new(max: usize) -> Self {
-        UploadSlots {
+impl UserSlots {
+    pub fn new(max: usize, what: &'static str) -> Self {
+        UserSlots {
             max,
+            what,
             held: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes a slot for `user`, or refuses with `429 M_LIMIT_EXCEEDED` at the limit.
-    pub fn acquire(&self, user: &UserId) -> Result<UploadSlot<'_>> {
+    pub fn acquire(&self, user: &UserId) -> Result<UserSlot<'_>> {
         // The map holds plain counts, consistent whatever a panicking holder did.
         let mut held = self.held.lock();
         let count = held.entry(user.to_owned()).or_insert(0);
@@ -51,21 +55,21 @@ impl UploadSlots {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 errcode: "M_LIMIT_EXCEEDED",
                 message: format!(
-                    "Too many uploads in progress: at most {} at once per user",
-                    self.max
+                    "Too many {} in progress: at most {} at once per user",
+                    self.what, self.max
                 )
                 .into(),
                 extra: Some(json!({ "retry_after_ms": RETRY_AFTER_MS })),
             });
         }
         *count += 1;
-        Ok(UploadSlot {
+        Ok(UserSlot {
             slots: self,
             user: user.to_owned(),
         })
     }
 
-    /// Uploads `user` has in progress.
+    /// Requests `user` has in progress.
     #[cfg(test)]
     fn held(&self, user: &UserId) -> usize {
         let held = self.held.lock();
@@ -73,7 +77,7 @@ impl UploadSlots {
     }
 }
 
-impl Drop for UploadSlot<'_> {
+impl Drop for UserSlot<'_> {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock();
         if let Some(count) = held.get_mut(&self.user) {
@@ -92,7 +96,7 @@ mod tests {
 
     #[test]
     fn slots_are_per_user_and_come_back_on_drop() {
-        let slots = UploadSlots::new(2);
+        let slots = UserSlots::new(2, "uploads");
         let alice: OwnedUserId = "@alice:localhost".try_into().unwrap();
         let bob: OwnedUserId = "@bob:localhost".try_into().unwrap();
         let a1 = slots.acquire(&alice).unwrap();

@@ -1,0 +1,119 @@
+//! Requests the server makes to URLs its users chose (URL previews, push gateways), guarded so
+//! that no user can make the server reach what it must not: the loopback interface, the private
+//! network it sits in, a cloud metadata service (server-side request forgery).
+//!
+//! One mechanism for every such request: a [`GuardedClient`] checks each URL it is given (only
+//! `http(s)`, a literal IP must pass the [`IpFilter`]) and resolves host names through a resolver
+//! that refuses a name if any of its addresses is blocked, so the addresses checked are the
+//! addresses connected to (no DNS rebinding between a check and the connect). It never follows
+//! redirects and never uses a proxy (a proxy would connect on our behalf to addresses the
+//! filter never sees); a caller that follows redirects (previews) checks every hop's URL again.
+
+mod ip_filter;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use reqwest::{
+    Url,
+    dns::{Addrs, Name, Resolve, Resolving},
+};
+
+pub use ip_filter::IpFilter;
+
+/// Why a request was not made or failed before an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("only http and https URLs are allowed")]
+    Scheme,
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("IP address {0} is blocked")]
+    BlockedAddress(IpAddr),
+    #[error("DNS resolution refused or failed for {0}")]
+    Resolve(String),
+}
+
+/// The failure the resolver reports for a name with a blocked address, or none.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolution refused or failed for {0}")]
+struct ResolveRefused(String);
+
+/// Resolves host names, refusing any name one of whose addresses is blocked.
+struct FilteringResolver(Arc<IpFilter>);
+
+impl Resolve for FilteringResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let filter = self.0.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|_| ResolveRefused(host.clone()))?
+                .collect();
+            if addrs.is_empty() || addrs.iter().any(|a| filter.is_blocked(a.ip())) {
+                tracing::info!(%host, "outbound request: host resolves to a blocked address");
+                return Err(ResolveRefused(host).into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// An HTTP client that only reaches addresses its filter allows.
+pub struct GuardedClient {
+    http: reqwest::Client,
+    filter: Arc<IpFilter>,
+}
+
+impl GuardedClient {
+    /// `user_agent` says what makes the request; `timeout` bounds a whole request (`None`: the
+    /// caller bounds it).
+    pub fn new(filter: IpFilter, user_agent: &str, timeout: Option<Duration>) -> Self {
+        let filter = Arc::new(filter);
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(FilteringResolver(filter.clone())))
+            .connect_timeout(Duration::from_secs(15))
+            .user_agent(user_agent);
+        if let Some(timeout) = timeout {
+            builder = builder.timeout(timeout);
+        }
+        // Building fails only for a TLS backend that cannot start, which no request could use.
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
+        GuardedClient { http, filter }
+    }
+
+    /// Checks `url` (scheme, host, a literal IP against the filter) and starts a request to it.
+    /// Send it with [`GuardedClient::send`].
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+    ) -> Result<reqwest::RequestBuilder, Refused> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Refused::Scheme);
+        }
+        let host = url.host_str().ok_or(Refused::NoHost)?;
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>()
+            && self.filter.is_blocked(ip)
+        {
+            tracing::info!(%ip, "outbound request: blocked literal address");
+            return Err(Refused::BlockedAddress(ip));
+        }
+        Ok(self.http.request(method, url.clone()))
+    }
+
+    /// Whether a failed request failed because the resolver refused its host.
+    pub fn refused_by_resolver(error: &reqwest::Error) -> Option<Refused> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(err) = source {
+            if let Some(refused) = err.downcast_ref::<ResolveRefused>() {
+                return Some(Refused::Resolve(refused.0.clone()));
+            }
+            source = err.source();
+        }
+        None
+    }
+}
