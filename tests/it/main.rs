@@ -7,9 +7,9 @@
 mod common;
 
 mod accounts;
-mod attacks;
 mod appservice_api;
 mod appservice_echo;
+mod attacks;
 mod durability;
 mod e2ee;
 mod e2ee_backup;
