@@ -16,10 +16,11 @@
 //! statuses WhatsApp sends later always find their message, and a refusal is shown even if
 //! the bridge dies right after it.
 //!
-//! Delivery to WhatsApp is at least once: a crash between WhatsApp's answer and that write
-//! (one `fdatasync` of the bridge's log, well under a millisecond to a few milliseconds) sends
-//! the job again at the next start, with a new wamid. It is the only way a message goes out
-//! twice, and it can only be the one job per customer that was in flight.
+//! Delivery to WhatsApp is at least once: the Cloud API takes no idempotency key, so a crash
+//! while a send is in flight, from the moment WhatsApp has it until that write is on disk (the
+//! rest of the API's answer time, then one `fdatasync` of the bridge's log), sends the job
+//! again at the next start, with a new wamid. It is the only way a message goes out twice, and
+//! it can only be the one job per customer that was in flight.
 
 use std::cell::RefCell;
 use std::sync::Arc;
