@@ -84,14 +84,22 @@ impl Store {
         Ok(())
     }
 
-    /// `lane`'s held items, oldest first, with their keys.
-    pub(crate) fn held_items(&self, lane: &str) -> Result<Vec<(IVec, HeldItem)>> {
+    /// Up to `limit` of `lane`'s held items, oldest first, with their keys, and whether more
+    /// are held.
+    pub(crate) fn held_items(
+        &self,
+        lane: &str,
+        limit: usize,
+    ) -> Result<(Vec<(IVec, HeldItem)>, bool)> {
         let mut items = Vec::new();
         for entry in self.db.scan_prefix(Table::Held, &held_prefix(lane)) {
+            if items.len() == limit {
+                return Ok((items, true));
+            }
             let (key, value) = entry?;
             items.push((key, serde_json::from_slice(&value)?));
         }
-        Ok(items)
+        Ok((items, false))
     }
 
     /// How many items each customer has held (read once, at start).
@@ -218,5 +226,63 @@ impl Bridge {
     /// What waits to be brought into Matrix, for operators (and `/metrics`, once it exists).
     pub fn backlog(&self) -> BacklogState {
         self.backlog.state(self.store.inbox_waiting())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statuses(wamid: &str) -> HeldItem {
+        let status = serde_json::from_value(serde_json::json!({"id": wamid, "status": "read"}));
+        HeldItem::Statuses {
+            statuses: vec![status.unwrap()],
+        }
+    }
+
+    /// Held items come back per customer, in the order they were held, a part at a time, and
+    /// survive a crash once the round's write is on disk.
+    #[tokio::test]
+    async fn held_items_keep_their_order_per_customer_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("live")).unwrap();
+        let mut batch = Batch::new();
+        for wamid in ["w1", "w2", "w3"] {
+            store
+                .hold(&mut batch, "34600111222", &statuses(wamid))
+                .unwrap();
+        }
+        store
+            .hold(&mut batch, "3460011122", &statuses("other"))
+            .unwrap();
+        let letter = DeadLetter {
+            portal: "34600111222".into(),
+            item: statuses("w0"),
+            error: "homeserver answered 413 M_TOO_LARGE".into(),
+            attempts: DEAD_LETTER_AFTER,
+            ts: 1,
+        };
+        store.dead_letter(&mut batch, &letter).unwrap();
+        let ticket = store.db.write(batch).unwrap();
+        store.durable(ticket).await.unwrap();
+        charla_storage::copy_crash_image(&dir.path().join("live"), &dir.path().join("crash"))
+            .unwrap();
+
+        let store = Store::open(&dir.path().join("crash")).unwrap();
+        let (first, more) = store.held_items("34600111222", 2).unwrap();
+        let wamids: Vec<&str> = first.iter().map(|(_, item)| item.wamid()).collect();
+        assert_eq!((wamids, more), (vec!["w1", "w2"], true));
+        let (all, more) = store.held_items("34600111222", 10).unwrap();
+        assert_eq!((all.len(), more), (3, false));
+        let lanes = store.held_lanes().unwrap();
+        assert_eq!(lanes.get("34600111222"), Some(&3));
+        assert_eq!(lanes.get("3460011122"), Some(&1));
+        let letters = store.dead_letters().unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].item.wamid(), "w0");
+        let backlog = Backlog::load(&store).unwrap();
+        assert_eq!(backlog.state(0).held, 4);
+        assert_eq!(backlog.state(0).held_customers, 2);
+        assert_eq!(backlog.state(0).dead_letters, 1);
     }
 }

@@ -50,6 +50,10 @@ const BATCH: usize = 1024;
 /// Customers (or messages, for statuses) worked on at the same time.
 const CONCURRENCY: usize = 128;
 
+/// Held items of one customer tried per round: a long backlog (a portal closed to the bridge
+/// for days) is read a part at a time, the rest (and the round's new messages) behind it.
+const HELD_PER_ROUND: usize = 256;
+
 /// Runs until `stopped` turns true.
 pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
     let mut waiting = Waiting::load(&bridge);
@@ -122,7 +126,7 @@ impl Bridge {
     ) -> Result<Vec<LaneReport>, HandlerError> {
         let (mut lanes, statuses) = self.parse(bodies, waiting)?;
         for key in due {
-            let held = self.store.held_items(key)?;
+            let (held, more) = self.store.held_items(key, HELD_PER_ROUND)?;
             let attempts = waiting.attempts(key);
             let slot = match lanes.iter().position(|lane| &lane.key == key) {
                 Some(slot) => slot,
@@ -131,7 +135,7 @@ impl Bridge {
                     lanes.len() - 1
                 }
             };
-            lanes[slot].take_held(held, attempts);
+            lanes[slot].take_held(held, more, attempts);
         }
         let results: Vec<_> = futures_util::stream::iter(lanes)
             .map(|lane| self.run_lane(lane))

@@ -33,6 +33,8 @@ pub(crate) struct Lane {
     fresh: Vec<HeldItem>,
     /// Failed attempts so far at the first held item.
     attempts: u32,
+    /// More items are held than were taken: the new ones wait behind them, untried.
+    more_held: bool,
     /// The customer's held items are not due yet: the new ones queue behind, untried.
     pub waits: bool,
 }
@@ -45,6 +47,7 @@ impl Lane {
             held: Vec::new(),
             fresh: Vec::new(),
             attempts: 0,
+            more_held: false,
             waits: false,
         }
     }
@@ -58,7 +61,7 @@ impl Lane {
     }
 
     /// Takes the customer's held items, which go before the round's new ones.
-    pub fn take_held(&mut self, held: Vec<(IVec, HeldItem)>, attempts: u32) {
+    pub fn take_held(&mut self, held: Vec<(IVec, HeldItem)>, more: bool, attempts: u32) {
         let newer = self.customer.take();
         for (_, item) in &held {
             if let HeldItem::Message { customer, .. } = item {
@@ -69,6 +72,7 @@ impl Lane {
             self.name(&newer);
         }
         self.held = held;
+        self.more_held = more;
         self.attempts = attempts;
         self.waits = false;
     }
@@ -92,6 +96,8 @@ pub(crate) struct LaneReport {
     pub stopped: Option<Stopped>,
     /// The lane was not tried: its customer waits for their pause.
     pub waited: bool,
+    /// The lane went through what it took, and more is held: it is due again at once.
+    pub more: bool,
 }
 
 /// A refusal that stopped a lane.
@@ -111,6 +117,7 @@ impl LaneReport {
             dead: Vec::new(),
             stopped: None,
             waited: false,
+            more: false,
         }
     }
 
@@ -140,11 +147,18 @@ impl Bridge {
         }
         let mut attempts = lane.attempts;
         let mut portal: Option<Portal> = None;
+        let fresh = if lane.more_held {
+            report.hold = lane.fresh;
+            report.more = true;
+            Vec::new()
+        } else {
+            lane.fresh
+        };
         let mut items = lane
             .held
             .into_iter()
             .map(|(key, item)| (Some(key), item))
-            .chain(lane.fresh.into_iter().map(|item| (None, item)));
+            .chain(fresh.into_iter().map(|item| (None, item)));
         while let Some((key, item)) = items.next() {
             let error = match self
                 .bridge_item(&mut portal, lane.customer.as_ref(), &item)
@@ -175,13 +189,15 @@ impl Bridge {
                 attempts = 0;
                 continue;
             }
-            // This item and every one after it stay, in order.
-            report.hold.extend(
-                key.is_none()
-                    .then_some(item)
-                    .into_iter()
-                    .chain(items.filter_map(|(key, item)| key.is_none().then_some(item))),
-            );
+            // This item and every one after it stay, in order (before any new ones a longer
+            // backlog put aside above).
+            let unheld: Vec<HeldItem> = key
+                .is_none()
+                .then_some(item)
+                .into_iter()
+                .chain(items.filter_map(|(key, item)| key.is_none().then_some(item)))
+                .collect();
+            report.hold.splice(0..0, unheld);
             report.stopped = Some(Stopped {
                 error: error.to_string(),
                 fix: hint(&error),
@@ -310,7 +326,16 @@ impl Waiting {
                 continue;
             }
             let Some(stopped) = &report.stopped else {
-                self.lanes.remove(&report.key);
+                if report.more {
+                    let state = LaneState {
+                        items,
+                        attempts: 0,
+                        due: now,
+                    };
+                    self.lanes.insert(report.key.clone(), state);
+                } else {
+                    self.lanes.remove(&report.key);
+                }
                 continue;
             };
             let pause = Duration::from_millis(250u64 << stopped.attempts.saturating_sub(1).min(10))
