@@ -305,6 +305,22 @@ impl Intent {
         Ok(self.client.send::<EventIdAnswer>(request).await?.event_id)
     }
 
+    /// `GET /joined_rooms`: the rooms this user is joined to.
+    pub async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, Error> {
+        #[derive(Deserialize)]
+        struct Joined {
+            joined_rooms: Vec<OwnedRoomId>,
+        }
+        let request = self.client_v3(Method::GET, &["joined_rooms"]);
+        Ok(self.client.send::<Joined>(request).await?.joined_rooms)
+    }
+
+    /// `GET /rooms/{roomId}/state`: the room's current state events.
+    pub async fn room_state(&self, room_id: &RoomId) -> Result<Vec<JsonValue>, Error> {
+        let request = self.client_v3(Method::GET, &["rooms", room_id.as_str(), "state"]);
+        self.client.send(request).await
+    }
+
     /// Reacts to `event_id` with `key` (an `m.reaction` with an `m.annotation` relation).
     pub async fn react(
         &self,

@@ -212,7 +212,7 @@ impl Rig {
 }
 
 /// Polls until `check` gives a value; fails the test after a generous deadline.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -227,7 +227,7 @@ where
     }
 }
 
-fn text(body: &str) -> Value {
+pub(crate) fn text(body: &str) -> Value {
     json!({"type": "text", "text": {"body": body}})
 }
 

@@ -36,6 +36,8 @@ pub struct Bridge {
     /// The customer message last marked read, per portal, so several agents' receipts on the
     /// same message mark it once.
     pub(crate) read_marks: Mutex<HashMap<String, String>>,
+    /// What the inbox could not bring into Matrix yet ([`Bridge::backlog`]).
+    pub(crate) backlog: crate::backlog::Backlog,
 }
 
 impl Bridge {
@@ -91,6 +93,7 @@ impl BridgeService {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         let store = Store::open(&state_dir.join("db")).map_err(|e| e.to_string())?;
+        let backlog = crate::backlog::Backlog::load(&store).map_err(|e| e.to_string())?;
         let graph = Graph::new(
             &config.api_base,
             &config.phone_number_id,
@@ -109,6 +112,7 @@ impl BridgeService {
                 fresh_jobs: Mutex::new(Vec::new()),
                 pending_rooms: Mutex::new(HashSet::new()),
                 read_marks: Mutex::new(HashMap::new()),
+                backlog,
             })
             .map_err(|e| e.to_string())?;
         Ok(Self { app })
@@ -152,6 +156,11 @@ pub struct BridgeHandle {
 impl BridgeHandle {
     pub fn bridge(&self) -> &Arc<Bridge> {
         &self.bridge
+    }
+
+    /// What waits to be brought into Matrix: see [`Bridge::backlog`].
+    pub fn backlog(&self) -> crate::backlog::BacklogState {
+        self.bridge.backlog()
     }
 
     /// Stops the workers after their current step and flushes the state.

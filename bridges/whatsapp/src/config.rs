@@ -37,7 +37,9 @@ pub struct BridgeConfig {
     pub template_language: String,
     /// Localpart of the bridge bot (`@whatsappbot:server`).
     pub bot_localpart: String,
-    /// Longest wait between two attempts of a queued message while WhatsApp is unreachable.
+    /// Longest wait between two attempts: of a queued message while WhatsApp is unreachable,
+    /// and of the inbox while the homeserver is unreachable or refuses a customer's messages
+    /// (they are kept and retried; see `inbox`).
     pub max_retry_secs: u64,
     /// Messages sent to WhatsApp at the same time (to different customers; one customer's
     /// messages always go one after the other). Throughput is at most this divided by the

@@ -1,21 +1,46 @@
-//! The inbox worker: turns accepted webhooks into Matrix events.
+//! The inbox worker: turns accepted webhooks into Matrix events, and never drops one.
 //!
-//! It takes a batch of webhook bodies in arrival order, groups their messages by customer, and
-//! works on the customers concurrently while keeping each customer's messages in order. Then it
-//! applies the statuses, each message's as one change, messages concurrently. Only a fully
-//! processed batch leaves the inbox; a failure (homeserver unreachable) retries the batch after
-//! a pause, and the wamid dedupe and wamid-derived txnIds make the retry post nothing twice.
+//! Each round takes a batch of webhook bodies in arrival order, groups their messages by
+//! customer (a lane, [`crate::lane`]), adds the customers whose held messages are due again
+//! ([`crate::backlog`]), and works on the lanes concurrently while keeping each customer's
+//! messages in order; then it applies the statuses, each message's as one change, messages
+//! concurrently.
+//!
+//! Meta had its 200 for every body, so a failure never drops one ([`crate::failure`]):
+//!
+//! - the homeserver unreachable or failing, or refusing the bridge's token: the round is not
+//!   committed, the batch stays in the inbox and the round is retried after a doubling pause
+//!   (at most `max_retry_secs`), with one error line per pause saying what to fix;
+//! - a refusal that concerns one customer (their puppet may not register, the portal is
+//!   closed to the bridge): that customer's messages from the refused one on are held, in
+//!   order, and retried with a doubling pause of their own, for as long as it takes; their
+//!   later messages queue behind; everyone else goes on. One error line per round says how
+//!   many customers wait, why and what to fix;
+//! - a message the homeserver can never accept as it is: held and retried like a refusal,
+//!   then, after [`crate::backlog::DEAD_LETTER_AFTER`] attempts, set aside in the dead-letter
+//!   table (kept, logged, counted, and noticed to the agents in the portal), and the
+//!   customer's next messages go on.
+//!
+//! A round ends in one write: its bodies leave the inbox, and what it held or set aside is
+//! written with them, so a crash keeps either the bodies or their held entries. It is not
+//! waited for: a crash before it is on disk replays the round, and the wamid dedupe and the
+//! wamid-derived txnIds make the replay post nothing twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use appservice::HandlerError;
+use charla_storage::{Batch, IVec};
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::backlog::HeldItem;
 use crate::bridge::Bridge;
-use crate::cloud::{Envelope, InboundMessage, Status};
+use crate::cloud::{Envelope, Status};
+use crate::failure::{Failure, hint};
+use crate::lane::{Lane, LaneReport, Waiting};
 use crate::portal::Customer;
 
 /// Webhook bodies taken per round: enough that each customer has several messages in it, so
@@ -25,8 +50,13 @@ const BATCH: usize = 1024;
 /// Customers (or messages, for statuses) worked on at the same time.
 const CONCURRENCY: usize = 128;
 
+/// Held items of one customer tried per round: a long backlog (a portal closed to the bridge
+/// for days) is read a part at a time, the rest (and the round's new messages) behind it.
+const HELD_PER_ROUND: usize = 256;
+
 /// Runs until `stopped` turns true.
 pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
+    let mut waiting = Waiting::load(&bridge);
     let mut failures = 0u32;
     loop {
         if *stopped.borrow() {
@@ -39,28 +69,43 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
                 Vec::new()
             }
         };
-        if batch.is_empty() {
+        let now = Instant::now();
+        let due = waiting.due(now);
+        if batch.is_empty() && due.is_empty() {
+            // A notification can race with the check above; never sleep for ever.
+            let until = waiting
+                .next_due()
+                .map_or(now + Duration::from_secs(1), |due| {
+                    due.min(now + Duration::from_secs(1))
+                });
             tokio::select! {
                 _ = bridge.inbox_wake.notified() => {}
                 _ = stopped.changed() => {}
-                // A notification can race with the check above; never sleep for ever.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
             continue;
         }
         let bodies: Vec<&[u8]> = batch.iter().map(|(_, v)| v.as_ref()).collect();
-        match bridge.process(&bodies).await {
-            Ok(()) => {
+        match bridge.round(&bodies, &waiting, &due).await {
+            Ok(reports) => {
                 failures = 0;
-                let keys = batch.iter().map(|(key, _)| key.as_ref());
-                if let Err(error) = bridge.store.remove_inbox(keys) {
-                    tracing::error!(%error, "cannot remove processed webhooks");
-                }
+                bridge.backlog.round_succeeded();
+                let keys = batch.into_iter().map(|(key, _)| key).collect();
+                bridge.commit(keys, reports, &mut waiting);
             }
             Err(error) => {
                 failures += 1;
-                let pause = Duration::from_millis(200u64 << failures.min(6));
-                tracing::warn!(%error, ?pause, "webhook processing failed; retrying");
+                let pause = Duration::from_millis(200u64 << failures.min(10))
+                    .min(bridge.config.max_retry());
+                let fix = hint(&error);
+                tracing::error!(
+                    %error,
+                    fix,
+                    ?pause,
+                    waiting = bridge.store.inbox_waiting(),
+                    "WhatsApp messages cannot reach Matrix; they are kept and retried"
+                );
+                bridge.backlog.round_failed(format!("{error} ({fix})"));
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = stopped.changed() => {}
@@ -71,9 +116,86 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
 }
 
 impl Bridge {
-    /// Processes webhook bodies: every message, then every status.
-    pub(crate) async fn process(&self, bodies: &[&[u8]]) -> Result<(), HandlerError> {
-        let mut by_customer: Vec<(Customer, Vec<InboundMessage>)> = Vec::new();
+    /// One round: the batch's messages and the due held ones, lane by lane, then the batch's
+    /// statuses. An error is one that blocks everyone: nothing of the round is committed.
+    async fn round(
+        &self,
+        bodies: &[&[u8]],
+        waiting: &Waiting,
+        due: &[String],
+    ) -> Result<Vec<LaneReport>, HandlerError> {
+        let (mut lanes, statuses) = self.parse(bodies, waiting)?;
+        for key in due {
+            let (held, more) = self.store.held_items(key, HELD_PER_ROUND)?;
+            let attempts = waiting.attempts(key);
+            let slot = match lanes.iter().position(|lane| &lane.key == key) {
+                Some(slot) => slot,
+                None => {
+                    lanes.push(Lane::new(key.clone()));
+                    lanes.len() - 1
+                }
+            };
+            lanes[slot].take_held(held, more, attempts);
+        }
+        let results: Vec<_> = futures_util::stream::iter(lanes)
+            .map(|lane| self.run_lane(lane))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut reports = HashMap::new();
+        for result in results {
+            let report = result?;
+            reports.insert(report.key.clone(), report);
+        }
+        // Statuses of different messages do not depend on each other; one message's go in order.
+        let mut by_message: Vec<Vec<Status>> = Vec::new();
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        for status in statuses {
+            let slot = *slots.entry(status.id.clone()).or_insert_with(|| {
+                by_message.push(Vec::new());
+                by_message.len() - 1
+            });
+            by_message[slot].push(status);
+        }
+        let results: Vec<_> = futures_util::stream::iter(by_message)
+            .map(|statuses| async move {
+                let result = self.apply_statuses(&statuses).await;
+                (statuses, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (statuses, result) in results {
+            let Err(error) = result else { continue };
+            if Failure::of(&error).blocks_everyone() {
+                return Err(error);
+            }
+            // Refused in the portal (the bot or puppet was removed): held in its lane.
+            let wamid = statuses.first().map(|s| s.id.clone()).unwrap_or_default();
+            let lane = self
+                .store
+                .message(&wamid)?
+                .map(|link| link.portal)
+                .unwrap_or_default();
+            reports
+                .entry(lane.clone())
+                .or_insert_with(|| {
+                    let mut report = LaneReport::new(lane.clone());
+                    report.waited = waiting.is_waiting(&lane);
+                    report
+                })
+                .refused(HeldItem::Statuses { statuses }, &error);
+        }
+        Ok(reports.into_values().collect())
+    }
+
+    /// The batch's messages as lanes (in the order customers first appear), and its statuses.
+    fn parse(
+        &self,
+        bodies: &[&[u8]],
+        waiting: &Waiting,
+    ) -> Result<(Vec<Lane>, Vec<Status>), HandlerError> {
+        let mut lanes: Vec<Lane> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut statuses: Vec<Status> = Vec::new();
         for body in bodies {
@@ -105,91 +227,60 @@ impl Bridge {
                         continue;
                     };
                     let key = self.portal_key(&customer)?;
-                    let slot = *index.entry(key).or_insert_with(|| {
-                        by_customer.push((customer.clone(), Vec::new()));
-                        by_customer.len() - 1
+                    let slot = *index.entry(key.clone()).or_insert_with(|| {
+                        let mut lane = Lane::new(key.clone());
+                        // A customer whose held messages are not due yet: theirs queue behind.
+                        lane.waits = waiting.is_waiting(&key);
+                        lanes.push(lane);
+                        lanes.len() - 1
                     });
-                    if !customer.name.is_empty() {
-                        by_customer[slot].0 = customer;
-                    }
-                    by_customer[slot].1.push(msg.clone());
+                    lanes[slot].push(customer, msg.clone());
                 }
                 statuses.extend(value.statuses.iter().cloned());
             }
         }
-        let results: Vec<_> = futures_util::stream::iter(by_customer)
-            .map(|(customer, messages)| self.bridge_customer(customer, messages))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for result in results {
-            result?;
-        }
-        // Statuses of different messages do not depend on each other; one message's go in order.
-        let mut by_message: Vec<Vec<Status>> = Vec::new();
-        let mut slots: HashMap<String, usize> = HashMap::new();
-        for status in statuses {
-            let slot = *slots.entry(status.id.clone()).or_insert_with(|| {
-                by_message.push(Vec::new());
-                by_message.len() - 1
-            });
-            by_message[slot].push(status);
-        }
-        let results: Vec<_> = futures_util::stream::iter(by_message)
-            .map(|statuses| self.apply_message_statuses(statuses))
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        for result in results {
-            result?;
-        }
-        Ok(())
+        Ok((lanes, statuses))
     }
 
-    /// One customer's messages of a round, in order.
-    async fn bridge_customer(
-        &self,
-        customer: Customer,
-        messages: Vec<InboundMessage>,
-    ) -> Result<(), HandlerError> {
-        let portal = match self.ensure_portal(&customer).await {
-            Ok(portal) => portal,
-            Err(error) if !is_retryable(&error) => {
-                tracing::warn!(%error, "messages dropped: the homeserver refused the portal");
-                return Ok(());
+    /// Ends a round in one write: the bodies leave the inbox, the lanes' held items and dead
+    /// letters are written; then the worker's lane states and the gauges follow.
+    fn commit(&self, inbox_keys: Vec<IVec>, reports: Vec<LaneReport>, waiting: &mut Waiting) {
+        let mut batch = Batch::new();
+        let removed = self
+            .store
+            .remove_inbox(&mut batch, inbox_keys.iter().map(|k| k.as_ref()));
+        let mut dead = 0;
+        let written = reports.iter().try_for_each(|report| {
+            for key in &report.released {
+                batch.delete(crate::store::Table::Held, key.as_ref());
             }
-            Err(error) => return Err(error),
-        };
-        for msg in &messages {
-            if let Err(error) = self.bridge_message(&portal, msg).await {
-                if is_retryable(&error) {
-                    return Err(error);
-                }
-                tracing::warn!(wamid = %msg.id, %error, "message dropped: the homeserver refused it");
+            for item in &report.hold {
+                self.store.hold(&mut batch, &report.key, item)?;
+            }
+            for letter in &report.dead {
+                self.store.dead_letter(&mut batch, letter)?;
+                dead += 1;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        });
+        if let Err(error) = written.and_then(|()| Ok(self.store.db.write(batch)?)) {
+            // Nothing of the round is written: its bodies stay and are processed again.
+            tracing::error!(%error, "cannot record a processed round of webhooks");
+            return;
+        }
+        self.store.inbox_removed(removed);
+        for report in &reports {
+            for letter in &report.dead {
+                tracing::error!(
+                    wamid = letter.item.wamid(),
+                    attempts = letter.attempts,
+                    error = %letter.error,
+                    "the homeserver cannot take a WhatsApp message: set aside in the bridge's \
+                     dead letters"
+                );
             }
         }
-        Ok(())
-    }
-
-    /// One message's statuses of a round; a refusal by the homeserver drops them.
-    async fn apply_message_statuses(&self, statuses: Vec<Status>) -> Result<(), HandlerError> {
-        match self.apply_statuses(&statuses).await {
-            Err(error) if !is_retryable(&error) => {
-                let wamid = statuses.first().map(|s| s.id.as_str()).unwrap_or_default();
-                tracing::warn!(%wamid, %error, "statuses dropped: the homeserver refused them");
-                Ok(())
-            }
-            result => result,
-        }
-    }
-}
-
-/// Whether trying again may help: not for a homeserver's 4xx refusal (other than 429), which
-/// would block the inbox for ever.
-pub(crate) fn is_retryable(error: &HandlerError) -> bool {
-    match error.downcast_ref::<appservice::Error>() {
-        Some(appservice::Error::Matrix { status, .. }) => *status == 429 || *status >= 500,
-        Some(appservice::Error::InvalidRequest(_) | appservice::Error::InvalidResponse(_)) => false,
-        _ => true,
+        self.backlog.add_dead_letters(dead);
+        waiting.apply(&reports, self.config.max_retry(), &self.backlog);
     }
 }

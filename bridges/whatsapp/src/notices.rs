@@ -64,6 +64,8 @@ pub enum Notice {
     Failed { code: Option<i64>, reason: String },
     /// The agent's message has nothing WhatsApp can carry (e.g. an edit, an unknown type).
     Unsupported { what: String },
+    /// A message of the customer the homeserver would not take, kept aside for an operator.
+    SetAside { reason: String },
 }
 
 impl Notice {
@@ -90,6 +92,12 @@ impl Notice {
                 format!("No se puede enviar a WhatsApp: {what}.")
             }
             Self::Unsupported { what } => format!("Cannot be sent to WhatsApp: {what}."),
+            Self::SetAside { reason } if es => format!(
+                "Un mensaje del cliente no se puede mostrar aquí (el servidor lo rechaza: {reason}). Queda guardado para un administrador en los mensajes apartados del puente."
+            ),
+            Self::SetAside { reason } => format!(
+                "A message from the customer cannot be shown here (the homeserver refuses it: {reason}). It is kept for an administrator in the bridge's dead letters."
+            ),
         }
     }
 

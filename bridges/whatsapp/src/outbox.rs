@@ -10,9 +10,17 @@
 //! - `131047` (24-hour window closed): reported with the `!template` hint;
 //! - anything else (`131026`, `131051`, …): reported with WhatsApp's reason, not retried.
 //!
-//! A job is removed right after WhatsApp's answer and the removal is on disk before the
-//! customer's next job starts; a crash between the two is the only way a message could go out
-//! twice.
+//! A job is removed right after WhatsApp's answer, and the removal is on disk before the
+//! customer's next job starts. The same write records what the answer means (the message's
+//! wamid link, or its failure) and what is left to show in Matrix ([`Shown`]), so the
+//! statuses WhatsApp sends later always find their message, and a refusal is shown even if
+//! the bridge dies right after it.
+//!
+//! Delivery to WhatsApp is at least once: the Cloud API takes no idempotency key, so a crash
+//! while a send is in flight, from the moment WhatsApp has it until that write is on disk (the
+//! rest of the API's answer time, then one `fdatasync` of the bridge's log), sends the job
+//! again at the next start, with a new wamid. It is the only way a message goes out twice, and
+//! it can only be the one job per customer that was in flight.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -27,6 +35,7 @@ use crate::bridge::Bridge;
 use crate::cloud::send::{MediaBody, MessageBody, OutgoingMessage};
 use crate::graph::SendError;
 use crate::notices::Notice;
+use crate::outbox_store::Answer;
 use crate::store::MessageLink;
 
 /// One thing to do on WhatsApp for a portal.
@@ -66,7 +75,7 @@ pub enum Action {
 }
 
 /// The result of one attempt: the wamid WhatsApp gave the message, if any.
-type Attempt = Result<Option<String>, SendError>;
+pub(crate) type Attempt = Result<Option<String>, SendError>;
 
 tokio::task_local! {
     /// Jobs the transaction being handled queued, written but not waited for yet.
@@ -83,19 +92,79 @@ struct Staged {
 /// The key of a job in the outbox: its arrival number.
 pub type OutboxKey = [u8; 8];
 
+/// A send outcome whose Matrix side is still to show. Written with the job's removal and
+/// forgotten once shown, so a crash in between shows it at the next start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Shown {
+    /// An agent's message WhatsApp accepted as `wamid`: the statuses that came before the
+    /// answer are applied, the acceptance shown unless `sent` overtakes it.
+    Accepted { job: Job, wamid: String },
+    /// An agent's message WhatsApp refused for good: the failure, in the room.
+    Refused {
+        job: Job,
+        code: Option<i64>,
+        reason: String,
+    },
+}
+
+impl Shown {
+    /// What an answer to `job` leaves to show: only an agent's message has a Matrix side.
+    fn of(job: &Job, outcome: &Attempt) -> Option<Self> {
+        job.event_id.as_ref()?;
+        match outcome {
+            Ok(Some(wamid)) => Some(Shown::Accepted {
+                job: job.clone(),
+                wamid: wamid.clone(),
+            }),
+            Ok(None) => None,
+            Err(error) => Some(Shown::Refused {
+                job: job.clone(),
+                code: error.code(),
+                reason: error.reason(),
+            }),
+        }
+    }
+
+    fn job(&self) -> &Job {
+        match self {
+            Shown::Accepted { job, .. } | Shown::Refused { job, .. } => job,
+        }
+    }
+}
+
 /// What a send changes in Matrix, shown once its job left the outbox (or was kept).
 pub(crate) enum Effect {
-    Sent(Job, Option<String>),
+    /// Accepted: rooms told that WhatsApp was unreachable hear it is back; the record is what
+    /// the answer left to show (with its key in the `shows` table).
+    Sent(Job, Option<(OutboxKey, Box<Shown>)>),
+    /// Refused for good, or found at start after a crash: shown from its record.
+    Show(OutboxKey, Shown),
     Pending(Job, String),
-    Refused(Job, SendError),
 }
 
 impl Effect {
+    /// The outcome of a job WhatsApp answered for good, with the record its removal wrote.
+    pub(crate) fn answered(key: OutboxKey, job: Job, outcome: &Attempt) -> Option<Self> {
+        let shown = Shown::of(&job, outcome);
+        match outcome {
+            Ok(_) => Some(Effect::Sent(job, shown.map(|s| (key, Box::new(s))))),
+            Err(_) => shown.map(|s| Effect::Show(key, s)),
+        }
+    }
+
     pub(crate) fn room_id(&self) -> &OwnedRoomId {
         match self {
-            Effect::Sent(job, _) | Effect::Pending(job, _) | Effect::Refused(job, _) => {
-                &job.room_id
-            }
+            Effect::Sent(job, _) | Effect::Pending(job, _) => &job.room_id,
+            Effect::Show(_, shown) => &shown.job().room_id,
+        }
+    }
+
+    /// The key of the record to forget once shown.
+    pub(crate) fn record(&self) -> Option<&OutboxKey> {
+        match self {
+            Effect::Sent(_, Some((key, _))) | Effect::Show(key, _) => Some(key),
+            _ => None,
         }
     }
 }
@@ -159,18 +228,38 @@ impl Bridge {
         std::mem::take(&mut *self.fresh_jobs.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Removes a job WhatsApp answered for good; returns once the removal is on disk, so a
-    /// crash cannot send it again after the customer's next message.
-    pub(crate) async fn remove_sent(&self, key: &OutboxKey) {
-        let removed = match self.store.remove_outbox(key) {
-            Ok(ticket) => ticket,
-            Err(error) => {
-                tracing::error!(%error, "cannot remove a sent job");
-                return;
-            }
+    /// Removes a job WhatsApp answered for good, with what the answer records and what it
+    /// leaves to show ([`crate::store::Store::finish_job`]); returns once that is on disk, so a
+    /// crash cannot send the job again after the customer's next message, nor lose the link
+    /// its statuses need.
+    pub(crate) async fn finish_job(&self, key: &OutboxKey, job: &Job, outcome: &Attempt) {
+        let shown = Shown::of(job, outcome);
+        let link = job.event_id.as_ref().map(|event_id| MessageLink {
+            room_id: job.room_id.clone(),
+            event_id: event_id.clone(),
+            inbound: false,
+            portal: job.portal.clone(),
+        });
+        let reason = outcome.as_ref().err().map(SendError::reason);
+        let answer = match (outcome, &link, &reason) {
+            (Ok(Some(wamid)), Some(link), _) => Answer::Accepted { wamid, link },
+            (Err(error), Some(link), Some(reason)) => Answer::Refused {
+                event_id: &link.event_id,
+                code: error.code(),
+                reason,
+            },
+            _ => Answer::Nothing,
         };
-        if let Err(error) = self.store.durable(removed).await {
-            tracing::error!(%error, "cannot make the outbox removal durable");
+        let written = self
+            .store
+            .finish_job(key, answer, shown.as_ref())
+            .map(|ticket| self.store.durable(ticket));
+        let result = match written {
+            Ok(durable) => durable.await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "cannot record WhatsApp's answer to a job; it may be sent again");
         }
     }
 
@@ -235,9 +324,9 @@ impl Bridge {
         Ok(answer.messages.first().map(|m| m.id.clone()))
     }
 
-    pub(crate) async fn show(self: &Arc<Self>, effect: Effect) -> Result<(), HandlerError> {
+    pub(crate) async fn show(self: &Arc<Self>, effect: &Effect) -> Result<(), HandlerError> {
         match effect {
-            Effect::Sent(job, wamid) => {
+            Effect::Sent(job, shown) => {
                 let resumed = self
                     .pending_rooms
                     .lock()
@@ -246,17 +335,12 @@ impl Bridge {
                 if resumed {
                     self.notice(&job.room_id, &Notice::Resumed, None).await?;
                 }
-                if let (Some(event_id), Some(wamid)) = (job.event_id, wamid) {
-                    let link = MessageLink {
-                        room_id: job.room_id,
-                        event_id,
-                        inbound: false,
-                        portal: job.portal,
-                    };
-                    self.accepted(link, &wamid).await?;
+                match shown {
+                    Some((_, shown)) => self.show_outcome(shown).await,
+                    None => Ok(()),
                 }
-                Ok(())
             }
+            Effect::Show(_, shown) => self.show_outcome(shown).await,
             Effect::Pending(job, reason) => {
                 let Some(event_id) = &job.event_id else {
                     return Ok(());
@@ -283,18 +367,28 @@ impl Bridge {
                 }
                 Ok(())
             }
-            Effect::Refused(job, error) => {
-                let Some(event_id) = &job.event_id else {
-                    return Ok(());
+        }
+    }
+
+    /// Shows a recorded outcome; every event it sends has a fixed txnId, so showing it twice
+    /// (a crash before the record was forgotten) changes nothing.
+    async fn show_outcome(self: &Arc<Self>, shown: &Shown) -> Result<(), HandlerError> {
+        let job = shown.job();
+        let Some(event_id) = &job.event_id else {
+            return Ok(());
+        };
+        match shown {
+            Shown::Accepted { wamid, .. } => {
+                let link = MessageLink {
+                    room_id: job.room_id.clone(),
+                    event_id: event_id.clone(),
+                    inbound: false,
+                    portal: job.portal.clone(),
                 };
-                if let Some(mut delivery) = self.store.delivery(event_id.as_str())? {
-                    delivery.status = "failed".into();
-                    delivery.error_code = error.code();
-                    delivery.error = Some(error.reason());
-                    delivery.updated_ts = crate::now_ms();
-                    self.store.save_delivery(&delivery)?;
-                }
-                self.report_failure(&job.room_id, event_id, error.code(), &error.reason())
+                self.accepted(link, wamid).await
+            }
+            Shown::Refused { code, reason, .. } => {
+                self.report_failure(&job.room_id, event_id, *code, reason)
                     .await
             }
         }

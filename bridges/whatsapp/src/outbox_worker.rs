@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::bridge::Bridge;
 use crate::cloud::error::ErrorClass;
+use crate::failure::Failure;
 use crate::outbox::{Effect, Job, OutboxKey};
 use crate::pacing::Pacer;
 
@@ -61,6 +62,15 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
     let rate = bridge.config.sends_per_second;
     let mut pacer = Pacer::new(rate, burst(rate));
     let mut effects = Effects::default();
+    // Answers recorded before a crash and not shown yet: their statuses, their failures.
+    match bridge.store.shows() {
+        Ok(shows) => {
+            for (key, shown) in shows {
+                effects.show(&bridge, Effect::Show(key, shown));
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot read the outcomes left to show"),
+    }
     let mut in_flight = FuturesUnordered::new();
     let mut backoff = Backoff::default();
     loop {
@@ -95,7 +105,7 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
                         Err(error) => !error.class().is_retried(),
                     };
                     if done {
-                        bridge.remove_sent(&key).await;
+                        bridge.finish_job(&key, &job, &outcome).await;
                     }
                     (key, job, outcome, started)
                 }));
@@ -112,7 +122,9 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
                     Ok(wamid) => {
                         backoff.succeeded(started);
                         lanes.finish(&job.portal, Some(key));
-                        effects.show(&bridge, Effect::Sent(job, wamid));
+                        if let Some(effect) = Effect::answered(key, job, &Ok(wamid)) {
+                            effects.show(&bridge, effect);
+                        }
                     }
                     Err(error) if error.class().is_retried() => {
                         tracing::info!(%error, attempts = job.attempts + 1, "WhatsApp send postponed");
@@ -132,7 +144,9 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
                     Err(error) => {
                         tracing::warn!(%error, "WhatsApp refused a message");
                         lanes.finish(&job.portal, Some(key));
-                        effects.show(&bridge, Effect::Refused(job, error));
+                        if let Some(effect) = Effect::answered(key, job, &Err(error)) {
+                            effects.show(&bridge, effect);
+                        }
                     }
                 }
             }
@@ -256,6 +270,10 @@ impl Backoff {
     }
 }
 
+/// Attempts at showing one effect while the homeserver is unavailable; a record left after
+/// them is shown again at the next start.
+const SHOW_ATTEMPTS: u32 = 8;
+
 /// Shows what sends changed in Matrix, in order per room, without holding the lanes.
 #[derive(Default)]
 struct Effects {
@@ -272,8 +290,32 @@ impl Effects {
             if let Some(before) = before {
                 let _ = before.await;
             }
-            if let Err(error) = bridge.show(effect).await {
-                tracing::warn!(%error, "cannot show a delivery state in Matrix");
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match bridge.show(&effect).await {
+                    Ok(()) => {
+                        if let Some(key) = effect.record()
+                            && let Err(error) = bridge.store.forget_show(key)
+                        {
+                            tracing::warn!(%error, "cannot forget a shown outcome");
+                        }
+                        break;
+                    }
+                    Err(error)
+                        if attempts < SHOW_ATTEMPTS
+                            && Failure::of(&error) == Failure::Unavailable =>
+                    {
+                        let pause = Duration::from_millis(250 << attempts.min(8))
+                            .min(bridge.config.max_retry());
+                        tokio::time::sleep(pause).await;
+                    }
+                    Err(error) => {
+                        // The record (if any) stays: shown again at the next start.
+                        tracing::warn!(%error, "cannot show a delivery state in Matrix");
+                        break;
+                    }
+                }
             }
         });
         self.last.insert(room, task);

@@ -3,7 +3,8 @@
 //! `io.charla.conversation` state the support desk reads (contract.md) and an `m.bridge` event.
 
 use appservice::{CreateRoom, HandlerError, InitialState, RoomPreset};
-use ruma::{OwnedUserId, RoomOrAliasId};
+use ruma::RoomOrAliasId;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bridge::Bridge;
@@ -13,7 +14,7 @@ use crate::notices::CONVERSATION_EVENT;
 use crate::store::Portal;
 
 /// A customer as a webhook names them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
     /// Phone number, without `+`.
     pub wa_id: Option<String>,
@@ -119,10 +120,14 @@ impl Bridge {
     }
 
     /// The customer's portal, created with its puppet on first contact. Called for one
-    /// customer at a time (the inbox worker groups by customer), so a portal is created once.
+    /// customer at a time (the inbox worker groups by customer), so a portal is created once;
+    /// across crashes too ([`crate::portal_setup`]).
     pub(crate) async fn ensure_portal(&self, customer: &Customer) -> Result<Portal, HandlerError> {
         let key = self.portal_key(customer)?;
         if let Some(mut portal) = self.store.portal(&key)? {
+            if portal.setting_up {
+                self.finish_portal(&mut portal).await?;
+            }
             let name = customer.display_name();
             let renamed = !customer.name.trim().is_empty() && portal.name != name;
             let new_user_id = portal.user_id.is_none() && customer.user_id.is_some();
@@ -163,25 +168,10 @@ impl Bridge {
             power_level_content_override: Some(self.portal_power_users(&puppet_id)),
             ..CreateRoom::default()
         };
-        let room_id = self.bot.create_room(&options).await?;
+        let room_id = self.create_portal_room(&key, &options).await?;
         let room: &RoomOrAliasId = (&*room_id).into();
         puppet.join(room, &[]).await?;
-        // One by one: an invitee that does not exist (yet) must not keep the portal from
-        // being created.
-        for user in &self.config.invite {
-            match OwnedUserId::try_from(user.as_str()) {
-                Ok(user) if user != puppet_id => {
-                    if let Err(error) = self.bot.invite(&room_id, &user).await {
-                        tracing::warn!(%user, %error, "cannot invite to a new portal");
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%user, %error, "bridges.whatsapp.invite: not a user id")
-                }
-            }
-        }
-        let portal = Portal {
+        let mut portal = Portal {
             key,
             wa_id: customer.wa_id.clone(),
             user_id: customer.user_id.clone(),
@@ -189,8 +179,13 @@ impl Bridge {
             puppet: puppet_id,
             room_id,
             language: None,
+            setting_up: true,
         };
-        self.store.save_portal(&portal)?;
+        // On disk before anyone is invited: an agent may write in the room at once, and the
+        // transaction bringing their message must find the portal, also after a crash.
+        let saved = self.store.save_new_portal(&portal)?;
+        self.store.durable(saved).await?;
+        self.finish_portal(&mut portal).await?;
         tracing::info!(room = %portal.room_id, puppet = %portal.puppet, "portal created");
         Ok(portal)
     }
@@ -217,7 +212,7 @@ impl Bridge {
         })
     }
 
-    fn bridge_state_key(&self, key: &str) -> String {
+    pub(crate) fn bridge_state_key(&self, key: &str) -> String {
         format!(
             "io.charla.whatsapp://whatsapp/{}/{key}",
             self.config.phone_number_id

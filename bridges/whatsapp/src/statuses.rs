@@ -71,38 +71,62 @@ impl Bridge {
             // link was written in between (then nobody else would pick them up).
             self.store.keep_early_statuses(statuses)?;
             if self.store.message(wamid)?.is_some() {
-                let early = self.store.take_early_statuses(wamid)?;
-                return Box::pin(self.apply_statuses(&early)).await;
+                return self.apply_early_statuses(wamid).await;
             }
             return Ok(());
         };
-        if link.inbound {
+        self.apply_linked(&link, statuses, &[]).await
+    }
+
+    /// Applies the statuses kept for `wamid` before its send was recorded. They are deleted
+    /// only in the write that saves what they led to, and only those read here (more may be
+    /// kept meanwhile), so neither a crash nor a concurrent round can lose one.
+    pub(crate) async fn apply_early_statuses(&self, wamid: &str) -> Result<(), HandlerError> {
+        let (keys, statuses) = self.store.early_statuses(wamid)?;
+        if keys.is_empty() {
             return Ok(());
         }
+        let Some(link) = self.store.message(wamid)? else {
+            return Ok(());
+        };
+        self.apply_linked(&link, &statuses, &keys).await
+    }
+
+    /// Moves a linked message's delivery on by `statuses` and shows where it ends; `early` are
+    /// the kept statuses among them, deleted with the save.
+    async fn apply_linked(
+        &self,
+        link: &MessageLink,
+        statuses: &[Status],
+        early: &[charla_storage::IVec],
+    ) -> Result<(), HandlerError> {
+        if link.inbound {
+            self.store.statuses_applied(None, early)?;
+            return Ok(());
+        }
+        let wamid = statuses.first().map(|s| s.id.as_str());
         let mut delivery = self
             .store
             .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, Some(wamid)));
+            .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, wamid));
         let before = delivery.status.clone();
         for status in statuses {
             advance(&mut delivery, status);
         }
         if delivery.status == before {
+            self.store.statuses_applied(None, early)?;
             return Ok(());
         }
-        // Saved once shown, or refused for good: a failure that retries the round must find
+        // Saved once shown: a failure (the round is retried, or the statuses held) must find
         // the old state, or the retry would show nothing.
-        let shown = self.show_status(&link, &delivery).await;
-        if matches!(&shown, Err(error) if crate::inbox::is_retryable(error)) {
-            return shown;
-        }
+        self.show_status(link, &delivery).await?;
         // Another round may have moved the record on while this one was shown (a `read` in
         // the round after the one that brought `sent` and `delivered`): never move it back.
         let stored = self.store.delivery(link.event_id.as_str())?;
-        if stored.is_none_or(|stored| supersedes(&delivery.status, &stored.status)) {
-            self.store.save_delivery(&delivery)?;
-        }
-        shown
+        let moved_on = stored.is_none_or(|stored| supersedes(&delivery.status, &stored.status));
+        self.store
+            .statuses_applied(moved_on.then_some(&delivery), early)?;
+        Ok(())
     }
 
     async fn show_status(
@@ -228,24 +252,16 @@ impl Bridge {
         Ok(())
     }
 
-    /// Records that WhatsApp accepted an agent's message as `wamid`, applies the statuses that
+    /// Shows that WhatsApp accepted an agent's message as `wamid`: applies the statuses that
     /// arrived before, and shows the acceptance unless `sent` overtakes it.
     pub(crate) async fn accepted(
         self: &Arc<Self>,
         link: MessageLink,
         wamid: &str,
     ) -> Result<(), HandlerError> {
-        // The record first: statuses are applied once the link exists, and must find it.
-        let mut delivery = self
-            .store
-            .delivery(link.event_id.as_str())?
-            .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, None));
-        delivery.wamid = Some(wamid.to_owned());
-        delivery.updated_ts = crate::now_ms();
-        self.store.save_delivery(&delivery)?;
-        self.store.link_message(wamid, &link)?;
-        let early = self.store.take_early_statuses(wamid)?;
-        Box::pin(self.apply_statuses(&early)).await?;
+        // The link and the wamid were written with the job's removal (`Store::finish_job`), on
+        // disk before this runs: statuses that come from now on find them.
+        self.apply_early_statuses(wamid).await?;
         let wait = self.config.acceptance_wait();
         if wait.is_zero() {
             return self.show_acceptance_unless_overtaken(&link).await;

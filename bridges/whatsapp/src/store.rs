@@ -6,23 +6,39 @@
 //! - `portals`, `rooms`, `bsuids`: customer ↔ puppet ↔ portal room;
 //! - `messages`, `events`: WhatsApp message id ↔ Matrix event (also the wamid dedupe);
 //! - `deliveries`: the delivery state of each agent message (for the support API);
-//! - `early_statuses`: statuses that arrived before their send was recorded;
+//! - `early_statuses`: statuses that arrived before their send was recorded, by wamid and
+//!   arrival number (one entry per inbox round, so keeping more never rewrites what is there);
 //! - `reactions`: reaction events, to remove them again;
-//! - `last_inbound`: each portal's latest customer message (what an agent's receipt marks read).
+//! - `last_inbound`: each portal's latest customer message (what an agent's receipt marks read);
+//! - `portal_intents`: portals being created, written and synced before the room is asked for
+//!   (see [`crate::portal_setup`]);
+//! - `held`, `dead_letters`: customer messages the homeserver refused, waiting for a retry or
+//!   kept aside for an operator (see [`crate::backlog`]);
+//! - `shows`: send outcomes whose Matrix side (statuses that came early, a refusal's notice) is
+//!   not shown yet, written with the job's removal (see [`crate::outbox`]; the outbox's
+//!   records are read and written in [`crate::outbox_store`]).
 //!
 //! Values are JSON. A write is seen by readers at once; writes that must survive a crash are
 //! waited for ([`Store::durable`]) before they are acknowledged. Waiting is a group commit of the
 //! store's write-ahead log: it never flushes sled, whose every flush woke its seven I/O threads
 //! (the bridge's main CPU cost besides its own work, see `docs/performance.md`, issue #5).
+//!
+//! The log is one sequence: a write on disk means every write before it is too. So a step may
+//! leave its records unwaited when the only thing that depends on them is a later write of the
+//! bridge (the inbox removal after a round, say); it must wait when something outside the
+//! bridge (the homeserver, WhatsApp) acts on them next, or when it is the answer to that
+//! outside action that would otherwise be lost: the portal intent before the room is created,
+//! the job's removal together with its message link after WhatsApp's answer.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use charla_storage::{Batch, IVec, StorageError, TableSet, WriteTicket};
 use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::cloud::Status;
-use crate::outbox::{Job, OutboxKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +67,10 @@ pub enum Table {
     EarlyStatuses,
     Reactions,
     LastInbound,
+    PortalIntents,
+    Held,
+    DeadLetters,
+    Shows,
 }
 
 impl TableSet for Table {
@@ -68,6 +88,10 @@ impl TableSet for Table {
         Table::EarlyStatuses,
         Table::Reactions,
         Table::LastInbound,
+        Table::PortalIntents,
+        Table::Held,
+        Table::DeadLetters,
+        Table::Shows,
     ];
 
     fn name(self) -> &'static str {
@@ -84,12 +108,23 @@ impl TableSet for Table {
             Table::EarlyStatuses => "early_statuses",
             Table::Reactions => "reactions",
             Table::LastInbound => "last_inbound",
+            Table::PortalIntents => "portal_intents",
+            Table::Held => "held",
+            Table::DeadLetters => "dead_letters",
+            Table::Shows => "shows",
         }
     }
 }
 
 /// The counter that numbers inbox and outbox entries, in [`Table::Global`].
 const SEQUENCE: &[u8] = b"seq";
+
+/// The key prefix of a message's early statuses: the wamid and a separator no wamid contains.
+fn early_prefix(wamid: &str) -> Vec<u8> {
+    let mut key = wamid.as_bytes().to_vec();
+    key.push(0);
+    key
+}
 
 /// A customer and their portal room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +139,20 @@ pub struct Portal {
     /// The language of the room's conversation (`io.charla.conversation`), if one was set.
     #[serde(default)]
     pub language: Option<String>,
+    /// Saved before the invitees (agents, the support bot) are invited: until they are, a
+    /// replay of the customer's message invites them again (see [`crate::portal_setup`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setting_up: bool,
+}
+
+/// A portal being created: on disk before the room is asked for, so that a replay after a
+/// crash looks for the room created before instead of creating a second one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortalIntent {
+    /// The room, once the homeserver named it.
+    pub room_id: Option<OwnedRoomId>,
+    /// Milliseconds since the epoch of the first attempt.
+    pub since_ms: u64,
 }
 
 /// A WhatsApp message and the Matrix event it is.
@@ -149,21 +198,30 @@ impl Delivery {
 /// The bridge's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: charla_storage::Store<Table>,
+    pub(crate) db: charla_storage::Store<Table>,
+    /// Webhook bodies in the inbox (a gauge for operators, kept without scanning).
+    inbox_waiting: Arc<AtomicU64>,
 }
 
-fn json(value: &impl Serialize) -> Result<Vec<u8>> {
+pub(crate) fn json(value: &impl Serialize) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(value)?)
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
+        let db = charla_storage::Store::open(dir, 16)?;
+        let waiting = db.scan_prefix(Table::Inbox, b"").count() as u64;
         Ok(Self {
-            db: charla_storage::Store::open(dir, 16)?,
+            db,
+            inbox_waiting: Arc::new(AtomicU64::new(waiting)),
         })
     }
 
-    fn get<T: DeserializeOwned>(&self, table: Table, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>> {
         match self.db.get(table, key.as_ref())? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
@@ -177,7 +235,12 @@ impl Store {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    fn put(&self, table: Table, key: impl AsRef<[u8]>, value: &impl Serialize) -> Result<()> {
+    pub(crate) fn put(
+        &self,
+        table: Table,
+        key: impl AsRef<[u8]>,
+        value: &impl Serialize,
+    ) -> Result<()> {
         let mut batch = Batch::new();
         batch.put(table, key.as_ref(), json(value)?);
         let _ = self.db.write(batch)?;
@@ -195,11 +258,11 @@ impl Store {
         self.durable(self.db.latest_ticket()).await
     }
 
-    fn next_seq(&self) -> Result<OutboxKey> {
+    pub(crate) fn next_seq(&self) -> Result<[u8; 8]> {
         Ok(self.db.increment(Table::Global, SEQUENCE, 1)?.to_be_bytes())
     }
 
-    fn is_empty(&self, table: Table) -> bool {
+    pub(crate) fn is_empty(&self, table: Table) -> bool {
         self.db.scan_prefix(table, b"").next().is_none()
     }
 
@@ -209,7 +272,13 @@ impl Store {
     pub async fn push_inbox(&self, body: &[u8]) -> Result<()> {
         let mut batch = Batch::new();
         batch.put(Table::Inbox, self.next_seq()?, body);
-        Ok(self.db.write_durable(batch).await?)
+        // Counted first: the worker may take (and count out) the body before the sync returns.
+        self.inbox_waiting.fetch_add(1, Ordering::Relaxed);
+        let written = self.db.write_durable(batch).await;
+        if written.is_err() {
+            self.inbox_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(written?)
     }
 
     /// Up to `limit` webhook bodies, oldest first, with their keys.
@@ -221,15 +290,25 @@ impl Store {
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Removes processed webhooks, in one write. Not waited for: a crash before it reaches the
-    /// disk only means processing them again, and wamids are deduplicated.
-    pub fn remove_inbox<'a>(&self, keys: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
-        let mut batch = Batch::new();
+    /// Adds the removal of processed webhooks to `batch` (written by the inbox worker with
+    /// what the round held or set aside). Not waited for: a crash before it reaches the disk
+    /// only means processing them again, and wamids are deduplicated.
+    pub(crate) fn remove_inbox<'a>(
+        &self,
+        batch: &mut Batch<Table>,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> u64 {
+        let mut removed = 0;
         for key in keys {
             batch.delete(Table::Inbox, key);
+            removed += 1;
         }
-        let _ = self.db.write(batch)?;
-        Ok(())
+        removed
+    }
+
+    /// Counts `removed` webhooks out of the gauge, once their removal is written.
+    pub(crate) fn inbox_removed(&self, removed: u64) {
+        self.inbox_waiting.fetch_sub(removed, Ordering::Relaxed);
     }
 
     /// Counts the waiting webhooks (a scan: for tests and reports).
@@ -237,69 +316,14 @@ impl Store {
         self.db.scan_prefix(Table::Inbox, b"").count()
     }
 
+    /// The waiting webhooks, from a gauge (cheap: for metrics).
+    pub fn inbox_waiting(&self) -> u64 {
+        self.inbox_waiting.load(Ordering::Relaxed)
+    }
+
     /// Whether no webhook waits (cheap, unlike [`Store::inbox_len`]).
     pub fn inbox_is_empty(&self) -> bool {
         self.is_empty(Table::Inbox)
-    }
-
-    // --- outbox ----------------------------------------------------------------------------
-
-    /// Queues a job, and with it the delivery record of its message, in one write. The job is
-    /// durable once [`Store::durable`] returned for the ticket.
-    pub fn push_outbox(
-        &self,
-        job: &Job,
-        delivery: Option<&Delivery>,
-    ) -> Result<(OutboxKey, WriteTicket)> {
-        let key = self.next_seq()?;
-        let mut batch = Batch::new();
-        if let Some(delivery) = delivery {
-            batch.put(
-                Table::Deliveries,
-                delivery.event_id.as_str(),
-                json(delivery)?,
-            );
-        }
-        batch.put(Table::Outbox, key, json(job)?);
-        Ok((key, self.db.write(batch)?))
-    }
-
-    /// Every queued job, oldest first.
-    pub fn outbox_jobs(&self) -> Result<Vec<(OutboxKey, Job)>> {
-        let mut jobs = Vec::new();
-        for item in self.db.scan_prefix(Table::Outbox, b"") {
-            let (k, v) = item?;
-            let mut key = [0u8; 8];
-            key.copy_from_slice(&k);
-            jobs.push((key, serde_json::from_slice(&v)?));
-        }
-        Ok(jobs)
-    }
-
-    pub fn update_outbox(&self, key: &OutboxKey, job: &Job) -> Result<()> {
-        self.put(Table::Outbox, key, job)
-    }
-
-    /// Whether a job is still queued.
-    pub fn outbox_has(&self, key: &OutboxKey) -> bool {
-        self.db.contains(Table::Outbox, key).unwrap_or(true)
-    }
-
-    /// Removes a job; it is gone for good once [`Store::durable`] returned for the ticket.
-    pub fn remove_outbox(&self, key: &OutboxKey) -> Result<WriteTicket> {
-        let mut batch = Batch::new();
-        batch.delete(Table::Outbox, key.as_slice());
-        Ok(self.db.write(batch)?)
-    }
-
-    /// Counts the queued jobs (a scan: for tests and reports).
-    pub fn outbox_len(&self) -> usize {
-        self.db.scan_prefix(Table::Outbox, b"").count()
-    }
-
-    /// Whether no job is queued (cheap, unlike [`Store::outbox_len`]).
-    pub fn outbox_is_empty(&self) -> bool {
-        self.is_empty(Table::Outbox)
     }
 
     // --- portals ---------------------------------------------------------------------------
@@ -321,6 +345,11 @@ impl Store {
     }
 
     pub fn save_portal(&self, portal: &Portal) -> Result<()> {
+        let _ = self.db.write(Self::portal_batch(portal)?)?;
+        Ok(())
+    }
+
+    fn portal_batch(portal: &Portal) -> Result<Batch<Table>> {
         let mut batch = Batch::new();
         batch.put(Table::Portals, portal.key.as_bytes(), json(portal)?);
         batch.put(
@@ -331,8 +360,28 @@ impl Store {
         if let Some(user_id) = &portal.user_id {
             batch.put(Table::Bsuids, user_id.as_bytes(), portal.key.as_bytes());
         }
-        let _ = self.db.write(batch)?;
-        Ok(())
+        Ok(batch)
+    }
+
+    /// The creation of the portal `key` that was started and not finished, if any.
+    pub fn portal_intent(&self, key: &str) -> Result<Option<PortalIntent>> {
+        self.get(Table::PortalIntents, key)
+    }
+
+    /// Records that the portal `key` is about to be created (or, with `room_id`, that its room
+    /// exists). Durable once [`Store::durable`] returned for the ticket.
+    pub fn record_portal_intent(&self, key: &str, intent: &PortalIntent) -> Result<WriteTicket> {
+        let mut batch = Batch::new();
+        batch.put(Table::PortalIntents, key, json(intent)?);
+        Ok(self.db.write(batch)?)
+    }
+
+    /// Saves a newly created portal and ends its intent, in one write; durable once
+    /// [`Store::durable`] returned for the ticket.
+    pub fn save_new_portal(&self, portal: &Portal) -> Result<WriteTicket> {
+        let mut batch = Self::portal_batch(portal)?;
+        batch.delete(Table::PortalIntents, portal.key.as_bytes());
+        Ok(self.db.write(batch)?)
     }
 
     // --- messages --------------------------------------------------------------------------
@@ -345,14 +394,26 @@ impl Store {
         self.get_string(Table::Events, event_id)
     }
 
+    /// Links a customer's message to its event. Not waited for: the inbox removal of the
+    /// webhook comes after it in the log, so a crash loses the link only with the removal, and
+    /// the replay posts the same events again (wamid-derived txnIds) and links them.
     pub fn link_message(&self, wamid: &str, link: &MessageLink) -> Result<()> {
         let mut batch = Batch::new();
+        Self::link_into(&mut batch, wamid, link)?;
+        let _ = self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub(crate) fn link_into(
+        batch: &mut Batch<Table>,
+        wamid: &str,
+        link: &MessageLink,
+    ) -> Result<()> {
         batch.put(Table::Messages, wamid.as_bytes(), json(link)?);
         batch.put(Table::Events, link.event_id.as_bytes(), wamid.as_bytes());
         if link.inbound {
             batch.put(Table::LastInbound, link.portal.as_bytes(), wamid.as_bytes());
         }
-        let _ = self.db.write(batch)?;
         Ok(())
     }
 
@@ -367,25 +428,59 @@ impl Store {
         self.get(Table::Deliveries, event_id)
     }
 
-    pub fn save_delivery(&self, delivery: &Delivery) -> Result<()> {
-        self.put(Table::Deliveries, delivery.event_id.as_str(), delivery)
+    pub(crate) fn delivery_into(batch: &mut Batch<Table>, delivery: &Delivery) -> Result<()> {
+        batch.put(
+            Table::Deliveries,
+            delivery.event_id.as_str(),
+            json(delivery)?,
+        );
+        Ok(())
     }
 
-    /// Keeps statuses of one message that is not linked yet; returns them all once it is.
+    /// Keeps statuses of one message that is not linked yet, under a key of their own: a
+    /// concurrent reader applying the ones kept before deletes only those it read.
     pub fn keep_early_statuses(&self, statuses: &[Status]) -> Result<()> {
         let Some(wamid) = statuses.first().map(|s| s.id.as_str()) else {
             return Ok(());
         };
-        let mut list: Vec<Status> = self.get(Table::EarlyStatuses, wamid)?.unwrap_or_default();
-        list.extend_from_slice(statuses);
-        self.put(Table::EarlyStatuses, wamid, &list)
+        let mut key = early_prefix(wamid);
+        key.extend_from_slice(&self.next_seq()?);
+        self.put(Table::EarlyStatuses, key, &statuses)
     }
 
-    pub fn take_early_statuses(&self, wamid: &str) -> Result<Vec<Status>> {
-        match self.db.take(Table::EarlyStatuses, wamid.as_bytes())? {
-            Some((v, _ticket)) => Ok(serde_json::from_slice(&v)?),
-            None => Ok(Vec::new()),
+    /// The statuses kept for `wamid`, oldest first, with the keys to delete once applied
+    /// ([`Store::statuses_applied`]). Also reads the one list per wamid of older versions.
+    pub fn early_statuses(&self, wamid: &str) -> Result<(Vec<IVec>, Vec<Status>)> {
+        let (mut keys, mut statuses) = (Vec::new(), Vec::new());
+        if let Some(list) = self.db.get(Table::EarlyStatuses, wamid.as_bytes())? {
+            statuses.extend(serde_json::from_slice::<Vec<Status>>(&list)?);
+            keys.push(IVec::from(wamid.as_bytes()));
         }
+        for item in self
+            .db
+            .scan_prefix(Table::EarlyStatuses, &early_prefix(wamid))
+        {
+            let (key, list) = item?;
+            statuses.extend(serde_json::from_slice::<Vec<Status>>(&list)?);
+            keys.push(key);
+        }
+        Ok((keys, statuses))
+    }
+
+    /// Saves the state statuses led to (if it changed) and deletes the early statuses among
+    /// them, in one write: a crash in between cannot lose statuses that were not applied.
+    pub fn statuses_applied(&self, delivery: Option<&Delivery>, early: &[IVec]) -> Result<()> {
+        let mut batch = Batch::new();
+        if let Some(delivery) = delivery {
+            Self::delivery_into(&mut batch, delivery)?;
+        }
+        for key in early {
+            batch.delete(Table::EarlyStatuses, key.as_ref());
+        }
+        if !batch.is_empty() {
+            let _ = self.db.write(batch)?;
+        }
+        Ok(())
     }
 
     // --- reactions -------------------------------------------------------------------------
@@ -426,6 +521,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Job;
+    use crate::outbox_store::Answer;
 
     /// A burst of webhooks, each made durable before its 200, alongside agent actions queued
     /// the same way: with sled's `flush_async` this deadlocked the whole process
@@ -479,7 +576,7 @@ mod tests {
         let (sent, _) = live.push_outbox(&job("wamid.1"), None).unwrap();
         let (_, queued) = live.push_outbox(&job("wamid.2"), None).unwrap();
         live.durable(queued).await.unwrap();
-        let removed = live.remove_outbox(&sent).unwrap();
+        let removed = live.finish_job(&sent, Answer::Nothing, None).unwrap();
         live.durable(removed).await.unwrap();
 
         charla_storage::copy_crash_image(&dir.path().join("live"), &dir.path().join("crash"))

@@ -47,10 +47,9 @@ async fn register(
             "Guest access is not enabled on this server",
         ));
     }
-    let mode = s.config.registration.mode;
-    if mode == RegistrationMode::Closed {
-        return Err(Error::forbidden("Registration is disabled"));
-    }
+    // An appservice registers the users of its namespace whatever `registration.mode` says,
+    // as in Synapse: the mode is about people signing up, and a bridge's puppets (a WhatsApp
+    // customer's) must exist for their messages to arrive.
     if let Some(asv) = req.maybe_identity().and_then(|who| who.appservice.clone()) {
         return register_for_appservice(&s, &req, &asv).await;
     }
@@ -58,6 +57,10 @@ async fn register(
         return Err(Error::missing_token(
             "m.login.application_service needs the appservice's as_token",
         ));
+    }
+    let mode = s.config.registration.mode;
+    if mode == RegistrationMode::Closed {
+        return Err(Error::forbidden("Registration is disabled"));
     }
     let localpart = match &req.body.username {
         Some(name) => name.to_lowercase(),
@@ -105,8 +108,10 @@ async fn register(
     registered(&s, &req, user_id).await
 }
 
-/// `m.login.application_service`: an appservice creates a user of its namespace, without a
-/// password or auth stages.
+/// `m.login.application_service`: an appservice creates a user of its namespace (exclusive or
+/// not), without a password or auth stages, whatever the registration mode. As Synapse: a user
+/// outside the namespace, or inside another appservice's exclusive one, is `M_EXCLUSIVE`; a
+/// session is opened unless `inhibit_login`.
 async fn register_for_appservice(
     s: &Services,
     req: &Ruma<register::v3::Request>,
@@ -119,6 +124,14 @@ async fn register_for_appservice(
     if !asv.owns_user(&user_id) {
         return Err(Error::exclusive(
             "Invalid user localpart for this application service.",
+        ));
+    }
+    if s.appservices
+        .exclusive_user_owner(&user_id)
+        .is_some_and(|owner| owner.id() != asv.id())
+    {
+        return Err(Error::exclusive(
+            "This user ID is reserved by an application service",
         ));
     }
     if s.users.exists(&user_id)? {

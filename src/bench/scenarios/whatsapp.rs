@@ -113,6 +113,8 @@ async fn run_in(
                 .portal(phone)
                 .ok()
                 .flatten()
+                // Saved before its invitees are invited: the agent can join once it is set up.
+                .filter(|p| !p.setting_up)
                 .map(|p| p.room_id.to_string())
         })
         .await

@@ -36,22 +36,27 @@ pub fn free_port() -> u16 {
 
 /// Starts `charla serve --config <config>` and waits until `base` answers.
 pub async fn serve(config: &Path, base: &str) -> Process {
-    // Wrapped at once, so every path (including a failed start) kills and reaps it.
-    let process = Process(
+    // Wrapped at once, so every path (including a failed start) kills and reaps it. Run from
+    // the config's folder, as an operator would.
+    let mut process = Process(
         Command::new(env!("CARGO_BIN_EXE_charla"))
             .args(["serve", "--config"])
             .arg(config)
+            .current_dir(config.parent().unwrap_or(Path::new(".")))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("charla binary starts"),
     );
-    for _ in 0..200 {
+    for _ in 0..600 {
         if reqwest::get(format!("{base}/_matrix/client/versions"))
             .await
             .is_ok()
         {
             return process;
+        }
+        if let Ok(Some(status)) = process.0.try_wait() {
+            panic!("charla exited at start: {status}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
