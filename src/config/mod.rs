@@ -237,6 +237,12 @@ pub struct MediaConfig {
     pub url_preview_ip_range_blocklist: Vec<String>,
     /// Largest page or image a preview downloads, in bytes.
     pub url_preview_max_bytes: u64,
+    /// Previews one user may have fetched per second (sustained) and in a burst; cached ones
+    /// are free. More get `429 M_LIMIT_EXCEEDED`.
+    pub url_preview_per_second: f64,
+    pub url_preview_burst: u32,
+    /// Previews one user may have being fetched at once.
+    pub max_concurrent_previews_per_user: usize,
     /// The thumbnails made of each image; a request gets the best match (`media::sizes`).
     pub thumbnail_sizes: Vec<crate::media::ThumbnailSize>,
     /// Uploads one user may have in progress at once; more get `429 M_LIMIT_EXCEEDED`.
@@ -258,6 +264,9 @@ impl Default for MediaConfig {
             url_preview_ip_range_allowlist: Vec::new(),
             url_preview_ip_range_blocklist: Vec::new(),
             url_preview_max_bytes: 10 * 1024 * 1024,
+            url_preview_per_second: 1.0,
+            url_preview_burst: 10,
+            max_concurrent_previews_per_user: 3,
             thumbnail_sizes: crate::media::sizes::default_sizes(),
             max_concurrent_uploads_per_user: 4,
             max_concurrent_thumbnails: 2,
@@ -371,7 +380,11 @@ impl Config {
                     .into(),
             ));
         }
-        if self.limits.send_per_second <= 0.0 || self.limits.login_per_second <= 0.0 {
+        if self.limits.send_per_second <= 0.0
+            || self.limits.login_per_second <= 0.0
+            || self.media.url_preview_per_second <= 0.0
+            || self.media.max_concurrent_previews_per_user == 0
+        {
             return Err(ConfigError::Invalid("rate limits must be positive".into()));
         }
         if !matches!(

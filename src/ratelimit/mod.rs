@@ -16,8 +16,19 @@ use parking_lot::Mutex;
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Mutex<Buckets>,
 }
+
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    /// The size at which full buckets are forgotten next. Doubling it after each sweep keeps the
+    /// sweeps' cost constant per insertion, whatever callers do; the map holds at most twice
+    /// the keys that used the limiter recently.
+    sweep_at: usize,
+}
+
+/// Keys kept before the first sweep.
+const FIRST_SWEEP: usize = 100_000;
 
 struct Bucket {
     tokens: f64,
@@ -29,7 +40,10 @@ impl RateLimiter {
         RateLimiter {
             per_second,
             burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                sweep_at: FIRST_SWEEP,
+            }),
         }
     }
 
@@ -37,14 +51,15 @@ impl RateLimiter {
     pub fn check(&self, key: &str) -> Result<()> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        if buckets.len() > 100_000 {
-            // Forget idle, full buckets so the map stays bounded.
+        if buckets.map.len() >= buckets.sweep_at {
+            // Forget buckets that refilled: they are the same as no bucket.
             let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| {
+            buckets.map.retain(|_, b| {
                 b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
             });
+            buckets.sweep_at = (2 * buckets.map.len()).max(FIRST_SWEEP);
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let bucket = buckets.map.entry(key.to_owned()).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });

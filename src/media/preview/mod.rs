@@ -16,7 +16,7 @@ mod html;
 mod open_graph;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     io::Cursor,
     sync::Arc,
     time::{Duration, Instant},
@@ -34,6 +34,8 @@ use super::MediaService;
 use crate::{
     config::MediaConfig,
     error::{Error, Result},
+    expiring::ExpiringMap,
+    ratelimit::{RateLimiter, UserSlots},
 };
 
 /// How long a preview is served from memory.
@@ -41,7 +43,7 @@ const PREVIEW_TTL: Duration = Duration::from_secs(60 * 60);
 /// How long a failure is: long enough to spare a failing site a herd of clients, short
 /// enough that a passing outage does not hide a link's preview for long.
 const FAILURE_TTL: Duration = Duration::from_secs(60);
-/// URLs kept in memory at most; expired ones go first, then the oldest.
+/// URLs kept in memory at most; past it the oldest goes first.
 const MAX_CACHED: usize = 10_000;
 /// Synapse prunes keys and values longer than these from the result.
 const MAX_KEY_CHARS: usize = 50;
@@ -91,7 +93,12 @@ impl CacheEntry {
 pub struct UrlPreviewer {
     enabled: bool,
     fetcher: Fetcher,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    cache: Mutex<ExpiringMap<CacheEntry>>,
+    /// Fetches per user per second: a preview makes the server download up to
+    /// `url_preview_max_bytes` from a site the user chose.
+    rate: RateLimiter,
+    /// Fetches per user at once: a slow site holds one for up to a minute.
+    fetching: UserSlots,
 }
 
 impl UrlPreviewer {
@@ -103,7 +110,9 @@ impl UrlPreviewer {
         Ok(UrlPreviewer {
             enabled: config.url_preview,
             fetcher: Fetcher::new(filter, config.url_preview_max_bytes),
-            cache: Mutex::default(),
+            cache: Mutex::new(ExpiringMap::new(MAX_CACHED, PREVIEW_TTL)),
+            rate: RateLimiter::new(config.url_preview_per_second, config.url_preview_burst),
+            fetching: UserSlots::new(config.max_concurrent_previews_per_user, "URL previews"),
         })
     }
 
@@ -118,6 +127,15 @@ impl UrlPreviewer {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
             .ok_or_else(|| Error::invalid_param("url must be an absolute http or https URL"))?;
         let cell = self.cache_cell(url);
+        // What a user may make the server fetch is limited; a cached preview, or one another
+        // request is fetching, costs nothing and is not.
+        let _slot = match cell.initialized() {
+            true => None,
+            false => {
+                self.rate.check(user.as_str())?;
+                Some(self.fetching.acquire(user)?)
+            }
+        };
         let outcome = cell
             .get_or_init(|| async {
                 self.generate(media, user, parsed)
@@ -133,23 +151,12 @@ impl UrlPreviewer {
     }
 
     /// The shared slot of `url`: the cached outcome, one being computed, or a new empty one.
+    /// The cache holds at most [`MAX_CACHED`] URLs, the oldest dropped first, with no scan.
     fn cache_cell(&self, url: &str) -> Arc<OnceCell<Outcome>> {
         let now = Instant::now();
         let mut cache = self.cache.lock();
-        if let Some(entry) = cache.get(url).filter(|e| e.fresh(now)) {
+        if let Some(entry) = cache.get_mut(url).filter(|e| e.fresh(now)) {
             return entry.outcome.clone();
-        }
-        if cache.len() >= MAX_CACHED {
-            cache.retain(|_, e| e.fresh(now));
-            if cache.len() >= MAX_CACHED {
-                let oldest = cache
-                    .iter()
-                    .min_by_key(|(_, e)| e.created)
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    cache.remove(&oldest);
-                }
-            }
         }
         let outcome = Arc::new(OnceCell::new());
         cache.insert(
