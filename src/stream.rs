@@ -105,6 +105,17 @@ impl Stream {
         self.finish(pending).await
     }
 
+    /// Waits until `pos` is visible, hence durable: for an answer that reports a change another
+    /// request applied (a retried transaction), which must not come before that change is on
+    /// disk. `false` if it did not become visible within `limit` (the store is failing).
+    pub async fn wait_visible(&self, pos: u64, limit: std::time::Duration) -> bool {
+        let mut rx = self.visible.subscribe();
+        matches!(
+            tokio::time::timeout(limit, rx.wait_for(|v| *v >= pos)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// The highest visible position.
     pub fn head(&self) -> u64 {
         *self.visible.borrow()

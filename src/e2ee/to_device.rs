@@ -16,6 +16,8 @@ use crate::{
 
 /// The most messages one sync delivers.
 pub const MAX_PER_SYNC: usize = 100;
+/// How long a retried transaction waits for its first attempt to be durable.
+const TXN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a message goes: one device, or all of the user's devices (`*`).
 pub enum Target {
@@ -73,12 +75,25 @@ impl E2eeService {
             .into_vec();
         let pending = {
             let _guard = self.txn_lock.lock();
-            if self.store.contains(Table::ToDeviceTxns, &txn_key)? {
+            if let Some(first) = self.store.get(Table::ToDeviceTxns, &txn_key)? {
+                // A retry: answered once the first attempt is durable (it records its position;
+                // records from before that are durable already).
+                drop(_guard);
+                if first.len() == 8
+                    && !self
+                        .stream
+                        .wait_visible(keys::decode_u64(&first), TXN_WAIT)
+                        .await
+                {
+                    return Err(Error::internal(
+                        "the transaction's first attempt is not durable yet",
+                    ));
+                }
                 return Ok(());
             }
             self.stream.apply(|pos| {
                 let mut batch = Batch::new();
-                batch.put(Table::ToDeviceTxns, txn_key, Vec::new());
+                batch.put(Table::ToDeviceTxns, txn_key, pos.to_be_bytes().to_vec());
                 for ((user, device), event) in &deliveries {
                     batch.put(
                         Table::ToDeviceInbox,

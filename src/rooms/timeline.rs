@@ -44,11 +44,48 @@ impl RoomService {
         txn: Option<Txn>,
     ) -> Result<OwnedEventId> {
         let (event_id, pending) = self.append_pending(room, sender, template, txn).await?;
-        // `None`: a retried transaction, answered with the event it created the first time.
-        if let Some(pending) = pending {
-            self.publish(room, pending).await?;
+        match pending {
+            Some(pending) => self.publish(room, pending).await?,
+            // A retried transaction, answered with the event it created the first time: not
+            // before that event is durable, which the first request may still be waiting for.
+            None => self.wait_durable(&event_id).await?,
         }
         Ok(event_id)
+    }
+
+    /// The event a device's transaction created, if it was sent before, once that event is
+    /// durable: "a 200 means durable" holds for a retry's answer too.
+    pub async fn committed_txn_event(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        kind: &TimelineEventType,
+        txn: &Txn,
+    ) -> Result<Option<OwnedEventId>> {
+        let Some(event_id) = self.txn_event(sender, room_id, kind, txn)? else {
+            return Ok(None);
+        };
+        self.wait_durable(&event_id).await?;
+        Ok(Some(event_id))
+    }
+
+    /// Waits until a stored event is durable and visible.
+    async fn wait_durable(&self, event_id: &ruma::EventId) -> Result<()> {
+        // The transaction mapping is written in the event's batch: its position exists.
+        let Some(pos) = self.event_pos(event_id)? else {
+            return Err(Error::internal("a transaction's event has no position"));
+        };
+        if self
+            .stream
+            .wait_visible(pos, std::time::Duration::from_secs(30))
+            .await
+        {
+            Ok(())
+        } else {
+            Err(Error::internal(
+                "the transaction's first attempt is not durable yet",
+            ))
+        }
     }
 
     /// Waits until an appended event is durable, then shows it to readers and wakes the room's
@@ -276,7 +313,7 @@ impl RoomService {
 
     /// The event id a device's earlier send with this transaction id, to this room and as
     /// this event type, created.
-    pub fn txn_event(
+    fn txn_event(
         &self,
         sender: &UserId,
         room_id: &RoomId,

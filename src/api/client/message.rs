@@ -55,7 +55,11 @@ async fn send(
         txn_id: b.txn_id.to_string(),
     };
     let kind = TimelineEventType::from(b.event_type.to_string());
-    if let Some(existing) = s.rooms.txn_event(&who.user_id, &b.room_id, &kind, &txn)? {
+    if let Some(existing) = s
+        .rooms
+        .committed_txn_event(&who.user_id, &b.room_id, &kind, &txn)
+        .await?
+    {
         return Ok(send_message_event::v3::Response::new(existing));
     }
     // After the transaction lookup: a retry gets its first answer, not a 429, and costs nothing.
