@@ -74,7 +74,15 @@ impl Visibility {
         }
     }
 
-    /// Whether the user could see anything at all: a current member, or a world-readable room.
+    /// Whether the room's history is world-readable now: anyone may read it.
+    pub fn world_readable(&self) -> bool {
+        matches!(
+            self.history.last(),
+            Some((_, HistoryVisibility::WorldReadable))
+        )
+    }
+
+    /// Whether the user is a member now.
     pub fn currently_joined(&self) -> bool {
         self.currently_joined
     }
@@ -95,13 +103,15 @@ impl Visibility {
 impl RoomService {
     /// The room and what the user may see of it; `M_FORBIDDEN` if nothing: a current member, a
     /// former member who has not forgotten the room (they see it up to their departure), or
-    /// anyone when the room's latest history is world-readable.
+    /// anyone when the room's history is world-readable now (as Synapse). An invited user reads
+    /// the invite's stripped state, not the room: seeing their own invite (or ban) event is no
+    /// licence to read `/state` or `/members`.
     pub fn readable(&self, room_id: &RoomId, user: &UserId) -> Result<(Arc<RoomMeta>, Visibility)> {
         let forbidden = || Error::forbidden("You are not a member of this room");
         let room = self.room(room_id).map_err(|_| forbidden())?;
         let visibility = Visibility::load(self, &room, user)?;
         let allowed = visibility.currently_joined()
-            || visibility.can_see(room.last_pos())
+            || visibility.world_readable()
             || (visibility.departed() && !self.forgotten(room_id, user)?);
         if !allowed {
             return Err(forbidden());
