@@ -69,6 +69,7 @@ impl Services {
             notifier.clone(),
             config.server_name.clone(),
         );
+        users.hash_stored_tokens().await?;
         let rooms = RoomService::new(
             store.clone(),
             stream.clone(),

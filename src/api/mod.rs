@@ -1,6 +1,7 @@
 //! HTTP: the router, the ruma extractor and the endpoint areas.
 
 pub mod client;
+pub mod client_ip;
 pub mod ruma;
 pub mod support;
 pub mod synapse_admin;

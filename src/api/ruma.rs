@@ -65,6 +65,8 @@ pub struct Ruma<T> {
     identity: Option<Identity>,
     /// The JSON body as sent, for the few fields ruma types do not expose as-is.
     pub json: Option<Value>,
+    /// Where the request comes from (`api::client_ip`).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl<T> Ruma<T> {
@@ -239,6 +241,7 @@ where
             }
         };
 
+        let client_ip = super::client_ip::client_ip(&services.config.server, &parts);
         let request = http::Request::from_parts(parts, body.as_ref());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let body = T::try_from_http_request(request, &arg_refs).map_err(parse_error)?;
@@ -246,6 +249,7 @@ where
             body,
             identity,
             json,
+            client_ip,
         })
     }
 }

@@ -105,6 +105,9 @@ pub struct ServerConfig {
     pub ip_range_blocklist: Vec<String>,
     /// Exceptions to the blocked ranges (e.g. a push gateway on this network).
     pub ip_range_allowlist: Vec<String>,
+    /// Whether a reverse proxy in front sets `X-Forwarded-For` (the client's address for
+    /// per-address limits is then its last entry).
+    pub x_forwarded: bool,
 }
 
 impl ServerConfig {
@@ -124,6 +127,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             ip_range_blocklist: Vec::new(),
             ip_range_allowlist: Vec::new(),
+            x_forwarded: false,
         }
     }
 }

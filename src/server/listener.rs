@@ -10,7 +10,7 @@
 
 use std::{future::Future, time::Duration};
 
-use axum::Router;
+use axum::{Router, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
@@ -47,9 +47,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -60,7 +60,9 @@ pub async fn serve(
         let io = TokioIo::new(WriteTimeout::new(tcp, timeouts.idle));
         let app = app.clone();
         let service = service_fn(move |request: http::Request<Incoming>| {
-            let request = request.map(|body| IdleBody::new(body, timeouts.idle));
+            let mut request = request.map(|body| IdleBody::new(body, timeouts.idle));
+            // Who is asking, for per-address limits (`api::client_ip`).
+            request.extensions_mut().insert(ConnectInfo(peer));
             // A router is always ready: no `poll_ready` needed before `call`.
             app.clone().call(request)
         });

@@ -3,7 +3,7 @@
 use ruma::{DeviceId, OwnedDeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
-use super::UserService;
+use super::{UserService, tokens};
 use crate::{
     error::{Error, Result},
     storage::{Batch, Key, Table},
@@ -14,7 +14,13 @@ pub struct Device {
     pub device_id: OwnedDeviceId,
     #[serde(default)]
     pub display_name: Option<String>,
-    pub access_token: String,
+    /// SHA-256 (hex) of the device's access token (`tokens`): the token is never stored.
+    #[serde(default)]
+    pub token_hash: String,
+    /// The token itself, as stores from before token hashing kept it; read once, by the
+    /// migration, and never written.
+    #[serde(default, rename = "access_token", skip_serializing)]
+    pub(super) legacy_token: Option<String>,
     #[serde(default)]
     pub last_seen_ts: Option<u64>,
     #[serde(default)]
@@ -74,8 +80,10 @@ impl UserService {
         let mut revoked = Vec::new();
         for device in devices {
             if let Some(record) = self.device(user, device)? {
-                batch.delete(Table::Tokens, record.access_token.as_bytes().to_vec());
-                revoked.push(record.access_token);
+                if let Some(hash) = tokens::from_hex(&record.token_hash) {
+                    batch.delete(Table::Tokens, tokens::key(&hash));
+                    revoked.push(hash);
+                }
                 batch.delete(
                     Table::Devices,
                     Key::new().str(user.as_str()).str(device.as_str()),
@@ -92,7 +100,7 @@ impl UserService {
                 })
                 .await;
             // Also after a failed wait: the deletion may be applied in memory already.
-            self.tokens.invalidate(revoked.iter().map(String::as_str));
+            self.tokens.invalidate(revoked.iter());
             committed?;
             self.notifier.wake([user]);
         }

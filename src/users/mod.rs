@@ -8,6 +8,7 @@ mod account_data;
 mod devices;
 pub mod push_rules;
 pub mod shared_secret;
+mod tokens;
 pub mod uiaa;
 
 use std::sync::Arc;
@@ -79,8 +80,8 @@ pub struct UserService {
     pub(crate) server_name: OwnedServerName,
     /// Bounds concurrent argon2 work (see [`UserService::argon2`]).
     argon2_slots: tokio::sync::Semaphore,
-    /// Access token → owner: every authenticated request resolves one.
-    tokens: ReadCache<String, (OwnedUserId, OwnedDeviceId)>,
+    /// Access token hash → owner: every authenticated request resolves one.
+    tokens: ReadCache<tokens::TokenHash, (OwnedUserId, OwnedDeviceId)>,
 }
 
 /// A new account to create.
@@ -195,17 +196,19 @@ impl UserService {
         Ok(user_id)
     }
 
-    /// Checks a password; the same error for unknown users and wrong passwords.
+    /// Checks a password; the same error for unknown users and wrong passwords, after the same
+    /// work: an account without a password hash (unknown, deactivated, appservice-made) is
+    /// checked against a dummy hash, so the answer's timing does not tell which accounts exist.
     pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
         let denied = || Error::forbidden("Invalid username or password");
-        let record = self.get(user)?.ok_or_else(denied)?;
-        if record.deactivated {
-            return Err(Error::user_deactivated("This account has been deactivated"));
-        }
-        let hash = record.password_hash.ok_or_else(denied)?;
+        let record = self.get(user)?;
+        let hash = record.as_ref().and_then(|r| r.password_hash.clone());
+        let real = hash.is_some();
         let password = password.to_owned();
         let ok = self
             .argon2(move || {
+                // The dummy is made on the blocking thread too, the first time.
+                let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
                 PasswordHash::new(&hash)
                     .map(|parsed| {
                         Argon2::default()
@@ -215,7 +218,10 @@ impl UserService {
                     .unwrap_or(false)
             })
             .await?;
-        if ok { Ok(()) } else { Err(denied()) }
+        if record.is_some_and(|r| r.deactivated) {
+            return Err(Error::user_deactivated("This account has been deactivated"));
+        }
+        if ok && real { Ok(()) } else { Err(denied()) }
     }
 
     pub async fn set_password(&self, user: &UserId, password: &str) -> Result<()> {
@@ -235,16 +241,20 @@ impl UserService {
     ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase().into());
         let access_token = random_string(32);
+        let token_hash = tokens::hash(&access_token);
         let mut batch = Batch::new();
         // Logging in again on a device replaces its token.
-        let replaced = self.device(user, &device_id)?.map(|old| old.access_token);
+        let replaced = self
+            .device(user, &device_id)?
+            .and_then(|old| tokens::from_hex(&old.token_hash));
         if let Some(old) = &replaced {
-            batch.delete(Table::Tokens, old.as_bytes().to_vec());
+            batch.delete(Table::Tokens, tokens::key(old));
         }
         let device = Device {
             device_id: device_id.clone(),
             display_name,
-            access_token: access_token.clone(),
+            token_hash: tokens::to_hex(&token_hash),
+            legacy_token: None,
             last_seen_ts: Some(ruma::MilliSecondsSinceUnixEpoch::now().get().into()),
             last_seen_ip: None,
         };
@@ -254,7 +264,7 @@ impl UserService {
         };
         batch.put(
             Table::Tokens,
-            access_token.as_bytes().to_vec(),
+            tokens::key(&token_hash),
             serde_json::to_vec(&token).expect("serializes"),
         );
         batch.put(
@@ -264,7 +274,7 @@ impl UserService {
         );
         let written = self.store.write_durable(batch).await;
         // Also after a failed wait: the deletion may be applied in memory already.
-        self.tokens.invalidate(replaced.as_deref());
+        self.tokens.invalidate(replaced.iter());
         written?;
         Ok(Session {
             user_id: user.to_owned(),
@@ -280,18 +290,18 @@ impl UserService {
             device_id,
             appservice: None,
         };
-        if let Some(owner) = self.tokens.get(token) {
+        let hash = tokens::hash(token);
+        if let Some(owner) = self.tokens.get(&hash) {
             return Ok(Some(identity(owner)));
         }
         let generation = self.tokens.generation();
-        let Some(bytes) = self.store.get(Table::Tokens, token.as_bytes())? else {
+        let Some(bytes) = self.store.get(Table::Tokens, &tokens::key(&hash))? else {
             return Ok(None);
         };
         let record: TokenRecord =
             serde_json::from_slice(&bytes).map_err(|e| Error::internal(e.to_string()))?;
         let owner = (record.user_id, record.device_id);
-        self.tokens
-            .fill(token.to_owned(), owner.clone(), generation);
+        self.tokens.fill(hash, owner.clone(), generation);
         Ok(Some(identity(owner)))
     }
 
@@ -384,6 +394,19 @@ impl UserService {
         })
         .await?
     }
+}
+
+/// An argon2 hash with the same parameters as real ones, of a password nobody knows: what
+/// accounts without a password are checked against.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(random_string(32).as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Synapse's bound on display names: they are shown everywhere and are a push rule pattern

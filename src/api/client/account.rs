@@ -227,8 +227,13 @@ async fn login(s: Arc<Services>, req: Ruma<login::v3::Request>) -> Result<login:
             .ok_or_else(|| Error::missing_param("Missing identifier"))?
             .to_owned(),
     };
+    // Per address (spraying one password over many accounts) and per account (many
+    // passwords at one account, from many addresses).
+    if let Some(ip) = req.client_ip {
+        s.login_limiter.check(&format!("ip:{ip}"))?;
+    }
     let user_id = s.users.parse_login_user(&user)?;
-    s.login_limiter.check(user_id.as_str())?;
+    s.login_limiter.check(&format!("user:{user_id}"))?;
     s.users.check_password(&user_id, &info.password).await?;
     let session = s
         .users
