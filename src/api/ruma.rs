@@ -244,7 +244,19 @@ where
         let client_ip = super::client_ip::client_ip(&services.config.server, &parts);
         let request = http::Request::from_parts(parts, body.as_ref());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(request, &arg_refs).map_err(parse_error)?;
+        // Some of ruma's deserializers index maps and panic on a missing field (`/login`
+        // without `type`): a body is the client's doing, so any failure to parse it is a 400.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(request, &arg_refs)
+        }));
+        let body = match parsed {
+            Ok(parsed) => parsed.map_err(parse_error)?,
+            Err(_) => {
+                return Err(Error::bad_json(
+                    "The request body is not valid for this endpoint",
+                ));
+            }
+        };
         Ok(Ruma {
             body,
             identity,

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod appservice;
+mod bodies;
 mod durability;
 mod media;
 mod outbound;
