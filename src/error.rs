@@ -166,6 +166,42 @@ impl IntoResponse for Error {
     }
 }
 
+/// The error a request body yields when its client sent nothing for the idle timeout (the
+/// listener's idle timer, `server::idle`): classified here so the layers that read bodies need
+/// not know the listener.
+#[derive(Debug)]
+pub struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body sent nothing within the idle timeout")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+/// Whether `e`, or an error it wraps, is a stalled request body.
+pub fn body_stalled(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.is::<BodyStalled>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The answer to a request whose body stalled. The connection closes after it: the body was
+/// not read to its end.
+pub fn stalled_error() -> Error {
+    Error::matrix(
+        http::StatusCode::REQUEST_TIMEOUT,
+        "M_UNKNOWN",
+        "The request body stalled: nothing arrived within the idle timeout",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

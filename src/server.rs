@@ -6,8 +6,6 @@
 mod idle;
 mod listener;
 
-pub use idle::{body_stalled, stalled_error};
-
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};

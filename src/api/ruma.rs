@@ -189,8 +189,8 @@ pub async fn read_body(services: &Services, body: Body) -> Result<Bytes> {
     axum::body::to_bytes(body, services.config.limits.max_request_bytes)
         .await
         .map_err(|e| {
-            if crate::server::body_stalled(&e) {
-                crate::server::stalled_error()
+            if crate::error::body_stalled(&e) {
+                crate::error::stalled_error()
             } else {
                 Error::too_large("Request body too large")
             }

@@ -470,8 +470,8 @@ fn cannot_thumbnail() -> Error {
 /// The request body ended early: `408` when it stalled past the idle timeout (see
 /// `server::idle`), `400` when the client broke it off.
 fn interrupted(e: &(dyn std::error::Error + 'static)) -> Error {
-    if crate::server::body_stalled(e) {
-        crate::server::stalled_error()
+    if crate::error::body_stalled(e) {
+        crate::error::stalled_error()
     } else {
         Error::unknown(format!("Upload interrupted: {e}"))
     }

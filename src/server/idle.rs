@@ -9,7 +9,6 @@
 //! its body late is not penalised: the timer only runs while something waits for data.
 
 use std::{
-    fmt,
     future::Future,
     io,
     pin::Pin,
@@ -26,39 +25,7 @@ use tokio::{
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The error a request body yields when its client sent nothing for the idle timeout.
-#[derive(Debug)]
-pub struct BodyStalled;
-
-impl fmt::Display for BodyStalled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the request body sent nothing within the idle timeout")
-    }
-}
-
-impl std::error::Error for BodyStalled {}
-
-/// Whether `e`, or an error it wraps, is a stalled request body.
-pub fn body_stalled(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if e.is::<BodyStalled>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
-
-/// The answer to a request whose body stalled. The connection closes after it: the body was
-/// not read to its end.
-pub fn stalled_error() -> crate::error::Error {
-    crate::error::Error::matrix(
-        http::StatusCode::REQUEST_TIMEOUT,
-        "M_UNKNOWN",
-        "The request body stalled: nothing arrived within the idle timeout",
-    )
-}
+use crate::error::BodyStalled;
 
 /// A timer that runs while an operation is pending and stops when it makes progress.
 struct Watch {
@@ -236,7 +203,7 @@ mod tests {
     async fn a_body_that_sends_nothing_stalls() {
         let (_tx, mut body) = channel_body(Duration::from_millis(50));
         let err = body.frame().await.unwrap().unwrap_err();
-        assert!(body_stalled(&*err), "{err}");
+        assert!(crate::error::body_stalled(&*err), "{err}");
     }
 
     #[tokio::test]

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,7 +25,6 @@ const MAX_WEBHOOK_BYTES: usize = 3 * 1024 * 1024;
 pub fn routes(bridge: Arc<Bridge>) -> Router {
     Router::new()
         .route("/webhook", get(verify).post(receive))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .with_state(bridge)
 }
 
@@ -51,12 +50,21 @@ async fn verify(State(bridge): State<Arc<Bridge>>, RawQuery(query): RawQuery) ->
     }
 }
 
-async fn receive(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(bridge): State<Arc<Bridge>>, headers: HeaderMap, body: Body) -> Response {
+    // The signature covers the body, so the body must be read to check it; a request without
+    // one is refused before anything is read.
     let Some(signature) = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok())
     else {
         return (StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256").into_response();
+    };
+    let Ok(body) = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large or unreadable",
+        )
+            .into_response();
     };
     if !crate::signature::verify(&bridge.config.app_secret, &body, signature) {
         tracing::warn!("webhook with a wrong signature refused");
