@@ -511,11 +511,23 @@ async fn login_rate_limit_is_429_with_retry_after() {
         )
         .await;
     assert_error(status, &body, 429, "M_LIMIT_EXCEEDED");
-    // Another account is not affected.
+    // From this address every account is limited now (spraying); from another address,
+    // another account logs in (its own and its address's allowances are untouched).
     let (status, body) = anon
         .post(&format!("{V3}/login"), login("bob", "secret-pw"))
         .await;
-    assert_eq!(status, 200, "{body}");
+    assert_error(status, &body, 429, "M_LIMIT_EXCEEDED");
+    let other_address = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let res = other_address
+        .post(s.url(&format!("{V3}/login")))
+        .json(&login("bob", "secret-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 }
 
 #[tokio::test]
