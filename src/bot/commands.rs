@@ -45,7 +45,7 @@ fn parse(body: &str) -> Option<(&str, &str)> {
 fn txn(pos: u64, tag: &str) -> Option<Txn> {
     Some(Txn {
         device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}"),
+        txn_id: format!("{pos}:{tag}").into(),
     })
 }
 
@@ -240,7 +240,7 @@ async fn note(s: &Services, pdu: &Pdu, actor: &Actor<'_>, text: &str) -> Result<
 fn txn_of(pos: &str, tag: &str) -> Option<Txn> {
     Some(Txn {
         device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}"),
+        txn_id: format!("{pos}:{tag}").into(),
     })
 }
 

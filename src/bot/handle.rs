@@ -69,7 +69,7 @@ pub async fn event(s: &Services, pos: u64, pdu: &Pdu) -> Result<bool> {
 fn actor_txn(pos: u64, tag: &str) -> Option<crate::rooms::Txn> {
     Some(crate::rooms::Txn {
         device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}"),
+        txn_id: format!("{pos}:{tag}").into(),
     })
 }
 

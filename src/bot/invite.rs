@@ -102,7 +102,7 @@ async fn greet(s: &Services, room_id: &ruma::RoomId, pos: u64) -> Result<()> {
 fn txn(pos: u64, tag: &str) -> Option<Txn> {
     Some(Txn {
         device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}"),
+        txn_id: format!("{pos}:{tag}").into(),
     })
 }
 

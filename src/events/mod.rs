@@ -3,10 +3,14 @@
 
 mod auth;
 mod pdu;
+mod power_levels;
+mod redaction;
 mod signing_key;
 
 pub use auth::{auth_types, check_auth};
 pub use pdu::{ClientFormat, DagPosition, EventTemplate, Pdu, Unsigned, build_pdu};
+pub(crate) use power_levels::PowerLevels;
+pub(crate) use redaction::redact;
 pub use signing_key::SigningKey;
 
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};

@@ -2,7 +2,7 @@
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, EventId, MilliSecondsSinceUnixEpoch, OwnedEventId,
-    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, TransactionId, UInt, UserId,
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
     signatures::{hash_and_sign_event, reference_hash},
@@ -128,10 +128,6 @@ impl Pdu {
         })
     }
 
-    pub fn is_state(&self) -> bool {
-        self.state_key.is_some()
-    }
-
     /// Deserializes the content into a typed struct.
     pub fn content_as<'a, T: Deserialize<'a>>(&'a self) -> serde_json::Result<T> {
         serde_json::from_str(self.content.get())
@@ -193,6 +189,20 @@ pub fn build_pdu(
     template: &EventTemplate,
     dag: DagPosition<'_>,
 ) -> Result<(OwnedEventId, CanonicalJsonObject)> {
+    let mut object = pdu_object(room_version, room_id, sender, template, dag)?;
+    let event_id = hash_and_sign(key, rules, &mut object)?;
+    Ok((event_id, object))
+}
+
+/// The PDU before hashing and signing: the template's fields and its place in the DAG, laid
+/// out as `room_version` wants them.
+fn pdu_object(
+    room_version: &RoomVersionId,
+    room_id: &RoomId,
+    sender: &UserId,
+    template: &EventTemplate,
+    dag: DagPosition<'_>,
+) -> Result<CanonicalJsonObject> {
     let content: CanonicalJsonValue = serde_json::from_str(template.content.get())
         .map_err(|e| Error::bad_json(format!("content is not canonical JSON: {e}")))?;
     if !matches!(content, CanonicalJsonValue::Object(_)) {
@@ -246,22 +256,30 @@ pub fn build_pdu(
         object.insert("redacts".into(), redacts.clone());
     }
     object.insert("content".into(), content);
+    Ok(object)
+}
 
+/// Seals a PDU: adds its content hash (`hashes.sha256`) and the server's signature of its
+/// redacted form, then derives its event id from the reference hash (spec, server-server API:
+/// "Calculating the reference hash for an event"; URL-safe base64 since room version 4).
+fn hash_and_sign(
+    key: &SigningKey,
+    rules: &RoomVersionRules,
+    object: &mut CanonicalJsonObject,
+) -> Result<OwnedEventId> {
     hash_and_sign_event(
         key.server_name.as_str(),
         &key.key_pair,
-        &mut object,
+        object,
         &rules.redaction,
     )
     .map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::too_large("event is too large"),
         e => Error::bad_json(format!("cannot sign event: {e}")),
     })?;
-    let hash = reference_hash(&object, rules)
+    let hash = reference_hash(object, rules)
         .map_err(|_| Error::too_large("event is larger than 65536 bytes"))?;
-    let event_id =
-        EventId::parse(format!("${hash}")).map_err(|e| Error::internal(e.to_string()))?;
-    Ok((event_id, object))
+    EventId::parse(format!("${hash}")).map_err(|e| Error::internal(e.to_string()))
 }
 
 /// `unsigned` data of a client-format event.
@@ -270,7 +288,7 @@ pub struct Unsigned<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transaction_id: Option<&'a str>,
+    pub transaction_id: Option<&'a TransactionId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prev_content: Option<&'a RawJsonValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -323,5 +341,256 @@ impl Pdu {
             unsigned,
         };
         to_raw_value(&event).expect("client events serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! PDU building against the spec's published test vectors (Appendices, "Cryptographic
+    //! test vectors") and, where the spec publishes none (the reference hash), against the
+    //! algorithm as the spec states it, computed here independently of ruma.
+
+    use base64::Engine;
+    use ruma::{
+        CanonicalJsonObject, owned_event_id, room_id,
+        signatures::{PublicKeyMap, Verified, sign_json, verify_event},
+        user_id,
+    };
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::events::redaction::redact;
+
+    fn object(v: Value) -> CanonicalJsonObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn signature(object: &CanonicalJsonObject) -> String {
+        serde_json::to_value(object).unwrap()["signatures"]["domain"]["ed25519:1"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The spec's vectors were made with the original redaction rules (room version 1):
+    /// both keep `origin` and `event_id`, which these events carry.
+    const SPEC_VECTOR_RULES: RoomVersionRules = RoomVersionRules::V1;
+
+    #[test]
+    fn json_signing_matches_the_spec_vectors() {
+        let key = SigningKey::spec_test_key();
+        for (json, expected) in [
+            (
+                json!({}),
+                "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ",
+            ),
+            (
+                json!({ "one": 1, "two": "Two" }),
+                "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw",
+            ),
+        ] {
+            let mut signed = object(json);
+            sign_json(key.server_name.as_str(), &key.key_pair, &mut signed).unwrap();
+            assert_eq!(signature(&signed), expected);
+        }
+    }
+
+    #[test]
+    fn event_signing_matches_the_spec_vector_for_a_minimal_event() {
+        let mut event = object(json!({
+            "room_id": "!x:domain", "sender": "@a:domain", "origin": "domain",
+            "origin_server_ts": 1000000, "signatures": {}, "hashes": {}, "type": "X",
+            "content": {}, "prev_events": [], "auth_events": [], "depth": 3,
+            "unsigned": { "age_ts": 1000000 },
+        }));
+        hash_and_sign(&SigningKey::spec_test_key(), &SPEC_VECTOR_RULES, &mut event).unwrap();
+        let event = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            event["hashes"],
+            json!({ "sha256": "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos" })
+        );
+        assert_eq!(
+            event["signatures"],
+            json!({ "domain": { "ed25519:1":
+                "KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg" } })
+        );
+        // Nothing else changes.
+        assert_eq!(event["unsigned"], json!({ "age_ts": 1000000 }));
+        assert_eq!(event["depth"], json!(3));
+    }
+
+    #[test]
+    fn event_signing_matches_the_spec_vector_for_redactable_content() {
+        let mut event = object(json!({
+            "content": { "body": "Here is the message content" }, "event_id": "$0:domain",
+            "origin": "domain", "origin_server_ts": 1000000, "type": "m.room.message",
+            "room_id": "!r:domain", "sender": "@u:domain", "signatures": {},
+            "unsigned": { "age_ts": 1000000 },
+        }));
+        hash_and_sign(&SigningKey::spec_test_key(), &SPEC_VECTOR_RULES, &mut event).unwrap();
+        let event = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            event["hashes"],
+            json!({ "sha256": "onLKD1bGljeBWQhWZ1kaP9SorVmRQNdN5aM2JYU2n/g" })
+        );
+        // The signature covers the redacted form: the message body is not part of it.
+        assert_eq!(
+            event["signatures"],
+            json!({ "domain": { "ed25519:1":
+                "Wm+VzmOUOz08Ds+0NTWb1d4CZrVsJSikkeRxh6aCcUwu6pNC78FunoD7KNWzqFn241eYHYMGCA5McEiVPdhzBA" } })
+        );
+    }
+
+    fn message(body: &str) -> EventTemplate {
+        let mut template = EventTemplate::message(
+            "m.room.message",
+            to_raw_value(&json!({ "msgtype": "m.text", "body": body })).unwrap(),
+        );
+        template.timestamp = Some(MilliSecondsSinceUnixEpoch(1_000_000u32.into()));
+        template
+    }
+
+    fn build(version: &RoomVersionId, template: &EventTemplate) -> (OwnedEventId, Value) {
+        let rules = version.rules().unwrap();
+        let (event_id, object) = build_pdu(
+            &SigningKey::spec_test_key(),
+            version,
+            &rules,
+            room_id!("!r:domain"),
+            user_id!("@u:domain"),
+            template,
+            DagPosition {
+                prev_events: &[owned_event_id!("$prev")],
+                auth_events: &[owned_event_id!("$create"), owned_event_id!("$levels")],
+                depth: 7u32.into(),
+            },
+        )
+        .unwrap();
+        (event_id, serde_json::to_value(&object).unwrap())
+    }
+
+    /// The reference hash as the spec defines it: redact, drop `signatures` and `unsigned`,
+    /// SHA-256 of the canonical JSON, URL-safe unpadded base64 (room versions 4+).
+    fn spec_event_id(pdu: &Value, rules: &RoomVersionRules) -> String {
+        let mut essential = object_from_str(&redact(&pdu.to_string(), rules).unwrap());
+        essential.remove("signatures");
+        essential.remove("unsigned");
+        // Canonical JSON: keys sorted (a B-tree map), no insignificant whitespace.
+        let canonical = serde_json::to_string(&essential).unwrap();
+        let hash = Sha256::digest(canonical.as_bytes());
+        format!(
+            "${}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
+        )
+    }
+
+    fn public_keys() -> PublicKeyMap {
+        let key = SigningKey::spec_test_key();
+        let public = ruma::serde::Base64::new(key.key_pair.public_key().to_vec());
+        PublicKeyMap::from([(
+            "domain".to_owned(),
+            [("ed25519:1".to_owned(), public)].into(),
+        )])
+    }
+
+    #[test]
+    fn a_built_pdu_has_the_spec_fields_a_verifying_signature_and_its_reference_hash_as_id() {
+        let version = RoomVersionId::V11;
+        let rules = version.rules().unwrap();
+        let (event_id, pdu) = build(&version, &message("hello"));
+        let mut keys: Vec<&str> = pdu
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "auth_events",
+                "content",
+                "depth",
+                "hashes",
+                "origin_server_ts",
+                "prev_events",
+                "room_id",
+                "sender",
+                "signatures",
+                "type",
+            ]
+        );
+        assert_eq!(
+            (&pdu["prev_events"], &pdu["auth_events"], &pdu["depth"]),
+            (&json!(["$prev"]), &json!(["$create", "$levels"]), &json!(7))
+        );
+        assert_eq!(pdu["origin_server_ts"], json!(1_000_000));
+        assert_eq!(event_id.as_str(), spec_event_id(&pdu, &rules));
+
+        // The server's signature and the content hash both verify ...
+        let object = object(pdu.clone());
+        assert!(matches!(
+            verify_event(&public_keys(), &object, &rules),
+            Ok(Verified::All)
+        ));
+        // ... the redacted event keeps a valid signature but not its content hash ...
+        let redacted = object_from_str(&redact(&pdu.to_string(), &rules).unwrap());
+        assert!(matches!(
+            verify_event(&public_keys(), &redacted, &rules),
+            Ok(Verified::Signatures)
+        ));
+        // ... and its reference hash, hence its id, is unchanged by redaction.
+        let redacted: Value = serde_json::to_value(&redacted).unwrap();
+        assert_eq!(spec_event_id(&redacted, &rules), event_id.as_str());
+
+        // A changed body is a different event.
+        let (other, _) = build(&version, &message("hello!"));
+        assert_ne!(other, event_id);
+    }
+
+    fn object_from_str(json: &str) -> CanonicalJsonObject {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn redacts_is_top_level_before_v11_and_in_the_content_since() {
+        let template = EventTemplate::message(
+            TimelineEventType::RoomRedaction,
+            to_raw_value(&json!({ "redacts": "$target" })).unwrap(),
+        );
+        let (_, v10) = build(&RoomVersionId::V10, &template);
+        assert_eq!(v10["redacts"], json!("$target"));
+        let (_, v11) = build(&RoomVersionId::V11, &template);
+        assert_eq!(v11.get("redacts"), None);
+        assert_eq!(v11["content"]["redacts"], json!("$target"));
+    }
+
+    #[test]
+    fn content_that_is_not_an_object_or_not_canonical_is_refused() {
+        for content in ["[]", "\"text\"", r#"{"n": 1.5}"#] {
+            let template = EventTemplate::message(
+                "m.room.message",
+                RawJsonValue::from_string(content.into()).unwrap(),
+            );
+            let err = build_pdu(
+                &SigningKey::spec_test_key(),
+                &RoomVersionId::V11,
+                &RoomVersionRules::V11,
+                room_id!("!r:domain"),
+                user_id!("@u:domain"),
+                &template,
+                DagPosition {
+                    prev_events: &[],
+                    auth_events: &[],
+                    depth: 1u32.into(),
+                },
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().starts_with("M_BAD_JSON"),
+                "{content}: {err}"
+            );
+        }
     }
 }

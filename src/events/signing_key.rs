@@ -4,8 +4,7 @@
 //! a new key would make the server's own history unverifiable to future federation peers.
 
 use ruma::{
-    OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyId, serde::Base64,
-    signatures::Ed25519KeyPair,
+    OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyId, signatures::Ed25519KeyPair,
 };
 
 use crate::storage::{Batch, Result, StorageError, Store, Table};
@@ -51,10 +50,35 @@ impl SigningKey {
         })
     }
 
-    /// The public key, unpadded base64, as `/_matrix/key/v2/server` publishes it.
-    pub fn public_key_base64(&self) -> String {
-        Base64::<ruma::serde::base64::Standard, _>::new(self.key_pair.public_key().to_vec())
-            .encode()
+    /// The key of the spec's cryptographic test vectors (Appendices, "Cryptographic test
+    /// vectors"): seed `YJDBA9Xn…XA1`, server `domain`, key id `ed25519:1`.
+    #[cfg(test)]
+    pub(crate) fn spec_test_key() -> Self {
+        use base64::{
+            Engine,
+            engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+        };
+        // The published seed has non-zero trailing bits, which strict decoders refuse.
+        let lenient = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let seed = lenient
+            .decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+            .expect("the spec's seed decodes");
+        // A PKCS#8 v1 document holding just the 32-byte Ed25519 seed (RFC 8410).
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        SigningKey {
+            server_name: ruma::owned_server_name!("domain"),
+            key_pair: Ed25519KeyPair::from_der(&der, "1".into()).expect("a valid key"),
+            key_id: ServerSigningKeyId::parse("ed25519:1").expect("a valid key id"),
+        }
     }
 }
 

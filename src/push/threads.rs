@@ -14,14 +14,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ruma::{OwnedEventId, UInt, UserId, api::client::sync::sync_events::UnreadNotificationsCount};
-use serde::Deserialize;
+use ruma::{
+    OwnedEventId, UInt, UserId, api::client::sync::sync_events::UnreadNotificationsCount,
+    events::relation::RelationType,
+};
 
 use super::{Counts, LazyRuleset, MAX_CACHED, PushService, RoomRules, new_positions};
 use crate::{
     error::Result,
     events::Pdu,
-    rooms::{RoomMeta, RoomService},
+    rooms::{RoomMeta, RoomService, relation_of},
     services::Services,
 };
 
@@ -150,35 +152,17 @@ impl PushService {
 
 pub(super) type ThreadCache = HashMap<(ruma::OwnedUserId, u64), ThreadCounted>;
 
-#[derive(Deserialize)]
-struct Content {
-    #[serde(rename = "m.relates_to")]
-    relates_to: Option<Relation>,
-}
-
-#[derive(Deserialize)]
-struct Relation {
-    rel_type: Option<String>,
-    event_id: Option<OwnedEventId>,
-}
-
-/// The event's relation: its type and parent.
-fn relation(pdu: &Pdu) -> Option<(String, OwnedEventId)> {
-    let r = pdu.content_as::<Content>().ok()?.relates_to?;
-    Some((r.rel_type?, r.event_id?))
-}
-
-/// The root of the thread the event is in, `None` for the main timeline.
+/// The root of the thread the event is in, `None` for the main timeline: a thread reply's
+/// root, or for an edit, reaction or reference of a threaded event that event's root.
 fn thread_of(rooms: &RoomService, pdu: &Pdu) -> Result<Option<OwnedEventId>> {
-    let Some((rel_type, parent)) = relation(pdu) else {
+    let Some(relation) = relation_of(pdu) else {
         return Ok(None);
     };
-    if rel_type == "m.thread" {
-        return Ok(Some(parent));
+    if relation.rel_type == RelationType::Thread {
+        return Ok(Some(relation.event_id));
     }
-    // An edit or reaction of a threaded event is in that event's thread.
     Ok(rooms
-        .pdu_by_id(&parent)?
-        .and_then(|p| relation(&p))
-        .and_then(|(kind, root)| (kind == "m.thread").then_some(root)))
+        .pdu_by_id(&relation.event_id)?
+        .and_then(|parent| relation_of(&parent))
+        .and_then(|r| (r.rel_type == RelationType::Thread).then_some(r.event_id)))
 }

@@ -10,7 +10,7 @@
 //! bench`). A marked event costs one range scan of the `Relations` index starting at
 //! `m.reference`, so its annotations (which sort before it) are never read.
 
-use ruma::MilliSecondsSinceUnixEpoch;
+use ruma::{MilliSecondsSinceUnixEpoch, events::relation::RelationType};
 use serde::Serialize;
 use serde_json::value::{RawValue as RawJsonValue, to_raw_value};
 
@@ -74,7 +74,9 @@ impl RoomService {
         }
         let head = self.stream.head();
         let base = child_prefix(&pdu.event_id).into_vec();
-        let lo = child_prefix(&pdu.event_id).str("m.reference").into_vec();
+        let lo = child_prefix(&pdu.event_id)
+            .str(RelationType::Reference.as_str())
+            .into_vec();
         let mut hi = base.clone();
         // Past every rel_type (UTF-8 never contains 0xFF): the end of this parent's entries.
         hi.push(crate::storage::keys::SEP);
@@ -90,10 +92,10 @@ impl RoomService {
             if child.pos > head {
                 continue;
             }
-            match child.rel_type.as_str() {
-                "m.reference" if bundling == Bundling::Full => references.push(child.pos),
-                "m.replace" => edits.push(child.pos),
-                "m.thread" if bundling == Bundling::Full => {
+            match child.rel_type {
+                RelationType::Reference if bundling == Bundling::Full => references.push(child.pos),
+                RelationType::Replacement => edits.push(child.pos),
+                RelationType::Thread if bundling == Bundling::Full => {
                     count += 1;
                     latest = Some(child.pos);
                     participated |= child.sender == view.user.as_str();
@@ -147,7 +149,7 @@ impl RoomService {
     ) -> Result<Option<std::sync::Arc<Loaded>>> {
         if candidates.is_empty()
             || original.stored.redacted_by.is_some()
-            || relation_of(&original.pdu).is_some_and(|r| r.rel_type == "m.replace")
+            || relation_of(&original.pdu).is_some_and(|r| r.rel_type == RelationType::Replacement)
         {
             return Ok(None);
         }

@@ -1,13 +1,15 @@
 //! `/createRoom`: the initial events in the order the spec lists them, stored as one durable step.
 
+use std::sync::Arc;
+
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId,
     api::client::room::create_room::v3::RoomPreset,
-    events::{StateEventType, TimelineEventType, room::member::MembershipState},
+    events::{StateEventType, room::member::MembershipState},
 };
 use serde_json::{Map, Value, json};
 
-use super::{RoomRecord, RoomService, membership::MemberProfile, timeline::Txn};
+use super::{RoomMeta, RoomRecord, RoomService, membership::MemberProfile, timeline::Txn};
 use crate::{
     error::{Error, Result},
     events::{EventTemplate, rules_for},
@@ -37,6 +39,8 @@ pub struct CreateRoom {
 }
 
 impl RoomService {
+    /// Creates a room: its record, then its initial events, durable together, then its alias
+    /// and directory entry. A request the server refuses creates nothing.
     pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
         let version = req
             .room_version
@@ -48,12 +52,6 @@ impl RoomService {
         {
             return Err(Error::room_in_use("Room alias already taken"));
         }
-        let preset = req.preset.clone().unwrap_or(if req.public {
-            RoomPreset::PublicChat
-        } else {
-            RoomPreset::PrivateChat
-        });
-
         let room_id = match &req.room_id {
             Some(id) if self.exists(id)? => {
                 return Err(Error::room_in_use("A room with this id exists"));
@@ -61,120 +59,9 @@ impl RoomService {
             Some(id) => id.clone(),
             None => self.new_room_id()?,
         };
-        let short = self.store.increment(Table::Global, b"room_short", 1)?;
-        let mut batch = Batch::new();
-        let record = RoomRecord {
-            short,
-            version: version.clone(),
-        };
-        batch.put(
-            Table::Rooms,
-            room_id.as_bytes().to_vec(),
-            serde_json::to_vec(&record).expect("serializes"),
-        );
-        // Durable together with the room's events: the flush that covers them covers this.
-        let _ = self.store.write(batch)?;
-        let room = self.room(&room_id)?;
+        let events = initial_events(creator, &req, &version)?;
 
-        let mut events = Vec::new();
-        let mut create = req.creation_content.clone().unwrap_or_default();
-        // Since room version 11 the creator is the create event's sender, not a content key.
-        if version != RoomVersionId::V11 {
-            create.insert("creator".into(), json!(creator));
-        }
-        create.insert("room_version".into(), json!(version));
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomCreate,
-            "",
-            &create,
-        ));
-        let mut member = serde_json::to_value(&req.creator_profile).expect("serializes");
-        member["membership"] = json!(MembershipState::Join);
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomMember,
-            creator.as_str(),
-            &member,
-        ));
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomPowerLevels,
-            "",
-            &power_levels(
-                creator,
-                &preset,
-                &req.invite,
-                req.power_level_override.as_ref(),
-            ),
-        ));
-        if let Some(alias) = &req.alias {
-            events.push(EventTemplate::state_json(
-                StateEventType::RoomCanonicalAlias,
-                "",
-                &json!({ "alias": alias }),
-            ));
-        }
-        let (join_rule, history, guest) = match preset {
-            RoomPreset::PublicChat => ("public", "shared", "forbidden"),
-            _ => ("invite", "shared", "can_join"),
-        };
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomJoinRules,
-            "",
-            &json!({ "join_rule": join_rule }),
-        ));
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomHistoryVisibility,
-            "",
-            &json!({ "history_visibility": history }),
-        ));
-        events.push(EventTemplate::state_json(
-            StateEventType::RoomGuestAccess,
-            "",
-            &json!({ "guest_access": guest }),
-        ));
-        for (kind, state_key, content) in &req.initial_state {
-            if kind == "m.room.create" || kind == "m.room.member" || kind == "m.room.power_levels" {
-                return Err(Error::bad_json(format!(
-                    "initial_state may not contain {kind}"
-                )));
-            }
-            // Checked before the first event is appended, so a bad request creates nothing.
-            if !content.is_object() {
-                return Err(Error::bad_json(format!(
-                    "initial_state {kind}: content must be an object"
-                )));
-            }
-            events.push(EventTemplate::state_json(
-                kind.as_str(),
-                state_key.as_str(),
-                content,
-            ));
-        }
-        if let Some(name) = &req.name {
-            events.push(EventTemplate::state_json(
-                StateEventType::RoomName,
-                "",
-                &json!({ "name": name }),
-            ));
-        }
-        if let Some(topic) = &req.topic {
-            events.push(EventTemplate::state_json(
-                StateEventType::RoomTopic,
-                "",
-                &json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] }),
-            ));
-        }
-        for invitee in &req.invite {
-            let mut content = json!({ "membership": "invite" });
-            if req.is_direct {
-                content["is_direct"] = json!(true);
-            }
-            events.push(EventTemplate::state_json(
-                StateEventType::RoomMember,
-                invitee.as_str(),
-                &content,
-            ));
-        }
-
+        let room = self.register_room(&room_id, version)?;
         let mut last = None;
         for template in events {
             let (_, pending) = self
@@ -197,6 +84,21 @@ impl RoomService {
         Ok(room_id)
     }
 
+    /// Records a new room under a fresh short id. Not waited for: it becomes durable with the
+    /// room's events, which the same disk sync covers.
+    fn register_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<Arc<RoomMeta>> {
+        let short = self.store.increment(Table::Global, b"room_short", 1)?;
+        let record = RoomRecord { short, version };
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Rooms,
+            room_id.as_bytes().to_vec(),
+            serde_json::to_vec(&record).expect("serializes"),
+        );
+        let _ = self.store.write(batch)?;
+        self.room(room_id)
+    }
+
     /// A fresh random room id on this server.
     pub fn new_room_id(&self) -> Result<OwnedRoomId> {
         use rand::{Rng, distributions::Alphanumeric};
@@ -208,50 +110,134 @@ impl RoomService {
         RoomId::parse(format!("!{local}:{}", self.server_name))
             .map_err(|e| Error::internal(e.to_string()))
     }
-
-    /// Sends a message-like or state event as a user, with the room's auth rules.
-    pub async fn send(
-        &self,
-        room_id: &RoomId,
-        sender: &UserId,
-        template: EventTemplate,
-        txn: Option<Txn>,
-    ) -> Result<ruma::OwnedEventId> {
-        let room = self.require_joined(room_id, sender)?;
-        if template.kind == TimelineEventType::RoomCreate {
-            return Err(Error::forbidden(
-                "m.room.create cannot be sent into an existing room",
-            ));
-        }
-        if template.kind == TimelineEventType::RoomCanonicalAlias {
-            self.check_canonical_alias(room_id, &template)?;
-        }
-        self.append(&room, sender, template, txn).await
-    }
 }
 
-impl RoomService {
-    /// Aliases named by `m.room.canonical_alias` must exist and point to the room.
-    fn check_canonical_alias(&self, room_id: &RoomId, template: &EventTemplate) -> Result<()> {
-        #[derive(serde::Deserialize)]
-        struct C {
-            alias: Option<ruma::OwnedRoomAliasId>,
-            #[serde(default)]
-            alt_aliases: Vec<ruma::OwnedRoomAliasId>,
-        }
-        let c: C = serde_json::from_str(template.content.get())
-            .map_err(|e| Error::invalid_param(e.to_string()))?;
-        for alias in c.alias.iter().chain(c.alt_aliases.iter()) {
-            if self.resolve_alias(alias)?.as_deref() != Some(room_id) {
-                return Err(Error::matrix(
-                    http::StatusCode::BAD_REQUEST,
-                    "M_BAD_ALIAS",
-                    format!("{alias} does not point to this room"),
-                ));
-            }
-        }
-        Ok(())
+/// The room's initial events in the order the spec lists them: create, the creator's join,
+/// power levels, the preset's state, `initial_state`, name, topic, invites. Checked whole
+/// before anything is written, so a bad request creates nothing.
+fn initial_events(
+    creator: &UserId,
+    req: &CreateRoom,
+    version: &RoomVersionId,
+) -> Result<Vec<EventTemplate>> {
+    let preset = req.preset.clone().unwrap_or(if req.public {
+        RoomPreset::PublicChat
+    } else {
+        RoomPreset::PrivateChat
+    });
+    let mut events = Vec::from(founding_events(creator, req, version, &preset));
+    events.extend(preset_events(req, &preset));
+    events.extend(requested_state(req)?);
+    events.extend(invites(req));
+    Ok(events)
+}
+
+/// `m.room.create`, the creator's join and the power levels.
+fn founding_events(
+    creator: &UserId,
+    req: &CreateRoom,
+    version: &RoomVersionId,
+    preset: &RoomPreset,
+) -> [EventTemplate; 3] {
+    let mut create = req.creation_content.clone().unwrap_or_default();
+    // Since room version 11 the creator is the create event's sender, not a content key.
+    if *version != RoomVersionId::V11 {
+        create.insert("creator".into(), json!(creator));
     }
+    create.insert("room_version".into(), json!(version));
+    let mut member = serde_json::to_value(&req.creator_profile).expect("serializes");
+    member["membership"] = json!(MembershipState::Join);
+    let levels = power_levels(
+        creator,
+        preset,
+        &req.invite,
+        req.power_level_override.as_ref(),
+    );
+    [
+        EventTemplate::state_json(StateEventType::RoomCreate, "", &create),
+        EventTemplate::state_json(StateEventType::RoomMember, creator.as_str(), &member),
+        EventTemplate::state_json(StateEventType::RoomPowerLevels, "", &levels),
+    ]
+}
+
+/// The canonical alias, and the join rules, history visibility and guest access of the preset.
+fn preset_events(req: &CreateRoom, preset: &RoomPreset) -> Vec<EventTemplate> {
+    let mut events = Vec::with_capacity(4);
+    if let Some(alias) = &req.alias {
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomCanonicalAlias,
+            "",
+            &json!({ "alias": alias }),
+        ));
+    }
+    let (join_rule, history, guest) = match preset {
+        RoomPreset::PublicChat => ("public", "shared", "forbidden"),
+        _ => ("invite", "shared", "can_join"),
+    };
+    events.push(EventTemplate::state_json(
+        StateEventType::RoomJoinRules,
+        "",
+        &json!({ "join_rule": join_rule }),
+    ));
+    events.push(EventTemplate::state_json(
+        StateEventType::RoomHistoryVisibility,
+        "",
+        &json!({ "history_visibility": history }),
+    ));
+    events.push(EventTemplate::state_json(
+        StateEventType::RoomGuestAccess,
+        "",
+        &json!({ "guest_access": guest }),
+    ));
+    events
+}
+
+/// `initial_state`, then the name and topic the request sets.
+fn requested_state(req: &CreateRoom) -> Result<Vec<EventTemplate>> {
+    let mut events = Vec::with_capacity(req.initial_state.len() + 2);
+    for (kind, state_key, content) in &req.initial_state {
+        if kind == "m.room.create" || kind == "m.room.member" || kind == "m.room.power_levels" {
+            return Err(Error::bad_json(format!(
+                "initial_state may not contain {kind}"
+            )));
+        }
+        if !content.is_object() {
+            return Err(Error::bad_json(format!(
+                "initial_state {kind}: content must be an object"
+            )));
+        }
+        events.push(EventTemplate::state_json(
+            kind.as_str(),
+            state_key.as_str(),
+            content,
+        ));
+    }
+    if let Some(name) = &req.name {
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomName,
+            "",
+            &json!({ "name": name }),
+        ));
+    }
+    if let Some(topic) = &req.topic {
+        events.push(EventTemplate::state_json(
+            StateEventType::RoomTopic,
+            "",
+            &json!({ "topic": topic, "m.topic": [{ "body": topic, "mimetype": "text/plain" }] }),
+        ));
+    }
+    Ok(events)
+}
+
+/// An invite for each invitee, marked direct when the room is a direct chat.
+fn invites(req: &CreateRoom) -> impl Iterator<Item = EventTemplate> + '_ {
+    req.invite.iter().map(|invitee| {
+        let mut content = json!({ "membership": "invite" });
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        EventTemplate::state_json(StateEventType::RoomMember, invitee.as_str(), &content)
+    })
 }
 
 /// The initial power levels: the spec's defaults, the preset's invitee promotion, the override.

@@ -7,6 +7,7 @@
 
 mod aggregations;
 mod alias;
+mod append;
 mod cache;
 pub use alias::DirectoryEntry;
 mod create;
@@ -26,7 +27,7 @@ use parking_lot::RwLock;
 use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId, UInt,
     UserId,
-    events::{TimelineEventType, room::member::MembershipState},
+    events::{StateEventType, TimelineEventType, room::member::MembershipState},
     room_version_rules::RoomVersionRules,
 };
 use serde::{Deserialize, Serialize};
@@ -36,8 +37,8 @@ pub use cache::Loaded;
 pub use create::CreateRoom;
 pub use membership::{MemberProfile, MembershipChange};
 pub use read::{Direction, EventView};
-pub use relations::{RECURSION_DEPTH, RelationsPage, RelationsQuery};
-pub use timeline::{PowerLevels, Txn};
+pub use relations::{RECURSION_DEPTH, RelationsPage, RelationsQuery, relation_of};
+pub use timeline::Txn;
 pub use visibility::Visibility;
 
 use crate::{
@@ -56,7 +57,7 @@ pub struct StoredEvent {
     pub pdu: Box<RawJsonValue>,
     /// The sending device and its transaction id, for `unsigned.transaction_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txn: Option<(String, String)>,
+    pub txn: Option<Txn>,
     /// Position of the state event this one replaced, for `unsigned.prev_content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev_state: Option<u64>,
@@ -101,13 +102,27 @@ pub struct RoomMeta {
 struct Head {
     last_event: Option<OwnedEventId>,
     depth: UInt,
-    /// The current state, `(type, state_key)` → position: every append reads its auth events
-    /// here instead of from the store.
-    state: HashMap<(String, String), u64>,
+    /// The current state: every append reads its auth events here instead of from the store.
+    state: CurrentState,
     /// Message-like events already authorized under the current state, by sender and type,
     /// with their auth events. Their auth rules read nothing but the state and the sender, so
     /// the answer holds until the state changes, and every state change clears this.
     authorized: HashMap<OwnedUserId, HashMap<TimelineEventType, Vec<OwnedEventId>>>,
+}
+
+/// A room's current state, type → state key → position of the event. Keyed by type first so
+/// that a lookup by `(&StateEventType, &str)` allocates nothing.
+#[derive(Debug, Clone, Default)]
+struct CurrentState(HashMap<StateEventType, HashMap<String, u64>>);
+
+impl CurrentState {
+    fn get(&self, kind: &StateEventType, state_key: &str) -> Option<u64> {
+        self.0.get(kind)?.get(state_key).copied()
+    }
+
+    fn insert(&mut self, kind: StateEventType, state_key: String, pos: u64) {
+        self.0.entry(kind).or_default().insert(state_key, pos);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -234,10 +249,10 @@ impl RoomService {
             None => (None, UInt::MIN, 0),
         };
         let mut members = Members::default();
-        let mut state = HashMap::new();
+        let mut state = CurrentState::default();
         for (kind, state_key, pos) in self.current_state_keys(record.short)? {
             let is_member = kind == "m.room.member";
-            state.insert((kind, state_key), pos);
+            state.insert(StateEventType::from(kind), state_key, pos);
             if !is_member {
                 continue;
             }
@@ -312,14 +327,6 @@ impl RoomService {
             Some(pos) => Ok(Some(self.event(pos)?.pdu.clone())),
             None => Ok(None),
         }
-    }
-
-    /// Positions of the whole current state, in key order.
-    pub fn current_state_positions(&self, short: u64) -> Result<Vec<u64>> {
-        self.store
-            .scan_prefix(Table::RoomState, &Key::new().u64(short).into_vec())
-            .map(|e| e.map(|(_, v)| keys::decode_u64(&v)).map_err(Into::into))
-            .collect()
     }
 
     /// The state event `(kind, state_key)` as it was at stream position `at` (inclusive).

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ruma::{MilliSecondsSinceUnixEpoch, UserId};
+use ruma::{DeviceId, MilliSecondsSinceUnixEpoch, UserId};
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::{Loaded, RoomService, aggregations::Bundling};
@@ -22,7 +22,7 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {
     pub user: &'a UserId,
-    pub device: Option<&'a str>,
+    pub device: Option<&'a DeviceId>,
     pub format: ClientFormat,
 }
 
@@ -31,7 +31,7 @@ impl<'a> EventView<'a> {
     pub fn of(who: &'a crate::users::Identity, format: ClientFormat) -> Self {
         EventView {
             user: &who.user_id,
-            device: Some(who.device_id.as_str()),
+            device: Some(&who.device_id),
             format,
         }
     }
@@ -139,11 +139,11 @@ impl RoomService {
             age: Some(age.max(0)),
             ..Unsigned::default()
         };
-        if let (Some((device, txn_id)), Some(viewer_device)) = (&stored.txn, view.device)
+        if let (Some(txn), Some(viewer_device)) = (&stored.txn, view.device)
             && view.user == pdu.sender
-            && device == viewer_device
+            && txn.device == viewer_device
         {
-            unsigned.transaction_id = Some(txn_id);
+            unsigned.transaction_id = Some(&txn.txn_id);
         }
         let prev = match stored.prev_state {
             Some(pos) => Some(self.event(pos)?),

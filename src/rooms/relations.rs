@@ -22,7 +22,10 @@
 //! Relations to unknown events or to events of another room are accepted but not indexed: the
 //! spec says such relationships are ignored.
 
-use ruma::{EventId, OwnedEventId, UserId, events::TimelineEventType};
+use ruma::{
+    EventId, OwnedEventId, UserId,
+    events::{TimelineEventType, relation::RelationType},
+};
 use serde::Deserialize;
 
 use super::{RoomMeta, RoomService, StoredEvent, Visibility, read::Direction};
@@ -35,7 +38,7 @@ use crate::{
 /// The parts of `content["m.relates_to"]` the server reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RelatesTo {
-    pub rel_type: String,
+    pub rel_type: RelationType,
     pub event_id: OwnedEventId,
     #[serde(default)]
     pub key: Option<String>,
@@ -43,6 +46,9 @@ pub struct RelatesTo {
 
 /// The relationship an event declares: `None` without a well-formed `m.relates_to` carrying a
 /// `rel_type` (rich replies have none, and malformed relationships are ignored per the spec).
+/// The one reading of relationships: the relations index, bundled aggregations and per-thread
+/// unread counts all go through it, so they agree on what relates to what (as Synapse's
+/// `relation_from_event`).
 pub fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
     #[derive(Deserialize)]
     struct Content {
@@ -51,14 +57,14 @@ pub fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
     }
     let content: Content = pdu.content_as().ok()?;
     let relation: RelatesTo = serde_json::from_value(content.relates_to?).ok()?;
-    (!relation.rel_type.is_empty()).then_some(relation)
+    (!relation.rel_type.as_str().is_empty()).then_some(relation)
 }
 
 /// One indexed child of a parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
     pub pos: u64,
-    pub rel_type: String,
+    pub rel_type: RelationType,
     pub kind: String,
     pub sender: String,
     /// The annotation key (`m.annotation` only).
@@ -69,8 +75,11 @@ pub(super) fn child_prefix(parent: &EventId) -> Key {
     Key::new().str(parent.as_str())
 }
 
-fn child_key(parent: &EventId, rel_type: &str, pos: u64) -> Vec<u8> {
-    child_prefix(parent).str(rel_type).u64(pos).into_vec()
+fn child_key(parent: &EventId, rel_type: &RelationType, pos: u64) -> Vec<u8> {
+    child_prefix(parent)
+        .str(rel_type.as_str())
+        .u64(pos)
+        .into_vec()
 }
 
 fn thread_key(room: u64, latest: u64, root: u64) -> Vec<u8> {
@@ -80,7 +89,7 @@ fn thread_key(room: u64, latest: u64, root: u64) -> Vec<u8> {
 /// Decodes a `Relations` entry (key without the parent prefix).
 pub(super) fn decode_child(rest: &[u8], value: &[u8]) -> Option<Child> {
     let (rel, pos) = rest.split_at(rest.len().checked_sub(8)?);
-    let rel_type = keys::str_parts(rel).next()?.to_owned();
+    let rel_type = RelationType::from(keys::str_parts(rel).next()?);
     let mut parts = value.split(|b| *b == keys::SEP);
     let mut next = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
     let kind = next()?.to_owned();
@@ -110,14 +119,19 @@ pub struct RelationWrites {
 #[derive(Debug)]
 struct NewChild {
     parent: OwnedEventId,
-    rel_type: String,
+    rel_type: RelationType,
     value: Vec<u8>,
     /// For a thread reply: the room, the root's position and its previous latest reply.
     thread: Option<(u64, u64, Option<u64>)>,
 }
 
-/// The relationship types the server bundles: a child of these marks its parent.
-const AGGREGATED: [&str; 3] = ["m.replace", "m.thread", "m.reference"];
+/// Whether the server bundles children of this type: a child of these marks its parent.
+fn is_aggregated(rel_type: &RelationType) -> bool {
+    matches!(
+        rel_type,
+        RelationType::Replacement | RelationType::Thread | RelationType::Reference
+    )
+}
 
 impl RelationWrites {
     /// The parent to rewrite with its `aggregated` mark; the append writes it with its batch and
@@ -153,7 +167,7 @@ impl RelationWrites {
 /// Which children a `/relations` request wants, and where its page starts and stops.
 #[derive(Debug, Clone)]
 pub struct RelationsQuery<'a> {
-    pub rel_type: Option<&'a str>,
+    pub rel_type: Option<&'a RelationType>,
     pub event_type: Option<&'a str>,
     pub from: Option<u64>,
     pub to: Option<u64>,
@@ -198,8 +212,8 @@ impl RoomService {
         }
         let kind = pdu.kind.to_string();
         let mut thread = None;
-        match relation.rel_type.as_str() {
-            "m.annotation" => {
+        match relation.rel_type {
+            RelationType::Annotation => {
                 let Some(key) = relation.key.as_deref() else {
                     return Ok(writes);
                 };
@@ -211,18 +225,19 @@ impl RoomService {
                     ));
                 }
             }
-            "m.thread" => {
+            RelationType::Thread => {
                 if relation_of(&parent.pdu).is_some() {
                     return Err(Error::unknown(
                         "Cannot start threads from an event with a relation",
                     ));
                 }
-                let previous = self.last_child(&relation.event_id, "m.thread", u64::MAX)?;
+                let previous =
+                    self.last_child(&relation.event_id, &RelationType::Thread, u64::MAX)?;
                 thread = Some((room.short, parent_pos, previous));
             }
             _ => {}
         }
-        if AGGREGATED.contains(&relation.rel_type.as_str()) && !parent.stored.aggregated {
+        if is_aggregated(&relation.rel_type) && !parent.stored.aggregated {
             let marked = StoredEvent {
                 aggregated: true,
                 ..parent.stored.clone()
@@ -230,7 +245,7 @@ impl RoomService {
             writes.marked = Some((parent_pos, marked));
         }
         let mut value = Key::new().str(&kind).str(pdu.sender.as_str());
-        if relation.rel_type == "m.annotation" {
+        if relation.rel_type == RelationType::Annotation {
             value = value.str(relation.key.as_deref().unwrap_or_default());
         }
         writes.child = Some(NewChild {
@@ -266,14 +281,17 @@ impl RoomService {
             return Ok(());
         }
         writes.deletes.push((Table::Relations, key));
-        if relation.rel_type == "m.thread"
-            && self.last_child(&relation.event_id, "m.thread", u64::MAX)? == Some(target_pos)
+        if relation.rel_type == RelationType::Thread
+            && self.last_child(&relation.event_id, &RelationType::Thread, u64::MAX)?
+                == Some(target_pos)
             && let Some(root) = self.event_pos(&relation.event_id)?
         {
             writes
                 .deletes
                 .push((Table::ThreadRoots, thread_key(room.short, target_pos, root)));
-            if let Some(previous) = self.last_child(&relation.event_id, "m.thread", target_pos)? {
+            if let Some(previous) =
+                self.last_child(&relation.event_id, &RelationType::Thread, target_pos)?
+            {
                 writes
                     .puts
                     .push((Table::ThreadRoots, thread_key(room.short, previous, root)));
@@ -291,7 +309,9 @@ impl RoomService {
         key: &str,
     ) -> Result<bool> {
         let base = child_prefix(parent).into_vec();
-        let prefix = child_prefix(parent).str("m.annotation").into_vec();
+        let prefix = child_prefix(parent)
+            .str(RelationType::Annotation.as_str())
+            .into_vec();
         for entry in self.store.scan_prefix(Table::Relations, &prefix) {
             let (k, v) = entry?;
             let child = decode_child(&k[base.len()..], &v);
@@ -305,8 +325,13 @@ impl RoomService {
     }
 
     /// Position of the last child of one `rel_type` before `before` (exclusive).
-    fn last_child(&self, parent: &EventId, rel_type: &str, before: u64) -> Result<Option<u64>> {
-        let prefix = child_prefix(parent).str(rel_type);
+    fn last_child(
+        &self,
+        parent: &EventId,
+        rel_type: &RelationType,
+        before: u64,
+    ) -> Result<Option<u64>> {
+        let prefix = child_prefix(parent).str(rel_type.as_str());
         let lo = prefix.clone().into_vec();
         let hi = prefix.u64(before).into_vec();
         Ok(self
@@ -322,7 +347,7 @@ impl RoomService {
     pub fn children(
         &self,
         parent: &EventId,
-        rel_type: Option<&str>,
+        rel_type: Option<&RelationType>,
         lo: u64,
         hi: u64,
     ) -> Result<Vec<Child>> {
@@ -330,7 +355,7 @@ impl RoomService {
         let mut out = Vec::new();
         match rel_type {
             Some(rel) => {
-                let prefix = child_prefix(parent).str(rel);
+                let prefix = child_prefix(parent).str(rel.as_str());
                 let from = prefix.clone().u64(lo).into_vec();
                 let to = prefix.u64(hi).into_vec();
                 for entry in self.store.range(Table::Relations, &from, &to) {
@@ -381,7 +406,7 @@ impl RoomService {
             level = next;
         }
         found.retain(|c| {
-            (lo..hi).contains(&c.pos) && query.rel_type.is_none_or(|r| c.rel_type == r)
+            (lo..hi).contains(&c.pos) && query.rel_type.is_none_or(|r| c.rel_type == *r)
         });
         found.sort_by_key(|c| c.pos);
         found.dedup_by_key(|c| c.pos);
@@ -461,9 +486,15 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(
-            (r.rel_type.as_str(), r.event_id.as_str(), r.key.as_deref()),
-            ("m.annotation", "$p", Some("👍"))
+            (r.rel_type, r.event_id.as_str(), r.key.as_deref()),
+            (RelationType::Annotation, "$p", Some("👍"))
         );
+        // Types the server does not know are relationships too, kept by name.
+        let r = relation_of(&pdu(serde_json::json!({
+            "m.relates_to": { "rel_type": "org.example.custom", "event_id": "$p" }
+        })))
+        .unwrap();
+        assert_eq!(r.rel_type.as_str(), "org.example.custom");
         // A rich reply has no rel_type; malformed or empty relationships are ignored.
         for content in [
             serde_json::json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$p" } } }),
@@ -479,7 +510,7 @@ mod tests {
     #[test]
     fn index_entries_round_trip() {
         let parent = OwnedEventId::try_from("$parent").unwrap();
-        let key = child_key(&parent, "m.annotation", 42);
+        let key = child_key(&parent, &RelationType::Annotation, 42);
         let value = Key::new()
             .str("m.reaction")
             .str("@b:localhost")
@@ -490,7 +521,7 @@ mod tests {
             decode_child(&key[base.len()..], &value),
             Some(Child {
                 pos: 42,
-                rel_type: "m.annotation".into(),
+                rel_type: RelationType::Annotation,
                 kind: "m.reaction".into(),
                 sender: "@b:localhost".into(),
                 key: Some("👍".into()),
@@ -501,8 +532,13 @@ mod tests {
             .str("m.room.message")
             .str("@b:localhost")
             .into_vec();
-        let key = child_key(&parent, "m.thread", 7);
+        let key = child_key(&parent, &RelationType::Thread, 7);
         let child = decode_child(&key[base.len()..], &value).unwrap();
         assert_eq!((child.pos, child.key), (7, None));
+        // A type the server does not know is stored and read back by its name.
+        let custom = RelationType::from("org.example.custom");
+        let key = child_key(&parent, &custom, 9);
+        let child = decode_child(&key[base.len()..], &value).unwrap();
+        assert_eq!((child.pos, child.rel_type), (9, custom));
     }
 }

@@ -4,7 +4,7 @@
 //! `relations.rs` in the batch of every reply and of every redaction of a latest reply, so
 //! listing threads newest first is one reverse range scan of the room's entries.
 
-use ruma::UserId;
+use ruma::{UserId, events::relation::RelationType};
 
 use super::{RoomMeta, RoomService, Visibility};
 use crate::{
@@ -20,7 +20,7 @@ impl RoomService {
             return Ok(true);
         }
         Ok(self
-            .children(&root.event_id, Some("m.thread"), 0, u64::MAX)?
+            .children(&root.event_id, Some(&RelationType::Thread), 0, u64::MAX)?
             .iter()
             .any(|c| c.sender == user.as_str()))
     }

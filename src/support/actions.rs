@@ -39,7 +39,7 @@ impl Actor<'_> {
     pub fn txn(&self, tag: &str) -> Option<Txn> {
         self.txn.as_ref().map(|t| Txn {
             device: BOT_DEVICE.into(),
-            txn_id: format!("{t}:{tag}"),
+            txn_id: format!("{t}:{tag}").into(),
         })
     }
 }

@@ -50,10 +50,7 @@ async fn send(
 ) -> Result<send_message_event::v3::Response> {
     let who = req.identity();
     let b = &req.body;
-    let txn = Txn {
-        device: who.device_id.to_string(),
-        txn_id: b.txn_id.to_string(),
-    };
+    let txn = Txn::new(who.device_id.clone(), b.txn_id.clone());
     let kind = TimelineEventType::from(b.event_type.to_string());
     if let Some(existing) = s
         .rooms
@@ -138,10 +135,8 @@ async fn redact(
 ) -> Result<redact_event::v3::Response> {
     let who = req.identity();
     let b = &req.body;
-    let txn = Txn {
-        device: who.device_id.to_string(),
-        txn_id: format!("redact:{}", b.txn_id),
-    };
+    // Its own namespace: `/redact/{eventId}/{txnId}` is another endpoint than `/send`.
+    let txn = Txn::new(who.device_id.clone(), format!("redact:{}", b.txn_id));
     let mut content = json!({ "redacts": b.event_id });
     if let Some(reason) = &b.reason {
         content["reason"] = json!(reason);

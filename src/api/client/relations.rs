@@ -15,6 +15,7 @@ use ruma::{
             threads::get_threads::{self, v1::IncludeThreads},
         },
     },
+    events::relation::RelationType,
     serde::Raw,
 };
 
@@ -71,7 +72,7 @@ fn page(
     s: &Services,
     who: &Identity,
     p: Params<'_>,
-    rel_type: Option<&str>,
+    rel_type: Option<&RelationType>,
     event_type: Option<&str>,
 ) -> Result<Page> {
     let (room, visibility) = s.rooms.readable(p.room_id, &who.user_id)?;
@@ -152,10 +153,9 @@ async fn relations_by_type(
     req: Ruma<get_relating_events_with_rel_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type::v1::Response> {
     let b = &req.body;
-    let rel_type = b.rel_type.to_string();
     respond!(
         get_relating_events_with_rel_type,
-        page(&s, req.identity(), params!(b), Some(&rel_type), None)?
+        page(&s, req.identity(), params!(b), Some(&b.rel_type), None)?
     )
 }
 
@@ -164,7 +164,6 @@ async fn relations_by_type_and_event_type(
     req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
     let b = &req.body;
-    let rel_type = b.rel_type.to_string();
     let event_type = b.event_type.to_string();
     respond!(
         get_relating_events_with_rel_type_and_event_type,
@@ -172,7 +171,7 @@ async fn relations_by_type_and_event_type(
             &s,
             req.identity(),
             params!(b),
-            Some(&rel_type),
+            Some(&b.rel_type),
             Some(&event_type)
         )?
     )
