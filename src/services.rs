@@ -180,4 +180,16 @@ impl Services {
         }
         Ok(false)
     }
+    /// What `/sync` reads.
+    pub fn sync_services(&self) -> crate::sync::SyncServices<'_> {
+        crate::sync::SyncServices {
+            users: &self.users,
+            rooms: &self.rooms,
+            receipts: &self.receipts,
+            typing: &self.typing,
+            presence: &self.presence,
+            push: &self.push,
+            e2ee: &self.e2ee,
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub fn fill(
     response.to_device.events = events.into_iter().map(Raw::from_json).collect();
 
     if let Some(since) = since {
-        let changes = e2ee.device_list_changes(&ctx.s.rooms, user, since.pos, head)?;
+        let changes = e2ee.device_list_changes(ctx.s.rooms, user, since.pos, head)?;
         response.device_lists.changed = changes.changed;
         response.device_lists.left = changes.left;
     }

@@ -12,7 +12,7 @@ use super::Pdu;
 use crate::error::{Error, Result};
 
 /// The `(type, state_key)` pairs whose current events become a new event's `auth_events`.
-pub fn auth_types(
+pub(crate) fn auth_types(
     rules: &RoomVersionRules,
     kind: &TimelineEventType,
     sender: &UserId,
@@ -26,7 +26,7 @@ pub fn auth_types(
 /// Checks `pdu` against the authorization rules: its own `auth_events` (state-independent
 /// rules) and the room's current state (state-dependent rules). A refusal is `M_FORBIDDEN`
 /// with the rule that failed, which is what Synapse tells clients too.
-pub fn check_auth(
+pub(crate) fn check_auth(
     rules: &RoomVersionRules,
     pdu: &Pdu,
     fetch_event: impl Fn(&EventId) -> Option<Pdu>,

@@ -7,8 +7,8 @@ mod power_levels;
 mod redaction;
 mod signing_key;
 
-pub use auth::{auth_types, check_auth};
-pub use pdu::{ClientFormat, DagPosition, EventTemplate, Pdu, Unsigned, build_pdu};
+pub(crate) use auth::{auth_types, check_auth};
+pub(crate) use pdu::{ClientFormat, DagPosition, EventTemplate, Pdu, Unsigned, build_pdu};
 pub(crate) use power_levels::PowerLevels;
 pub(crate) use redaction::redact;
 pub use signing_key::SigningKey;
@@ -18,10 +18,11 @@ use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};
 use crate::error::{Error, Result};
 
 /// The room versions this server creates and serves.
-pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 2] = [RoomVersionId::V10, RoomVersionId::V11];
+pub(crate) const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 2] =
+    [RoomVersionId::V10, RoomVersionId::V11];
 
 /// The rules of a supported room version, or `M_UNSUPPORTED_ROOM_VERSION`.
-pub fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
+pub(crate) fn rules_for(version: &RoomVersionId) -> Result<RoomVersionRules> {
     if !SUPPORTED_ROOM_VERSIONS.contains(version) {
         return Err(Error::unsupported_room_version(format!(
             "room version {version} is not supported"

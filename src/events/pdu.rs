@@ -15,16 +15,16 @@ use crate::error::{Error, Result};
 
 /// What a local user asks to add to a room; the room service turns it into a [`Pdu`].
 #[derive(Debug, Clone)]
-pub struct EventTemplate {
-    pub kind: TimelineEventType,
-    pub content: Box<RawJsonValue>,
-    pub state_key: Option<String>,
+pub(crate) struct EventTemplate {
+    pub(crate) kind: TimelineEventType,
+    pub(crate) content: Box<RawJsonValue>,
+    pub(crate) state_key: Option<String>,
     /// Overrides the timestamp (appservices' `?ts=`); `None` means now.
-    pub timestamp: Option<MilliSecondsSinceUnixEpoch>,
+    pub(crate) timestamp: Option<MilliSecondsSinceUnixEpoch>,
 }
 
 impl EventTemplate {
-    pub fn message(kind: impl Into<TimelineEventType>, content: Box<RawJsonValue>) -> Self {
+    pub(crate) fn message(kind: impl Into<TimelineEventType>, content: Box<RawJsonValue>) -> Self {
         Self {
             kind: kind.into(),
             content,
@@ -33,7 +33,7 @@ impl EventTemplate {
         }
     }
 
-    pub fn state(
+    pub(crate) fn state(
         kind: impl Into<StateEventType>,
         state_key: impl Into<String>,
         content: Box<RawJsonValue>,
@@ -48,7 +48,7 @@ impl EventTemplate {
     }
 
     /// A state event whose content is a serializable value (the server's own events).
-    pub fn state_json(
+    pub(crate) fn state_json(
         kind: impl Into<StateEventType>,
         state_key: impl Into<String>,
         content: &impl Serialize,
@@ -63,18 +63,18 @@ impl EventTemplate {
 
 /// A parsed PDU. The stored JSON stays the source of truth; this is the view services read.
 #[derive(Debug, Clone)]
-pub struct Pdu {
-    pub event_id: OwnedEventId,
-    pub room_id: OwnedRoomId,
-    pub sender: OwnedUserId,
-    pub origin_server_ts: MilliSecondsSinceUnixEpoch,
-    pub kind: TimelineEventType,
-    pub content: Box<RawJsonValue>,
-    pub state_key: Option<String>,
-    pub prev_events: Vec<OwnedEventId>,
-    pub auth_events: Vec<OwnedEventId>,
-    pub depth: UInt,
-    pub redacts: Option<OwnedEventId>,
+pub(crate) struct Pdu {
+    pub(crate) event_id: OwnedEventId,
+    pub(crate) room_id: OwnedRoomId,
+    pub(crate) sender: OwnedUserId,
+    pub(crate) origin_server_ts: MilliSecondsSinceUnixEpoch,
+    pub(crate) kind: TimelineEventType,
+    pub(crate) content: Box<RawJsonValue>,
+    pub(crate) state_key: Option<String>,
+    pub(crate) prev_events: Vec<OwnedEventId>,
+    pub(crate) auth_events: Vec<OwnedEventId>,
+    pub(crate) depth: UInt,
+    pub(crate) redacts: Option<OwnedEventId>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +101,7 @@ struct RedactsInContent {
 
 impl Pdu {
     /// Parses stored PDU JSON. Since room version 3 the event id is not part of the JSON.
-    pub fn parse(event_id: OwnedEventId, json: &str) -> serde_json::Result<Self> {
+    pub(crate) fn parse(event_id: OwnedEventId, json: &str) -> serde_json::Result<Self> {
         let f: PduFields = serde_json::from_str(json)?;
         // Room version 11 moved `redacts` into the content.
         let redacts = match f.redacts {
@@ -129,7 +129,7 @@ impl Pdu {
     }
 
     /// Deserializes the content into a typed struct.
-    pub fn content_as<'a, T: Deserialize<'a>>(&'a self) -> serde_json::Result<T> {
+    pub(crate) fn content_as<'a, T: Deserialize<'a>>(&'a self) -> serde_json::Result<T> {
         serde_json::from_str(self.content.get())
     }
 }
@@ -173,14 +173,14 @@ impl ruma::state_res::Event for Pdu {
 }
 
 /// The parts of a PDU that the room's position in the DAG decides.
-pub struct DagPosition<'a> {
-    pub prev_events: &'a [OwnedEventId],
-    pub auth_events: &'a [OwnedEventId],
-    pub depth: UInt,
+pub(crate) struct DagPosition<'a> {
+    pub(crate) prev_events: &'a [OwnedEventId],
+    pub(crate) auth_events: &'a [OwnedEventId],
+    pub(crate) depth: UInt,
 }
 
 /// Builds, hashes and signs a PDU; returns its reference-hash event id and canonical JSON.
-pub fn build_pdu(
+pub(crate) fn build_pdu(
     key: &SigningKey,
     room_version: &RoomVersionId,
     rules: &RoomVersionRules,
@@ -284,22 +284,22 @@ fn hash_and_sign(
 
 /// `unsigned` data of a client-format event.
 #[derive(Debug, Default, Serialize)]
-pub struct Unsigned<'a> {
+pub(crate) struct Unsigned<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub age: Option<i64>,
+    pub(crate) age: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transaction_id: Option<&'a TransactionId>,
+    pub(crate) transaction_id: Option<&'a TransactionId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prev_content: Option<&'a RawJsonValue>,
+    pub(crate) prev_content: Option<&'a RawJsonValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prev_sender: Option<&'a UserId>,
+    pub(crate) prev_sender: Option<&'a UserId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub replaces_state: Option<&'a EventId>,
+    pub(crate) replaces_state: Option<&'a EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub redacted_because: Option<&'a RawJsonValue>,
+    pub(crate) redacted_because: Option<&'a RawJsonValue>,
     /// Bundled aggregations of the event's children (edits, threads, references).
     #[serde(rename = "m.relations", skip_serializing_if = "Option::is_none")]
-    pub relations: Option<&'a RawJsonValue>,
+    pub(crate) relations: Option<&'a RawJsonValue>,
 }
 
 #[derive(Serialize)]
@@ -321,14 +321,18 @@ struct ClientEvent<'a> {
 
 /// Whether the client format carries `room_id` (it does not inside `/sync` room sections).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFormat {
+pub(crate) enum ClientFormat {
     WithRoomId,
     Sync,
 }
 
 impl Pdu {
     /// Serializes the event as clients see it.
-    pub fn to_client(&self, format: ClientFormat, unsigned: &Unsigned<'_>) -> Box<RawJsonValue> {
+    pub(crate) fn to_client(
+        &self,
+        format: ClientFormat,
+        unsigned: &Unsigned<'_>,
+    ) -> Box<RawJsonValue> {
         let event = ClientEvent {
             content: &self.content,
             event_id: &self.event_id,

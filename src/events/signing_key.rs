@@ -3,24 +3,24 @@
 //! Every PDU this server creates carries a signature with it, so the key must survive restarts:
 //! a new key would make the server's own history unverifiable to future federation peers.
 
-use ruma::{
-    OwnedServerName, OwnedServerSigningKeyId, ServerSigningKeyId, signatures::Ed25519KeyPair,
-};
+use ruma::{OwnedServerName, ServerSigningKeyId, signatures::Ed25519KeyPair};
 
 use crate::storage::{Batch, Result, StorageError, Store, Table};
 
 const KEY_RECORD: &[u8] = b"signing_key";
 
-/// The key pair and the names under which peers look it up.
+/// The key pair and the server it signs for; peers look it up as `ed25519:<the pair's version>`.
 pub struct SigningKey {
-    pub server_name: OwnedServerName,
-    pub key_pair: Ed25519KeyPair,
-    pub key_id: OwnedServerSigningKeyId,
+    pub(crate) server_name: OwnedServerName,
+    pub(crate) key_pair: Ed25519KeyPair,
 }
 
 impl SigningKey {
     /// Loads the key from the store, generating and storing one on first start.
-    pub async fn load_or_create(store: &Store, server_name: OwnedServerName) -> Result<Self> {
+    pub(crate) async fn load_or_create(
+        store: &Store,
+        server_name: OwnedServerName,
+    ) -> Result<Self> {
         let (version, der) = match store.get(Table::Global, KEY_RECORD)? {
             Some(record) => {
                 let (version, der) = split_record(&record)?;
@@ -41,12 +41,13 @@ impl SigningKey {
         };
         let key_pair = Ed25519KeyPair::from_der(&der, version.clone())
             .map_err(|e| corrupt(format!("signing key: {e}")))?;
-        let key_id = ServerSigningKeyId::parse(format!("ed25519:{version}"))
+        // Every signature names the key by its id: a record whose version makes no valid id
+        // fails here, at start, rather than in every event.
+        ServerSigningKeyId::parse(format!("ed25519:{version}"))
             .map_err(|e| corrupt(format!("signing key id: {e}")))?;
         Ok(SigningKey {
             server_name,
             key_pair,
-            key_id,
         })
     }
 
@@ -77,7 +78,6 @@ impl SigningKey {
         SigningKey {
             server_name: ruma::owned_server_name!("domain"),
             key_pair: Ed25519KeyPair::from_der(&der, "1".into()).expect("a valid key"),
-            key_id: ServerSigningKeyId::parse("ed25519:1").expect("a valid key id"),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! arrived since the last one; a new read receipt starts the range again. `threads.rs` splits
 //! them by thread for clients that ask; `gateway/` sends notifications to push gateways.
 
-pub mod gateway;
+pub(crate) mod gateway;
 mod pushers;
 mod threads;
 
@@ -22,8 +22,7 @@ use ruma::{
     serde::Raw,
 };
 
-pub use pushers::PusherStore;
-pub use threads::{ThreadedCounts, unread_by_thread};
+pub(crate) use pushers::PusherStore;
 
 use crate::{
     ephemeral::ReceiptService,
@@ -41,9 +40,9 @@ const MAX_CACHED: usize = 200_000;
 
 /// Unread notification and highlight counts of one user in one room.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub notify: u64,
-    pub highlight: u64,
+pub(crate) struct Counts {
+    pub(crate) notify: u64,
+    pub(crate) highlight: u64,
 }
 
 /// Counts over the events in `(from, upto]`.
@@ -57,25 +56,25 @@ struct Counted {
 pub struct PushService {
     counts: Mutex<HashMap<(OwnedUserId, u64), Counted>>,
     thread_counts: Mutex<threads::ThreadCache>,
-    pub pushers: PusherStore,
+    pub(crate) pushers: PusherStore,
 }
 
 /// What one user's rules say about one event.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub actions: Vec<Action>,
-    pub notify: bool,
-    pub highlight: bool,
+pub(crate) struct Outcome {
+    pub(crate) actions: Vec<Action>,
+    pub(crate) notify: bool,
+    pub(crate) highlight: bool,
 }
 
 /// One user's push rules with what they need to know about one room.
-pub struct RoomRules {
+pub(crate) struct RoomRules {
     ruleset: Arc<Ruleset>,
     ctx: PushConditionRoomCtx,
 }
 
 impl RoomRules {
-    pub fn new(
+    pub(crate) fn new(
         rooms: &RoomService,
         ruleset: Arc<Ruleset>,
         room: &RoomMeta,
@@ -103,7 +102,7 @@ impl RoomRules {
     }
 
     /// The actions for `pdu`. A user's own events never notify them.
-    pub fn evaluate(&self, pdu: &Pdu, raw: &serde_json::value::RawValue) -> Outcome {
+    pub(crate) fn evaluate(&self, pdu: &Pdu, raw: &serde_json::value::RawValue) -> Outcome {
         if pdu.sender == self.ctx.user_id {
             return Outcome::default();
         }
@@ -139,7 +138,7 @@ impl RoomRules {
 }
 
 impl PushService {
-    pub fn new(store: crate::storage::Store) -> Self {
+    pub(crate) fn new(store: crate::storage::Store) -> Self {
         PushService {
             counts: Mutex::default(),
             thread_counts: Mutex::default(),
@@ -149,7 +148,7 @@ impl PushService {
 
     /// The user's counts over the room's events in `(read_up_to, head]`. `rules` is built only
     /// when there are events to evaluate.
-    pub fn unread_counts(
+    pub(crate) fn unread_counts(
         &self,
         rooms: &RoomService,
         room: &RoomMeta,
@@ -196,20 +195,20 @@ impl PushService {
 }
 
 /// An event that notified the user, for `/notifications`.
-pub struct Notified {
-    pub pos: u64,
-    pub room: Arc<RoomMeta>,
-    pub actions: Vec<Action>,
-    pub read: bool,
+pub(crate) struct Notified {
+    pub(crate) pos: u64,
+    pub(crate) room: Arc<RoomMeta>,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) read: bool,
 }
 
 /// One page of `/notifications`: events before position `before` in the `joined` rooms.
-pub struct NotificationsQuery<'a> {
-    pub user: &'a UserId,
-    pub joined: Vec<Arc<RoomMeta>>,
-    pub before: u64,
-    pub limit: usize,
-    pub only_highlight: bool,
+pub(crate) struct NotificationsQuery<'a> {
+    pub(crate) user: &'a UserId,
+    pub(crate) joined: Vec<Arc<RoomMeta>>,
+    pub(crate) before: u64,
+    pub(crate) limit: usize,
+    pub(crate) only_highlight: bool,
 }
 
 /// Events examined per room by one `/notifications` page.
@@ -218,7 +217,7 @@ const NOTIFICATIONS_SCAN: usize = 500;
 impl PushService {
     /// The newest events before position `before` that notified the user in `rooms`, newest
     /// first. Each room contributes from its last [`NOTIFICATIONS_SCAN`] events.
-    pub fn notifications(
+    pub(crate) fn notifications(
         &self,
         rooms: &RoomService,
         receipts: &ReceiptService,
@@ -282,14 +281,14 @@ fn new_positions(rooms: &RoomService, room: &RoomMeta, after: u64, head: u64) ->
 }
 
 /// A user's rule set, read from their account data the first time a request needs it.
-pub struct LazyRuleset<'a> {
+pub(crate) struct LazyRuleset<'a> {
     users: &'a UserService,
     user: &'a UserId,
     cell: OnceCell<Arc<Ruleset>>,
 }
 
 impl<'a> LazyRuleset<'a> {
-    pub fn new(users: &'a UserService, user: &'a UserId) -> Self {
+    pub(crate) fn new(users: &'a UserService, user: &'a UserId) -> Self {
         LazyRuleset {
             users,
             user,
@@ -297,7 +296,7 @@ impl<'a> LazyRuleset<'a> {
         }
     }
 
-    pub fn get(&self) -> Result<Arc<Ruleset>> {
+    pub(crate) fn get(&self) -> Result<Arc<Ruleset>> {
         if let Some(rules) = self.cell.get() {
             return Ok(rules.clone());
         }

@@ -21,36 +21,38 @@ use ruma::{
 
 use super::{Counts, LazyRuleset, MAX_CACHED, PushService, RoomRules, new_positions};
 use crate::{
+    ephemeral::ReceiptService,
     error::Result,
     events::Pdu,
     rooms::{RoomMeta, RoomService, relation_of},
-    services::Services,
 };
 
-/// The `/sync` sections of a room for a filter with `unread_thread_notifications`:
-/// `unread_notifications` of the main timeline and `unread_thread_notifications`.
-pub fn unread_by_thread(
-    s: &Services,
-    ruleset: &LazyRuleset<'_>,
-    room: &RoomMeta,
-    user: &UserId,
-    head: u64,
-) -> Result<(
-    UnreadNotificationsCount,
-    BTreeMap<OwnedEventId, UnreadNotificationsCount>,
-)> {
-    let receipts = s.receipts.read_up_to_by_thread(room.short, user)?;
-    let counts = s
-        .push
-        .threaded_unread_counts(&s.rooms, room, user, receipts, head, || {
-            RoomRules::new(&s.rooms, ruleset.get()?, room, user)
+impl PushService {
+    /// The `/sync` sections of a room for a filter with `unread_thread_notifications`:
+    /// `unread_notifications` of the main timeline and `unread_thread_notifications`.
+    pub(crate) fn unread_by_thread(
+        &self,
+        rooms: &RoomService,
+        receipts: &ReceiptService,
+        ruleset: &LazyRuleset<'_>,
+        room: &RoomMeta,
+        user: &UserId,
+        head: u64,
+    ) -> Result<(
+        UnreadNotificationsCount,
+        BTreeMap<OwnedEventId, UnreadNotificationsCount>,
+    )> {
+        let receipts = receipts.read_up_to_by_thread(room.short, user)?;
+        let counts = self.threaded_unread_counts(rooms, room, user, receipts, head, || {
+            RoomRules::new(rooms, ruleset.get()?, room, user)
         })?;
-    let threads = counts
-        .threads
-        .into_iter()
-        .map(|(root, c)| (root, to_unread(c)))
-        .collect();
-    Ok((to_unread(counts.main), threads))
+        let threads = counts
+            .threads
+            .into_iter()
+            .map(|(root, c)| (root, to_unread(c)))
+            .collect();
+        Ok((to_unread(counts.main), threads))
+    }
 }
 
 fn to_unread(counts: Counts) -> UnreadNotificationsCount {
@@ -62,9 +64,9 @@ fn to_unread(counts: Counts) -> UnreadNotificationsCount {
 
 /// The main timeline's counts and those of each thread with something unread.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ThreadedCounts {
-    pub main: Counts,
-    pub threads: BTreeMap<OwnedEventId, Counts>,
+pub(crate) struct ThreadedCounts {
+    pub(crate) main: Counts,
+    pub(crate) threads: BTreeMap<OwnedEventId, Counts>,
 }
 
 /// Counts over the events up to `upto`, for one set of receipts.
@@ -81,7 +83,7 @@ const MAIN: &str = "main";
 impl PushService {
     /// The user's unread counts in the room split by thread, over events up to `head`.
     /// `receipts` are the user's receipt positions by thread (`""` for the unthreaded one).
-    pub fn threaded_unread_counts(
+    pub(crate) fn threaded_unread_counts(
         &self,
         rooms: &RoomService,
         room: &RoomMeta,

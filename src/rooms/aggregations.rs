@@ -23,7 +23,7 @@ use crate::{error::Result, storage::Table};
 
 /// How much of an event's children to bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bundling {
+pub(crate) enum Bundling {
     /// Every aggregated type: events served by the endpoints.
     Full,
     /// Only `m.replace`: a thread's `latest_event`, whose own children are aggregated too, but

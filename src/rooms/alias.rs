@@ -17,24 +17,24 @@ struct AliasRecord {
 
 /// One room as the public directory lists it.
 #[derive(Debug, Serialize)]
-pub struct DirectoryEntry {
-    pub room_id: OwnedRoomId,
+pub(crate) struct DirectoryEntry {
+    pub(crate) room_id: OwnedRoomId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub canonical_alias: Option<String>,
+    pub(crate) canonical_alias: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub avatar_url: Option<String>,
-    pub num_joined_members: u64,
-    pub world_readable: bool,
-    pub guest_can_join: bool,
-    pub join_rule: String,
+    pub(crate) avatar_url: Option<String>,
+    pub(crate) num_joined_members: u64,
+    pub(crate) world_readable: bool,
+    pub(crate) guest_can_join: bool,
+    pub(crate) join_rule: String,
 }
 
 impl RoomService {
-    pub fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
+    pub(crate) fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>> {
         Ok(match self.store.get(Table::Aliases, alias.as_bytes())? {
             Some(bytes) => Some(
                 serde_json::from_slice::<AliasRecord>(&bytes)
@@ -46,7 +46,7 @@ impl RoomService {
     }
 
     /// Creates an alias; `M_UNKNOWN`-style 409 when it exists, as Synapse answers.
-    pub async fn set_alias(
+    pub(crate) async fn set_alias(
         &self,
         alias: &RoomAliasId,
         room_id: &RoomId,
@@ -78,7 +78,7 @@ impl RoomService {
     }
 
     /// Deletes an alias: its creator or a user with power to change the canonical alias may.
-    pub async fn delete_alias(&self, alias: &RoomAliasId, user: &UserId) -> Result<()> {
+    pub(crate) async fn delete_alias(&self, alias: &RoomAliasId, user: &UserId) -> Result<()> {
         let bytes = self
             .store
             .get(Table::Aliases, alias.as_bytes())?
@@ -99,7 +99,7 @@ impl RoomService {
     }
 
     /// Local aliases pointing to a room.
-    pub fn room_aliases(&self, room_id: &RoomId) -> Result<Vec<String>> {
+    pub(crate) fn room_aliases(&self, room_id: &RoomId) -> Result<Vec<String>> {
         // Aliases are few per server; this admin-rate endpoint may scan them.
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::Aliases, b"") {
@@ -113,7 +113,7 @@ impl RoomService {
         Ok(out)
     }
 
-    pub async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
+    pub(crate) async fn set_public(&self, room_id: &RoomId, public: bool) -> Result<()> {
         self.room(room_id)?;
         let mut batch = Batch::new();
         if public {
@@ -125,14 +125,14 @@ impl RoomService {
         Ok(())
     }
 
-    pub fn is_public(&self, room_id: &RoomId) -> Result<bool> {
+    pub(crate) fn is_public(&self, room_id: &RoomId) -> Result<bool> {
         Ok(self
             .store
             .contains(Table::PublicRooms, room_id.as_bytes())?)
     }
 
     /// The public directory, filtered by a search term, most joined first.
-    pub fn public_rooms(&self, search: Option<&str>) -> Result<Vec<DirectoryEntry>> {
+    pub(crate) fn public_rooms(&self, search: Option<&str>) -> Result<Vec<DirectoryEntry>> {
         let search = search.map(str::to_lowercase);
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::PublicRooms, b"") {

@@ -21,14 +21,14 @@ use crate::events::Pdu;
 
 /// A stored event with its parsed PDU.
 #[derive(Debug)]
-pub struct Loaded {
-    pub stored: StoredEvent,
-    pub pdu: Pdu,
+pub(crate) struct Loaded {
+    pub(crate) stored: StoredEvent,
+    pub(crate) pdu: Pdu,
 }
 
 impl Loaded {
     /// Parses an event as the `Events` table stores it.
-    pub fn parse(bytes: &[u8]) -> crate::error::Result<Self> {
+    pub(crate) fn parse(bytes: &[u8]) -> crate::error::Result<Self> {
         let stored: StoredEvent =
             serde_json::from_slice(bytes).map_err(|e| super::corrupt("events", e.to_string()))?;
         let pdu = stored.pdu()?;
@@ -52,7 +52,7 @@ const MAX_WALK: u64 = 4 * CAPACITY as u64;
 /// Eviction is second chance: an entry read since it was last considered goes round again, so
 /// the auth events of busy rooms survive a stream of new events passing through.
 #[derive(Default)]
-pub struct EventCache {
+pub(crate) struct EventCache {
     epoch: AtomicU64,
     inner: Mutex<Entries>,
 }
@@ -99,13 +99,13 @@ impl Entries {
 
 impl EventCache {
     /// A cache that holds every event appended after stream position `head`.
-    pub fn new(head: u64) -> Self {
+    pub(crate) fn new(head: u64) -> Self {
         let cache = EventCache::default();
         cache.lock().floor = head;
         cache
     }
 
-    pub fn get(&self, pos: u64) -> Option<Arc<Loaded>> {
+    pub(crate) fn get(&self, pos: u64) -> Option<Arc<Loaded>> {
         let mut e = self.lock();
         let entry = e.map.get_mut(&pos)?;
         entry.referenced = true;
@@ -114,7 +114,12 @@ impl EventCache {
 
     /// The events in `(after, upto]`, at most `limit`, oldest first; `None` when the cache
     /// cannot tell (some of those positions are below its floor).
-    pub fn appended(&self, after: u64, upto: u64, limit: usize) -> Option<Vec<(u64, Arc<Loaded>)>> {
+    pub(crate) fn appended(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Option<Vec<(u64, Arc<Loaded>)>> {
         let e = self.lock();
         // Far-behind readers (a backlog) read the store: walking every position is for the
         // head of the stream.
@@ -130,12 +135,12 @@ impl EventCache {
     }
 
     /// The epoch to pass to [`EventCache::fill`] after reading the store.
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
     /// Caches an event read from the store, unless a redaction ran meanwhile.
-    pub fn fill(&self, pos: u64, loaded: Arc<Loaded>, epoch: u64) {
+    pub(crate) fn fill(&self, pos: u64, loaded: Arc<Loaded>, epoch: u64) {
         let mut e = self.lock();
         if self.epoch.load(Ordering::SeqCst) != epoch || e.map.contains_key(&pos) {
             return;
@@ -147,17 +152,17 @@ impl EventCache {
     /// applied, so that no reader sees a later position before this one is here. A new event
     /// cannot be the target of a rewrite in flight (that needs the room's append lock, which
     /// its append holds), so no epoch check is needed.
-    pub fn insert_appended(&self, pos: u64, loaded: Arc<Loaded>) {
+    pub(crate) fn insert_appended(&self, pos: u64, loaded: Arc<Loaded>) {
         self.lock().insert(pos, loaded);
     }
 
     /// Starts a rewrite of stored events: call before writing them.
-    pub fn begin_rewrite(&self) {
+    pub(crate) fn begin_rewrite(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Ends a rewrite: the new copies replace cached ones, then the epoch moves again.
-    pub fn end_rewrite(&self, rewritten: impl IntoIterator<Item = (u64, Arc<Loaded>)>) {
+    pub(crate) fn end_rewrite(&self, rewritten: impl IntoIterator<Item = (u64, Arc<Loaded>)>) {
         {
             let mut e = self.lock();
             for (pos, loaded) in rewritten {

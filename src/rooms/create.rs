@@ -18,30 +18,34 @@ use crate::{
 
 /// A validated `/createRoom` request.
 #[derive(Debug, Default)]
-pub struct CreateRoom {
-    pub preset: Option<RoomPreset>,
-    pub public: bool,
-    pub alias: Option<OwnedRoomAliasId>,
-    pub name: Option<String>,
-    pub topic: Option<String>,
-    pub invite: Vec<OwnedUserId>,
-    pub is_direct: bool,
+pub(crate) struct CreateRoom {
+    pub(crate) preset: Option<RoomPreset>,
+    pub(crate) public: bool,
+    pub(crate) alias: Option<OwnedRoomAliasId>,
+    pub(crate) name: Option<String>,
+    pub(crate) topic: Option<String>,
+    pub(crate) invite: Vec<OwnedUserId>,
+    pub(crate) is_direct: bool,
     /// `(type, state_key, content)` from `initial_state`.
-    pub initial_state: Vec<(String, String, Value)>,
-    pub power_level_override: Option<Map<String, Value>>,
-    pub room_version: Option<RoomVersionId>,
-    pub creation_content: Option<Map<String, Value>>,
-    pub creator_profile: MemberProfile,
+    pub(crate) initial_state: Vec<(String, String, Value)>,
+    pub(crate) power_level_override: Option<Map<String, Value>>,
+    pub(crate) room_version: Option<RoomVersionId>,
+    pub(crate) creation_content: Option<Map<String, Value>>,
+    pub(crate) creator_profile: MemberProfile,
     /// The id to create the room under (from [`RoomService::new_room_id`]), for callers that
     /// record it durably first so that a creation retried after a crash finds its room;
     /// `M_ROOM_IN_USE` if a room has it. `None`: a new one.
-    pub room_id: Option<OwnedRoomId>,
+    pub(crate) room_id: Option<OwnedRoomId>,
 }
 
 impl RoomService {
     /// Creates a room: its record, then its initial events, durable together, then its alias
     /// and directory entry. A request the server refuses creates nothing.
-    pub async fn create_room(&self, creator: &UserId, req: CreateRoom) -> Result<OwnedRoomId> {
+    pub(crate) async fn create_room(
+        &self,
+        creator: &UserId,
+        req: CreateRoom,
+    ) -> Result<OwnedRoomId> {
         let version = req
             .room_version
             .clone()
@@ -100,7 +104,7 @@ impl RoomService {
     }
 
     /// A fresh random room id on this server.
-    pub fn new_room_id(&self) -> Result<OwnedRoomId> {
+    pub(crate) fn new_room_id(&self) -> Result<OwnedRoomId> {
         use rand::{Rng, distributions::Alphanumeric};
         let local: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)

@@ -22,11 +22,11 @@ use crate::{
 
 /// The profile a member event carries.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct MemberProfile {
+pub(crate) struct MemberProfile {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub displayname: Option<String>,
+    pub(crate) displayname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub avatar_url: Option<String>,
+    pub(crate) avatar_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -41,18 +41,18 @@ struct MemberContent<'a> {
 }
 
 /// One membership change to make.
-pub struct MembershipChange<'a> {
-    pub sender: &'a UserId,
-    pub target: &'a UserId,
-    pub membership: MembershipState,
-    pub profile: MemberProfile,
-    pub reason: Option<&'a str>,
-    pub is_direct: Option<bool>,
+pub(crate) struct MembershipChange<'a> {
+    pub(crate) sender: &'a UserId,
+    pub(crate) target: &'a UserId,
+    pub(crate) membership: MembershipState,
+    pub(crate) profile: MemberProfile,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) is_direct: Option<bool>,
 }
 
 impl RoomService {
     /// Makes one membership change as an event in the room.
-    pub async fn change_membership(
+    pub(crate) async fn change_membership(
         &self,
         room_id: &RoomId,
         change: MembershipChange<'_>,
@@ -71,7 +71,7 @@ impl RoomService {
     }
 
     /// Joins a user to a room; joining again with an unchanged profile is a no-op.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         room_id: &RoomId,
         user: &UserId,
@@ -89,7 +89,7 @@ impl RoomService {
     /// that write's wait covers the join too, one disk sync instead of two. The caller must
     /// still [`publish`](Self::publish) the join, which returns at once if that write did.
     /// `None` when the user was already joined with this profile.
-    pub async fn join_unsynced(
+    pub(crate) async fn join_unsynced(
         &self,
         room_id: &RoomId,
         user: &UserId,
@@ -131,7 +131,7 @@ impl RoomService {
 
     /// What the auth rules leave to the server before a kick: they would accept a `leave` for
     /// someone never in the room, and turn a ban into a plain `leave`.
-    pub fn check_kick(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
+    pub(crate) fn check_kick(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
         match self.membership(&*self.room(room_id)?, target)? {
             Some(MembershipState::Join | MembershipState::Invite | MembershipState::Knock) => {
                 Ok(())
@@ -142,7 +142,7 @@ impl RoomService {
     }
 
     /// An unban is a `leave` too; without this check it would kick a joined member.
-    pub fn check_unban(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
+    pub(crate) fn check_unban(&self, room_id: &RoomId, target: &UserId) -> Result<()> {
         if self.membership(&*self.room(room_id)?, target)? != Some(MembershipState::Ban) {
             return Err(bad_state("Cannot unban a user who is not banned"));
         }
@@ -150,7 +150,7 @@ impl RoomService {
     }
 
     /// Whether the user forgot the room: they have a membership but no longer list the room.
-    pub fn forgotten(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    pub(crate) fn forgotten(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
         let room = self.room(room_id)?;
         let listed = self.store.contains(
             Table::UserRooms,
@@ -163,7 +163,7 @@ impl RoomService {
     }
 
     /// Forgets a room the user has left: it disappears from their sync and room lists.
-    pub async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+    pub(crate) async fn forget(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
         let room = self.room(room_id)?;
         match self.membership(&room, user)? {
             Some(MembershipState::Join)

@@ -9,7 +9,7 @@ mod aggregations;
 mod alias;
 mod append;
 mod cache;
-pub use alias::DirectoryEntry;
+pub(crate) use alias::DirectoryEntry;
 mod create;
 mod membership;
 mod read;
@@ -33,13 +33,13 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
 
-pub use cache::Loaded;
-pub use create::CreateRoom;
-pub use membership::{MemberProfile, MembershipChange};
-pub use read::{Direction, EventView};
-pub use relations::{RECURSION_DEPTH, RelationsPage, RelationsQuery, relation_of};
+pub(crate) use cache::Loaded;
+pub(crate) use create::CreateRoom;
+pub(crate) use membership::{MemberProfile, MembershipChange};
+pub(crate) use read::{Direction, EventView};
+pub(crate) use relations::{RECURSION_DEPTH, RelationsQuery, relation_of};
 pub use timeline::Txn;
-pub use visibility::Visibility;
+pub(crate) use visibility::Visibility;
 
 use crate::{
     error::{Error, Result},
@@ -51,27 +51,27 @@ use crate::{
 
 /// The stored form of an event: its PDU and what the server knows around it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredEvent {
-    pub event_id: OwnedEventId,
-    pub room: u64,
-    pub pdu: Box<RawJsonValue>,
+pub(crate) struct StoredEvent {
+    pub(crate) event_id: OwnedEventId,
+    pub(crate) room: u64,
+    pub(crate) pdu: Box<RawJsonValue>,
     /// The sending device and its transaction id, for `unsigned.transaction_id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txn: Option<Txn>,
+    pub(crate) txn: Option<Txn>,
     /// Position of the state event this one replaced, for `unsigned.prev_content`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prev_state: Option<u64>,
+    pub(crate) prev_state: Option<u64>,
     /// Position of the redaction that redacted this event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redacted_by: Option<u64>,
+    pub(crate) redacted_by: Option<u64>,
     /// Set once a child the server aggregates (edit, thread reply, reference) points here: only
     /// such events pay for a look at the relations index when formatted (see `aggregations.rs`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub aggregated: bool,
+    pub(crate) aggregated: bool,
 }
 
 impl StoredEvent {
-    pub fn pdu(&self) -> Result<Pdu> {
+    pub(crate) fn pdu(&self) -> Result<Pdu> {
         Pdu::parse(self.event_id.clone(), self.pdu.get())
             .map_err(|e| corrupt("events", format!("{}: {e}", self.event_id)))
     }
@@ -86,10 +86,10 @@ struct RoomRecord {
 
 /// What the server keeps in memory about a room it has touched.
 pub struct RoomMeta {
-    pub room_id: OwnedRoomId,
-    pub short: u64,
-    pub version: RoomVersionId,
-    pub rules: RoomVersionRules,
+    pub(crate) room_id: OwnedRoomId,
+    pub(crate) short: u64,
+    pub(crate) version: RoomVersionId,
+    pub(crate) rules: RoomVersionRules,
     /// Serializes appends; holds the room's forward extremity.
     head: tokio::sync::Mutex<Head>,
     /// Position of the room's last event, readable without the append lock.
@@ -132,23 +132,23 @@ struct Members {
 }
 
 impl RoomMeta {
-    pub fn last_pos(&self) -> u64 {
+    pub(crate) fn last_pos(&self) -> u64 {
         self.last_pos.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    pub fn joined_members(&self) -> Vec<OwnedUserId> {
+    pub(crate) fn joined_members(&self) -> Vec<OwnedUserId> {
         self.members.read().joined.iter().cloned().collect()
     }
 
-    pub fn joined_count(&self) -> usize {
+    pub(crate) fn joined_count(&self) -> usize {
         self.members.read().joined.len()
     }
 
-    pub fn invited_count(&self) -> usize {
+    pub(crate) fn invited_count(&self) -> usize {
         self.members.read().invited.len()
     }
 
-    pub fn is_joined(&self, user: &UserId) -> bool {
+    pub(crate) fn is_joined(&self, user: &UserId) -> bool {
         self.members.read().joined.contains(user)
     }
 
@@ -176,10 +176,10 @@ impl RoomMeta {
 
 /// A user's membership in a room, as `UserRooms` keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserRoom {
-    pub membership: MembershipState,
+pub(crate) struct UserRoom {
+    pub(crate) membership: MembershipState,
     /// Stream position of the membership event.
-    pub pos: u64,
+    pub(crate) pos: u64,
 }
 
 pub struct RoomService {
@@ -194,7 +194,7 @@ pub struct RoomService {
 }
 
 impl RoomService {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
@@ -216,7 +216,7 @@ impl RoomService {
     }
 
     /// The room's metadata, loading it on first use; `M_NOT_FOUND` for unknown rooms.
-    pub fn room(&self, room_id: &RoomId) -> Result<Arc<RoomMeta>> {
+    pub(crate) fn room(&self, room_id: &RoomId) -> Result<Arc<RoomMeta>> {
         if let Some(meta) = self.rooms.read().get(room_id) {
             return Ok(meta.clone());
         }
@@ -231,7 +231,7 @@ impl RoomService {
         Ok(rooms.entry(room_id.to_owned()).or_insert(meta).clone())
     }
 
-    pub fn exists(&self, room_id: &RoomId) -> Result<bool> {
+    pub(crate) fn exists(&self, room_id: &RoomId) -> Result<bool> {
         Ok(self.store.contains(Table::Rooms, room_id.as_bytes())?)
     }
 
@@ -283,7 +283,7 @@ impl RoomService {
     }
 
     /// The event at a stream position, parsed (from the cache when it is there).
-    pub fn event(&self, pos: u64) -> Result<Arc<Loaded>> {
+    pub(crate) fn event(&self, pos: u64) -> Result<Arc<Loaded>> {
         if let Some(hit) = self.events.get(pos) {
             return Ok(hit);
         }
@@ -298,14 +298,14 @@ impl RoomService {
     }
 
     /// The stream position of an event id, if the server has it.
-    pub fn event_pos(&self, event_id: &EventId) -> Result<Option<u64>> {
+    pub(crate) fn event_pos(&self, event_id: &EventId) -> Result<Option<u64>> {
         Ok(self
             .store
             .get(Table::EventIds, event_id.as_bytes())?
             .map(|v| keys::decode_u64(&v)))
     }
 
-    pub fn pdu_by_id(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+    pub(crate) fn pdu_by_id(&self, event_id: &EventId) -> Result<Option<Pdu>> {
         match self.event_pos(event_id)? {
             Some(pos) => Ok(Some(self.event(pos)?.pdu.clone())),
             None => Ok(None),
@@ -313,7 +313,7 @@ impl RoomService {
     }
 
     /// Position of the current state event `(kind, state_key)`.
-    pub fn state_pos(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<u64>> {
+    pub(crate) fn state_pos(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<u64>> {
         let key = Key::new().u64(short).str(kind).str(state_key).into_vec();
         Ok(self
             .store
@@ -322,7 +322,7 @@ impl RoomService {
     }
 
     /// The current state event `(kind, state_key)`.
-    pub fn state_pdu(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+    pub(crate) fn state_pdu(&self, short: u64, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         match self.state_pos(short, kind, state_key)? {
             Some(pos) => Ok(Some(self.event(pos)?.pdu.clone())),
             None => Ok(None),
@@ -330,7 +330,7 @@ impl RoomService {
     }
 
     /// The state event `(kind, state_key)` as it was at stream position `at` (inclusive).
-    pub fn state_pos_at(
+    pub(crate) fn state_pos_at(
         &self,
         short: u64,
         kind: &str,
@@ -349,14 +349,18 @@ impl RoomService {
     }
 
     /// A user's membership in a room, now.
-    pub fn membership(&self, room: &RoomMeta, user: &UserId) -> Result<Option<MembershipState>> {
+    pub(crate) fn membership(
+        &self,
+        room: &RoomMeta,
+        user: &UserId,
+    ) -> Result<Option<MembershipState>> {
         Ok(self
             .state_pdu(room.short, "m.room.member", user.as_str())?
             .and_then(|p| membership_of(&p)))
     }
 
     /// The rooms a user has a membership in, with that membership.
-    pub fn user_rooms(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, UserRoom)>> {
+    pub(crate) fn user_rooms(&self, user: &UserId) -> Result<Vec<(OwnedRoomId, UserRoom)>> {
         let prefix = Key::new().str(user.as_str()).into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::UserRooms, &prefix) {
@@ -373,7 +377,7 @@ impl RoomService {
     }
 
     /// The rooms a user is joined to.
-    pub fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
+    pub(crate) fn joined_rooms(&self, user: &UserId) -> Result<Vec<OwnedRoomId>> {
         Ok(self
             .user_rooms(user)?
             .into_iter()
@@ -383,7 +387,7 @@ impl RoomService {
     }
 
     /// `M_FORBIDDEN` unless the user is joined to the room.
-    pub fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<Arc<RoomMeta>> {
+    pub(crate) fn require_joined(&self, room_id: &RoomId, user: &UserId) -> Result<Arc<RoomMeta>> {
         let room = self.room(room_id).map_err(|e| match e {
             Error::Matrix {
                 errcode: "M_NOT_FOUND",
@@ -399,12 +403,12 @@ impl RoomService {
 }
 
 /// The user a member event is about.
-pub fn member_target(pdu: &Pdu) -> Option<OwnedUserId> {
+pub(crate) fn member_target(pdu: &Pdu) -> Option<OwnedUserId> {
     pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
 }
 
 /// The membership a member event sets.
-pub fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
+pub(crate) fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
     #[derive(Deserialize)]
     struct C {
         membership: MembershipState,

@@ -13,22 +13,22 @@ use crate::{
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     Forward,
     Backward,
 }
 
 /// Who is looking: decides `unsigned.transaction_id`, which only the sending device sees.
 #[derive(Debug, Clone, Copy)]
-pub struct EventView<'a> {
-    pub user: &'a UserId,
-    pub device: Option<&'a DeviceId>,
-    pub format: ClientFormat,
+pub(crate) struct EventView<'a> {
+    pub(crate) user: &'a UserId,
+    pub(crate) device: Option<&'a DeviceId>,
+    pub(crate) format: ClientFormat,
 }
 
 impl<'a> EventView<'a> {
     /// The view of the device behind a request.
-    pub fn of(who: &'a crate::users::Identity, format: ClientFormat) -> Self {
+    pub(crate) fn of(who: &'a crate::users::Identity, format: ClientFormat) -> Self {
         EventView {
             user: &who.user_id,
             device: Some(&who.device_id),
@@ -43,7 +43,7 @@ impl RoomService {
     /// Tokens are stream positions with one meaning in both directions: a token `t` sits after
     /// every event at `<= t`. So `Forward` from `t` yields positions `> t`, `Backward` from `t`
     /// yields positions `<= t`, newest first. Only visible (durable) positions are returned.
-    pub fn timeline_positions(
+    pub(crate) fn timeline_positions(
         &self,
         short: u64,
         from: u64,
@@ -77,7 +77,7 @@ impl RoomService {
     }
 
     /// The event at `pos` in the client format.
-    pub fn client_event(&self, pos: u64, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
+    pub(crate) fn client_event(&self, pos: u64, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
         self.format_event(&*self.event(pos)?, view)
     }
 
@@ -85,7 +85,7 @@ impl RoomService {
     /// consumers (the support bot, appservice pushers) read. Close to the head the cache has
     /// them all; further behind it is one range read, and the cache is used but not filled, so
     /// a backlog streaming past does not evict what clients read.
-    pub fn events_in_range(
+    pub(crate) fn events_in_range(
         &self,
         after: u64,
         upto: u64,
@@ -120,7 +120,11 @@ impl RoomService {
     }
 
     /// Formats an already loaded event, computing `unsigned` from what the store knows.
-    pub fn format_event(&self, event: &Loaded, view: EventView<'_>) -> Result<Box<RawJsonValue>> {
+    pub(crate) fn format_event(
+        &self,
+        event: &Loaded,
+        view: EventView<'_>,
+    ) -> Result<Box<RawJsonValue>> {
         self.format_event_with(event, view, Bundling::Full)
     }
 
@@ -185,7 +189,7 @@ const STRIPPED_STATE: [&str; 7] = [
 
 impl RoomService {
     /// The current state's keys and positions, without loading the events.
-    pub fn current_state_keys(&self, short: u64) -> Result<Vec<(String, String, u64)>> {
+    pub(crate) fn current_state_keys(&self, short: u64) -> Result<Vec<(String, String, u64)>> {
         let prefix = Key::new().u64(short).into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
@@ -204,7 +208,7 @@ impl RoomService {
     }
 
     /// Stripped state for an invite: a few room descriptors plus the invitee's member event.
-    pub fn stripped_state(
+    pub(crate) fn stripped_state(
         &self,
         room: &super::RoomMeta,
         user: &UserId,

@@ -37,11 +37,11 @@ use crate::{
 
 /// The parts of `content["m.relates_to"]` the server reads.
 #[derive(Debug, Clone, Deserialize)]
-pub struct RelatesTo {
-    pub rel_type: RelationType,
-    pub event_id: OwnedEventId,
+pub(crate) struct RelatesTo {
+    pub(crate) rel_type: RelationType,
+    pub(crate) event_id: OwnedEventId,
     #[serde(default)]
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 /// The relationship an event declares: `None` without a well-formed `m.relates_to` carrying a
@@ -49,7 +49,7 @@ pub struct RelatesTo {
 /// The one reading of relationships: the relations index, bundled aggregations and per-thread
 /// unread counts all go through it, so they agree on what relates to what (as Synapse's
 /// `relation_from_event`).
-pub fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
+pub(crate) fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
     #[derive(Deserialize)]
     struct Content {
         #[serde(rename = "m.relates_to")]
@@ -62,13 +62,13 @@ pub fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
 
 /// One indexed child of a parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Child {
-    pub pos: u64,
-    pub rel_type: RelationType,
-    pub kind: String,
-    pub sender: String,
+pub(crate) struct Child {
+    pub(crate) pos: u64,
+    pub(crate) rel_type: RelationType,
+    pub(crate) kind: String,
+    pub(crate) sender: String,
     /// The annotation key (`m.annotation` only).
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 pub(super) fn child_prefix(parent: &EventId) -> Key {
@@ -106,7 +106,7 @@ pub(super) fn decode_child(rest: &[u8], value: &[u8]) -> Option<Child> {
 
 /// What an append adds to its batch for relations, decided under the room's append lock.
 #[derive(Debug, Default)]
-pub struct RelationWrites {
+pub(crate) struct RelationWrites {
     /// The new event as a child: its parent and the entry's value.
     child: Option<NewChild>,
     /// Entries a redaction removes, and thread entries it restores.
@@ -136,12 +136,12 @@ fn is_aggregated(rel_type: &RelationType) -> bool {
 impl RelationWrites {
     /// The parent to rewrite with its `aggregated` mark; the append writes it with its batch and
     /// refreshes the event cache, as it does for a redaction's target.
-    pub fn take_marked(&mut self) -> Option<(u64, StoredEvent)> {
+    pub(crate) fn take_marked(&mut self) -> Option<(u64, StoredEvent)> {
         self.marked.take()
     }
 
     /// Adds the writes to the batch of the event appended at `pos`.
-    pub fn write(&self, batch: &mut Batch, pos: u64) {
+    pub(crate) fn write(&self, batch: &mut Batch, pos: u64) {
         for (table, key) in &self.deletes {
             batch.delete(*table, key.clone());
         }
@@ -166,24 +166,24 @@ impl RelationWrites {
 
 /// Which children a `/relations` request wants, and where its page starts and stops.
 #[derive(Debug, Clone)]
-pub struct RelationsQuery<'a> {
-    pub rel_type: Option<&'a RelationType>,
-    pub event_type: Option<&'a str>,
-    pub from: Option<u64>,
-    pub to: Option<u64>,
-    pub direction: Direction,
-    pub limit: usize,
-    pub recurse: bool,
+pub(crate) struct RelationsQuery<'a> {
+    pub(crate) rel_type: Option<&'a RelationType>,
+    pub(crate) event_type: Option<&'a str>,
+    pub(crate) from: Option<u64>,
+    pub(crate) to: Option<u64>,
+    pub(crate) direction: Direction,
+    pub(crate) limit: usize,
+    pub(crate) recurse: bool,
 }
 
 /// How many levels of relationships `recurse` follows (the spec recommends at least 3).
-pub const RECURSION_DEPTH: u32 = 3;
+pub(crate) const RECURSION_DEPTH: u32 = 3;
 
 /// A page of children: positions in the requested order and the token to continue from.
 #[derive(Debug)]
-pub struct RelationsPage {
-    pub positions: Vec<u64>,
-    pub next: Option<u64>,
+pub(crate) struct RelationsPage {
+    pub(crate) positions: Vec<u64>,
+    pub(crate) next: Option<u64>,
 }
 
 impl RoomService {
@@ -344,7 +344,7 @@ impl RoomService {
 
     /// Direct children of `parent` (of one `rel_type` if given) with positions in `lo..hi`, in
     /// position order.
-    pub fn children(
+    pub(crate) fn children(
         &self,
         parent: &EventId,
         rel_type: Option<&RelationType>,
@@ -415,7 +415,7 @@ impl RoomService {
 
     /// One page of `/relations`. Tokens are stream positions with `/messages`' meaning: a token
     /// `t` sits after every event at `<= t`, so backwards from `t` yields children at `<= t`.
-    pub fn relations(
+    pub(crate) fn relations(
         &self,
         parent: &EventId,
         visibility: &Visibility,

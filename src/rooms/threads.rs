@@ -15,7 +15,7 @@ use crate::{
 
 impl RoomService {
     /// Whether `user` sent the thread root or a reply in its thread.
-    pub fn participated(&self, root: &Pdu, user: &UserId) -> Result<bool> {
+    pub(crate) fn participated(&self, root: &Pdu, user: &UserId) -> Result<bool> {
         if root.sender == user {
             return Ok(true);
         }
@@ -28,7 +28,7 @@ impl RoomService {
     /// Thread roots of a room the user may see, most recently active first, from `from` (a
     /// token: roots whose latest reply is at `<= from`). Returns the root positions and the
     /// token of the next page.
-    pub fn thread_roots(
+    pub(crate) fn thread_roots(
         &self,
         room: &RoomMeta,
         visibility: &Visibility,

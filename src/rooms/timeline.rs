@@ -23,8 +23,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "(OwnedDeviceId, OwnedTransactionId)")]
 pub struct Txn {
-    pub device: OwnedDeviceId,
-    pub txn_id: OwnedTransactionId,
+    pub(crate) device: OwnedDeviceId,
+    pub(crate) txn_id: OwnedTransactionId,
 }
 
 impl From<(OwnedDeviceId, OwnedTransactionId)> for Txn {
@@ -41,7 +41,10 @@ impl Serialize for Txn {
 }
 
 impl Txn {
-    pub fn new(device: impl Into<OwnedDeviceId>, txn_id: impl Into<OwnedTransactionId>) -> Self {
+    pub(crate) fn new(
+        device: impl Into<OwnedDeviceId>,
+        txn_id: impl Into<OwnedTransactionId>,
+    ) -> Self {
         Txn {
             device: device.into(),
             txn_id: txn_id.into(),
@@ -64,7 +67,7 @@ impl Txn {
 
 impl RoomService {
     /// Sends a message-like or state event as a user, with the room's auth rules.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         room_id: &RoomId,
         sender: &UserId,
@@ -106,7 +109,7 @@ impl RoomService {
     }
 
     /// Appends an event to a room and waits until it is durable and visible.
-    pub async fn append(
+    pub(crate) async fn append(
         &self,
         room: &RoomMeta,
         sender: &UserId,
@@ -125,7 +128,7 @@ impl RoomService {
 
     /// The event a device's transaction created, if it was sent before, once that event is
     /// durable: "a 200 means durable" holds for a retry's answer too.
-    pub async fn committed_txn_event(
+    pub(crate) async fn committed_txn_event(
         &self,
         sender: &UserId,
         room_id: &RoomId,
@@ -161,7 +164,7 @@ impl RoomService {
     /// Waits until an appended event is durable, then shows it to readers and wakes the room's
     /// syncs. Finishing a later event of the store first makes this one visible too (the log
     /// keeps order and visibility is a high-water mark); this then returns at once.
-    pub async fn publish(&self, room: &RoomMeta, pending: Pending) -> Result<()> {
+    pub(crate) async fn publish(&self, room: &RoomMeta, pending: Pending) -> Result<()> {
         self.stream.finish(pending).await?;
         self.notifier.wake(room.audience().iter().map(|u| &**u));
         Ok(())

@@ -18,14 +18,14 @@ use crate::{
     storage::{Key, Table, keys},
 };
 
-pub struct Visibility {
+pub(crate) struct Visibility {
     memberships: Vec<(u64, MembershipState)>,
     history: Vec<(u64, HistoryVisibility)>,
     currently_joined: bool,
 }
 
 impl Visibility {
-    pub fn load(rooms: &RoomService, room: &RoomMeta, user: &UserId) -> Result<Self> {
+    pub(crate) fn load(rooms: &RoomService, room: &RoomMeta, user: &UserId) -> Result<Self> {
         let mut memberships = Vec::new();
         for pos in rooms.state_history(room.short, "m.room.member", user.as_str())? {
             if let Some(m) = membership_of(&rooms.event(pos)?.pdu) {
@@ -58,7 +58,7 @@ impl Visibility {
     }
 
     /// Whether the user may see the event at `pos`.
-    pub fn can_see(&self, pos: u64) -> bool {
+    pub(crate) fn can_see(&self, pos: u64) -> bool {
         // A user always sees their own membership events.
         if self.memberships.iter().any(|(p, _)| *p == pos) {
             return true;
@@ -75,7 +75,7 @@ impl Visibility {
     }
 
     /// Whether the room's history is world-readable now: anyone may read it.
-    pub fn world_readable(&self) -> bool {
+    pub(crate) fn world_readable(&self) -> bool {
         matches!(
             self.history.last(),
             Some((_, HistoryVisibility::WorldReadable))
@@ -83,13 +83,13 @@ impl Visibility {
     }
 
     /// Whether the user is a member now.
-    pub fn currently_joined(&self) -> bool {
+    pub(crate) fn currently_joined(&self) -> bool {
         self.currently_joined
     }
 
     /// Whether the user was a member once and has since left or been removed: they may still
     /// read the room as it was when they departed.
-    pub fn departed(&self) -> bool {
+    pub(crate) fn departed(&self) -> bool {
         matches!(
             self.memberships.last(),
             Some((_, MembershipState::Leave | MembershipState::Ban))
@@ -106,7 +106,11 @@ impl RoomService {
     /// anyone when the room's history is world-readable now (as Synapse). An invited user reads
     /// the invite's stripped state, not the room: seeing their own invite (or ban) event is no
     /// licence to read `/state` or `/members`.
-    pub fn readable(&self, room_id: &RoomId, user: &UserId) -> Result<(Arc<RoomMeta>, Visibility)> {
+    pub(crate) fn readable(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+    ) -> Result<(Arc<RoomMeta>, Visibility)> {
         let forbidden = || Error::forbidden("You are not a member of this room");
         let room = self.room(room_id).map_err(|_| forbidden())?;
         let visibility = Visibility::load(self, &room, user)?;
@@ -120,7 +124,7 @@ impl RoomService {
     }
 
     /// For a user who left, the position their view of the room stops at.
-    pub fn departure(
+    pub(crate) fn departure(
         &self,
         room: &RoomMeta,
         user: &UserId,
@@ -134,7 +138,7 @@ impl RoomService {
 
     /// The room's state as the user may see it, as `(type, state_key, position)`: the current
     /// state for members, the state as of their departure for former members.
-    pub fn visible_state(
+    pub(crate) fn visible_state(
         &self,
         room_id: &RoomId,
         user: &UserId,
@@ -156,7 +160,7 @@ impl RoomService {
     }
 
     /// One state event the user may see (as of their departure for former members).
-    pub fn visible_state_pos(
+    pub(crate) fn visible_state_pos(
         &self,
         room_id: &RoomId,
         user: &UserId,
@@ -171,7 +175,12 @@ impl RoomService {
     }
 
     /// Positions of every change of one state key, oldest first.
-    pub fn state_history(&self, short: u64, kind: &str, state_key: &str) -> Result<Vec<u64>> {
+    pub(crate) fn state_history(
+        &self,
+        short: u64,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Vec<u64>> {
         let prefix = Key::new().u64(short).str(kind).str(state_key).into_vec();
         self.store
             .scan_prefix(Table::StateHistory, &prefix)

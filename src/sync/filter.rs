@@ -7,11 +7,11 @@ use ruma::{
 
 /// A resolved filter with spec defaults filled in.
 #[derive(Debug, Clone)]
-pub struct SyncFilter {
-    pub def: FilterDefinition,
-    pub timeline_limit: usize,
-    pub lazy_load_members: bool,
-    pub include_leave: bool,
+pub(crate) struct SyncFilter {
+    pub(crate) def: FilterDefinition,
+    pub(crate) timeline_limit: usize,
+    pub(crate) lazy_load_members: bool,
+    pub(crate) include_leave: bool,
 }
 
 /// Default timeline limit, as Synapse uses.
@@ -20,7 +20,7 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 const MAX_TIMELINE_LIMIT: usize = 1000;
 
 impl SyncFilter {
-    pub fn new(def: FilterDefinition) -> Self {
+    pub(crate) fn new(def: FilterDefinition) -> Self {
         let timeline_limit = def
             .room
             .timeline
@@ -39,7 +39,7 @@ impl SyncFilter {
         }
     }
 
-    pub fn room_allowed(&self, room: &RoomId) -> bool {
+    pub(crate) fn room_allowed(&self, room: &RoomId) -> bool {
         let f = &self.def.room;
         if f.not_rooms.iter().any(|r| r == room) {
             return false;
@@ -49,20 +49,20 @@ impl SyncFilter {
             .is_none_or(|rooms| rooms.iter().any(|r| r == room))
     }
 
-    pub fn timeline_allows(&self, kind: &str, sender: &UserId) -> bool {
+    pub(crate) fn timeline_allows(&self, kind: &str, sender: &UserId) -> bool {
         event_allowed(&self.def.room.timeline, kind, sender)
     }
 
-    pub fn state_allows(&self, kind: &str, sender: &UserId) -> bool {
+    pub(crate) fn state_allows(&self, kind: &str, sender: &UserId) -> bool {
         event_allowed(&self.def.room.state, kind, sender)
     }
 
-    pub fn account_data_allows(&self, kind: &str) -> bool {
+    pub(crate) fn account_data_allows(&self, kind: &str) -> bool {
         let f = &self.def.account_data;
         types_allowed(kind, f.types.as_deref(), &f.not_types)
     }
 
-    pub fn presence_allows(&self, sender: &UserId) -> bool {
+    pub(crate) fn presence_allows(&self, sender: &UserId) -> bool {
         let f = &self.def.presence;
         !f.not_senders.iter().any(|s| s == sender)
             && f.senders
@@ -71,12 +71,12 @@ impl SyncFilter {
             && types_allowed("m.presence", f.types.as_deref(), &f.not_types)
     }
 
-    pub fn ephemeral_allows(&self, kind: &str) -> bool {
+    pub(crate) fn ephemeral_allows(&self, kind: &str) -> bool {
         let f = &self.def.room.ephemeral;
         types_allowed(kind, f.types.as_deref(), &f.not_types)
     }
 
-    pub fn room_account_data_allows(&self, kind: &str) -> bool {
+    pub(crate) fn room_account_data_allows(&self, kind: &str) -> bool {
         let f = &self.def.room.account_data;
         types_allowed(kind, f.types.as_deref(), &f.not_types)
     }

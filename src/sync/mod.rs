@@ -19,14 +19,17 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 
-pub use filter::SyncFilter;
+pub(crate) use filter::SyncFilter;
 pub use notifier::{Edu, Notifier};
-pub use token::{SyncToken, format_token, parse_token};
+pub use token::SyncToken;
+pub(crate) use token::{format_token, parse_token};
 
 use crate::{
+    e2ee::E2eeService,
+    ephemeral::{PresenceService, ReceiptService, TypingService},
     error::{Error, Result},
-    push::LazyRuleset,
-    services::Services,
+    push::{LazyRuleset, PushService},
+    rooms::RoomService,
     stream::Stream,
     users::{Identity, PUSH_RULES, PushRulesContent, UserService, default_push_rules},
 };
@@ -40,46 +43,59 @@ pub struct SyncService {
 }
 
 /// A parsed sync request.
-pub struct SyncRequest {
-    pub since: Option<SyncToken>,
-    pub full_state: bool,
-    pub timeout: Duration,
-    pub filter: SyncFilter,
-    pub use_state_after: bool,
+pub(crate) struct SyncRequest {
+    pub(crate) since: Option<SyncToken>,
+    pub(crate) full_state: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) filter: SyncFilter,
+    pub(crate) use_state_after: bool,
 }
 
 impl SyncRequest {
     /// The global position the client is at, if this is an incremental sync.
-    pub fn since_pos(&self) -> Option<u64> {
+    pub(crate) fn since_pos(&self) -> Option<u64> {
         self.since.map(|t| t.pos)
     }
 }
 
+/// The services a sync reads, and only those (`Services::sync_services` builds it): a sync
+/// changes nothing but the to-device inbox it acknowledges.
+#[derive(Clone, Copy)]
+pub struct SyncServices<'a> {
+    pub(crate) users: &'a UserService,
+    pub(crate) rooms: &'a RoomService,
+    pub(crate) receipts: &'a ReceiptService,
+    pub(crate) typing: &'a TypingService,
+    pub(crate) presence: &'a PresenceService,
+    pub(crate) push: &'a PushService,
+    pub(crate) e2ee: &'a E2eeService,
+}
+
 /// Who is syncing, and the services a sync reads from.
 pub struct SyncContext<'a> {
-    pub s: &'a Services,
-    pub who: &'a Identity,
+    pub(crate) s: SyncServices<'a>,
+    pub(crate) who: &'a Identity,
     /// The syncer's push rules, read only if some room needs its counts recomputed.
-    pub ruleset: LazyRuleset<'a>,
+    pub(crate) ruleset: LazyRuleset<'a>,
 }
 
 impl<'a> SyncContext<'a> {
-    pub fn new(s: &'a Services, who: &'a Identity) -> Self {
+    pub(crate) fn new(s: SyncServices<'a>, who: &'a Identity) -> Self {
         SyncContext {
             s,
             who,
-            ruleset: LazyRuleset::new(&s.users, &who.user_id),
+            ruleset: LazyRuleset::new(s.users, &who.user_id),
         }
     }
 }
 
 impl SyncService {
-    pub fn new(stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
         SyncService { stream, notifier }
     }
 
     /// Resolves the request's filter: inline JSON or the id of a stored filter.
-    pub fn resolve_filter(
+    pub(crate) fn resolve_filter(
         users: &UserService,
         who: &Identity,
         filter: Option<&v3::Filter>,
@@ -103,7 +119,11 @@ impl SyncService {
         Ok(SyncFilter::new(def))
     }
 
-    pub async fn sync(&self, ctx: SyncContext<'_>, req: SyncRequest) -> Result<v3::Response> {
+    pub(crate) async fn sync(
+        &self,
+        ctx: SyncContext<'_>,
+        req: SyncRequest,
+    ) -> Result<v3::Response> {
         let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
         loop {
             let mut wake = self.notifier.subscribe(&ctx.who.user_id);
@@ -188,7 +208,7 @@ impl SyncService {
 }
 
 /// `{"type": ..., "content": ...}`, the shape of account data events.
-pub fn account_data_event(kind: &str, content: &RawJsonValue) -> Box<RawJsonValue> {
+pub(crate) fn account_data_event(kind: &str, content: &RawJsonValue) -> Box<RawJsonValue> {
     #[derive(serde::Serialize)]
     struct E<'a> {
         #[serde(rename = "type")]

@@ -118,7 +118,7 @@ fn joined_room(
         return Ok(None);
     }
     let visibility = match since {
-        None => Some(Visibility::load(&ctx.s.rooms, &room, &ctx.who.user_id)?),
+        None => Some(Visibility::load(ctx.s.rooms, &room, &ctx.who.user_id)?),
         Some(_) => None,
     };
     let slice = timeline(
@@ -147,7 +147,14 @@ fn joined_room(
         (
             joined.unread_notifications,
             joined.unread_thread_notifications,
-        ) = crate::push::unread_by_thread(ctx.s, &ctx.ruleset, &room, &ctx.who.user_id, head)?;
+        ) = ctx.s.push.unread_by_thread(
+            ctx.s.rooms,
+            ctx.s.receipts,
+            &ctx.ruleset,
+            &room,
+            &ctx.who.user_id,
+            head,
+        )?;
     } else {
         joined.unread_notifications = unread(ctx, &room, head)?;
     }
@@ -359,8 +366,8 @@ fn unread(ctx: &SyncContext<'_>, room: &RoomMeta, head: u64) -> Result<UnreadNot
     let counts = ctx
         .s
         .push
-        .unread_counts(&ctx.s.rooms, room, me, read_up_to, head, || {
-            RoomRules::new(&ctx.s.rooms, ctx.ruleset.get()?, room, me)
+        .unread_counts(ctx.s.rooms, room, me, read_up_to, head, || {
+            RoomRules::new(ctx.s.rooms, ctx.ruleset.get()?, room, me)
         })?;
     let mut out = UnreadNotificationsCount::new();
     out.notification_count = Some(UInt::try_from(counts.notify).unwrap_or(UInt::MAX));
@@ -384,7 +391,7 @@ fn left_room(
     membership: &UserRoom,
 ) -> Result<LeftRoom> {
     let room = ctx.s.rooms.room(room_id)?;
-    let visibility = Visibility::load(&ctx.s.rooms, &room, &ctx.who.user_id)?;
+    let visibility = Visibility::load(ctx.s.rooms, &room, &ctx.who.user_id)?;
     let lower = req.since_pos().unwrap_or(0);
     let slice = timeline(ctx, req, &room, lower, membership.pos, Some(&visibility))?;
     let boundary = slice

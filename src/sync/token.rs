@@ -16,15 +16,15 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncToken {
     /// The global stream: room events, account data, receipts, device-list changes.
-    pub pos: u64,
+    pub(crate) pos: u64,
     /// The ephemeral stream: typing notifications and presence.
-    pub ephemeral: u64,
+    pub(crate) ephemeral: u64,
     /// The global position of the last to-device message delivered with this token.
-    pub to_device: u64,
+    pub(crate) to_device: u64,
 }
 
 impl SyncToken {
-    pub fn parse(token: &str) -> Result<Self> {
+    pub(crate) fn parse(token: &str) -> Result<Self> {
         let invalid = || Error::invalid_param(format!("Invalid token {token:?}"));
         let mut parts = token.strip_prefix('s').unwrap_or(token).split('_');
         let mut next = |required: bool| -> Result<u64> {
@@ -53,13 +53,13 @@ impl fmt::Display for SyncToken {
 }
 
 /// A pagination token: a global position.
-pub fn format_token(pos: u64) -> String {
+pub(crate) fn format_token(pos: u64) -> String {
     format!("s{pos}")
 }
 
 /// Parses a pagination token. Sync tokens are accepted too (the spec lets `/messages` start
 /// from a sync's `next_batch`); only their global position counts.
-pub fn parse_token(token: &str) -> Result<u64> {
+pub(crate) fn parse_token(token: &str) -> Result<u64> {
     SyncToken::parse(token).map(|t| t.pos)
 }
 

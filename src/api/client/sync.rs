@@ -48,7 +48,9 @@ async fn sync(s: Arc<Services>, req: Ruma<v3::Request>) -> Result<v3::Response> 
     let _presence = s
         .presence
         .sync_started(&s.rooms, &who.user_id, &b.set_presence)?;
-    s.sync.sync(SyncContext::new(&s, who), request).await
+    s.sync
+        .sync(SyncContext::new(s.sync_services(), who), request)
+        .await
 }
 
 fn own(target: &UserId, requester: &UserId) -> Result<()> {
