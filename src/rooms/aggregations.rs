@@ -98,7 +98,7 @@ impl RoomService {
                 RelationType::Thread if bundling == Bundling::Full => {
                     count += 1;
                     latest = Some(child.pos);
-                    participated |= child.sender == view.user.as_str();
+                    participated |= child.sender == view.user;
                 }
                 _ => {}
             }

@@ -23,7 +23,7 @@
 //! spec says such relationships are ignored.
 
 use ruma::{
-    EventId, OwnedEventId, UserId,
+    EventId, OwnedEventId, OwnedUserId, UserId,
     events::{TimelineEventType, relation::RelationType},
 };
 use serde::Deserialize;
@@ -65,8 +65,8 @@ pub(crate) fn relation_of(pdu: &Pdu) -> Option<RelatesTo> {
 pub(crate) struct Child {
     pub(crate) pos: u64,
     pub(crate) rel_type: RelationType,
-    pub(crate) kind: String,
-    pub(crate) sender: String,
+    pub(crate) kind: TimelineEventType,
+    pub(crate) sender: OwnedUserId,
     /// The annotation key (`m.annotation` only).
     pub(crate) key: Option<String>,
 }
@@ -92,8 +92,8 @@ pub(super) fn decode_child(rest: &[u8], value: &[u8]) -> Option<Child> {
     let rel_type = RelationType::from(keys::str_parts(rel).next()?);
     let mut parts = value.split(|b| *b == keys::SEP);
     let mut next = || parts.next().and_then(|p| std::str::from_utf8(p).ok());
-    let kind = next()?.to_owned();
-    let sender = next()?.to_owned();
+    let kind = TimelineEventType::from(next()?);
+    let sender = UserId::parse(next()?).ok()?;
     let key = next().filter(|k| !k.is_empty()).map(str::to_owned);
     Some(Child {
         pos: keys::decode_u64(pos),
@@ -168,7 +168,7 @@ impl RelationWrites {
 #[derive(Debug, Clone)]
 pub(crate) struct RelationsQuery<'a> {
     pub(crate) rel_type: Option<&'a RelationType>,
-    pub(crate) event_type: Option<&'a str>,
+    pub(crate) event_type: Option<&'a TimelineEventType>,
     pub(crate) from: Option<u64>,
     pub(crate) to: Option<u64>,
     pub(crate) direction: Direction,
@@ -217,7 +217,7 @@ impl RoomService {
                 let Some(key) = relation.key.as_deref() else {
                     return Ok(writes);
                 };
-                if self.has_annotated(&relation.event_id, &kind, &pdu.sender, key)? {
+                if self.has_annotated(&relation.event_id, &pdu.kind, &pdu.sender, key)? {
                     return Err(Error::matrix(
                         http::StatusCode::BAD_REQUEST,
                         "M_DUPLICATE_ANNOTATION",
@@ -304,7 +304,7 @@ impl RoomService {
     fn has_annotated(
         &self,
         parent: &EventId,
-        kind: &str,
+        kind: &TimelineEventType,
         sender: &UserId,
         key: &str,
     ) -> Result<bool> {
@@ -316,7 +316,7 @@ impl RoomService {
             let (k, v) = entry?;
             let child = decode_child(&k[base.len()..], &v);
             if child.is_some_and(|c| {
-                c.kind == kind && c.sender == sender.as_str() && c.key.as_deref() == Some(key)
+                c.kind == *kind && c.sender == sender && c.key.as_deref() == Some(key)
             }) {
                 return Ok(true);
             }
@@ -445,7 +445,8 @@ impl RoomService {
         let mut positions = Vec::new();
         let mut next = None;
         for child in candidates {
-            if query.event_type.is_some_and(|t| child.kind != t) || !visibility.can_see(child.pos) {
+            if query.event_type.is_some_and(|t| child.kind != *t) || !visibility.can_see(child.pos)
+            {
                 continue;
             }
             if positions.len() == query.limit {
@@ -522,8 +523,8 @@ mod tests {
             Some(Child {
                 pos: 42,
                 rel_type: RelationType::Annotation,
-                kind: "m.reaction".into(),
-                sender: "@b:localhost".into(),
+                kind: TimelineEventType::Reaction,
+                sender: ruma::owned_user_id!("@b:localhost"),
                 key: Some("👍".into()),
             })
         );

@@ -22,7 +22,7 @@ impl RoomService {
         Ok(self
             .children(&root.event_id, Some(&RelationType::Thread), 0, u64::MAX)?
             .iter()
-            .any(|c| c.sender == user.as_str()))
+            .any(|c| c.sender == user))
     }
 
     /// Thread roots of a room the user may see, most recently active first, from `from` (a

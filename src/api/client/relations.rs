@@ -15,7 +15,7 @@ use ruma::{
             threads::get_threads::{self, v1::IncludeThreads},
         },
     },
-    events::relation::RelationType,
+    events::{TimelineEventType, relation::RelationType},
     serde::Raw,
 };
 
@@ -73,7 +73,7 @@ fn page(
     who: &Identity,
     p: Params<'_>,
     rel_type: Option<&RelationType>,
-    event_type: Option<&str>,
+    event_type: Option<&TimelineEventType>,
 ) -> Result<Page> {
     let (room, visibility) = s.rooms.readable(p.room_id, &who.user_id)?;
     let parent = s
@@ -164,7 +164,6 @@ async fn relations_by_type_and_event_type(
     req: Ruma<get_relating_events_with_rel_type_and_event_type::v1::Request>,
 ) -> Result<get_relating_events_with_rel_type_and_event_type::v1::Response> {
     let b = &req.body;
-    let event_type = b.event_type.to_string();
     respond!(
         get_relating_events_with_rel_type_and_event_type,
         page(
@@ -172,7 +171,7 @@ async fn relations_by_type_and_event_type(
             req.identity(),
             params!(b),
             Some(&b.rel_type),
-            Some(&event_type)
+            Some(&b.event_type)
         )?
     )
 }
