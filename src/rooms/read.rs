@@ -61,18 +61,9 @@ impl RoomService {
         let lo_key = Key::new().u64(short).u64(lo).into_vec();
         let hi_key = Key::new().u64(short).u64(hi).into_vec();
         let range = self.store.range(Table::Timeline, &lo_key, &hi_key);
-        let positions = |it: Box<dyn Iterator<Item = _>>| -> Result<Vec<u64>> {
-            it.take(limit)
-                .map(
-                    |e: crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>| {
-                        e.map(|(k, _)| keys::trailing_u64(&k)).map_err(Into::into)
-                    },
-                )
-                .collect()
-        };
         match direction {
-            Direction::Forward => positions(Box::new(range)),
-            Direction::Backward => positions(Box::new(range.rev())),
+            Direction::Forward => trailing_positions(range, limit),
+            Direction::Backward => trailing_positions(range.rev(), limit),
         }
     }
 
@@ -98,10 +89,10 @@ impl RoomService {
             .take(limit)
             .map(|entry| {
                 let (key, bytes) = entry?;
-                let pos = keys::decode_u64(&key);
+                let pos = keys::decode_u64(key.as_ref());
                 match self.events.get(pos) {
                     Some(hit) => Ok((pos, hit)),
-                    None => Ok((pos, Arc::new(Loaded::parse(&bytes)?))),
+                    None => Ok((pos, Arc::new(Loaded::parse(bytes.as_ref())?))),
                 }
             })
             .collect()
@@ -112,8 +103,7 @@ impl RoomService {
         &self,
         after: u64,
         upto: u64,
-    ) -> impl Iterator<Item = crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>>
-    {
+    ) -> impl Iterator<Item = crate::storage::Result<(impl AsRef<[u8]>, impl AsRef<[u8]>)>> {
         let from = (after + 1).to_be_bytes();
         let to = upto.saturating_add(1).max(after + 1).to_be_bytes();
         self.store.range(Table::Events, &from, &to)
@@ -174,6 +164,20 @@ impl RoomService {
         unsigned.relations = relations.as_deref();
         Ok(pdu.to_client(view.format, &unsigned))
     }
+}
+
+/// The positions that end the keys of index entries (`…, position`), at most `limit`.
+fn trailing_positions<K: AsRef<[u8]>, V>(
+    entries: impl Iterator<Item = crate::storage::Result<(K, V)>>,
+    limit: usize,
+) -> Result<Vec<u64>> {
+    entries
+        .take(limit)
+        .map(|e| {
+            e.map(|(k, _)| keys::trailing_u64(k.as_ref()))
+                .map_err(Into::into)
+        })
+        .collect()
 }
 
 /// `(type, state_key)` of the state events shown to invitees (the spec's recommended set).
