@@ -62,7 +62,8 @@ impl Services {
         )?;
         let stream = Arc::new(Stream::open(store.clone())?);
         let notifier = Arc::new(Notifier::default());
-        let key = Arc::new(SigningKey::load_or_create(&store, config.server_name.clone()).await?);
+        let key =
+            Arc::new(crate::rooms::load_signing_key(&store, config.server_name.clone()).await?);
         let users = UserService::new(
             store.clone(),
             stream.clone(),

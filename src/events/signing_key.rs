@@ -1,13 +1,7 @@
-//! The server's ed25519 signing key: created on first start, kept in the store forever after.
-//!
-//! Every PDU this server creates carries a signature with it, so the key must survive restarts:
-//! a new key would make the server's own history unverifiable to future federation peers.
+//! The server's ed25519 signing key, as PDU building uses it. Where it is kept is the room
+//! service's business (`rooms/signing_key.rs`): nothing in `events` touches storage.
 
-use ruma::{OwnedServerName, ServerSigningKeyId, signatures::Ed25519KeyPair};
-
-use crate::storage::{Batch, Result, StorageError, Store, Table};
-
-const KEY_RECORD: &[u8] = b"signing_key";
+use ruma::{OwnedServerName, signatures::Ed25519KeyPair};
 
 /// The key pair and the server it signs for; peers look it up as `ed25519:<the pair's version>`.
 pub struct SigningKey {
@@ -16,41 +10,6 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Loads the key from the store, generating and storing one on first start.
-    pub(crate) async fn load_or_create(
-        store: &Store,
-        server_name: OwnedServerName,
-    ) -> Result<Self> {
-        let (version, der) = match store.get(Table::Global, KEY_RECORD)? {
-            Some(record) => {
-                let (version, der) = split_record(&record)?;
-                (version.to_owned(), der.to_vec())
-            }
-            None => {
-                let der = Ed25519KeyPair::generate();
-                let version = random_version();
-                let mut record = version.as_bytes().to_vec();
-                record.push(0);
-                record.extend_from_slice(&der);
-                let mut batch = Batch::new();
-                batch.put(Table::Global, KEY_RECORD, record);
-                store.write_durable(batch).await?;
-                tracing::info!(key_id = %format!("ed25519:{version}"), "generated signing key");
-                (version, der.to_vec())
-            }
-        };
-        let key_pair = Ed25519KeyPair::from_der(&der, version.clone())
-            .map_err(|e| corrupt(format!("signing key: {e}")))?;
-        // Every signature names the key by its id: a record whose version makes no valid id
-        // fails here, at start, rather than in every event.
-        ServerSigningKeyId::parse(format!("ed25519:{version}"))
-            .map_err(|e| corrupt(format!("signing key id: {e}")))?;
-        Ok(SigningKey {
-            server_name,
-            key_pair,
-        })
-    }
-
     /// The key of the spec's cryptographic test vectors (Appendices, "Cryptographic test
     /// vectors"): seed `YJDBA9Xn…XA1`, server `domain`, key id `ed25519:1`.
     #[cfg(test)]
@@ -79,30 +38,5 @@ impl SigningKey {
             server_name: ruma::owned_server_name!("domain"),
             key_pair: Ed25519KeyPair::from_der(&der, "1".into()).expect("a valid key"),
         }
-    }
-}
-
-fn split_record(record: &[u8]) -> Result<(&str, &[u8])> {
-    let nul = record
-        .iter()
-        .position(|b| *b == 0)
-        .ok_or_else(|| corrupt("no separator".into()))?;
-    let version = std::str::from_utf8(&record[..nul]).map_err(|e| corrupt(e.to_string()))?;
-    Ok((version, &record[nul + 1..]))
-}
-
-fn random_version() -> String {
-    use rand::{Rng, distributions::Alphanumeric};
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(8)
-        .map(char::from)
-        .collect()
-}
-
-fn corrupt(detail: String) -> StorageError {
-    StorageError::Corrupt {
-        table: "global",
-        detail,
     }
 }

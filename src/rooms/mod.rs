@@ -14,6 +14,7 @@ mod create;
 mod membership;
 mod read;
 mod relations;
+mod signing_key;
 mod threads;
 mod timeline;
 mod visibility;
@@ -38,6 +39,7 @@ pub(crate) use create::CreateRoom;
 pub(crate) use membership::{MemberProfile, MembershipChange};
 pub(crate) use read::{Direction, EventView};
 pub(crate) use relations::{RECURSION_DEPTH, RelationsQuery, relation_of};
+pub(crate) use signing_key::load_signing_key;
 pub use timeline::Txn;
 pub(crate) use visibility::Visibility;
 
