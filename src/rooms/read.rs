@@ -28,10 +28,10 @@ pub(crate) struct EventView<'a> {
 
 impl<'a> EventView<'a> {
     /// The view of the device behind a request.
-    pub(crate) fn of(who: &'a crate::users::Identity, format: ClientFormat) -> Self {
+    pub(crate) fn of(user: &'a UserId, device: &'a DeviceId, format: ClientFormat) -> Self {
         EventView {
-            user: &who.user_id,
-            device: Some(&who.device_id),
+            user,
+            device: Some(device),
             format,
         }
     }

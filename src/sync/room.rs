@@ -94,7 +94,7 @@ pub(super) fn rooms(
 }
 
 fn view<'a>(ctx: &'a SyncContext<'_>) -> EventView<'a> {
-    EventView::of(ctx.who, ClientFormat::Sync)
+    EventView::of(&ctx.who.user_id, &ctx.who.device_id, ClientFormat::Sync)
 }
 
 fn joined_room(

@@ -31,7 +31,7 @@ use crate::{events::ClientFormat, rooms::EventView, services::Services, users::I
 
 /// How events look to the requesting device on the room endpoints (with `room_id`).
 fn view(who: &Identity) -> EventView<'_> {
-    EventView::of(who, ClientFormat::WithRoomId)
+    EventView::of(&who.user_id, &who.device_id, ClientFormat::WithRoomId)
 }
 
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {

@@ -114,7 +114,7 @@ async fn notifications(
     let found = s
         .push
         .notifications(&s.rooms, &s.receipts, ruleset, query)?;
-    let view = EventView::of(who, ClientFormat::Sync);
+    let view = EventView::of(&who.user_id, &who.device_id, ClientFormat::Sync);
     let mut out = Vec::with_capacity(found.len());
     for n in &found {
         let event = s.rooms.event(n.pos)?;
