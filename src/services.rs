@@ -180,4 +180,16 @@ impl Services {
         }
         Ok(false)
     }
+
+    /// The support desk's view of the server: what `support/` and the bot use.
+    pub(crate) fn desk(&self) -> crate::support::Desk<'_> {
+        crate::support::Desk {
+            support: &self.support,
+            rooms: &self.rooms,
+            users: &self.users,
+            presence: &self.presence,
+            appservices: &self.appservices,
+            store: &self.store,
+        }
+    }
 }
