@@ -9,7 +9,7 @@ use crate::{
         Desk, actions,
         actor::Actor,
         agents,
-        index::{Assignee, Filter, Sort},
+        filter::{Assignee, Filter, Sort},
     },
 };
 

@@ -8,7 +8,7 @@
 
 use ruma::{RoomId, UserId};
 
-use super::{ConversationRecord, Desk, Role, Ticket, index::Assignee};
+use super::{ConversationRecord, Desk, Role, Ticket, filter::Assignee};
 use crate::error::Result;
 
 /// Who asks.

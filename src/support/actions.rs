@@ -373,3 +373,6 @@ pub(crate) fn set_status(c: &mut Conversation, status: Status) {
     }
     c.status = status;
 }
+
+#[cfg(test)]
+mod tests;

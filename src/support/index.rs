@@ -6,12 +6,15 @@
 //! its cost follows the page, not the number of conversations. The record and its keys are
 //! rewritten in one batch, so a filter never sees half an update.
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use std::iter::Peekable;
+
+use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{
     changes::ChangeGuard,
-    conversation::{Channel, Conversation, Priority, Status},
+    conversation::Conversation,
+    filter::{Filter, PageToken, Sort, assignee_value},
 };
 use crate::{
     error::{Error, Result},
@@ -138,12 +141,6 @@ fn entry_key(facet: &str, value: &str, sort: u8, ts: u64, room: &RoomId) -> Vec<
         .into_vec()
 }
 
-/// The `assignee` key's value of a conversation or ticket: the user id, `""` for nobody (the
-/// queue). Part of the stored keys' format.
-pub(crate) fn assignee_value(assignee: Option<&UserId>) -> &str {
-    assignee.map_or("", UserId::as_str)
-}
-
 /// `(time, room)` of an index key under `prefix`.
 fn decode_entry(prefix_len: usize, key: &[u8]) -> Option<(u64, OwnedRoomId)> {
     let rest = key.get(prefix_len..)?;
@@ -164,144 +161,37 @@ fn entries<K: AsRef<[u8]>, V>(
     })
 }
 
-/// Whose conversations a listing asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) enum Assignee {
-    /// Anyone's, and the queue.
-    #[default]
-    Anyone,
-    /// The queue: conversations nobody is assigned.
-    Unassigned,
-    User(OwnedUserId),
-}
+/// The decoded entries of one index scan: `(time, room)`.
+type Scan = Box<dyn Iterator<Item = Result<(u64, OwnedRoomId)>>>;
 
-impl Assignee {
-    /// Whether a conversation with this assignee is asked for.
-    pub(crate) fn matches(&self, assignee: Option<&UserId>) -> bool {
-        match self {
-            Assignee::Anyone => true,
-            Assignee::Unassigned => assignee.is_none(),
-            Assignee::User(user) => assignee == Some(user.as_ref()),
-        }
-    }
-
-    /// The `assignee` key value to scan; `None` for anyone's.
-    pub(crate) fn value(&self) -> Option<&str> {
-        match self {
-            Assignee::Anyone => None,
-            Assignee::Unassigned => Some(assignee_value(None)),
-            Assignee::User(user) => Some(user.as_str()),
-        }
-    }
-}
-
-/// Which way a listing is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum Sort {
-    /// Most recently active first.
-    #[default]
-    Activity,
-    /// Longest waiting customer first (only conversations with an unanswered customer).
-    Waiting,
-}
-
-/// The filters of a listing; `None` means "any".
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Filter {
-    pub(crate) status: Option<Status>,
-    pub(crate) assignee: Assignee,
-    pub(crate) label: Option<String>,
-    pub(crate) channel: Option<Channel>,
-    pub(crate) priority: Option<Priority>,
-    pub(crate) organisation: Option<String>,
-    pub(crate) product_id: Option<String>,
-    pub(crate) order_id: Option<String>,
-    pub(crate) updated_since: Option<u64>,
-    /// Restricts the listing to conversations any of these asks for: an agent's view.
-    pub(crate) only_assignees: Option<Vec<Assignee>>,
-}
-
-impl Filter {
-    fn matches(&self, r: &ConversationRecord) -> bool {
-        let c = &r.content;
-        let assignee = c.assignee.as_deref();
-        self.status.is_none_or(|s| c.status == s)
-            && self.assignee.matches(assignee)
-            && self.label.as_ref().is_none_or(|l| c.labels.contains(l))
-            && self.channel.is_none_or(|ch| c.channel == ch)
-            && self.priority.is_none_or(|p| c.priority == p)
-            && self
-                .organisation
-                .as_ref()
-                .is_none_or(|o| c.contact.organisation.as_ref() == Some(o))
-            && self
-                .product_id
-                .as_ref()
-                .is_none_or(|p| c.product_id.as_ref() == Some(p))
-            && self
-                .order_id
-                .as_ref()
-                .is_none_or(|o| c.order_id.as_ref() == Some(o))
-            && self.updated_since.is_none_or(|t| r.last_activity_ts >= t)
-            && self
-                .only_assignees
-                .as_ref()
-                .is_none_or(|allowed| allowed.iter().any(|a| a.matches(assignee)))
-    }
-
-    /// The facet values to scan: the most selective filter given, or the allowed assignees.
-    fn drivers(&self) -> Vec<(&'static str, String)> {
-        let single = [
-            ("product", self.product_id.clone()),
-            ("order", self.order_id.clone()),
-            ("label", self.label.clone()),
-            ("organisation", self.organisation.clone()),
-            ("assignee", self.assignee.value().map(str::to_owned)),
-        ];
-        if let Some((facet, Some(value))) = single.into_iter().find(|(_, v)| v.is_some()) {
-            return vec![(facet, value)];
-        }
-        if let Some(allowed) = &self.only_assignees {
-            // Anyone's among them: the whole index.
-            let values: Option<Vec<_>> = allowed.iter().map(Assignee::value).collect();
-            if let Some(values) = values {
-                return values
-                    .into_iter()
-                    .map(|v| ("assignee", v.to_owned()))
-                    .collect();
+/// The next entry of several scans merged (several only for an agent's "mine or unassigned"
+/// view), in sort order; a failed read comes first, to be returned.
+fn next_in_order(
+    scans: &mut [Peekable<Scan>],
+    descending: bool,
+) -> Option<Result<(u64, OwnedRoomId)>> {
+    let mut best: Option<(usize, Option<&(u64, OwnedRoomId)>)> = None;
+    for (i, it) in scans.iter_mut().enumerate() {
+        let entry = match it.peek() {
+            None => continue,
+            Some(Ok(entry)) => entry,
+            Some(Err(_)) => {
+                best = Some((i, None));
+                break;
             }
+        };
+        let better = match best {
+            None => true,
+            Some((_, Some(b))) if descending => entry > b,
+            Some((_, Some(b))) => entry < b,
+            Some((_, None)) => false,
+        };
+        if better {
+            best = Some((i, Some(entry)));
         }
-        let rest = [
-            ("priority", self.priority.map(|p| p.as_str().to_owned())),
-            ("channel", self.channel.map(|c| c.as_str().to_owned())),
-            ("status", self.status.map(|s| s.as_str().to_owned())),
-        ];
-        match rest.into_iter().find(|(_, v)| v.is_some()) {
-            Some((facet, Some(value))) => vec![(facet, value)],
-            _ => vec![("all", String::new())],
-        }
     }
-}
-
-/// Where the next page starts: the sort time and room of the last item returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PageToken {
-    pub(crate) ts: u64,
-    pub(crate) room: OwnedRoomId,
-}
-
-impl PageToken {
-    pub(crate) fn encode(&self) -> String {
-        format!("{}_{}", self.ts, self.room)
-    }
-
-    pub(crate) fn decode(s: &str) -> Option<Self> {
-        let (ts, room) = s.split_once('_')?;
-        Some(PageToken {
-            ts: ts.parse().ok()?,
-            room: RoomId::parse(room).ok()?,
-        })
-    }
+    let (i, _) = best?;
+    scans[i].next()
 }
 
 /// The conversation records and their index.
@@ -396,31 +286,7 @@ impl ConversationIndex {
             })
             .collect();
         let mut out = Vec::new();
-        loop {
-            // Merge the scans (several only for an agent's "mine or unassigned" view). The
-            // next entry in sort order wins; a failed read wins at once, to be returned.
-            let mut best: Option<(usize, Option<&(u64, OwnedRoomId)>)> = None;
-            for (i, it) in scans.iter_mut().enumerate() {
-                let entry = match it.peek() {
-                    None => continue,
-                    Some(Ok(entry)) => entry,
-                    Some(Err(_)) => {
-                        best = Some((i, None));
-                        break;
-                    }
-                };
-                let better = match best {
-                    None => true,
-                    Some((_, Some(b))) if descending => entry > b,
-                    Some((_, Some(b))) => entry < b,
-                    Some((_, None)) => false,
-                };
-                if better {
-                    best = Some((i, Some(entry)));
-                }
-            }
-            let Some((i, _)) = best else { break };
-            let Some(entry) = scans[i].next() else { break };
+        while let Some(entry) = next_in_order(&mut scans, descending) {
             let (ts, room) = entry?;
             if descending && filter.updated_since.is_some_and(|since| ts < since) {
                 break;
@@ -441,12 +307,7 @@ impl ConversationIndex {
     }
 
     /// The entries under the sort prefix `p`, in sort order, after `from`.
-    fn scan(
-        &self,
-        p: &[u8],
-        descending: bool,
-        from: Option<&PageToken>,
-    ) -> Box<dyn Iterator<Item = Result<(u64, OwnedRoomId)>>> {
+    fn scan(&self, p: &[u8], descending: bool, from: Option<&PageToken>) -> Scan {
         let Some(from) = from else {
             let it = self.store.scan_prefix(Table::SupportIndex, p);
             return if descending {
@@ -499,6 +360,7 @@ mod tests {
     use ruma::{owned_user_id, room_id, user_id};
 
     use super::*;
+    use crate::support::{conversation::Status, filter::Assignee};
 
     fn record(room: &str, ts: u64, status: Status, assignee: Option<&str>) -> ConversationRecord {
         let mut r = ConversationRecord::new(RoomId::parse(room).unwrap(), ts);
@@ -591,17 +453,5 @@ mod tests {
         let key = entry_key("assignee", "", BY_ACTIVITY, 5, &queued.room_id);
         assert!(queued.keys().contains(&key));
         assert_eq!(Assignee::Unassigned.value(), Some(""));
-        assert_eq!(Assignee::Anyone.value(), None);
-        assert!(Assignee::Unassigned.matches(None));
-        assert!(!Assignee::Unassigned.matches(Some(user_id!("@a:x"))));
-        assert!(Assignee::User(owned_user_id!("@a:x")).matches(Some(user_id!("@a:x"))));
-        assert!(!Assignee::User(owned_user_id!("@a:x")).matches(None));
-        assert!(Assignee::Anyone.matches(None));
-        let token = PageToken {
-            ts: 12,
-            room: room_id!("!r_1:x").to_owned(),
-        };
-        assert_eq!(PageToken::decode(&token.encode()), Some(token));
-        assert_eq!(PageToken::decode("12_not-a-room"), None);
     }
 }

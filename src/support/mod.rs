@@ -21,6 +21,7 @@ pub(crate) mod changes;
 pub(crate) mod conversation;
 pub(crate) mod deliveries;
 pub(crate) mod escalation;
+pub(crate) mod filter;
 pub(crate) mod index;
 pub(crate) mod metrics;
 pub(crate) mod notes;

@@ -10,7 +10,7 @@ use super::{
     access::Viewer,
     agents::{self, AgentStatus},
     audit::AuditEntry,
-    index::{Assignee, Filter, PageToken, Sort},
+    filter::{Assignee, Filter, PageToken, Sort},
     metrics::{self, Metrics},
     tickets::TicketFilter,
 };

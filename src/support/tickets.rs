@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     conversation::{Priority, string_enum},
-    index::{Assignee, assignee_value},
+    filter::{Assignee, assignee_value},
 };
 use crate::{
     error::{Error, Result},

@@ -21,7 +21,7 @@ use crate::{
         conversation::{
             Channel, Contact, MAX_REFERENCE_CHARS, Priority, Status, valid_labels, valid_language,
         },
-        index::{Assignee, Filter, PageToken, Sort},
+        filter::{Assignee, Filter, PageToken, Sort},
         queries,
     },
 };

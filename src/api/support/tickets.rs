@@ -20,7 +20,7 @@ use crate::{
         actor::Actor,
         conversation::Priority,
         escalation::{self, TicketPatch},
-        index::Assignee,
+        filter::Assignee,
         queries,
         tickets::{TicketFilter, TicketStatus},
     },
