@@ -28,7 +28,7 @@ pub(crate) fn agent_came_online(desk: &Desk<'_>, event: &Value) -> bool {
 
 /// Assigns waiting conversations, longest waiting first, while agents are available.
 pub(crate) async fn drain_queue(desk: &Desk<'_>) -> Result<()> {
-    if agents::next_available(desk)?.is_none() {
+    if !agents::anyone_available(desk)? {
         return Ok(());
     }
     let filter = Filter {
@@ -44,7 +44,7 @@ pub(crate) async fn drain_queue(desk: &Desk<'_>) -> Result<()> {
     let actor = Actor::Bot { cause: None };
     for record in queue {
         // A cheap look before taking the change lock; `assign_next` decides under it.
-        if agents::next_available(desk)?.is_none() {
+        if !agents::anyone_available(desk)? {
             break;
         }
         if let Err(e) = actions::assign_next(desk, &record.room_id, &actor).await {

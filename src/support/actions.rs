@@ -60,6 +60,37 @@ pub(crate) async fn update(
     edit: impl FnOnce(&mut Conversation) -> Result<()>,
 ) -> Result<Conversation> {
     let held = desk.support.changes.lock().await;
+    let change = Change {
+        room_id,
+        actor,
+        action,
+        details,
+    };
+    update_locked(desk, &held, change, edit).await
+}
+
+/// A change to a conversation, as [`update`] makes it.
+struct Change<'a> {
+    room_id: &'a RoomId,
+    actor: &'a Actor<'a>,
+    /// What the audit log calls it.
+    action: &'a str,
+    details: Value,
+}
+
+/// [`update`], under the change lock the caller holds.
+async fn update_locked(
+    desk: &Desk<'_>,
+    held: &ChangeGuard<'_>,
+    change: Change<'_>,
+    edit: impl FnOnce(&mut Conversation) -> Result<()>,
+) -> Result<Conversation> {
+    let Change {
+        room_id,
+        actor,
+        action,
+        details,
+    } = change;
     let (old, _) = current(desk, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
     let mut new = old.clone();
     edit(&mut new)?;
@@ -72,7 +103,7 @@ pub(crate) async fn update(
         return Ok(new);
     }
     let event_id = send_state(desk, room_id, &new, actor.txn(action)).await?;
-    index_state(desk, &held, room_id, &event_id, &new).await?;
+    index_state(desk, held, room_id, &event_id, &new).await?;
     desk.support
         .audit
         .write(actor, action, room_id.as_str(), details)
@@ -194,19 +225,23 @@ pub(crate) async fn assign_next(
     room_id: &RoomId,
     actor: &Actor<'_>,
 ) -> Result<Option<OwnedUserId>> {
+    let held = desk.support.changes.lock().await;
+    let change = Change {
+        room_id,
+        actor,
+        action: "conversation.assign",
+        details: json!({ "automatic": true }),
+    };
     let mut chosen = None;
-    let details = json!({ "automatic": true });
-    update(desk, room_id, actor, "conversation.assign", details, |c| {
-        if c.assignee.is_none() && c.is_active() {
-            chosen = agents::next_available(desk)?;
-            c.assignee.clone_from(&chosen);
-        }
-        if let Some(agent) = &chosen {
-            desk.support.turns.mark(agent);
+    update_locked(desk, &held, change, |c| {
+        if c.assignee.is_none() {
+            choose_agent(desk, &held, c)?;
+            chosen.clone_from(&c.assignee);
         }
         Ok(())
     })
     .await?;
+    drop(held);
     if let Some(agent) = &chosen {
         bring_in_agent(desk, room_id, agent, actor).await?;
     }
@@ -216,14 +251,10 @@ pub(crate) async fn assign_next(
 /// Gives an unassigned, active conversation to the next available agent, if any: in the
 /// content about to be sent, so it is never seen unassigned while someone is free. Under the
 /// change lock, which the caller holds.
-fn choose_agent(
-    desk: &Desk<'_>,
-    _held: &ChangeGuard<'_>,
-    content: &mut Conversation,
-) -> Result<()> {
+fn choose_agent(desk: &Desk<'_>, held: &ChangeGuard<'_>, content: &mut Conversation) -> Result<()> {
     if content.assignee.is_none()
         && content.is_active()
-        && let Some(agent) = agents::next_available(desk)?
+        && let Some(agent) = agents::next_available(desk, held)?
     {
         desk.support.turns.mark(&agent);
         content.assignee = Some(agent);

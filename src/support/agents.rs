@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use ruma::{OwnedUserId, UserId};
 
-use super::Desk;
+use super::{Desk, changes::ChangeGuard};
 use crate::{config::AgentConfig, error::Result};
 
 /// An agent as assignment sees them.
@@ -42,9 +42,23 @@ fn can_take(online: bool, load: usize, agent: &AgentConfig) -> bool {
     online && load < agent.capacity as usize
 }
 
-/// The next agent in turn who is available. Racy unless the caller holds the desk's change
-/// lock (loads only change under it): assignment decides under it.
-pub(crate) fn next_available(desk: &Desk<'_>) -> Result<Option<OwnedUserId>> {
+/// The next agent in turn who is available, to give a conversation to. Under the desk's change
+/// lock, which the caller holds: loads only change under it, so two conversations decided at
+/// once cannot both take an agent's last place.
+pub(crate) fn next_available(
+    desk: &Desk<'_>,
+    _held: &ChangeGuard<'_>,
+) -> Result<Option<OwnedUserId>> {
+    first_available(desk)
+}
+
+/// Whether some agent looks available, without the change lock: a cheap look before deciding
+/// under it, which may be wrong by the time the lock is taken.
+pub(crate) fn anyone_available(desk: &Desk<'_>) -> Result<bool> {
+    Ok(first_available(desk)?.is_some())
+}
+
+fn first_available(desk: &Desk<'_>) -> Result<Option<OwnedUserId>> {
     let agents = &desk.config().agents;
     for i in desk.support.turns.order(agents) {
         let agent = &agents[i];

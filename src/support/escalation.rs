@@ -59,6 +59,8 @@ pub(crate) async fn create_ticket(
     source: Option<&EventId>,
 ) -> Result<Ticket> {
     let tickets = &desk.support.tickets;
+    // Under the lock from the look for an earlier ticket to the write of this one.
+    let held = desk.support.changes.lock().await;
     if let Some(src) = source
         && let Some(t) = tickets.by_source(src)?
     {
@@ -78,13 +80,14 @@ pub(crate) async fn create_ticket(
         updated_ts: now,
     };
     let mut batch = Batch::new();
-    tickets.put(&mut batch, None, &ticket, source);
+    tickets.put(&held, &mut batch, None, &ticket, source);
     let details = json!({ "room_id": room_id, "title": title });
     let target = format!("#{}", ticket.number);
     desk.support
         .audit
         .record(&mut batch, actor, "ticket.create", &target, details)?;
     desk.store.write_durable(batch).await?;
+    drop(held);
     mirror_ticket(desk, &ticket, actor).await?;
     let announcement = format!("Ticket #{} created: {}", ticket.number, ticket.title);
     say(
@@ -106,7 +109,7 @@ pub(crate) async fn update_ticket(
     patch: TicketPatch,
     actor: &Actor<'_>,
 ) -> Result<Ticket> {
-    let _guard = desk.support.changes.lock().await;
+    let held = desk.support.changes.lock().await;
     let old = desk
         .support
         .tickets
@@ -118,7 +121,9 @@ pub(crate) async fn update_ticket(
     }
     new.updated_ts = now_ms();
     let mut batch = Batch::new();
-    desk.support.tickets.put(&mut batch, Some(&old), &new, None);
+    desk.support
+        .tickets
+        .put(&held, &mut batch, Some(&old), &new, None);
     let details = json!({ "status": new.status.as_str(), "priority": new.priority.as_str(),
                           "assignee": new.assignee, "title": new.title });
     let target = format!("#{number}");

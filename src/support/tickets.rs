@@ -8,6 +8,7 @@ use ruma::{EventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    changes::ChangeGuard,
     conversation::{Priority, string_enum},
     filter::{Assignee, assignee_value},
 };
@@ -118,9 +119,12 @@ impl TicketStore {
         Ok(self.first_number - 1 + n)
     }
 
-    /// Writes the ticket (new or changed) and its index keys into `batch`.
+    /// Writes the ticket (new or changed) and its index keys into `batch`. `old` must be what
+    /// is stored: the caller read it under the change lock it still holds, so no other change
+    /// came in between and left keys behind.
     pub(crate) fn put(
         &self,
+        _held: &ChangeGuard<'_>,
         batch: &mut Batch,
         old: Option<&Ticket>,
         new: &Ticket,

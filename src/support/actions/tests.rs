@@ -176,6 +176,11 @@ async fn assignment_never_pushes_an_agent_past_capacity() {
     let next = assign_next(&desk, &second, &Actor::Bot { cause: None }).await;
     assert_eq!(next.unwrap(), None);
     assert_eq!(f.state(&second).0.assignee, None);
+    // One that has its agent is left as it is.
+    let (_, pos) = f.state(&first);
+    let next = assign_next(&desk, &first, &Actor::Bot { cause: None }).await;
+    assert_eq!(next.unwrap(), None);
+    assert_eq!(f.state(&first).1, pos);
     // Closing the first frees her.
     let close = |c: &mut Conversation| {
         set_status(c, Status::Closed);
