@@ -107,3 +107,21 @@ impl AuditLog {
         Ok((out, None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stored_before_typed_actors_read_and_write_the_same() {
+        for via in ["api", "command"] {
+            let stored = serde_json::json!({
+                "id": 3, "ts": 4, "actor": "@boss:x", "action": "conversation.assign",
+                "target": "!a:x", "via": via, "details": {"assignee": "@ana:x"},
+            });
+            let entry: AuditEntry = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(entry.actor, "@boss:x");
+            assert_eq!(serde_json::to_value(&entry).unwrap(), stored);
+        }
+    }
+}

@@ -454,4 +454,19 @@ mod tests {
         assert!(queued.keys().contains(&key));
         assert_eq!(Assignee::Unassigned.value(), Some(""));
     }
+
+    #[test]
+    fn records_stored_before_typed_ids_read_and_write_the_same() {
+        let stored = serde_json::json!({
+            "room_id": "!a:x",
+            "content": Conversation::from_json(&serde_json::json!({"assignee": "@ana:x"})).to_json(),
+            "created_ts": 1, "last_activity_ts": 2, "waiting_since": 3, "messages": 4,
+            "customer_messages": 5, "agent_messages": 6, "applied_pos": 7, "state_pos": 8,
+            "out_of_office_day": null, "last_customer_text": "hola",
+        });
+        let record: ConversationRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(record.room_id, "!a:x");
+        assert_eq!(record.content.assignee.as_deref(), Some(user_id!("@ana:x")));
+        assert_eq!(serde_json::to_value(&record).unwrap(), stored);
+    }
 }

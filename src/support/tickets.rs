@@ -198,3 +198,27 @@ impl TicketStore {
         Ok((out, None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_stored_before_typed_ids_read_and_write_the_same() {
+        let stored = serde_json::json!({
+            "number": 7, "title": "Broken screen", "status": "in_progress", "priority": "high",
+            "assignee": "@ana:x", "room_id": "!a:x", "created_by": "@bob:x",
+            "created_ts": 1, "updated_ts": 2,
+        });
+        let ticket: Ticket = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(ticket.status, TicketStatus::InProgress);
+        assert_eq!(ticket.assignee.as_ref().map(|a| a.as_str()), Some("@ana:x"));
+        assert_eq!(serde_json::to_value(&ticket).unwrap(), stored);
+        let unassigned = serde_json::json!({
+            "number": 8, "title": "t", "status": "open", "priority": "low", "assignee": null,
+            "room_id": "!a:x", "created_by": "@bob:x", "created_ts": 1, "updated_ts": 1,
+        });
+        let ticket: Ticket = serde_json::from_value(unassigned.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&ticket).unwrap(), unassigned);
+    }
+}
