@@ -193,4 +193,16 @@ impl Services {
             e2ee: &self.e2ee,
         }
     }
+
+    /// The support desk's view of the server: what `support/` and the bot use.
+    pub(crate) fn desk(&self) -> crate::support::Desk<'_> {
+        crate::support::Desk {
+            support: &self.support,
+            rooms: &self.rooms,
+            users: &self.users,
+            presence: &self.presence,
+            appservices: &self.appservices,
+            store: &self.store,
+        }
+    }
 }

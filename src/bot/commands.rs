@@ -1,231 +1,182 @@
-//! Agent commands in a conversation room (`!assign`, `!close`, `!ticket`, …).
+//! Agent commands in a conversation room (`!assign`, `!close`, `!ticket`, …): running them.
+//! What they are and how they parse: [`super::command`].
 //!
 //! Commands start with `!`, so the WhatsApp bridge never forwards them; the bot's answers carry
 //! `io.charla.internal` for the same reason. Only agents and admins may use them; anyone else
 //! gets a refusal, also internal.
 
-use ruma::{RoomId, UserId};
+use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde_json::json;
 
-use ruma::events::TimelineEventType;
-
-use super::faq;
+use super::{
+    command::{Call, Command, help},
+    faq,
+};
 use crate::{
     error::{Error, Result},
     events::{EventTemplate, Pdu},
-    rooms::Txn,
-    services::Services,
     support::{
-        actions::{self, Actor},
-        conversation::{Priority, Status, valid_label, valid_language},
+        Conversation, Desk, actions,
+        actor::Actor,
         escalation, notes,
+        say::{self, say},
+        tickets::TicketFilter,
     },
 };
 
-const COMMANDS: &[&str] = &[
-    "assign", "unassign", "status", "close", "reopen", "label", "priority", "language", "ticket",
-    "template", "note", "suggest", "help",
-];
-
-const HELP: &str = "Commands: !assign @user · !unassign · !status open|pending|closed · !close · \
-!reopen · !label add|remove LABEL · !priority low|medium|high|urgent · !language es|en|… · \
-!ticket TITLE · !template NAME · !note (the staff-only notes room) · !suggest · !help";
-
 /// Whether a message is one of the bot's commands.
-pub fn is_command(body: &str) -> bool {
-    parse(body).is_some_and(|(name, _)| COMMANDS.contains(&name))
-}
-
-fn parse(body: &str) -> Option<(&str, &str)> {
-    let rest = body.strip_prefix('!')?;
-    let (name, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-    Some((name, args.trim()))
-}
-
-fn txn(pos: u64, tag: &str) -> Option<Txn> {
-    Some(Txn {
-        device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}").into(),
-    })
+pub(crate) fn is_command(body: &str) -> bool {
+    Call::parse(body).is_some()
 }
 
 /// Answers someone who may not use commands.
-pub async fn refuse(s: &Services, room_id: &RoomId, pos: u64, sender: &UserId) -> Result<()> {
-    actions::say(
-        s,
-        room_id,
-        &format!("Sorry {sender}, only support agents can use commands."),
-        true,
-        &[],
-        txn(pos, "refused"),
-    )
-    .await
-    .map(drop)
+pub(crate) async fn refuse(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+    pos: u64,
+    sender: &UserId,
+) -> Result<()> {
+    let text = format!("Sorry {sender}, only support agents can use commands.");
+    let txn = Actor::bot(pos).txn("refused");
+    say(desk, room_id, &text, true, &[], txn).await.map(drop)
 }
 
+/// What a command answers, and whether the queue should be looked at after it.
+type Reply = (String, bool);
+
 /// Runs a command from an agent or admin; returns whether the queue should be looked at.
-pub async fn run(s: &Services, pdu: &Pdu, pos: u64, body: &str) -> Result<bool> {
-    let room_id = &pdu.room_id;
-    let Some((name, args)) = parse(body).filter(|(n, _)| COMMANDS.contains(n)) else {
-        let reply = format!("Unknown command. {HELP}");
-        actions::say(s, room_id, &reply, true, &[], txn(pos, "reply")).await?;
+pub(crate) async fn run(desk: &Desk<'_>, pdu: &Pdu, pos: u64, body: &str) -> Result<bool> {
+    let actor = Actor::Command {
+        user: &pdu.sender,
+        pos,
+    };
+    let Some(call) = Call::parse(body) else {
+        let text = format!("Unknown command. {}", help());
+        reply(desk, &pdu.room_id, &actor, &text).await?;
         return Ok(false);
     };
-    let actor = Actor {
-        user: &pdu.sender,
-        via: "command",
-        txn: Some(pos.to_string()),
+    let outcome = match call.command {
+        Ok(command) => execute(desk, pdu, &actor, command, call.args).await,
+        Err(usage) => Err(Error::invalid_param(usage.to_string())),
     };
-    let outcome = execute(s, pdu, &actor, name, args).await;
-    let (reply, drain) = match outcome {
-        Ok(Some((reply, drain))) => (reply, drain),
+    let (text, drain) = match outcome {
+        Ok(Some(answer)) => answer,
         Ok(None) => return Ok(false),
-        Err(Error::Matrix { message, .. }) => (format!("!{name}: {message}"), false),
+        Err(Error::Matrix { message, .. }) => {
+            (format!("!{}: {message}", call.name.as_str()), false)
+        }
         Err(e) => return Err(e),
     };
-    actions::say(s, room_id, &reply, true, &[], txn(pos, "reply")).await?;
+    reply(desk, &pdu.room_id, &actor, &text).await?;
     Ok(drain)
 }
 
-/// The reply (and whether to drain the queue), or `None` when the command answered itself.
+/// The bot's answer to a command, for agents only.
+async fn reply(desk: &Desk<'_>, room_id: &RoomId, actor: &Actor<'_>, text: &str) -> Result<()> {
+    say(desk, room_id, text, true, &[], actor.txn("reply"))
+        .await
+        .map(drop)
+}
+
+/// Does what the command asks. Returns the answer, or `None` when the command answered
+/// itself (a ticket announced, a template or a notes link sent).
 async fn execute(
-    s: &Services,
+    desk: &Desk<'_>,
     pdu: &Pdu,
     actor: &Actor<'_>,
-    name: &str,
+    command: Command,
     args: &str,
-) -> Result<Option<(String, bool)>> {
+) -> Result<Option<Reply>> {
     let room_id = &pdu.room_id;
-    let pos = actor.txn.clone().unwrap_or_default();
-    let change = |action: &'static str| (action, json!({ "args": args }));
-    let reply = match name {
-        "help" => (HELP.to_owned(), false),
-        "assign" => {
-            let user = UserId::parse(args)
-                .map_err(|_| Error::invalid_param("usage: !assign @user:server"))?;
-            actions::assign(s, room_id, Some(&user), actor).await?;
+    Ok(Some(match command {
+        Command::Help => (help(), false),
+        Command::Assign(user) => {
+            actions::assign(desk, room_id, Some(&user), actor).await?;
             (format!("Assigned to {user}."), false)
         }
-        "unassign" => {
-            actions::assign(s, room_id, None, actor).await?;
+        Command::Unassign => {
+            actions::assign(desk, room_id, None, actor).await?;
             ("Unassigned: back in the queue.".to_owned(), true)
         }
-        "status" | "close" | "reopen" => {
-            let status = match name {
-                "close" => Status::Closed,
-                "reopen" => Status::Open,
-                _ => Status::parse(args)
-                    .ok_or_else(|| Error::invalid_param("usage: !status open|pending|closed"))?,
-            };
-            let (action, details) = change("conversation.status");
-            actions::update(s, room_id, actor, action, details, |c| {
-                actions::set_status(c, status);
-                Ok(())
-            })
-            .await?;
+        Command::Status(status) => {
+            let edit = |c: &mut Conversation| actions::set_status(c, status);
+            change(desk, room_id, actor, args, "conversation.status", edit).await?;
             (format!("Status: {}.", status.as_str()), true)
         }
-        "label" => {
-            let (op, label) = args.split_once(char::is_whitespace).unwrap_or((args, ""));
-            let label = valid_label(label)
-                .ok_or_else(|| Error::invalid_param("usage: !label add|remove LABEL"))?;
-            let add = match op {
-                "add" => true,
-                "remove" => false,
-                _ => return Err(Error::invalid_param("usage: !label add|remove LABEL")),
-            };
-            let (action, details) = change("conversation.labels");
-            let new = actions::update(s, room_id, actor, action, details, |c| {
-                c.labels.retain(|l| *l != label);
-                if add {
-                    c.labels.push(label.clone());
-                }
-                Ok(())
-            })
-            .await?;
+        Command::Label { add, label } => {
+            let edit = |c: &mut Conversation| edit_labels(c, add, label);
+            let new = change(desk, room_id, actor, args, "conversation.labels", edit).await?;
             (format!("Labels: {}.", new.labels.join(", ")), false)
         }
-        "priority" => {
-            let p = Priority::parse(args)
-                .ok_or_else(|| Error::invalid_param("usage: !priority low|medium|high|urgent"))?;
-            let (action, details) = change("conversation.priority");
-            actions::update(s, room_id, actor, action, details, |c| {
-                c.priority = p;
-                Ok(())
-            })
-            .await?;
-            (format!("Priority: {}.", p.as_str()), false)
+        Command::Priority(priority) => {
+            let edit = |c: &mut Conversation| c.priority = priority;
+            change(desk, room_id, actor, args, "conversation.priority", edit).await?;
+            (format!("Priority: {}.", priority.as_str()), false)
         }
-        "language" => {
-            let language = valid_language(args)
-                .ok_or_else(|| Error::invalid_param("usage: !language TAG (es, en, pt-BR…)"))?;
-            let (action, details) = change("conversation.language");
-            actions::update(s, room_id, actor, action, details, |c| {
-                c.language = Some(language.clone());
-                Ok(())
-            })
-            .await?;
-            (format!("Language: {language}."), false)
+        Command::Language(tag) => {
+            let answer = format!("Language: {tag}.");
+            let edit = |c: &mut Conversation| c.language = Some(tag);
+            change(desk, room_id, actor, args, "conversation.language", edit).await?;
+            (answer, false)
         }
-        "ticket" => {
-            if args.is_empty() {
-                return Err(Error::invalid_param("usage: !ticket TITLE"));
-            }
-            let source = pdu.event_id.to_string();
-            escalation::create_ticket(s, room_id, args, actor, Some(&source)).await?;
+        Command::Ticket(title) => {
+            let source = Some(&*pdu.event_id);
             // create_ticket announces the ticket itself.
+            escalation::create_ticket(desk, room_id, &title, actor, source).await?;
             return Ok(None);
         }
-        "template" => {
-            let text = render_template(s, room_id, &pdu.sender, args)?;
-            actions::say(s, room_id, &text, false, &[], txn_of(&pos, "template")).await?;
+        Command::Template(name) => {
+            let text = render_template(desk, room_id, &pdu.sender, &name)?;
+            say(desk, room_id, &text, false, &[], actor.txn("template")).await?;
             return Ok(None);
         }
-        "note" => {
-            note(s, pdu, actor, args).await?;
+        Command::Note(text) => {
+            note(desk, pdu, actor, &text).await?;
             return Ok(None);
         }
-        "suggest" => (suggestions(s, room_id)?, false),
-        _ => unreachable!("filtered by COMMANDS"),
-    };
-    Ok(Some(reply))
+        Command::Suggest => (suggestions(desk, room_id)?, false),
+    }))
+}
+
+/// A change of the conversation, audited with the command's arguments as written.
+async fn change(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+    actor: &Actor<'_>,
+    args: &str,
+    action: &str,
+    edit: impl FnOnce(&mut Conversation),
+) -> Result<Conversation> {
+    let details = json!({ "args": args });
+    actions::update(desk, room_id, actor, action, details, |c| {
+        edit(c);
+        Ok(())
+    })
+    .await
+}
+
+/// `!label add|remove LABEL`: an added label goes last.
+fn edit_labels(c: &mut Conversation, add: bool, label: String) {
+    c.labels.retain(|l| *l != label);
+    if add {
+        c.labels.push(label);
+    }
 }
 
 /// `!note`: links the conversation's notes room (creating it on first use) and invites the
 /// agent to it, where notes are written; the customer is in this room, so no note is kept here.
 /// `!note TEXT` is refused before it is sent on this server (`support::policy`); one that came
 /// some other way is moved to the notes room and taken out of the conversation.
-async fn note(s: &Services, pdu: &Pdu, actor: &Actor<'_>, text: &str) -> Result<()> {
+async fn note(desk: &Desk<'_>, pdu: &Pdu, actor: &Actor<'_>, text: &str) -> Result<()> {
     let room_id = &pdu.room_id;
-    let pos = actor.txn.clone().unwrap_or_default();
-    let pos = pos.as_str();
     if !text.is_empty() {
-        notes::write(s, room_id, actor, text).await?;
-        let redaction = EventTemplate::message(
-            TimelineEventType::RoomRedaction,
-            serde_json::value::to_raw_value(&json!({
-                "redacts": pdu.event_id,
-                "reason": "A private note: moved to the notes room",
-            }))
-            .map_err(|e| Error::internal(e.to_string()))?,
-        );
-        let redacted = s
-            .rooms
-            .send(
-                room_id,
-                &s.support.bot,
-                redaction,
-                txn_of(pos, "note-redact"),
-            )
-            .await;
-        if let Err(e) = redacted {
-            tracing::warn!(room = %room_id, error = %e, "support bot: a note left in a conversation");
-        }
+        notes::write(desk, room_id, actor, text).await?;
+        take_out_of_conversation(desk, pdu, actor).await;
     }
-    let notes_room = notes::room(s, room_id).await?;
-    notes::invite(s, &notes_room, &pdu.sender).await?;
+    let notes_room = notes::room(desk, room_id).await?;
+    notes::invite(desk, &notes_room, &pdu.sender).await?;
     let link = format!("https://matrix.to/#/{notes_room}");
-    let mut content = actions::message(
+    let mut content = say::message(
         &format!(
             "Private notes on this conversation are kept in a staff-only room, never here (the \
              customer reads this room): {link}. You are invited; write your notes there."
@@ -233,28 +184,44 @@ async fn note(s: &Services, pdu: &Pdu, actor: &Actor<'_>, text: &str) -> Result<
         true,
     );
     content["io.charla.notes_room"] = json!(notes_room);
-    actions::say_content(s, room_id, &content, txn_of(pos, "reply")).await?;
+    say::say_content(desk, room_id, &content, actor.txn("reply")).await?;
     Ok(())
 }
 
-fn txn_of(pos: &str, tag: &str) -> Option<Txn> {
-    Some(Txn {
-        device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}").into(),
-    })
+/// Redacts a note written in the conversation, now that it is in the notes room. A failure is
+/// logged, not returned: the note is kept either way.
+async fn take_out_of_conversation(desk: &Desk<'_>, pdu: &Pdu, actor: &Actor<'_>) {
+    let content = json!({
+        "redacts": pdu.event_id,
+        "reason": "A private note: moved to the notes room",
+    });
+    let redacted = match serde_json::value::to_raw_value(&content) {
+        Ok(raw) => {
+            let redaction = EventTemplate::message(TimelineEventType::RoomRedaction, raw);
+            let txn = actor.txn("note-redact");
+            desk.rooms
+                .send(&pdu.room_id, desk.bot(), redaction, txn)
+                .await
+                .map(drop)
+        }
+        Err(e) => Err(Error::internal(e.to_string())),
+    };
+    if let Err(e) = redacted {
+        tracing::warn!(room = %pdu.room_id, error = %e, "support bot: a note left in a conversation");
+    }
 }
 
 /// `!suggest`: the best FAQ answers for the customer's last message, for agents only.
-fn suggestions(s: &Services, room_id: &RoomId) -> Result<String> {
-    let last = s
+fn suggestions(desk: &Desk<'_>, room_id: &RoomId) -> Result<String> {
+    let last = desk
         .support
         .index
-        .get(room_id.as_str())?
+        .get(room_id)?
         .and_then(|r| r.last_customer_text);
     let Some(last) = last else {
         return Ok("No customer message to suggest answers for.".into());
     };
-    let ranked = faq::ranked(&s.config.support.faq, &last, 0.2);
+    let ranked = faq::ranked(&desk.config().faq, &last, 0.2);
     if ranked.is_empty() {
         return Ok("No suggestion for the customer's last message.".into());
     }
@@ -268,32 +235,31 @@ fn suggestions(s: &Services, room_id: &RoomId) -> Result<String> {
 }
 
 /// A canned response with `{contact.name}`, `{agent.name}` and `{ticket}` filled in.
-pub fn render_template(
-    s: &Services,
+fn render_template(
+    desk: &Desk<'_>,
     room_id: &RoomId,
     agent: &UserId,
     name: &str,
 ) -> Result<String> {
-    let template = s
-        .config
-        .support
+    let template = desk
+        .config()
         .templates
         .iter()
         .find(|t| t.name == name)
         .ok_or_else(|| Error::not_found(format!("no template named {name:?}")))?;
-    let contact = actions::current(s, room_id)?
+    let contact = actions::current(desk, room_id)?
         .and_then(|(c, _)| c.contact.name)
         .unwrap_or_default();
-    let agent_name = s
+    let agent_name = desk
         .users
         .get(agent)?
         .and_then(|r| r.displayname)
         .unwrap_or_else(|| agent.localpart().to_owned());
-    let filter = crate::support::tickets::TicketFilter {
-        room_id: Some(room_id.to_string()),
+    let filter = TicketFilter {
+        room_id: Some(room_id.to_owned()),
         ..Default::default()
     };
-    let ticket = s
+    let ticket = desk
         .support
         .tickets
         .list(&filter, 1, None, |_| Ok(true))?

@@ -24,7 +24,7 @@ const STOPWORDS: &[&str] = &[
 const KEYWORD_SCORE: f64 = 0.75;
 
 /// Lowercase, accents removed, punctuation turned into spaces.
-pub fn normalize(text: &str) -> String {
+pub(crate) fn normalize(text: &str) -> String {
     text.chars()
         .flat_map(char::to_lowercase)
         .map(|c| match c {
@@ -50,7 +50,7 @@ fn words(text: &str) -> HashSet<String> {
 }
 
 /// How well `message` matches one FAQ entry, in `0..=1`.
-pub fn score(entry: &FaqEntry, message: &str) -> f64 {
+pub(crate) fn score(entry: &FaqEntry, message: &str) -> f64 {
     let msg = words(message);
     if msg.is_empty() {
         return 0.0;
@@ -85,7 +85,7 @@ pub fn score(entry: &FaqEntry, message: &str) -> f64 {
 }
 
 /// The FAQ entries matching `message`, best first, with their scores, above `min`.
-pub fn ranked<'a>(faq: &'a [FaqEntry], message: &str, min: f64) -> Vec<(&'a FaqEntry, f64)> {
+pub(crate) fn ranked<'a>(faq: &'a [FaqEntry], message: &str, min: f64) -> Vec<(&'a FaqEntry, f64)> {
     let mut out: Vec<_> = faq
         .iter()
         .map(|e| (e, score(e, message)))
@@ -96,7 +96,7 @@ pub fn ranked<'a>(faq: &'a [FaqEntry], message: &str, min: f64) -> Vec<(&'a FaqE
 }
 
 /// The answer the bot gives on its own: the best entry at or above the threshold.
-pub fn answer<'a>(faq: &'a [FaqEntry], message: &str, threshold: f64) -> Option<&'a str> {
+pub(crate) fn answer<'a>(faq: &'a [FaqEntry], message: &str, threshold: f64) -> Option<&'a str> {
     ranked(faq, message, threshold)
         .first()
         .map(|(e, _)| e.answer.as_str())

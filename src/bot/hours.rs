@@ -20,7 +20,7 @@ fn weekday(day: i64) -> u8 {
 }
 
 /// Whether the desk is open at `ms`; always when no hours are configured.
-pub fn is_open(hours: Option<&BusinessHours>, ms: u64) -> bool {
+pub(crate) fn is_open(hours: Option<&BusinessHours>, ms: u64) -> bool {
     let Some(h) = hours else { return true };
     let (day, minute) = local(h, ms);
     let (Some(open), Some(close)) = (parse_hhmm(&h.open), parse_hhmm(&h.close)) else {
@@ -30,7 +30,7 @@ pub fn is_open(hours: Option<&BusinessHours>, ms: u64) -> bool {
 }
 
 /// The local day number of `ms` (for "once per day").
-pub fn local_day(hours: Option<&BusinessHours>, ms: u64) -> i64 {
+pub(crate) fn local_day(hours: Option<&BusinessHours>, ms: u64) -> i64 {
     match hours {
         Some(h) => local(h, ms).0,
         None => (ms / 86_400_000) as i64,

@@ -14,41 +14,42 @@
 //! derived from the invite's position; the desk room's id is recorded under the original room
 //! before the room is made, so a replay finds it instead of opening a second one.
 
-use ruma::{OwnedRoomId, UserId, events::room::member::MembershipState};
+use ruma::{RoomId, UserId, events::room::member::MembershipState};
 use serde_json::json;
 
 use crate::{
     error::Result,
     events::Pdu,
-    rooms::{MemberProfile, MembershipChange, Txn, membership_of},
-    services::Services,
+    rooms::{MemberProfile, MembershipChange, membership_of},
     storage::Key,
     support::{
-        Conversation,
-        actions::{self, Actor, NewConversation},
-        desk,
+        Conversation, Desk,
+        actions::{self, NewConversation},
+        actor::Actor,
+        owned_rooms,
+        say::{self, say},
     },
 };
 
 /// Handles the invite at `pos`; returns whether the queue should be looked at.
-pub async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
-    let bot = &s.support.bot;
-    let room = s.rooms.room(&pdu.room_id)?;
-    let Some(member_pos) = s
+pub(crate) async fn invited(desk: &Desk<'_>, pdu: &Pdu, pos: u64) -> Result<bool> {
+    let bot = desk.bot();
+    let room = desk.rooms.room(&pdu.room_id)?;
+    let Some(member_pos) = desk
         .rooms
         .state_pos(room.short, "m.room.member", bot.as_str())?
     else {
         return Ok(false);
     };
-    let member = s.rooms.event(member_pos)?;
+    let member = desk.rooms.event(member_pos)?;
     let pending = match membership_of(&member.pdu) {
         Some(MembershipState::Invite) if member_pos == pos => {
             let profile = MemberProfile {
-                displayname: Some(s.config.support.bot_displayname.clone()),
+                displayname: Some(desk.config().bot_displayname.clone()),
                 avatar_url: None,
             };
             // Not waited for on its own: the next write's disk sync covers it too.
-            s.rooms
+            desk.rooms
                 .join_unsynced(&pdu.room_id, bot, profile, None)
                 .await?
         }
@@ -57,135 +58,118 @@ pub async fn invited(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
         // Handled, withdrawn, or superseded by a newer invite.
         _ => return Ok(false),
     };
-    let handled = handle(s, pdu, pos).await;
+    let handled = handle(desk, pdu, pos).await;
     if let Some((room, pending)) = pending {
-        s.rooms.publish(&room, pending).await?;
+        desk.rooms.publish(&room, pending).await?;
     }
     handled
 }
 
-async fn handle(s: &Services, pdu: &Pdu, pos: u64) -> Result<bool> {
+async fn handle(desk: &Desk<'_>, pdu: &Pdu, pos: u64) -> Result<bool> {
     let room_id = &pdu.room_id;
-    let actor = Actor {
-        user: &s.support.bot,
-        via: "bot",
-        txn: Some(pos.to_string()),
-    };
-    if let Some((content, state_pos)) = actions::current(s, room_id)? {
+    let actor = Actor::bot(pos);
+    if let Some((content, state_pos)) = actions::current(desk, room_id)? {
         // The desk's conversation from the start: a bridge portal or a web chat.
-        let event_id = s.rooms.event(state_pos)?.pdu.event_id.clone();
-        let held = s.support.changes.lock().await;
-        actions::index_state(s, &held, room_id, &event_id, &content).await?;
-    } else if desk::can_manage(s, room_id)? {
+        let event_id = desk.rooms.event(state_pos)?.pdu.event_id.clone();
+        let held = desk.support.changes.lock().await;
+        actions::index_state(desk, &held, room_id, &event_id, &content).await?;
+    } else if owned_rooms::can_manage(desk, room_id)? {
         let content = Conversation {
-            contact: actions::contact_of(s, &pdu.sender)?,
+            contact: actions::contact_of(desk, &pdu.sender)?,
             ..Default::default()
         };
-        if let Some(agent) = actions::open(s, room_id, content, &actor).await? {
-            actions::bring_in_agent(s, room_id, &agent, &actor).await?;
+        if let Some(agent) = actions::open(desk, room_id, content, &actor).await? {
+            actions::bring_in_agent(desk, room_id, &agent, &actor).await?;
         }
     } else {
-        return open_desk_room(s, pdu, pos, &actor).await;
+        return open_desk_room(desk, pdu, &actor).await;
     }
-    greet(s, room_id, pos).await?;
+    greet(desk, room_id, &actor).await?;
     Ok(true)
 }
 
-async fn greet(s: &Services, room_id: &ruma::RoomId, pos: u64) -> Result<()> {
-    let greeting = &s.config.support.greeting;
+async fn greet(desk: &Desk<'_>, room_id: &RoomId, actor: &Actor<'_>) -> Result<()> {
+    let greeting = &desk.config().greeting;
     if !greeting.is_empty() {
-        actions::say(s, room_id, greeting, false, &[], txn(pos, "greet")).await?;
+        say(desk, room_id, greeting, false, &[], actor.txn("greet")).await?;
     }
     Ok(())
 }
 
-fn txn(pos: u64, tag: &str) -> Option<Txn> {
-    Some(Txn {
-        device: "io.charla.support".into(),
-        txn_id: format!("{pos}:{tag}").into(),
-    })
-}
-
 /// Where the desk room opened for a room is recorded.
-fn intent_key(origin: &ruma::RoomId) -> Vec<u8> {
+fn intent_key(origin: &RoomId) -> Vec<u8> {
     Key::new().str("desk_room").str(origin.as_str()).into_vec()
 }
 
 /// The inviter's room is theirs: open a desk-owned conversation for them, point them to it,
 /// and leave.
-async fn open_desk_room(s: &Services, pdu: &Pdu, pos: u64, actor: &Actor<'_>) -> Result<bool> {
+async fn open_desk_room(desk: &Desk<'_>, pdu: &Pdu, actor: &Actor<'_>) -> Result<bool> {
     let origin = &pdu.room_id;
     let customer = &pdu.sender;
     let key = intent_key(origin);
-    let first_time = desk::recorded_room(s, &key)?.is_none();
+    let first_time = owned_rooms::recorded_room(desk, &key)?.is_none();
     if first_time
-        && !s.support.is_staff(customer)
-        && s.support
+        && !desk.support.is_staff(customer)
+        && desk
+            .support
             .customer_creations
             .check(customer.as_str())
             .is_err()
     {
         let text = "You opened several conversations with us a moment ago: please go on in \
                     those, or invite me again a little later.";
-        actions::say(s, origin, text, false, &[], txn(pos, "too-many")).await?;
-        leave(s, origin).await?;
+        say(desk, origin, text, false, &[], actor.txn("too-many")).await?;
+        leave(desk, origin).await?;
         return Ok(false);
     }
     let new = NewConversation {
         content: Conversation {
-            contact: actions::contact_of(s, customer)?,
+            contact: actions::contact_of(desk, customer)?,
             ..Default::default()
         },
-        name: Some(s.config.support.bot_displayname.clone()),
+        name: Some(desk.config().bot_displayname.clone()),
         participants: vec![customer.clone()],
         is_direct: true,
         intent: Some(key),
     };
-    let (room_id, content) = actions::create_conversation(s, new, actor).await?;
-    bring_in_customer(s, &room_id, customer).await?;
-    if let Some(agent) = content
-        .assignee
-        .as_deref()
-        .map(UserId::parse)
-        .transpose()
-        .ok()
-        .flatten()
-    {
-        actions::bring_in_agent(s, &room_id, &agent, actor).await?;
+    let (room_id, content) = actions::create_conversation(desk, new, actor).await?;
+    bring_in_customer(desk, &room_id, customer).await?;
+    if let Some(agent) = &content.assignee {
+        actions::bring_in_agent(desk, &room_id, agent, actor).await?;
     }
-    greet(s, &room_id, pos).await?;
-    point_to(s, origin, &room_id, pos).await?;
-    leave(s, origin).await?;
+    greet(desk, &room_id, actor).await?;
+    point_to(desk, origin, &room_id, actor).await?;
+    leave(desk, origin).await?;
     Ok(content.assignee.is_none())
 }
 
 /// The customer is invited to their desk room (again, if they left it).
-async fn bring_in_customer(s: &Services, room_id: &OwnedRoomId, customer: &UserId) -> Result<()> {
-    let room = s.rooms.room(room_id)?;
+async fn bring_in_customer(desk: &Desk<'_>, room_id: &RoomId, customer: &UserId) -> Result<()> {
+    let room = desk.rooms.room(room_id)?;
     if matches!(
-        s.rooms.membership(&room, customer)?,
+        desk.rooms.membership(&room, customer)?,
         Some(MembershipState::Join | MembershipState::Invite | MembershipState::Ban)
     ) {
         return Ok(());
     }
     let change = MembershipChange {
-        sender: &s.support.bot,
+        sender: desk.bot(),
         target: customer,
         membership: MembershipState::Invite,
         profile: MemberProfile::default(),
         reason: None,
         is_direct: Some(true),
     };
-    s.rooms.change_membership(room_id, change).await?;
+    desk.rooms.change_membership(room_id, change).await?;
     Ok(())
 }
 
 /// Tells the inviter where their conversation is.
 async fn point_to(
-    s: &Services,
-    origin: &ruma::RoomId,
-    room_id: &OwnedRoomId,
-    pos: u64,
+    desk: &Desk<'_>,
+    origin: &RoomId,
+    room_id: &RoomId,
+    actor: &Actor<'_>,
 ) -> Result<()> {
     let link = format!("https://matrix.to/#/{room_id}");
     let why = "I cannot run a support conversation in this room: the desk keeps its \
@@ -195,19 +179,19 @@ async fn point_to(
         "{why} I opened one with you: {link} (accept my invitation there). I am leaving this \
          room."
     );
-    let mut content = actions::message(&text, false);
+    let mut content = say::message(&text, false);
     content["format"] = json!("org.matrix.custom.html");
     content["formatted_body"] = json!(format!(
         "{why} I opened <a href=\"{link}\">one with you</a> (accept my invitation there). I am \
          leaving this room."
     ));
     content["io.charla.conversation_room"] = json!(room_id);
-    actions::say_content(s, origin, &content, txn(pos, "moved")).await?;
+    say::say_content(desk, origin, &content, actor.txn("moved")).await?;
     Ok(())
 }
 
-async fn leave(s: &Services, room_id: &ruma::RoomId) -> Result<()> {
-    let bot = &s.support.bot;
+async fn leave(desk: &Desk<'_>, room_id: &RoomId) -> Result<()> {
+    let bot = desk.bot();
     let change = MembershipChange {
         sender: bot,
         target: bot,
@@ -216,6 +200,6 @@ async fn leave(s: &Services, room_id: &ruma::RoomId) -> Result<()> {
         reason: None,
         is_direct: None,
     };
-    s.rooms.change_membership(room_id, change).await?;
+    desk.rooms.change_membership(room_id, change).await?;
     Ok(())
 }

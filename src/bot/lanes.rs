@@ -123,7 +123,7 @@ async fn run_lane(
             return;
         };
         let wants_drain = loop {
-            match handle::event(&s, pos, &ev.pdu).await {
+            match handle::event(&s.desk(), pos, &ev.pdu).await {
                 Ok(wants_drain) => break wants_drain,
                 Err(Error::Storage(e)) => {
                     tracing::error!(pos, error = %e, "support bot: storage error, retrying");

@@ -13,10 +13,11 @@
 //! rechecks the queue every few seconds, which covers agents whose load dropped elsewhere.
 
 mod assign;
+mod command;
 mod commands;
-pub mod faq;
+mod faq;
 mod handle;
-pub mod hours;
+mod hours;
 mod invite;
 mod lanes;
 
@@ -31,6 +32,7 @@ use crate::{
     error::Result,
     services::Services,
     storage::{Batch, Table, keys},
+    support::Desk,
 };
 
 const CURSOR_KEY: &[u8] = b"bot_cursor";
@@ -47,17 +49,7 @@ pub async fn start(s: &Arc<Services>) -> Result<()> {
     if !s.config.support.enabled {
         return Ok(());
     }
-    let bot = &s.support.bot;
-    if !s.users.exists(bot)? {
-        s.users
-            .create(crate::users::NewAccount {
-                localpart: bot.localpart(),
-                password: None,
-                admin: false,
-                displayname: Some(s.config.support.bot_displayname.clone()),
-            })
-            .await?;
-    }
+    create_user(&s.desk()).await?;
     let cursor = match s.store.get(Table::SupportState, CURSOR_KEY)? {
         Some(v) => keys::decode_u64(&v),
         // A new desk starts from now, not from the beginning of history.
@@ -68,6 +60,22 @@ pub async fn start(s: &Arc<Services>) -> Result<()> {
         }
     };
     tokio::spawn(run(s.clone(), cursor));
+    Ok(())
+}
+
+/// Creates the bot's user on first start.
+async fn create_user(desk: &Desk<'_>) -> Result<()> {
+    let bot = desk.bot();
+    if !desk.users.exists(bot)? {
+        desk.users
+            .create(crate::users::NewAccount {
+                localpart: bot.localpart(),
+                password: None,
+                admin: false,
+                displayname: Some(desk.config().bot_displayname.clone()),
+            })
+            .await?;
+    }
     Ok(())
 }
 
@@ -113,7 +121,7 @@ async fn run(s: Arc<Services>, cursor: u64) {
             }
         }
         if std::mem::take(&mut drain)
-            && let Err(e) = assign::drain_queue(&s).await
+            && let Err(e) = assign::drain_queue(&s.desk()).await
         {
             tracing::warn!(error = %e, "support bot: queue not drained");
         }
@@ -130,7 +138,7 @@ async fn run(s: Arc<Services>, cursor: u64) {
             }
             edu = edus.recv() => {
                 drain |= match edu {
-                    Ok(edu) => assign::agent_came_online(&s, &edu.event),
+                    Ok(edu) => assign::agent_came_online(&s.desk(), &edu.event),
                     // Missed some: look at the queue anyway.
                     Err(_) => true,
                 };
@@ -144,6 +152,7 @@ async fn run(s: Arc<Services>, cursor: u64) {
 /// Reads the stream from `read` up to `head`, handing the events the bot cares about to their
 /// rooms' lanes, until the lanes hold [`MAX_IN_FLIGHT`] events.
 fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Result<()> {
+    let desk = s.desk();
     while *read < head && lanes.in_flight() < MAX_IN_FLIGHT {
         let events = s.rooms.events_in_range(*read, head, 256)?;
         if events.is_empty() {
@@ -153,10 +162,10 @@ fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Re
         for (pos, ev) in events {
             // A message in a room that is not a conversation needs no lane, unless the room
             // has events in flight that may be making it one.
-            let relevant = handle::concerns(s, &ev.pdu)
+            let relevant = handle::concerns(&desk, &ev.pdu)
                 && (ev.pdu.kind != ruma::events::TimelineEventType::RoomMessage
                     || lanes.is_busy(&ev.pdu.room_id)
-                    || s.support.index.contains(ev.pdu.room_id.as_str())?);
+                    || desk.support.index.contains(&ev.pdu.room_id)?);
             if relevant {
                 lanes.dispatch(pos, ev);
             }

@@ -8,68 +8,60 @@
 
 use ruma::{RoomId, UserId};
 
-use super::{ConversationRecord, Role, Ticket};
-use crate::{error::Result, services::Services};
+use super::{ConversationRecord, Desk, Role, Ticket, filter::Assignee};
+use crate::error::Result;
 
 /// Who asks.
 #[derive(Debug, Clone, Copy)]
-pub struct Viewer<'a> {
-    pub user: &'a UserId,
-    pub role: Role,
+pub(crate) struct Viewer<'a> {
+    pub(crate) user: &'a UserId,
+    pub(crate) role: Role,
 }
 
 impl Viewer<'_> {
     /// Whether the viewer may read the conversation.
-    pub fn sees(&self, s: &Services, r: &ConversationRecord) -> Result<bool> {
+    pub(crate) fn sees(&self, desk: &Desk<'_>, r: &ConversationRecord) -> Result<bool> {
         Ok(match self.role {
             Role::Admin => true,
-            Role::Agent => self.sees_assignee(s, r.content.assignee.as_deref()),
-            Role::None => match RoomId::parse(&r.room_id) {
-                Ok(room_id) => s.rooms.room(&room_id)?.is_joined(self.user),
-                Err(_) => false,
+            Role::Agent => match &r.content.assignee {
+                Some(a) => a == self.user,
+                None => desk.config().agents_see_queue,
             },
+            Role::None => desk.rooms.room(&r.room_id)?.is_joined(self.user),
         })
     }
 
-    /// Whether an agent sees conversations with this assignee (`None`: the queue).
-    fn sees_assignee(&self, s: &Services, assignee: Option<&str>) -> bool {
-        match assignee {
-            Some(a) => a == self.user.as_str(),
-            None => s.config.support.agents_see_queue,
-        }
-    }
-
-    /// The assignees whose conversations an agent sees (`""`: the queue); `None` for everyone
-    /// else (admins see all, customers are not listed anything).
-    pub fn assignees(&self, s: &Services) -> Option<Vec<String>> {
+    /// The assignees whose conversations an agent sees; `None` for everyone else (admins see
+    /// all, customers are not listed anything).
+    pub(crate) fn assignees(&self, desk: &Desk<'_>) -> Option<Vec<Assignee>> {
         (self.role == Role::Agent).then(|| {
-            let mut allowed = vec![self.user.to_string()];
-            if s.config.support.agents_see_queue {
-                allowed.push(String::new());
+            let mut allowed = vec![Assignee::User(self.user.to_owned())];
+            if desk.config().agents_see_queue {
+                allowed.push(Assignee::Unassigned);
             }
             allowed
         })
     }
 
     /// Whether the viewer may see the ticket: whether they see its conversation.
-    pub fn sees_ticket(&self, s: &Services, t: &Ticket) -> Result<bool> {
+    pub(crate) fn sees_ticket(&self, desk: &Desk<'_>, t: &Ticket) -> Result<bool> {
         if self.role == Role::Admin {
             return Ok(true);
         }
-        match s.support.index.get(&t.room_id)? {
-            Some(r) => self.sees(s, &r),
+        match desk.support.index.get(&t.room_id)? {
+            Some(r) => self.sees(desk, &r),
             None => Ok(false),
         }
     }
 
     /// The conversation, if the viewer may see it.
-    pub fn conversation(
+    pub(crate) fn conversation(
         &self,
-        s: &Services,
+        desk: &Desk<'_>,
         room_id: &RoomId,
     ) -> Result<Option<ConversationRecord>> {
-        Ok(match s.support.index.get(room_id.as_str())? {
-            Some(r) if self.sees(s, &r)? => Some(r),
+        Ok(match desk.support.index.get(room_id)? {
+            Some(r) if self.sees(desk, &r)? => Some(r),
             _ => None,
         })
     }

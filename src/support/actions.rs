@@ -1,5 +1,9 @@
 //! Changes to conversations, shared by the bot's commands and the agent API, so both make
 //! exactly the same state events, index updates and audit entries (tickets: [`super::escalation`]).
+//!
+//! Every change reads the conversation, changes it and writes it back under the desk's change
+//! lock ([`super::changes`]), and is sent as the bot's `io.charla.conversation` state event,
+//! indexed at once (the next listing shows it) and audited unless the bot made it on its own.
 
 use ruma::{
     OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId, events::room::member::MembershipState,
@@ -7,71 +11,87 @@ use ruma::{
 use serde_json::{Value, json};
 
 use super::{
-    CONVERSATION_EVENT, Conversation, ConversationRecord,
+    CONVERSATION_EVENT, Conversation, ConversationRecord, Desk, Role,
+    actor::Actor,
+    agents,
     changes::ChangeGuard,
-    conversation::MAX_LABELS,
-    desk::{self, DeskRoom, Purpose},
-    now_ms, trust,
+    conversation::{Contact, MAX_LABELS, Status},
+    notes,
+    owned_rooms::{self, OwnedRoom, Purpose},
+    say::say,
+    trust,
 };
 use crate::{
     error::{Error, Result},
     events::EventTemplate,
     rooms::{MemberProfile, MembershipChange, Txn},
-    services::Services,
     storage::Batch,
 };
 
-/// The device name the bot's idempotent sends are recorded under.
-const BOT_DEVICE: &str = "io.charla.support";
-
-/// Who asks for a change and how: recorded in the audit log.
-#[derive(Debug, Clone)]
-pub struct Actor<'a> {
-    pub user: &'a UserId,
-    /// `api`, `command`, or `bot` (automatic; not audited).
-    pub via: &'static str,
-    /// A key that makes the bot's sends idempotent when it replays the event that caused them.
-    pub txn: Option<String>,
-}
-
-impl Actor<'_> {
-    /// The txn id of one of the sends this actor's request makes, `tag` telling them apart.
-    pub fn txn(&self, tag: &str) -> Option<Txn> {
-        self.txn.as_ref().map(|t| Txn {
-            device: BOT_DEVICE.into(),
-            txn_id: format!("{t}:{tag}").into(),
-        })
-    }
-}
-
 /// The room's conversation as the desk last set it, with that state event's position; `None`
 /// if the room is not a conversation. State others sent is not the desk's ([`trust`]).
-pub fn current(s: &Services, room_id: &RoomId) -> Result<Option<(Conversation, u64)>> {
-    trust::conversation(s, room_id)
+pub(crate) fn current(desk: &Desk<'_>, room_id: &RoomId) -> Result<Option<(Conversation, u64)>> {
+    trust::conversation(desk, room_id)
 }
 
 /// A user as a conversation's contact: their display name and id.
-pub fn contact_of(s: &Services, user: &UserId) -> Result<super::conversation::Contact> {
-    Ok(super::conversation::Contact {
-        name: s.users.get(user)?.and_then(|r| r.displayname),
+pub(crate) fn contact_of(desk: &Desk<'_>, user: &UserId) -> Result<Contact> {
+    Ok(Contact {
+        name: desk.users.get(user)?.and_then(|r| r.displayname),
         id: Some(user.to_string()),
         ..Default::default()
     })
 }
 
+pub(crate) fn not_a_conversation(room_id: &RoomId) -> Error {
+    Error::not_found(format!("{room_id} is not a support conversation"))
+}
+
 /// Applies `edit` to the conversation and sends the result as the bot's state event; indexes
 /// it at once (so the next listing shows it) and records it in the audit log. Returns the new
-/// content; an edit that changes nothing sends nothing.
-pub async fn update(
-    s: &Services,
+/// content; an edit that changes nothing sends nothing. A conversation keeps at most
+/// [`MAX_LABELS`] labels: an edit that would leave more is refused and changes nothing.
+pub(crate) async fn update(
+    desk: &Desk<'_>,
     room_id: &RoomId,
     actor: &Actor<'_>,
     action: &str,
     details: Value,
     edit: impl FnOnce(&mut Conversation) -> Result<()>,
 ) -> Result<Conversation> {
-    let held = s.support.changes.lock().await;
-    let (old, _) = current(s, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
+    let held = desk.support.changes.lock().await;
+    let change = Change {
+        room_id,
+        actor,
+        action,
+        details,
+    };
+    update_locked(desk, &held, change, edit).await
+}
+
+/// A change to a conversation, as [`update`] makes it.
+struct Change<'a> {
+    room_id: &'a RoomId,
+    actor: &'a Actor<'a>,
+    /// What the audit log calls it.
+    action: &'a str,
+    details: Value,
+}
+
+/// [`update`], under the change lock the caller holds.
+async fn update_locked(
+    desk: &Desk<'_>,
+    held: &ChangeGuard<'_>,
+    change: Change<'_>,
+    edit: impl FnOnce(&mut Conversation) -> Result<()>,
+) -> Result<Conversation> {
+    let Change {
+        room_id,
+        actor,
+        action,
+        details,
+    } = change;
+    let (old, _) = current(desk, room_id)?.ok_or_else(|| not_a_conversation(room_id))?;
     let mut new = old.clone();
     edit(&mut new)?;
     if new.labels.len() > MAX_LABELS {
@@ -82,55 +102,52 @@ pub async fn update(
     if new == old {
         return Ok(new);
     }
-    let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &new.to_json());
-    let event_id = s
-        .rooms
-        .send(room_id, &s.support.bot, template, actor.txn(action))
+    let event_id = send_state(desk, room_id, &new, actor.txn(action)).await?;
+    index_state(desk, held, room_id, &event_id, &new).await?;
+    desk.support
+        .audit
+        .write(actor, action, room_id.as_str(), details)
         .await?;
-    index_state(s, &held, room_id, &event_id, &new).await?;
-    if actor.via != "bot" {
-        let mut batch = Batch::new();
-        s.support.audit.record(
-            &mut batch,
-            actor.user.as_str(),
-            action,
-            room_id.as_str(),
-            actor.via,
-            details,
-        )?;
-        s.store.write_durable(batch).await?;
-    }
     Ok(new)
+}
+
+/// Sends the conversation as the bot's `io.charla.conversation` state event.
+async fn send_state(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+    content: &Conversation,
+    txn: Option<Txn>,
+) -> Result<OwnedEventId> {
+    let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
+    desk.rooms.send(room_id, desk.bot(), template, txn).await
 }
 
 /// Indexes a conversation state event the desk sent ([`trust::is_desk`]; the caller checked),
 /// bounded as the desk keeps it. Under the change lock, which the caller holds.
-pub async fn index_state(
-    s: &Services,
+pub(crate) async fn index_state(
+    desk: &Desk<'_>,
     held: &ChangeGuard<'_>,
     room_id: &RoomId,
     event_id: &OwnedEventId,
     content: &Conversation,
 ) -> Result<()> {
-    let Some(pos) = s.rooms.event_pos(event_id)? else {
+    let Some(pos) = desk.rooms.event_pos(event_id)? else {
         return Ok(());
     };
-    let ts = u64::from(s.rooms.event(pos)?.pdu.origin_server_ts.get());
-    let old = s.support.index.get(room_id.as_str())?;
+    let ts = u64::from(desk.rooms.event(pos)?.pdu.origin_server_ts.get());
+    let old = desk.support.index.get(room_id)?;
     if old.as_ref().is_some_and(|o| o.state_pos >= pos) {
         return Ok(());
     }
-    let mut new = old.clone().unwrap_or_else(|| ConversationRecord {
-        room_id: room_id.to_string(),
-        created_ts: ts,
-        ..Default::default()
-    });
+    let mut new = old
+        .clone()
+        .unwrap_or_else(|| ConversationRecord::new(room_id.to_owned(), ts));
     new.content = content.clone().bounded();
     new.state_pos = pos;
     new.last_activity_ts = new.last_activity_ts.max(ts);
     let mut batch = Batch::new();
-    s.support.index.put(held, &mut batch, old.as_ref(), &new);
-    write_index(s, batch)
+    desk.support.index.put(held, &mut batch, old.as_ref(), &new);
+    write_index(desk, batch)
 }
 
 /// Writes an index change without waiting for the disk. The index is derived from the room
@@ -138,21 +155,21 @@ pub async fn index_state(
 /// cursor, and the cursor can only be durable past this change if the change is too (the
 /// store's log keeps write order). Readers see it at once either way. Waiting here cost the
 /// bot one disk sync per message and per state change, and every conversation queued behind.
-fn write_index(s: &Services, batch: Batch) -> Result<()> {
-    let _not_awaited = s.store.write(batch)?;
+fn write_index(desk: &Desk<'_>, batch: Batch) -> Result<()> {
+    let _not_awaited = desk.store.write(batch)?;
     Ok(())
 }
 
 /// Changes the record's activity fields (not its content) under the change lock, once per
 /// stream position: a replayed position changes nothing.
-pub async fn update_record(
-    s: &Services,
+pub(crate) async fn update_record(
+    desk: &Desk<'_>,
     room_id: &RoomId,
     pos: u64,
     edit: impl FnOnce(&mut ConversationRecord),
 ) -> Result<Option<ConversationRecord>> {
-    let held = s.support.changes.lock().await;
-    let Some(old) = s.support.index.get(room_id.as_str())? else {
+    let held = desk.support.changes.lock().await;
+    let Some(old) = desk.support.index.get(room_id)? else {
         return Ok(None);
     };
     if old.applied_pos >= pos {
@@ -162,21 +179,21 @@ pub async fn update_record(
     edit(&mut new);
     new.applied_pos = pos;
     let mut batch = Batch::new();
-    s.support.index.put(&held, &mut batch, Some(&old), &new);
-    write_index(s, batch)?;
+    desk.support.index.put(&held, &mut batch, Some(&old), &new);
+    write_index(desk, batch)?;
     Ok(Some(new))
 }
 
 /// Assigns (or, with `None`, unassigns) the conversation, invites the agent and tells them.
-pub async fn assign(
-    s: &Services,
+/// Only agents and support admins may be assigned.
+pub(crate) async fn assign(
+    desk: &Desk<'_>,
     room_id: &RoomId,
     agent: Option<&UserId>,
     actor: &Actor<'_>,
 ) -> Result<Conversation> {
     if let Some(agent) = agent
-        && s.support.capacity(agent).is_none()
-        && s.support.role(agent) != super::Role::Admin
+        && desk.support.role(agent) == Role::None
     {
         return Err(Error::invalid_param(format!("{agent} is not an agent")));
     }
@@ -186,190 +203,136 @@ pub async fn assign(
         "conversation.unassign"
     };
     let details = json!({ "assignee": agent });
-    let new = update(s, room_id, actor, action, details, |c| {
-        c.assignee = agent.map(|a| a.to_string());
+    let new = update(desk, room_id, actor, action, details, |c| {
+        c.assignee = agent.map(ToOwned::to_owned);
         if let Some(agent) = agent {
-            s.support.mark_assigned(agent);
+            desk.support.turns.mark(agent);
         }
         Ok(())
     })
     .await?;
     if let Some(agent) = agent {
-        bring_in_agent(s, room_id, agent, actor).await?;
+        bring_in_agent(desk, room_id, agent, actor).await?;
     }
     Ok(new)
-}
-
-/// The next agent in turn who is online and under capacity. Racy unless the caller holds
-/// `changes` (loads only change under it): [`assign_next`] and [`open`] decide under it.
-pub fn next_available(s: &Services) -> Result<Option<OwnedUserId>> {
-    for agent in s.support.agents_in_turn() {
-        let capacity = s.support.capacity(&agent).unwrap_or(0) as usize;
-        if s.presence.is_online(&agent) && s.support.index.load(agent.as_str())? < capacity {
-            return Ok(Some(agent));
-        }
-    }
-    Ok(None)
 }
 
 /// Assigns a waiting conversation to the next available agent, deciding under the change lock
 /// so that rooms handled at once never push an agent past capacity. Returns the agent, or
 /// `None` when nobody is available or the conversation no longer waits.
-pub async fn assign_next(
-    s: &Services,
+pub(crate) async fn assign_next(
+    desk: &Desk<'_>,
     room_id: &RoomId,
     actor: &Actor<'_>,
 ) -> Result<Option<OwnedUserId>> {
+    let held = desk.support.changes.lock().await;
+    let change = Change {
+        room_id,
+        actor,
+        action: "conversation.assign",
+        details: json!({ "automatic": true }),
+    };
     let mut chosen = None;
-    let details = json!({ "automatic": true });
-    update(s, room_id, actor, "conversation.assign", details, |c| {
-        if c.assignee.is_none() && c.is_active() {
-            chosen = next_available(s)?;
-            c.assignee = chosen.as_ref().map(|a| a.to_string());
-        }
-        if let Some(agent) = &chosen {
-            s.support.mark_assigned(agent);
+    update_locked(desk, &held, change, |c| {
+        if c.assignee.is_none() {
+            choose_agent(desk, &held, c)?;
+            chosen.clone_from(&c.assignee);
         }
         Ok(())
     })
     .await?;
+    drop(held);
     if let Some(agent) = &chosen {
-        bring_in_agent(s, room_id, agent, actor).await?;
+        bring_in_agent(desk, room_id, agent, actor).await?;
     }
     Ok(chosen)
 }
 
-/// After an assignment: invites the agent and tells them.
-pub async fn bring_in_agent(
-    s: &Services,
-    room_id: &RoomId,
-    agent: &UserId,
-    actor: &Actor<'_>,
-) -> Result<()> {
+/// Gives an unassigned, active conversation to the next available agent, if any: in the
+/// content about to be sent, so it is never seen unassigned while someone is free. Under the
+/// change lock, which the caller holds.
+fn choose_agent(desk: &Desk<'_>, held: &ChangeGuard<'_>, content: &mut Conversation) -> Result<()> {
+    if content.assignee.is_none()
+        && content.is_active()
+        && let Some(agent) = agents::next_available(desk, held)?
     {
-        let room = s.rooms.room(room_id)?;
-        if !matches!(
-            s.rooms.membership(&room, agent)?,
-            Some(MembershipState::Join | MembershipState::Invite)
-        ) {
-            s.rooms
-                .change_membership(
-                    room_id,
-                    MembershipChange {
-                        sender: &s.support.bot,
-                        target: agent,
-                        membership: MembershipState::Invite,
-                        profile: MemberProfile::default(),
-                        reason: Some("Assigned to you"),
-                        is_direct: None,
-                    },
-                )
-                .await?;
-        }
-        // The conversation's private notes are theirs to read and write too.
-        if let Some(notes_room) = super::notes::existing_room(s, room_id)? {
-            super::notes::invite(s, &notes_room, agent).await?;
-        }
-        say(
-            s,
-            room_id,
-            &format!("Conversation assigned to {agent}."),
-            true,
-            &[agent],
-            actor.txn("assigned-notice"),
-        )
-        .await?;
+        desk.support.turns.mark(&agent);
+        content.assignee = Some(agent);
     }
     Ok(())
 }
 
-/// Sends a message as the bot. `internal` messages are for agents only: the bridge never
-/// forwards them (contract.md).
-pub async fn say(
-    s: &Services,
+/// After an assignment: invites the agent (to the conversation and its notes) and tells them.
+pub(crate) async fn bring_in_agent(
+    desk: &Desk<'_>,
     room_id: &RoomId,
-    text: &str,
-    internal: bool,
-    mentions: &[&UserId],
-    txn: Option<Txn>,
-) -> Result<OwnedEventId> {
-    let mut content = message(text, internal);
-    if !mentions.is_empty() {
-        content["m.mentions"] = json!({ "user_ids": mentions });
+    agent: &UserId,
+    actor: &Actor<'_>,
+) -> Result<()> {
+    let room = desk.rooms.room(room_id)?;
+    if !matches!(
+        desk.rooms.membership(&room, agent)?,
+        Some(MembershipState::Join | MembershipState::Invite)
+    ) {
+        let invite = MembershipChange {
+            sender: desk.bot(),
+            target: agent,
+            membership: MembershipState::Invite,
+            profile: MemberProfile::default(),
+            reason: Some("Assigned to you"),
+            is_direct: None,
+        };
+        desk.rooms.change_membership(room_id, invite).await?;
     }
-    say_content(s, room_id, &content, txn).await
-}
-
-/// The content of a message of the bot (see [`say`]), for callers that add fields to it.
-pub fn message(text: &str, internal: bool) -> Value {
-    let mut content = json!({
-        "msgtype": if internal { "m.notice" } else { "m.text" },
-        "body": text,
-    });
-    if internal {
-        content["io.charla.internal"] = json!(true);
+    // The conversation's private notes are theirs to read and write too.
+    if let Some(notes_room) = notes::existing_room(desk, room_id)? {
+        notes::invite(desk, &notes_room, agent).await?;
     }
-    content
-}
-
-/// Sends an `m.room.message` with this content as the bot.
-pub async fn say_content(
-    s: &Services,
-    room_id: &RoomId,
-    content: &Value,
-    txn: Option<Txn>,
-) -> Result<OwnedEventId> {
-    let raw = serde_json::value::to_raw_value(content)
-        .map_err(|e| Error::internal(format!("message content: {e}")))?;
-    let template = EventTemplate::message("m.room.message", raw);
-    s.rooms.send(room_id, &s.support.bot, template, txn).await
-}
-
-pub fn not_a_conversation(room_id: &RoomId) -> Error {
-    Error::not_found(format!("{room_id} is not a support conversation"))
+    let notice = format!("Conversation assigned to {agent}.");
+    say(
+        desk,
+        room_id,
+        &notice,
+        true,
+        &[agent],
+        actor.txn("assigned-notice"),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes a room a conversation: sends the first `io.charla.conversation` and indexes it.
 /// Without an assignee, the next available agent is chosen in that same state event (under
 /// the change lock, like [`assign_next`]), so the conversation is never seen unassigned while
 /// someone is free. Returns the agent chosen; the caller brings them in.
-pub async fn open(
-    s: &Services,
+pub(crate) async fn open(
+    desk: &Desk<'_>,
     room_id: &RoomId,
-    mut content: Conversation,
+    content: Conversation,
     actor: &Actor<'_>,
 ) -> Result<Option<OwnedUserId>> {
-    let held = s.support.changes.lock().await;
-    if current(s, room_id)?.is_some() {
+    let held = desk.support.changes.lock().await;
+    if current(desk, room_id)?.is_some() {
         return Ok(None);
     }
-    let chosen = match content.assignee {
-        Some(_) => None,
-        None => next_available(s)?,
-    };
-    if let Some(agent) = &chosen {
-        content.assignee = Some(agent.to_string());
-        s.support.mark_assigned(agent);
-    }
-    let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
-    let event_id = s
-        .rooms
-        .send(room_id, &s.support.bot, template, actor.txn("open"))
-        .await?;
-    index_state(s, &held, room_id, &event_id, &content).await?;
-    Ok(chosen)
+    let mut content = content;
+    let had_assignee = content.assignee.is_some();
+    choose_agent(desk, &held, &mut content)?;
+    let event_id = send_state(desk, room_id, &content, actor.txn("open")).await?;
+    index_state(desk, &held, room_id, &event_id, &content).await?;
+    Ok(if had_assignee { None } else { content.assignee })
 }
 
-/// A conversation the desk opens in a room of its own ([`desk`]).
-pub struct NewConversation {
-    pub content: Conversation,
-    pub name: Option<String>,
-    pub participants: Vec<OwnedUserId>,
+/// A conversation the desk opens in a room of its own ([`owned_rooms`]).
+pub(crate) struct NewConversation {
+    pub(crate) content: Conversation,
+    pub(crate) name: Option<String>,
+    pub(crate) participants: Vec<OwnedUserId>,
     /// A direct chat with its one customer: their client lists it with their direct chats.
-    pub is_direct: bool,
+    pub(crate) is_direct: bool,
     /// For an opening a replay may repeat: the key in the desk's durable state under which
     /// the room's id is recorded before the room is made, so the replay finds the room.
-    pub intent: Option<Vec<u8>>,
+    pub(crate) intent: Option<Vec<u8>>,
 }
 
 /// Opens a conversation in a new desk-owned room: the bot creates it with the conversation's
@@ -378,74 +341,69 @@ pub struct NewConversation {
 /// the bot opened it on its own. Returns the room and its conversation; the caller brings the
 /// assignee in ([`bring_in_agent`]). With an `intent` whose room exists (a replay), nothing is
 /// created again: the room and its conversation are returned as they are.
-pub async fn create_conversation(
-    s: &Services,
-    new: NewConversation,
+pub(crate) async fn create_conversation(
+    desk: &Desk<'_>,
+    mut new: NewConversation,
     actor: &Actor<'_>,
 ) -> Result<(OwnedRoomId, Conversation)> {
-    let held = s.support.changes.lock().await;
+    let held = desk.support.changes.lock().await;
     let room_id = match &new.intent {
-        Some(key) => desk::intended_room(s, &held, key).await?,
-        None => s.rooms.new_room_id()?,
+        Some(key) => owned_rooms::intended_room(desk, &held, key).await?,
+        None => desk.rooms.new_room_id()?,
     };
-    let mut content = new.content.bounded();
-    if !s.rooms.exists(&room_id)? {
-        if content.assignee.is_none()
-            && content.is_active()
-            && let Some(agent) = next_available(s)?
-        {
-            content.assignee = Some(agent.to_string());
-            s.support.mark_assigned(&agent);
-        }
-        let room = DeskRoom {
-            purpose: Purpose::Conversation,
-            room_id: room_id.clone(),
-            name: new.name,
-            topic: None,
-            invite: new.participants.clone(),
-            is_direct: new.is_direct,
-            initial_state: vec![(CONVERSATION_EVENT.into(), String::new(), content.to_json())],
-        };
-        desk::create_room(s, room).await?;
-        if actor.via != "bot" {
-            let mut batch = Batch::new();
-            s.support.audit.record(
-                &mut batch,
-                actor.user.as_str(),
-                "conversation.create",
-                room_id.as_str(),
-                actor.via,
-                json!({ "participants": new.participants }),
-            )?;
-            s.store.write_durable(batch).await?;
-        }
+    let mut content = std::mem::take(&mut new.content).bounded();
+    if !desk.rooms.exists(&room_id)? {
+        choose_agent(desk, &held, &mut content)?;
+        create_conversation_room(desk, &room_id, new, &content, actor).await?;
     }
-    let event_id = match current(s, &room_id)? {
+    let event_id = match current(desk, &room_id)? {
         Some((current, pos)) => {
             content = current;
-            s.rooms.event(pos)?.pdu.event_id.clone()
+            desk.rooms.event(pos)?.pdu.event_id.clone()
         }
         // A creation a crash cut short left the room without its conversation: the bot, its
         // creator, sets it now (the queue gives it an agent).
-        None => {
-            let template = EventTemplate::state_json(CONVERSATION_EVENT, "", &content.to_json());
-            s.rooms
-                .send(&room_id, &s.support.bot, template, actor.txn("open"))
-                .await?
-        }
+        None => send_state(desk, &room_id, &content, actor.txn("open")).await?,
     };
-    index_state(s, &held, &room_id, &event_id, &content).await?;
+    index_state(desk, &held, &room_id, &event_id, &content).await?;
     Ok((room_id, content))
 }
 
+/// Creates the desk-owned room of a new conversation with its state (`content`, not the one
+/// in `new`), and audits it.
+async fn create_conversation_room(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+    new: NewConversation,
+    content: &Conversation,
+    actor: &Actor<'_>,
+) -> Result<()> {
+    let details = json!({ "participants": new.participants });
+    let room = OwnedRoom {
+        purpose: Purpose::Conversation,
+        room_id: room_id.to_owned(),
+        name: new.name,
+        topic: None,
+        invite: new.participants,
+        is_direct: new.is_direct,
+        initial_state: vec![(CONVERSATION_EVENT.into(), String::new(), content.to_json())],
+    };
+    owned_rooms::create_room(desk, room).await?;
+    desk.support
+        .audit
+        .write(actor, "conversation.create", room_id.as_str(), details)
+        .await
+}
+
 /// Status changes keep the resolution time consistent.
-pub fn set_status(c: &mut Conversation, status: super::conversation::Status) {
-    if status == super::conversation::Status::Closed
-        && c.status != super::conversation::Status::Closed
-    {
-        c.resolved_ts = Some(now_ms());
-    } else if status != super::conversation::Status::Closed {
+pub(crate) fn set_status(c: &mut Conversation, status: Status) {
+    if status == Status::Closed && c.status != Status::Closed {
+        c.resolved_ts = Some(super::now_ms());
+    } else if status != Status::Closed {
         c.resolved_ts = None;
     }
     c.status = status;
 }
+
+#[cfg(test)]
+mod tests;

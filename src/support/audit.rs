@@ -1,8 +1,11 @@
 //! The audit log: every administrative action (through the API or a chat command), in order.
+//! The bot's own changes are not in it: the rooms' history shows them.
 
+use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::actor::{Actor, Via};
 use crate::{
     error::{Error, Result},
     storage::{Batch, Key, Store, Table, keys},
@@ -11,47 +14,49 @@ use crate::{
 const COUNTER: &[u8] = b"support_audit_seq";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEntry {
-    pub id: u64,
-    pub ts: u64,
-    pub actor: String,
+pub(crate) struct AuditEntry {
+    pub(crate) id: u64,
+    pub(crate) ts: u64,
+    pub(crate) actor: OwnedUserId,
     /// What was done: `conversation.update`, `conversation.assign`, `ticket.create`, …
-    pub action: String,
+    pub(crate) action: String,
     /// What it was done to: a room id or `#<ticket>`.
-    pub target: String,
-    /// `api` or `command`.
-    pub via: String,
-    pub details: Value,
+    pub(crate) target: String,
+    pub(crate) via: Via,
+    pub(crate) details: Value,
 }
 
 #[derive(Clone)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     store: Store,
 }
 
 impl AuditLog {
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         AuditLog { store }
     }
 
-    /// Adds an entry to `batch`, so it is written with the change it records.
-    pub fn record(
+    /// Adds an entry to `batch`, so it is written with the change it records; nothing for the
+    /// bot's own changes.
+    pub(crate) fn record(
         &self,
         batch: &mut Batch,
-        actor: &str,
+        actor: &Actor<'_>,
         action: &str,
         target: &str,
-        via: &str,
         details: Value,
     ) -> Result<()> {
+        let Some((user, via)) = actor.audited() else {
+            return Ok(());
+        };
         let id = self.store.increment(Table::Global, COUNTER, 1)?;
         let entry = AuditEntry {
             id,
             ts: super::now_ms(),
-            actor: actor.into(),
+            actor: user.to_owned(),
             action: action.into(),
             target: target.into(),
-            via: via.into(),
+            via,
             details,
         };
         batch.put(
@@ -62,8 +67,26 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Records an entry on its own, and waits for the disk: for changes whose own writes are
+    /// elsewhere (room events).
+    pub(crate) async fn write(
+        &self,
+        actor: &Actor<'_>,
+        action: &str,
+        target: &str,
+        details: Value,
+    ) -> Result<()> {
+        if actor.audited().is_none() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        self.record(&mut batch, actor, action, target, details)?;
+        self.store.write_durable(batch).await?;
+        Ok(())
+    }
+
     /// Newest first, below id `before` when given.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         limit: usize,
         before: Option<u64>,
@@ -82,5 +105,23 @@ impl AuditLog {
             }
         }
         Ok((out, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_stored_before_typed_actors_read_and_write_the_same() {
+        for via in ["api", "command"] {
+            let stored = serde_json::json!({
+                "id": 3, "ts": 4, "actor": "@boss:x", "action": "conversation.assign",
+                "target": "!a:x", "via": via, "details": {"assignee": "@ana:x"},
+            });
+            let entry: AuditEntry = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(entry.actor, "@boss:x");
+            assert_eq!(serde_json::to_value(&entry).unwrap(), stored);
+        }
     }
 }

@@ -8,15 +8,15 @@
 
 /// The lock; one per desk.
 #[derive(Default)]
-pub struct Changes(tokio::sync::Mutex<()>);
+pub(crate) struct Changes(tokio::sync::Mutex<()>);
 
 /// Proof that the caller holds the desk's change lock.
-pub struct ChangeGuard<'a> {
+pub(crate) struct ChangeGuard<'a> {
     _held: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl Changes {
-    pub async fn lock(&self) -> ChangeGuard<'_> {
+    pub(crate) async fn lock(&self) -> ChangeGuard<'_> {
         ChangeGuard {
             _held: self.0.lock().await,
         }

@@ -3,46 +3,53 @@
 //! Parsing is lenient (missing keys take defaults, unknown keys are kept and written back) so
 //! that the bridge, the bot and any client that edits the event by hand can all share it.
 
+use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The state event type (state key `""`).
-pub const CONVERSATION_EVENT: &str = "io.charla.conversation";
+pub(crate) const CONVERSATION_EVENT: &str = "io.charla.conversation";
 /// The ticket mirror state event type (state key: the ticket number).
-pub const TICKET_EVENT: &str = "io.charla.ticket";
+pub(crate) const TICKET_EVENT: &str = "io.charla.ticket";
 /// The prefix of every state type that is the desk's: only the desk may set it.
-pub const DESK_STATE_PREFIX: &str = "io.charla.";
+pub(crate) const DESK_STATE_PREFIX: &str = "io.charla.";
 
 /// Most labels a conversation keeps: each is an index key, so the count is what one state
 /// event may cost the index.
-pub const MAX_LABELS: usize = 20;
+pub(crate) const MAX_LABELS: usize = 20;
 /// Longest product, order or organisation reference kept (each is an index key too).
-pub const MAX_REFERENCE_CHARS: usize = 128;
+pub(crate) const MAX_REFERENCE_CHARS: usize = 128;
 /// Longest contact field kept.
 const MAX_CONTACT_CHARS: usize = 255;
 
+/// An enum of the desk's stored and query values, each written as a fixed string: serde's
+/// names, `as_str`, `parse` and `NAMES` (for error messages) from one list.
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident default $default:ident { $($variant:ident = $text:literal),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),* }
+        string_enum!($(#[$m])* $name { $($variant = $text),* });
 
         impl Default for $name {
             fn default() -> Self {
                 $name::$default
             }
         }
+    };
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub(crate) enum $name {
+            $(#[serde(rename = $text)] $variant),*
+        }
 
         impl $name {
             /// Every value's name, in order.
-            pub const NAMES: &'static [&'static str] = &[$($text),*];
+            pub(crate) const NAMES: &'static [&'static str] = &[$($text),*];
 
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),* }
             }
 
-            pub fn parse(s: &str) -> Option<Self> {
+            pub(crate) fn parse(s: &str) -> Option<Self> {
                 match s {
                     $($text => Some($name::$variant),)*
                     _ => None,
@@ -51,6 +58,7 @@ macro_rules! string_enum {
         }
     };
 }
+pub(crate) use string_enum;
 
 string_enum!(
     /// Where a conversation stands.
@@ -67,38 +75,40 @@ string_enum!(
 
 /// Who the customer is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Contact {
+pub(crate) struct Contact {
     #[serde(default)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    pub phone: Option<String>,
+    pub(crate) phone: Option<String>,
     #[serde(default)]
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     #[serde(default)]
-    pub organisation: Option<String>,
+    pub(crate) organisation: Option<String>,
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// The content of `io.charla.conversation`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Conversation {
+pub(crate) struct Conversation {
     #[serde(default, deserialize_with = "lenient")]
-    pub status: Status,
+    pub(crate) status: Status,
     #[serde(default, deserialize_with = "lenient")]
-    pub priority: Priority,
+    pub(crate) priority: Priority,
     #[serde(default, deserialize_with = "lenient")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
+    /// Who handles it; `None` while it waits in the queue. Anything but a user id in the event
+    /// reads as `None`.
     #[serde(default, deserialize_with = "lenient")]
-    pub assignee: Option<String>,
+    pub(crate) assignee: Option<OwnedUserId>,
     #[serde(default, deserialize_with = "lenient")]
-    pub channel: Channel,
+    pub(crate) channel: Channel,
     #[serde(default, deserialize_with = "lenient")]
-    pub contact: Contact,
+    pub(crate) contact: Contact,
     #[serde(default, deserialize_with = "lenient")]
-    pub product_id: Option<String>,
+    pub(crate) product_id: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub order_id: Option<String>,
+    pub(crate) order_id: Option<String>,
     /// The language agents work in here (a tag such as `es` or `pt-BR`): bridges write their
     /// notices in it. Absent: each bridge's configured language.
     #[serde(
@@ -106,16 +116,16 @@ pub struct Conversation {
         deserialize_with = "lenient",
         skip_serializing_if = "Option::is_none"
     )]
-    pub language: Option<String>,
+    pub(crate) language: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub first_customer_message_ts: Option<u64>,
+    pub(crate) first_customer_message_ts: Option<u64>,
     #[serde(default, deserialize_with = "lenient")]
-    pub first_agent_response_ts: Option<u64>,
+    pub(crate) first_agent_response_ts: Option<u64>,
     #[serde(default, deserialize_with = "lenient")]
-    pub resolved_ts: Option<u64>,
+    pub(crate) resolved_ts: Option<u64>,
     /// Keys this server does not know, kept when the event is rewritten.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub(crate) extra: Map<String, Value>,
 }
 
 /// A value of the wrong shape counts as missing rather than making the whole event unreadable.
@@ -130,26 +140,26 @@ where
 
 impl Conversation {
     /// Parses any JSON object; never fails (a non-object is an empty conversation).
-    pub fn from_json(v: &Value) -> Self {
+    pub(crate) fn from_json(v: &Value) -> Self {
         serde_json::from_value(v.clone()).unwrap_or_default()
     }
 
-    pub fn from_str_lenient(s: &str) -> Self {
+    pub(crate) fn from_str_lenient(s: &str) -> Self {
         serde_json::from_str::<Value>(s)
             .map(|v| Self::from_json(&v))
             .unwrap_or_default()
     }
 
     /// The content as sent: every key of the contract present, `null` where unknown.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("conversation serializes")
     }
 
     /// The content as the desk keeps it, whoever wrote the event: at most [`MAX_LABELS`] valid,
-    /// distinct labels; references and contact fields of bounded length; an assignee that is a
-    /// user id; a language that is a tag. What does not fit is dropped, so no state event can
+    /// distinct labels; references and contact fields of bounded length; a language that is a
+    /// tag (the assignee is a user id once parsed). What does not fit is dropped, so no state event can
     /// make the index write more than a handful of keys.
-    pub fn bounded(mut self) -> Self {
+    pub(crate) fn bounded(mut self) -> Self {
         let mut labels: Vec<String> = Vec::new();
         for label in self.labels.iter().filter_map(|l| valid_label(l)) {
             if labels.len() == MAX_LABELS {
@@ -179,26 +189,19 @@ impl Conversation {
                 *field = None;
             }
         }
-        if self
-            .assignee
-            .as_deref()
-            .is_some_and(|a| ruma::UserId::parse(a).is_err())
-        {
-            self.assignee = None;
-        }
         self.language = self.language.as_deref().and_then(valid_language);
         self
     }
 
     /// Whether the conversation counts against its assignee's capacity.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.status != Status::Closed
     }
 }
 
 /// A language tag as stored: lowercase primary subtag of 2 or 3 letters, optionally a region
 /// or script (`es`, `pt-BR`, `zh-Hant`).
-pub fn valid_language(tag: &str) -> Option<String> {
+pub(crate) fn valid_language(tag: &str) -> Option<String> {
     let tag = tag.trim();
     let (primary, rest) = match tag.split_once('-') {
         Some((primary, rest)) => (primary, Some(rest)),
@@ -217,7 +220,7 @@ pub fn valid_language(tag: &str) -> Option<String> {
 }
 
 /// A list of labels as an agent gives it, checked: each valid, at most [`MAX_LABELS`] distinct.
-pub fn valid_labels(list: &[String]) -> Result<Vec<String>, String> {
+pub(crate) fn valid_labels(list: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for l in list {
         let l = valid_label(l).ok_or("labels are 1 to 64 printable characters")?;
@@ -232,7 +235,7 @@ pub fn valid_labels(list: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// A label as stored: trimmed and non-empty, at most 64 characters, no control characters.
-pub fn valid_label(label: &str) -> Option<String> {
+pub(crate) fn valid_label(label: &str) -> Option<String> {
     let l = label.trim();
     (!l.is_empty() && l.chars().count() <= 64 && !l.chars().any(char::is_control))
         .then(|| l.to_owned())
@@ -292,11 +295,20 @@ mod tests {
         let ok =
             Conversation::from_json(&json!({"assignee": "@ana:x", "labels": [" vip ", "vip"]}));
         assert_eq!(ok.clone().bounded().labels, vec!["vip".to_owned()]);
-        assert_eq!(ok.bounded().assignee.as_deref(), Some("@ana:x"));
+        assert_eq!(
+            ok.bounded().assignee.as_deref().map(|a| a.as_str()),
+            Some("@ana:x")
+        );
+        // Read and written as the string it always was.
+        assert_eq!(ok_json_assignee(), json!("@ana:x"));
         let many: Vec<String> = (0..21).map(|i| format!("t{i}")).collect();
         assert!(valid_labels(&many).is_err());
         assert_eq!(valid_labels(&many[..20]).unwrap().len(), 20);
         assert!(valid_labels(&["".into()]).is_err());
+    }
+
+    fn ok_json_assignee() -> Value {
+        Conversation::from_json(&json!({"assignee": "@ana:x"})).to_json()["assignee"].clone()
     }
 
     #[test]

@@ -14,7 +14,7 @@ use ruma::RoomId;
 use serde_json::{Map, Value};
 
 /// What a bridge's store says about one message.
-pub trait DeliveryStates: Send + Sync {
+pub(crate) trait DeliveryStates: Send + Sync {
     /// The state of `event_id` if this bridge sent it from `room_id`, as the support API shows
     /// it (`{"channel", "status", "updated_ts", …}`).
     fn delivery(&self, room_id: &RoomId, event_id: &str) -> Option<Value>;
@@ -23,16 +23,16 @@ pub trait DeliveryStates: Send + Sync {
 /// The delivery states of the bridge in this process, if one runs. Held weakly: the bridge's
 /// lifetime (and its store's) stays its handle's, also when the server stops.
 #[derive(Default)]
-pub struct Deliveries(OnceLock<Weak<dyn DeliveryStates>>);
+pub(crate) struct Deliveries(OnceLock<Weak<dyn DeliveryStates>>);
 
 impl Deliveries {
     /// Attaches the bridge's states; a server runs at most one bridge per channel.
-    pub fn attach(&self, states: &Arc<dyn DeliveryStates>) {
+    pub(crate) fn attach(&self, states: &Arc<dyn DeliveryStates>) {
         let _ = self.0.set(Arc::downgrade(states));
     }
 
     /// `{event_id: state}` for those of `events` (all in `room_id`) that a bridge sent.
-    pub fn of<'a>(
+    pub(crate) fn of<'a>(
         &self,
         room_id: &RoomId,
         events: impl IntoIterator<Item = &'a str>,

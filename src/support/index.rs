@@ -6,16 +6,20 @@
 //! its cost follows the page, not the number of conversations. The record and its keys are
 //! rewritten in one batch, so a filter never sees half an update.
 
+use std::iter::Peekable;
+
+use ruma::{OwnedRoomId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{
     changes::ChangeGuard,
-    conversation::{Channel, Conversation, Priority, Status},
+    conversation::Conversation,
+    filter::{Filter, PageToken, Sort, assignee_value},
 };
 use crate::{
     error::{Error, Result},
     read_cache::ReadCache,
-    storage::{Batch, Key, Store, Table, keys},
+    storage::{self, Batch, Key, Store, Table, keys},
 };
 
 /// Sort kinds inside a facet value.
@@ -24,40 +28,59 @@ const BY_WAITING: u8 = b'w';
 const BY_CREATED: u8 = b'c';
 
 /// What the server knows about a conversation besides its state event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConversationRecord {
-    pub room_id: String,
-    pub content: Conversation,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ConversationRecord {
+    pub(crate) room_id: OwnedRoomId,
+    pub(crate) content: Conversation,
     /// When the room became a conversation (ms).
-    pub created_ts: u64,
+    pub(crate) created_ts: u64,
     /// Last message or conversation change (ms): "updated".
-    pub last_activity_ts: u64,
+    pub(crate) last_activity_ts: u64,
     /// The oldest customer message no agent has answered yet (ms).
-    pub waiting_since: Option<u64>,
-    pub messages: u64,
-    pub customer_messages: u64,
-    pub agent_messages: u64,
+    pub(crate) waiting_since: Option<u64>,
+    pub(crate) messages: u64,
+    pub(crate) customer_messages: u64,
+    pub(crate) agent_messages: u64,
     /// The last stream position applied to this record: replays below it are ignored.
-    pub applied_pos: u64,
+    pub(crate) applied_pos: u64,
     /// Position of the state event `content` comes from: an older one never overwrites it.
     #[serde(default)]
-    pub state_pos: u64,
+    pub(crate) state_pos: u64,
     /// Day number (days since the epoch, local to the business hours) of the last out-of-office
     /// message, so it is sent at most once a day.
-    pub out_of_office_day: Option<i64>,
+    pub(crate) out_of_office_day: Option<i64>,
     /// The customer's latest message, for `!suggest`.
     #[serde(default)]
-    pub last_customer_text: Option<String>,
+    pub(crate) last_customer_text: Option<String>,
 }
 
 impl ConversationRecord {
+    /// The record of a room that just became a conversation, at `created_ts`.
+    pub(crate) fn new(room_id: OwnedRoomId, created_ts: u64) -> Self {
+        ConversationRecord {
+            room_id,
+            content: Conversation::default(),
+            created_ts,
+            last_activity_ts: 0,
+            waiting_since: None,
+            messages: 0,
+            customer_messages: 0,
+            agent_messages: 0,
+            applied_pos: 0,
+            state_pos: 0,
+            out_of_office_day: None,
+            last_customer_text: None,
+        }
+    }
+
     /// Every `(facet, value)` the record is listed under.
     fn facets(&self) -> Vec<(&'static str, String)> {
         let c = &self.content;
+        let assignee = c.assignee.as_deref();
         let mut out = vec![
             ("all", String::new()),
             ("status", c.status.as_str().to_owned()),
-            ("assignee", c.assignee.clone().unwrap_or_default()),
+            ("assignee", assignee_value(assignee).to_owned()),
             ("channel", c.channel.as_str().to_owned()),
             ("priority", c.priority.as_str().to_owned()),
         ];
@@ -73,8 +96,8 @@ impl ConversationRecord {
         if let Some(o) = &c.order_id {
             out.push(("order", o.clone()));
         }
-        if let (Some(a), true) = (&c.assignee, c.is_active()) {
-            out.push(("load", a.clone()));
+        if let (Some(a), true) = (assignee, c.is_active()) {
+            out.push(("load", a.to_string()));
         }
         out
     }
@@ -111,140 +134,82 @@ fn prefix(facet: &str, value: &str, sort: u8) -> Vec<u8> {
     k
 }
 
-fn entry_key(facet: &str, value: &str, sort: u8, ts: u64, room: &str) -> Vec<u8> {
+fn entry_key(facet: &str, value: &str, sort: u8, ts: u64, room: &RoomId) -> Vec<u8> {
     Key::from_vec(prefix(facet, value, sort))
         .u64(ts)
-        .str(room)
+        .str(room.as_str())
         .into_vec()
 }
 
 /// `(time, room)` of an index key under `prefix`.
-fn decode_entry(prefix_len: usize, key: &[u8]) -> Option<(u64, String)> {
+fn decode_entry(prefix_len: usize, key: &[u8]) -> Option<(u64, OwnedRoomId)> {
     let rest = key.get(prefix_len..)?;
     let ts = keys::decode_u64(rest.get(..8)?);
-    let room = keys::str_parts(&rest[8..]).next()?.to_owned();
+    let room = RoomId::parse(keys::str_parts(&rest[8..]).next()?).ok()?;
     Some((ts, room))
 }
 
-/// Which way a listing is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sort {
-    /// Most recently active first.
-    #[default]
-    Activity,
-    /// Longest waiting customer first (only conversations with an unanswered customer).
-    Waiting,
+/// The decoded entries of a scan of index keys under a prefix of `prefix_len` bytes; keys
+/// that do not decode are skipped.
+fn entries<K: AsRef<[u8]>, V>(
+    prefix_len: usize,
+    scan: impl Iterator<Item = storage::Result<(K, V)>>,
+) -> impl Iterator<Item = Result<(u64, OwnedRoomId)>> {
+    scan.filter_map(move |entry| match entry {
+        Ok((key, _)) => decode_entry(prefix_len, key.as_ref()).map(Ok),
+        Err(e) => Some(Err(e.into())),
+    })
 }
 
-/// The filters of a listing; `None` means "any".
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub status: Option<Status>,
-    /// `Some("")` is the unassigned queue.
-    pub assignee: Option<String>,
-    pub label: Option<String>,
-    pub channel: Option<Channel>,
-    pub priority: Option<Priority>,
-    pub organisation: Option<String>,
-    pub product_id: Option<String>,
-    pub order_id: Option<String>,
-    pub updated_since: Option<u64>,
-    /// Restricts the listing to these assignees ("" = unassigned): an agent's view.
-    pub only_assignees: Option<Vec<String>>,
-}
+/// The decoded entries of one index scan: `(time, room)`.
+type Scan = Box<dyn Iterator<Item = Result<(u64, OwnedRoomId)>>>;
 
-impl Filter {
-    fn matches(&self, r: &ConversationRecord) -> bool {
-        let c = &r.content;
-        let assignee = c.assignee.as_deref().unwrap_or("");
-        self.status.is_none_or(|s| c.status == s)
-            && self.assignee.as_deref().is_none_or(|a| a == assignee)
-            && self.label.as_ref().is_none_or(|l| c.labels.contains(l))
-            && self.channel.is_none_or(|ch| c.channel == ch)
-            && self.priority.is_none_or(|p| c.priority == p)
-            && self
-                .organisation
-                .as_ref()
-                .is_none_or(|o| c.contact.organisation.as_ref() == Some(o))
-            && self
-                .product_id
-                .as_ref()
-                .is_none_or(|p| c.product_id.as_ref() == Some(p))
-            && self
-                .order_id
-                .as_ref()
-                .is_none_or(|o| c.order_id.as_ref() == Some(o))
-            && self.updated_since.is_none_or(|t| r.last_activity_ts >= t)
-            && self
-                .only_assignees
-                .as_ref()
-                .is_none_or(|allowed| allowed.iter().any(|a| a == assignee))
-    }
-
-    /// The facet values to scan: the most selective filter given, or the allowed assignees.
-    fn drivers(&self) -> Vec<(&'static str, String)> {
-        let single = [
-            ("product", self.product_id.clone()),
-            ("order", self.order_id.clone()),
-            ("label", self.label.clone()),
-            ("organisation", self.organisation.clone()),
-            ("assignee", self.assignee.clone()),
-        ];
-        if let Some((facet, Some(value))) = single.into_iter().find(|(_, v)| v.is_some()) {
-            return vec![(facet, value)];
-        }
-        if let Some(allowed) = &self.only_assignees {
-            return allowed.iter().map(|a| ("assignee", a.clone())).collect();
-        }
-        let rest = [
-            ("priority", self.priority.map(|p| p.as_str().to_owned())),
-            ("channel", self.channel.map(|c| c.as_str().to_owned())),
-            ("status", self.status.map(|s| s.as_str().to_owned())),
-        ];
-        match rest.into_iter().find(|(_, v)| v.is_some()) {
-            Some((facet, Some(value))) => vec![(facet, value)],
-            _ => vec![("all", String::new())],
+/// The next entry of several scans merged (several only for an agent's "mine or unassigned"
+/// view), in sort order; a failed read comes first, to be returned.
+fn next_in_order(
+    scans: &mut [Peekable<Scan>],
+    descending: bool,
+) -> Option<Result<(u64, OwnedRoomId)>> {
+    let mut best: Option<(usize, Option<&(u64, OwnedRoomId)>)> = None;
+    for (i, it) in scans.iter_mut().enumerate() {
+        let entry = match it.peek() {
+            None => continue,
+            Some(Ok(entry)) => entry,
+            Some(Err(_)) => {
+                best = Some((i, None));
+                break;
+            }
+        };
+        let better = match best {
+            None => true,
+            Some((_, Some(b))) if descending => entry > b,
+            Some((_, Some(b))) => entry < b,
+            Some((_, None)) => false,
+        };
+        if better {
+            best = Some((i, Some(entry)));
         }
     }
-}
-
-/// Where the next page starts: the sort time and room of the last item returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageToken {
-    pub ts: u64,
-    pub room: String,
-}
-
-impl PageToken {
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.ts, self.room)
-    }
-
-    pub fn decode(s: &str) -> Option<Self> {
-        let (ts, room) = s.split_once('_')?;
-        Some(PageToken {
-            ts: ts.parse().ok()?,
-            room: room.to_owned(),
-        })
-    }
+    let (i, _) = best?;
+    scans[i].next()
 }
 
 /// The conversation records and their index.
-pub struct ConversationIndex {
+pub(crate) struct ConversationIndex {
     store: Store,
     /// Room → whether it is a conversation: the support bot asks for every message.
-    known: ReadCache<String, bool>,
+    known: ReadCache<OwnedRoomId, bool>,
 }
 
 impl ConversationIndex {
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         ConversationIndex {
             store,
             known: ReadCache::new(65_536),
         }
     }
 
-    pub fn get(&self, room_id: &str) -> Result<Option<ConversationRecord>> {
+    pub(crate) fn get(&self, room_id: &RoomId) -> Result<Option<ConversationRecord>> {
         self.store
             .get(Table::SupportConversations, room_id.as_bytes())?
             .map(|v| {
@@ -255,7 +220,7 @@ impl ConversationIndex {
     }
 
     /// Whether the room is a conversation, without reading its record.
-    pub fn contains(&self, room_id: &str) -> Result<bool> {
+    pub(crate) fn contains(&self, room_id: &RoomId) -> Result<bool> {
         if let Some(known) = self.known.get(room_id) {
             return Ok(known);
         }
@@ -270,7 +235,7 @@ impl ConversationIndex {
     /// Writes the record into `batch`, replacing the index keys of `old`. `old` must be what is
     /// stored: the caller read it under the change lock it still holds, so no other change
     /// came in between and left keys behind.
-    pub fn put(
+    pub(crate) fn put(
         &self,
         _held: &ChangeGuard<'_>,
         batch: &mut Batch,
@@ -299,7 +264,7 @@ impl ConversationIndex {
     }
 
     /// A page of conversations, sorted, from `from`; with the token of the next page.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         filter: &Filter,
         sort: Sort,
@@ -316,33 +281,13 @@ impl ConversationIndex {
             .drivers()
             .into_iter()
             .map(|(facet, value)| {
-                let p = prefix(facet, &value, kind);
-                let iter = self.scan(&p, descending, from);
-                (p.len(), iter.peekable())
+                self.scan(&prefix(facet, &value, kind), descending, from)
+                    .peekable()
             })
             .collect();
         let mut out = Vec::new();
-        loop {
-            // Merge the scans (several only for an agent's "mine or unassigned" view).
-            let mut best: Option<(usize, (u64, String))> = None;
-            for (i, (plen, it)) in scans.iter_mut().enumerate() {
-                let Some(entry) = it.peek() else { continue };
-                let (k, _) = entry.as_ref().map_err(|e| Error::internal(e.to_string()))?;
-                let Some(decoded) = decode_entry(*plen, k) else {
-                    it.next();
-                    continue;
-                };
-                let better = match &best {
-                    None => true,
-                    Some((_, b)) if descending => decoded > *b,
-                    Some((_, b)) => decoded < *b,
-                };
-                if better {
-                    best = Some((i, decoded));
-                }
-            }
-            let Some((i, (ts, room))) = best else { break };
-            scans[i].1.next();
+        while let Some(entry) = next_in_order(&mut scans, descending) {
+            let (ts, room) = entry?;
             if descending && filter.updated_since.is_some_and(|since| ts < since) {
                 break;
             }
@@ -354,55 +299,49 @@ impl ConversationIndex {
             }
             out.push(record);
             if out.len() == limit {
-                let more = scans.iter_mut().any(|(_, it)| it.peek().is_some());
+                let more = scans.iter_mut().any(|it| it.peek().is_some());
                 return Ok((out, more.then_some(PageToken { ts, room })));
             }
         }
         Ok((out, None))
     }
 
-    fn scan(
-        &self,
-        p: &[u8],
-        descending: bool,
-        from: Option<&PageToken>,
-    ) -> Box<
-        dyn Iterator<Item = crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>>,
-    > {
+    /// The entries under the sort prefix `p`, in sort order, after `from`.
+    fn scan(&self, p: &[u8], descending: bool, from: Option<&PageToken>) -> Scan {
         let Some(from) = from else {
             let it = self.store.scan_prefix(Table::SupportIndex, p);
             return if descending {
-                Box::new(it.rev())
+                Box::new(entries(p.len(), it.rev()))
             } else {
-                Box::new(it)
+                Box::new(entries(p.len(), it))
             };
         };
         let at = Key::from_vec(p.to_vec())
             .u64(from.ts)
-            .str(&from.room)
+            .str(from.room.as_str())
             .into_vec();
         if descending {
-            Box::new(self.store.range(Table::SupportIndex, p, &at).rev())
+            let it = self.store.range(Table::SupportIndex, p, &at).rev();
+            Box::new(entries(p.len(), it))
         } else {
             let mut after = at;
             after.push(0);
             let mut end = p.to_vec();
             *end.last_mut().expect("sort byte") += 1;
-            Box::new(self.store.range(Table::SupportIndex, &after, &end))
+            let it = self.store.range(Table::SupportIndex, &after, &end);
+            Box::new(entries(p.len(), it))
         }
     }
 
     /// Conversations created in `[from, to)`, oldest first: what metrics read.
-    pub fn created_between(&self, from: u64, to: u64) -> Result<Vec<ConversationRecord>> {
+    pub(crate) fn created_between(&self, from: u64, to: u64) -> Result<Vec<ConversationRecord>> {
         let p = prefix("all", "", BY_CREATED);
         let lo = Key::from_vec(p.clone()).u64(from).into_vec();
         let hi = Key::from_vec(p.clone()).u64(to).into_vec();
         let mut out = Vec::new();
-        for entry in self.store.range(Table::SupportIndex, &lo, &hi) {
-            let (k, _) = entry?;
-            if let Some((_, room)) = decode_entry(p.len(), &k)
-                && let Some(r) = self.get(&room)?
-            {
+        for entry in entries(p.len(), self.store.range(Table::SupportIndex, &lo, &hi)) {
+            let (_, room) = entry?;
+            if let Some(r) = self.get(&room)? {
                 out.push(r);
             }
         }
@@ -410,30 +349,25 @@ impl ConversationIndex {
     }
 
     /// Open and pending conversations assigned to `agent`: their load.
-    pub fn load(&self, agent: &str) -> Result<usize> {
-        Ok(self
-            .store
-            .scan_prefix(Table::SupportIndex, &prefix("load", agent, BY_ACTIVITY))
-            .count())
+    pub(crate) fn load(&self, agent: &UserId) -> Result<usize> {
+        let p = prefix("load", agent.as_str(), BY_ACTIVITY);
+        Ok(self.store.scan_prefix(Table::SupportIndex, &p).count())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use ruma::{owned_user_id, room_id, user_id};
+
     use super::*;
+    use crate::support::{conversation::Status, filter::Assignee};
 
     fn record(room: &str, ts: u64, status: Status, assignee: Option<&str>) -> ConversationRecord {
-        ConversationRecord {
-            room_id: room.into(),
-            content: Conversation {
-                status,
-                assignee: assignee.map(Into::into),
-                ..Default::default()
-            },
-            created_ts: ts,
-            last_activity_ts: ts,
-            ..Default::default()
-        }
+        let mut r = ConversationRecord::new(RoomId::parse(room).unwrap(), ts);
+        r.content.status = status;
+        r.content.assignee = assignee.map(|a| UserId::parse(a).unwrap());
+        r.last_activity_ts = ts;
+        r
     }
 
     #[tokio::test]
@@ -460,8 +394,11 @@ mod tests {
             );
         }
         index.store.write_durable(b).await.unwrap();
-        let rooms =
-            |v: Vec<ConversationRecord>| v.into_iter().map(|r| r.room_id).collect::<Vec<_>>();
+        let rooms = |v: Vec<ConversationRecord>| {
+            v.into_iter()
+                .map(|r| r.room_id.to_string())
+                .collect::<Vec<_>>()
+        };
         let f = Filter {
             status: Some(Status::Open),
             ..Default::default()
@@ -471,21 +408,34 @@ mod tests {
         let (page, next) = index.list(&f, Sort::Activity, 2, next.as_ref()).unwrap();
         assert_eq!(rooms(page), vec!["!r0:x"]);
         assert_eq!(next, None);
+        let ana = owned_user_id!("@ana:x");
         let mine = Filter {
-            only_assignees: Some(vec!["@ana:x".into(), String::new()]),
+            only_assignees: Some(vec![Assignee::User(ana.clone()), Assignee::Unassigned]),
             ..Default::default()
         };
         let (page, _) = index.list(&mine, Sort::Activity, 10, None).unwrap();
         assert_eq!(rooms(page), vec!["!r2:x", "!r1:x", "!r0:x"]);
-        assert_eq!(index.load("@ana:x").unwrap(), 1);
+        let queue = Filter {
+            assignee: Assignee::Unassigned,
+            ..Default::default()
+        };
+        let (page, _) = index.list(&queue, Sort::Activity, 10, None).unwrap();
+        assert_eq!(rooms(page), vec!["!r0:x"]);
+        let bobs = Filter {
+            assignee: Assignee::User(owned_user_id!("@bob:x")),
+            ..Default::default()
+        };
+        let (page, _) = index.list(&bobs, Sort::Activity, 10, None).unwrap();
+        assert_eq!(rooms(page), vec!["!r3:x"]);
+        assert_eq!(index.load(&ana).unwrap(), 1);
         // Closing r1 drops it from ana's load and the open filter.
-        let old = index.get("!r1:x").unwrap().unwrap();
+        let old = index.get(room_id!("!r1:x")).unwrap().unwrap();
         let mut new = old.clone();
         new.content.status = Status::Closed;
         let mut b = Batch::new();
         index.put(&held, &mut b, Some(&old), &new);
         index.store.write_durable(b).await.unwrap();
-        assert_eq!(index.load("@ana:x").unwrap(), 0);
+        assert_eq!(index.load(user_id!("@ana:x")).unwrap(), 0);
         let (page, _) = index.list(&f, Sort::Activity, 10, None).unwrap();
         assert_eq!(rooms(page), vec!["!r3:x", "!r0:x"]);
         let since = Filter {
@@ -494,5 +444,29 @@ mod tests {
         };
         let (page, _) = index.list(&since, Sort::Activity, 10, None).unwrap();
         assert_eq!(rooms(page), vec!["!r3:x", "!r2:x"]);
+    }
+
+    #[test]
+    fn the_queue_is_the_empty_assignee_in_the_keys() {
+        // Stored keys keep their format: `assignee | "" | …` is the queue.
+        let queued = record("!q:x", 5, Status::Open, None);
+        let key = entry_key("assignee", "", BY_ACTIVITY, 5, &queued.room_id);
+        assert!(queued.keys().contains(&key));
+        assert_eq!(Assignee::Unassigned.value(), Some(""));
+    }
+
+    #[test]
+    fn records_stored_before_typed_ids_read_and_write_the_same() {
+        let stored = serde_json::json!({
+            "room_id": "!a:x",
+            "content": Conversation::from_json(&serde_json::json!({"assignee": "@ana:x"})).to_json(),
+            "created_ts": 1, "last_activity_ts": 2, "waiting_since": 3, "messages": 4,
+            "customer_messages": 5, "agent_messages": 6, "applied_pos": 7, "state_pos": 8,
+            "out_of_office_day": null, "last_customer_text": "hola",
+        });
+        let record: ConversationRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(record.room_id, "!a:x");
+        assert_eq!(record.content.assignee.as_deref(), Some(user_id!("@ana:x")));
+        assert_eq!(serde_json::to_value(&record).unwrap(), stored);
     }
 }

@@ -6,20 +6,21 @@
 
 use std::collections::BTreeMap;
 
+use ruma::OwnedUserId;
 use serde::Serialize;
 
 use super::index::ConversationRecord;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Stats {
-    pub conversations: u64,
+pub(crate) struct Stats {
+    pub(crate) conversations: u64,
     /// Conversations with a first agent answer after a customer message.
-    pub responded: u64,
-    pub avg_first_response_ms: Option<u64>,
-    pub resolved: u64,
-    pub avg_resolution_ms: Option<u64>,
-    pub messages: u64,
-    pub avg_messages_per_conversation: Option<f64>,
+    pub(crate) responded: u64,
+    pub(crate) avg_first_response_ms: Option<u64>,
+    pub(crate) resolved: u64,
+    pub(crate) avg_resolution_ms: Option<u64>,
+    pub(crate) messages: u64,
+    pub(crate) avg_messages_per_conversation: Option<f64>,
     #[serde(skip)]
     first_response_sum: u64,
     #[serde(skip)]
@@ -57,18 +58,18 @@ impl Stats {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Metrics {
-    pub from: u64,
-    pub to: u64,
-    pub overall: Stats,
-    /// By assignee (user id); unassigned conversations count only overall.
-    pub per_agent: BTreeMap<String, Stats>,
+pub(crate) struct Metrics {
+    pub(crate) from: u64,
+    pub(crate) to: u64,
+    pub(crate) overall: Stats,
+    /// By assignee; unassigned conversations count only overall.
+    pub(crate) per_agent: BTreeMap<OwnedUserId, Stats>,
     /// Conversations created per UTC day (`YYYY-MM-DD`).
-    pub conversations_per_day: BTreeMap<String, u64>,
+    pub(crate) conversations_per_day: BTreeMap<String, u64>,
 }
 
 /// Metrics of the conversations created in `[from, to)`.
-pub fn compute(from: u64, to: u64, records: &[ConversationRecord]) -> Metrics {
+pub(crate) fn compute(from: u64, to: u64, records: &[ConversationRecord]) -> Metrics {
     let mut m = Metrics {
         from,
         to,
@@ -89,13 +90,13 @@ pub fn compute(from: u64, to: u64, records: &[ConversationRecord]) -> Metrics {
 }
 
 /// `YYYY-MM-DD` of a Unix time in ms (proleptic Gregorian, UTC).
-pub fn utc_date(ms: u64) -> String {
+pub(crate) fn utc_date(ms: u64) -> String {
     let (y, mo, d) = civil_from_days((ms / 86_400_000) as i64);
     format!("{y:04}-{mo:02}-{d:02}")
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -110,6 +111,8 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    use ruma::{UserId, owned_room_id, user_id};
+
     use super::*;
     use crate::support::Conversation;
 
@@ -117,18 +120,17 @@ mod tests {
     fn dates_and_averages() {
         assert_eq!(utc_date(0), "1970-01-01");
         assert_eq!(utc_date(1_763_856_000_000), "2025-11-23");
-        let rec = |assignee: &str, customer, agent, resolved, messages| ConversationRecord {
-            room_id: "!a:x".into(),
-            created_ts: 1_000,
-            messages,
-            content: Conversation {
-                assignee: Some(assignee.into()),
+        let rec = |assignee: &str, customer, agent, resolved, messages| {
+            let mut r = ConversationRecord::new(owned_room_id!("!a:x"), 1_000);
+            r.messages = messages;
+            r.content = Conversation {
+                assignee: Some(UserId::parse(assignee).unwrap()),
                 first_customer_message_ts: Some(customer),
                 first_agent_response_ts: agent,
                 resolved_ts: resolved,
                 ..Default::default()
-            },
-            ..Default::default()
+            };
+            r
         };
         let m = compute(
             0,
@@ -143,8 +145,8 @@ mod tests {
         assert_eq!(m.overall.avg_first_response_ms, Some(3_000));
         assert_eq!(m.overall.avg_resolution_ms, Some(10_000));
         assert_eq!(m.overall.messages, 8);
-        assert_eq!(m.per_agent["@a:x"].responded, 2);
-        assert_eq!(m.per_agent["@b:x"].avg_first_response_ms, None);
+        assert_eq!(m.per_agent[user_id!("@a:x")].responded, 2);
+        assert_eq!(m.per_agent[user_id!("@b:x")].avg_first_response_ms, None);
         assert_eq!(m.conversations_per_day["1970-01-01"], 3);
     }
 }

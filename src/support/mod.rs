@@ -6,43 +6,78 @@
 //! state events sent by the support bot's user (see [`actions`]), whether an agent asked in the
 //! room or through `/api/support/v1/`, so every client sees them and the room's history shows
 //! who changed what. Only the desk's own changes count ([`trust`]): power in a room is no say
-//! on the desk. Rooms the desk opens itself are desk-owned ([`desk`]); private notes live in a
-//! staff-only room beside the conversation ([`notes`]), never in it.
+//! on the desk. Rooms the desk opens itself are desk-owned ([`owned_rooms`]); private notes live
+//! in a staff-only room beside the conversation ([`notes`]), never in it.
+//!
+//! The desk's code reaches the rest of the server through a [`Desk`]: the services it uses and
+//! nothing else, built by `Services::desk`.
 
-pub mod access;
-pub mod actions;
-pub mod audit;
-pub mod changes;
-pub mod conversation;
-pub mod deliveries;
-pub mod desk;
-pub mod escalation;
-pub mod index;
-pub mod metrics;
-pub mod notes;
-pub mod policy;
-pub mod tickets;
-pub mod trust;
+pub(crate) mod access;
+pub(crate) mod actions;
+pub(crate) mod actor;
+pub(crate) mod agents;
+pub(crate) mod audit;
+pub(crate) mod changes;
+pub(crate) mod conversation;
+pub(crate) mod deliveries;
+pub(crate) mod escalation;
+pub(crate) mod filter;
+pub(crate) mod index;
+pub(crate) mod metrics;
+pub(crate) mod notes;
+pub(crate) mod owned_rooms;
+pub(crate) mod policy;
+pub(crate) mod queries;
+pub(crate) mod say;
+pub(crate) mod tickets;
+pub(crate) mod trust;
 
-use std::{
-    collections::HashMap,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use ruma::{OwnedUserId, ServerName, UserId};
 
-use crate::{config::SupportConfig, error::Result, ratelimit::RateLimiter, storage::Store};
+use crate::{
+    appservice::AppServices, config::SupportConfig, ephemeral::PresenceService, error::Result,
+    ratelimit::RateLimiter, rooms::RoomService, storage::Store, users::UserService,
+};
 
-pub use audit::{AuditEntry, AuditLog};
-pub use conversation::{CONVERSATION_EVENT, Conversation, TICKET_EVENT};
-pub use deliveries::{Deliveries, DeliveryStates};
-pub use index::{ConversationIndex, ConversationRecord};
-pub use tickets::{Ticket, TicketStore};
+pub(crate) use conversation::{CONVERSATION_EVENT, Conversation, TICKET_EVENT};
+pub(crate) use deliveries::{Deliveries, DeliveryStates};
+pub(crate) use index::{ConversationIndex, ConversationRecord};
+pub(crate) use tickets::{Ticket, TicketStore};
+
+/// What the desk uses of the server: its own service and the few others it reads or acts
+/// through. Built per use by `Services::desk` (a handful of references, nothing allocated),
+/// so no code of the desk sees the whole server.
+#[derive(Clone, Copy)]
+pub(crate) struct Desk<'a> {
+    pub(crate) support: &'a SupportService,
+    /// The bot's sends, rooms the desk creates, state and timelines it reads.
+    pub(crate) rooms: &'a RoomService,
+    /// Display names, server admins ([`trust`]), the bot's own account.
+    pub(crate) users: &'a UserService,
+    /// Who is online, for assignment.
+    pub(crate) presence: &'a PresenceService,
+    /// The bridges whose bot counts as the desk ([`trust`]).
+    pub(crate) appservices: &'a AppServices,
+    /// The desk's durable writes: audit entries, ids of rooms it is about to create.
+    pub(crate) store: &'a Store,
+}
+
+impl<'a> Desk<'a> {
+    pub(crate) fn config(&self) -> &'a SupportConfig {
+        &self.support.config
+    }
+
+    /// The support bot's user.
+    pub(crate) fn bot(&self) -> &'a UserId {
+        &self.support.bot
+    }
+}
 
 /// What a user may do on the desk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Admin,
     Agent,
     /// Customers and everyone else.
@@ -50,30 +85,34 @@ pub enum Role {
 }
 
 pub struct SupportService {
-    pub config: SupportConfig,
-    pub bot: OwnedUserId,
-    pub index: ConversationIndex,
-    pub tickets: TicketStore,
-    pub audit: AuditLog,
+    pub(crate) config: SupportConfig,
+    pub(crate) bot: OwnedUserId,
+    pub(crate) index: ConversationIndex,
+    pub(crate) tickets: TicketStore,
+    pub(crate) audit: audit::AuditLog,
     /// Delivery states of agents' messages, kept by a bridge in this process.
-    pub deliveries: Deliveries,
+    pub(crate) deliveries: Deliveries,
     /// Serializes read-modify-write of conversation state and records: two agents adding a
     /// label at once must both be kept.
-    pub changes: changes::Changes,
+    pub(crate) changes: changes::Changes,
     /// Conversations each customer opens (per user), through the API or an invite of the bot.
-    pub customer_creations: RateLimiter,
-    /// When each agent was last given a conversation: round-robin order.
-    last_assigned: Mutex<HashMap<OwnedUserId, u64>>,
+    pub(crate) customer_creations: RateLimiter,
+    /// The agents' turns for automatic assignment.
+    pub(crate) turns: agents::RoundRobin,
 }
 
 impl SupportService {
-    pub fn new(store: Store, config: SupportConfig, server_name: &ServerName) -> Result<Self> {
+    pub(crate) fn new(
+        store: Store,
+        config: SupportConfig,
+        server_name: &ServerName,
+    ) -> Result<Self> {
         let bot = UserId::parse(format!("@{}:{server_name}", config.bot_localpart))
             .map_err(|e| crate::error::Error::internal(format!("support.bot_localpart: {e}")))?;
         Ok(SupportService {
             index: ConversationIndex::new(store.clone()),
             tickets: TicketStore::new(store.clone(), config.first_ticket_number),
-            audit: AuditLog::new(store),
+            audit: audit::AuditLog::new(store),
             deliveries: Deliveries::default(),
             customer_creations: RateLimiter::new(
                 f64::from(config.customer_conversations_per_hour) / 3600.0,
@@ -82,11 +121,11 @@ impl SupportService {
             bot,
             config,
             changes: changes::Changes::default(),
-            last_assigned: Mutex::default(),
+            turns: agents::RoundRobin::default(),
         })
     }
 
-    pub fn role(&self, user: &UserId) -> Role {
+    pub(crate) fn role(&self, user: &UserId) -> Role {
         if self.config.admins.iter().any(|a| a == user) {
             Role::Admin
         } else if self.config.agents.iter().any(|a| a.user == user) {
@@ -97,12 +136,12 @@ impl SupportService {
     }
 
     /// Agents and admins: who may use commands and the agent API.
-    pub fn is_staff(&self, user: &UserId) -> bool {
+    pub(crate) fn is_staff(&self, user: &UserId) -> bool {
         self.role(user) != Role::None
     }
 
     /// An agent's capacity; `None` for users who are not agents.
-    pub fn capacity(&self, user: &UserId) -> Option<u32> {
+    pub(crate) fn capacity(&self, user: &UserId) -> Option<u32> {
         self.config
             .agents
             .iter()
@@ -110,33 +149,10 @@ impl SupportService {
             .map(|a| a.capacity)
     }
 
-    /// The agents in round-robin order: least recently assigned first, then config order.
-    pub fn agents_in_turn(&self) -> Vec<OwnedUserId> {
-        let last = self.last_assigned.lock();
-        let mut agents: Vec<(usize, &OwnedUserId)> = self
-            .config
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i, &a.user))
-            .collect();
-        agents.sort_by_key(|(i, u)| (last.get(*u).copied().unwrap_or(0), *i));
-        agents.into_iter().map(|(_, u)| u.clone()).collect()
-    }
-
-    /// Records that `agent` was just given a conversation.
-    pub fn mark_assigned(&self, agent: &UserId) {
-        let mut last = self.last_assigned.lock();
-        let next = last.values().max().copied().unwrap_or(0) + 1;
-        last.insert(agent.to_owned(), next);
-    }
-}
-
-impl SupportService {
     /// The power levels of a room created with the bot among its invitees: the bot gets
     /// moderator power (50) so it can keep `io.charla.conversation` and invite agents. A
     /// trusted private chat already gives invitees 100; an explicit level for the bot is kept.
-    pub fn bot_power_override(
+    pub(crate) fn bot_power_override(
         &self,
         creator: &UserId,
         invite: &[OwnedUserId],
@@ -160,7 +176,7 @@ impl SupportService {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

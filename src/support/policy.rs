@@ -10,18 +10,15 @@
 use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde_json::value::RawValue;
 
-use super::{conversation::DESK_STATE_PREFIX, trust};
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use super::{Desk, SupportService, conversation::DESK_STATE_PREFIX, trust};
+use crate::error::{Error, Result};
 
 /// A state event of type `kind` from `sender`.
-pub fn check_state(s: &Services, sender: &UserId, kind: &str) -> Result<()> {
-    if !s.config.support.enabled || !kind.starts_with(DESK_STATE_PREFIX) {
+pub(crate) fn check_state(desk: &Desk<'_>, sender: &UserId, kind: &str) -> Result<()> {
+    if !desk.config().enabled || !kind.starts_with(DESK_STATE_PREFIX) {
         return Ok(());
     }
-    if trust::is_desk(s, sender)? {
+    if trust::is_desk(desk, sender)? {
         return Ok(());
     }
     Err(Error::forbidden(format!(
@@ -29,9 +26,10 @@ pub fn check_state(s: &Services, sender: &UserId, kind: &str) -> Result<()> {
     )))
 }
 
-/// A message event of type `kind` with this content from `sender` in `room_id`.
-pub fn check_message(
-    s: &Services,
+/// A message event of type `kind` with this content from `sender` in `room_id`. On the send
+/// path: costs a substring test unless the message is a `!note`.
+pub(crate) fn check_message(
+    support: &SupportService,
     sender: &UserId,
     room_id: &RoomId,
     kind: &TimelineEventType,
@@ -40,7 +38,7 @@ pub fn check_message(
     // A substring test first: this runs on every message sent.
     if *kind != TimelineEventType::RoomMessage
         || !content.get().contains("!note")
-        || !s.config.support.enabled
+        || !support.config.enabled
     {
         return Ok(());
     }
@@ -53,8 +51,8 @@ pub fn check_message(
         .ok()
         .and_then(|b| b.body);
     if !body.as_deref().is_some_and(is_note_with_text)
-        || !s.support.is_staff(sender)
-        || !s.support.index.contains(room_id.as_str())?
+        || !support.is_staff(sender)
+        || !support.index.contains(room_id)?
     {
         return Ok(());
     }

@@ -11,31 +11,31 @@
 
 use ruma::{RoomId, UserId};
 
-use super::{CONVERSATION_EVENT, Conversation};
-use crate::{error::Result, services::Services};
+use super::{CONVERSATION_EVENT, Conversation, Desk};
+use crate::error::Result;
 
 /// State events by others walked past before the index's record is taken instead. The send
 /// path refuses them, so more than one in a row only comes from outside.
 const MAX_WALK: usize = 32;
 
 /// Whether `user`'s changes to the desk's state count.
-pub fn is_desk(s: &Services, user: &UserId) -> Result<bool> {
-    if user == s.support.bot || s.support.is_staff(user) {
+pub(crate) fn is_desk(desk: &Desk<'_>, user: &UserId) -> Result<bool> {
+    if user == desk.bot() || desk.support.is_staff(user) {
         return Ok(true);
     }
-    let desk_channel = s.appservices.all().iter().any(|a| {
-        a.sender == user
-            && s.config
-                .support
-                .desk_appservices
-                .iter()
-                .any(|id| id == a.id())
-    });
+    let channels = &desk.config().desk_appservices;
+    let desk_channel = desk
+        .appservices
+        .all()
+        .iter()
+        .any(|a| a.sender == user && channels.iter().any(|id| id == a.id()));
     if desk_channel {
         return Ok(true);
     }
-    Ok(user.server_name() == s.config.server_name
-        && s.users
+    // The bot is local: its server is this server.
+    Ok(user.server_name() == desk.bot().server_name()
+        && desk
+            .users
             .get(user)?
             .is_some_and(|r| r.admin && !r.deactivated))
 }
@@ -44,22 +44,26 @@ pub fn is_desk(s: &Services, user: &UserId) -> Result<bool> {
 /// `None` if the desk never made the room a conversation. The newest `io.charla.conversation`
 /// the desk sent: events others sent since are walked past (at most [`MAX_WALK`], then the
 /// index's record, which only ever holds the desk's).
-pub fn conversation(s: &Services, room_id: &RoomId) -> Result<Option<(Conversation, u64)>> {
-    let room = s.rooms.room(room_id)?;
-    let mut at = s.rooms.state_pos(room.short, CONVERSATION_EVENT, "")?;
+pub(crate) fn conversation(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+) -> Result<Option<(Conversation, u64)>> {
+    let room = desk.rooms.room(room_id)?;
+    let mut at = desk.rooms.state_pos(room.short, CONVERSATION_EVENT, "")?;
     for _ in 0..MAX_WALK {
         let Some(pos) = at else {
             return Ok(None);
         };
-        let ev = s.rooms.event(pos)?;
-        if is_desk(s, &ev.pdu.sender)? {
+        let ev = desk.rooms.event(pos)?;
+        if is_desk(desk, &ev.pdu.sender)? {
             let content = Conversation::from_str_lenient(ev.pdu.content.get()).bounded();
             return Ok(Some((content, pos)));
         }
         at = ev.stored.prev_state;
     }
-    Ok(s.support
+    Ok(desk
+        .support
         .index
-        .get(room_id.as_str())?
+        .get(room_id)?
         .map(|r| (r.content, r.state_pos)))
 }

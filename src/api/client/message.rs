@@ -68,7 +68,13 @@ async fn send(
     {
         s.send_limiter.check(who.user_id.as_str())?;
     }
-    crate::support::policy::check_message(&s, &who.user_id, &b.room_id, &kind, b.body.json())?;
+    crate::support::policy::check_message(
+        &s.support,
+        &who.user_id,
+        &b.room_id,
+        &kind,
+        b.body.json(),
+    )?;
     let mut template = EventTemplate::message(kind, b.body.json().to_owned());
     // `?ts=` is honoured for appservices only (bridges keep the remote message's time).
     template.timestamp = b.timestamp.filter(|_| who.appservice.is_some());
@@ -101,7 +107,7 @@ pub(super) async fn send_state_template(
             crate::users::check_displayname(name)?;
         }
     }
-    crate::support::policy::check_state(s, &who.user_id, &template.kind.to_string())?;
+    crate::support::policy::check_state(&s.desk(), &who.user_id, &template.kind.to_string())?;
     s.rooms.send(room_id, &who.user_id, template, None).await
 }
 

@@ -11,24 +11,23 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, field_error, json_body, limit};
+use super::{Caller, field_error, json_body, limit, ms_param};
 use crate::{
     error::{Error, Result},
-    events::ClientFormat,
-    rooms::{Direction, EventView},
     services::Services,
     support::{
-        Conversation, ConversationRecord, Role,
-        actions::{self, Actor},
+        Conversation, ConversationRecord, Desk, Role, actions,
+        actor::Actor,
         conversation::{
             Channel, Contact, MAX_REFERENCE_CHARS, Priority, Status, valid_labels, valid_language,
         },
-        index::{Filter, PageToken, Sort},
+        filter::{Assignee, Filter, PageToken, Sort},
+        queries,
     },
 };
 
 /// A conversation as the API shows it: the state event's content plus what the index knows.
-pub fn view(r: &ConversationRecord) -> Value {
+fn view(r: &ConversationRecord) -> Value {
     let mut v = r.content.to_json();
     v["room_id"] = json!(r.room_id);
     v["created_ts"] = json!(r.created_ts);
@@ -42,22 +41,9 @@ fn parse_room(room_id: &str) -> Result<OwnedRoomId> {
     RoomId::parse(room_id).map_err(|_| field_error("room_id", "not a valid room id"))
 }
 
-/// The conversation the caller named, if they may see it; `404` otherwise (existence does not
-/// leak).
-pub fn visible(s: &Services, caller: &Caller, room_id: &str) -> Result<OwnedRoomId> {
-    Ok(visible_record(s, caller, room_id)?.0)
-}
-
-fn visible_record(
-    s: &Services,
-    caller: &Caller,
-    room_id: &str,
-) -> Result<(OwnedRoomId, ConversationRecord)> {
-    let room_id = parse_room(room_id)?;
-    match caller.viewer().conversation(s, &room_id)? {
-        Some(r) => Ok((room_id, r)),
-        None => Err(Error::not_found("No such conversation")),
-    }
+/// The conversation as it is now, after a change.
+fn fresh(desk: &Desk<'_>, room_id: &RoomId) -> Result<Json<Value>> {
+    Ok(Json(view(&queries::record(desk, room_id)?)))
 }
 
 fn enum_param<T>(
@@ -78,48 +64,43 @@ fn enum_param<T>(
         .transpose()
 }
 
-pub async fn list(
+/// `?assignee=`: a user id, `me`, or `none` (or empty) for the queue.
+fn assignee_param(q: &HashMap<String, String>, caller: &Caller) -> Result<Assignee> {
+    Ok(match q.get("assignee").map(String::as_str) {
+        None => Assignee::Anyone,
+        Some("none" | "") => Assignee::Unassigned,
+        Some("me") => Assignee::User(caller.user.clone()),
+        Some(u) => Assignee::User(
+            UserId::parse(u)
+                .map_err(|_| field_error("assignee", "a user id, \"me\" or \"none\""))?,
+        ),
+    })
+}
+
+/// The listing's filter from the query (without the caller's restriction, which
+/// `support::queries` adds).
+fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Filter> {
+    Ok(Filter {
+        status: enum_param(q, "status", Status::parse, Status::NAMES)?,
+        assignee: assignee_param(q, caller)?,
+        label: q.get("label").cloned(),
+        channel: enum_param(q, "channel", Channel::parse, Channel::NAMES)?,
+        priority: enum_param(q, "priority", Priority::parse, Priority::NAMES)?,
+        organisation: q.get("organisation").cloned(),
+        product_id: q.get("product_id").cloned(),
+        order_id: q.get("order_id").cloned(),
+        updated_since: ms_param(q, "updated_since")?,
+        only_assignees: None,
+    })
+}
+
+pub(super) async fn list(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let assignee = match q.get("assignee").map(String::as_str) {
-        None => None,
-        Some("none" | "") => Some(String::new()),
-        Some("me") => Some(caller.user.to_string()),
-        Some(u) => Some(
-            UserId::parse(u)
-                .map_err(|_| field_error("assignee", "a user id, \"me\" or \"none\""))?
-                .to_string(),
-        ),
-    };
-    let only_assignees = caller.viewer().assignees(&s);
-    if let (Some(allowed), Some(a)) = (&only_assignees, &assignee)
-        && !allowed.contains(a)
-    {
-        return Err(Error::forbidden(
-            "Agents see only their own conversations and the queue",
-        ));
-    }
-    let filter = Filter {
-        status: enum_param(&q, "status", Status::parse, Status::NAMES)?,
-        assignee,
-        label: q.get("label").cloned(),
-        channel: enum_param(&q, "channel", Channel::parse, Channel::NAMES)?,
-        priority: enum_param(&q, "priority", Priority::parse, Priority::NAMES)?,
-        organisation: q.get("organisation").cloned(),
-        product_id: q.get("product_id").cloned(),
-        order_id: q.get("order_id").cloned(),
-        updated_since: q
-            .get("updated_since")
-            .map(|v| {
-                v.parse()
-                    .map_err(|_| field_error("updated_since", "milliseconds since the epoch"))
-            })
-            .transpose()?,
-        only_assignees,
-    };
+    let filter = filter(&q, &caller)?;
     let sort = match q.get("sort").map(String::as_str) {
         None | Some("last_activity") => Sort::Activity,
         Some("waiting") => Sort::Waiting,
@@ -133,41 +114,27 @@ pub async fn list(
         .map(|t| PageToken::decode(t).ok_or_else(|| field_error("from", "not a page token")))
         .transpose()?;
     let limit = limit(q.get("limit").map(String::as_str))?;
-    let (page, next) = s.support.index.list(&filter, sort, limit, from.as_ref())?;
+    let viewer = caller.viewer();
+    let (page, next) =
+        queries::conversations(&s.desk(), &viewer, filter, sort, limit, from.as_ref())?;
     Ok(Json(json!({
         "conversations": page.iter().map(view).collect::<Vec<_>>(),
         "next": next.map(|t| t.encode()),
     })))
 }
 
-pub async fn get_one(
+pub(super) async fn get_one(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    let (room_id, record) = visible_record(&s, &caller, &room_id)?;
+    let desk = s.desk();
+    let viewer = caller.viewer();
+    let room_id = parse_room(&room_id)?;
+    let record = queries::conversation(&desk, &viewer, &room_id)?;
     let limit = limit(q.get("limit").map(String::as_str))?;
-    let room = s.rooms.room(&room_id)?;
-    let positions = s
-        .rooms
-        .timeline_positions(room.short, u64::MAX, Direction::Backward, limit)?;
-    let view_as = EventView {
-        user: &caller.user,
-        device: None,
-        format: ClientFormat::WithRoomId,
-    };
-    let mut history = Vec::with_capacity(positions.len());
-    for pos in positions.into_iter().rev() {
-        let raw = s.rooms.client_event(pos, view_as)?;
-        history.push(
-            serde_json::from_str::<Value>(raw.get()).map_err(|e| Error::internal(e.to_string()))?,
-        );
-    }
-    let event_ids = history
-        .iter()
-        .filter_map(|event| event["event_id"].as_str());
-    let deliveries = s.support.deliveries.of(&room.room_id, event_ids);
+    let (history, deliveries) = queries::history(&desk, &viewer, &room_id, limit)?;
     let mut body = view(&record);
     body["history"] = json!(history);
     body["deliveries"] = Value::Object(deliveries);
@@ -176,7 +143,7 @@ pub async fn get_one(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewConversation {
+pub(super) struct NewConversation {
     #[serde(default)]
     participants: Vec<String>,
     #[serde(default)]
@@ -252,19 +219,9 @@ async fn participants(s: &Services, named: &[String]) -> Result<Vec<OwnedUserId>
     Ok(out)
 }
 
-/// Opens a conversation in a room of the desk's (`support::desk`). Staff open them for anyone
-/// (buyer/seller chats) with any priority, labels and contact; a customer only for themselves,
-/// as a direct chat with the desk, a few times an hour (`support.customer_conversations_*`).
-pub async fn create(
-    State(s): State<Arc<Services>>,
-    caller: Caller,
-    body: Bytes,
-) -> Result<Json<Value>> {
-    let req: NewConversation = json_body(&body)?;
-    let staff = caller.role != Role::None;
-    if !staff {
-        refuse_customer_choices(&caller, &req)?;
-    }
+/// The new conversation's content from the request's fields, checked (without the contact,
+/// which depends on who asks).
+fn new_content(req: &mut NewConversation) -> Result<Conversation> {
     if req
         .name
         .as_ref()
@@ -298,33 +255,42 @@ pub async fn create(
     };
     let labels = valid_labels(req.labels.as_deref().unwrap_or_default())
         .map_err(|e| field_error("labels", e))?;
-    let (participants, contact) = if staff {
-        (
-            participants(&s, &req.participants).await?,
-            req.contact.unwrap_or_default(),
-        )
-    } else {
-        // Checked last: a refused request costs no token.
-        s.support.customer_creations.check(caller.user.as_str())?;
-        (
-            vec![caller.user.clone()],
-            actions::contact_of(&s, &caller.user)?,
-        )
-    };
-    let content = Conversation {
+    Ok(Conversation {
         channel,
         priority,
         labels,
-        product_id: req.product_id,
-        order_id: req.order_id,
-        contact,
+        product_id: req.product_id.take(),
+        order_id: req.order_id.take(),
         ..Default::default()
+    })
+}
+
+/// Opens a conversation in a room of the desk's (`support::owned_rooms`). Staff open them for
+/// anyone (buyer/seller chats) with any priority, labels and contact; a customer only for
+/// themselves, as a direct chat with the desk, a few times an hour
+/// (`support.customer_conversations_*`).
+pub(super) async fn create(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let mut req: NewConversation = json_body(&body)?;
+    let staff = caller.role != Role::None;
+    if !staff {
+        refuse_customer_choices(&caller, &req)?;
+    }
+    let mut content = new_content(&mut req)?;
+    let desk = s.desk();
+    let participants = if staff {
+        content.contact = req.contact.unwrap_or_default();
+        participants(&s, &req.participants).await?
+    } else {
+        // Checked last: a refused request costs no token.
+        s.support.customer_creations.check(caller.user.as_str())?;
+        content.contact = actions::contact_of(&desk, &caller.user)?;
+        vec![caller.user.clone()]
     };
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
+    let actor = Actor::Api { user: &caller.user };
     let new = actions::NewConversation {
         content,
         name: req.name,
@@ -332,20 +298,16 @@ pub async fn create(
         is_direct: !staff,
         intent: None,
     };
-    let (room_id, content) = actions::create_conversation(&s, new, &actor).await?;
-    if let Some(agent) = content
-        .assignee
-        .as_deref()
-        .and_then(|a| UserId::parse(a).ok())
-    {
-        actions::bring_in_agent(&s, &room_id, &agent, &actor).await?;
+    let (room_id, content) = actions::create_conversation(&desk, new, &actor).await?;
+    if let Some(agent) = &content.assignee {
+        actions::bring_in_agent(&desk, &room_id, agent, &actor).await?;
     }
-    fresh(&s, &room_id)
+    fresh(&desk, &room_id)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Patch {
+pub(super) struct Patch {
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
@@ -364,127 +326,143 @@ fn labels(field: &str, list: &[String]) -> Result<Vec<String>> {
     valid_labels(list).map_err(|e| field_error(field, e))
 }
 
-pub async fn update(
-    State(s): State<Arc<Services>>,
-    caller: Caller,
-    Path(room_id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>> {
-    caller.require_staff()?;
-    let room_id = visible(&s, &caller, &room_id)?;
-    let patch: Patch = json_body(&body)?;
-    let status = patch
-        .status
-        .as_deref()
-        .map(|v| Status::parse(v).ok_or_else(|| field_error("status", "open, pending or closed")))
-        .transpose()?;
-    let priority = patch
-        .priority
-        .as_deref()
-        .map(|v| {
-            Priority::parse(v).ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
+/// A checked [`Patch`]: what it changes.
+struct Change {
+    status: Option<Status>,
+    priority: Option<Priority>,
+    set: Option<Vec<String>>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    language: Option<String>,
+}
+
+impl Patch {
+    fn check(self) -> Result<Change> {
+        Ok(Change {
+            status: self
+                .status
+                .as_deref()
+                .map(|v| {
+                    Status::parse(v).ok_or_else(|| field_error("status", "open, pending or closed"))
+                })
+                .transpose()?,
+            priority: self
+                .priority
+                .as_deref()
+                .map(|v| {
+                    Priority::parse(v)
+                        .ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
+                })
+                .transpose()?,
+            set: self
+                .labels
+                .as_deref()
+                .map(|l| labels("labels", l))
+                .transpose()?,
+            add: labels("add_labels", &self.add_labels)?,
+            remove: labels("remove_labels", &self.remove_labels)?,
+            language: self
+                .language
+                .as_deref()
+                .map(|l| {
+                    valid_language(l)
+                        .ok_or_else(|| field_error("language", "a tag such as es or pt-BR"))
+                })
+                .transpose()?,
         })
-        .transpose()?;
-    let set = patch
-        .labels
-        .as_deref()
-        .map(|l| labels("labels", l))
-        .transpose()?;
-    let add = labels("add_labels", &patch.add_labels)?;
-    let remove = labels("remove_labels", &patch.remove_labels)?;
-    let language = patch
-        .language
-        .as_deref()
-        .map(|l| {
-            valid_language(l).ok_or_else(|| field_error("language", "a tag such as es or pt-BR"))
-        })
-        .transpose()?;
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    let details = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    actions::update(&s, &room_id, &actor, "conversation.update", details, |c| {
-        if let Some(st) = status {
+    }
+}
+
+impl Change {
+    fn apply(self, c: &mut Conversation) {
+        if let Some(st) = self.status {
             actions::set_status(c, st);
         }
-        if let Some(p) = priority {
+        if let Some(p) = self.priority {
             c.priority = p;
         }
-        if let Some(set) = set {
+        if let Some(set) = self.set {
             c.labels.clear();
-            for l in set {
-                if !c.labels.contains(&l) {
-                    c.labels.push(l);
-                }
-            }
+            c.labels.extend(set);
         }
-        for l in add {
+        for l in self.add {
             if !c.labels.contains(&l) {
                 c.labels.push(l);
             }
         }
-        c.labels.retain(|l| !remove.contains(l));
-        if let Some(language) = language {
+        c.labels.retain(|l| !self.remove.contains(l));
+        if let Some(language) = self.language {
             c.language = Some(language);
         }
-        Ok(())
-    })
-    .await?;
-    fresh(&s, &room_id)
+    }
 }
 
-fn fresh(s: &Services, room_id: &RoomId) -> Result<Json<Value>> {
-    let record = s
-        .support
-        .index
-        .get(room_id.as_str())?
-        .ok_or_else(|| Error::not_found("No such conversation"))?;
-    Ok(Json(view(&record)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AssignBody {
-    user_id: String,
-}
-
-pub async fn assign(
+pub(super) async fn update(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    caller.require_staff()?;
-    let room_id = visible(&s, &caller, &room_id)?;
+    let desk = s.desk();
+    let room_id = caller.staff_conversation(&desk, &room_id)?;
+    let change = json_body::<Patch>(&body)?.check()?;
+    let actor = Actor::Api { user: &caller.user };
+    let details = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    actions::update(
+        &desk,
+        &room_id,
+        &actor,
+        "conversation.update",
+        details,
+        |c| {
+            change.apply(c);
+            Ok(())
+        },
+    )
+    .await?;
+    fresh(&desk, &room_id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssignBody {
+    user_id: String,
+}
+
+pub(super) async fn assign(
+    State(s): State<Arc<Services>>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    let desk = s.desk();
+    let room_id = caller.staff_conversation(&desk, &room_id)?;
     let b: AssignBody = json_body(&body)?;
     let agent =
         UserId::parse(b.user_id.as_str()).map_err(|_| field_error("user_id", "not a user id"))?;
     if !s.support.is_staff(&agent) {
         return Err(field_error("user_id", format!("{agent} is not an agent")));
     }
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    actions::assign(&s, &room_id, Some(&agent), &actor).await?;
-    fresh(&s, &room_id)
+    set_assignee(&desk, &caller, &room_id, Some(&agent)).await
 }
 
-pub async fn unassign(
+pub(super) async fn unassign(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>> {
-    caller.require_staff()?;
-    let room_id = visible(&s, &caller, &room_id)?;
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    actions::assign(&s, &room_id, None, &actor).await?;
-    fresh(&s, &room_id)
+    let desk = s.desk();
+    let room_id = caller.staff_conversation(&desk, &room_id)?;
+    set_assignee(&desk, &caller, &room_id, None).await
+}
+
+async fn set_assignee(
+    desk: &Desk<'_>,
+    caller: &Caller,
+    room_id: &RoomId,
+    agent: Option<&UserId>,
+) -> Result<Json<Value>> {
+    let actor = Actor::Api { user: &caller.user };
+    actions::assign(desk, room_id, agent, &actor).await?;
+    fresh(desk, room_id)
 }

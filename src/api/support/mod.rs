@@ -2,8 +2,9 @@
 //!
 //! JSON in and out, authenticated with the user's Matrix access token. Handlers check who asks
 //! (admin, agent, or a participant; `support::access` says who sees what, and what a caller may
-//! not see answers 404) and call `support::actions`, which make the very state events an
-//! agent's chat command would. Errors are Matrix error bodies; a bad field adds
+//! not see answers 404) and call `support::queries` to read and `support::actions` to change,
+//! which make the very state events an agent's chat command would. No handler reads or writes
+//! the store. Errors are Matrix error bodies; a bad field adds
 //! `"field"` naming it. The OpenAPI description is `docs/support-api.json`, served here too.
 
 mod admin;
@@ -11,7 +12,7 @@ mod conversations;
 mod notes;
 mod tickets;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     Router,
@@ -19,7 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use http::{StatusCode, request::Parts};
-use ruma::OwnedUserId;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -27,12 +28,12 @@ use crate::{
     api::ruma::{AuthRequirement, authenticate},
     error::{Error, Result},
     services::Services,
-    support::{Role, access::Viewer},
+    support::{Desk, Role, access::Viewer, queries},
 };
 
-pub const PREFIX: &str = "/api/support/v1";
+pub(crate) const PREFIX: &str = "/api/support/v1";
 
-pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
+pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let p = |path: &str| format!("{PREFIX}{path}");
     r.route(
         &p("/conversations"),
@@ -66,22 +67,32 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
 }
 
 /// The authenticated user and their role on the desk.
-pub struct Caller {
-    pub user: OwnedUserId,
-    pub role: Role,
+pub(crate) struct Caller {
+    pub(crate) user: OwnedUserId,
+    pub(crate) role: Role,
 }
 
 impl Caller {
     /// Who asks, for the desk's visibility rules.
-    pub fn viewer(&self) -> Viewer<'_> {
+    pub(crate) fn viewer(&self) -> Viewer<'_> {
         Viewer {
             user: &self.user,
             role: self.role,
         }
     }
 
+    /// The conversation the caller named, if they are staff and see it: `403` for others,
+    /// `404` for a conversation they do not see (existence does not leak).
+    pub(crate) fn staff_conversation(&self, desk: &Desk<'_>, room_id: &str) -> Result<OwnedRoomId> {
+        self.require_staff()?;
+        let room_id =
+            RoomId::parse(room_id).map_err(|_| field_error("room_id", "not a valid room id"))?;
+        queries::conversation(desk, &self.viewer(), &room_id)?;
+        Ok(room_id)
+    }
+
     /// `403` unless the caller is an agent or admin.
-    pub fn require_staff(&self) -> Result<()> {
+    pub(crate) fn require_staff(&self) -> Result<()> {
         match self.role {
             Role::None => Err(Error::forbidden(
                 "Only support agents and admins may do this",
@@ -90,7 +101,7 @@ impl Caller {
         }
     }
 
-    pub fn require_admin(&self) -> Result<()> {
+    pub(crate) fn require_admin(&self) -> Result<()> {
         match self.role {
             Role::Admin => Ok(()),
             _ => Err(Error::forbidden("Only support admins may do this")),
@@ -112,7 +123,7 @@ impl FromRequestParts<Arc<Services>> for Caller {
 }
 
 /// `400 M_INVALID_PARAM` naming the field at fault.
-pub fn field_error(field: &str, message: impl Into<String>) -> Error {
+pub(crate) fn field_error(field: &str, message: impl Into<String>) -> Error {
     Error::Matrix {
         status: StatusCode::BAD_REQUEST,
         errcode: "M_INVALID_PARAM",
@@ -123,7 +134,7 @@ pub fn field_error(field: &str, message: impl Into<String>) -> Error {
 
 /// Parses a JSON body: `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it has the wrong
 /// shape (with serde's description of what is wrong).
-pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let bytes = if bytes.is_empty() {
         b"{}" as &[u8]
     } else {
@@ -137,8 +148,18 @@ pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_value(value).map_err(|e| Error::bad_json(e.to_string()))
 }
 
+/// A query parameter that is a time in milliseconds since the epoch, if given.
+pub(crate) fn ms_param(q: &HashMap<String, String>, field: &str) -> Result<Option<u64>> {
+    q.get(field)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| field_error(field, "milliseconds since the epoch"))
+        })
+        .transpose()
+}
+
 /// A `limit` query parameter: default 50, at most 500.
-pub fn limit(value: Option<&str>) -> Result<usize> {
+pub(crate) fn limit(value: Option<&str>) -> Result<usize> {
     match value {
         None => Ok(50),
         Some(v) => match v.parse::<usize>() {

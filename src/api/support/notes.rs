@@ -12,31 +12,31 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Caller, conversations::visible, field_error, json_body, limit};
+use super::{Caller, field_error, json_body, limit};
 use crate::{
     error::Result,
     services::Services,
     support::{
-        actions::Actor,
+        actor::Actor,
         notes::{self, MAX_NOTE_CHARS},
     },
 };
 
 /// The notes, newest first: `limit`, and `from` (the `next` of the previous page).
-pub async fn list(
+pub(super) async fn list(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
-    caller.require_staff()?;
-    let room_id = visible(&s, &caller, &room_id)?;
+    let desk = s.desk();
+    let room_id = caller.staff_conversation(&desk, &room_id)?;
     let limit = limit(q.get("limit").map(String::as_str))?;
     let from = q
         .get("from")
         .map(|f| f.parse().map_err(|_| field_error("from", "a page token")))
         .transpose()?;
-    let (notes, next) = notes::list(&s, &room_id, limit, from)?;
+    let (notes, next) = notes::list(&desk, &room_id, limit, from)?;
     Ok(Json(
         json!({ "notes": notes, "next": next.map(|n| n.to_string()) }),
     ))
@@ -44,18 +44,18 @@ pub async fn list(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewNote {
+pub(super) struct NewNote {
     text: String,
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    caller.require_staff()?;
-    let room_id = visible(&s, &caller, &room_id)?;
+    let desk = s.desk();
+    let room_id = caller.staff_conversation(&desk, &room_id)?;
     let req: NewNote = json_body(&body)?;
     let text = req.text.trim();
     if text.is_empty() || text.chars().count() > MAX_NOTE_CHARS {
@@ -64,10 +64,8 @@ pub async fn create(
             format!("a note is 1 to {MAX_NOTE_CHARS} characters"),
         ));
     }
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    Ok(Json(json!(notes::write(&s, &room_id, &actor, text).await?)))
+    let actor = Actor::Api { user: &caller.user };
+    Ok(Json(json!(
+        notes::write(&desk, &room_id, &actor, text).await?
+    )))
 }

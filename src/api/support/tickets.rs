@@ -8,19 +8,20 @@ use axum::{
     body::Bytes,
     extract::{Path, Query, State},
 };
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Caller, field_error, json_body, limit};
 use crate::{
-    error::{Error, Result},
+    error::Result,
     services::Services,
     support::{
-        Ticket,
-        actions::Actor,
+        actor::Actor,
         conversation::Priority,
         escalation::{self, TicketPatch},
+        filter::Assignee,
+        queries,
         tickets::{TicketFilter, TicketStatus},
     },
 };
@@ -31,81 +32,66 @@ fn number(raw: &str) -> Result<u64> {
         .map_err(|_| field_error("number", "a ticket number"))
 }
 
-/// The ticket, if the caller sees its conversation; `404` otherwise (existence does not leak).
-fn get_ticket(s: &Services, caller: &Caller, n: u64) -> Result<Ticket> {
-    match s.support.tickets.get(n)? {
-        Some(t) if caller.viewer().sees_ticket(s, &t)? => Ok(t),
-        _ => Err(Error::not_found(format!("No ticket #{n}"))),
-    }
+fn status(value: &str) -> Result<TicketStatus> {
+    TicketStatus::parse(value).ok_or_else(|| {
+        field_error(
+            "status",
+            format!("one of {}", TicketStatus::NAMES.join(", ")),
+        )
+    })
 }
 
-pub async fn list(
+fn priority(value: &str) -> Result<Priority> {
+    Priority::parse(value).ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
+}
+
+/// The listing's filter from the query.
+fn filter(q: &HashMap<String, String>) -> Result<TicketFilter> {
+    Ok(TicketFilter {
+        status: q.get("status").map(|v| status(v)).transpose()?,
+        assignee: match q.get("assignee").map(String::as_str) {
+            None => Assignee::Anyone,
+            Some("none") => Assignee::Unassigned,
+            Some(u) => Assignee::User(
+                UserId::parse(u).map_err(|_| field_error("assignee", "a user id or \"none\""))?,
+            ),
+        },
+        room_id: q
+            .get("room_id")
+            .map(|r| RoomId::parse(r.as_str()).map_err(|_| field_error("room_id", "not a room id")))
+            .transpose()?,
+        priority: q.get("priority").map(|v| priority(v)).transpose()?,
+    })
+}
+
+pub(super) async fn list(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let filter = TicketFilter {
-        status: q
-            .get("status")
-            .map(|v| {
-                TicketStatus::parse(v).ok_or_else(|| {
-                    field_error(
-                        "status",
-                        format!("one of {}", TicketStatus::NAMES.join(", ")),
-                    )
-                })
-            })
-            .transpose()?,
-        assignee: match q.get("assignee").map(String::as_str) {
-            None => None,
-            Some("none") => Some(String::new()),
-            Some(u) => Some(
-                UserId::parse(u)
-                    .map_err(|_| field_error("assignee", "a user id or \"none\""))?
-                    .to_string(),
-            ),
-        },
-        room_id: q
-            .get("room_id")
-            .map(|r| {
-                RoomId::parse(r.as_str())
-                    .map(|r| r.to_string())
-                    .map_err(|_| field_error("room_id", "not a room id"))
-            })
-            .transpose()?,
-        priority: q
-            .get("priority")
-            .map(|v| {
-                Priority::parse(v)
-                    .ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
-            })
-            .transpose()?,
-    };
+    let filter = filter(&q)?;
     let before = q.get("from").map(|f| number(f)).transpose()?;
     let limit = limit(q.get("limit").map(String::as_str))?;
-    let viewer = caller.viewer();
-    let (tickets, next) = s
-        .support
-        .tickets
-        .list(&filter, limit, before, |t| viewer.sees_ticket(&s, t))?;
+    let (tickets, next) = queries::tickets(&s.desk(), &caller.viewer(), &filter, limit, before)?;
     Ok(Json(
         json!({ "tickets": tickets, "next": next.map(|n| n.to_string()) }),
     ))
 }
 
-pub async fn get_one(
+pub(super) async fn get_one(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    Ok(Json(json!(get_ticket(&s, &caller, number(&raw)?)?)))
+    let ticket = queries::ticket(&s.desk(), &caller.viewer(), number(&raw)?)?;
+    Ok(Json(json!(ticket)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewTicket {
+pub(super) struct NewTicket {
     room_id: String,
     title: String,
     #[serde(default)]
@@ -120,7 +106,7 @@ fn check_title(title: &str) -> Result<String> {
     Ok(t.to_owned())
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(s): State<Arc<Services>>,
     caller: Caller,
     body: Bytes,
@@ -130,35 +116,24 @@ pub async fn create(
     let room_id =
         RoomId::parse(req.room_id.as_str()).map_err(|_| field_error("room_id", "not a room id"))?;
     let title = check_title(&req.title)?;
-    let priority = req
-        .priority
-        .as_deref()
-        .map(|p| {
-            Priority::parse(p).ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
-        })
-        .transpose()?;
-    if caller.viewer().conversation(&s, &room_id)?.is_none() {
-        return Err(Error::not_found("No such conversation"));
-    }
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    let mut ticket = escalation::create_ticket(&s, &room_id, &title, &actor, None).await?;
+    let priority = req.priority.as_deref().map(priority).transpose()?;
+    let desk = s.desk();
+    queries::conversation(&desk, &caller.viewer(), &room_id)?;
+    let actor = Actor::Api { user: &caller.user };
+    let mut ticket = escalation::create_ticket(&desk, &room_id, &title, &actor, None).await?;
     if let Some(p) = priority.filter(|p| *p != ticket.priority) {
         let patch = TicketPatch {
             priority: Some(p),
             ..Default::default()
         };
-        ticket = escalation::update_ticket(&s, ticket.number, patch, &actor).await?;
+        ticket = escalation::update_ticket(&desk, ticket.number, patch, &actor).await?;
     }
     Ok(Json(json!(ticket)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Patch {
+pub(super) struct Patch {
     #[serde(default)]
     title: Option<String>,
     #[serde(default)]
@@ -175,7 +150,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Ok(Some(Option::<String>::deserialize(d)?))
 }
 
-pub async fn update(
+/// A ticket's new assignee: staff only.
+fn assignee(s: &Services, user: &str) -> Result<OwnedUserId> {
+    let user = UserId::parse(user).map_err(|_| field_error("assignee", "a user id or null"))?;
+    if !s.support.is_staff(&user) {
+        return Err(field_error("assignee", format!("{user} is not an agent")));
+    }
+    Ok(user)
+}
+
+pub(super) async fn update(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -183,49 +167,20 @@ pub async fn update(
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
     let n = number(&raw)?;
-    get_ticket(&s, &caller, n)?;
+    let desk = s.desk();
+    queries::ticket(&desk, &caller.viewer(), n)?;
     let req: Patch = json_body(&body)?;
     let patch = TicketPatch {
         title: req.title.as_deref().map(check_title).transpose()?,
-        status: req
-            .status
-            .as_deref()
-            .map(|v| {
-                TicketStatus::parse(v).ok_or_else(|| {
-                    field_error(
-                        "status",
-                        format!("one of {}", TicketStatus::NAMES.join(", ")),
-                    )
-                })
-            })
-            .transpose()?,
-        priority: req
-            .priority
-            .as_deref()
-            .map(|p| {
-                Priority::parse(p)
-                    .ok_or_else(|| field_error("priority", "low, medium, high or urgent"))
-            })
-            .transpose()?,
+        status: req.status.as_deref().map(status).transpose()?,
+        priority: req.priority.as_deref().map(priority).transpose()?,
         assignee: match req.assignee {
             None => None,
             Some(None) => Some(None),
-            Some(Some(u)) => {
-                let user = UserId::parse(u.as_str())
-                    .map_err(|_| field_error("assignee", "a user id or null"))?;
-                if !s.support.is_staff(&user) {
-                    return Err(field_error("assignee", format!("{user} is not an agent")));
-                }
-                Some(Some(user.to_string()))
-            }
+            Some(Some(u)) => Some(Some(assignee(&s, &u)?)),
         },
     };
-    let actor = Actor {
-        user: &caller.user,
-        via: "api",
-        txn: None,
-    };
-    Ok(Json(json!(
-        escalation::update_ticket(&s, n, patch, &actor).await?
-    )))
+    let actor = Actor::Api { user: &caller.user };
+    let ticket = escalation::update_ticket(&desk, n, patch, &actor).await?;
+    Ok(Json(json!(ticket)))
 }

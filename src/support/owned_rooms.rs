@@ -17,17 +17,16 @@
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, api::client::room::create_room::v3::RoomPreset};
 use serde_json::{Map, Value, json};
 
-use super::{CONVERSATION_EVENT, TICKET_EVENT, changes::ChangeGuard};
+use super::{CONVERSATION_EVENT, Desk, TICKET_EVENT, changes::ChangeGuard};
 use crate::{
     error::{Error, Result},
     rooms::{CreateRoom, MemberProfile},
-    services::Services,
     storage::{Batch, Table},
 };
 
 /// What a desk-owned room is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// A conversation: the customer is a member.
     Conversation,
     /// A conversation's private notes: staff only.
@@ -35,32 +34,27 @@ pub enum Purpose {
 }
 
 /// A desk-owned room to create.
-pub struct DeskRoom {
-    pub purpose: Purpose,
-    pub room_id: OwnedRoomId,
-    pub name: Option<String>,
-    pub topic: Option<String>,
-    pub invite: Vec<OwnedUserId>,
+pub(crate) struct OwnedRoom {
+    pub(crate) purpose: Purpose,
+    pub(crate) room_id: OwnedRoomId,
+    pub(crate) name: Option<String>,
+    pub(crate) topic: Option<String>,
+    pub(crate) invite: Vec<OwnedUserId>,
     /// Invites say `is_direct`: clients list the room with the invitee's direct chats.
-    pub is_direct: bool,
+    pub(crate) is_direct: bool,
     /// `(type, state_key, content)`.
-    pub initial_state: Vec<(String, String, Value)>,
+    pub(crate) initial_state: Vec<(String, String, Value)>,
 }
 
 /// The power levels of a desk-owned room.
-pub fn power_levels(s: &Services, purpose: Purpose) -> Map<String, Value> {
+fn power_levels(desk: &Desk<'_>, purpose: Purpose) -> Map<String, Value> {
+    let config = desk.config();
     let mut users = Map::new();
-    let staff = s
-        .config
-        .support
-        .agents
-        .iter()
-        .map(|a| &a.user)
-        .chain(&s.config.support.admins);
+    let staff = config.agents.iter().map(|a| &a.user).chain(&config.admins);
     for user in staff {
         users.insert(user.to_string(), json!(50));
     }
-    users.insert(s.support.bot.to_string(), json!(100));
+    users.insert(desk.bot().to_string(), json!(100));
     let invite = match purpose {
         Purpose::Conversation => 50,
         Purpose::Notes => 100,
@@ -99,8 +93,7 @@ pub fn power_levels(s: &Services, purpose: Purpose) -> Map<String, Value> {
 }
 
 /// Creates a desk-owned room as the support bot.
-pub async fn create_room(s: &Services, room: DeskRoom) -> Result<OwnedRoomId> {
-    let bot = &s.support.bot;
+pub(crate) async fn create_room(desk: &Desk<'_>, room: OwnedRoom) -> Result<OwnedRoomId> {
     let request = CreateRoom {
         preset: Some(RoomPreset::PrivateChat),
         name: room.name,
@@ -108,41 +101,41 @@ pub async fn create_room(s: &Services, room: DeskRoom) -> Result<OwnedRoomId> {
         invite: room.invite,
         is_direct: room.is_direct,
         initial_state: room.initial_state,
-        power_level_override: Some(power_levels(s, room.purpose)),
+        power_level_override: Some(power_levels(desk, room.purpose)),
         creator_profile: MemberProfile {
-            displayname: Some(s.config.support.bot_displayname.clone()),
+            displayname: Some(desk.config().bot_displayname.clone()),
             avatar_url: None,
         },
         room_id: Some(room.room_id),
         ..Default::default()
     };
-    s.rooms.create_room(bot, request).await
+    desk.rooms.create_room(desk.bot(), request).await
 }
 
 /// The room id recorded under `key`, recording a fresh one (durably) if there is none. Under
 /// the change lock, so two callers never record two ids for one key.
-pub async fn intended_room(
-    s: &Services,
+pub(crate) async fn intended_room(
+    desk: &Desk<'_>,
     _held: &ChangeGuard<'_>,
     key: &[u8],
 ) -> Result<OwnedRoomId> {
-    if let Some(room_id) = recorded_room(s, key)? {
+    if let Some(room_id) = recorded_room(desk, key)? {
         return Ok(room_id);
     }
-    let room_id = s.rooms.new_room_id()?;
+    let room_id = desk.rooms.new_room_id()?;
     let mut batch = Batch::new();
     batch.put(
         Table::SupportState,
         key.to_vec(),
         room_id.as_bytes().to_vec(),
     );
-    s.store.write_durable(batch).await?;
+    desk.store.write_durable(batch).await?;
     Ok(room_id)
 }
 
 /// The room id recorded under `key`, if any.
-pub fn recorded_room(s: &Services, key: &[u8]) -> Result<Option<OwnedRoomId>> {
-    s.store
+pub(crate) fn recorded_room(desk: &Desk<'_>, key: &[u8]) -> Result<Option<OwnedRoomId>> {
+    desk.store
         .get(Table::SupportState, key)?
         .map(|v| {
             std::str::from_utf8(&v)
@@ -156,16 +149,17 @@ pub fn recorded_room(s: &Services, key: &[u8]) -> Result<Option<OwnedRoomId>> {
 /// Whether the support bot can run a conversation in the room: set the desk's state and invite
 /// agents (power the room's members gave it), and read what the customer writes (the room is
 /// not end-to-end encrypted: the bot has no keys, and a desk room never turns encryption on).
-pub fn can_manage(s: &Services, room_id: &RoomId) -> Result<bool> {
-    let room = s.rooms.room(room_id)?;
-    if s.rooms
+pub(crate) fn can_manage(desk: &Desk<'_>, room_id: &RoomId) -> Result<bool> {
+    let room = desk.rooms.room(room_id)?;
+    if desk
+        .rooms
         .state_pos(room.short, "m.room.encryption", "")?
         .is_some()
     {
         return Ok(false);
     }
-    let levels = s.rooms.power_levels(&room)?;
-    let bot = levels.user_level(&s.support.bot);
+    let levels = desk.rooms.power_levels(&room)?;
+    let bot = levels.user_level(desk.bot());
     Ok(bot >= levels.state_level(CONVERSATION_EVENT)
         && bot >= levels.state_level(TICKET_EVENT)
         && bot >= levels.invite())
