@@ -180,4 +180,29 @@ impl Services {
         }
         Ok(false)
     }
+
+    /// What push delivery uses (`push::gateway`).
+    pub fn push_delivery(&self) -> crate::push::gateway::Delivery<'_> {
+        crate::push::gateway::Delivery {
+            store: &self.store,
+            stream: &self.stream,
+            notifier: &self.notifier,
+            rooms: &self.rooms,
+            users: &self.users,
+            receipts: &self.receipts,
+            push: &self.push,
+            server: &self.config.server,
+        }
+    }
+
+    /// What the appservice pushers use (`appservice::run_pushers`).
+    pub fn appservice_pushers(&self) -> crate::appservice::Pushers<'_> {
+        crate::appservice::Pushers {
+            appservices: &self.appservices,
+            rooms: &self.rooms,
+            store: &self.store,
+            stream: &self.stream,
+            notifier: &self.notifier,
+        }
+    }
 }

@@ -21,10 +21,16 @@ use ruma::{OwnedRoomId, RoomId};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::handle;
-use crate::{error::Error, rooms::Loaded, services::Services};
+use crate::{
+    rooms::Loaded,
+    services::Services,
+    stream::{Backoff, Handled, guarded},
+};
 
 /// Events handled at once across all rooms: bounds tasks and store pressure in a burst.
 const CONCURRENCY: usize = 64;
+/// The backoff after a store failure while handling an event.
+const STORE_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// A finished event, reported by its lane.
 pub struct Done {
@@ -109,9 +115,10 @@ impl Lanes {
     }
 }
 
-/// Handles one room's events in order. A storage error retries the same event (the store is
-/// failing; skipping would lose the event); any other error is logged and the event dropped,
-/// as it would fail the same way again.
+/// Handles one room's events in order, under the stream consumer's error policy: a storage
+/// error retries the same event (the store is failing; skipping would lose the event); any
+/// other error, or a panic, is logged and the event dropped, as it would fail the same way
+/// again.
 async fn run_lane(
     s: Arc<Services>,
     mut events: mpsc::UnboundedReceiver<(u64, Arc<Loaded>)>,
@@ -122,16 +129,15 @@ async fn run_lane(
         let Ok(_permit) = permits.acquire().await else {
             return;
         };
+        let mut retry = STORE_RETRY;
         let wants_drain = loop {
-            match handle::event(&s, pos, &ev.pdu).await {
-                Ok(wants_drain) => break wants_drain,
-                Err(Error::Storage(e)) => {
-                    tracing::error!(pos, error = %e, "support bot: storage error, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(pos, error = %e, "support bot: event not handled");
-                    break false;
+            match guarded("support bot", pos, handle::event(&s, pos, &ev.pdu)).await {
+                Handled::Done(wants_drain) => break wants_drain,
+                Handled::Skipped => break false,
+                Handled::StoreFailed(e) => {
+                    let wait = retry.next_wait();
+                    tracing::error!(pos, error = %e, retry_in = ?wait, "support bot: storage error, retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         };
