@@ -337,7 +337,8 @@ impl<'a, C: Cursor> Consumer<'a, C> {
         self
     }
 
-    /// The backoff after a store failure.
+    /// The backoff after a store failure (the default suits every consumer so far).
+    #[cfg(test)]
     pub fn retry(mut self, backoff: Backoff) -> Self {
         self.retry = backoff;
         self
