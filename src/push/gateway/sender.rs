@@ -1,5 +1,6 @@
-//! Delivery: one task per pusher with something queued, sending its notifications in order,
-//! one request in flight, so a gateway that is down or slow delays only its own pushers.
+//! Delivery: one sender per pusher with something queued (a future of the delivery task),
+//! sending its notifications in order, one request in flight, so a gateway that is down or
+//! slow delays only its own pushers.
 //!
 //! A failed request (no answer, or a non-2xx status) is retried with exponential backoff from
 //! [`FIRST_RETRY`] up to [`MAX_RETRY`]; a pusher failing for longer than [`GIVE_UP_AFTER`]
