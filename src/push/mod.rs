@@ -7,7 +7,7 @@
 //! arrived since the last one; a new read receipt starts the range again. `threads.rs` splits
 //! them by thread for clients that ask; `gateway/` sends notifications to push gateways.
 
-pub mod gateway;
+pub(crate) mod gateway;
 mod pushers;
 mod threads;
 
