@@ -174,20 +174,27 @@ impl Preparer<'_> {
     /// the stream up to `upto`, and waits until it is on disk; `false` if there was nothing
     /// to send.
     async fn prepare(&mut self, upto: u64) -> Result<bool> {
-        if self.unconfirmed.is_none() {
-            let edus = self.wanted_edus()?;
-            if self.events.is_empty() && edus.is_empty() {
-                return Ok(false);
-            }
-            let body = transaction_body(&mem::take(&mut self.events), &edus);
-            self.unconfirmed = Some(self.shared.prepare(self.store, self.asv, upto, body)?);
+        self.confirm().await?;
+        let edus = self.wanted_edus()?;
+        if self.events.is_empty() && edus.is_empty() {
+            return Ok(false);
         }
+        let body = transaction_body(&mem::take(&mut self.events), &edus);
+        self.unconfirmed = Some(self.shared.prepare(self.store, self.asv, upto, body)?);
+        self.confirm().await?;
+        Ok(true)
+    }
+
+    /// Waits until the last transaction prepared is on disk, then lets the sender send it.
+    /// After a failed wait it is waited for again, not prepared twice: it records its own
+    /// upper position, so what it holds is not read again.
+    async fn confirm(&mut self) -> Result<()> {
         if let Some((txn_id, ticket)) = self.unconfirmed {
             self.store.durable(ticket).await?;
             self.unconfirmed = None;
             self.shared.made_durable(txn_id);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The ephemeral events received so far that the appservice wants.
