@@ -5,9 +5,9 @@
 //! (`events`) and store them through `storage`, with positions from `stream`.
 
 pub mod api;
-pub mod appservice;
+pub(crate) mod appservice;
 pub mod bench;
-pub mod bot;
+pub(crate) mod bot;
 pub mod bridges;
 pub mod config;
 pub mod e2ee;
@@ -24,7 +24,7 @@ pub mod server;
 pub mod services;
 pub mod ssrf;
 pub mod storage;
-pub mod stream;
+pub(crate) mod stream;
 pub mod support;
 pub mod sync;
 pub mod users;

@@ -59,8 +59,10 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         .map_err(|e| Error::internal(e.to_string()))?;
     let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
     let services = Services::open(config).await?;
-    crate::bot::start(&services).await?;
-    crate::push::gateway::start(&services).await?;
+    crate::bot::start(services.clone()).await?;
+    let push = crate::push::gateway::open(&services.push_delivery()).await?;
+    let s = services.clone();
+    tokio::spawn(async move { crate::push::gateway::run(&s.push_delivery(), push).await });
     let mut app = crate::api::router(services.clone());
     let mut whatsapp_handle = None;
     if let Some(prepared) = whatsapp {
@@ -80,7 +82,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         let _ = rx.await;
     }));
     tokio::spawn(presence_timeouts(services.clone()));
-    crate::appservice::run_pushers(&services);
+    start_appservice_pushers(&services);
     tracing::info!(%addr, server_name = %services.config.server_name, "listening");
     Ok(RunningServer {
         addr,
@@ -89,6 +91,21 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Starts the appservice pushers on a thread of their own (`appservice::run_pushers`), if any
+/// appservice has a URL to push to.
+fn start_appservice_pushers(services: &Arc<Services>) {
+    if !crate::appservice::any_to_push(&services.appservices) {
+        return;
+    }
+    let s = services.clone();
+    let spawned = std::thread::Builder::new()
+        .name("charla-appservice".into())
+        .spawn(move || crate::appservice::run_pushers(&s.appservice_pushers()));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the appservice pushers");
+    }
 }
 
 /// Applies presence timeouts until the server stops.

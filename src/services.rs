@@ -205,4 +205,43 @@ impl Services {
             store: &self.store,
         }
     }
+
+    /// What push delivery uses (`push::gateway`).
+    pub fn push_delivery(&self) -> crate::push::gateway::Delivery<'_> {
+        crate::push::gateway::Delivery {
+            store: &self.store,
+            stream: &self.stream,
+            notifier: &self.notifier,
+            rooms: &self.rooms,
+            users: &self.users,
+            receipts: &self.receipts,
+            push: &self.push,
+            server: &self.config.server,
+        }
+    }
+
+    /// What the appservice pushers use (`appservice::run_pushers`).
+    pub fn appservice_pushers(&self) -> crate::appservice::Pushers<'_> {
+        crate::appservice::Pushers {
+            appservices: &self.appservices,
+            rooms: &self.rooms,
+            store: &self.store,
+            stream: &self.stream,
+            notifier: &self.notifier,
+        }
+    }
+}
+
+impl crate::bot::BotServices for Services {
+    fn desk(&self) -> crate::support::Desk<'_> {
+        Services::desk(self)
+    }
+
+    fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
 }

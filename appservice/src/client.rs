@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as JsonValue;
 
 use crate::error::Error;
-use crate::intent::Intent;
 
 /// How the client retries. The defaults keep a bridge going through a homeserver restart
 /// while bounding how long one call can take.
@@ -180,12 +179,6 @@ impl Client {
     pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId, Error> {
         OwnedUserId::try_from(format!("@{localpart}:{}", self.inner.server_name))
             .map_err(|e| Error::InvalidRequest(format!("user localpart {localpart:?}: {e}")))
-    }
-
-    /// An intent acting as `user_id` (which must be in the appservice's namespace, or its
-    /// sender).
-    pub fn intent(&self, user_id: OwnedUserId) -> Intent {
-        Intent::new(self.clone(), user_id)
     }
 
     /// A fresh transaction id for a send, unique across restarts.

@@ -109,11 +109,19 @@ pub struct Intent {
     user_id: OwnedUserId,
 }
 
-impl Intent {
-    pub(crate) fn new(client: Client, user_id: OwnedUserId) -> Self {
-        Self { client, user_id }
+impl Client {
+    /// An intent acting as `user_id` (which must be in the appservice's namespace, or its
+    /// sender). Defined here rather than in `client.rs`, so that the client, the HTTP core,
+    /// knows nothing of intents.
+    pub fn intent(&self, user_id: OwnedUserId) -> Intent {
+        Intent {
+            client: self.clone(),
+            user_id,
+        }
     }
+}
 
+impl Intent {
     pub fn user_id(&self) -> &UserId {
         &self.user_id
     }

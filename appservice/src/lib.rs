@@ -14,8 +14,10 @@
 #![doc = include_str!("../README.md")]
 
 pub mod client;
+mod endpoint;
 pub mod error;
 pub mod events;
+mod handler;
 pub mod intent;
 pub mod registration;
 pub mod server;
@@ -31,9 +33,9 @@ use ruma::{OwnedServerName, ServerName};
 pub use client::{Client, RetryPolicy};
 pub use error::{ApiError, Error, HandlerError, RegistrationError};
 pub use events::{EphemeralEvent, Transaction};
+pub use handler::Handler;
 pub use intent::{CreateRoom, InitialState, Intent, RoomPreset, RoomVisibility, SendOptions};
 pub use registration::{Namespace, NamespaceMatcher, Namespaces, Registration};
-pub use server::Handler;
 pub use txn_store::TxnStore;
 
 /// An appservice could not be put together.

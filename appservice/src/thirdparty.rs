@@ -16,8 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::endpoint::{ServerState, authorize, internal};
 use crate::error::ApiError;
-use crate::server::{Handler, ServerState, authorize, internal};
+use crate::handler::Handler;
 
 type AppState<H> = Arc<ServerState<H>>;
 

@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 use ruma::{RoomAliasId, ServerName, UserId};
 
 pub use outbound::PingError;
-pub use pusher::run_pushers;
+pub use pusher::{Pushers, any_to_push, run_pushers};
 pub use registration::{AppService, check_unique};
 pub use thirdparty::ThirdPartyKind;
 
@@ -60,10 +60,6 @@ impl AppServices {
 
     pub fn by_token(&self, token: &str) -> Option<&Arc<AppService>> {
         self.by_token.get(token)
-    }
-
-    pub fn by_id(&self, id: &str) -> Option<&Arc<AppService>> {
-        self.list.iter().find(|a| a.id() == id)
     }
 
     /// The appservice that holds `user` in an exclusive namespace, if any.

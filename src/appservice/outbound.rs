@@ -1,5 +1,5 @@
 //! Requests from the homeserver to an appservice: queries and ping. Transactions are in
-//! `pusher.rs`.
+//! `pusher/`.
 
 use std::time::{Duration, Instant};
 

@@ -20,11 +20,16 @@ use std::{
 use ruma::{OwnedRoomId, RoomId};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::handle;
-use crate::{error::Error, rooms::Loaded, services::Services};
+use super::{BotServices, handle};
+use crate::{
+    rooms::Loaded,
+    stream::{Backoff, Handled, guarded},
+};
 
 /// Events handled at once across all rooms: bounds tasks and store pressure in a burst.
 const CONCURRENCY: usize = 64;
+/// The backoff after a store failure while handling an event.
+const STORE_RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// A finished event, reported by its lane.
 pub struct Done {
@@ -35,7 +40,7 @@ pub struct Done {
 }
 
 pub struct Lanes {
-    s: Arc<Services>,
+    s: Arc<dyn BotServices>,
     lanes: HashMap<OwnedRoomId, Lane>,
     in_flight: BTreeSet<u64>,
     done: mpsc::UnboundedSender<Done>,
@@ -50,7 +55,7 @@ struct Lane {
 impl Lanes {
     /// The lanes, and the receiver their finished events arrive on (give each to
     /// [`Lanes::finish`]).
-    pub fn new(s: Arc<Services>) -> (Self, mpsc::UnboundedReceiver<Done>) {
+    pub fn new(s: Arc<dyn BotServices>) -> (Self, mpsc::UnboundedReceiver<Done>) {
         let (done, done_rx) = mpsc::unbounded_channel();
         let lanes = Lanes {
             s,
@@ -109,11 +114,12 @@ impl Lanes {
     }
 }
 
-/// Handles one room's events in order. A storage error retries the same event (the store is
-/// failing; skipping would lose the event); any other error is logged and the event dropped,
-/// as it would fail the same way again.
+/// Handles one room's events in order, under the stream consumer's error policy: a storage
+/// error retries the same event (the store is failing; skipping would lose the event); any
+/// other error, or a panic, is logged and the event dropped, as it would fail the same way
+/// again.
 async fn run_lane(
-    s: Arc<Services>,
+    s: Arc<dyn BotServices>,
     mut events: mpsc::UnboundedReceiver<(u64, Arc<Loaded>)>,
     done: mpsc::UnboundedSender<Done>,
     permits: Arc<Semaphore>,
@@ -122,16 +128,15 @@ async fn run_lane(
         let Ok(_permit) = permits.acquire().await else {
             return;
         };
+        let mut retry = STORE_RETRY;
         let wants_drain = loop {
-            match handle::event(&s.desk(), pos, &ev.pdu).await {
-                Ok(wants_drain) => break wants_drain,
-                Err(Error::Storage(e)) => {
-                    tracing::error!(pos, error = %e, "support bot: storage error, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(pos, error = %e, "support bot: event not handled");
-                    break false;
+            match guarded("support bot", pos, handle::event(&s.desk(), pos, &ev.pdu)).await {
+                Handled::Done(wants_drain) => break wants_drain,
+                Handled::Skipped => break false,
+                Handled::StoreFailed(e) => {
+                    let wait = retry.next_wait();
+                    tracing::error!(pos, error = %e, retry_in = ?wait, "support bot: storage error, retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         };

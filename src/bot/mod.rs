@@ -1,10 +1,11 @@
 //! The support bot: a server-side stream consumer acting as its own user (`@support:<server>`).
 //!
-//! It reads the global stream from a durable cursor, like the appservice pushers, so a crash
-//! replays events and never skips one. Replays are harmless: every message or state event the
-//! bot sends because of an event carries a transaction id derived from that event's position,
-//! and the room service answers a repeated transaction with the first event instead of sending
-//! again; record updates are applied once per position. So the bot never answers twice.
+//! It reads the global stream from a durable cursor ([`crate::stream::Consumer`]), like the
+//! appservice pushers, so a crash replays events and never skips one. Replays are harmless:
+//! every message or state event the bot sends because of an event carries a transaction id
+//! derived from that event's position, and the room service answers a repeated transaction
+//! with the first event instead of sending again; record updates are applied once per
+//! position. So the bot never answers twice.
 //!
 //! Rooms are handled concurrently, each in stream order (`lanes`); the cursor never passes an
 //! event still being handled.
@@ -15,51 +16,56 @@
 mod assign;
 mod command;
 mod commands;
-mod faq;
+pub mod faq;
 mod handle;
-mod hours;
+pub mod hours;
 mod invite;
 mod lanes;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+use std::{mem, sync::Arc, time::Duration};
+
+use ruma::events::TimelineEventType;
+use tokio::{
+    sync::{broadcast, mpsc},
+    time::Interval,
 };
 
-use lanes::Lanes;
+use lanes::{Done, Lanes};
 
 use crate::{
     error::Result,
-    services::Services,
-    storage::{Batch, Table, keys},
+    rooms::Loaded,
+    storage::Table,
+    stream::{Commit, Consumer, Handler, NamedCursor, Stream},
     support::Desk,
+    sync::{Edu, Notifier},
 };
+
+/// What the bot runs on: the desk's services and the stream it reads. The composition root
+/// implements it (`Services`); the bot's tasks share it, so the bot never sees the rest.
+pub(crate) trait BotServices: Send + Sync + 'static {
+    fn desk(&self) -> Desk<'_>;
+    fn stream(&self) -> &Stream;
+    fn notifier(&self) -> &Notifier;
+}
 
 const CURSOR_KEY: &[u8] = b"bot_cursor";
 /// How often the queue is rechecked without a wake-up.
 const QUEUE_RECHECK: Duration = Duration::from_secs(2);
-/// How often the cursor is saved while events flow.
-const CURSOR_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Events read ahead into the lanes before the stream waits for some to finish.
 const MAX_IN_FLIGHT: usize = 4096;
 
 /// Creates the bot's user if needed, loads its cursor and starts it. Returns once the cursor is
 /// fixed, so no event committed after the server started can be missed.
-pub async fn start(s: &Arc<Services>) -> Result<()> {
-    if !s.config.support.enabled {
+pub(crate) async fn start(s: Arc<dyn BotServices>) -> Result<()> {
+    let desk = s.desk();
+    if !desk.config().enabled {
         return Ok(());
     }
-    create_user(&s.desk()).await?;
-    let cursor = match s.store.get(Table::SupportState, CURSOR_KEY)? {
-        Some(v) => keys::decode_u64(&v),
-        // A new desk starts from now, not from the beginning of history.
-        None => {
-            let head = s.stream.head();
-            save_cursor(s, head, true).await?;
-            head
-        }
-    };
-    tokio::spawn(run(s.clone(), cursor));
+    create_user(&desk).await?;
+    // A new desk starts from now, not from the beginning of history.
+    let from = consumer(&*s, &cursor(&desk)).start().await?;
+    tokio::spawn(run(s.clone(), from));
     Ok(())
 }
 
@@ -79,98 +85,106 @@ async fn create_user(desk: &Desk<'_>) -> Result<()> {
     Ok(())
 }
 
-async fn save_cursor(s: &Services, cursor: u64, durable: bool) -> Result<()> {
-    let mut batch = Batch::new();
-    batch.put(
-        Table::SupportState,
-        CURSOR_KEY.to_vec(),
-        cursor.to_be_bytes().to_vec(),
-    );
-    if durable {
-        s.store.write_durable(batch).await?;
-    } else {
-        // A cursor that falls behind after a crash only replays, which is idempotent.
-        let _not_awaited = s.store.write(batch)?;
-    }
-    Ok(())
+fn cursor<'a>(desk: &Desk<'a>) -> NamedCursor<'a> {
+    NamedCursor::new(desk.store, Table::SupportState, CURSOR_KEY)
 }
 
-async fn run(s: Arc<Services>, cursor: u64) {
-    let mut head_rx = s.stream.watch();
-    let mut edus = s.notifier.subscribe_edus();
-    let mut tick = tokio::time::interval(QUEUE_RECHECK);
-    let (mut lanes, mut done_rx) = Lanes::new(s.clone());
-    let mut drain = true;
-    // `read`: the stream is read up to here; `saved`: the cursor on disk.
-    let (mut read, mut saved, mut last_save) = (cursor, cursor, Instant::now());
-    loop {
-        let head = *head_rx.borrow_and_update();
-        if let Err(e) = read_stream(&s, &mut lanes, &mut read, head) {
-            // The store is failing: read again from `read` a little later.
-            tracing::error!(error = %e, "support bot cannot read the stream");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+fn consumer<'a>(
+    s: &'a dyn BotServices,
+    cursor: &'a NamedCursor<'a>,
+) -> Consumer<'a, &'a NamedCursor<'a>> {
+    Consumer::new("support bot", s.stream(), s.notifier(), cursor)
+}
+
+async fn run(s: Arc<dyn BotServices>, from: u64) {
+    let desk = s.desk();
+    let cursor = cursor(&desk);
+    let (lanes, done) = Lanes::new(s.clone());
+    let bot = Bot {
+        desk: s.desk(),
+        lanes,
+        done,
+        edus: s.notifier().subscribe_edus(),
+        tick: tokio::time::interval(QUEUE_RECHECK),
+        drain: true,
+    };
+    consumer(&*s, &cursor).run(from, desk.rooms, bot).await;
+}
+
+/// The bot as a stream consumer: hands the events it cares about to their rooms' lanes, and
+/// looks at the queue when an event, an agent coming online or the recheck timer asks.
+struct Bot<'a> {
+    desk: Desk<'a>,
+    lanes: Lanes,
+    done: mpsc::UnboundedReceiver<Done>,
+    edus: broadcast::Receiver<Arc<Edu>>,
+    tick: Interval,
+    /// The queue is to be looked at.
+    drain: bool,
+}
+
+impl Handler for Bot<'_> {
+    type Event = Arc<Loaded>;
+
+    async fn event(&mut self, pos: u64, ev: Arc<Loaded>) -> Result<()> {
+        // A message in a room that is not a conversation needs no lane, unless the room has
+        // events in flight that may be making it one.
+        let relevant = handle::concerns(&self.desk, &ev.pdu)
+            && (ev.pdu.kind != TimelineEventType::RoomMessage
+                || self.lanes.is_busy(&ev.pdu.room_id)
+                || self.desk.support.index.contains(&ev.pdu.room_id)?);
+        if relevant {
+            self.lanes.dispatch(pos, ev);
         }
-        // Replays are idempotent, so the cursor is saved at most once per interval (the queue
-        // recheck comes back for a late one): a store write per event would slow every sender.
-        let cursor = lanes.cursor(read);
-        if cursor != saved && last_save.elapsed() >= CURSOR_SAVE_INTERVAL {
-            last_save = Instant::now();
-            match save_cursor(&s, cursor, false).await {
-                Ok(()) => saved = cursor,
-                Err(e) => tracing::error!(error = %e, "support bot cannot save its cursor"),
-            }
-        }
-        if std::mem::take(&mut drain)
-            && let Err(e) = assign::drain_queue(&s.desk()).await
-        {
-            tracing::warn!(error = %e, "support bot: queue not drained");
-        }
+        Ok(())
+    }
+
+    /// Replays are idempotent, so the cursor is left to the consumer's lazy save: a store
+    /// write per event would slow every sender.
+    async fn commit(&mut self, _upto: u64) -> Result<Commit> {
+        Ok(Commit::Lazy)
+    }
+
+    fn room(&self) -> usize {
+        MAX_IN_FLIGHT.saturating_sub(self.lanes.in_flight())
+    }
+
+    fn settled(&self, committed: u64) -> u64 {
+        self.lanes.cursor(committed)
+    }
+
+    async fn wait(&mut self) {
         tokio::select! {
-            changed = head_rx.changed() => if changed.is_err() { return },
-            Some(done) = done_rx.recv() => {
-                lanes.finish(&done);
-                drain |= done.wants_drain;
+            Some(done) = self.done.recv() => {
+                self.finished(&done);
                 // Take every other finished event too, then look at the queue once.
-                while let Ok(done) = done_rx.try_recv() {
-                    lanes.finish(&done);
-                    drain |= done.wants_drain;
+                while let Ok(done) = self.done.try_recv() {
+                    self.finished(&done);
                 }
             }
-            edu = edus.recv() => {
-                drain |= match edu {
-                    Ok(edu) => assign::agent_came_online(&s.desk(), &edu.event),
+            edu = self.edus.recv() => {
+                self.drain |= match edu {
+                    Ok(edu) => assign::agent_came_online(&self.desk, &edu.event),
                     // Missed some: look at the queue anyway.
                     Err(_) => true,
                 };
             }
-            _ = tick.tick() => drain = true,
-            _ = s.notifier.stopped() => return,
+            _ = self.tick.tick() => self.drain = true,
+        }
+    }
+
+    async fn idle(&mut self, _committed: u64) {
+        if mem::take(&mut self.drain)
+            && let Err(e) = assign::drain_queue(&self.desk).await
+        {
+            tracing::warn!(error = %e, "support bot: queue not drained");
         }
     }
 }
 
-/// Reads the stream from `read` up to `head`, handing the events the bot cares about to their
-/// rooms' lanes, until the lanes hold [`MAX_IN_FLIGHT`] events.
-fn read_stream(s: &Services, lanes: &mut Lanes, read: &mut u64, head: u64) -> Result<()> {
-    let desk = s.desk();
-    while *read < head && lanes.in_flight() < MAX_IN_FLIGHT {
-        let events = s.rooms.events_in_range(*read, head, 256)?;
-        if events.is_empty() {
-            *read = head;
-            break;
-        }
-        for (pos, ev) in events {
-            // A message in a room that is not a conversation needs no lane, unless the room
-            // has events in flight that may be making it one.
-            let relevant = handle::concerns(&desk, &ev.pdu)
-                && (ev.pdu.kind != ruma::events::TimelineEventType::RoomMessage
-                    || lanes.is_busy(&ev.pdu.room_id)
-                    || desk.support.index.contains(&ev.pdu.room_id)?);
-            if relevant {
-                lanes.dispatch(pos, ev);
-            }
-            *read = pos;
-        }
+impl Bot<'_> {
+    fn finished(&mut self, done: &Done) {
+        self.lanes.finish(done);
+        self.drain |= done.wants_drain;
     }
-    Ok(())
 }

@@ -244,3 +244,12 @@ impl RoomService {
         Ok(out)
     }
 }
+
+/// Stream consumers (`stream::Consumer`) read the rooms' events.
+impl crate::stream::Source for RoomService {
+    type Event = Arc<Loaded>;
+
+    fn read(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<(u64, Arc<Loaded>)>> {
+        self.events_in_range(after, upto, limit)
+    }
+}

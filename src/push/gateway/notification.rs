@@ -9,12 +9,11 @@ use ruma::{
 };
 use serde_json::{Map, Value, json};
 
-use super::outbox::Queued;
+use super::{Delivery, outbox::Queued};
 use crate::{
     error::Result,
     push::{LazyRuleset, RoomRules},
     rooms::{Loaded, RoomMeta},
-    services::Services,
 };
 
 /// The tweaks of the actions, by name. A `highlight` tweak without a value means `true` (spec:
@@ -50,7 +49,7 @@ fn prio(kind: &TimelineEventType, tweaks: &Map<String, Value>) -> &'static str {
 
 /// The notification of `event` for `user`, everything but `devices`.
 pub fn for_event(
-    s: &Services,
+    d: &Delivery<'_>,
     room: &RoomMeta,
     event: &Loaded,
     user: &UserId,
@@ -64,7 +63,7 @@ pub fn for_event(
     n.insert("type".into(), json!(pdu.kind.to_string()));
     n.insert("sender".into(), json!(pdu.sender));
     let state_string = |kind: &str, state_key: &str, field: &str| -> Result<Option<String>> {
-        Ok(s.rooms
+        Ok(d.rooms
             .state_pdu(room.short, kind, state_key)?
             .and_then(|p| p.content_as::<Value>().ok())
             .and_then(|c| c.get(field)?.as_str().map(str::to_owned))
@@ -116,17 +115,17 @@ pub fn badge_only(badge: u64) -> Queued {
 
 /// The unread count a gateway shows on the app's badge: the rooms with unread notifications
 /// (Synapse's default, `group_unread_count_by_room`), by the same counts `/sync` reports.
-pub fn badge(s: &Services, user: &UserId) -> Result<u64> {
-    let ruleset = LazyRuleset::new(&s.users, user);
-    let head = s.stream.head();
+pub fn badge(d: &Delivery<'_>, user: &UserId) -> Result<u64> {
+    let ruleset = LazyRuleset::new(d.users, user);
+    let head = d.stream.head();
     let mut rooms_with_unread = 0;
-    for room_id in s.rooms.joined_rooms(user)? {
-        let room = s.rooms.room(&room_id)?;
-        let read_up_to = s.receipts.read_up_to(room.short, user)?;
-        let counts = s
+    for room_id in d.rooms.joined_rooms(user)? {
+        let room = d.rooms.room(&room_id)?;
+        let read_up_to = d.receipts.read_up_to(room.short, user)?;
+        let counts = d
             .push
-            .unread_counts(&s.rooms, &room, user, read_up_to, head, || {
-                RoomRules::new(&s.rooms, ruleset.get()?, &room, user)
+            .unread_counts(d.rooms, &room, user, read_up_to, head, || {
+                RoomRules::new(d.rooms, ruleset.get()?, &room, user)
             })?;
         rooms_with_unread += u64::from(counts.notify > 0);
     }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::{
     error::{Error, Result},
     storage::{Batch, Key, Store, Table, keys},
+    stream::NamedCursor,
 };
 
 const CURSOR: &str = "cursor";
@@ -65,18 +66,9 @@ pub struct Queued {
     pub tweaks: Option<Map<String, Value>>,
 }
 
-pub fn load_cursor(store: &Store) -> Result<Option<u64>> {
-    Ok(store
-        .get(Table::PushGateway, &Key::new().str(CURSOR).into_vec())?
-        .map(|v| keys::decode_u64(&v)))
-}
-
-pub fn put_cursor(batch: &mut Batch, cursor: u64) {
-    batch.put(
-        Table::PushGateway,
-        Key::new().str(CURSOR),
-        cursor.to_be_bytes().to_vec(),
-    );
+/// The consumer's cursor: a position under `cursor`.
+pub fn cursor(store: &Store) -> NamedCursor<'_> {
+    NamedCursor::new(store, Table::PushGateway, Key::new().str(CURSOR).into_vec())
 }
 
 pub fn put_entry(batch: &mut Batch, pusher: &PusherKey, pos: u64, kind: EntryKind, q: &Queued) {

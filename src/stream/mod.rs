@@ -4,6 +4,15 @@
 //! a change becomes *visible* (sync tokens, `/messages`) only once its flush is on disk. A reader
 //! that sees head `h` therefore sees every change `<= h`, and none of them can vanish in a crash.
 //! Sync tokens are positions.
+//!
+//! Background workers follow the stream through a [`Consumer`] (`consumer.rs`): a durable
+//! cursor of their own, batches, and one error policy.
+
+mod consumer;
+
+pub(crate) use consumer::{
+    Backoff, Commit, Consumer, Cursor, Handled, Handler, NamedCursor, Source, guarded,
+};
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
