@@ -64,7 +64,7 @@ impl RoomService {
         let positions = |it: Box<dyn Iterator<Item = _>>| -> Result<Vec<u64>> {
             it.take(limit)
                 .map(
-                    |e: crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>| {
+                    |e: crate::storage::Result<(crate::storage::Slice, crate::storage::Slice)>| {
                         e.map(|(k, _)| keys::trailing_u64(&k)).map_err(Into::into)
                     },
                 )
@@ -112,7 +112,7 @@ impl RoomService {
         &self,
         after: u64,
         upto: u64,
-    ) -> impl Iterator<Item = crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>>
+    ) -> impl Iterator<Item = crate::storage::Result<(crate::storage::Slice, crate::storage::Slice)>>
     {
         let from = (after + 1).to_be_bytes();
         let to = upto.saturating_add(1).max(after + 1).to_be_bytes();

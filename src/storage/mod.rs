@@ -11,7 +11,7 @@
 //! so. This module only declares the homeserver's table set and names the crate's types for it,
 //! so services write `storage::{Store, Batch, Table}` as before.
 
-pub use charla_storage::{IVec, Key, Result, StorageError, TableSet, WriteTicket, keys};
+pub use charla_storage::{Key, Result, Slice, StorageError, TableSet, WriteTicket, keys};
 
 /// The homeserver's store: the tables below, in the folder `[storage] path`.
 pub type Store = charla_storage::Store<Table>;

@@ -367,7 +367,7 @@ impl ConversationIndex {
         descending: bool,
         from: Option<&PageToken>,
     ) -> Box<
-        dyn Iterator<Item = crate::storage::Result<(crate::storage::IVec, crate::storage::IVec)>>,
+        dyn Iterator<Item = crate::storage::Result<(crate::storage::Slice, crate::storage::Slice)>>,
     > {
         let Some(from) = from else {
             let it = self.store.scan_prefix(Table::SupportIndex, p);

@@ -30,7 +30,7 @@ pub struct Bridge {
     /// Wakes the outbox worker when an agent action was queued.
     pub(crate) outbox_wake: Notify,
     /// Jobs queued (on disk) that the outbox worker has not taken yet.
-    pub(crate) fresh_jobs: Mutex<Vec<(crate::outbox::OutboxKey, crate::outbox::Job)>>,
+    pub(crate) fresh_jobs: Mutex<Vec<(crate::store::OutboxKey, crate::store::Job)>>,
     /// Rooms told that WhatsApp is unreachable, until their queue drains.
     pub(crate) pending_rooms: Mutex<HashSet<OwnedRoomId>>,
     /// The customer message last marked read, per portal, so several agents' receipts on the

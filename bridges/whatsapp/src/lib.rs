@@ -62,7 +62,6 @@ pub mod lane;
 pub mod matrix;
 pub mod notices;
 pub mod outbox;
-pub mod outbox_store;
 pub mod outbox_worker;
 pub mod pacing;
 pub mod portal;

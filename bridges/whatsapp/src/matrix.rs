@@ -16,8 +16,7 @@ use serde_json::Value;
 use crate::bridge::Bridge;
 use crate::cloud::send::{LocationBody, MessageBody, ReactionBody, TemplateBody, TextBody};
 use crate::notices::{CONVERSATION_EVENT, Notice};
-use crate::outbox::{Action, Job};
-use crate::store::Portal;
+use crate::store::{Action, Job, Portal};
 
 impl Handler for Bridge {
     /// As the toolkit's default (events in order, then EDUs), with one flush for all the jobs

@@ -28,8 +28,9 @@ use tokio::time::Instant;
 use crate::bridge::Bridge;
 use crate::cloud::error::ErrorClass;
 use crate::failure::Failure;
-use crate::outbox::{Effect, Job, OutboxKey};
+use crate::outbox::Effect;
 use crate::pacing::Pacer;
+use crate::store::{Job, OutboxKey};
 
 /// Slots the pacer lets through back to back: 50 ms worth at 1,000 a second.
 fn burst(per_second: f64) -> u32 {

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::bridge::Bridge;
 use crate::cloud::Status;
 use crate::notices::Notice;
-use crate::store::{Delivery, MessageLink};
+use crate::store::{Delivery, EarlyStatusKey, MessageLink};
 
 /// Order of the states; `failed` is handled apart.
 fn rank(status: &str) -> u8 {
@@ -98,7 +98,7 @@ impl Bridge {
         &self,
         link: &MessageLink,
         statuses: &[Status],
-        early: &[charla_storage::IVec],
+        early: &[EarlyStatusKey],
     ) -> Result<(), HandlerError> {
         if link.inbound {
             self.store.statuses_applied(None, early)?;
