@@ -41,10 +41,6 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn config(&self) -> &BridgeConfig {
-        &self.config
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// How many items each customer has held (read once, at start).
-    pub fn held_lanes(&self) -> Result<HashMap<String, usize>> {
+    pub(crate) fn held_lanes(&self) -> Result<HashMap<String, usize>> {
         let mut lanes: HashMap<String, usize> = HashMap::new();
         for entry in self.db.scan_prefix(Table::Held, b"") {
             let (key, _) = entry?;

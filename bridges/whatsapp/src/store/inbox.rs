@@ -12,7 +12,7 @@ pub type InboxKey = Seq;
 
 impl Store {
     /// Records an accepted webhook body durably; returns once it is on disk.
-    pub async fn push_inbox(&self, body: &[u8]) -> Result<()> {
+    pub(crate) async fn push_inbox(&self, body: &[u8]) -> Result<()> {
         let mut batch = Batch::new();
         batch.put(Table::Inbox, self.next_seq()?, body);
         // Counted first: the worker may take (and count out) the body before the sync returns.
@@ -25,7 +25,7 @@ impl Store {
     }
 
     /// Up to `limit` webhook bodies, oldest first, with their keys.
-    pub fn inbox_batch(&self, limit: usize) -> Result<Vec<(InboxKey, Slice)>> {
+    pub(crate) fn inbox_batch(&self, limit: usize) -> Result<Vec<(InboxKey, Slice)>> {
         let mut bodies = Vec::new();
         for entry in self.db.scan_prefix(Table::Inbox, b"").take(limit) {
             let (key, body) = entry?;
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// The waiting webhooks, from a gauge (cheap: for metrics).
-    pub fn inbox_waiting(&self) -> u64 {
+    pub(crate) fn inbox_waiting(&self) -> u64 {
         self.inbox_waiting.load(Ordering::Relaxed)
     }
 

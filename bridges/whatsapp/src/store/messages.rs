@@ -49,7 +49,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// An agent's message not sent (or not known to be sent) yet.
-    pub fn queued(room_id: &RoomId, event_id: &EventId, wamid: Option<&str>) -> Self {
+    pub(crate) fn queued(room_id: &RoomId, event_id: &EventId, wamid: Option<&str>) -> Self {
         Self {
             room_id: room_id.to_owned(),
             event_id: event_id.to_owned(),
@@ -67,14 +67,14 @@ impl Store {
         self.get(Table::Messages, wamid)
     }
 
-    pub fn wamid_of(&self, event_id: &str) -> Result<Option<String>> {
+    pub(crate) fn wamid_of(&self, event_id: &str) -> Result<Option<String>> {
         self.get_string(Table::Events, event_id)
     }
 
     /// Links a customer's message to its event. Not waited for: the inbox removal of the
     /// webhook comes after it in the log, so a crash loses the link only with the removal, and
     /// the replay posts the same events again (wamid-derived txnIds) and links them.
-    pub fn link_message(&self, wamid: &str, link: &MessageLink) -> Result<()> {
+    pub(crate) fn link_message(&self, wamid: &str, link: &MessageLink) -> Result<()> {
         let mut batch = Batch::new();
         Self::link_into(&mut batch, wamid, link)?;
         let _ = self.db.write(batch)?;
@@ -95,13 +95,13 @@ impl Store {
     }
 
     /// The customer's latest message in a portal.
-    pub fn last_inbound(&self, portal: &str) -> Result<Option<String>> {
+    pub(crate) fn last_inbound(&self, portal: &str) -> Result<Option<String>> {
         self.get_string(Table::LastInbound, portal)
     }
 
     // --- deliveries ------------------------------------------------------------------------
 
-    pub fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
+    pub(crate) fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
         self.get(Table::Deliveries, event_id)
     }
 
@@ -116,7 +116,7 @@ impl Store {
 
     /// Keeps statuses of one message that is not linked yet, under a key of their own: a
     /// concurrent reader applying the ones kept before deletes only those it read.
-    pub fn keep_early_statuses(&self, statuses: &[Status]) -> Result<()> {
+    pub(crate) fn keep_early_statuses(&self, statuses: &[Status]) -> Result<()> {
         let Some(wamid) = statuses.first().map(|s| s.id.as_str()) else {
             return Ok(());
         };
@@ -127,7 +127,7 @@ impl Store {
 
     /// The statuses kept for `wamid`, oldest first, with the keys to delete once applied
     /// ([`Store::statuses_applied`]). Also reads the one list per wamid of older versions.
-    pub fn early_statuses(&self, wamid: &str) -> Result<(Vec<EarlyStatusKey>, Vec<Status>)> {
+    pub(crate) fn early_statuses(&self, wamid: &str) -> Result<(Vec<EarlyStatusKey>, Vec<Status>)> {
         let (mut keys, mut statuses) = (Vec::new(), Vec::new());
         if let Some(list) = self.db.get(Table::EarlyStatuses, wamid.as_bytes())? {
             statuses.extend(serde_json::from_slice::<Vec<Status>>(&list)?);
@@ -146,7 +146,7 @@ impl Store {
 
     /// Saves the state statuses led to (if it changed) and deletes the early statuses among
     /// them, in one write: a crash in between cannot lose statuses that were not applied.
-    pub fn statuses_applied(
+    pub(crate) fn statuses_applied(
         &self,
         delivery: Option<&Delivery>,
         early: &[EarlyStatusKey],
@@ -167,11 +167,15 @@ impl Store {
     // --- reactions -------------------------------------------------------------------------
 
     /// The Matrix reaction event of a customer's reaction to `target` (a wamid).
-    pub fn customer_reaction(&self, portal: &str, target: &str) -> Result<Option<OwnedEventId>> {
+    pub(crate) fn customer_reaction(
+        &self,
+        portal: &str,
+        target: &str,
+    ) -> Result<Option<OwnedEventId>> {
         self.get(Table::Reactions, format!("in\0{portal}\0{target}"))
     }
 
-    pub fn set_customer_reaction(
+    pub(crate) fn set_customer_reaction(
         &self,
         portal: &str,
         target: &str,
@@ -190,11 +194,15 @@ impl Store {
     }
 
     /// The wamid an agent's reaction event reacted to.
-    pub fn agent_reaction_target(&self, reaction_event: &str) -> Result<Option<String>> {
+    pub(crate) fn agent_reaction_target(&self, reaction_event: &str) -> Result<Option<String>> {
         self.get(Table::Reactions, format!("out\0{reaction_event}"))
     }
 
-    pub fn set_agent_reaction_target(&self, reaction_event: &str, target: &str) -> Result<()> {
+    pub(crate) fn set_agent_reaction_target(
+        &self,
+        reaction_event: &str,
+        target: &str,
+    ) -> Result<()> {
         self.put(Table::Reactions, format!("out\0{reaction_event}"), &target)
     }
 }

@@ -196,7 +196,7 @@ impl Store {
 
     /// Returns once everything written before the call is on disk; concurrent callers share
     /// one sync.
-    pub async fn flush(&self) -> Result<()> {
+    pub(crate) async fn flush(&self) -> Result<()> {
         self.durable(self.db.latest_ticket()).await
     }
 

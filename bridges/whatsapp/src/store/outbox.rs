@@ -66,7 +66,7 @@ pub enum Shown {
 
 impl Shown {
     /// The job the outcome is of.
-    pub fn job(&self) -> &Job {
+    pub(crate) fn job(&self) -> &Job {
         match self {
             Shown::Accepted { job, .. } | Shown::Refused { job, .. } => job,
         }
@@ -93,7 +93,7 @@ pub enum Answer<'a> {
 impl Store {
     /// Queues a job, and with it the delivery record of its message, in one write. The job is
     /// durable once [`Store::durable`] returned for the ticket.
-    pub fn push_outbox(
+    pub(crate) fn push_outbox(
         &self,
         job: &Job,
         delivery: Option<&Delivery>,
@@ -108,16 +108,16 @@ impl Store {
     }
 
     /// Every queued job, oldest first.
-    pub fn outbox_jobs(&self) -> Result<Vec<(OutboxKey, Job)>> {
+    pub(crate) fn outbox_jobs(&self) -> Result<Vec<(OutboxKey, Job)>> {
         self.numbered(Table::Outbox)
     }
 
-    pub fn update_outbox(&self, key: &OutboxKey, job: &Job) -> Result<()> {
+    pub(crate) fn update_outbox(&self, key: &OutboxKey, job: &Job) -> Result<()> {
         self.put(Table::Outbox, key, job)
     }
 
     /// Whether a job is still queued.
-    pub fn outbox_has(&self, key: &OutboxKey) -> bool {
+    pub(crate) fn outbox_has(&self, key: &OutboxKey) -> bool {
         self.db.contains(Table::Outbox, key).unwrap_or(true)
     }
 
@@ -126,7 +126,7 @@ impl Store {
     /// outcome still to show in Matrix. It is all gone or all there after a crash, so a status
     /// for the wamid always finds the link once the job is gone. Durable once [`Store::durable`]
     /// returned for the ticket.
-    pub fn finish_job(
+    pub(crate) fn finish_job(
         &self,
         key: &OutboxKey,
         answer: Answer<'_>,
@@ -166,13 +166,13 @@ impl Store {
     }
 
     /// Send outcomes not shown in Matrix yet, oldest first.
-    pub fn shows(&self) -> Result<Vec<(OutboxKey, Shown)>> {
+    pub(crate) fn shows(&self) -> Result<Vec<(OutboxKey, Shown)>> {
         self.numbered(Table::Shows)
     }
 
     /// Forgets an outcome once shown. Not waited for: a crash before it is on disk shows it
     /// again, which changes nothing (every event it sends has a fixed txnId).
-    pub fn forget_show(&self, key: &OutboxKey) -> Result<()> {
+    pub(crate) fn forget_show(&self, key: &OutboxKey) -> Result<()> {
         let mut batch = Batch::new();
         batch.delete(Table::Shows, key.as_slice());
         let _ = self.db.write(batch)?;

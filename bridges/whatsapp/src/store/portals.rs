@@ -41,7 +41,7 @@ impl Store {
         self.get(Table::Portals, key)
     }
 
-    pub fn portal_by_room(&self, room_id: &str) -> Result<Option<Portal>> {
+    pub(crate) fn portal_by_room(&self, room_id: &str) -> Result<Option<Portal>> {
         match self.db.get(Table::Rooms, room_id.as_bytes())? {
             Some(key) => self.get(Table::Portals, key),
             None => Ok(None),
@@ -49,11 +49,11 @@ impl Store {
     }
 
     /// The portal key a business-scoped user id was seen with.
-    pub fn key_of_bsuid(&self, user_id: &str) -> Result<Option<String>> {
+    pub(crate) fn key_of_bsuid(&self, user_id: &str) -> Result<Option<String>> {
         self.get_string(Table::Bsuids, user_id)
     }
 
-    pub fn save_portal(&self, portal: &Portal) -> Result<()> {
+    pub(crate) fn save_portal(&self, portal: &Portal) -> Result<()> {
         let _ = self.db.write(Self::portal_batch(portal)?)?;
         Ok(())
     }
@@ -87,7 +87,7 @@ impl Store {
 
     /// Saves a newly created portal and ends its intent, in one write; durable once
     /// [`Store::durable`] returned for the ticket.
-    pub fn save_new_portal(&self, portal: &Portal) -> Result<WriteTicket> {
+    pub(crate) fn save_new_portal(&self, portal: &Portal) -> Result<WriteTicket> {
         let mut batch = Self::portal_batch(portal)?;
         batch.delete(Table::PortalIntents, portal.key.as_bytes());
         Ok(self.db.write(batch)?)
