@@ -32,10 +32,10 @@ use ruma::{OwnedServerName, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
+pub use crate::config::ThumbnailMethod;
+pub use crate::config::ThumbnailSize;
 pub use files::FileStore;
 use files::Stored;
-pub use sizes::ThumbnailSize;
-pub use thumbnail::Method;
 
 use crate::{
     config::MediaConfig,
@@ -98,7 +98,7 @@ pub struct MediaFile {
 pub struct ThumbnailSpec {
     pub width: u32,
     pub height: u32,
-    pub method: Method,
+    pub method: ThumbnailMethod,
     pub animated: bool,
 }
 

@@ -9,22 +9,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, codecs::jpeg::JpegEncoder};
 
-/// How the thumbnail fits the requested box (`"crop"` or `"scale"` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Crop,
-    Scale,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Crop => "crop",
-            Method::Scale => "scale",
-        }
-    }
-}
+use crate::config::ThumbnailMethod;
 
 /// The content types a thumbnail can be made of.
 pub fn can_thumbnail(content_type: &str) -> bool {
@@ -93,7 +78,7 @@ pub fn generate(
     bytes: &[u8],
     box_w: u32,
     box_h: u32,
-    method: Method,
+    method: ThumbnailMethod,
 ) -> Result<Thumbnail, ThumbnailError> {
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     let mut limits = Limits::default();
@@ -104,11 +89,11 @@ pub fn generate(
     let image = reader.decode()?;
     let (w, h) = (image.width().max(1), image.height().max(1));
     let thumb = match method {
-        Method::Scale => {
+        ThumbnailMethod::Scale => {
             let (nw, nh) = scaled_size(w, h, box_w, box_h);
             resize(image, nw, nh)
         }
-        Method::Crop => {
+        ThumbnailMethod::Crop => {
             let ((sw, sh), (cw, ch)) = crop_plan(w, h, box_w, box_h);
             let scaled = resize(image, sw, sh);
             scaled.crop_imm((sw - cw) / 2, (sh - ch) / 2, cw, ch)
