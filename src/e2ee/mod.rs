@@ -32,7 +32,7 @@ pub use cross_signing::{SignatureFailure, SigningKeys};
 pub use device_keys::KeysQuery;
 pub use device_lists::DeviceListChanges;
 pub use one_time_keys::ClaimedKeys;
-pub use removal::{drop_device, record_device_list_change};
+pub use removal::DeviceKeys;
 pub use to_device::Target;
 
 use crate::{

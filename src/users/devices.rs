@@ -6,8 +6,27 @@ use serde::{Deserialize, Serialize};
 use super::{UserService, tokens};
 use crate::{
     error::{Error, Result},
-    storage::{Batch, Key, Table},
+    storage::{Batch, Key, Store, Table},
 };
+
+/// What other services keep per device (its encryption keys, its to-device inbox), removed in
+/// the batch that deletes the device, so a deleted device leaves nothing behind, also after a
+/// crash. `e2ee` implements it and the composition root hands it to [`UserService::new`]: the
+/// accounts layer calls the encryption layer without depending on it.
+pub trait DeviceData: Send + Sync {
+    /// Adds to `batch` the removal of everything kept for `device`.
+    fn drop_device(
+        &self,
+        store: &Store,
+        batch: &mut Batch,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<()>;
+
+    /// Records in `batch`, committed at stream position `pos`, that `user`'s device list
+    /// changed (their contacts stop encrypting for the deleted devices).
+    fn device_list_changed(&self, batch: &mut Batch, pos: u64, user: &UserId);
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
@@ -88,14 +107,15 @@ impl UserService {
                     Table::Devices,
                     Key::new().str(user.as_str()).str(device.as_str()),
                 );
-                crate::e2ee::drop_device(&self.store, &mut batch, user, device.as_str())?;
+                self.device_data
+                    .drop_device(&self.store, &mut batch, user, device)?;
             }
         }
         if !batch.is_empty() {
             let committed = self
                 .stream
                 .commit(|pos| {
-                    crate::e2ee::record_device_list_change(&mut batch, pos, user);
+                    self.device_data.device_list_changed(&mut batch, pos, user);
                     batch
                 })
                 .await;

@@ -21,7 +21,7 @@ use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 pub use account_data::AccountDataChange;
-pub use devices::Device;
+pub use devices::{Device, DeviceData};
 pub use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
 
 use crate::{
@@ -78,6 +78,8 @@ pub struct UserService {
     pub(crate) stream: Arc<Stream>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) server_name: OwnedServerName,
+    /// What other services keep per device, dropped with it.
+    device_data: Box<dyn DeviceData>,
     /// Bounds concurrent argon2 work (see [`UserService::argon2`]).
     argon2_slots: tokio::sync::Semaphore,
     /// Access token hash → owner: every authenticated request resolves one.
@@ -98,6 +100,7 @@ impl UserService {
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
         server_name: OwnedServerName,
+        device_data: Box<dyn DeviceData>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         UserService {
@@ -105,6 +108,7 @@ impl UserService {
             stream,
             notifier,
             server_name,
+            device_data,
             argon2_slots: tokio::sync::Semaphore::new(cores),
             tokens: ReadCache::new(65_536),
         }

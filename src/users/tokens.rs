@@ -119,6 +119,7 @@ mod tests {
             Arc::new(Stream::open(store.clone()).unwrap()),
             Arc::new(Notifier::default()),
             owned_server_name!("localhost"),
+            Box::new(crate::e2ee::DeviceKeys),
         );
         let token = "ABCdef0123456789ABCdef0123456789";
         let mut batch = Batch::new();
