@@ -78,7 +78,7 @@ pub struct ThumbnailSize {
 }
 
 impl ThumbnailSize {
-    pub const fn new(width: u32, height: u32, method: ThumbnailMethod) -> Self {
+    pub(crate) const fn new(width: u32, height: u32, method: ThumbnailMethod) -> Self {
         ThumbnailSize {
             width,
             height,
@@ -96,7 +96,7 @@ pub enum ThumbnailMethod {
 }
 
 impl ThumbnailMethod {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ThumbnailMethod::Crop => "crop",
             ThumbnailMethod::Scale => "scale",
@@ -105,7 +105,7 @@ impl ThumbnailMethod {
 }
 
 /// The spec's recommended sizes, which are also Synapse's defaults.
-pub fn default_thumbnail_sizes() -> Vec<ThumbnailSize> {
+pub(crate) fn default_thumbnail_sizes() -> Vec<ThumbnailSize> {
     use ThumbnailMethod::{Crop, Scale};
     vec![
         ThumbnailSize::new(32, 32, Crop),

@@ -6,13 +6,12 @@
 //! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
 //! need to sit in a file under version control.
 
-mod media;
-pub mod secrets;
+pub(crate) mod media;
+pub(crate) mod secrets;
 mod support;
-pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize, default_thumbnail_sizes};
-pub use support::{
-    AgentConfig, BusinessHours, FaqEntry, SupportConfig, TemplateConfig, parse_hhmm,
-};
+pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
+pub(crate) use support::parse_hhmm;
+pub use support::{BusinessHours, FaqEntry, SupportConfig};
 
 use std::{
     net::SocketAddr,
@@ -114,7 +113,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The filter of requests to user-chosen URLs other than previews (push gateways).
-    pub fn outbound_filter(&self) -> Result<crate::ssrf::IpFilter, ConfigError> {
+    pub(crate) fn outbound_filter(&self) -> Result<crate::ssrf::IpFilter, ConfigError> {
         crate::ssrf::IpFilter::new(&self.ip_range_blocklist, &self.ip_range_allowlist)
             .map_err(|e| ConfigError::Invalid(format!("server.ip_range_*: {e}")))
     }
@@ -398,7 +397,7 @@ impl Config {
     }
 
     /// The folder of the media repository's files.
-    pub fn media_path(&self) -> PathBuf {
+    pub(crate) fn media_path(&self) -> PathBuf {
         if self.media.path.as_os_str().is_empty() {
             self.storage.path.join("media")
         } else {

@@ -17,13 +17,13 @@ use crate::{
     storage::{Batch, Key, Table},
 };
 
-pub const MASTER: &str = "master";
-pub const SELF_SIGNING: &str = "self_signing";
-pub const USER_SIGNING: &str = "user_signing";
+pub(crate) const MASTER: &str = "master";
+pub(crate) const SELF_SIGNING: &str = "self_signing";
+pub(crate) const USER_SIGNING: &str = "user_signing";
 
 /// The keys of one `/keys/device_signing/upload`.
 #[derive(Debug, Default)]
-pub struct SigningKeys {
+pub(crate) struct SigningKeys {
     pub master: Option<Value>,
     pub self_signing: Option<Value>,
     pub user_signing: Option<Value>,
@@ -31,7 +31,7 @@ pub struct SigningKeys {
 
 /// A refused signature: the `failures` entry of `/keys/signatures/upload`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SignatureFailure {
+pub(crate) struct SignatureFailure {
     pub errcode: &'static str,
     pub error: String,
 }
@@ -41,7 +41,7 @@ fn cs_key(user: &UserId, usage: &str) -> Vec<u8> {
 }
 
 /// The one `ed25519:<public key>` of a cross-signing key: `(key id, public key)`.
-pub fn public_key(key: &Value) -> Option<(String, String)> {
+pub(crate) fn public_key(key: &Value) -> Option<(String, String)> {
     let keys = key.get("keys")?.as_object()?;
     let (id, value) = keys.iter().next()?;
     Some((id.clone(), value.as_str()?.to_owned()))
@@ -75,7 +75,11 @@ impl E2eeService {
 
     /// Whether replacing the user's keys with `keys` needs user-interactive auth (MSC3967): not
     /// for a first upload (no master key yet), nor for a retry of exactly the stored keys.
-    pub fn signing_upload_needs_auth(&self, user: &UserId, keys: &SigningKeys) -> Result<bool> {
+    pub(crate) fn signing_upload_needs_auth(
+        &self,
+        user: &UserId,
+        keys: &SigningKeys,
+    ) -> Result<bool> {
         if self.cross_signing_key(user, MASTER)?.is_none() {
             return Ok(false);
         }
@@ -94,7 +98,7 @@ impl E2eeService {
     }
 
     /// Stores the user's cross-signing keys (after the caller's auth check).
-    pub async fn upload_signing_keys(
+    pub(crate) async fn upload_signing_keys(
         &self,
         rooms: &RoomService,
         user: &UserId,
@@ -172,7 +176,7 @@ impl E2eeService {
 
     /// `/keys/signatures/upload`: stores every signature that checks out, and says why the
     /// others were refused.
-    pub async fn upload_signatures(
+    pub(crate) async fn upload_signatures(
         &self,
         rooms: &RoomService,
         requester: &UserId,

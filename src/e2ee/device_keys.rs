@@ -15,7 +15,7 @@ use crate::{
 
 /// The answer to `/keys/query`, as JSON objects ready to be sent.
 #[derive(Debug, Default)]
-pub struct KeysQuery {
+pub(crate) struct KeysQuery {
     pub device_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Value>>,
     pub master_keys: BTreeMap<OwnedUserId, Value>,
     pub self_signing_keys: BTreeMap<OwnedUserId, Value>,
@@ -64,7 +64,7 @@ fn validate(who: &Identity, keys: &Value) -> Result<()> {
 
 impl E2eeService {
     /// Stores the requesting device's identity keys. A change is a device-list change.
-    pub async fn upload_device_keys(
+    pub(crate) async fn upload_device_keys(
         &self,
         rooms: &RoomService,
         who: &Identity,
@@ -100,7 +100,7 @@ impl E2eeService {
     /// `/keys/query`: the device keys of the wanted users (all devices for an empty list), with
     /// the devices' display names; their master and self-signing keys; the requester's own
     /// user-signing key. Signatures are merged in: the owner's, and the requester's.
-    pub fn query_keys(
+    pub(crate) fn query_keys(
         &self,
         users: &UserService,
         requester: &UserId,

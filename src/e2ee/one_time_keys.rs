@@ -18,7 +18,8 @@ use crate::{
 };
 
 /// What a claim hands out: user → device → key id → key.
-pub type ClaimedKeys = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>;
+pub(crate) type ClaimedKeys =
+    BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>;
 
 /// The key each device's last claim took, by (user, device, algorithm) prefix: the next claim
 /// looks after it first. Claimed keys stay in the store's overlay as deletions until the
@@ -27,7 +28,7 @@ pub type ClaimedKeys = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<St
 /// keys uploaded later under smaller ids are found by the scan from the start that follows
 /// when nothing is left after the cursor.
 #[derive(Default)]
-pub struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
+pub(crate) struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
 
 /// Cursors kept at most; past it they start over (each costs ~100 bytes).
 const MAX_CURSORS: usize = 100_000;
@@ -78,7 +79,7 @@ fn parse_key<'a>(id: &'a str, key: &Value) -> Result<(&'a str, &'a str)> {
 impl E2eeService {
     /// Stores the device's new one-time keys and replaces its fallback keys. Re-uploading a key
     /// under an id already used with other content is refused.
-    pub async fn upload_one_time_keys(
+    pub(crate) async fn upload_one_time_keys(
         &self,
         who: &Identity,
         one_time: &BTreeMap<String, Value>,
@@ -120,7 +121,7 @@ impl E2eeService {
 
     /// How many unclaimed one-time keys the device has, per algorithm. `signed_curve25519` is
     /// always present (clients read a missing count as "do not know", Synapse sends 0).
-    pub fn one_time_key_counts(
+    pub(crate) fn one_time_key_counts(
         &self,
         user: &UserId,
         device: &str,
@@ -137,7 +138,11 @@ impl E2eeService {
     }
 
     /// The algorithms for which the device has a fallback key that was not handed out yet.
-    pub fn unused_fallback_key_types(&self, user: &UserId, device: &str) -> Result<Vec<String>> {
+    pub(crate) fn unused_fallback_key_types(
+        &self,
+        user: &UserId,
+        device: &str,
+    ) -> Result<Vec<String>> {
         let prefix = Key::new().str(user.as_str()).str(device).into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::FallbackKeys, &prefix) {
@@ -154,7 +159,7 @@ impl E2eeService {
 
     /// `/keys/claim`: one key per requested device and algorithm, one-time keys first, then the
     /// fallback key. Devices with neither are left out of the answer.
-    pub async fn claim_keys(
+    pub(crate) async fn claim_keys(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> Result<ClaimedKeys> {

@@ -13,7 +13,7 @@ use crate::{
 /// The encryption layer's part of deleting a device: its identity keys, the signatures on
 /// them, its one-time and fallback keys and its to-device inbox go in the device's batch, which
 /// is a device-list change.
-pub struct DeviceKeys;
+pub(crate) struct DeviceKeys;
 
 impl DeviceData for DeviceKeys {
     fn drop_device(

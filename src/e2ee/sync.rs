@@ -9,7 +9,7 @@ use crate::{error::Result, rooms::RoomService, users::Identity};
 /// Where the syncing device's previous sync ended, in what the encryption sections read (the
 /// parts of its sync token they need).
 #[derive(Debug, Clone, Copy)]
-pub struct Since {
+pub(crate) struct Since {
     /// The global stream position: device-list changes after it.
     pub pos: u64,
     /// The last to-device message delivered with that sync.
@@ -21,7 +21,7 @@ pub struct Since {
 ///
 /// `since.to_device` acknowledges (and deletes) what the device was given with the previous
 /// sync; the next messages follow, at most a batch per sync.
-pub fn fill(
+pub(crate) fn fill(
     e2ee: &E2eeService,
     rooms: &RoomService,
     who: &Identity,

@@ -15,12 +15,12 @@ use crate::{
 };
 
 /// The most messages one sync delivers.
-pub const MAX_PER_SYNC: usize = 100;
+pub(crate) const MAX_PER_SYNC: usize = 100;
 /// How long a retried transaction waits for its first attempt to be durable.
 const TXN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a message goes: one device, or all of the user's devices (`*`).
-pub enum Target {
+pub(crate) enum Target {
     Device(OwnedDeviceId),
     AllDevices,
 }
@@ -37,7 +37,7 @@ impl E2eeService {
     /// `PUT /sendToDevice/{type}/{txnId}`. A transaction id already used by this device is
     /// answered without sending again. Messages for other servers' users and unknown devices
     /// are dropped (there is no federation).
-    pub async fn send_to_device(
+    pub(crate) async fn send_to_device(
         &self,
         users: &UserService,
         who: &Identity,
@@ -112,7 +112,7 @@ impl E2eeService {
 
     /// Deletes the device's messages up to `acknowledged`, then returns the next ones up to
     /// `head` (at most [`MAX_PER_SYNC`]) with the position of the last one.
-    pub fn to_device_batch(
+    pub(crate) fn to_device_batch(
         &self,
         user: &UserId,
         device: &str,

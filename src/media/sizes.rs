@@ -18,7 +18,7 @@ use crate::config::{ThumbnailMethod, ThumbnailSize};
 
 /// The configured size that answers a request for `width`×`height` by `method`; `None` only
 /// when `sizes` is empty (the config refuses that).
-pub fn select(
+pub(crate) fn select(
     sizes: &[ThumbnailSize],
     width: u32,
     height: u32,
@@ -41,7 +41,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::default_thumbnail_sizes;
+    use crate::config::media::default_thumbnail_sizes;
 
     fn pick(w: u32, h: u32, method: ThumbnailMethod) -> (u32, u32, ThumbnailMethod) {
         let s = select(&default_thumbnail_sizes(), w, h, method).unwrap();

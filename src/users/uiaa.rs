@@ -24,13 +24,13 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// challenges costs a few megabytes.
 const MAX_SESSIONS: usize = 10_000;
 
-pub const DUMMY: &str = "m.login.dummy";
-pub const PASSWORD: &str = "m.login.password";
-pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+pub(crate) const DUMMY: &str = "m.login.dummy";
+pub(crate) const PASSWORD: &str = "m.login.password";
+pub(crate) const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 
 /// What a user-interactive auth session authorizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     Register,
     ChangePassword,
     Deactivate,
@@ -56,7 +56,7 @@ impl Default for Uiaa {
 }
 
 /// What a stage may check against.
-pub struct StageContext<'a> {
+pub(crate) struct StageContext<'a> {
     pub users: &'a UserService,
     pub operation: Operation,
     /// The user the request acts for (password stage); `None` during registration.
@@ -75,7 +75,7 @@ impl Uiaa {
 
     /// Runs one step of user-interactive auth. `Ok(())` once a flow is complete; otherwise the
     /// spec's 401 body (flows, params, session, completed, and the error of a failed stage).
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         auth: Option<&Value>,
         flows: &[&[&'static str]],
@@ -244,7 +244,7 @@ async fn verify_stage(stage: &str, auth: &Value, ctx: &StageContext<'_>) -> Resu
 }
 
 /// Compares secrets without leaking where they differ through timing.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
