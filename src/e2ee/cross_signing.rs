@@ -17,9 +17,29 @@ use crate::{
     storage::{Batch, Key, Table},
 };
 
-pub(crate) const MASTER: &str = "master";
-pub(crate) const SELF_SIGNING: &str = "self_signing";
-pub(crate) const USER_SIGNING: &str = "user_signing";
+/// What a cross-signing key is for: its `usage` in the key, and its name in the store's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyUsage {
+    Master,
+    SelfSigning,
+    UserSigning,
+}
+
+impl KeyUsage {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::Master => "master",
+            KeyUsage::SelfSigning => "self_signing",
+            KeyUsage::UserSigning => "user_signing",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The keys of one `/keys/device_signing/upload`.
 #[derive(Debug, Default)]
@@ -36,8 +56,8 @@ pub(crate) struct SignatureFailure {
     pub error: String,
 }
 
-fn cs_key(user: &UserId, usage: &str) -> Vec<u8> {
-    Key::new().str(user.as_str()).str(usage).into_vec()
+fn cs_key(user: &UserId, usage: KeyUsage) -> Vec<u8> {
+    Key::new().str(user.as_str()).str(usage.as_str()).into_vec()
 }
 
 /// The one `ed25519:<public key>` of a cross-signing key: `(key id, public key)`.
@@ -49,7 +69,7 @@ pub(crate) fn public_key(key: &Value) -> Option<(String, String)> {
 
 /// Checks a cross-signing key's shape: the owner, the usage, exactly one ed25519 key named by
 /// its public key.
-fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
+fn validate(user: &UserId, usage: KeyUsage, key: &Value) -> Result<()> {
     let bad = |m: String| Err(Error::invalid_param(format!("Invalid {usage} key: {m}")));
     if key.get("user_id").and_then(Value::as_str) != Some(user.as_str()) {
         return bad("user_id does not match the authenticated user".into());
@@ -57,9 +77,9 @@ fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
     let has_usage = key
         .get("usage")
         .and_then(Value::as_array)
-        .is_some_and(|u| u.iter().any(|x| x == usage));
+        .is_some_and(|u| u.iter().any(|x| x == usage.as_str()));
     if !has_usage {
-        return bad(format!("usage must contain {usage:?}"));
+        return bad(format!("usage must contain {:?}", usage.as_str()));
     }
     let count = key.get("keys").and_then(Value::as_object).map(Map::len);
     match public_key(key) {
@@ -69,7 +89,11 @@ fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
 }
 
 impl E2eeService {
-    pub(super) fn cross_signing_key(&self, user: &UserId, usage: &str) -> Result<Option<Value>> {
+    pub(super) fn cross_signing_key(
+        &self,
+        user: &UserId,
+        usage: KeyUsage,
+    ) -> Result<Option<Value>> {
         self.get_json(Table::CrossSigningKeys, &cs_key(user, usage))
     }
 
@@ -80,13 +104,13 @@ impl E2eeService {
         user: &UserId,
         keys: &SigningKeys,
     ) -> Result<bool> {
-        if self.cross_signing_key(user, MASTER)?.is_none() {
+        if self.cross_signing_key(user, KeyUsage::Master)?.is_none() {
             return Ok(false);
         }
         for (usage, new) in [
-            (MASTER, &keys.master),
-            (SELF_SIGNING, &keys.self_signing),
-            (USER_SIGNING, &keys.user_signing),
+            (KeyUsage::Master, &keys.master),
+            (KeyUsage::SelfSigning, &keys.self_signing),
+            (KeyUsage::UserSigning, &keys.user_signing),
         ] {
             if let Some(new) = new
                 && self.cross_signing_key(user, usage)?.as_ref() != Some(new)
@@ -105,16 +129,16 @@ impl E2eeService {
         keys: SigningKeys,
     ) -> Result<()> {
         if let Some(master) = &keys.master {
-            validate(user, MASTER, master)?;
+            validate(user, KeyUsage::Master, master)?;
         }
         let master = match &keys.master {
             Some(m) => Some(m.clone()),
-            None => self.cross_signing_key(user, MASTER)?,
+            None => self.cross_signing_key(user, KeyUsage::Master)?,
         };
         let mut batch = Batch::new();
         for (usage, key) in [
-            (SELF_SIGNING, &keys.self_signing),
-            (USER_SIGNING, &keys.user_signing),
+            (KeyUsage::SelfSigning, &keys.self_signing),
+            (KeyUsage::UserSigning, &keys.user_signing),
         ] {
             let Some(key) = key else { continue };
             validate(user, usage, key)?;
@@ -133,7 +157,7 @@ impl E2eeService {
         if let Some(master) = &keys.master {
             batch.put(
                 Table::CrossSigningKeys,
-                cs_key(user, MASTER),
+                cs_key(user, KeyUsage::Master),
                 to_bytes(master),
             );
         }
@@ -157,17 +181,17 @@ impl E2eeService {
         requester: &UserId,
         user: &UserId,
     ) -> Result<()> {
-        if let Some(mut master) = self.cross_signing_key(user, MASTER)? {
+        if let Some(mut master) = self.cross_signing_key(user, KeyUsage::Master)? {
             if let Some((_, public)) = public_key(&master) {
                 self.merge_signatures(&mut master, user, &public, &[user, requester])?;
             }
             out.master_keys.insert(user.to_owned(), master);
         }
-        if let Some(key) = self.cross_signing_key(user, SELF_SIGNING)? {
+        if let Some(key) = self.cross_signing_key(user, KeyUsage::SelfSigning)? {
             out.self_signing_keys.insert(user.to_owned(), key);
         }
         if user == requester
-            && let Some(key) = self.cross_signing_key(user, USER_SIGNING)?
+            && let Some(key) = self.cross_signing_key(user, KeyUsage::UserSigning)?
         {
             out.user_signing_keys.insert(user.to_owned(), key);
         }
@@ -233,7 +257,9 @@ impl E2eeService {
             error: error.to_owned(),
         };
         let internal = |_| fail("M_UNKNOWN", "Internal error");
-        let target_master = self.cross_signing_key(target, MASTER).map_err(internal)?;
+        let target_master = self
+            .cross_signing_key(target, KeyUsage::Master)
+            .map_err(internal)?;
         let is_master = target_master
             .as_ref()
             .and_then(public_key)
@@ -249,7 +275,9 @@ impl E2eeService {
                     .and_then(Value::as_object);
                 for id in sigs.into_iter().flat_map(|s| s.keys()) {
                     let device = id.strip_prefix("ed25519:").unwrap_or_default();
-                    if let Some(keys) = self.device_keys(requester, device).map_err(internal)?
+                    if let Some(keys) = self
+                        .device_keys(requester, device.into())
+                        .map_err(internal)?
                         && let Some(public) = keys["keys"][id].as_str()
                     {
                         signers.push((id.clone(), public.to_owned()));
@@ -257,11 +285,12 @@ impl E2eeService {
                 }
                 (target_master.expect("is_master"), signers)
             } else {
-                let Some(device) = self.device_keys(target, key_id).map_err(internal)? else {
+                let Some(device) = self.device_keys(target, key_id.into()).map_err(internal)?
+                else {
                     return Err(fail("M_NOT_FOUND", "Unknown key"));
                 };
                 let self_signing = self
-                    .cross_signing_key(requester, SELF_SIGNING)
+                    .cross_signing_key(requester, KeyUsage::SelfSigning)
                     .map_err(internal)?;
                 (
                     device,
@@ -277,7 +306,7 @@ impl E2eeService {
                 return Err(fail("M_NOT_FOUND", "Unknown key"));
             }
             let user_signing = self
-                .cross_signing_key(requester, USER_SIGNING)
+                .cross_signing_key(requester, KeyUsage::UserSigning)
                 .map_err(internal)?;
             (
                 target_master.expect("is_master"),

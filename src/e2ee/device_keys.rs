@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{E2eeService, device_lists, parse_stored, to_bytes};
@@ -22,8 +22,11 @@ pub(crate) struct KeysQuery {
     pub user_signing_keys: BTreeMap<OwnedUserId, Value>,
 }
 
-fn device_key(user: &UserId, device: &str) -> Vec<u8> {
-    Key::new().str(user.as_str()).str(device).into_vec()
+fn device_key(user: &UserId, device: &DeviceId) -> Vec<u8> {
+    Key::new()
+        .str(user.as_str())
+        .str(device.as_str())
+        .into_vec()
 }
 
 /// Checks that uploaded device keys are well formed and belong to the uploading device.
@@ -76,7 +79,7 @@ impl E2eeService {
             // `unsigned` is the server's to fill.
             o.remove("unsigned");
         }
-        let k = device_key(&who.user_id, who.device_id.as_str());
+        let k = device_key(&who.user_id, &who.device_id);
         if self.get_json(Table::DeviceKeys, &k)?.as_ref() == Some(&keys) {
             return Ok(());
         }
@@ -93,7 +96,7 @@ impl E2eeService {
     }
 
     /// The stored identity keys of one device.
-    pub(super) fn device_keys(&self, user: &UserId, device: &str) -> Result<Option<Value>> {
+    pub(super) fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<Value>> {
         self.get_json(Table::DeviceKeys, &device_key(user, device))
     }
 

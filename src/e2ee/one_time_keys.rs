@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{E2eeService, parse_stored, to_bytes};
@@ -33,19 +33,19 @@ pub(crate) struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
 /// Cursors kept at most; past it they start over (each costs ~100 bytes).
 const MAX_CURSORS: usize = 100_000;
 
-fn otk_key(user: &UserId, device: &str, algorithm: &str, id: &str) -> Vec<u8> {
+fn otk_key(user: &UserId, device: &DeviceId, algorithm: &str, id: &str) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .str(algorithm)
         .str(id)
         .into_vec()
 }
 
-fn fallback_key(user: &UserId, device: &str, algorithm: &str) -> Vec<u8> {
+fn fallback_key(user: &UserId, device: &DeviceId, algorithm: &str) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .str(algorithm)
         .into_vec()
 }
@@ -85,7 +85,7 @@ impl E2eeService {
         one_time: &BTreeMap<String, Value>,
         fallback: &BTreeMap<String, Value>,
     ) -> Result<()> {
-        let (user, device) = (&who.user_id, who.device_id.as_str());
+        let (user, device) = (&who.user_id, &who.device_id);
         let mut batch = Batch::new();
         for (id, key) in one_time {
             let (algorithm, _) = parse_key(id, key)?;
@@ -124,9 +124,12 @@ impl E2eeService {
     pub(crate) fn one_time_key_counts(
         &self,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
     ) -> Result<BTreeMap<String, u64>> {
-        let prefix = Key::new().str(user.as_str()).str(device).into_vec();
+        let prefix = Key::new()
+            .str(user.as_str())
+            .str(device.as_str())
+            .into_vec();
         let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
         for entry in self.store.scan_prefix(Table::OneTimeKeys, &prefix) {
             let (k, _) = entry?;
@@ -141,9 +144,12 @@ impl E2eeService {
     pub(crate) fn unused_fallback_key_types(
         &self,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
     ) -> Result<Vec<String>> {
-        let prefix = Key::new().str(user.as_str()).str(device).into_vec();
+        let prefix = Key::new()
+            .str(user.as_str())
+            .str(device.as_str())
+            .into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::FallbackKeys, &prefix) {
             let (k, v) = entry?;
@@ -173,7 +179,7 @@ impl E2eeService {
             for (user, devices) in wanted {
                 for (device, algorithm) in devices {
                     if let Some((id, key)) =
-                        self.take_key(&mut batch, &mut cursors, user, device.as_str(), algorithm)?
+                        self.take_key(&mut batch, &mut cursors, user, device, algorithm)?
                     {
                         out.entry(user.clone())
                             .or_default()
@@ -202,12 +208,12 @@ impl E2eeService {
         batch: &mut Batch,
         cursors: &mut ClaimCursors,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
         algorithm: &str,
     ) -> Result<Option<(String, Value)>> {
         let prefix = Key::new()
             .str(user.as_str())
-            .str(device)
+            .str(device.as_str())
             .str(algorithm)
             .into_vec();
         let after_cursor = match cursors.0.get(&prefix) {

@@ -29,7 +29,7 @@ pub(crate) fn fill(
     head: u64,
     response: &mut v3::Response,
 ) -> Result<u64> {
-    let (user, device) = (&who.user_id, who.device_id.as_str());
+    let (user, device) = (&who.user_id, &who.device_id);
     let acknowledged = since.map_or(0, |t| t.to_device);
     let (events, last) = e2ee.to_device_batch(user, device, acknowledged, head)?;
     response.to_device.events = events.into_iter().map(Raw::from_json).collect();

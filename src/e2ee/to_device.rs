@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json, value::RawValue as RawJsonValue};
 
 use super::{E2eeService, to_bytes};
@@ -25,10 +25,10 @@ pub(crate) enum Target {
     AllDevices,
 }
 
-fn inbox_key(user: &UserId, device: &str, pos: u64) -> Vec<u8> {
+fn inbox_key(user: &UserId, device: &DeviceId, pos: u64) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .u64(pos)
         .into_vec()
 }
@@ -97,7 +97,7 @@ impl E2eeService {
                 for ((user, device), event) in &deliveries {
                     batch.put(
                         Table::ToDeviceInbox,
-                        inbox_key(user, device.as_str(), pos),
+                        inbox_key(user, device, pos),
                         event.clone(),
                     );
                 }
@@ -115,7 +115,7 @@ impl E2eeService {
     pub(crate) fn to_device_batch(
         &self,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
         acknowledged: u64,
         head: u64,
     ) -> Result<(Vec<Box<RawJsonValue>>, Option<u64>)> {
