@@ -52,7 +52,8 @@ impl Bridge {
 
     /// The delivery state of an agent's message (for the support API).
     pub fn delivery(&self, event_id: &str) -> Option<Delivery> {
-        self.store.delivery(event_id).ok().flatten()
+        let event_id = ruma::EventId::parse(event_id).ok()?;
+        self.store.delivery(&event_id).ok().flatten()
     }
 
     /// Whether `user` is one of the bridge's own users (its bot or a puppet).

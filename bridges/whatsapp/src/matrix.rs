@@ -10,7 +10,7 @@ use appservice::{EphemeralEvent, Handler, HandlerError, Transaction};
 use ruma::events::receipt::ReceiptType;
 use ruma::events::{AnySyncEphemeralRoomEvent, AnyTimelineEvent};
 use ruma::serde::Raw;
-use ruma::{OwnedEventId, UserId};
+use ruma::{EventId, OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
 use crate::bridge::Bridge;
@@ -71,7 +71,7 @@ impl Handler for Bridge {
         else {
             return Ok(());
         };
-        let Some(portal) = self.store.portal_by_room(room_id.as_str())? else {
+        let Some(portal) = self.store.portal_by_room(&room_id)? else {
             return Ok(());
         };
         for (event_id, receipts) in &receipt.content.0 {
@@ -94,11 +94,12 @@ impl Handler for Bridge {
 impl Bridge {
     async fn on_agent_event(&self, event: &Value) -> Result<(), HandlerError> {
         let str_of = |v: &Value| v.as_str().map(str::to_owned);
-        let (Some(sender), Some(room_id), Some(kind)) = (
-            str_of(&event["sender"]),
-            str_of(&event["room_id"]),
-            str_of(&event["type"]),
-        ) else {
+        let room_id = event["room_id"]
+            .as_str()
+            .and_then(|r| RoomId::parse(r).ok());
+        let (Some(sender), Some(room_id), Some(kind)) =
+            (str_of(&event["sender"]), room_id, str_of(&event["type"]))
+        else {
             return Ok(());
         };
         if kind == CONVERSATION_EVENT && event["state_key"] == "" {
@@ -110,10 +111,7 @@ impl Bridge {
         let Some(portal) = self.store.portal_by_room(&room_id)? else {
             return Ok(());
         };
-        let Some(event_id) = event["event_id"]
-            .as_str()
-            .and_then(|e| OwnedEventId::try_from(e).ok())
-        else {
+        let Some(event_id) = event_id_at(&event["event_id"]) else {
             return Ok(());
         };
         let content = &event["content"];
@@ -123,10 +121,9 @@ impl Bridge {
             }
             "m.reaction" => self.agent_reaction(&portal, &event_id, content).await,
             "m.room.redaction" => {
-                let redacts = event["redacts"]
-                    .as_str()
-                    .or_else(|| content["redacts"].as_str());
-                self.agent_redaction(&portal, redacts).await
+                let redacts =
+                    event_id_at(&event["redacts"]).or_else(|| event_id_at(&content["redacts"]));
+                self.agent_redaction(&portal, redacts.as_deref()).await
             }
             _ => Ok(()),
         }
@@ -171,8 +168,8 @@ impl Bridge {
 
     /// The wamid of the message an agent's message replies to, if the bridge knows it.
     fn reply_target(&self, content: &Value) -> Result<Option<String>, HandlerError> {
-        match content["m.relates_to"]["m.in_reply_to"]["event_id"].as_str() {
-            Some(target) => Ok(self.store.wamid_of(target)?),
+        match event_id_at(&content["m.relates_to"]["m.in_reply_to"]["event_id"]) {
+            Some(target) => Ok(self.store.wamid_of(&target)?),
             None => Ok(None),
         }
     }
@@ -197,15 +194,15 @@ impl Bridge {
         content: &Value,
     ) -> Result<(), HandlerError> {
         let relation = &content["m.relates_to"];
-        let (Some(target), Some(key)) = (relation["event_id"].as_str(), relation["key"].as_str())
+        let (Some(target), Some(key)) =
+            (event_id_at(&relation["event_id"]), relation["key"].as_str())
         else {
             return Ok(());
         };
-        let Some(wamid) = self.store.wamid_of(target)? else {
+        let Some(wamid) = self.store.wamid_of(&target)? else {
             return Ok(());
         };
-        self.store
-            .set_agent_reaction_target(event_id.as_str(), &wamid)?;
+        self.store.set_agent_reaction_target(event_id, &wamid)?;
         let body = MessageBody::Reaction {
             reaction: ReactionBody {
                 message_id: wamid,
@@ -219,7 +216,7 @@ impl Bridge {
     async fn agent_redaction(
         &self,
         portal: &Portal,
-        redacts: Option<&str>,
+        redacts: Option<&EventId>,
     ) -> Result<(), HandlerError> {
         let Some(target) = redacts.and_then(|r| self.store.agent_reaction_target(r).ok().flatten())
         else {
@@ -284,7 +281,7 @@ impl Bridge {
         portal: &Portal,
         event_id: &ruma::EventId,
     ) -> Result<(), HandlerError> {
-        let wamid = match self.store.wamid_of(event_id.as_str())? {
+        let wamid = match self.store.wamid_of(event_id)? {
             Some(wamid) if self.store.message(&wamid)?.is_some_and(|l| l.inbound) => Some(wamid),
             _ => self.store.last_inbound(&portal.key)?,
         };
@@ -308,6 +305,11 @@ impl Bridge {
         })
         .await
     }
+}
+
+/// The event id a JSON value holds, if it is one.
+fn event_id_at(value: &Value) -> Option<OwnedEventId> {
+    value.as_str().and_then(|e| EventId::parse(e).ok())
 }
 
 /// What an agent's message (not a command, not an edit) becomes on WhatsApp.

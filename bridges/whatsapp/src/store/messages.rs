@@ -67,8 +67,8 @@ impl Store {
         self.get(Table::Messages, wamid)
     }
 
-    pub(crate) fn wamid_of(&self, event_id: &str) -> Result<Option<String>> {
-        self.get_string(Table::Events, event_id)
+    pub(crate) fn wamid_of(&self, event_id: &EventId) -> Result<Option<String>> {
+        self.get_string(Table::Events, event_id.as_str())
     }
 
     /// Links a customer's message to its event. Not waited for: the inbox removal of the
@@ -101,8 +101,8 @@ impl Store {
 
     // --- deliveries ------------------------------------------------------------------------
 
-    pub(crate) fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
-        self.get(Table::Deliveries, event_id)
+    pub(crate) fn delivery(&self, event_id: &EventId) -> Result<Option<Delivery>> {
+        self.get(Table::Deliveries, event_id.as_str())
     }
 
     pub(crate) fn delivery_into(batch: &mut Batch<Table>, delivery: &Delivery) -> Result<()> {
@@ -194,13 +194,13 @@ impl Store {
     }
 
     /// The wamid an agent's reaction event reacted to.
-    pub(crate) fn agent_reaction_target(&self, reaction_event: &str) -> Result<Option<String>> {
+    pub(crate) fn agent_reaction_target(&self, reaction_event: &EventId) -> Result<Option<String>> {
         self.get(Table::Reactions, format!("out\0{reaction_event}"))
     }
 
     pub(crate) fn set_agent_reaction_target(
         &self,
-        reaction_event: &str,
+        reaction_event: &EventId,
         target: &str,
     ) -> Result<()> {
         self.put(Table::Reactions, format!("out\0{reaction_event}"), &target)

@@ -137,7 +137,7 @@ impl Store {
         match answer {
             Answer::Accepted { wamid, link } => {
                 let mut delivery = self
-                    .delivery(link.event_id.as_str())?
+                    .delivery(&link.event_id)?
                     .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, None));
                 delivery.wamid = Some(wamid.to_owned());
                 delivery.updated_ts = crate::now_ms();
@@ -149,7 +149,7 @@ impl Store {
                 code,
                 reason,
             } => {
-                if let Some(mut delivery) = self.delivery(event_id.as_str())? {
+                if let Some(mut delivery) = self.delivery(event_id)? {
                     delivery.status = "failed".into();
                     delivery.error_code = code;
                     delivery.error = Some(reason.to_owned());

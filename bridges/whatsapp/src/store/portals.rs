@@ -2,7 +2,7 @@
 //! to find one), and the intents of portals being created (`portal_intents`).
 
 use charla_storage::{Batch, WriteTicket};
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, Table, json};
@@ -41,7 +41,7 @@ impl Store {
         self.get(Table::Portals, key)
     }
 
-    pub(crate) fn portal_by_room(&self, room_id: &str) -> Result<Option<Portal>> {
+    pub(crate) fn portal_by_room(&self, room_id: &RoomId) -> Result<Option<Portal>> {
         match self.db.get(Table::Rooms, room_id.as_bytes())? {
             Some(key) => self.get(Table::Portals, key),
             None => Ok(None),
