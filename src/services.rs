@@ -69,6 +69,7 @@ impl Services {
             stream.clone(),
             notifier.clone(),
             config.server_name.clone(),
+            Box::new(crate::e2ee::DeviceKeys),
         );
         users.hash_stored_tokens().await?;
         let rooms = RoomService::new(

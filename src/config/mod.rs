@@ -6,11 +6,12 @@
 //! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
 //! need to sit in a file under version control.
 
-pub mod secrets;
+pub(crate) mod media;
+pub(crate) mod secrets;
 mod support;
-pub use support::{
-    AgentConfig, BusinessHours, FaqEntry, SupportConfig, TemplateConfig, parse_hhmm,
-};
+pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
+pub(crate) use support::parse_hhmm;
+pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
 
 use std::{
     net::SocketAddr,
@@ -112,7 +113,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The filter of requests to user-chosen URLs other than previews (push gateways).
-    pub fn outbound_filter(&self) -> Result<crate::ssrf::IpFilter, ConfigError> {
+    pub(crate) fn outbound_filter(&self) -> Result<crate::ssrf::IpFilter, ConfigError> {
         crate::ssrf::IpFilter::new(&self.ip_range_blocklist, &self.ip_range_allowlist)
             .map_err(|e| ConfigError::Invalid(format!("server.ip_range_*: {e}")))
     }
@@ -212,68 +213,6 @@ impl Default for RoomsConfig {
     fn default() -> Self {
         Self {
             default_version: RoomVersionId::V11,
-        }
-    }
-}
-
-/// The media repository: where files live and what uploads may be.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MediaConfig {
-    /// Folder of the media files; empty means `media` inside the storage folder.
-    pub path: PathBuf,
-    /// Largest accepted upload, in bytes (`m.upload.size`).
-    pub max_upload_bytes: u64,
-    /// Serves the deprecated unauthenticated `/_matrix/media/v3/{download,thumbnail,config}`.
-    pub legacy_unauthenticated: bool,
-    /// Async uploads (`/media/v1/create`) a user may have waiting for their content.
-    pub max_pending_uploads: usize,
-    /// Seconds an async upload may wait for its content before its id expires.
-    pub pending_upload_lifetime_secs: u64,
-    /// Largest width or height a configured thumbnail size may have (`thumbnail_sizes`).
-    pub max_thumbnail_dimension: u32,
-    /// Serves `/preview_url` (see `media::preview`); when false it answers like an unknown
-    /// endpoint, as Synapse does.
-    pub url_preview: bool,
-    /// Addresses (CIDR) a preview may fetch from although a blocked range holds them.
-    pub url_preview_ip_range_allowlist: Vec<String>,
-    /// Ranges (CIDR) blocked on top of the built-in private, loopback and link-local ones.
-    pub url_preview_ip_range_blocklist: Vec<String>,
-    /// Largest page or image a preview downloads, in bytes.
-    pub url_preview_max_bytes: u64,
-    /// Previews one user may have fetched per second (sustained) and in a burst; cached ones
-    /// are free. More get `429 M_LIMIT_EXCEEDED`.
-    pub url_preview_per_second: f64,
-    pub url_preview_burst: u32,
-    /// Previews one user may have being fetched at once.
-    pub max_concurrent_previews_per_user: usize,
-    /// The thumbnails made of each image; a request gets the best match (`media::sizes`).
-    pub thumbnail_sizes: Vec<crate::media::ThumbnailSize>,
-    /// Uploads one user may have in progress at once; more get `429 M_LIMIT_EXCEEDED`.
-    pub max_concurrent_uploads_per_user: usize,
-    /// Image decodes (thumbnail generation) running at once across the server.
-    pub max_concurrent_thumbnails: usize,
-}
-
-impl Default for MediaConfig {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::new(),
-            max_upload_bytes: 50 * 1024 * 1024,
-            legacy_unauthenticated: false,
-            max_pending_uploads: 5,
-            pending_upload_lifetime_secs: 24 * 60 * 60,
-            max_thumbnail_dimension: 1600,
-            url_preview: false,
-            url_preview_ip_range_allowlist: Vec::new(),
-            url_preview_ip_range_blocklist: Vec::new(),
-            url_preview_max_bytes: 10 * 1024 * 1024,
-            url_preview_per_second: 1.0,
-            url_preview_burst: 10,
-            max_concurrent_previews_per_user: 3,
-            thumbnail_sizes: crate::media::sizes::default_sizes(),
-            max_concurrent_uploads_per_user: 4,
-            max_concurrent_thumbnails: 2,
         }
     }
 }
@@ -458,7 +397,7 @@ impl Config {
     }
 
     /// The folder of the media repository's files.
-    pub fn media_path(&self) -> PathBuf {
+    pub(crate) fn media_path(&self) -> PathBuf {
         if self.media.path.as_os_str().is_empty() {
             self.storage.path.join("media")
         } else {
@@ -509,7 +448,7 @@ mod tests {
         let config = Config::from_toml(include_str!("../../config.toml")).unwrap();
         assert_eq!(
             config.media.thumbnail_sizes,
-            crate::media::sizes::default_sizes()
+            media::default_thumbnail_sizes()
         );
         for bad in [
             "[server]\nidle_timeout_secs = 0\n",

@@ -4,13 +4,13 @@
 
 /// A configured secret shorter than this is refused: nonces are free, so a short secret could
 /// be guessed online.
-pub const MIN_SECRET_CHARS: usize = 16;
+pub(crate) const MIN_SECRET_CHARS: usize = 16;
 /// Secrets that documentation and examples print. Compared case-insensitively.
 const PLACEHOLDERS: &[&str] = &["change-me", "changeme", "change_me", "secret", "s3cret"];
 
 /// Why a configured secret is refused, or `None` when it may be used. `""` disables the
 /// feature and is fine.
-pub fn shared_secret_refusal(secret: &str) -> Option<String> {
+pub(crate) fn shared_secret_refusal(secret: &str) -> Option<String> {
     if secret.is_empty() {
         return None;
     }

@@ -140,7 +140,7 @@ fn weekdays() -> Vec<u8> {
 
 impl SupportConfig {
     /// What the config must satisfy beyond its shape.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.faq_threshold) {
             return Err("support.faq_threshold must be between 0 and 1".into());
         }
@@ -173,7 +173,7 @@ impl SupportConfig {
 }
 
 /// Minutes after midnight of "HH:MM".
-pub fn parse_hhmm(s: &str) -> Option<u32> {
+pub(crate) fn parse_hhmm(s: &str) -> Option<u32> {
     let (h, m) = s.split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)

@@ -18,7 +18,7 @@ use crate::{
 
 /// A backup version as `GET /room_keys/version` shows it.
 #[derive(Debug, Clone)]
-pub struct BackupInfo {
+pub(crate) struct BackupInfo {
     pub version: String,
     /// `{"algorithm": ..., "auth_data": ...}`.
     pub algorithm: Value,
@@ -28,13 +28,13 @@ pub struct BackupInfo {
 
 /// The answer to a change of a backup's keys.
 #[derive(Debug)]
-pub struct BackupKeysChange {
+pub(crate) struct BackupKeysChange {
     pub etag: String,
     pub count: u64,
 }
 
 /// Session keys: room → session → backed-up key data.
-pub type BackupKeys = BTreeMap<OwnedRoomId, BTreeMap<String, Value>>;
+pub(crate) type BackupKeys = BTreeMap<OwnedRoomId, BTreeMap<String, Value>>;
 
 fn version_key(user: &UserId, version: u64) -> Vec<u8> {
     Key::new().str(user.as_str()).u64(version).into_vec()
@@ -101,7 +101,7 @@ fn replaces(new: &Value, old: &Value) -> bool {
 
 impl E2eeService {
     /// Creates a new backup version, which becomes the current one.
-    pub async fn create_backup(&self, user: &UserId, algorithm: &Value) -> Result<String> {
+    pub(crate) async fn create_backup(&self, user: &UserId, algorithm: &Value) -> Result<String> {
         validate_algorithm(algorithm)?;
         let counter = Key::new()
             .str("backup_version")
@@ -133,7 +133,7 @@ impl E2eeService {
     }
 
     /// A version (the current one for `None`); `M_NOT_FOUND` if there is none.
-    pub fn backup_info(&self, user: &UserId, version: Option<&str>) -> Result<BackupInfo> {
+    pub(crate) fn backup_info(&self, user: &UserId, version: Option<&str>) -> Result<BackupInfo> {
         let number = match version {
             Some(v) => parse_version(v).ok_or_else(unknown_version)?,
             None => self
@@ -152,7 +152,7 @@ impl E2eeService {
     }
 
     /// Replaces a version's `auth_data`; its algorithm cannot change.
-    pub async fn update_backup(
+    pub(crate) async fn update_backup(
         &self,
         user: &UserId,
         version: &str,
@@ -182,7 +182,7 @@ impl E2eeService {
     }
 
     /// Deletes a version and every key in it.
-    pub async fn delete_backup(&self, user: &UserId, version: &str) -> Result<()> {
+    pub(crate) async fn delete_backup(&self, user: &UserId, version: &str) -> Result<()> {
         let number = parse_version(version).ok_or_else(unknown_version)?;
         let ticket = {
             let _guard = self.backup_lock.lock();
@@ -203,7 +203,7 @@ impl E2eeService {
 
     /// Stores session keys in the current version, keeping for each session the better key.
     /// `M_WRONG_ROOM_KEYS_VERSION` (with `current_version`) when `version` is not current.
-    pub async fn put_backup_keys(
+    pub(crate) async fn put_backup_keys(
         &self,
         user: &UserId,
         version: &str,
@@ -287,7 +287,7 @@ impl E2eeService {
     }
 
     /// Backed-up keys of a version: all, one room's, or one session's.
-    pub fn backup_keys(
+    pub(crate) fn backup_keys(
         &self,
         user: &UserId,
         version: &str,
@@ -324,7 +324,7 @@ impl E2eeService {
     }
 
     /// Deletes backed-up keys of a version: all, one room's, or one session's.
-    pub async fn delete_backup_keys(
+    pub(crate) async fn delete_backup_keys(
         &self,
         user: &UserId,
         version: &str,

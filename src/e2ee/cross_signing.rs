@@ -17,13 +17,33 @@ use crate::{
     storage::{Batch, Key, Table},
 };
 
-pub const MASTER: &str = "master";
-pub const SELF_SIGNING: &str = "self_signing";
-pub const USER_SIGNING: &str = "user_signing";
+/// What a cross-signing key is for: its `usage` in the key, and its name in the store's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyUsage {
+    Master,
+    SelfSigning,
+    UserSigning,
+}
+
+impl KeyUsage {
+    fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::Master => "master",
+            KeyUsage::SelfSigning => "self_signing",
+            KeyUsage::UserSigning => "user_signing",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The keys of one `/keys/device_signing/upload`.
 #[derive(Debug, Default)]
-pub struct SigningKeys {
+pub(crate) struct SigningKeys {
     pub master: Option<Value>,
     pub self_signing: Option<Value>,
     pub user_signing: Option<Value>,
@@ -31,17 +51,17 @@ pub struct SigningKeys {
 
 /// A refused signature: the `failures` entry of `/keys/signatures/upload`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SignatureFailure {
+pub(crate) struct SignatureFailure {
     pub errcode: &'static str,
     pub error: String,
 }
 
-fn cs_key(user: &UserId, usage: &str) -> Vec<u8> {
-    Key::new().str(user.as_str()).str(usage).into_vec()
+fn cs_key(user: &UserId, usage: KeyUsage) -> Vec<u8> {
+    Key::new().str(user.as_str()).str(usage.as_str()).into_vec()
 }
 
 /// The one `ed25519:<public key>` of a cross-signing key: `(key id, public key)`.
-pub fn public_key(key: &Value) -> Option<(String, String)> {
+pub(crate) fn public_key(key: &Value) -> Option<(String, String)> {
     let keys = key.get("keys")?.as_object()?;
     let (id, value) = keys.iter().next()?;
     Some((id.clone(), value.as_str()?.to_owned()))
@@ -49,7 +69,7 @@ pub fn public_key(key: &Value) -> Option<(String, String)> {
 
 /// Checks a cross-signing key's shape: the owner, the usage, exactly one ed25519 key named by
 /// its public key.
-fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
+fn validate(user: &UserId, usage: KeyUsage, key: &Value) -> Result<()> {
     let bad = |m: String| Err(Error::invalid_param(format!("Invalid {usage} key: {m}")));
     if key.get("user_id").and_then(Value::as_str) != Some(user.as_str()) {
         return bad("user_id does not match the authenticated user".into());
@@ -57,9 +77,9 @@ fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
     let has_usage = key
         .get("usage")
         .and_then(Value::as_array)
-        .is_some_and(|u| u.iter().any(|x| x == usage));
+        .is_some_and(|u| u.iter().any(|x| x == usage.as_str()));
     if !has_usage {
-        return bad(format!("usage must contain {usage:?}"));
+        return bad(format!("usage must contain {:?}", usage.as_str()));
     }
     let count = key.get("keys").and_then(Value::as_object).map(Map::len);
     match public_key(key) {
@@ -69,20 +89,28 @@ fn validate(user: &UserId, usage: &str, key: &Value) -> Result<()> {
 }
 
 impl E2eeService {
-    pub(super) fn cross_signing_key(&self, user: &UserId, usage: &str) -> Result<Option<Value>> {
+    pub(super) fn cross_signing_key(
+        &self,
+        user: &UserId,
+        usage: KeyUsage,
+    ) -> Result<Option<Value>> {
         self.get_json(Table::CrossSigningKeys, &cs_key(user, usage))
     }
 
     /// Whether replacing the user's keys with `keys` needs user-interactive auth (MSC3967): not
     /// for a first upload (no master key yet), nor for a retry of exactly the stored keys.
-    pub fn signing_upload_needs_auth(&self, user: &UserId, keys: &SigningKeys) -> Result<bool> {
-        if self.cross_signing_key(user, MASTER)?.is_none() {
+    pub(crate) fn signing_upload_needs_auth(
+        &self,
+        user: &UserId,
+        keys: &SigningKeys,
+    ) -> Result<bool> {
+        if self.cross_signing_key(user, KeyUsage::Master)?.is_none() {
             return Ok(false);
         }
         for (usage, new) in [
-            (MASTER, &keys.master),
-            (SELF_SIGNING, &keys.self_signing),
-            (USER_SIGNING, &keys.user_signing),
+            (KeyUsage::Master, &keys.master),
+            (KeyUsage::SelfSigning, &keys.self_signing),
+            (KeyUsage::UserSigning, &keys.user_signing),
         ] {
             if let Some(new) = new
                 && self.cross_signing_key(user, usage)?.as_ref() != Some(new)
@@ -94,23 +122,23 @@ impl E2eeService {
     }
 
     /// Stores the user's cross-signing keys (after the caller's auth check).
-    pub async fn upload_signing_keys(
+    pub(crate) async fn upload_signing_keys(
         &self,
         rooms: &RoomService,
         user: &UserId,
         keys: SigningKeys,
     ) -> Result<()> {
         if let Some(master) = &keys.master {
-            validate(user, MASTER, master)?;
+            validate(user, KeyUsage::Master, master)?;
         }
         let master = match &keys.master {
             Some(m) => Some(m.clone()),
-            None => self.cross_signing_key(user, MASTER)?,
+            None => self.cross_signing_key(user, KeyUsage::Master)?,
         };
         let mut batch = Batch::new();
         for (usage, key) in [
-            (SELF_SIGNING, &keys.self_signing),
-            (USER_SIGNING, &keys.user_signing),
+            (KeyUsage::SelfSigning, &keys.self_signing),
+            (KeyUsage::UserSigning, &keys.user_signing),
         ] {
             let Some(key) = key else { continue };
             validate(user, usage, key)?;
@@ -129,7 +157,7 @@ impl E2eeService {
         if let Some(master) = &keys.master {
             batch.put(
                 Table::CrossSigningKeys,
-                cs_key(user, MASTER),
+                cs_key(user, KeyUsage::Master),
                 to_bytes(master),
             );
         }
@@ -153,17 +181,17 @@ impl E2eeService {
         requester: &UserId,
         user: &UserId,
     ) -> Result<()> {
-        if let Some(mut master) = self.cross_signing_key(user, MASTER)? {
+        if let Some(mut master) = self.cross_signing_key(user, KeyUsage::Master)? {
             if let Some((_, public)) = public_key(&master) {
                 self.merge_signatures(&mut master, user, &public, &[user, requester])?;
             }
             out.master_keys.insert(user.to_owned(), master);
         }
-        if let Some(key) = self.cross_signing_key(user, SELF_SIGNING)? {
+        if let Some(key) = self.cross_signing_key(user, KeyUsage::SelfSigning)? {
             out.self_signing_keys.insert(user.to_owned(), key);
         }
         if user == requester
-            && let Some(key) = self.cross_signing_key(user, USER_SIGNING)?
+            && let Some(key) = self.cross_signing_key(user, KeyUsage::UserSigning)?
         {
             out.user_signing_keys.insert(user.to_owned(), key);
         }
@@ -172,7 +200,7 @@ impl E2eeService {
 
     /// `/keys/signatures/upload`: stores every signature that checks out, and says why the
     /// others were refused.
-    pub async fn upload_signatures(
+    pub(crate) async fn upload_signatures(
         &self,
         rooms: &RoomService,
         requester: &UserId,
@@ -229,7 +257,9 @@ impl E2eeService {
             error: error.to_owned(),
         };
         let internal = |_| fail("M_UNKNOWN", "Internal error");
-        let target_master = self.cross_signing_key(target, MASTER).map_err(internal)?;
+        let target_master = self
+            .cross_signing_key(target, KeyUsage::Master)
+            .map_err(internal)?;
         let is_master = target_master
             .as_ref()
             .and_then(public_key)
@@ -245,7 +275,9 @@ impl E2eeService {
                     .and_then(Value::as_object);
                 for id in sigs.into_iter().flat_map(|s| s.keys()) {
                     let device = id.strip_prefix("ed25519:").unwrap_or_default();
-                    if let Some(keys) = self.device_keys(requester, device).map_err(internal)?
+                    if let Some(keys) = self
+                        .device_keys(requester, device.into())
+                        .map_err(internal)?
                         && let Some(public) = keys["keys"][id].as_str()
                     {
                         signers.push((id.clone(), public.to_owned()));
@@ -253,11 +285,12 @@ impl E2eeService {
                 }
                 (target_master.expect("is_master"), signers)
             } else {
-                let Some(device) = self.device_keys(target, key_id).map_err(internal)? else {
+                let Some(device) = self.device_keys(target, key_id.into()).map_err(internal)?
+                else {
                     return Err(fail("M_NOT_FOUND", "Unknown key"));
                 };
                 let self_signing = self
-                    .cross_signing_key(requester, SELF_SIGNING)
+                    .cross_signing_key(requester, KeyUsage::SelfSigning)
                     .map_err(internal)?;
                 (
                     device,
@@ -273,7 +306,7 @@ impl E2eeService {
                 return Err(fail("M_NOT_FOUND", "Unknown key"));
             }
             let user_signing = self
-                .cross_signing_key(requester, USER_SIGNING)
+                .cross_signing_key(requester, KeyUsage::UserSigning)
                 .map_err(internal)?;
             (
                 target_master.expect("is_master"),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{E2eeService, device_lists, parse_stored, to_bytes};
@@ -15,15 +15,18 @@ use crate::{
 
 /// The answer to `/keys/query`, as JSON objects ready to be sent.
 #[derive(Debug, Default)]
-pub struct KeysQuery {
+pub(crate) struct KeysQuery {
     pub device_keys: BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Value>>,
     pub master_keys: BTreeMap<OwnedUserId, Value>,
     pub self_signing_keys: BTreeMap<OwnedUserId, Value>,
     pub user_signing_keys: BTreeMap<OwnedUserId, Value>,
 }
 
-fn device_key(user: &UserId, device: &str) -> Vec<u8> {
-    Key::new().str(user.as_str()).str(device).into_vec()
+fn device_key(user: &UserId, device: &DeviceId) -> Vec<u8> {
+    Key::new()
+        .str(user.as_str())
+        .str(device.as_str())
+        .into_vec()
 }
 
 /// Checks that uploaded device keys are well formed and belong to the uploading device.
@@ -64,7 +67,7 @@ fn validate(who: &Identity, keys: &Value) -> Result<()> {
 
 impl E2eeService {
     /// Stores the requesting device's identity keys. A change is a device-list change.
-    pub async fn upload_device_keys(
+    pub(crate) async fn upload_device_keys(
         &self,
         rooms: &RoomService,
         who: &Identity,
@@ -76,7 +79,7 @@ impl E2eeService {
             // `unsigned` is the server's to fill.
             o.remove("unsigned");
         }
-        let k = device_key(&who.user_id, who.device_id.as_str());
+        let k = device_key(&who.user_id, &who.device_id);
         if self.get_json(Table::DeviceKeys, &k)?.as_ref() == Some(&keys) {
             return Ok(());
         }
@@ -93,14 +96,14 @@ impl E2eeService {
     }
 
     /// The stored identity keys of one device.
-    pub(super) fn device_keys(&self, user: &UserId, device: &str) -> Result<Option<Value>> {
+    pub(super) fn device_keys(&self, user: &UserId, device: &DeviceId) -> Result<Option<Value>> {
         self.get_json(Table::DeviceKeys, &device_key(user, device))
     }
 
     /// `/keys/query`: the device keys of the wanted users (all devices for an empty list), with
     /// the devices' display names; their master and self-signing keys; the requester's own
     /// user-signing key. Signatures are merged in: the owner's, and the requester's.
-    pub fn query_keys(
+    pub(crate) fn query_keys(
         &self,
         users: &UserService,
         requester: &UserId,

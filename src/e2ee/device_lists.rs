@@ -19,7 +19,7 @@ use crate::{
 
 /// What a user is told about others' device lists between two tokens.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct DeviceListChanges {
+pub(crate) struct DeviceListChanges {
     pub changed: Vec<OwnedUserId>,
     pub left: Vec<OwnedUserId>,
 }
@@ -52,7 +52,7 @@ impl E2eeService {
     }
 
     /// What `user` must hear about device lists between the positions `from` and `to`.
-    pub fn device_list_changes(
+    pub(crate) fn device_list_changes(
         &self,
         rooms: &RoomService,
         user: &UserId,

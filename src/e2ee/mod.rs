@@ -17,7 +17,7 @@ mod device_lists;
 mod one_time_keys;
 mod removal;
 mod signatures;
-pub mod sync;
+pub(crate) mod sync;
 mod to_device;
 
 use std::{collections::HashSet, sync::Arc};
@@ -27,13 +27,11 @@ use parking_lot::Mutex;
 use ruma::{OwnedUserId, UserId};
 use serde_json::Value;
 
-pub use backup::{BackupInfo, BackupKeys, BackupKeysChange};
-pub use cross_signing::{SignatureFailure, SigningKeys};
-pub use device_keys::KeysQuery;
-pub use device_lists::DeviceListChanges;
-pub use one_time_keys::ClaimedKeys;
-pub use removal::{drop_device, record_device_list_change};
-pub use to_device::Target;
+pub(crate) use backup::{BackupInfo, BackupKeys, BackupKeysChange};
+pub(crate) use cross_signing::SigningKeys;
+pub(crate) use device_keys::KeysQuery;
+pub(crate) use removal::DeviceKeys;
+pub(crate) use to_device::Target;
 
 use crate::{
     error::{Error, Result},
@@ -58,7 +56,7 @@ pub struct E2eeService {
 }
 
 impl E2eeService {
-    pub fn new(store: Store, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(store: Store, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
         E2eeService {
             store,
             stream,
@@ -77,7 +75,7 @@ impl E2eeService {
     }
 
     /// Wakes the long polls of everyone who shares a room with `user`, and of `user`.
-    pub fn wake_peers(&self, rooms: &RoomService, user: &UserId) -> Result<()> {
+    pub(crate) fn wake_peers(&self, rooms: &RoomService, user: &UserId) -> Result<()> {
         let peers = peers(rooms, user)?;
         self.notifier.wake(peers.iter().map(|u| &**u));
         Ok(())
@@ -85,7 +83,7 @@ impl E2eeService {
 }
 
 /// `user` and everyone joined to one of `user`'s joined rooms (from the in-memory room cache).
-pub fn peers(rooms: &RoomService, user: &UserId) -> Result<HashSet<OwnedUserId>> {
+pub(crate) fn peers(rooms: &RoomService, user: &UserId) -> Result<HashSet<OwnedUserId>> {
     let mut out = HashSet::from([user.to_owned()]);
     for room_id in rooms.joined_rooms(user)? {
         out.extend(rooms.room(&room_id)?.joined_members());

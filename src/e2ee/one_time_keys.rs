@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json};
 
 use super::{E2eeService, parse_stored, to_bytes};
@@ -18,7 +18,8 @@ use crate::{
 };
 
 /// What a claim hands out: user → device → key id → key.
-pub type ClaimedKeys = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>;
+pub(crate) type ClaimedKeys =
+    BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, Value>>>;
 
 /// The key each device's last claim took, by (user, device, algorithm) prefix: the next claim
 /// looks after it first. Claimed keys stay in the store's overlay as deletions until the
@@ -27,24 +28,24 @@ pub type ClaimedKeys = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<St
 /// keys uploaded later under smaller ids are found by the scan from the start that follows
 /// when nothing is left after the cursor.
 #[derive(Default)]
-pub struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
+pub(crate) struct ClaimCursors(HashMap<Vec<u8>, Vec<u8>>);
 
 /// Cursors kept at most; past it they start over (each costs ~100 bytes).
 const MAX_CURSORS: usize = 100_000;
 
-fn otk_key(user: &UserId, device: &str, algorithm: &str, id: &str) -> Vec<u8> {
+fn otk_key(user: &UserId, device: &DeviceId, algorithm: &str, id: &str) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .str(algorithm)
         .str(id)
         .into_vec()
 }
 
-fn fallback_key(user: &UserId, device: &str, algorithm: &str) -> Vec<u8> {
+fn fallback_key(user: &UserId, device: &DeviceId, algorithm: &str) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .str(algorithm)
         .into_vec()
 }
@@ -78,13 +79,13 @@ fn parse_key<'a>(id: &'a str, key: &Value) -> Result<(&'a str, &'a str)> {
 impl E2eeService {
     /// Stores the device's new one-time keys and replaces its fallback keys. Re-uploading a key
     /// under an id already used with other content is refused.
-    pub async fn upload_one_time_keys(
+    pub(crate) async fn upload_one_time_keys(
         &self,
         who: &Identity,
         one_time: &BTreeMap<String, Value>,
         fallback: &BTreeMap<String, Value>,
     ) -> Result<()> {
-        let (user, device) = (&who.user_id, who.device_id.as_str());
+        let (user, device) = (&who.user_id, &who.device_id);
         let mut batch = Batch::new();
         for (id, key) in one_time {
             let (algorithm, _) = parse_key(id, key)?;
@@ -120,12 +121,15 @@ impl E2eeService {
 
     /// How many unclaimed one-time keys the device has, per algorithm. `signed_curve25519` is
     /// always present (clients read a missing count as "do not know", Synapse sends 0).
-    pub fn one_time_key_counts(
+    pub(crate) fn one_time_key_counts(
         &self,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
     ) -> Result<BTreeMap<String, u64>> {
-        let prefix = Key::new().str(user.as_str()).str(device).into_vec();
+        let prefix = Key::new()
+            .str(user.as_str())
+            .str(device.as_str())
+            .into_vec();
         let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
         for entry in self.store.scan_prefix(Table::OneTimeKeys, &prefix) {
             let (k, _) = entry?;
@@ -137,8 +141,15 @@ impl E2eeService {
     }
 
     /// The algorithms for which the device has a fallback key that was not handed out yet.
-    pub fn unused_fallback_key_types(&self, user: &UserId, device: &str) -> Result<Vec<String>> {
-        let prefix = Key::new().str(user.as_str()).str(device).into_vec();
+    pub(crate) fn unused_fallback_key_types(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Vec<String>> {
+        let prefix = Key::new()
+            .str(user.as_str())
+            .str(device.as_str())
+            .into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::FallbackKeys, &prefix) {
             let (k, v) = entry?;
@@ -154,7 +165,7 @@ impl E2eeService {
 
     /// `/keys/claim`: one key per requested device and algorithm, one-time keys first, then the
     /// fallback key. Devices with neither are left out of the answer.
-    pub async fn claim_keys(
+    pub(crate) async fn claim_keys(
         &self,
         wanted: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, String>>,
     ) -> Result<ClaimedKeys> {
@@ -168,7 +179,7 @@ impl E2eeService {
             for (user, devices) in wanted {
                 for (device, algorithm) in devices {
                     if let Some((id, key)) =
-                        self.take_key(&mut batch, &mut cursors, user, device.as_str(), algorithm)?
+                        self.take_key(&mut batch, &mut cursors, user, device, algorithm)?
                     {
                         out.entry(user.clone())
                             .or_default()
@@ -197,12 +208,12 @@ impl E2eeService {
         batch: &mut Batch,
         cursors: &mut ClaimCursors,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
         algorithm: &str,
     ) -> Result<Option<(String, Value)>> {
         let prefix = Key::new()
             .str(user.as_str())
-            .str(device)
+            .str(device.as_str())
             .str(algorithm)
             .into_vec();
         let after_cursor = match cursors.0.get(&prefix) {

@@ -21,7 +21,7 @@ use crate::{
 
 /// Whether `object` carries a valid signature by `signer` with the ed25519 key `key_id`
 /// (`ed25519:<name>`) whose public half is `public_key` (unpadded base64).
-pub fn verify(object: &Value, signer: &str, key_id: &str, public_key: &str) -> bool {
+pub(crate) fn verify(object: &Value, signer: &str, key_id: &str, public_key: &str) -> bool {
     let Some(signature) = object
         .get("signatures")
         .and_then(|s| s.get(signer))

@@ -3,26 +3,39 @@
 
 use ruma::{OneTimeKeyAlgorithm, UInt, api::client::sync::sync_events::v3, serde::Raw};
 
-use crate::{error::Result, sync::SyncContext, sync::SyncToken};
+use super::E2eeService;
+use crate::{error::Result, rooms::RoomService, users::Identity};
 
-/// Fills the response's encryption sections; returns the `to_device` part of the next token.
+/// Where the syncing device's previous sync ended, in what the encryption sections read (the
+/// parts of its sync token they need).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Since {
+    /// The global stream position: device-list changes after it.
+    pub pos: u64,
+    /// The last to-device message delivered with that sync.
+    pub to_device: u64,
+}
+
+/// Fills the response's encryption sections for the device `who` syncs as; returns the
+/// `to_device` part of the next token.
 ///
-/// The token's `to_device` part acknowledges (and deletes) what the device was given with it;
-/// the next messages follow, at most a batch per sync.
-pub fn fill(
-    ctx: &SyncContext<'_>,
-    since: Option<SyncToken>,
+/// `since.to_device` acknowledges (and deletes) what the device was given with the previous
+/// sync; the next messages follow, at most a batch per sync.
+pub(crate) fn fill(
+    e2ee: &E2eeService,
+    rooms: &RoomService,
+    who: &Identity,
+    since: Option<Since>,
     head: u64,
     response: &mut v3::Response,
 ) -> Result<u64> {
-    let e2ee = &ctx.s.e2ee;
-    let (user, device) = (&ctx.who.user_id, ctx.who.device_id.as_str());
+    let (user, device) = (&who.user_id, &who.device_id);
     let acknowledged = since.map_or(0, |t| t.to_device);
     let (events, last) = e2ee.to_device_batch(user, device, acknowledged, head)?;
     response.to_device.events = events.into_iter().map(Raw::from_json).collect();
 
     if let Some(since) = since {
-        let changes = e2ee.device_list_changes(ctx.s.rooms, user, since.pos, head)?;
+        let changes = e2ee.device_list_changes(rooms, user, since.pos, head)?;
         response.device_lists.changed = changes.changed;
         response.device_lists.left = changes.left;
     }

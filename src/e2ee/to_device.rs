@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde_json::{Value, json, value::RawValue as RawJsonValue};
 
 use super::{E2eeService, to_bytes};
@@ -15,20 +15,20 @@ use crate::{
 };
 
 /// The most messages one sync delivers.
-pub const MAX_PER_SYNC: usize = 100;
+pub(crate) const MAX_PER_SYNC: usize = 100;
 /// How long a retried transaction waits for its first attempt to be durable.
 const TXN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a message goes: one device, or all of the user's devices (`*`).
-pub enum Target {
+pub(crate) enum Target {
     Device(OwnedDeviceId),
     AllDevices,
 }
 
-fn inbox_key(user: &UserId, device: &str, pos: u64) -> Vec<u8> {
+fn inbox_key(user: &UserId, device: &DeviceId, pos: u64) -> Vec<u8> {
     Key::new()
         .str(user.as_str())
-        .str(device)
+        .str(device.as_str())
         .u64(pos)
         .into_vec()
 }
@@ -37,7 +37,7 @@ impl E2eeService {
     /// `PUT /sendToDevice/{type}/{txnId}`. A transaction id already used by this device is
     /// answered without sending again. Messages for other servers' users and unknown devices
     /// are dropped (there is no federation).
-    pub async fn send_to_device(
+    pub(crate) async fn send_to_device(
         &self,
         users: &UserService,
         who: &Identity,
@@ -97,7 +97,7 @@ impl E2eeService {
                 for ((user, device), event) in &deliveries {
                     batch.put(
                         Table::ToDeviceInbox,
-                        inbox_key(user, device.as_str(), pos),
+                        inbox_key(user, device, pos),
                         event.clone(),
                     );
                 }
@@ -112,10 +112,10 @@ impl E2eeService {
 
     /// Deletes the device's messages up to `acknowledged`, then returns the next ones up to
     /// `head` (at most [`MAX_PER_SYNC`]) with the position of the last one.
-    pub fn to_device_batch(
+    pub(crate) fn to_device_batch(
         &self,
         user: &UserId,
-        device: &str,
+        device: &DeviceId,
         acknowledged: u64,
         head: u64,
     ) -> Result<(Vec<Box<RawJsonValue>>, Option<u64>)> {

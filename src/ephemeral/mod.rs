@@ -13,6 +13,8 @@ mod presence;
 mod receipts;
 mod typing;
 
-pub use presence::{PresenceService, PresenceView, co_members};
-pub use receipts::{ReceiptKind, ReceiptService};
+pub use presence::PresenceService;
+pub(crate) use presence::co_members;
+pub(crate) use receipts::ReceiptKind;
+pub use receipts::ReceiptService;
 pub use typing::TypingService;

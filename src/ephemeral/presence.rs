@@ -51,7 +51,7 @@ struct UserPresence {
 
 /// A user's presence as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PresenceView {
+pub(crate) struct PresenceView {
     pub presence: PresenceState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_msg: Option<String>,
@@ -60,7 +60,7 @@ pub struct PresenceView {
 }
 
 /// Held by a `/sync` while it runs; its drop records the end of the sync.
-pub struct SyncPresence<'a> {
+pub(crate) struct SyncPresence<'a> {
     service: &'a PresenceService,
     user: OwnedUserId,
 }
@@ -76,7 +76,11 @@ impl Drop for SyncPresence<'_> {
 }
 
 impl PresenceService {
-    pub fn new(config: &PresenceConfig, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(
+        config: &PresenceConfig,
+        stream: Arc<Stream>,
+        notifier: Arc<Notifier>,
+    ) -> Self {
         PresenceService {
             inner: Mutex::default(),
             stream,
@@ -87,7 +91,7 @@ impl PresenceService {
     }
 
     /// `PUT /presence/{userId}/status`.
-    pub fn set(
+    pub(crate) fn set(
         &self,
         rooms: &RoomService,
         user: &UserId,
@@ -106,7 +110,7 @@ impl PresenceService {
     }
 
     /// Called when a `/sync` starts, with its `set_presence`.
-    pub fn sync_started(
+    pub(crate) fn sync_started(
         &self,
         rooms: &RoomService,
         user: &UserId,
@@ -137,7 +141,7 @@ impl PresenceService {
     }
 
     /// The user did something (sent an event): they are active, and online again if idle.
-    pub fn bump_active(&self, rooms: &RoomService, user: &UserId) -> Result<()> {
+    pub(crate) fn bump_active(&self, rooms: &RoomService, user: &UserId) -> Result<()> {
         self.update(rooms, user, |p, now| {
             let was_active = p.state == PresenceState::Online
                 && now.duration_since(p.last_active) < CURRENTLY_ACTIVE;
@@ -149,7 +153,7 @@ impl PresenceService {
     }
 
     /// Applies the idle and offline timeouts. Run periodically.
-    pub fn sweep(&self, rooms: &RoomService) -> Result<()> {
+    pub(crate) fn sweep(&self, rooms: &RoomService) -> Result<()> {
         let now = Instant::now();
         let due: Vec<(OwnedUserId, PresenceState)> = {
             let users = self.inner.lock();
@@ -191,20 +195,20 @@ impl PresenceService {
     }
 
     /// The user's presence; `None` for users the server never saw.
-    pub fn get(&self, user: &UserId) -> Option<PresenceView> {
+    pub(crate) fn get(&self, user: &UserId) -> Option<PresenceView> {
         let users = self.inner.lock();
         users.by_user.get(user).map(|p| view(p, Instant::now()))
     }
 
     /// Whether the user is online now: what the support desk calls "available".
-    pub fn is_online(&self, user: &UserId) -> bool {
+    pub(crate) fn is_online(&self, user: &UserId) -> bool {
         self.get(user)
             .is_some_and(|p| p.presence == PresenceState::Online)
     }
 
     /// Users whose presence changed after the ephemeral number `since` (every known user for
     /// an initial sync), with their presence now.
-    pub fn changed_since(&self, since: Option<u64>) -> Vec<(OwnedUserId, PresenceView)> {
+    pub(crate) fn changed_since(&self, since: Option<u64>) -> Vec<(OwnedUserId, PresenceView)> {
         let users = self.inner.lock();
         let now = Instant::now();
         users
@@ -260,7 +264,7 @@ impl PresenceService {
 }
 
 /// The user and everyone who shares a joined room with them: who may see their presence.
-pub fn co_members(rooms: &RoomService, user: &UserId) -> Result<HashSet<OwnedUserId>> {
+pub(crate) fn co_members(rooms: &RoomService, user: &UserId) -> Result<HashSet<OwnedUserId>> {
     let mut out = HashSet::from([user.to_owned()]);
     for room_id in rooms.joined_rooms(user)? {
         out.extend(rooms.room(&room_id)?.joined_members());

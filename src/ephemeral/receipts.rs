@@ -27,7 +27,7 @@ use crate::{
 
 /// The receipt types the server stores (`m.fully_read` is room account data instead).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum ReceiptKind {
+pub(crate) enum ReceiptKind {
     #[serde(rename = "m.read")]
     Read,
     #[serde(rename = "m.read.private")]
@@ -35,7 +35,7 @@ pub enum ReceiptKind {
 }
 
 impl ReceiptKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ReceiptKind::Read => "m.read",
             ReceiptKind::ReadPrivate => "m.read.private",
@@ -83,7 +83,7 @@ fn current_key(room: u64, kind: ReceiptKind, user: &UserId, thread: &str) -> Vec
 }
 
 impl ReceiptService {
-    pub fn new(store: Store, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(store: Store, stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
         ReceiptService {
             store,
             stream,
@@ -95,7 +95,7 @@ impl ReceiptService {
 
     /// Records `user`'s receipt for the event at `event_pos`; `thread` is `None` for an
     /// unthreaded receipt. The caller checked membership and that the event is in the room.
-    pub async fn set(
+    pub(crate) async fn set(
         &self,
         room: &RoomMeta,
         user: &UserId,
@@ -163,7 +163,7 @@ impl ReceiptService {
     }
 
     /// Position of the room's last receipt change.
-    pub fn last_change(&self, room: u64) -> Result<u64> {
+    pub(crate) fn last_change(&self, room: u64) -> Result<u64> {
         if let Some(pos) = self.last_change.read().get(&room) {
             return Ok(*pos);
         }
@@ -178,7 +178,7 @@ impl ReceiptService {
 
     /// Where the user's unread messages start: the position of the newest event their main
     /// timeline receipts (public or private, unthreaded or `main`) point at.
-    pub fn read_up_to(&self, room: u64, user: &UserId) -> Result<u64> {
+    pub(crate) fn read_up_to(&self, room: u64, user: &UserId) -> Result<u64> {
         let mut pos = 0;
         for kind in [ReceiptKind::Read, ReceiptKind::ReadPrivate] {
             for thread in ["", "main"] {
@@ -195,7 +195,11 @@ impl ReceiptService {
 
     /// The position each of the user's receipts in the room points at, by thread (`""` for the
     /// unthreaded one), public or private, whichever is newer.
-    pub fn read_up_to_by_thread(&self, room: u64, user: &UserId) -> Result<BTreeMap<String, u64>> {
+    pub(crate) fn read_up_to_by_thread(
+        &self,
+        room: u64,
+        user: &UserId,
+    ) -> Result<BTreeMap<String, u64>> {
         let mut out: BTreeMap<String, u64> = BTreeMap::new();
         for kind in [ReceiptKind::Read, ReceiptKind::ReadPrivate] {
             let prefix = Key::new()
@@ -219,7 +223,7 @@ impl ReceiptService {
 
     /// The `m.receipt` event `viewer` gets for the room: receipts changed in `(since, head]`,
     /// or all current ones for an initial sync. `None` when there is nothing to send.
-    pub fn receipt_event(
+    pub(crate) fn receipt_event(
         &self,
         room: u64,
         viewer: &UserId,

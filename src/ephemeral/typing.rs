@@ -31,7 +31,7 @@ struct RoomTyping {
 }
 
 impl TypingService {
-    pub fn new(stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
+    pub(crate) fn new(stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
         TypingService {
             inner: Arc::new(Inner {
                 rooms: Mutex::default(),
@@ -43,7 +43,7 @@ impl TypingService {
 
     /// Marks `user` as typing for `timeout`, or as stopped with `None`. The caller checked that
     /// the user is joined.
-    pub fn set(&self, room: Arc<RoomMeta>, user: &UserId, timeout: Option<Duration>) {
+    pub(crate) fn set(&self, room: Arc<RoomMeta>, user: &UserId, timeout: Option<Duration>) {
         let changed = {
             let mut rooms = self.inner.rooms.lock();
             let entry = rooms.entry(room.room_id.clone()).or_default();
@@ -115,7 +115,11 @@ impl TypingService {
 
     /// Who is typing in the room, if that changed after the ephemeral number `since` (always,
     /// for an initial sync, when somebody is).
-    pub fn typing_since(&self, room: &RoomId, since: Option<u64>) -> Option<Vec<OwnedUserId>> {
+    pub(crate) fn typing_since(
+        &self,
+        room: &RoomId,
+        since: Option<u64>,
+    ) -> Option<Vec<OwnedUserId>> {
         let rooms = self.inner.rooms.lock();
         let entry = rooms.get(room)?;
         let changed = match since {

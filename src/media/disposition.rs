@@ -51,7 +51,7 @@ const TEXT_CONTENT_TYPES: &[&str] = &[
 ];
 
 /// The `Content-Type` to serve stored media with.
-pub fn content_type(stored: &str) -> String {
+pub(crate) fn content_type(stored: &str) -> String {
     if TEXT_CONTENT_TYPES.contains(&stored.to_ascii_lowercase().as_str()) {
         format!("{stored}; charset=UTF-8")
     } else {
@@ -60,7 +60,7 @@ pub fn content_type(stored: &str) -> String {
 }
 
 /// The `Content-Disposition` for media of `content_type` named `filename`.
-pub fn content_disposition(content_type: &str, filename: Option<&str>) -> String {
+pub(crate) fn content_disposition(content_type: &str, filename: Option<&str>) -> String {
     let essence = content_type
         .split(';')
         .next()

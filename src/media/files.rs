@@ -29,20 +29,20 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// The folder of the media files.
 #[derive(Debug, Clone)]
-pub struct FileStore {
+pub(crate) struct FileStore {
     root: PathBuf,
 }
 
 /// A file stored under its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     pub sha256: String,
     pub size: u64,
 }
 
 /// A file's bytes as a stream of chunks, read as the connection takes them: a client that does
 /// not read holds an open file, not a thread.
-pub fn read_stream(file: File) -> impl Stream<Item = std::io::Result<Bytes>> {
+pub(crate) fn read_stream(file: File) -> impl Stream<Item = std::io::Result<Bytes>> {
     futures_util::stream::try_unfold(file, |mut file| async move {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         if file.read_buf(&mut buf).await? == 0 {
@@ -54,7 +54,7 @@ pub fn read_stream(file: File) -> impl Stream<Item = std::io::Result<Bytes>> {
 
 /// An upload being written: feed it chunks, then [`Writer::finish`] or [`Writer::abort`].
 /// Dropped unfinished (the request went away), it removes its temporary file.
-pub struct Writer {
+pub(crate) struct Writer {
     root: FileStore,
     tmp_path: PathBuf,
     /// `None` once finished or aborted.
@@ -67,7 +67,7 @@ pub struct Writer {
 
 impl FileStore {
     /// Opens the folder, creating it, and removes temporary files a crash left behind.
-    pub fn open(root: PathBuf) -> std::io::Result<Self> {
+    pub(crate) fn open(root: PathBuf) -> std::io::Result<Self> {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         for entry in std::fs::read_dir(&tmp)? {
@@ -76,12 +76,8 @@ impl FileStore {
         Ok(FileStore { root })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Where the file with this hash lives.
-    pub fn path(&self, sha256: &str) -> PathBuf {
+    pub(crate) fn path(&self, sha256: &str) -> PathBuf {
         self.root
             .join(&sha256[0..2])
             .join(&sha256[2..4])
@@ -89,12 +85,12 @@ impl FileStore {
     }
 
     /// Opens the file with this hash for reading.
-    pub async fn open_file(&self, sha256: &str) -> std::io::Result<File> {
+    pub(crate) async fn open_file(&self, sha256: &str) -> std::io::Result<File> {
         File::open(self.path(sha256)).await
     }
 
     /// Starts writing an upload into a new temporary file.
-    pub async fn writer(&self) -> std::io::Result<Writer> {
+    pub(crate) async fn writer(&self) -> std::io::Result<Writer> {
         let tmp_path = self.root.join("tmp").join(random_name());
         let file = File::create(&tmp_path).await?;
         Ok(Writer {
@@ -108,7 +104,7 @@ impl FileStore {
     }
 
     /// Stores bytes already in memory (thumbnails, fetched preview images).
-    pub async fn store_bytes(&self, bytes: Bytes) -> std::io::Result<Stored> {
+    pub(crate) async fn store_bytes(&self, bytes: Bytes) -> std::io::Result<Stored> {
         let mut w = self.writer().await?;
         w.push(&bytes).await?;
         w.finish().await
@@ -117,7 +113,7 @@ impl FileStore {
 
 impl Writer {
     /// Hashes and writes a chunk (waits while the disk is behind).
-    pub async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn push(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         let out = self.out.as_mut().ok_or_else(finished)?;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
@@ -126,7 +122,7 @@ impl Writer {
 
     /// Completes the upload: durable and in place when this returns. Bytes stored before share
     /// that file and this copy is removed.
-    pub async fn finish(mut self) -> std::io::Result<Stored> {
+    pub(crate) async fn finish(mut self) -> std::io::Result<Stored> {
         let mut out = self.out.take().ok_or_else(finished)?;
         out.flush().await?;
         let file = out.into_inner();
@@ -159,7 +155,7 @@ impl Writer {
     }
 
     /// Drops the upload and waits until its temporary file is gone.
-    pub async fn abort(mut self) {
+    pub(crate) async fn abort(mut self) {
         self.out = None;
         self.remove_temporary().await;
     }

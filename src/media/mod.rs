@@ -14,11 +14,11 @@
 //! the server (a semaphore, so decoding cannot take every blocking thread or gigabytes of
 //! memory). Files are read and written with async I/O, so a slow client holds no thread.
 
-pub mod disposition;
-pub mod files;
-pub mod preview;
-pub mod sizes;
-pub mod thumbnail;
+pub(crate) mod disposition;
+pub(crate) mod files;
+pub(crate) mod preview;
+pub(crate) mod sizes;
+pub(crate) mod thumbnail;
 mod thumbnail_store;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,10 +32,10 @@ use ruma::{OwnedServerName, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
-pub use files::FileStore;
+pub(crate) use crate::config::ThumbnailMethod;
+pub(crate) use crate::config::ThumbnailSize;
+pub(crate) use files::FileStore;
 use files::Stored;
-pub use sizes::ThumbnailSize;
-pub use thumbnail::Method;
 
 use crate::{
     config::MediaConfig,
@@ -46,9 +46,9 @@ use crate::{
 };
 
 /// The longest a download waits for pending content, whatever the client asks.
-pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How long a download waits for pending content when the client does not say.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(20);
 
 /// What the store knows about one media id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,7 +75,7 @@ struct Content {
 
 /// What the client said about an upload besides its bytes.
 #[derive(Debug, Default, Clone)]
-pub struct UploadInfo {
+pub(crate) struct UploadInfo {
     pub content_type: Option<String>,
     pub filename: Option<String>,
     /// The declared `Content-Length`, to refuse an oversized upload before reading it.
@@ -84,7 +84,7 @@ pub struct UploadInfo {
 
 /// Media ready to be sent: an open file and how to present it.
 #[derive(Debug)]
-pub struct MediaFile {
+pub(crate) struct MediaFile {
     /// Stream it with [`files::read_stream`].
     pub file: tokio::fs::File,
     pub size: u64,
@@ -95,10 +95,10 @@ pub struct MediaFile {
 /// A thumbnail request, already validated. Its size is what the client asked for; the
 /// thumbnail served is of the configured size that best matches it ([`sizes::select`]).
 #[derive(Debug, Clone, Copy)]
-pub struct ThumbnailSpec {
+pub(crate) struct ThumbnailSpec {
     pub width: u32,
     pub height: u32,
-    pub method: Method,
+    pub method: ThumbnailMethod,
     pub animated: bool,
 }
 
@@ -120,7 +120,7 @@ pub struct MediaService {
 }
 
 impl MediaService {
-    pub fn open(
+    pub(crate) fn open(
         store: Store,
         files: FileStore,
         server_name: OwnedServerName,
@@ -139,20 +139,21 @@ impl MediaService {
         }
     }
 
-    pub fn max_upload_bytes(&self) -> u64 {
+    pub(crate) fn max_upload_bytes(&self) -> u64 {
         self.config.max_upload_bytes
     }
 
-    pub fn legacy_enabled(&self) -> bool {
+    pub(crate) fn legacy_enabled(&self) -> bool {
         self.config.legacy_unauthenticated
     }
 
-    pub fn files(&self) -> &FileStore {
-        &self.files
-    }
-
     /// `POST /upload`: stores the bytes and returns the new `mxc://` URI.
-    pub async fn upload<S, E>(&self, who: &Identity, info: UploadInfo, body: S) -> Result<String>
+    pub(crate) async fn upload<S, E>(
+        &self,
+        who: &Identity,
+        info: UploadInfo,
+        body: S,
+    ) -> Result<String>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::error::Error + 'static,
@@ -175,7 +176,7 @@ impl MediaService {
 
     /// Stores bytes the server fetched itself (a URL preview's image) as media of `owner`,
     /// who asked for it, like Synapse records the requesting user. Returns the `mxc://` URI.
-    pub async fn store_fetched(
+    pub(crate) async fn store_fetched(
         &self,
         owner: &UserId,
         bytes: Bytes,
@@ -205,7 +206,7 @@ impl MediaService {
     /// `POST /media/v1/create`: reserves an id for a later upload by `uploader`.
     ///
     /// Returns the URI and when the reservation expires (ms since the epoch).
-    pub async fn create(&self, uploader: &UserId) -> Result<(String, u64)> {
+    pub(crate) async fn create(&self, uploader: &UserId) -> Result<(String, u64)> {
         let now = now_ms();
         let id = new_media_id();
         let expires = now + self.config.pending_upload_lifetime_secs * 1000;
@@ -251,7 +252,7 @@ impl MediaService {
     }
 
     /// `PUT /upload/{serverName}/{mediaId}`: the content of an id reserved by `create`.
-    pub async fn upload_pending<S, E>(
+    pub(crate) async fn upload_pending<S, E>(
         &self,
         who: &Identity,
         server: &str,
@@ -289,7 +290,7 @@ impl MediaService {
     }
 
     /// The content of a media id, waiting up to `wait` if its upload is still pending.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         server: &str,
         media_id: &str,

@@ -14,47 +14,15 @@
 //! when a larger size exists.) A thumbnail of another method is served only when the config
 //! lists none of the requested one.
 
-use serde::Deserialize;
-
-use super::Method;
-
-/// One thumbnail the server makes: `width`×`height` by `method`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThumbnailSize {
-    pub width: u32,
-    pub height: u32,
-    pub method: Method,
-}
-
-impl ThumbnailSize {
-    const fn new(width: u32, height: u32, method: Method) -> Self {
-        ThumbnailSize {
-            width,
-            height,
-            method,
-        }
-    }
-}
-
-/// The spec's recommended sizes, which are also Synapse's defaults.
-pub fn default_sizes() -> Vec<ThumbnailSize> {
-    vec![
-        ThumbnailSize::new(32, 32, Method::Crop),
-        ThumbnailSize::new(96, 96, Method::Crop),
-        ThumbnailSize::new(320, 240, Method::Scale),
-        ThumbnailSize::new(640, 480, Method::Scale),
-        ThumbnailSize::new(800, 600, Method::Scale),
-    ]
-}
+use crate::config::{ThumbnailMethod, ThumbnailSize};
 
 /// The configured size that answers a request for `width`×`height` by `method`; `None` only
 /// when `sizes` is empty (the config refuses that).
-pub fn select(
+pub(crate) fn select(
     sizes: &[ThumbnailSize],
     width: u32,
     height: u32,
-    method: Method,
+    method: ThumbnailMethod,
 ) -> Option<ThumbnailSize> {
     let has_method = sizes.iter().any(|s| s.method == method);
     let candidates = || {
@@ -73,56 +41,99 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::media::default_thumbnail_sizes;
 
-    fn pick(w: u32, h: u32, method: Method) -> (u32, u32, Method) {
-        let s = select(&default_sizes(), w, h, method).unwrap();
+    fn pick(w: u32, h: u32, method: ThumbnailMethod) -> (u32, u32, ThumbnailMethod) {
+        let s = select(&default_thumbnail_sizes(), w, h, method).unwrap();
         (s.width, s.height, s.method)
     }
 
     #[test]
     fn crop_requests_snap_to_the_smallest_crop_that_covers_them() {
-        assert_eq!(pick(1, 1, Method::Crop), (32, 32, Method::Crop));
-        assert_eq!(pick(32, 32, Method::Crop), (32, 32, Method::Crop));
-        assert_eq!(pick(33, 20, Method::Crop), (96, 96, Method::Crop));
-        assert_eq!(pick(20, 33, Method::Crop), (96, 96, Method::Crop));
-        assert_eq!(pick(96, 96, Method::Crop), (96, 96, Method::Crop));
+        assert_eq!(
+            pick(1, 1, ThumbnailMethod::Crop),
+            (32, 32, ThumbnailMethod::Crop)
+        );
+        assert_eq!(
+            pick(32, 32, ThumbnailMethod::Crop),
+            (32, 32, ThumbnailMethod::Crop)
+        );
+        assert_eq!(
+            pick(33, 20, ThumbnailMethod::Crop),
+            (96, 96, ThumbnailMethod::Crop)
+        );
+        assert_eq!(
+            pick(20, 33, ThumbnailMethod::Crop),
+            (96, 96, ThumbnailMethod::Crop)
+        );
+        assert_eq!(
+            pick(96, 96, ThumbnailMethod::Crop),
+            (96, 96, ThumbnailMethod::Crop)
+        );
         // Larger than every crop size: the largest.
-        assert_eq!(pick(100, 100, Method::Crop), (96, 96, Method::Crop));
-        assert_eq!(pick(1600, 1600, Method::Crop), (96, 96, Method::Crop));
+        assert_eq!(
+            pick(100, 100, ThumbnailMethod::Crop),
+            (96, 96, ThumbnailMethod::Crop)
+        );
+        assert_eq!(
+            pick(1600, 1600, ThumbnailMethod::Crop),
+            (96, 96, ThumbnailMethod::Crop)
+        );
     }
 
     #[test]
     fn scale_requests_snap_to_the_smallest_scale_that_covers_them() {
-        assert_eq!(pick(1, 1, Method::Scale), (320, 240, Method::Scale));
-        assert_eq!(pick(320, 240, Method::Scale), (320, 240, Method::Scale));
-        assert_eq!(pick(400, 300, Method::Scale), (640, 480, Method::Scale));
-        assert_eq!(pick(641, 100, Method::Scale), (800, 600, Method::Scale));
-        assert_eq!(pick(100, 481, Method::Scale), (800, 600, Method::Scale));
-        assert_eq!(pick(800, 600, Method::Scale), (800, 600, Method::Scale));
-        assert_eq!(pick(1600, 1200, Method::Scale), (800, 600, Method::Scale));
+        assert_eq!(
+            pick(1, 1, ThumbnailMethod::Scale),
+            (320, 240, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(320, 240, ThumbnailMethod::Scale),
+            (320, 240, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(400, 300, ThumbnailMethod::Scale),
+            (640, 480, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(641, 100, ThumbnailMethod::Scale),
+            (800, 600, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(100, 481, ThumbnailMethod::Scale),
+            (800, 600, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(800, 600, ThumbnailMethod::Scale),
+            (800, 600, ThumbnailMethod::Scale)
+        );
+        assert_eq!(
+            pick(1600, 1200, ThumbnailMethod::Scale),
+            (800, 600, ThumbnailMethod::Scale)
+        );
     }
 
     #[test]
     fn a_method_the_config_lacks_is_answered_by_the_other() {
-        let only_scale = [ThumbnailSize::new(320, 240, Method::Scale)];
-        let s = select(&only_scale, 32, 32, Method::Crop).unwrap();
+        let only_scale = [ThumbnailSize::new(320, 240, ThumbnailMethod::Scale)];
+        let s = select(&only_scale, 32, 32, ThumbnailMethod::Crop).unwrap();
         assert_eq!(s, only_scale[0]);
-        assert_eq!(select(&[], 32, 32, Method::Crop), None);
+        assert_eq!(select(&[], 32, 32, ThumbnailMethod::Crop), None);
     }
 
     #[test]
     fn every_request_gets_one_of_the_configured_sizes() {
-        let sizes = default_sizes();
+        let sizes = default_thumbnail_sizes();
         for w in (1..2000).step_by(37) {
             for h in (1..2000).step_by(41) {
-                for method in [Method::Crop, Method::Scale] {
+                for method in [ThumbnailMethod::Crop, ThumbnailMethod::Scale] {
                     let s = select(&sizes, w, h, method).unwrap();
                     assert!(sizes.contains(&s));
                     assert_eq!(s.method, method);
                 }
             }
         }
-        let huge = select(&sizes, u32::MAX, u32::MAX, Method::Crop).unwrap();
-        assert_eq!(huge.method, Method::Crop);
+        let huge = select(&sizes, u32::MAX, u32::MAX, ThumbnailMethod::Crop).unwrap();
+        assert_eq!(huge.method, ThumbnailMethod::Crop);
     }
 }

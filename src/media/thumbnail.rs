@@ -9,25 +9,10 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader, Limits, codecs::jpeg::JpegEncoder};
 
-/// How the thumbnail fits the requested box (`"crop"` or `"scale"` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Crop,
-    Scale,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Crop => "crop",
-            Method::Scale => "scale",
-        }
-    }
-}
+use crate::config::ThumbnailMethod;
 
 /// The content types a thumbnail can be made of.
-pub fn can_thumbnail(content_type: &str) -> bool {
+pub(crate) fn can_thumbnail(content_type: &str) -> bool {
     matches!(
         essence(content_type).as_str(),
         "image/jpeg" | "image/jpg" | "image/png" | "image/webp" | "image/gif"
@@ -35,7 +20,7 @@ pub fn can_thumbnail(content_type: &str) -> bool {
 }
 
 /// Content types that may hold several frames: an animated thumbnail request may get the original.
-pub fn may_be_animated(content_type: &str) -> bool {
+pub(crate) fn may_be_animated(content_type: &str) -> bool {
     matches!(essence(content_type).as_str(), "image/gif" | "image/webp")
 }
 
@@ -51,7 +36,7 @@ fn essence(content_type: &str) -> String {
 
 /// A generated thumbnail.
 #[derive(Debug)]
-pub struct Thumbnail {
+pub(crate) struct Thumbnail {
     pub bytes: Vec<u8>,
     pub content_type: &'static str,
     pub width: u32,
@@ -60,7 +45,7 @@ pub struct Thumbnail {
 
 /// Why a thumbnail could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum ThumbnailError {
+pub(crate) enum ThumbnailError {
     #[error("cannot decode the image: {0}")]
     Decode(#[from] image::ImageError),
     #[error("cannot read the image: {0}")]
@@ -68,7 +53,7 @@ pub enum ThumbnailError {
 }
 
 /// The size of an image of `w`×`h` scaled to fit in `box_w`×`box_h`, never larger than it was.
-pub fn scaled_size(w: u32, h: u32, box_w: u32, box_h: u32) -> (u32, u32) {
+pub(crate) fn scaled_size(w: u32, h: u32, box_w: u32, box_h: u32) -> (u32, u32) {
     let factor = (box_w as f64 / w as f64)
         .min(box_h as f64 / h as f64)
         .min(1.0);
@@ -79,7 +64,7 @@ pub fn scaled_size(w: u32, h: u32, box_w: u32, box_h: u32) -> (u32, u32) {
 
 /// For `crop`: the size to scale `w`×`h` to (filling the box, never enlarging), and the box
 /// cut from its centre (the requested box, or less where the image is smaller).
-pub fn crop_plan(w: u32, h: u32, box_w: u32, box_h: u32) -> ((u32, u32), (u32, u32)) {
+pub(crate) fn crop_plan(w: u32, h: u32, box_w: u32, box_h: u32) -> ((u32, u32), (u32, u32)) {
     let factor = (box_w as f64 / w as f64)
         .max(box_h as f64 / h as f64)
         .min(1.0);
@@ -89,11 +74,11 @@ pub fn crop_plan(w: u32, h: u32, box_w: u32, box_h: u32) -> ((u32, u32), (u32, u
 }
 
 /// Decodes `bytes` (the first frame of an animation) and makes the thumbnail.
-pub fn generate(
+pub(crate) fn generate(
     bytes: &[u8],
     box_w: u32,
     box_h: u32,
-    method: Method,
+    method: ThumbnailMethod,
 ) -> Result<Thumbnail, ThumbnailError> {
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     let mut limits = Limits::default();
@@ -104,11 +89,11 @@ pub fn generate(
     let image = reader.decode()?;
     let (w, h) = (image.width().max(1), image.height().max(1));
     let thumb = match method {
-        Method::Scale => {
+        ThumbnailMethod::Scale => {
             let (nw, nh) = scaled_size(w, h, box_w, box_h);
             resize(image, nw, nh)
         }
-        Method::Crop => {
+        ThumbnailMethod::Crop => {
             let ((sw, sh), (cw, ch)) = crop_plan(w, h, box_w, box_h);
             let scaled = resize(image, sw, sh);
             scaled.crop_imm((sw - cw) / 2, (sh - ch) / 2, cw, ch)

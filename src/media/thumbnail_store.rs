@@ -32,7 +32,7 @@ struct ThumbnailRecord {
 impl MediaService {
     /// A thumbnail of an image at the configured size that best matches the request,
     /// generated on its first request and stored for the next ones.
-    pub async fn thumbnail(
+    pub(crate) async fn thumbnail(
         &self,
         server: &str,
         media_id: &str,

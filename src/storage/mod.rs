@@ -11,10 +11,10 @@
 //! so. This module only declares the homeserver's table set and names the crate's types for it,
 //! so services write `storage::{Store, Batch, Table}` as before.
 
-pub use charla_storage::{IVec, Key, Result, StorageError, TableSet, WriteTicket, keys};
+pub(crate) use charla_storage::{Key, Result, StorageError, TableSet, WriteTicket, keys};
 
 /// The homeserver's store: the tables below, in the folder `[storage] path`.
-pub type Store = charla_storage::Store<Table>;
+pub(crate) type Store = charla_storage::Store<Table>;
 
 /// An atomic set of writes to the homeserver's tables.
 pub type Batch = charla_storage::Batch<Table>;
@@ -160,7 +160,7 @@ impl Table {
     ];
 
     /// The table's name, for error messages and operators.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Table::Global => "global",
             Table::Users => "users",

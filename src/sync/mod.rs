@@ -201,7 +201,18 @@ impl SyncService {
 
         room::rooms(ctx, req, head, &mut response)?;
         ephemeral::presence(ctx, req, &mut response)?;
-        next.to_device = crate::e2ee::sync::fill(ctx, req.since, head, &mut response)?;
+        let since = req.since.map(|t| crate::e2ee::sync::Since {
+            pos: t.pos,
+            to_device: t.to_device,
+        });
+        next.to_device = crate::e2ee::sync::fill(
+            ctx.s.e2ee,
+            ctx.s.rooms,
+            ctx.who,
+            since,
+            head,
+            &mut response,
+        )?;
         response.next_batch = next.to_string();
         Ok(response)
     }

@@ -14,7 +14,7 @@ use crate::{
 
 /// One account data entry with the position of its last change.
 #[derive(Debug)]
-pub struct AccountDataChange {
+pub(crate) struct AccountDataChange {
     pub room_id: Option<ruma::OwnedRoomId>,
     pub kind: String,
     pub content: Box<RawJsonValue>,
@@ -31,7 +31,7 @@ fn key(user: &UserId, room: Option<&RoomId>, kind: &str) -> Vec<u8> {
 
 impl UserService {
     /// Stores an account data entry and wakes the user's syncs.
-    pub async fn set_account_data(
+    pub(crate) async fn set_account_data(
         &self,
         user: &UserId,
         room: Option<&RoomId>,
@@ -52,7 +52,7 @@ impl UserService {
         Ok(())
     }
 
-    pub fn account_data(
+    pub(crate) fn account_data(
         &self,
         user: &UserId,
         room: Option<&RoomId>,
@@ -65,7 +65,11 @@ impl UserService {
     }
 
     /// Every account data entry changed after `since` (all of them for `0`).
-    pub fn account_data_since(&self, user: &UserId, since: u64) -> Result<Vec<AccountDataChange>> {
+    pub(crate) fn account_data_since(
+        &self,
+        user: &UserId,
+        since: u64,
+    ) -> Result<Vec<AccountDataChange>> {
         let prefix = Key::new().str(user.as_str()).into_vec();
         let mut out = Vec::new();
         for entry in self.store.scan_prefix(Table::AccountData, &prefix) {
@@ -93,7 +97,11 @@ impl UserService {
     }
 
     /// Stores a filter and returns its id.
-    pub async fn create_filter(&self, user: &UserId, filter: &FilterDefinition) -> Result<String> {
+    pub(crate) async fn create_filter(
+        &self,
+        user: &UserId,
+        filter: &FilterDefinition,
+    ) -> Result<String> {
         let id = self.store.increment(
             Table::Global,
             &Key::new().str("filter").str(user.as_str()).into_vec(),
@@ -109,7 +117,7 @@ impl UserService {
         Ok(id.to_string())
     }
 
-    pub fn filter(&self, user: &UserId, id: &str) -> Result<Option<FilterDefinition>> {
+    pub(crate) fn filter(&self, user: &UserId, id: &str) -> Result<Option<FilterDefinition>> {
         let Ok(n) = id.parse::<u64>() else {
             return Ok(None);
         };

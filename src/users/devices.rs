@@ -6,11 +6,30 @@ use serde::{Deserialize, Serialize};
 use super::{UserService, tokens};
 use crate::{
     error::{Error, Result},
-    storage::{Batch, Key, Table},
+    storage::{Batch, Key, Store, Table},
 };
 
+/// What other services keep per device (its encryption keys, its to-device inbox), removed in
+/// the batch that deletes the device, so a deleted device leaves nothing behind, also after a
+/// crash. `e2ee` implements it and the composition root hands it to [`UserService::new`]: the
+/// accounts layer calls the encryption layer without depending on it.
+pub(crate) trait DeviceData: Send + Sync {
+    /// Adds to `batch` the removal of everything kept for `device`.
+    fn drop_device(
+        &self,
+        store: &Store,
+        batch: &mut Batch,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<()>;
+
+    /// Records in `batch`, committed at stream position `pos`, that `user`'s device list
+    /// changed (their contacts stop encrypting for the deleted devices).
+    fn device_list_changed(&self, batch: &mut Batch, pos: u64, user: &UserId);
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Device {
+pub(crate) struct Device {
     pub device_id: OwnedDeviceId,
     #[serde(default)]
     pub display_name: Option<String>,
@@ -28,7 +47,7 @@ pub struct Device {
 }
 
 impl UserService {
-    pub fn devices(&self, user: &UserId) -> Result<Vec<Device>> {
+    pub(crate) fn devices(&self, user: &UserId) -> Result<Vec<Device>> {
         let prefix = Key::new().str(user.as_str()).into_vec();
         self.store
             .scan_prefix(Table::Devices, &prefix)
@@ -39,7 +58,7 @@ impl UserService {
             .collect()
     }
 
-    pub fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
+    pub(crate) fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<Device>> {
         let key = Key::new()
             .str(user.as_str())
             .str(device.as_str())
@@ -52,7 +71,7 @@ impl UserService {
         }
     }
 
-    pub async fn rename_device(
+    pub(crate) async fn rename_device(
         &self,
         user: &UserId,
         device: &DeviceId,
@@ -75,7 +94,11 @@ impl UserService {
     /// Deletes devices and revokes their tokens, in one batch. Unknown devices are ignored, as
     /// the spec's `/delete_devices` allows. The devices' encryption keys and to-device inboxes
     /// go in the same batch, which is a device-list change (a stream position).
-    pub async fn delete_devices(&self, user: &UserId, devices: &[OwnedDeviceId]) -> Result<()> {
+    pub(crate) async fn delete_devices(
+        &self,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+    ) -> Result<()> {
         let mut batch = Batch::new();
         let mut revoked = Vec::new();
         for device in devices {
@@ -88,14 +111,15 @@ impl UserService {
                     Table::Devices,
                     Key::new().str(user.as_str()).str(device.as_str()),
                 );
-                crate::e2ee::drop_device(&self.store, &mut batch, user, device.as_str())?;
+                self.device_data
+                    .drop_device(&self.store, &mut batch, user, device)?;
             }
         }
         if !batch.is_empty() {
             let committed = self
                 .stream
                 .commit(|pos| {
-                    crate::e2ee::record_device_list_change(&mut batch, pos, user);
+                    self.device_data.device_list_changed(&mut batch, pos, user);
                     batch
                 })
                 .await;

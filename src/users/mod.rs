@@ -6,10 +6,10 @@
 
 mod account_data;
 mod devices;
-pub mod push_rules;
-pub mod shared_secret;
+pub(crate) mod push_rules;
+pub(crate) mod shared_secret;
 mod tokens;
-pub mod uiaa;
+pub(crate) mod uiaa;
 
 use std::sync::Arc;
 
@@ -20,9 +20,8 @@ use argon2::{
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
-pub use account_data::AccountDataChange;
-pub use devices::Device;
-pub use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
+pub(crate) use devices::{Device, DeviceData};
+pub(crate) use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
 
 use crate::{
     error::{Error, Result},
@@ -34,7 +33,7 @@ use crate::{
 
 /// The stored account.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct UserRecord {
+pub(crate) struct UserRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
     #[serde(default)]
@@ -58,7 +57,7 @@ struct TokenRecord {
 
 /// A logged-in session, as `/register` and `/login` return it.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub access_token: String,
@@ -78,6 +77,8 @@ pub struct UserService {
     pub(crate) stream: Arc<Stream>,
     pub(crate) notifier: Arc<Notifier>,
     pub(crate) server_name: OwnedServerName,
+    /// What other services keep per device, dropped with it.
+    device_data: Box<dyn DeviceData>,
     /// Bounds concurrent argon2 work (see [`UserService::argon2`]).
     argon2_slots: tokio::sync::Semaphore,
     /// Access token hash → owner: every authenticated request resolves one.
@@ -85,7 +86,7 @@ pub struct UserService {
 }
 
 /// A new account to create.
-pub struct NewAccount<'a> {
+pub(crate) struct NewAccount<'a> {
     pub localpart: &'a str,
     pub password: Option<&'a str>,
     pub admin: bool,
@@ -93,11 +94,12 @@ pub struct NewAccount<'a> {
 }
 
 impl UserService {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         stream: Arc<Stream>,
         notifier: Arc<Notifier>,
         server_name: OwnedServerName,
+        device_data: Box<dyn DeviceData>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         UserService {
@@ -105,13 +107,14 @@ impl UserService {
             stream,
             notifier,
             server_name,
+            device_data,
             argon2_slots: tokio::sync::Semaphore::new(cores),
             tokens: ReadCache::new(65_536),
         }
     }
 
     /// Builds a local user id, enforcing the spec's grammar for new localparts.
-    pub fn user_id_for(&self, localpart: &str) -> Result<OwnedUserId> {
+    pub(crate) fn user_id_for(&self, localpart: &str) -> Result<OwnedUserId> {
         let valid = !localpart.is_empty()
             && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
         if !valid {
@@ -127,7 +130,7 @@ impl UserService {
     }
 
     /// Parses what a client typed at login: a full user id or a bare localpart (any case).
-    pub fn parse_login_user(&self, user: &str) -> Result<OwnedUserId> {
+    pub(crate) fn parse_login_user(&self, user: &str) -> Result<OwnedUserId> {
         let lowered = user.to_lowercase();
         let parsed = if lowered.starts_with('@') {
             UserId::parse(lowered.as_str()).ok()
@@ -137,7 +140,7 @@ impl UserService {
         parsed.ok_or_else(|| Error::forbidden("Invalid username or password"))
     }
 
-    pub fn get(&self, user: &UserId) -> Result<Option<UserRecord>> {
+    pub(crate) fn get(&self, user: &UserId) -> Result<Option<UserRecord>> {
         match self.store.get(Table::Users, user.as_bytes())? {
             Some(bytes) => Ok(Some(
                 serde_json::from_slice(&bytes).map_err(|e| Error::internal(e.to_string()))?,
@@ -147,11 +150,11 @@ impl UserService {
     }
 
     /// Whether a local account exists (deactivated ones included: their ids stay taken).
-    pub fn exists(&self, user: &UserId) -> Result<bool> {
+    pub(crate) fn exists(&self, user: &UserId) -> Result<bool> {
         Ok(self.store.contains(Table::Users, user.as_bytes())?)
     }
 
-    pub fn is_active(&self, user: &UserId) -> Result<bool> {
+    pub(crate) fn is_active(&self, user: &UserId) -> Result<bool> {
         Ok(self.get(user)?.is_some_and(|u| !u.deactivated))
     }
 
@@ -167,7 +170,7 @@ impl UserService {
     }
 
     /// Creates an account. `M_USER_IN_USE` if the id is taken.
-    pub async fn create(&self, account: NewAccount<'_>) -> Result<OwnedUserId> {
+    pub(crate) async fn create(&self, account: NewAccount<'_>) -> Result<OwnedUserId> {
         let user_id = self.user_id_for(account.localpart)?;
         let password_hash = match account.password {
             Some(p) => Some(self.hash_password(p.to_owned()).await?),
@@ -199,7 +202,7 @@ impl UserService {
     /// Checks a password; the same error for unknown users and wrong passwords, after the same
     /// work: an account without a password hash (unknown, deactivated, appservice-made) is
     /// checked against a dummy hash, so the answer's timing does not tell which accounts exist.
-    pub async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
+    pub(crate) async fn check_password(&self, user: &UserId, password: &str) -> Result<()> {
         let denied = || Error::forbidden("Invalid username or password");
         let record = self.get(user)?;
         let hash = record.as_ref().and_then(|r| r.password_hash.clone());
@@ -224,7 +227,7 @@ impl UserService {
         if ok && real { Ok(()) } else { Err(denied()) }
     }
 
-    pub async fn set_password(&self, user: &UserId, password: &str) -> Result<()> {
+    pub(crate) async fn set_password(&self, user: &UserId, password: &str) -> Result<()> {
         let mut record = self
             .get(user)?
             .ok_or_else(|| Error::not_found("Unknown user"))?;
@@ -233,7 +236,7 @@ impl UserService {
     }
 
     /// Starts a session on a (new or existing) device and returns its fresh access token.
-    pub async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user: &UserId,
         device_id: Option<OwnedDeviceId>,
@@ -284,7 +287,7 @@ impl UserService {
     }
 
     /// Resolves an access token; `None` for unknown or revoked tokens.
-    pub fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
+    pub(crate) fn authenticate(&self, token: &str) -> Result<Option<Identity>> {
         let identity = |(user_id, device_id)| Identity {
             user_id,
             device_id,
@@ -306,14 +309,14 @@ impl UserService {
     }
 
     /// Logs out every device of a user.
-    pub async fn logout_all(&self, user: &UserId) -> Result<()> {
+    pub(crate) async fn logout_all(&self, user: &UserId) -> Result<()> {
         let devices = self.devices(user)?;
         let ids: Vec<OwnedDeviceId> = devices.into_iter().map(|d| d.device_id).collect();
         self.delete_devices(user, &ids).await
     }
 
     /// Logs out every device but one (after a password change).
-    pub async fn logout_others(&self, user: &UserId, keep: &DeviceId) -> Result<()> {
+    pub(crate) async fn logout_others(&self, user: &UserId, keep: &DeviceId) -> Result<()> {
         let ids: Vec<OwnedDeviceId> = self
             .devices(user)?
             .into_iter()
@@ -324,7 +327,7 @@ impl UserService {
     }
 
     /// Marks the account deactivated and revokes every token. Room departures are the caller's.
-    pub async fn deactivate(&self, user: &UserId) -> Result<()> {
+    pub(crate) async fn deactivate(&self, user: &UserId) -> Result<()> {
         self.logout_all(user).await?;
         let mut record = self
             .get(user)?
@@ -338,7 +341,7 @@ impl UserService {
         Ok(())
     }
 
-    pub async fn set_profile(
+    pub(crate) async fn set_profile(
         &self,
         user: &UserId,
         displayname: Option<Option<String>>,
@@ -411,11 +414,11 @@ fn dummy_hash() -> &'static str {
 
 /// Synapse's bound on display names: they are shown everywhere and are a push rule pattern
 /// (`.m.rule.contains_display_name`) for every message in the user's rooms.
-pub const MAX_DISPLAYNAME_CHARS: usize = 256;
+pub(crate) const MAX_DISPLAYNAME_CHARS: usize = 256;
 const MAX_AVATAR_URL_BYTES: usize = 1024;
 
 /// Refuses a display name longer than [`MAX_DISPLAYNAME_CHARS`].
-pub fn check_displayname(name: &str) -> Result<()> {
+pub(crate) fn check_displayname(name: &str) -> Result<()> {
     if name.chars().count() > MAX_DISPLAYNAME_CHARS {
         return Err(Error::invalid_param(format!(
             "displayname is too long (max {MAX_DISPLAYNAME_CHARS})"
@@ -425,7 +428,7 @@ pub fn check_displayname(name: &str) -> Result<()> {
 }
 
 /// Random alphanumerics from the OS-seeded thread RNG: tokens, device ids, session ids.
-pub fn random_string(len: usize) -> String {
+pub(crate) fn random_string(len: usize) -> String {
     use rand::{Rng, distributions::Alphanumeric};
     rand::thread_rng()
         .sample_iter(&Alphanumeric)

@@ -13,7 +13,7 @@ use super::UserService;
 use crate::error::{Error, Result};
 
 /// The account data type the rules are stored under.
-pub const PUSH_RULES: &str = "m.push_rules";
+pub(crate) const PUSH_RULES: &str = "m.push_rules";
 
 /// Bounds on what one user's rules may make the server do for every event of their rooms. ruma
 /// turns a pattern's `?` runs into regex repetitions and panics past its size limit (somewhere
@@ -25,11 +25,11 @@ const MAX_ACTIONS: usize = 16;
 /// A whole rule, serialized.
 const MAX_RULE_BYTES: usize = 8 * 1024;
 /// Rules a user may add beside the server's defaults.
-pub const MAX_USER_RULES: usize = 256;
+pub(crate) const MAX_USER_RULES: usize = 256;
 
 /// Refuses a rule that is larger than any real client sends, or whose patterns could make
 /// evaluation expensive or fail.
-pub fn check_new_rule(rule: &NewPushRule) -> Result<()> {
+pub(crate) fn check_new_rule(rule: &NewPushRule) -> Result<()> {
     let (conditions, actions, pattern) = match rule {
         NewPushRule::Override(r) | NewPushRule::Underride(r) => {
             (r.conditions.as_slice(), r.actions.as_slice(), None)
@@ -73,7 +73,7 @@ fn check_pattern(pattern: &str) -> Result<()> {
 }
 
 /// The rules the user added (not the server's defaults, whose ids start with `.`).
-pub fn user_rule_count(rules: &Ruleset) -> usize {
+pub(crate) fn user_rule_count(rules: &Ruleset) -> usize {
     let custom = |id: &str| !id.starts_with('.');
     rules
         .override_
@@ -99,13 +99,13 @@ pub fn user_rule_count(rules: &Ruleset) -> usize {
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct PushRulesContent {
+pub(crate) struct PushRulesContent {
     pub global: Ruleset,
 }
 
 impl UserService {
     /// The user's rules, or the defaults.
-    pub fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
+    pub(crate) fn push_rules(&self, user: &UserId) -> Result<Ruleset> {
         Ok(match self.account_data(user, None, PUSH_RULES)? {
             Some(raw) => serde_json::from_str::<PushRulesContent>(raw.get())
                 .map(|c| c.global)
@@ -114,7 +114,7 @@ impl UserService {
         })
     }
 
-    pub async fn set_push_rules(&self, user: &UserId, global: Ruleset) -> Result<()> {
+    pub(crate) async fn set_push_rules(&self, user: &UserId, global: Ruleset) -> Result<()> {
         let raw =
             serde_json::value::to_raw_value(&PushRulesContent { global }).expect("rules serialize");
         self.set_account_data(user, None, PUSH_RULES, &raw).await
@@ -123,7 +123,7 @@ impl UserService {
 
 /// The predefined rules of Matrix 1.16: ruma's set, which already follows MSC4210 (a later spec
 /// version), plus the three legacy mention rules 1.16 still lists and Element still relies on.
-pub fn default_push_rules(user: &UserId) -> Ruleset {
+pub(crate) fn default_push_rules(user: &UserId) -> Ruleset {
     let mut rules = Ruleset::server_default(user);
     let highlight = serde_json::json!([
         "notify",

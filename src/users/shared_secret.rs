@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// The file in the data folder holding the generated secret.
-pub const SECRET_FILE: &str = "registration_shared_secret";
+pub(crate) const SECRET_FILE: &str = "registration_shared_secret";
 const NONCE_LIFETIME: Duration = Duration::from_secs(60);
 /// Nonces outstanding at once; past it the oldest stops working.
 const MAX_NONCES: usize = 10_000;
@@ -38,7 +38,7 @@ pub struct SharedSecretRegistration {
 }
 
 /// What the MAC covers.
-pub struct MacInput<'a> {
+pub(crate) struct MacInput<'a> {
     pub nonce: &'a str,
     pub username: &'a str,
     pub password: &'a str,
@@ -48,7 +48,7 @@ pub struct MacInput<'a> {
 impl SharedSecretRegistration {
     /// `configured`: the config's value (`None` when the key is absent: use the data folder's
     /// secret, generating it if needed; `Some("")`: disabled).
-    pub fn open(configured: Option<&str>, data: &Path) -> Result<Self> {
+    pub(crate) fn open(configured: Option<&str>, data: &Path) -> Result<Self> {
         let secret = match configured {
             Some("") => None,
             Some(secret) => {
@@ -76,12 +76,12 @@ impl SharedSecretRegistration {
     }
 
     /// Whether shared-secret registration is on; the error to answer when it is not.
-    pub fn check_enabled(&self) -> Result<()> {
+    pub(crate) fn check_enabled(&self) -> Result<()> {
         self.secret().map(|_| ())
     }
 
     /// A fresh nonce, valid for one registration within a minute.
-    pub fn nonce(&self) -> Result<String> {
+    pub(crate) fn nonce(&self) -> Result<String> {
         self.secret()?;
         let nonce = random_string(32);
         self.nonces.lock().insert(nonce.clone(), ());
@@ -90,7 +90,7 @@ impl SharedSecretRegistration {
 
     /// Consumes the nonce and checks the MAC. The nonce is spent even when the MAC is wrong,
     /// so each guess costs a round trip for a new one.
-    pub fn verify(&self, input: &MacInput<'_>, mac_hex: &str) -> Result<()> {
+    pub(crate) fn verify(&self, input: &MacInput<'_>, mac_hex: &str) -> Result<()> {
         let secret = self.secret()?;
         if self.nonces.lock().remove(input.nonce).is_none() {
             return Err(Error::unknown("Unrecognised nonce"));

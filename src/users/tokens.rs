@@ -25,14 +25,14 @@ const MIGRATED_KEY: &[u8] = b"tokens_hashed";
 const MIGRATION_BATCH: usize = 1_000;
 
 /// The SHA-256 of an access token: what is stored and what the token cache is keyed by.
-pub type TokenHash = [u8; 32];
+pub(crate) type TokenHash = [u8; 32];
 
-pub fn hash(token: &str) -> TokenHash {
+pub(crate) fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// The `tokens` table's key of a token with this hash.
-pub fn key(hash: &TokenHash) -> Vec<u8> {
+pub(crate) fn key(hash: &TokenHash) -> Vec<u8> {
     let mut key = Vec::with_capacity(33);
     key.push(HASHED);
     key.extend_from_slice(hash);
@@ -40,18 +40,18 @@ pub fn key(hash: &TokenHash) -> Vec<u8> {
 }
 
 /// A device record's token hash, as stored (hex).
-pub fn to_hex(hash: &TokenHash) -> String {
+pub(crate) fn to_hex(hash: &TokenHash) -> String {
     hex::encode(hash)
 }
 
-pub fn from_hex(hex_hash: &str) -> Option<TokenHash> {
+pub(crate) fn from_hex(hex_hash: &str) -> Option<TokenHash> {
     hex::decode(hex_hash).ok()?.try_into().ok()
 }
 
 impl UserService {
     /// Replaces every plaintext token a store from before token hashing holds by its hash;
     /// then never runs again. Run at start, before any request.
-    pub async fn hash_stored_tokens(&self) -> Result<()> {
+    pub(crate) async fn hash_stored_tokens(&self) -> Result<()> {
         if self.store.get(Table::Global, MIGRATED_KEY)?.is_some() {
             return Ok(());
         }
@@ -119,6 +119,7 @@ mod tests {
             Arc::new(Stream::open(store.clone()).unwrap()),
             Arc::new(Notifier::default()),
             owned_server_name!("localhost"),
+            Box::new(crate::e2ee::DeviceKeys),
         );
         let token = "ABCdef0123456789ABCdef0123456789";
         let mut batch = Batch::new();

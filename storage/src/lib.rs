@@ -28,6 +28,7 @@
 mod flusher;
 pub mod keys;
 mod overlay;
+mod slice;
 mod wal;
 
 use std::{
@@ -39,10 +40,11 @@ use std::{
     },
 };
 
+use sled::IVec;
 use tokio::sync::oneshot;
 
 pub use keys::Key;
-pub use sled::IVec;
+pub use slice::Slice;
 pub use wal::{LogDamage, RecordFault};
 
 /// The tables of one store, declared by its user: usually a fieldless enum.
@@ -308,8 +310,8 @@ impl<T: TableSet> Store<T> {
         Ok(store)
     }
 
-    pub fn get(&self, table: T, key: &[u8]) -> Result<Option<IVec>> {
-        self.get_full(&full_key(table, key))
+    pub fn get(&self, table: T, key: &[u8]) -> Result<Option<Slice>> {
+        Ok(self.get_full(&full_key(table, key))?.map(Slice::from))
     }
 
     fn get_full(&self, key: &[u8]) -> Result<Option<IVec>> {
@@ -328,7 +330,7 @@ impl<T: TableSet> Store<T> {
         &self,
         table: T,
         prefix: &[u8],
-    ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<T> {
+    ) -> impl DoubleEndedIterator<Item = Result<(Slice, Slice)>> + use<T> {
         let prefix = full_key(table, prefix);
         let pending = self.inner.overlay.with_prefix(&prefix);
         overlay::Merged::new(self.inner.db.scan_prefix(prefix), pending).map(strip)
@@ -340,14 +342,14 @@ impl<T: TableSet> Store<T> {
         table: T,
         from: &[u8],
         to: &[u8],
-    ) -> impl DoubleEndedIterator<Item = Result<(IVec, IVec)>> + use<T> {
+    ) -> impl DoubleEndedIterator<Item = Result<(Slice, Slice)>> + use<T> {
         let (from, to) = (full_key(table, from), full_key(table, to));
         let pending = self.inner.overlay.range(&from, &to);
         overlay::Merged::new(self.inner.db.range(from..to), pending).map(strip)
     }
 
     /// The last entry of `table` whose key starts with `prefix`.
-    pub fn last_with_prefix(&self, table: T, prefix: &[u8]) -> Result<Option<(IVec, IVec)>> {
+    pub fn last_with_prefix(&self, table: T, prefix: &[u8]) -> Result<Option<(Slice, Slice)>> {
         self.scan_prefix(table, prefix).next_back().transpose()
     }
 
@@ -452,7 +454,7 @@ impl<T: TableSet> Store<T> {
 
     /// Deletes `key` and returns the value it had, in one step: no write can come between the
     /// read and the delete. `None` (and no write) when the key was absent.
-    pub fn take(&self, table: T, key: &[u8]) -> Result<Option<(IVec, WriteTicket)>> {
+    pub fn take(&self, table: T, key: &[u8]) -> Result<Option<(Slice, WriteTicket)>> {
         let key = full_key(table, key);
         let mut record = Vec::new();
         wal::encode(&mut record, [(key.as_slice(), None)]);
@@ -461,7 +463,7 @@ impl<T: TableSet> Store<T> {
             return Ok(None);
         };
         let ticket = self.apply_locked(&mut log, &record, vec![(key, None)]);
-        Ok(Some((value, ticket)))
+        Ok(Some((value.into(), ticket)))
     }
 
     /// The ticket of the newest write applied so far: [`Store::durable`] on it waits for every
@@ -552,9 +554,10 @@ struct Durable {
 }
 
 /// Drops the table byte from a scanned key.
-fn strip(entry: sled::Result<(IVec, IVec)>) -> Result<(IVec, IVec)> {
+fn strip(entry: sled::Result<(IVec, IVec)>) -> Result<(Slice, Slice)> {
     let (k, v) = entry?;
-    Ok((k.subslice(1, k.len() - 1), v))
+    let len = k.len();
+    Ok((Slice::from(k).subslice(1, len - 1), v.into()))
 }
 
 /// Pending log bytes that wake the flusher even when no writer waits.

@@ -82,7 +82,7 @@ async fn a_crash_image_has_every_durable_write() {
 
     copy_crash_image(&dir.path().join("live"), &dir.path().join("crash")).unwrap();
     let recovered = Store::open(&dir.path().join("crash"), 8).unwrap();
-    let users: Vec<(IVec, IVec)> = recovered
+    let users: Vec<(Slice, Slice)> = recovered
         .scan_prefix(Table::Users, b"")
         .map(|r| r.unwrap())
         .collect();
@@ -136,7 +136,7 @@ async fn checkpoints_keep_every_write_and_drop_old_segments() {
 
     copy_crash_image(&live, &dir.path().join("crash")).unwrap();
     let recovered = Store::open(&dir.path().join("crash"), 8).unwrap();
-    let users: Vec<(IVec, IVec)> = recovered
+    let users: Vec<(Slice, Slice)> = recovered
         .scan_prefix(Table::Users, b"")
         .map(|r| r.unwrap())
         .collect();

@@ -30,7 +30,7 @@ pub struct Bridge {
     /// Wakes the outbox worker when an agent action was queued.
     pub(crate) outbox_wake: Notify,
     /// Jobs queued (on disk) that the outbox worker has not taken yet.
-    pub(crate) fresh_jobs: Mutex<Vec<(crate::outbox::OutboxKey, crate::outbox::Job)>>,
+    pub(crate) fresh_jobs: Mutex<Vec<(crate::store::OutboxKey, crate::store::Job)>>,
     /// Rooms told that WhatsApp is unreachable, until their queue drains.
     pub(crate) pending_rooms: Mutex<HashSet<OwnedRoomId>>,
     /// The customer message last marked read, per portal, so several agents' receipts on the
@@ -41,10 +41,6 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn config(&self) -> &BridgeConfig {
-        &self.config
-    }
-
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -56,7 +52,8 @@ impl Bridge {
 
     /// The delivery state of an agent's message (for the support API).
     pub fn delivery(&self, event_id: &str) -> Option<Delivery> {
-        self.store.delivery(event_id).ok().flatten()
+        let event_id = ruma::EventId::parse(event_id).ok()?;
+        self.store.delivery(&event_id).ok().flatten()
     }
 
     /// Whether `user` is one of the bridge's own users (its bot or a puppet).

@@ -31,17 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appservice::HandlerError;
-use charla_storage::{Batch, IVec};
+use charla_storage::Batch;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backlog::HeldItem;
 use crate::bridge::Bridge;
-use crate::cloud::{Envelope, Status};
+use crate::cloud::{Customer, Envelope, Status};
 use crate::failure::{Failure, hint};
 use crate::lane::{Lane, LaneReport, Waiting};
-use crate::portal::Customer;
+use crate::store::{HeldItem, InboxKey, StoreError};
 
 /// Webhook bodies taken per round: enough that each customer has several messages in it, so
 /// the round is not spent waiting on the one customer with the most.
@@ -244,15 +243,13 @@ impl Bridge {
 
     /// Ends a round in one write: the bodies leave the inbox, the lanes' held items and dead
     /// letters are written; then the worker's lane states and the gauges follow.
-    fn commit(&self, inbox_keys: Vec<IVec>, reports: Vec<LaneReport>, waiting: &mut Waiting) {
+    fn commit(&self, inbox_keys: Vec<InboxKey>, reports: Vec<LaneReport>, waiting: &mut Waiting) {
         let mut batch = Batch::new();
-        let removed = self
-            .store
-            .remove_inbox(&mut batch, inbox_keys.iter().map(|k| k.as_ref()));
+        let removed = self.store.remove_inbox(&mut batch, &inbox_keys);
         let mut dead = 0;
         let written = reports.iter().try_for_each(|report| {
             for key in &report.released {
-                batch.delete(crate::store::Table::Held, key.as_ref());
+                self.store.release_held(&mut batch, key);
             }
             for item in &report.hold {
                 self.store.hold(&mut batch, &report.key, item)?;
@@ -261,7 +258,7 @@ impl Bridge {
                 self.store.dead_letter(&mut batch, letter)?;
                 dead += 1;
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, StoreError>(())
         });
         if let Err(error) = written.and_then(|()| Ok(self.store.db.write(batch)?)) {
             // Nothing of the round is written: its bodies stay and are processed again.

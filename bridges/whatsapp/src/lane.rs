@@ -11,16 +11,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use appservice::HandlerError;
-use charla_storage::IVec;
 use tokio::time::Instant;
 
-use crate::backlog::{Backlog, DEAD_LETTER_AFTER, DeadLetter, HeldItem};
+use crate::backlog::{Backlog, DEAD_LETTER_AFTER};
 use crate::bridge::Bridge;
-use crate::cloud::InboundMessage;
+use crate::cloud::{Customer, InboundMessage};
 use crate::failure::{Failure, hint};
 use crate::notices::Notice;
-use crate::portal::Customer;
-use crate::store::Portal;
+use crate::store::{DeadLetter, HeldItem, HeldKey, Portal};
 
 /// One customer's work in a round.
 pub(crate) struct Lane {
@@ -28,7 +26,7 @@ pub(crate) struct Lane {
     /// The customer as the latest of their messages names them (for the portal's name).
     customer: Option<Customer>,
     /// Held items to try again, with their keys in the held table.
-    held: Vec<(IVec, HeldItem)>,
+    held: Vec<(HeldKey, HeldItem)>,
     /// The round's new items.
     fresh: Vec<HeldItem>,
     /// Failed attempts so far at the first held item.
@@ -61,7 +59,7 @@ impl Lane {
     }
 
     /// Takes the customer's held items, which go before the round's new ones.
-    pub fn take_held(&mut self, held: Vec<(IVec, HeldItem)>, more: bool, attempts: u32) {
+    pub fn take_held(&mut self, held: Vec<(HeldKey, HeldItem)>, more: bool, attempts: u32) {
         let newer = self.customer.take();
         for (_, item) in &held {
             if let HeldItem::Message { customer, .. } = item {
@@ -88,7 +86,7 @@ impl Lane {
 pub(crate) struct LaneReport {
     pub key: String,
     /// Held items that went in (or were set aside): deleted from the held table.
-    pub released: Vec<IVec>,
+    pub released: Vec<HeldKey>,
     /// New items to add to the held table, in order.
     pub hold: Vec<HeldItem>,
     pub dead: Vec<DeadLetter>,

@@ -19,7 +19,7 @@ impl Bridge {
     /// The language of notices in `room`.
     pub(crate) fn language_of(&self, room: &RoomId) -> String {
         self.store
-            .portal_by_room(room.as_str())
+            .portal_by_room(room)
             .ok()
             .flatten()
             .and_then(|portal| notice_language(portal.language.as_deref()?))
@@ -29,7 +29,7 @@ impl Bridge {
     /// Keeps the language of a portal's conversation when its state changes.
     pub(crate) async fn conversation_changed(
         &self,
-        room_id: &str,
+        room_id: &RoomId,
         content: &Value,
     ) -> Result<(), HandlerError> {
         let Some(mut portal) = self.store.portal_by_room(room_id)? else {

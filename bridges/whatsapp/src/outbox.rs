@@ -27,52 +27,14 @@ use std::sync::Arc;
 
 use appservice::HandlerError;
 use charla_storage::WriteTicket;
-use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId};
-use serde::{Deserialize, Serialize};
+use ruma::{OwnedMxcUri, OwnedRoomId};
 use serde_json::json;
 
 use crate::bridge::Bridge;
 use crate::cloud::send::{MediaBody, MessageBody, OutgoingMessage};
 use crate::graph::SendError;
 use crate::notices::Notice;
-use crate::outbox_store::Answer;
-use crate::store::MessageLink;
-
-/// One thing to do on WhatsApp for a portal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub portal: String,
-    pub room_id: OwnedRoomId,
-    /// The agent's event, for messages (not for read marks).
-    pub event_id: Option<OwnedEventId>,
-    pub action: Action,
-    #[serde(default)]
-    pub attempts: u32,
-    /// Whether the agents were told this message is pending.
-    #[serde(default)]
-    pub told_pending: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Action {
-    /// A message whose body is complete (text, location, reaction, template).
-    Message {
-        body: MessageBody,
-        reply_to: Option<String>,
-    },
-    /// A file on the homeserver, uploaded to WhatsApp when sent.
-    Media {
-        msgtype: String,
-        url: String,
-        mimetype: String,
-        filename: String,
-        caption: Option<String>,
-        reply_to: Option<String>,
-    },
-    /// Marks a customer's message (and the ones before it) read.
-    MarkRead { wamid: String },
-}
+use crate::store::{Action, Answer, Delivery, Job, MessageLink, OutboxKey, Shown};
 
 /// The result of one attempt: the wamid WhatsApp gave the message, if any.
 pub(crate) type Attempt = Result<Option<String>, SendError>;
@@ -89,47 +51,20 @@ struct Staged {
     ticket: Option<WriteTicket>,
 }
 
-/// The key of a job in the outbox: its arrival number.
-pub type OutboxKey = [u8; 8];
-
-/// A send outcome whose Matrix side is still to show. Written with the job's removal and
-/// forgotten once shown, so a crash in between shows it at the next start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Shown {
-    /// An agent's message WhatsApp accepted as `wamid`: the statuses that came before the
-    /// answer are applied, the acceptance shown unless `sent` overtakes it.
-    Accepted { job: Job, wamid: String },
-    /// An agent's message WhatsApp refused for good: the failure, in the room.
-    Refused {
-        job: Job,
-        code: Option<i64>,
-        reason: String,
-    },
-}
-
-impl Shown {
-    /// What an answer to `job` leaves to show: only an agent's message has a Matrix side.
-    fn of(job: &Job, outcome: &Attempt) -> Option<Self> {
-        job.event_id.as_ref()?;
-        match outcome {
-            Ok(Some(wamid)) => Some(Shown::Accepted {
-                job: job.clone(),
-                wamid: wamid.clone(),
-            }),
-            Ok(None) => None,
-            Err(error) => Some(Shown::Refused {
-                job: job.clone(),
-                code: error.code(),
-                reason: error.reason(),
-            }),
-        }
-    }
-
-    fn job(&self) -> &Job {
-        match self {
-            Shown::Accepted { job, .. } | Shown::Refused { job, .. } => job,
-        }
+/// What an answer to `job` leaves to show: only an agent's message has a Matrix side.
+fn shown_of(job: &Job, outcome: &Attempt) -> Option<Shown> {
+    job.event_id.as_ref()?;
+    match outcome {
+        Ok(Some(wamid)) => Some(Shown::Accepted {
+            job: job.clone(),
+            wamid: wamid.clone(),
+        }),
+        Ok(None) => None,
+        Err(error) => Some(Shown::Refused {
+            job: job.clone(),
+            code: error.code(),
+            reason: error.reason(),
+        }),
     }
 }
 
@@ -146,7 +81,7 @@ pub(crate) enum Effect {
 impl Effect {
     /// The outcome of a job WhatsApp answered for good, with the record its removal wrote.
     pub(crate) fn answered(key: OutboxKey, job: Job, outcome: &Attempt) -> Option<Self> {
-        let shown = Shown::of(&job, outcome);
+        let shown = shown_of(&job, outcome);
         match outcome {
             Ok(_) => Some(Effect::Sent(job, shown.map(|s| (key, Box::new(s))))),
             Err(_) => shown.map(|s| Effect::Show(key, s)),
@@ -176,7 +111,7 @@ impl Bridge {
         let delivery = job
             .event_id
             .as_ref()
-            .map(|event_id| crate::store::Delivery::queued(&job.room_id, event_id, None));
+            .map(|event_id| Delivery::queued(&job.room_id, event_id, None));
         let (key, ticket) = self.store.push_outbox(&job, delivery.as_ref())?;
         let mut job = Some((key, job));
         let deferred = UNFLUSHED
@@ -233,7 +168,7 @@ impl Bridge {
     /// crash cannot send the job again after the customer's next message, nor lose the link
     /// its statuses need.
     pub(crate) async fn finish_job(&self, key: &OutboxKey, job: &Job, outcome: &Attempt) {
-        let shown = Shown::of(job, outcome);
+        let shown = shown_of(job, outcome);
         let link = job.event_id.as_ref().map(|event_id| MessageLink {
             room_id: job.room_id.clone(),
             event_id: event_id.clone(),

@@ -28,8 +28,9 @@ use tokio::time::Instant;
 use crate::bridge::Bridge;
 use crate::cloud::error::ErrorClass;
 use crate::failure::Failure;
-use crate::outbox::{Effect, Job, OutboxKey};
+use crate::outbox::{Attempt, Effect};
 use crate::pacing::Pacer;
+use crate::store::{Job, OutboxKey};
 
 /// Slots the pacer lets through back to back: 50 ms worth at 1,000 a second.
 fn burst(per_second: f64) -> u32 {
@@ -38,49 +39,15 @@ fn burst(per_second: f64) -> u32 {
 
 /// Runs until `stopped` turns true; jobs in flight then finish first.
 pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
-    let mut lanes = Lanes::default();
-    match bridge.store.outbox_jobs() {
-        Ok(jobs) => {
-            // Rooms told before a restart that their messages are pending are told when they
-            // leave.
-            let mut pending = bridge
-                .pending_rooms
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            pending.extend(
-                jobs.iter()
-                    .filter(|(_, job)| job.told_pending)
-                    .map(|(_, job)| job.room_id.clone()),
-            );
-            drop(pending);
-            for (key, job) in jobs {
-                lanes.add(key, job);
-            }
-        }
-        Err(error) => tracing::error!(%error, "cannot read the outbox"),
-    }
+    let mut lanes = load_queued(&bridge);
     let rate = bridge.config.sends_per_second;
     let mut pacer = Pacer::new(rate, burst(rate));
     let mut effects = Effects::default();
-    // Answers recorded before a crash and not shown yet: their statuses, their failures.
-    match bridge.store.shows() {
-        Ok(shows) => {
-            for (key, shown) in shows {
-                effects.show(&bridge, Effect::Show(key, shown));
-            }
-        }
-        Err(error) => tracing::error!(%error, "cannot read the outcomes left to show"),
-    }
+    show_left_over(&bridge, &mut effects);
     let mut in_flight = FuturesUnordered::new();
     let mut backoff = Backoff::default();
     loop {
-        for (key, job) in bridge.take_fresh_jobs() {
-            // A job queued while the outbox was read at start may come both ways; once sent,
-            // it is gone from the outbox and must not come back.
-            if bridge.store.outbox_has(&key) {
-                lanes.add(key, job);
-            }
-        }
+        lanes.add_fresh(&bridge);
         let stopping = *stopped.borrow();
         if stopping && in_flight.is_empty() {
             break;
@@ -88,68 +55,14 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
         let now = Instant::now();
         let mut wake_at = backoff.until.filter(|until| *until > now);
         if !stopping && wake_at.is_none() {
-            while in_flight.len() < bridge.config.send_concurrency && lanes.has_ready() {
-                if let Err(free_at) = pacer.take(now) {
-                    wake_at = Some(free_at);
-                    break;
-                }
-                let Some((key, job)) = lanes.start_next() else {
-                    break;
-                };
-                let bridge = bridge.clone();
-                in_flight.push(tokio::spawn(async move {
-                    let started = Instant::now();
-                    let outcome = bridge.attempt(&job).await;
-                    let done = match &outcome {
-                        Ok(_) => true,
-                        Err(error) => !error.class().is_retried(),
-                    };
-                    if done {
-                        bridge.finish_job(&key, &job, &outcome).await;
-                    }
-                    (key, job, outcome, started)
-                }));
-            }
+            wake_at = start_sends(&bridge, &mut lanes, &mut pacer, &mut in_flight, now);
         }
         tokio::select! {
-            Some(joined) = in_flight.next(), if !in_flight.is_empty() => {
-                let Ok((key, mut job, outcome, started)) = joined else {
-                    // A bug; the lane stays busy, its jobs wait for a restart.
-                    tracing::error!("a WhatsApp send task panicked");
-                    continue;
-                };
-                match outcome {
-                    Ok(wamid) => {
-                        backoff.succeeded(started);
-                        lanes.finish(&job.portal, Some(key));
-                        if let Some(effect) = Effect::answered(key, job, &Ok(wamid)) {
-                            effects.show(&bridge, effect);
-                        }
-                    }
-                    Err(error) if error.class().is_retried() => {
-                        tracing::info!(%error, attempts = job.attempts + 1, "WhatsApp send postponed");
-                        backoff.failed(error.class(), started, bridge.config.max_retry());
-                        job.attempts += 1;
-                        if !job.told_pending && job.event_id.is_some() {
-                            job.told_pending = true;
-                            effects.show(&bridge, Effect::Pending(job.clone(), error.reason()));
-                        }
-                        if let Err(error) = bridge.store.update_outbox(&key, &job) {
-                            tracing::error!(%error, "cannot update a queued job");
-                        }
-                        let portal = job.portal.clone();
-                        lanes.put_back(key, job);
-                        lanes.finish(&portal, None);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "WhatsApp refused a message");
-                        lanes.finish(&job.portal, Some(key));
-                        if let Some(effect) = Effect::answered(key, job, &Err(error)) {
-                            effects.show(&bridge, effect);
-                        }
-                    }
-                }
-            }
+            Some(joined) = in_flight.next(), if !in_flight.is_empty() => match joined {
+                Ok(sent) => answered(&bridge, sent, &mut lanes, &mut backoff, &mut effects),
+                // A bug; the lane stays busy, its jobs wait for a restart.
+                Err(_) => tracing::error!("a WhatsApp send task panicked"),
+            },
             _ = bridge.outbox_wake.notified() => {}
             _ = stopped.changed(), if !stopping => {}
             _ = tokio::time::sleep_until(wake_at.unwrap_or(now)), if wake_at.is_some() => {}
@@ -158,6 +71,140 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
         }
     }
     effects.finish().await;
+}
+
+/// The jobs queued before the start, in lanes. Rooms told before a restart that their
+/// messages are pending are told again when they leave.
+fn load_queued(bridge: &Bridge) -> Lanes {
+    let mut lanes = Lanes::default();
+    match bridge.store.outbox_jobs() {
+        Ok(jobs) => {
+            bridge
+                .pending_rooms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(
+                    jobs.iter()
+                        .filter(|(_, job)| job.told_pending)
+                        .map(|(_, job)| job.room_id.clone()),
+                );
+            for (key, job) in jobs {
+                lanes.add(key, job);
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot read the outbox"),
+    }
+    lanes
+}
+
+/// Shows the answers recorded before a crash and not shown yet: their statuses, their
+/// failures.
+fn show_left_over(bridge: &Arc<Bridge>, effects: &mut Effects) {
+    match bridge.store.shows() {
+        Ok(shows) => {
+            for (key, shown) in shows {
+                effects.show(bridge, Effect::Show(key, shown));
+            }
+        }
+        Err(error) => tracing::error!(%error, "cannot read the outcomes left to show"),
+    }
+}
+
+/// One send, as its task returns it.
+struct Sent {
+    key: OutboxKey,
+    job: Job,
+    outcome: Attempt,
+    started: Instant,
+}
+
+/// Starts the next job of ready lanes while there is room in flight and the pacer has slots;
+/// returns when the pacer has the next one, if it ran out.
+fn start_sends(
+    bridge: &Arc<Bridge>,
+    lanes: &mut Lanes,
+    pacer: &mut Pacer,
+    in_flight: &mut FuturesUnordered<JoinHandle<Sent>>,
+    now: Instant,
+) -> Option<Instant> {
+    while in_flight.len() < bridge.config.send_concurrency && lanes.has_ready() {
+        if let Err(free_at) = pacer.take(now) {
+            return Some(free_at);
+        }
+        let Some((key, job)) = lanes.start_next() else {
+            break;
+        };
+        in_flight.push(tokio::spawn(send(bridge.clone(), key, job)));
+    }
+    None
+}
+
+/// Sends one job, and removes it from the outbox (with what the answer records) if WhatsApp
+/// answered for good.
+async fn send(bridge: Arc<Bridge>, key: OutboxKey, job: Job) -> Sent {
+    let started = Instant::now();
+    let outcome = bridge.attempt(&job).await;
+    let done = match &outcome {
+        Ok(_) => true,
+        Err(error) => !error.class().is_retried(),
+    };
+    if done {
+        bridge.finish_job(&key, &job, &outcome).await;
+    }
+    Sent {
+        key,
+        job,
+        outcome,
+        started,
+    }
+}
+
+/// Ends a send's lane attempt by its outcome: accepted or refused for good (the job left the
+/// outbox), or postponed (kept at the head of its lane, every lane paused).
+fn answered(
+    bridge: &Arc<Bridge>,
+    sent: Sent,
+    lanes: &mut Lanes,
+    backoff: &mut Backoff,
+    effects: &mut Effects,
+) {
+    let Sent {
+        key,
+        mut job,
+        outcome,
+        started,
+    } = sent;
+    match outcome {
+        Ok(wamid) => {
+            backoff.succeeded(started);
+            lanes.finish(&job.portal, Some(key));
+            if let Some(effect) = Effect::answered(key, job, &Ok(wamid)) {
+                effects.show(bridge, effect);
+            }
+        }
+        Err(error) if error.class().is_retried() => {
+            tracing::info!(%error, attempts = job.attempts + 1, "WhatsApp send postponed");
+            backoff.failed(error.class(), started, bridge.config.max_retry());
+            job.attempts += 1;
+            if !job.told_pending && job.event_id.is_some() {
+                job.told_pending = true;
+                effects.show(bridge, Effect::Pending(job.clone(), error.reason()));
+            }
+            if let Err(error) = bridge.store.update_outbox(&key, &job) {
+                tracing::error!(%error, "cannot update a queued job");
+            }
+            let portal = job.portal.clone();
+            lanes.put_back(key, job);
+            lanes.finish(&portal, None);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "WhatsApp refused a message");
+            lanes.finish(&job.portal, Some(key));
+            if let Some(effect) = Effect::answered(key, job, &Err(error)) {
+                effects.show(bridge, effect);
+            }
+        }
+    }
 }
 
 impl ErrorClass {
@@ -186,6 +233,17 @@ impl Lanes {
         lane.insert(key, job);
         if was_empty && !self.busy.contains(&portal) {
             self.ready.push_back(portal);
+        }
+    }
+
+    /// Adds the jobs queued since the worker last looked. A job queued while the outbox was
+    /// read at start may come both ways; once sent, it is gone from the outbox and must not
+    /// come back.
+    fn add_fresh(&mut self, bridge: &Bridge) {
+        for (key, job) in bridge.take_fresh_jobs() {
+            if bridge.store.outbox_has(&key) {
+                self.add(key, job);
+            }
         }
     }
 

@@ -4,75 +4,13 @@
 
 use appservice::{CreateRoom, HandlerError, InitialState, RoomPreset};
 use ruma::RoomOrAliasId;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bridge::Bridge;
-use crate::cloud::webhook::ChangeValue;
+use crate::cloud::Customer;
 use crate::config::PUPPET_PREFIX;
 use crate::notices::CONVERSATION_EVENT;
 use crate::store::Portal;
-
-/// A customer as a webhook names them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Customer {
-    /// Phone number, without `+`.
-    pub wa_id: Option<String>,
-    /// Business-scoped user id.
-    pub user_id: Option<String>,
-    pub name: String,
-}
-
-impl Customer {
-    /// The customer who sent a message: the `contacts[]` entry that matches its `from` (or
-    /// `from_user_id`), else what the message itself says.
-    pub fn of_message(
-        value: &ChangeValue,
-        from: Option<&str>,
-        from_user_id: Option<&str>,
-    ) -> Option<Self> {
-        let contact = value
-            .contacts
-            .iter()
-            .find(|c| {
-                (from.is_some() && c.wa_id.as_deref() == from)
-                    || (from_user_id.is_some() && c.user_id.as_deref() == from_user_id)
-            })
-            .or(
-                if value.contacts.len() == 1 && from.is_none() && from_user_id.is_none() {
-                    value.contacts.first()
-                } else {
-                    None
-                },
-            );
-        let wa_id = from
-            .map(str::to_owned)
-            .or_else(|| contact.and_then(|c| c.wa_id.clone()));
-        let user_id = from_user_id
-            .map(str::to_owned)
-            .or_else(|| contact.and_then(|c| c.user_id.clone()));
-        if wa_id.is_none() && user_id.is_none() {
-            return None;
-        }
-        let name = contact.map(|c| c.profile.name.clone()).unwrap_or_default();
-        Some(Self {
-            wa_id,
-            user_id,
-            name,
-        })
-    }
-
-    /// The name to show: the profile name, else the phone number, else the user id.
-    pub fn display_name(&self) -> String {
-        if !self.name.trim().is_empty() {
-            self.name.clone()
-        } else if let Some(wa_id) = &self.wa_id {
-            format!("+{wa_id}")
-        } else {
-            self.user_id.clone().unwrap_or_default()
-        }
-    }
-}
 
 /// The localpart of a customer's puppet: `whatsapp_<wa_id>`, or for customers known only by
 /// their business-scoped id (`US.1349…`) that id, lowercased, in the allowed characters.

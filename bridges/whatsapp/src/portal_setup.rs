@@ -99,7 +99,7 @@ impl Bridge {
         options: &CreateRoom,
     ) -> Result<Option<OwnedRoomId>, HandlerError> {
         for room_id in self.bot.joined_rooms().await? {
-            if self.store.portal_by_room(room_id.as_str())?.is_some() {
+            if self.store.portal_by_room(&room_id)?.is_some() {
                 continue;
             }
             let state = match self.bot.room_state(&room_id).await {

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use crate::bridge::Bridge;
 use crate::cloud::Status;
 use crate::notices::Notice;
-use crate::store::{Delivery, MessageLink};
+use crate::store::{Delivery, EarlyStatusKey, MessageLink};
 
 /// Order of the states; `failed` is handled apart.
 fn rank(status: &str) -> u8 {
@@ -98,7 +98,7 @@ impl Bridge {
         &self,
         link: &MessageLink,
         statuses: &[Status],
-        early: &[charla_storage::IVec],
+        early: &[EarlyStatusKey],
     ) -> Result<(), HandlerError> {
         if link.inbound {
             self.store.statuses_applied(None, early)?;
@@ -107,7 +107,7 @@ impl Bridge {
         let wamid = statuses.first().map(|s| s.id.as_str());
         let mut delivery = self
             .store
-            .delivery(link.event_id.as_str())?
+            .delivery(&link.event_id)?
             .unwrap_or_else(|| Delivery::queued(&link.room_id, &link.event_id, wamid));
         let before = delivery.status.clone();
         for status in statuses {
@@ -122,7 +122,7 @@ impl Bridge {
         self.show_status(link, &delivery).await?;
         // Another round may have moved the record on while this one was shown (a `read` in
         // the round after the one that brought `sent` and `delivered`): never move it back.
-        let stored = self.store.delivery(link.event_id.as_str())?;
+        let stored = self.store.delivery(&link.event_id)?;
         let moved_on = stored.is_none_or(|stored| supersedes(&delivery.status, &stored.status));
         self.store
             .statuses_applied(moved_on.then_some(&delivery), early)?;
@@ -289,7 +289,7 @@ impl Bridge {
     ) -> Result<(), HandlerError> {
         let overtaken = self
             .store
-            .delivery(link.event_id.as_str())?
+            .delivery(&link.event_id)?
             .is_some_and(|delivery| delivery.status != "queued");
         if overtaken {
             return Ok(());

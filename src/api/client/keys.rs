@@ -59,7 +59,7 @@ async fn upload(
         .await?;
     let counts = s
         .e2ee
-        .one_time_key_counts(&who.user_id, who.device_id.as_str())?
+        .one_time_key_counts(&who.user_id, &who.device_id)?
         .into_iter()
         .map(|(alg, n)| (alg.as_str().into(), UInt::try_from(n).unwrap_or(UInt::MAX)))
         .collect();

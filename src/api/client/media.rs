@@ -24,7 +24,8 @@ use crate::{
     api::ruma::{AuthRequirement, authenticate},
     error::{Error, Result},
     media::{
-        DEFAULT_WAIT, MediaFile, Method, ThumbnailSpec, UploadInfo, disposition, files::read_stream,
+        DEFAULT_WAIT, MediaFile, ThumbnailMethod, ThumbnailSpec, UploadInfo, disposition,
+        files::read_stream,
     },
     services::Services,
     users::Identity,
@@ -230,8 +231,8 @@ async fn serve_thumbnail(s: &Arc<Services>, parts: &mut Parts) -> Result<Respons
         width: dimension(&q, "width")?,
         height: dimension(&q, "height")?,
         method: match q.get("method").map(String::as_str) {
-            None | Some("scale") => Method::Scale,
-            Some("crop") => Method::Crop,
+            None | Some("scale") => ThumbnailMethod::Scale,
+            Some("crop") => ThumbnailMethod::Crop,
             Some(other) => {
                 return Err(Error::invalid_param(format!(
                     "method must be \"crop\" or \"scale\", not {other:?}"

@@ -6,7 +6,7 @@
 //! replacement characters, which still keeps the ASCII of titles and tags intact.
 
 /// The page as text, in the charset the header or the document declares.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> String {
+pub(crate) fn decode(body: &[u8], content_type: Option<&str>) -> String {
     if let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
         return String::from_utf8_lossy(rest).into_owned();
     }
@@ -70,7 +70,7 @@ fn windows_1252(body: &[u8]) -> String {
 
 /// Replaces character references (`&amp;`, `&#39;`, `&#x2014;`, the common named ones).
 /// Unknown or malformed references stay as written, as browsers show them.
-pub fn unescape(text: &str) -> String {
+pub(crate) fn unescape(text: &str) -> String {
     if !text.contains('&') {
         return text.to_owned();
     }

@@ -27,7 +27,7 @@ const USER_AGENT: &str = "Charla (bot; URL preview)";
 
 /// A downloaded resource.
 #[derive(Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The URL after redirects: relative links on the page resolve against it.
     pub url: Url,
     pub content_type: String,
@@ -36,13 +36,13 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
-pub struct Fetcher {
+pub(crate) struct Fetcher {
     http: GuardedClient,
     max_bytes: u64,
 }
 
 impl Fetcher {
-    pub fn new(filter: IpFilter, max_bytes: u64) -> Self {
+    pub(crate) fn new(filter: IpFilter, max_bytes: u64) -> Self {
         Fetcher {
             http: GuardedClient::new(filter, USER_AGENT, None),
             max_bytes,
@@ -51,7 +51,7 @@ impl Fetcher {
 
     /// GETs `url`, following redirects, if its type passes `allowed` (as Synapse, a response
     /// without a `Content-Type` is fetched and typed `application/octet-stream`).
-    pub async fn get(&self, url: Url, allowed: impl Fn(&str) -> bool) -> Result<Fetched> {
+    pub(crate) async fn get(&self, url: Url, allowed: impl Fn(&str) -> bool) -> Result<Fetched> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
             let request = self

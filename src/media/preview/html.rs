@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use super::charset::unescape;
 
 /// Attributes of one tag: lowercase names, unescaped values (the first of a repeated name).
-pub type Attrs = HashMap<String, String>;
+pub(crate) type Attrs = HashMap<String, String>;
 
 /// What a preview reads from a page, in document order.
 #[derive(Debug, Default)]
-pub struct Document {
+pub(crate) struct Document {
     pub metas: Vec<Attrs>,
     pub images: Vec<Attrs>,
     pub links: Vec<Attrs>,
@@ -45,7 +45,7 @@ const RAW_TEXT: &[&str] = &["script", "style", "title", "textarea", "xmp"];
 const MAX_DEPTH: usize = 32;
 
 /// Scans a whole page.
-pub fn parse(html: &str) -> Document {
+pub(crate) fn parse(html: &str) -> Document {
     let mut doc = Document::default();
     // Open elements that hide their text, by name.
     let mut hidden: Vec<String> = Vec::new();

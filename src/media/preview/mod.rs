@@ -102,7 +102,7 @@ pub struct UrlPreviewer {
 }
 
 impl UrlPreviewer {
-    pub fn new(config: &MediaConfig) -> std::result::Result<Self, String> {
+    pub(crate) fn new(config: &MediaConfig) -> std::result::Result<Self, String> {
         let filter = crate::ssrf::IpFilter::new(
             &config.url_preview_ip_range_blocklist,
             &config.url_preview_ip_range_allowlist,
@@ -116,12 +116,17 @@ impl UrlPreviewer {
         })
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 
     /// The Open Graph data of `url` for `user`, from the cache or fetched now.
-    pub async fn preview(&self, media: &MediaService, user: &UserId, url: &str) -> Result<Value> {
+    pub(crate) async fn preview(
+        &self,
+        media: &MediaService,
+        user: &UserId,
+        url: &str,
+    ) -> Result<Value> {
         let parsed = Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())

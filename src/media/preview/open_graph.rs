@@ -16,7 +16,7 @@ use super::html::{Attrs, Document};
 const MAX_TAGS_PER_PREFIX: usize = 50;
 
 /// The Open Graph map of a parsed page. `None` values are sent as JSON `null`, like Synapse.
-pub fn from_document(doc: &Document) -> BTreeMap<String, Value> {
+pub(crate) fn from_document(doc: &Document) -> BTreeMap<String, Value> {
     let mut og = meta_tags(doc, "property", "og:", |k| Some(k.to_owned()));
     og.extend(meta_tags(doc, "property", "article:", |k| {
         Some(k.to_owned())
@@ -136,7 +136,7 @@ fn collapse(text: &str, with: &str) -> String {
 
 /// Synapse's `summarize_paragraphs`: whole paragraphs until at least 200 characters, cut at a
 /// word boundary (with an ellipsis) past 500.
-pub fn summarize(paragraphs: impl Iterator<Item = String>) -> Option<String> {
+pub(crate) fn summarize(paragraphs: impl Iterator<Item = String>) -> Option<String> {
     const MIN: usize = 200;
     const MAX: usize = 500;
     let mut description = String::new();

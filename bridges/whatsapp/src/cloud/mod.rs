@@ -7,5 +7,4 @@ pub mod send;
 pub mod webhook;
 
 pub use error::{CloudError, GraphError, GraphErrorBody};
-pub use send::{OutgoingMessage, SendResponse};
-pub use webhook::{Envelope, InboundMessage, Status};
+pub use webhook::{Customer, Envelope, InboundMessage, Status};

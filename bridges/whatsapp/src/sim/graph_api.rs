@@ -1,5 +1,6 @@
 //! The simulated Graph API endpoints the business calls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -156,90 +157,28 @@ async fn messages(
     if let Err(refused) = gate(&sim, &headers, true).await {
         return refused;
     }
-    let invalid =
-        |details: &str| graph_error(StatusCode::BAD_REQUEST, 100, "Invalid parameter", details);
-    if phone != sim.inner.config.phone_number_id {
-        return invalid("Unknown phone number id");
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return invalid("The request body is not JSON");
+    let request = match parse_send(&sim, &phone, &body) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
     };
-    if body["messaging_product"] != "whatsapp" {
-        return invalid("messaging_product must be \"whatsapp\"");
-    }
-    if body["status"] == "read" {
-        let Some(wamid) = body["message_id"].as_str() else {
-            return invalid("message_id is required");
-        };
-        sim.inner.lock().read_marks.push(wamid.to_owned());
-        return (StatusCode::OK, axum::Json(json!({"success": true}))).into_response();
-    }
-    let Some(to) = body["to"]
-        .as_str()
-        .or(body["recipient"].as_str())
-        .map(str::to_owned)
-    else {
-        return invalid("Either to or recipient is required");
+    let (to, kind, body) = match request {
+        SendRequest::MarkRead { wamid } => {
+            sim.inner.lock().read_marks.push(wamid);
+            return (StatusCode::OK, axum::Json(json!({"success": true}))).into_response();
+        }
+        SendRequest::Message { to, kind, body } => (to, kind, body),
     };
-    let Some(kind) = body["type"].as_str().map(str::to_owned) else {
-        return invalid("type is required");
-    };
-    if body.get(&kind).is_none_or(Value::is_null) {
-        return invalid(&format!("The {kind} object is required"));
-    }
-    if let Some(id) = body[&kind]["id"].as_str()
-        && sim.media(id).is_none()
-    {
-        let (title, details) = describe(131053);
-        return graph_error(StatusCode::BAD_REQUEST, 131053, title, details);
-    }
     let wamid = sim.inner.new_wamid();
-    let window_open = {
-        let mut state = sim.inner.lock();
-        let last = state.last_customer_message.get(&to).copied();
-        let position = state.sent.len();
-        state.sent_index.insert(wamid.clone(), position);
-        state.sent.push(SentRecord {
-            wamid: wamid.clone(),
-            to: to.clone(),
-            body: body.clone(),
-            status: "accepted".into(),
-        });
-        last.is_some_and(|t| super::now_ms().saturating_sub(t) < WINDOW_MS)
-    };
+    let window_open = record_sent(&sim, &wamid, &to, body);
     // As on the real API, a free-form message outside the window is accepted and then fails.
     let failure = (kind != "template" && kind != "reaction" && !window_open).then_some(131047);
-    let inner = sim.inner.clone();
-    let recipient = to.clone();
-    let status_wamid = wamid.clone();
-    if failure.is_some() || inner.config.auto_statuses {
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(inner.config.status_delay_ms)).await;
-            let steps: Vec<(&str, Vec<CloudError>)> = match failure {
-                Some(code) => {
-                    let (title, details) = describe(code);
-                    vec![(
-                        "failed",
-                        vec![CloudError {
-                            code,
-                            title: title.into(),
-                            message: Some(title.into()),
-                            error_data: Some(ErrorData {
-                                messaging_product: None,
-                                details: details.into(),
-                            }),
-                            href: None,
-                        }],
-                    )]
-                }
-                None => vec![("sent", vec![]), ("delivered", vec![])],
-            };
-            for (status, errors) in steps {
-                set_status(&inner, &status_wamid, status);
-                let envelope = inner.status_envelope(&status_wamid, status, &recipient, errors);
-                inner.post_webhook_retrying(&envelope).await;
-            }
-        });
+    if failure.is_some() || sim.inner.config.auto_statuses {
+        tokio::spawn(play_statuses(
+            sim.inner.clone(),
+            wamid.clone(),
+            to.clone(),
+            failure,
+        ));
     }
     let answer = json!({
         "messaging_product": "whatsapp",
@@ -247,6 +186,135 @@ async fn messages(
         "messages": [{"id": wamid}],
     });
     (StatusCode::OK, axum::Json(answer)).into_response()
+}
+
+/// A `POST /{phone_number_id}/messages` body the Cloud API accepts.
+enum SendRequest {
+    /// `"status": "read"`: marks a customer's message read.
+    MarkRead { wamid: String },
+    /// A message of type `kind` to the customer `to`.
+    Message {
+        to: String,
+        kind: String,
+        body: Value,
+    },
+}
+
+/// A send the Cloud API refuses: the Graph error's code, title and details.
+struct Refusal {
+    code: i64,
+    title: &'static str,
+    details: String,
+}
+
+impl Refusal {
+    fn invalid(details: impl Into<String>) -> Self {
+        Refusal {
+            code: 100,
+            title: "Invalid parameter",
+            details: details.into(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        graph_error(
+            StatusCode::BAD_REQUEST,
+            self.code,
+            self.title,
+            &self.details,
+        )
+    }
+}
+
+/// Checks a send as the Cloud API does: the number, the JSON, the required fields, the media
+/// it names.
+fn parse_send(sim: &Simulator, phone: &str, body: &[u8]) -> Result<SendRequest, Refusal> {
+    if phone != sim.inner.config.phone_number_id {
+        return Err(Refusal::invalid("Unknown phone number id"));
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return Err(Refusal::invalid("The request body is not JSON"));
+    };
+    if body["messaging_product"] != "whatsapp" {
+        return Err(Refusal::invalid("messaging_product must be \"whatsapp\""));
+    }
+    if body["status"] == "read" {
+        let Some(wamid) = body["message_id"].as_str() else {
+            return Err(Refusal::invalid("message_id is required"));
+        };
+        return Ok(SendRequest::MarkRead {
+            wamid: wamid.to_owned(),
+        });
+    }
+    let Some(to) = body["to"]
+        .as_str()
+        .or(body["recipient"].as_str())
+        .map(str::to_owned)
+    else {
+        return Err(Refusal::invalid("Either to or recipient is required"));
+    };
+    let Some(kind) = body["type"].as_str().map(str::to_owned) else {
+        return Err(Refusal::invalid("type is required"));
+    };
+    if body.get(&kind).is_none_or(Value::is_null) {
+        return Err(Refusal::invalid(format!("The {kind} object is required")));
+    }
+    if let Some(id) = body[&kind]["id"].as_str()
+        && sim.media(id).is_none()
+    {
+        let (title, details) = describe(131053);
+        return Err(Refusal {
+            code: 131053,
+            title,
+            details: details.into(),
+        });
+    }
+    Ok(SendRequest::Message { to, kind, body })
+}
+
+/// Records an accepted send as `wamid`; returns whether the customer's 24-hour window is open.
+fn record_sent(sim: &Simulator, wamid: &str, to: &str, body: Value) -> bool {
+    let mut state = sim.inner.lock();
+    let last = state.last_customer_message.get(to).copied();
+    let position = state.sent.len();
+    state.sent_index.insert(wamid.to_owned(), position);
+    state.sent.push(SentRecord {
+        wamid: wamid.to_owned(),
+        to: to.to_owned(),
+        body,
+        status: "accepted".into(),
+    });
+    last.is_some_and(|t| super::now_ms().saturating_sub(t) < WINDOW_MS)
+}
+
+/// After the configured delay, the statuses WhatsApp would send for a message: `failed` with
+/// `failure`'s error, else `sent` and `delivered`, each as a signed webhook.
+async fn play_statuses(inner: Arc<super::Inner>, wamid: String, to: String, failure: Option<i64>) {
+    tokio::time::sleep(Duration::from_millis(inner.config.status_delay_ms)).await;
+    let steps: Vec<(&str, Vec<CloudError>)> = match failure {
+        Some(code) => {
+            let (title, details) = describe(code);
+            vec![(
+                "failed",
+                vec![CloudError {
+                    code,
+                    title: title.into(),
+                    message: Some(title.into()),
+                    error_data: Some(ErrorData {
+                        messaging_product: None,
+                        details: details.into(),
+                    }),
+                    href: None,
+                }],
+            )]
+        }
+        None => vec![("sent", vec![]), ("delivered", vec![])],
+    };
+    for (status, errors) in steps {
+        set_status(&inner, &wamid, status);
+        let envelope = inner.status_envelope(&wamid, status, &to, errors);
+        inner.post_webhook_retrying(&envelope).await;
+    }
 }
 
 impl super::Inner {
