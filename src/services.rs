@@ -17,9 +17,9 @@ use crate::{
     ratelimit::RateLimiter,
     rooms::RoomService,
     storage::Store,
-    stream::Stream,
+    stream::{Notifier, Stream},
     support::SupportService,
-    sync::{Notifier, SyncService},
+    sync::SyncService,
     users::{UserService, uiaa::Uiaa},
 };
 

@@ -37,8 +37,8 @@ use crate::{
     rooms::Loaded,
     storage::Table,
     stream::{Commit, Consumer, Handler, NamedCursor, Stream},
+    stream::{Edu, Notifier},
     support::Desk,
-    sync::{Edu, Notifier},
 };
 
 /// What the bot runs on: the desk's services and the stream it reads. The composition root

@@ -37,8 +37,8 @@ use crate::{
     error::{Error, Result},
     rooms::RoomService,
     storage::{StorageError, Store, Table},
+    stream::Notifier,
     stream::Stream,
-    sync::Notifier,
 };
 
 pub struct E2eeService {

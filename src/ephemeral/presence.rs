@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    config::PresenceConfig, error::Result, rooms::RoomService, stream::Stream, sync::Notifier,
+    config::PresenceConfig, error::Result, rooms::RoomService, stream::Notifier, stream::Stream,
 };
 
 /// Within this much of their last activity an online user is `currently_active`.

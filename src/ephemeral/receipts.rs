@@ -21,8 +21,8 @@ use crate::{
     error::{Error, Result},
     rooms::RoomMeta,
     storage::{Batch, Key, Store, Table, keys},
+    stream::Notifier,
     stream::Stream,
-    sync::Notifier,
 };
 
 /// The receipt types the server stores (`m.fully_read` is room account data instead).

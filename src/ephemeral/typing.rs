@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use tokio::time::Instant;
 
-use crate::{rooms::RoomMeta, stream::Stream, sync::Notifier};
+use crate::{rooms::RoomMeta, stream::Notifier, stream::Stream};
 
 /// The longest a client may say it will keep typing.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);

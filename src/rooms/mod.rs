@@ -47,8 +47,8 @@ use crate::{
     error::{Error, Result},
     events::{Pdu, SigningKey, rules_for},
     storage::{Key, StorageError, Store, Table, keys},
+    stream::Notifier,
     stream::Stream,
-    sync::Notifier,
 };
 
 /// The stored form of an event: its PDU and what the server knows around it.

@@ -88,7 +88,7 @@ use super::Stream;
 use crate::{
     error::{Error, Result},
     storage::{Batch, Store, Table, keys},
-    sync::Notifier,
+    stream::Notifier,
 };
 
 /// Events per batch unless the consumer says otherwise.

@@ -9,10 +9,12 @@
 //! cursor of their own, batches, and one error policy.
 
 mod consumer;
+mod notifier;
 
 pub(crate) use consumer::{
     Backoff, Commit, Consumer, Cursor, Handled, Handler, NamedCursor, Source, guarded,
 };
+pub use notifier::{Edu, Notifier};
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

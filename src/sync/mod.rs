@@ -7,7 +7,6 @@
 
 mod ephemeral;
 mod filter;
-mod notifier;
 mod room;
 mod token;
 
@@ -19,8 +18,8 @@ use ruma::{
 };
 use serde_json::value::RawValue as RawJsonValue;
 
+use crate::stream::Notifier;
 pub(crate) use filter::SyncFilter;
-pub use notifier::{Edu, Notifier};
 pub use token::SyncToken;
 pub(crate) use token::{format_token, parse_token};
 
@@ -205,14 +204,8 @@ impl SyncService {
             pos: t.pos,
             to_device: t.to_device,
         });
-        next.to_device = crate::e2ee::sync::fill(
-            ctx.s.e2ee,
-            ctx.s.rooms,
-            ctx.who,
-            since,
-            head,
-            &mut response,
-        )?;
+        next.to_device =
+            crate::e2ee::sync::fill(ctx.s.e2ee, ctx.s.rooms, ctx.who, since, head, &mut response)?;
         response.next_batch = next.to_string();
         Ok(response)
     }

@@ -27,8 +27,8 @@ use crate::{
     error::{Error, Result},
     read_cache::ReadCache,
     storage::{Batch, Key, Store, Table},
+    stream::Notifier,
     stream::Stream,
-    sync::Notifier,
 };
 
 /// The stored account.

@@ -106,7 +106,7 @@ mod tests {
     use ruma::{owned_server_name, user_id};
 
     use super::*;
-    use crate::{storage::Store, stream::Stream, sync::Notifier};
+    use crate::{storage::Store, stream::Notifier, stream::Stream};
 
     /// A store from before token hashing: after the migration the same token still logs in,
     /// and neither the token nor its old key is stored anywhere.

@@ -257,7 +257,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{storage::Store, stream::Stream, sync::Notifier, users::NewAccount};
+    use crate::{storage::Store, stream::Notifier, stream::Stream, users::NewAccount};
 
     const TOKEN: &str = "letmein";
 

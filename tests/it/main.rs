@@ -9,6 +9,7 @@ mod common;
 mod accounts;
 mod appservice_api;
 mod appservice_echo;
+mod architecture;
 mod attacks;
 mod durability;
 mod e2ee;

@@ -28,7 +28,7 @@ use std::{future::Future, sync::Arc};
 use state::Shared;
 
 use super::{AppService, AppServices, outbound};
-use crate::{rooms::RoomService, storage::Store, stream::Stream, sync::Notifier};
+use crate::{rooms::RoomService, storage::Store, stream::Notifier, stream::Stream};
 
 /// Transactions prepared ahead: the one in flight and the next.
 const QUEUE_DEPTH: usize = 2;

@@ -18,8 +18,8 @@ use crate::{
     events::ClientFormat,
     rooms::{EventView, Loaded, RoomService},
     storage::{Store, WriteTicket},
+    stream::Edu,
     stream::{Commit, Consumer, Cursor, Handler},
-    sync::Edu,
 };
 
 /// Events per transaction, as the spec suggests.

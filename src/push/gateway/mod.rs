@@ -37,7 +37,7 @@ use crate::{
     ssrf::IpFilter,
     storage::{Batch, Store},
     stream::{Commit, Consumer, Handler, NamedCursor, Stream},
-    sync::{Edu, Notifier},
+    stream::{Edu, Notifier},
     users::UserService,
 };
 use outbox::{EntryKind, PusherKey, Queued};
