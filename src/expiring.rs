@@ -76,6 +76,7 @@ impl<V> ExpiringMap<V> {
             .map(|e| &mut e.value)
     }
 
+    #[cfg(test)]
     pub fn contains(&mut self, key: &str) -> bool {
         self.get_mut(key).is_some()
     }
@@ -86,10 +87,12 @@ impl<V> ExpiringMap<V> {
         (entry.created.elapsed() < self.lifetime).then_some(entry.value)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
