@@ -1,7 +1,8 @@
 //! The invariants of `docs/architecture.md` that the compiler does not check, checked by
 //! reading the source: the top-level modules of `src/` import each other without cycles (so
-//! each layer can be read, tested and replaced without the ones above it), and no module below
-//! `api/` takes the whole `Services` (each service receives the services it uses).
+//! each layer can be read, tested and replaced without the ones above it), no module below
+//! `api/` takes the whole `Services` (each service receives the services it uses), and the
+//! handlers in `api/` never touch storage.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -179,6 +180,17 @@ fn no_module_below_the_api_takes_the_whole_services() {
         offenders.is_empty(),
         "modules below api/ that use the whole Services:\n{}",
         offenders.join("\n")
+    );
+}
+
+#[test]
+fn handlers_never_touch_storage() {
+    let graph = graph();
+    let api = graph.get("api").cloned().unwrap_or_default();
+    assert!(
+        !api.contains_key("storage"),
+        "api/ reads or writes the store: {:?}",
+        api.get("storage")
     );
 }
 
