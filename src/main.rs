@@ -1,5 +1,5 @@
-//! The `charla` command: `serve` runs the homeserver, `bench` measures one, `bridge` runs a
-//! bridge alone, `whatsapp-sim` simulates the WhatsApp Cloud API.
+//! The `charla` command: `serve` runs the homeserver, `admin` administers one, `bench` measures
+//! one, `bridge` runs a bridge alone, `whatsapp-sim` simulates the WhatsApp Cloud API.
 
 use std::path::PathBuf;
 
@@ -42,6 +42,8 @@ enum Command {
         #[command(subcommand)]
         bridge: BridgeCommand,
     },
+    /// Administer a server: users, rooms, conversations, tickets, appservices, stats, backups.
+    Admin(charla::cli::AdminArgs),
     /// Run the WhatsApp Cloud API simulator (Graph API plus a control API to play customers).
     WhatsappSim(charla::bridges::SimArgs),
 }
@@ -128,6 +130,19 @@ fn main() -> std::process::ExitCode {
             if let Err(e) = runtime.block_on(charla::bridges::run_sim(args)) {
                 eprintln!("charla whatsapp-sim: {e}");
                 return std::process::ExitCode::FAILURE;
+            }
+        }
+        Command::Admin(args) => {
+            // Logs go to stderr: stdout is the command's output (one JSON document with --json).
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            if let Err(failure) = runtime.block_on(charla::cli::run(args)) {
+                eprintln!("charla admin: {failure}");
+                return std::process::ExitCode::from(failure.exit_code());
             }
         }
         Command::Bench(args) => {

@@ -42,6 +42,8 @@ pub struct Services {
     pub(crate) send_limiter: RateLimiter,
     pub(crate) login_limiter: RateLimiter,
     pub(crate) shared_secret: crate::users::shared_secret::SharedSecretRegistration,
+    /// `admin.token`: the operator's credential on the admin API.
+    pub(crate) admin_token: crate::users::admin_token::AdminToken,
     pub(crate) support: SupportService,
 }
 
@@ -58,6 +60,7 @@ impl Services {
             config.registration.shared_secret.as_deref(),
             &config.storage.path,
         )?;
+        let admin_token = crate::users::admin_token::AdminToken::open(&config.storage.path)?;
         let stream = Arc::new(Stream::open(store.clone())?);
         let notifier = Arc::new(Notifier::default());
         let key =
@@ -128,6 +131,7 @@ impl Services {
             previews,
             uiaa: Uiaa::default(),
             shared_secret,
+            admin_token,
             support,
         }))
     }

@@ -1,10 +1,10 @@
 //! HTTP: the router, the ruma extractor and the endpoint areas.
 
+pub mod admin;
 pub mod client;
 pub mod client_ip;
 pub mod ruma;
 pub mod support;
-pub mod synapse_admin;
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let limit = services.config.limits.max_request_bytes;
     let r = Router::new();
     let r = client::routes(r);
-    let r = synapse_admin::routes(r);
+    let r = admin::routes(r);
     let r = support::routes(r);
     r.fallback(|method: Method, uri: http::Uri| async move {
         tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");

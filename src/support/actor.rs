@@ -30,6 +30,9 @@ pub(crate) enum Actor<'a> {
     Command { user: &'a UserId, pos: u64 },
     /// A caller of the support API.
     Api { user: &'a UserId },
+    /// A server administrator through the admin API: an admin's account, or (`token`) the
+    /// holder of `admin.token`, who has none and is recorded as the bot it acts through.
+    Admin { user: &'a UserId, token: bool },
 }
 
 /// How an audited change was asked for: recorded in the audit log.
@@ -38,6 +41,10 @@ pub(crate) enum Actor<'a> {
 pub(crate) enum Via {
     Api,
     Command,
+    /// The admin API, by an administrator's account.
+    Admin,
+    /// The admin API, by the holder of `admin.token` (the operator at the server's machine).
+    AdminToken,
 }
 
 impl<'a> Actor<'a> {
@@ -51,7 +58,7 @@ impl<'a> Actor<'a> {
     pub(crate) fn txn(&self, tag: &str) -> Option<Txn> {
         match *self {
             Actor::Bot { cause: Some(pos) } | Actor::Command { pos, .. } => Some(bot_txn(pos, tag)),
-            Actor::Bot { cause: None } | Actor::Api { .. } => None,
+            Actor::Bot { cause: None } | Actor::Api { .. } | Actor::Admin { .. } => None,
         }
     }
 
@@ -61,6 +68,9 @@ impl<'a> Actor<'a> {
             Actor::Bot { .. } => None,
             Actor::Command { user, .. } => Some((user, Via::Command)),
             Actor::Api { user } => Some((user, Via::Api)),
+            Actor::Admin { user, token } => {
+                Some((user, if token { Via::AdminToken } else { Via::Admin }))
+            }
         }
     }
 
@@ -92,6 +102,16 @@ mod tests {
         assert!(Actor::Bot { cause: None }.txn("x").is_none());
         assert_eq!(Actor::Api { user: ana }.audited(), Some((ana, Via::Api)));
         assert_eq!(Actor::bot(1).audited(), None);
+        let operator = Actor::Admin {
+            user: bot,
+            token: true,
+        };
+        assert_eq!(operator.audited(), Some((bot, Via::AdminToken)));
+        assert!(operator.txn("x").is_none());
+        assert_eq!(
+            serde_json::to_value(Via::AdminToken).unwrap(),
+            "admin_token"
+        );
         assert_eq!(Actor::bot(1).user(bot), bot);
         assert_eq!(Actor::Api { user: ana }.user(bot), ana);
         assert_eq!(serde_json::to_value(Via::Command).unwrap(), "command");

@@ -10,11 +10,7 @@
 //! refused at start. Nonces are handed out to anyone, so they live in a bounded
 //! [`ExpiringMap`] and each works once.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
@@ -57,7 +53,10 @@ impl SharedSecretRegistration {
                 }
                 Some(secret.to_owned())
             }
-            None => Some(generated_secret(&data.join(SECRET_FILE))?),
+            None => Some(crate::secret_file::read_or_create(
+                &data.join(SECRET_FILE),
+                "the shared-secret registration secret",
+            )?),
         };
         Ok(SharedSecretRegistration {
             secret,
@@ -106,42 +105,6 @@ impl SharedSecretRegistration {
         mac.verify_slice(&expected)
             .map_err(|_| Error::forbidden("HMAC incorrect"))
     }
-}
-
-/// Reads the generated secret, or creates it: 32 random alphanumerics (~190 bits), written to a
-/// temporary file with mode 0600, synced and renamed into place so a crash leaves either no
-/// secret or a whole one.
-fn generated_secret(path: &Path) -> Result<String> {
-    let io = |e: std::io::Error| {
-        Error::internal(format!(
-            "shared-secret registration: cannot use {}: {e}",
-            path.display()
-        ))
-    };
-    match std::fs::read_to_string(path) {
-        Ok(secret) if !secret.trim().is_empty() => return Ok(secret.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    let secret = random_string(32);
-    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(io)?;
-    file.write_all(format!("{secret}\n").as_bytes())
-        .map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    tracing::info!(path = %path.display(), "generated the shared-secret registration secret");
-    Ok(secret)
 }
 
 #[cfg(test)]

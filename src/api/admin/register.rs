@@ -16,7 +16,7 @@ use crate::{
     users::{NewAccount, shared_secret::MacInput},
 };
 
-pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
+pub(super) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     r.route("/_synapse/admin/v1/register", get(nonce).post(register))
 }
 

@@ -1,0 +1,11 @@
+//! The admin API's users.
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::services::Services;
+
+pub(super) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    r
+}
