@@ -4,6 +4,7 @@
 //! ruma types and calls services (`users`, `rooms`, `sync`); services build and check events
 //! (`events`) and store them through `storage`, with positions from `stream`.
 
+pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod appservice;
 pub mod bench;

@@ -196,6 +196,15 @@ impl Services {
         }
     }
 
+    /// What administration uses (`admin`).
+    pub(crate) fn admin(&self) -> crate::admin::Admin<'_> {
+        crate::admin::Admin {
+            users: &self.users,
+            rooms: &self.rooms,
+            desk: self.desk(),
+        }
+    }
+
     /// The support desk's view of the server: what `support/` and the bot use.
     pub(crate) fn desk(&self) -> crate::support::Desk<'_> {
         crate::support::Desk {

@@ -49,7 +49,7 @@ const SHOW_FIELDS: &[&str] = &[
     "topic",
     "canonical_alias",
     "creator",
-    "room_version",
+    "version",
     "joined_members",
     "joined_local_members",
     "encryption",

@@ -90,6 +90,11 @@ impl RoomService {
         txn: Option<Txn>,
     ) -> Result<(OwnedEventId, Option<Pending>)> {
         let mut head = room.head.lock().await;
+        if room.blocked.load(Ordering::Acquire) && !is_departure(sender, &template) {
+            return Err(Error::forbidden(
+                "This room has been blocked on this server",
+            ));
+        }
         // Checked under the room lock: the mapping is written in the same batch as the event,
         // so a retry racing its original finds it here.
         if let Some(txn) = &txn
@@ -354,7 +359,11 @@ impl RoomService {
 
     /// Ends a rewrite of stored events in the cache: their new copies once written; none after
     /// a failed write, so that caching resumes with what the store has.
-    fn end_rewrite(&self, written: bool, rewritten: Vec<(u64, StoredEvent)>) -> Result<()> {
+    pub(super) fn end_rewrite(
+        &self,
+        written: bool,
+        rewritten: Vec<(u64, StoredEvent)>,
+    ) -> Result<()> {
         if !written {
             self.events.end_rewrite([]);
             return Ok(());
@@ -407,6 +416,14 @@ impl RoomService {
         };
         Ok(Some((pos, stored)))
     }
+}
+
+/// Whether the event is its sender leaving the room: all a blocked room still takes.
+fn is_departure(sender: &UserId, template: &EventTemplate) -> bool {
+    template.kind == TimelineEventType::RoomMember
+        && template.state_key.as_deref() == Some(sender.as_str())
+        && serde_json::from_str::<serde_json::Value>(template.content.get())
+            .is_ok_and(|c| c["membership"] == "leave")
 }
 
 /// What an event's batch holds besides the event's own position.

@@ -92,7 +92,11 @@ impl RoomService {
     /// room's events, which the same disk sync covers.
     fn register_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<Arc<RoomMeta>> {
         let short = self.store.increment(Table::Global, b"room_short", 1)?;
-        let record = RoomRecord { short, version };
+        let record = RoomRecord {
+            short,
+            version,
+            blocked: false,
+        };
         let mut batch = Batch::new();
         batch.put(
             Table::Rooms,

@@ -51,6 +51,53 @@ pub(crate) struct MembershipChange<'a> {
 }
 
 impl RoomService {
+    /// Updates the user's member event in every joined room with their new profile, as Synapse
+    /// does. A room that refuses (the user lost the right to change it) is logged and skipped.
+    pub(crate) async fn propagate_profile(
+        &self,
+        user: &UserId,
+        profile: &MemberProfile,
+    ) -> Result<()> {
+        for room_id in self.joined_rooms(user)? {
+            let change = MembershipChange {
+                sender: user,
+                target: user,
+                membership: MembershipState::Join,
+                profile: profile.clone(),
+                reason: None,
+                is_direct: None,
+            };
+            if let Err(e) = self.change_membership(&room_id, change).await {
+                tracing::warn!(room = %room_id, error = %e, "profile change not propagated");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the user leave every room they are in, are invited to or knock on, so other
+    /// members see the departure: what deactivating an account does first. A room that
+    /// refuses is logged and skipped.
+    pub(crate) async fn leave_all(&self, user: &UserId) -> Result<()> {
+        use MembershipState::{Invite, Join, Knock};
+        for (room_id, record) in self.user_rooms(user)? {
+            if !matches!(record.membership, Join | Invite | Knock) {
+                continue;
+            }
+            let change = MembershipChange {
+                sender: user,
+                target: user,
+                membership: MembershipState::Leave,
+                profile: Default::default(),
+                reason: None,
+                is_direct: None,
+            };
+            if let Err(e) = self.change_membership(&room_id, change).await {
+                tracing::warn!(room = %room_id, error = %e, "could not leave a room while deactivating");
+            }
+        }
+        Ok(())
+    }
+
     /// Makes one membership change as an event in the room.
     pub(crate) async fn change_membership(
         &self,

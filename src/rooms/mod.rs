@@ -10,6 +10,7 @@ mod alias;
 mod append;
 mod cache;
 pub(crate) use alias::DirectoryEntry;
+mod admin;
 mod create;
 mod membership;
 mod read;
@@ -34,6 +35,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
 
+pub(crate) use admin::{Deleted, RoomDetails};
 pub(crate) use cache::Loaded;
 pub(crate) use create::CreateRoom;
 pub(crate) use membership::{MemberProfile, MembershipChange};
@@ -84,6 +86,9 @@ impl StoredEvent {
 struct RoomRecord {
     short: u64,
     version: RoomVersionId,
+    /// Deleted by an administrator (`delete.rs`): nothing but departures is appended.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    blocked: bool,
 }
 
 /// What the server keeps in memory about a room it has touched.
@@ -97,6 +102,8 @@ pub struct RoomMeta {
     /// Position of the room's last event, readable without the append lock.
     last_pos: std::sync::atomic::AtomicU64,
     members: RwLock<Members>,
+    /// [`RoomRecord::blocked`], read by every append (set under the append lock).
+    blocked: std::sync::atomic::AtomicBool,
 }
 
 /// What appends need, guarded by the room's append lock.
@@ -281,6 +288,7 @@ impl RoomService {
             }),
             last_pos: last_pos.into(),
             members: RwLock::new(members),
+            blocked: record.blocked.into(),
         })
     }
 

@@ -45,9 +45,9 @@ impl AuditLog {
         action: &str,
         target: &str,
         details: Value,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let Some((user, via)) = actor.audited() else {
-            return Ok(());
+            return Ok(None);
         };
         let id = self.store.increment(Table::Global, COUNTER, 1)?;
         let entry = AuditEntry {
@@ -64,7 +64,7 @@ impl AuditLog {
             Key::new().u64(id),
             serde_json::to_vec(&entry).expect("audit serializes"),
         );
-        Ok(())
+        Ok(Some(id))
     }
 
     /// Records an entry on its own, and waits for the disk: for changes whose own writes are
@@ -83,6 +83,34 @@ impl AuditLog {
         self.record(&mut batch, actor, action, target, details)?;
         self.store.write_durable(batch).await?;
         Ok(())
+    }
+
+    /// [`AuditLog::write`], answering the entry's id (`None` for the bot): for changes that
+    /// are looked up later by it (a room deletion's `delete_id`).
+    pub(crate) async fn write_numbered(
+        &self,
+        actor: &Actor<'_>,
+        action: &str,
+        target: &str,
+        details: Value,
+    ) -> Result<Option<u64>> {
+        let mut batch = Batch::new();
+        let id = self.record(&mut batch, actor, action, target, details)?;
+        self.store.write_durable(batch).await?;
+        Ok(id)
+    }
+
+    /// The entry with this id.
+    pub(crate) fn get(&self, id: u64) -> Result<Option<AuditEntry>> {
+        let Some(bytes) = self
+            .store
+            .get(Table::SupportAudit, &Key::new().u64(id).into_vec())?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::internal(format!("corrupt audit entry: {e}")))
     }
 
     /// Newest first, below id `before` when given.

@@ -333,6 +333,20 @@ impl ConversationIndex {
         }
     }
 
+    /// How many conversations have this status: their entries under one facet, counted (an
+    /// admin-rate scan, `charla admin stats`).
+    pub(crate) fn count_status(&self, status: super::conversation::Status) -> Result<usize> {
+        let mut count = 0;
+        for entry in self.store.scan_prefix(
+            Table::SupportIndex,
+            &prefix("status", status.as_str(), BY_ACTIVITY),
+        ) {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Conversations created in `[from, to)`, oldest first: what metrics read.
     pub(crate) fn created_between(&self, from: u64, to: u64) -> Result<Vec<ConversationRecord>> {
         let p = prefix("all", "", BY_CREATED);

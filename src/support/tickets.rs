@@ -155,6 +155,17 @@ impl TicketStore {
         );
     }
 
+    /// How many tickets have this status (an admin-rate scan of one index facet).
+    pub(crate) fn count_status(&self, status: TicketStatus) -> Result<usize> {
+        let prefix = Key::new().str("status").str(status.as_str()).into_vec();
+        let mut count = 0;
+        for entry in self.store.scan_prefix(Table::SupportTicketIndex, &prefix) {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Newest first, below `before` (a ticket number) when given: those `filter` and
     /// `visible` (the caller's view) keep, and where the next page starts. One page reads at
     /// most [`SCAN_BUDGET`] index entries, so a caller who sees few tickets gets a short page

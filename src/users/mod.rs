@@ -5,6 +5,7 @@
 //! exactly one device, and deleting the device revokes it.
 
 mod account_data;
+pub(crate) mod admin;
 pub(crate) mod admin_token;
 mod devices;
 pub(crate) mod push_rules;

@@ -10,16 +10,24 @@
 
 mod register;
 mod rooms;
+mod stats;
 mod users;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::FromRequestParts};
+use axum::{
+    Router,
+    extract::{FromRequest, FromRequestParts, Request},
+};
 use http::request::Parts;
 use ruma::{OwnedUserId, UserId};
+use serde::de::DeserializeOwned;
 
 use crate::{
-    api::ruma::{AuthRequirement, access_token, authenticate},
+    api::{
+        ruma::{AuthRequirement, access_token, authenticate, read_body},
+        support::json_body,
+    },
     error::{Error, Result},
     services::Services,
     support::{Role, actor::Actor},
@@ -31,6 +39,7 @@ pub(crate) const PREFIX: &str = "/_charla/admin/v1";
 pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = register::routes(r);
     let r = users::routes(r);
+    let r = stats::routes(r);
     rooms::routes(r)
 }
 
@@ -75,4 +84,34 @@ impl FromRequestParts<Arc<Services>> for Administrator {
             Err(Error::forbidden("You are not a server admin"))
         }
     }
+}
+
+/// A JSON body, read within `limits.max_request_bytes` once the handler's [`Administrator`] is
+/// established (extractors run in order, the body last). Empty means `{}`: Synapse's tools send
+/// bodiless POSTs and DELETEs.
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Services>> for Body<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, s: &Arc<Services>) -> Result<Self> {
+        let bytes = read_body(s, request.into_body()).await?;
+        json_body(&bytes).map(Body)
+    }
+}
+
+/// A user id from the path: a full id, or a localpart of this server.
+pub(crate) fn user_param(s: &Services, user: &str) -> Result<OwnedUserId> {
+    let parsed = if user.starts_with('@') {
+        UserId::parse(user).ok()
+    } else {
+        UserId::parse_with_server_name(user, &s.config.server_name).ok()
+    };
+    parsed.ok_or_else(|| Error::invalid_param(format!("{user:?} is not a user id")))
+}
+
+/// A room id from the path.
+pub(crate) fn room_param(room: &str) -> Result<ruma::OwnedRoomId> {
+    ruma::RoomId::parse(room)
+        .map_err(|_| Error::invalid_param(format!("{room:?} is not a room id")))
 }

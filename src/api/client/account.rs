@@ -17,7 +17,6 @@ use crate::{
     api::ruma::{Ruma, route},
     config::RegistrationMode,
     error::{Error, Result},
-    rooms::MembershipChange,
     services::Services,
     users::{
         NewAccount,
@@ -363,24 +362,7 @@ async fn deactivate(
 ) -> Result<deactivate::v3::Response> {
     let user = req.user_id().to_owned();
     require_password(&s, &user, Operation::Deactivate, req.json.as_ref()).await?;
-    // Leave every room first, so other members see the departure; reject pending invites.
-    let rooms = s.rooms.user_rooms(&user)?.into_iter().filter(|(_, r)| {
-        use ruma::events::room::member::MembershipState::{Invite, Join, Knock};
-        matches!(r.membership, Join | Invite | Knock)
-    });
-    for (room_id, _) in rooms {
-        let change = MembershipChange {
-            sender: &user,
-            target: &user,
-            membership: ruma::events::room::member::MembershipState::Leave,
-            profile: Default::default(),
-            reason: None,
-            is_direct: None,
-        };
-        if let Err(e) = s.rooms.change_membership(&room_id, change).await {
-            tracing::warn!(room = %room_id, error = %e, "could not leave room while deactivating");
-        }
-    }
+    s.rooms.leave_all(&user).await?;
     s.users.deactivate(&user).await?;
     Ok(deactivate::v3::Response::new(
         ruma::api::client::account::ThirdPartyIdRemovalStatus::NoSupport,

@@ -8,13 +8,12 @@ use ruma::{
     api::client::profile::{
         get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
     },
-    events::room::member::MembershipState,
 };
 
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
-    rooms::{MemberProfile, MembershipChange},
+    rooms::MemberProfile,
     services::Services,
     users::UserRecord,
 };
@@ -80,7 +79,9 @@ async fn set_displayname(
         .users
         .set_profile(&user, Some(req.body.displayname.clone()), None)
         .await?;
-    propagate(&s, &user, &record).await?;
+    s.rooms
+        .propagate_profile(&user, &member_profile(&record))
+        .await?;
     Ok(set_display_name::v3::Response::new())
 }
 
@@ -96,7 +97,9 @@ async fn set_avatar(
         .map(|u| u.to_string())
         .filter(|u| !u.is_empty());
     let record = s.users.set_profile(&user, None, Some(url)).await?;
-    propagate(&s, &user, &record).await?;
+    s.rooms
+        .propagate_profile(&user, &member_profile(&record))
+        .await?;
     Ok(set_avatar_url::v3::Response::new())
 }
 
@@ -113,22 +116,4 @@ pub fn member_profile(record: &UserRecord) -> MemberProfile {
         displayname: record.displayname.clone(),
         avatar_url: record.avatar_url.clone(),
     }
-}
-
-/// Updates the user's member event in every joined room, as Synapse does.
-async fn propagate(s: &Services, user: &UserId, record: &UserRecord) -> Result<()> {
-    for room_id in s.rooms.joined_rooms(user)? {
-        let change = MembershipChange {
-            sender: user,
-            target: user,
-            membership: MembershipState::Join,
-            profile: member_profile(record),
-            reason: None,
-            is_direct: None,
-        };
-        if let Err(e) = s.rooms.change_membership(&room_id, change).await {
-            tracing::warn!(room = %room_id, error = %e, "profile change not propagated");
-        }
-    }
-    Ok(())
 }

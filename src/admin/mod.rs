@@ -1,0 +1,52 @@
+//! What administrators do to accounts and rooms, across the services it takes, each change
+//! written to the audit log with who asked. The admin API (`api/admin`) calls these; so do
+//! Synapse's admin endpoints, in Synapse's shapes.
+
+mod accounts;
+mod stats;
+
+pub(crate) use accounts::{AccountChange, NewUser};
+pub(crate) use stats::Stats;
+
+use ruma::RoomId;
+
+use crate::{
+    error::Result,
+    rooms::{Deleted, RoomService},
+    support::{Desk, actor::Actor},
+    users::UserService,
+};
+
+/// The services administration uses, built per request by `Services::admin`.
+#[derive(Clone, Copy)]
+pub(crate) struct Admin<'a> {
+    pub(crate) users: &'a UserService,
+    pub(crate) rooms: &'a RoomService,
+    /// The desk: its audit log, roles, conversations and tickets.
+    pub(crate) desk: Desk<'a>,
+}
+
+impl Admin<'_> {
+    /// Deletes a room (`rooms::admin`): its members leave, nobody joins again, its history is
+    /// purged. Answers what was done and the audit entry recording it (Synapse's `delete_id`).
+    pub(crate) async fn delete_room(
+        &self,
+        actor: &Actor<'_>,
+        room_id: &RoomId,
+    ) -> Result<(Deleted, Option<u64>)> {
+        let deleted = self.rooms.delete_room(room_id).await?;
+        let entry = self
+            .desk
+            .support
+            .audit
+            .write_numbered(
+                actor,
+                "room.delete",
+                room_id.as_str(),
+                serde_json::to_value(&deleted)
+                    .map_err(|e| crate::error::Error::internal(e.to_string()))?,
+            )
+            .await?;
+        Ok((deleted, entry))
+    }
+}
