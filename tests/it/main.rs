@@ -7,6 +7,7 @@
 mod common;
 
 mod accounts;
+mod admin;
 mod appservice_api;
 mod appservice_echo;
 mod architecture;
