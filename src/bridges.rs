@@ -6,12 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::Router;
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::HttpMetrics;
 
 /// A bridge whose registration is in place, to be built once the listener is known.
 pub struct PreparedWhatsApp {
@@ -66,6 +68,7 @@ pub fn start_whatsapp(
     config: &Config,
     addr: SocketAddr,
     app: Router,
+    metrics: Option<&Arc<HttpMetrics>>,
 ) -> Result<(Router, whatsapp::BridgeHandle), Error> {
     let service = whatsapp::BridgeService::new(
         config.bridges.whatsapp.clone(),
@@ -75,7 +78,8 @@ pub fn start_whatsapp(
         &prepared.state_dir,
     )
     .map_err(|e| Error::internal(format!("WhatsApp bridge: {e}")))?;
-    let app = app.nest_service("/bridges/whatsapp", service.router());
+    let routes = crate::metrics::http::instrument(service.router(), metrics);
+    let app = app.nest_service("/bridges/whatsapp", routes);
     Ok((app, service.start()))
 }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub(crate) mod events;
 pub(crate) mod expiring;
 pub(crate) mod media;
+pub(crate) mod metrics;
 pub(crate) mod push;
 pub(crate) mod ratelimit;
 pub(crate) mod read_cache;

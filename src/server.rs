@@ -1,25 +1,39 @@
 //! Running the server: bind, serve the router, shut down cleanly.
 //!
 //! Connections are served by [`listener`], which bounds how long a client may take to send a
-//! request or read a response ([`idle`]); the limits are `[server]` config keys.
+//! request or read a response ([`idle`]); the limits are `[server]` config keys. With
+//! `[metrics] enabled`, a second listener serves `GET /metrics` ([`observed`] is what it reads).
+//!
+//! Stopping ([`RunningServer::stop`], on SIGTERM or Ctrl-C under `charla serve`): the bridge
+//! finishes its step, both listeners stop accepting, waiting `/sync` long polls are answered
+//! with what they have, requests in flight finish (within a grace period), and the store's log
+//! is synced, so the process can exit 0 with nothing written left behind.
 
 mod idle;
 mod listener;
+mod observed;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
-use crate::{config::Config, error::Error, services::Services};
+use crate::{config::Config, error::Error, metrics::Metrics, services::Services};
+
+/// How long a stop waits for the store's last log sync.
+const FINAL_SYNC: Duration = Duration::from_secs(3);
 
 /// A server running in this process (used by `charla serve` and by the integration tests).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` answers, when `[metrics] enabled`.
+    pub metrics_addr: Option<SocketAddr>,
     pub services: Arc<Services>,
     /// The WhatsApp bridge, when `[bridges.whatsapp]` enables it.
     pub whatsapp: Option<whatsapp::BridgeHandle>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Set to `true` to stop both listeners.
+    shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    metrics_task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
@@ -28,17 +42,31 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting requests, waits for in-flight ones, and closes the store.
+    /// Stops accepting requests, answers waiting long polls, waits for in-flight requests, and
+    /// syncs the store's log.
     pub async fn stop(mut self) {
         // The bridge first: its workers finish their step while the server still answers.
         if let Some(bridge) = self.whatsapp.take() {
             bridge.stop().await;
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.shutdown.send_replace(true);
+        // Long polls return what they have, so the listener's wait for them is short.
         self.services.notifier.stop();
         let _ = (&mut self.task).await;
+        if let Some(task) = self.metrics_task.take() {
+            let _ = task.await;
+        }
+        // Acknowledged writes are on disk already; this syncs the rest (consumers' cursors,
+        // lazily saved), so a restart replays nothing it need not. Bounded: on a full disk the
+        // log retries its sync forever, and what it holds was never acknowledged.
+        let store = &self.services.store;
+        match tokio::time::timeout(FINAL_SYNC, store.durable(store.latest_ticket())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "syncing the store's log at shutdown failed"),
+            Err(_) => {
+                tracing::error!("the store's log could not be synced at shutdown (disk full?)")
+            }
+        }
     }
 
     /// Waits until the server stops on its own (signal).
@@ -49,48 +77,93 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, binds the listener and starts serving.
-pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
-    let listener = TcpListener::bind(config.server.listen)
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::internal(format!("cannot listen on {}: {e}", config.server.listen)))?;
-    let addr = listener
+        .map_err(|e| Error::internal(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener
         .local_addr()
         .map_err(|e| Error::internal(e.to_string()))?;
+    Ok((listener, local))
+}
+
+/// Opens the store, binds the listeners and starts serving.
+pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
+    let (listener, addr) = bind(config.server.listen).await?;
+    // Bound before anything starts, so a taken port fails the start rather than the scrape.
+    let metrics_listener = match config.metrics.enabled {
+        true => Some(bind(config.metrics.listen).await?),
+        false => None,
+    };
     let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
     let services = Services::open(config).await?;
     crate::bot::start(services.clone()).await?;
     let push = crate::push::gateway::open(&services.push_delivery()).await?;
     let s = services.clone();
     tokio::spawn(async move { crate::push::gateway::run(&s.push_delivery(), push).await });
-    let mut app = crate::api::router(services.clone());
+    let http_metrics = metrics_listener
+        .as_ref()
+        .map(|_| crate::metrics::HttpMetrics::new());
+    let mut app = crate::api::router(services.clone(), http_metrics.as_ref());
     let mut whatsapp_handle = None;
     if let Some(prepared) = whatsapp {
-        let (with_bridge, handle) =
-            crate::bridges::start_whatsapp(prepared, &services.config, addr, app)?;
+        let (with_bridge, handle) = crate::bridges::start_whatsapp(
+            prepared,
+            &services.config,
+            addr,
+            app,
+            http_metrics.as_ref(),
+        )?;
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
         whatsapp_handle = Some(handle);
     }
-    let (tx, rx) = oneshot::channel::<()>();
+    let (shutdown, stopped) = watch::channel(false);
     let timeouts = listener::Timeouts {
         header_read: Duration::from_secs(services.config.server.header_read_timeout_secs),
         idle: Duration::from_secs(services.config.server.idle_timeout_secs),
     };
-    let task = tokio::spawn(listener::serve(listener, app, timeouts, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(listener::serve(
+        listener,
+        app,
+        timeouts,
+        stopping(stopped.clone()),
+    ));
+    let mut metrics_addr = None;
+    let mut metrics_task = None;
+    if let (Some((listener, at)), Some(http)) = (metrics_listener, http_metrics) {
+        let observed = observed::Observed {
+            services: services.clone(),
+            whatsapp: whatsapp_handle.as_ref().map(|h| h.bridge().clone()),
+        };
+        let router = Metrics::new(observed, http).router();
+        metrics_task = Some(tokio::spawn(listener::serve(
+            listener,
+            router,
+            timeouts,
+            stopping(stopped),
+        )));
+        metrics_addr = Some(at);
+        tracing::info!(addr = %at, "metrics at /metrics");
+    }
     tokio::spawn(presence_timeouts(services.clone()));
     start_appservice_pushers(&services);
     tracing::info!(%addr, server_name = %services.config.server_name, "listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         services,
         whatsapp: whatsapp_handle,
-        shutdown: Some(tx),
+        shutdown,
         task,
+        metrics_task,
     })
+}
+
+/// Resolves once `stopped` says so (or its sender is gone).
+async fn stopping(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 /// Starts the appservice pushers on a thread of their own (`appservice::run_pushers`), if any

@@ -18,46 +18,52 @@ use tower_http::{
     cors::{Any, CorsLayer},
 };
 
-use crate::{error::Error, services::Services};
+use crate::{error::Error, metrics::HttpMetrics, services::Services};
 
-/// Every route of the server, with CORS for browser clients and `M_UNRECOGNIZED` for the rest.
-pub fn router(services: Arc<Services>) -> Router {
+/// Every route of the server, with CORS for browser clients and `M_UNRECOGNIZED` for the rest;
+/// with `metrics`, every request is counted and timed by its route template.
+pub fn router(services: Arc<Services>, metrics: Option<&Arc<HttpMetrics>>) -> Router {
     let limit = services.config.limits.max_request_bytes;
     let r = Router::new();
     let r = client::routes(r);
     let r = admin::routes(r);
     let r = support::routes(r);
-    r.fallback(|method: Method, uri: http::Uri| async move {
-        tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
-        Error::unrecognized(StatusCode::NOT_FOUND)
-    })
-    .method_not_allowed_fallback(|| async { Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED) })
-    // The extractor enforces the configured limit with a Matrix error; this is the backstop.
-    .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
-    .layer(
-        CorsLayer::new()
-            .allow_origin(Any)
-            .allow_methods([
-                Method::GET,
-                Method::POST,
-                Method::PUT,
-                Method::DELETE,
-                Method::PATCH,
-                Method::OPTIONS,
-            ])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                header::ACCEPT,
-                header::HeaderName::from_static("x-requested-with"),
-            ]),
-    )
-    // A bug that panics in a handler answers that request with a 500 instead of dropping the
-    // connection. Nothing a handler shares is left poisoned: the server's locks don't poison.
-    .layer(CatchPanicLayer::custom(
-        |_panic: Box<dyn std::any::Any + Send>| {
-            axum::response::IntoResponse::into_response(Error::internal("request handler panicked"))
-        },
-    ))
-    .with_state(services)
+    let r = r
+        .fallback(|method: Method, uri: http::Uri| async move {
+            tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
+            Error::unrecognized(StatusCode::NOT_FOUND)
+        })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
+        // The extractor enforces the configured limit with a Matrix error; this is the backstop.
+        .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::DELETE,
+                    Method::PATCH,
+                    Method::OPTIONS,
+                ])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("x-requested-with"),
+                ]),
+        )
+        // A bug that panics in a handler answers that request with a 500 instead of dropping the
+        // connection. Nothing a handler shares is left poisoned: the server's locks don't poison.
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(Error::internal(
+                    "request handler panicked",
+                ))
+            },
+        ));
+    crate::metrics::http::instrument(r, metrics).with_state(services)
 }

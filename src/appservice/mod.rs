@@ -14,7 +14,7 @@ use std::{collections::HashMap, sync::Arc};
 use ruma::{RoomAliasId, ServerName, UserId};
 
 pub use outbound::PingError;
-pub use pusher::{Pushers, any_to_push, run_pushers};
+pub use pusher::{Pushers, QueueDepth, any_to_push, queue_depths, run_pushers};
 pub use registration::{AppService, check_unique};
 pub use thirdparty::ThirdPartyKind;
 

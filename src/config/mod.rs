@@ -7,9 +7,11 @@
 //! need to sit in a file under version control.
 
 pub(crate) mod media;
+mod metrics;
 pub(crate) mod secrets;
 mod support;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
+pub use metrics::MetricsConfig;
 pub(crate) use support::parse_hhmm;
 pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub support: SupportConfig,
     #[serde(default)]
     pub bridges: BridgesConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
@@ -357,6 +361,9 @@ impl Config {
         )
         .map_err(|e| ConfigError::Invalid(format!("media.url_preview_ip_range_*: {e}")))?;
         self.server.outbound_filter()?;
+        self.metrics
+            .validate(self.server.listen)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

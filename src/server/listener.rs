@@ -6,7 +6,7 @@
 //! hyper's HTTP/1 connection builder directly, which bounds the header read (and with it how
 //! long an idle keep-alive connection stays open), while [`idle`] bounds the waits on a
 //! request body and on a response write. Stopping waits for requests in flight, as
-//! `axum::serve`'s graceful shutdown did.
+//! `axum::serve`'s graceful shutdown did, for at most [`GRACE`].
 
 use std::{future::Future, time::Duration};
 
@@ -75,9 +75,20 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // Idle connections close at once and waiting long polls answer (the notifier stopped);
+    // what still runs after the grace period (an upload that crawls) is cut, so that a stop
+    // ends in bounded time.
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?GRACE, "requests still in flight at shutdown were cut");
+    }
     Ok(())
 }
+
+/// How long a stop waits for the requests in flight.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Like `axum::serve`: a connection that failed before it was accepted is the peer's affair;
 /// anything else (out of file descriptors) is logged and retried after a pause, not in a spin.

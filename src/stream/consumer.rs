@@ -362,6 +362,8 @@ impl<'a, C: Cursor> Consumer<'a, C> {
         H: Handler,
     {
         let mut head_rx = self.stream.watch();
+        // Its lag, for operators (`stream::Progress`).
+        let tracked = self.stream.progress().track(self.name, from);
         let mut at = Progress {
             read: from,
             committed: from,
@@ -382,6 +384,7 @@ impl<'a, C: Cursor> Consumer<'a, C> {
             retry.reset();
             handler.idle(at.committed).await;
             self.save_if_due(&handler, &mut at).await;
+            tracked.set(handler.settled(at.committed));
             let unsaved = handler.settled(at.committed) > at.saved;
             let save_at = tokio::time::Instant::from_std(at.last_save + self.save_interval);
             tokio::select! {

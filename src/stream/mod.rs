@@ -10,11 +10,13 @@
 
 mod consumer;
 mod notifier;
+mod progress;
 
 pub(crate) use consumer::{
     Backoff, Commit, Consumer, Cursor, Handled, Handler, NamedCursor, Source, guarded,
 };
 pub use notifier::{Edu, Notifier};
+pub use progress::Progress;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -37,6 +39,10 @@ pub struct Stream {
     /// The ephemeral stream (typing, presence): in memory only, numbered from the boot time in
     /// milliseconds so that a token from before a restart is never ahead of it.
     ephemeral: AtomicU64,
+    /// Events made durable since the process started (for `/metrics`).
+    events_stored: AtomicU64,
+    /// Where each running consumer is (for `/metrics`).
+    progress: Progress,
 }
 
 /// A change applied in memory at `pos`, not yet durable.
@@ -44,6 +50,8 @@ pub struct Stream {
 pub struct Pending {
     pub pos: u64,
     ticket: WriteTicket,
+    /// Whether the change stores an event (counted once durable).
+    event: bool,
 }
 
 impl Stream {
@@ -68,6 +76,8 @@ impl Stream {
             last: Mutex::new(last),
             visible,
             ephemeral: AtomicU64::new(boot_ms),
+            events_stored: AtomicU64::new(0),
+            progress: Progress::default(),
         })
     }
 
@@ -90,18 +100,22 @@ impl Stream {
         let mut batch = build(pos);
         // An event's own key records its position; saving the head too would cost every event
         // one more write.
-        if !batch.touches(Table::Events) {
+        let event = batch.touches(Table::Events);
+        if !event {
             batch.put(Table::Global, HEAD_KEY, pos.to_be_bytes().to_vec());
         }
         let ticket = self.store.write(batch)?;
         *last = pos;
         applied(pos);
-        Ok(Pending { pos, ticket })
+        Ok(Pending { pos, ticket, event })
     }
 
     /// Waits until the change is on disk, then makes it visible to readers.
     pub async fn finish(&self, pending: Pending) -> Result<u64> {
         self.store.durable(pending.ticket).await?;
+        if pending.event {
+            self.events_stored.fetch_add(1, Ordering::Relaxed);
+        }
         self.visible.send_if_modified(|v| {
             let advanced = pending.pos > *v;
             *v = (*v).max(pending.pos);
@@ -140,6 +154,16 @@ impl Stream {
     /// Numbers an ephemeral change (typing, presence). Nothing is written.
     pub fn next_ephemeral(&self) -> u64 {
         self.ephemeral.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Events made durable by this process since it started.
+    pub fn events_stored(&self) -> u64 {
+        self.events_stored.load(Ordering::Relaxed)
+    }
+
+    /// Where the running consumers are.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// The newest ephemeral number handed out.

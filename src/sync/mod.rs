@@ -10,7 +10,13 @@ mod filter;
 mod room;
 mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use ruma::{
     api::client::{filter::FilterDefinition, sync::sync_events::v3},
@@ -39,6 +45,25 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct SyncService {
     stream: Arc<Stream>,
     notifier: Arc<Notifier>,
+    /// Long polls waiting right now (for `/metrics`).
+    waiting: AtomicUsize,
+}
+
+/// Counts one waiting long poll for as long as it lives: also when its client goes away and
+/// the request's future is dropped mid-wait.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A parsed sync request.
@@ -90,7 +115,16 @@ impl<'a> SyncContext<'a> {
 
 impl SyncService {
     pub(crate) fn new(stream: Arc<Stream>, notifier: Arc<Notifier>) -> Self {
-        SyncService { stream, notifier }
+        SyncService {
+            stream,
+            notifier,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many `/sync` long polls are waiting for something to happen.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Resolves the request's filter: inline JSON or the id of a stored filter.
@@ -138,6 +172,7 @@ impl SyncService {
             if !waiting {
                 return Ok(response);
             }
+            let _waiting = Waiting::new(&self.waiting);
             tokio::select! {
                 changed = wake.changed() => {
                     if changed.is_err() {

@@ -474,7 +474,13 @@ impl<T: TableSet> Store<T> {
 
     /// Bytes on disk, for operators and benchmarks.
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.inner.db.size_on_disk()? + wal::Wal::size_on_disk(&self.inner.wal_dir)?)
+        Ok(self.inner.db.size_on_disk()? + self.log_size_on_disk()?)
+    }
+
+    /// Bytes of the write-ahead log's segments on disk: what the next checkpoint may free, and
+    /// what a restart replays (for `/metrics`).
+    pub fn log_size_on_disk(&self) -> Result<u64> {
+        Ok(wal::Wal::size_on_disk(&self.inner.wal_dir)?)
     }
 }
 

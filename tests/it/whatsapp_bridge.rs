@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{Client, TestServer, V3, enc};
+use crate::common::{Client, TestServer, V3, enc, metrics::scrape};
 use serde_json::{Value, json};
 use whatsapp::Bridge;
 use whatsapp::sim::{Fault, SimConfig, SimServer, Simulator};
@@ -59,7 +59,8 @@ impl Rig {
              phone_number_id = \"{}\"\naccess_token = \"{}\"\napp_secret = \"{}\"\n\
              verify_token = \"verify-me\"\ninvite = {invite}\n\
              bot_templates = [\"greeting\"]\nmax_retry_secs = 1\n\
-             acceptance_wait_ms = {acceptance_wait_ms}\n{desk}",
+             acceptance_wait_ms = {acceptance_wait_ms}\n{desk}\
+             [metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
             c.phone_number_id, c.access_token, c.app_secret
         );
         let s = TestServer::start_with(&extra).await;
@@ -832,6 +833,14 @@ async fn with_whatsapp_down_agent_messages_queue_and_go_out_once_in_order_across
         (rig.bridge().store().outbox_len() == 3).then_some(())
     })
     .await;
+    // Operators see the queue in the metrics, and the webhook counted by its route.
+    let metrics = scrape(rig.s.server.metrics_addr.unwrap()).await;
+    assert_eq!(metrics.gauge("charla_whatsapp_outbox", &[]), 3.0);
+    assert_eq!(metrics.gauge("charla_whatsapp_dead_letters", &[]), 0.0);
+    let webhook = [("endpoint", "/bridges/whatsapp/webhook"), ("status", "200")];
+    assert!(metrics.counter("charla_http_requests", &webhook) >= 1.0);
+    let whatsapp = [("appservice", "whatsapp")];
+    assert!(metrics.gauge("charla_appservice_transactions_pending", &whatsapp) <= 2.0);
 
     // Charla restarts while WhatsApp is still down; the queue is on disk.
     let Rig {

@@ -42,6 +42,35 @@ pub struct Pushers<'a> {
     pub notifier: &'a Notifier,
 }
 
+/// One appservice's backlog, for operators (`/metrics`).
+pub struct QueueDepth {
+    pub appservice: String,
+    /// Stream positions after the acknowledged cursor: what the appservice has yet to receive
+    /// (or is of no interest to it; the pusher skips those without a transaction).
+    pub behind: u64,
+    /// Transactions prepared and not yet acknowledged (at most [`QUEUE_DEPTH`]).
+    pub transactions: u64,
+}
+
+/// The backlog of each appservice with a URL to push to, from its durable state: a read per
+/// appservice, for a scrape rather than a request path. An appservice whose pusher never ran
+/// (or whose state cannot be read: the pusher logs that) is left out.
+pub fn queue_depths(appservices: &AppServices, store: &Store, head: u64) -> Vec<QueueDepth> {
+    appservices
+        .all()
+        .iter()
+        .filter(|asv| has_url(asv))
+        .filter_map(|asv| {
+            let state = state::record(store, asv).ok().flatten()?;
+            Some(QueueDepth {
+                appservice: asv.id().to_owned(),
+                behind: head.saturating_sub(state.cursor),
+                transactions: state.pending.len() as u64,
+            })
+        })
+        .collect()
+}
+
 /// Whether any appservice has a URL to push to.
 pub fn any_to_push(appservices: &AppServices) -> bool {
     appservices.all().iter().any(|asv| has_url(asv))

@@ -163,13 +163,23 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Pendi
     })
 }
 
-/// The appservice's stored state, with the bodies of its prepared transactions.
-pub(super) fn load(store: &Store, asv: &AppService) -> Result<Option<PusherState>> {
-    let corrupt = |detail: String| Error::internal(format!("corrupt appservice state: {detail}"));
+fn corrupt(detail: String) -> Error {
+    Error::internal(format!("corrupt appservice state: {detail}"))
+}
+
+/// The appservice's stored state without the bodies of its transactions (for operators).
+pub(super) fn record(store: &Store, asv: &AppService) -> Result<Option<PusherState>> {
     let Some(v) = store.get(Table::AppserviceState, asv.id().as_bytes())? else {
         return Ok(None);
     };
-    let mut state: PusherState = serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))?;
+    serde_json::from_slice(&v).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The appservice's stored state, with the bodies of its prepared transactions.
+pub(super) fn load(store: &Store, asv: &AppService) -> Result<Option<PusherState>> {
+    let Some(mut state) = record(store, asv)? else {
+        return Ok(None);
+    };
     for txn in state.pending.iter_mut().filter(|t| t.body.is_empty()) {
         let body = store
             .get(Table::AppserviceState, &body_key(asv, txn.txn_id))?

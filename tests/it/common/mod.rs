@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -115,17 +116,26 @@ impl TestServer {
 
     /// Registers a user through the dummy UIA flow and returns a logged-in client.
     pub async fn user(&self, name: &str) -> Client {
-        let mut c = self.client();
-        let (status, body) = c
-            .post(
-                "/_matrix/client/v3/register",
-                json!({ "username": name, "password": "secret-pw", "auth": { "type": "m.login.dummy" } }),
-            )
-            .await;
-        assert_eq!(status, 200, "register {name}: {body}");
-        c.token = Some(body["access_token"].as_str().unwrap().to_owned());
-        c
+        registered(&self.server.base_url(), name).await
     }
+}
+
+/// Registers `name` on the server at `base` through the dummy UIA flow; a logged-in client.
+pub async fn registered(base: &str, name: &str) -> Client {
+    let mut c = Client {
+        http: reqwest::Client::new(),
+        base: base.to_owned(),
+        token: None,
+    };
+    let (status, body) = c
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": name, "password": "secret-pw", "auth": { "type": "m.login.dummy" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "register {name}: {body}");
+    c.token = Some(body["access_token"].as_str().unwrap().to_owned());
+    c
 }
 
 /// A raw HTTP client: every call returns the status and the JSON body, never panics on errors.
