@@ -13,7 +13,7 @@ use ruma::RoomId;
 use crate::{
     error::Result,
     rooms::{Deleted, RoomService},
-    support::{Desk, actor::Actor},
+    support::{Desk, actor::Actor, conversation::Status},
     users::UserService,
 };
 
@@ -34,6 +34,23 @@ impl Admin<'_> {
         actor: &Actor<'_>,
         room_id: &RoomId,
     ) -> Result<(Deleted, Option<u64>)> {
+        // A conversation is closed first, while its room still takes the bot's state event:
+        // otherwise it would stay open in the desk's lists and count in its agent's load.
+        if self.desk.support.index.contains(room_id)? {
+            self.rooms.live_room(room_id)?;
+            crate::support::actions::update(
+                &self.desk,
+                room_id,
+                actor,
+                "conversation.close",
+                serde_json::json!({ "reason": "room deleted" }),
+                |c| {
+                    crate::support::actions::set_status(c, Status::Closed);
+                    Ok(())
+                },
+            )
+            .await?;
+        }
         let deleted = self.rooms.delete_room(room_id).await?;
         let entry = self
             .desk

@@ -397,3 +397,47 @@ async fn admin_accounts_and_desk_admins_may_call_it_and_are_audited() {
     assert_eq!(deactivated["actor"], "@lead:localhost");
     assert_eq!(deactivated["via"], "admin");
 }
+
+/// Deleting a conversation's room closes the conversation first: it leaves the desk's open
+/// lists and its agent's load.
+#[tokio::test]
+async fn deleting_a_conversation_room_closes_the_conversation() {
+    let desk = crate::support::desk().await;
+    let cli = AdminCli::of(&desk.s);
+    let _customer = desk.s.user("cus").await;
+    let (status, created) = desk
+        .boss
+        .post(
+            "/api/support/v1/conversations",
+            json!({ "participants": ["@cus:localhost"], "name": "Refund" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let room = created["room_id"].as_str().expect("room_id").to_owned();
+    let before = cli.run(&["stats", "--json"]).await.json();
+    assert_eq!(before["conversations"]["open"], 1, "{before}");
+
+    let deleted = cli.run(&["room", "delete", &room, "--json"]).await.json();
+    assert!(
+        deleted["kicked_users"].as_array().unwrap().len() >= 2,
+        "{deleted}"
+    );
+
+    let after = cli.run(&["stats", "--json"]).await.json();
+    assert_eq!(after["conversations"]["open"], 0, "{after}");
+    assert_eq!(after["conversations"]["closed"], 1, "{after}");
+    let (status, audit) = desk.boss.get("/api/support/v1/audit").await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == room.as_str())
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["room.delete", "conversation.close", "conversation.create"],
+        "newest first"
+    );
+}
