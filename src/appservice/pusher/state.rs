@@ -189,6 +189,17 @@ pub(super) fn load(store: &Store, asv: &AppService) -> Result<Option<PusherState
     Ok(Some(state))
 }
 
+/// Adds to `batch` the deletion of the pusher state of the appservice `id`, bodies included.
+pub(super) fn forget(store: &Store, id: &str, batch: &mut Batch) -> Result<()> {
+    batch.delete(Table::AppserviceState, id.as_bytes().to_vec());
+    let bodies = Key::new().str(id).into_vec();
+    for entry in store.scan_prefix(Table::AppserviceState, &bodies) {
+        let (key, _) = entry?;
+        batch.delete(Table::AppserviceState, key.to_vec());
+    }
+    Ok(())
+}
+
 /// Where a prepared transaction's body is stored, next to the state.
 fn body_key(asv: &AppService, txn_id: u64) -> Vec<u8> {
     Key::new().str(asv.id()).u64(txn_id).into_vec()
