@@ -283,7 +283,9 @@ impl Services {
         self.support
             .audit
             .record(&mut batch, actor, "appservice.register", asv.id(), details)?;
-        self.appservices.add(asv, batch).await
+        // Sent everything from now on, whenever its pusher gets going.
+        let from = self.stream.head();
+        self.appservices.add(asv, from, batch).await
     }
 
     /// Unregisters an appservice registered at runtime, audited; its pusher stops.

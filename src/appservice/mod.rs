@@ -127,12 +127,12 @@ impl AppServices {
     }
 
     /// Adds a checked registration: kept in the store (with `batch`, the caller's record of
-    /// it) and in use once that is on disk. Checked again under the lock, so two at once never
-    /// both take an id or a token.
-    pub async fn add(&self, asv: AppService, batch: Batch) -> Result<Arc<AppService>> {
+    /// it) and in use once that is on disk; it is sent the events after stream position
+    /// `from`. Checked again under the lock, so two at once never both take an id or a token.
+    pub async fn add(&self, asv: AppService, from: u64, batch: Batch) -> Result<Arc<AppService>> {
         let _one_at_a_time = self.changing.lock().await;
         registry::check_against(&asv, &self.all())?;
-        registry::save(&self.store, &asv, batch).await?;
+        registry::save(&self.store, &asv, from, batch).await?;
         let asv = Arc::new(asv);
         self.replace(|list| list.push(asv.clone()));
         tracing::info!(appservice = asv.id(), "appservice registered");

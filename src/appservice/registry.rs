@@ -52,12 +52,20 @@ pub(super) fn load(
     Ok(out)
 }
 
-/// What is wrong with a registration, as `400 M_INVALID_PARAM` naming the field at fault
-/// (the validator quotes it: `` `namespaces.users[0].regex` ``).
+/// What is wrong with a registration, as `400 M_INVALID_PARAM` naming the field at fault: the
+/// validator quotes it first (`` invalid registration: `namespaces.users[0].regex` … ``), the
+/// parser names a missing one (`` missing field `as_token` ``); otherwise the whole
+/// `registration`.
 pub(super) fn invalid(message: &str) -> Error {
-    let field = message
-        .split('`')
-        .nth(1)
+    let quoted = if message.starts_with("invalid registration") {
+        message.split('`').nth(1)
+    } else {
+        message
+            .split("missing field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+    };
+    let field = quoted
         .filter(|f| !f.is_empty() && !f.contains(' '))
         .unwrap_or("registration");
     Error::invalid_field(field, message.to_owned())
@@ -110,15 +118,20 @@ pub(super) fn check_against(asv: &AppService, registered: &[Arc<AppService>]) ->
     Ok(())
 }
 
-/// Keeps the registration, with the caller's `batch`, and waits for the disk. A pusher state
-/// left by an earlier appservice of the same id is dropped: this one starts at the stream's
-/// head, not in that one's backlog.
-pub(super) async fn save(store: &Store, asv: &AppService, mut batch: Batch) -> Result<()> {
+/// Keeps the registration, with the caller's `batch`, and waits for the disk. Its pusher
+/// starts after stream position `from` (whenever it starts running), over any state an
+/// earlier appservice of the same id left.
+pub(super) async fn save(
+    store: &Store,
+    asv: &AppService,
+    from: u64,
+    mut batch: Batch,
+) -> Result<()> {
     let yaml = asv
         .registration
         .to_yaml_string()
         .map_err(|e| Error::internal(e.to_string()))?;
-    pusher::forget_state(store, asv.id(), &mut batch)?;
+    pusher::start_state(store, asv.id(), from, &mut batch)?;
     batch.put(
         Table::AppserviceRegistrations,
         asv.id().as_bytes().to_vec(),
@@ -141,8 +154,10 @@ pub(super) fn removable(found: Option<Arc<AppService>>, id: &str) -> Result<Arc<
     }
 }
 
-/// Drops the registration from the store, with the caller's `batch`, and waits for the disk.
+/// Drops the registration and its pusher's state from the store, with the caller's `batch`,
+/// and waits for the disk.
 pub(super) async fn delete(store: &Store, id: &str, mut batch: Batch) -> Result<()> {
+    pusher::drop_state(store, id, &mut batch)?;
     batch.delete(Table::AppserviceRegistrations, id.as_bytes().to_vec());
     store.write_durable(batch).await?;
     Ok(())
@@ -191,5 +206,9 @@ mod tests {
         assert_eq!(e.errcode(), "M_INVALID_PARAM");
         assert_eq!(e.body()["field"], "namespaces.users[0].regex");
         assert_eq!(invalid("not YAML").body()["field"], "registration");
+        let e = AppService::parse("id: x\nurl: null\n", ruma::server_name!("x"), Source::Store);
+        assert_eq!(invalid(&e.unwrap_err()).body()["field"], "as_token");
+        let e = AppService::parse("id: [", ruma::server_name!("x"), Source::Store);
+        assert_eq!(invalid(&e.unwrap_err()).body()["field"], "registration");
     }
 }

@@ -103,6 +103,21 @@ impl AdminClient {
             .await
     }
 
+    /// A POST whose body is text of its own type, not JSON (a registration's YAML).
+    pub(crate) async fn post_text(
+        &self,
+        segments: &[&str],
+        content_type: &str,
+        body: String,
+    ) -> Result<Value, Failure> {
+        let request = self
+            .http
+            .post(self.url(segments))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(request).await
+    }
+
     pub(crate) async fn put(&self, segments: &[&str], body: Value) -> Result<Value, Failure> {
         self.call(Method::PUT, self.url(segments), Some(body)).await
     }
@@ -134,10 +149,16 @@ impl AdminClient {
     }
 
     async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, Failure> {
-        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    /// Sends with the token; the answer's JSON, or the failure it says.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let request = request.bearer_auth(&self.token);
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;

@@ -145,10 +145,15 @@ async fn pusher<'scope>(
     }
     until_retired(&asv, send::run(p, &asv, &shared)).await;
     let _ = preparer_done.await;
-    if asv.is_retired()
-        && let Err(e) = forget(p.store, &id).await
-    {
-        tracing::error!(appservice = id, error = %e, "cannot drop an unregistered appservice's state");
+    if asv.is_retired() {
+        // What it wrote while stopping goes too, unless the id was registered again (that
+        // registration wrote its own fresh state): decided under the registrations' lock.
+        let _no_change = p.appservices.changing.lock().await;
+        if p.appservices.by_id(&id).is_none()
+            && let Err(e) = forget(p.store, &id).await
+        {
+            tracing::error!(appservice = id, error = %e, "cannot drop an unregistered appservice's state");
+        }
     }
     id
 }
@@ -164,18 +169,29 @@ async fn until_retired(asv: &AppService, work: impl Future<Output = ()>) {
 /// Drops an appservice's pusher state (its cursor and prepared transactions) durably.
 async fn forget(store: &Store, id: &str) -> crate::error::Result<()> {
     let mut batch = crate::storage::Batch::new();
-    forget_state(store, id, &mut batch)?;
+    drop_state(store, id, &mut batch)?;
     store.write_durable(batch).await?;
     Ok(())
 }
 
-/// Adds to `batch` the deletion of the appservice's pusher state.
-pub(super) fn forget_state(
+/// Adds to `batch` the deletion of an unregistered appservice's pusher state.
+pub(super) fn drop_state(
     store: &Store,
     id: &str,
     batch: &mut crate::storage::Batch,
 ) -> crate::error::Result<()> {
     state::forget(store, id, batch)
+}
+
+/// Adds to `batch` the pusher state of a newly registered appservice: it is sent the events
+/// after stream position `from`, not an earlier appservice's backlog under the same id.
+pub(super) fn start_state(
+    store: &Store,
+    id: &str,
+    from: u64,
+    batch: &mut crate::storage::Batch,
+) -> crate::error::Result<()> {
+    state::fresh(store, id, from, batch)
 }
 
 fn has_url(asv: &AppService) -> bool {
