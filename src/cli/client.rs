@@ -98,6 +98,33 @@ impl AdminClient {
         self.call(Method::GET, url, None).await
     }
 
+    /// Every page of a listing that answers `{<key>: [...], "next": token|null}` and takes the
+    /// token back as `from`, 500 at a time: the items of all pages, in order.
+    pub(crate) async fn get_all(
+        &self,
+        segments: &[&str],
+        filters: &[(&str, String)],
+        key: &str,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut items = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut query = filters.to_vec();
+            query.push(("limit", "500".to_owned()));
+            if let Some(from) = &from {
+                query.push(("from", from.clone()));
+            }
+            let mut page = self.get(segments, &query).await?;
+            if let Some(list) = page[key].as_array_mut() {
+                items.append(list);
+            }
+            match page["next"].as_str() {
+                Some(next) if from.as_deref() != Some(next) => from = Some(next.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     pub(crate) async fn post(&self, segments: &[&str], body: Value) -> Result<Value, Failure> {
         self.call(Method::POST, self.url(segments), Some(body))
             .await

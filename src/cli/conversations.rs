@@ -160,25 +160,10 @@ pub(super) async fn run(client: &AdminClient, command: ConversationCommand) -> R
 
 /// Every page of the listing, as one document: `{"conversations": [...], "total": n}`.
 async fn list_all(client: &AdminClient, filters: Vec<(&str, String)>) -> Result<Value, Failure> {
-    let mut conversations = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let mut query = filters.clone();
-        query.push(("limit", "500".to_owned()));
-        if let Some(from) = &from {
-            query.push(("from", from.clone()));
-        }
-        let mut page = client.get(&["conversations"], &query).await?;
-        if let Some(list) = page["conversations"].as_array_mut() {
-            conversations.append(list);
-        }
-        match page["next"].as_str() {
-            Some(next) => from = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    let total = conversations.len();
-    Ok(json!({ "conversations": conversations, "total": total }))
+    let all = client
+        .get_all(&["conversations"], &filters, "conversations")
+        .await?;
+    Ok(json!({ "conversations": all, "total": all.len() }))
 }
 
 /// A conversation with what people read in a table: the contact's name, times as dates.

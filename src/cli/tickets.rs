@@ -111,25 +111,8 @@ pub(super) async fn run(client: &AdminClient, command: TicketCommand) -> Result<
     }
 }
 
-/// Every page of the listing, newest first, as one document: `{"tickets": [...], "total": n}`.
+/// Every page of the listing, as one document: `{"tickets": [...], "total": n}`.
 async fn list_all(client: &AdminClient, filters: Vec<(&str, String)>) -> Result<Value, Failure> {
-    let mut tickets = Vec::new();
-    let mut from: Option<String> = None;
-    loop {
-        let mut query = filters.clone();
-        query.push(("limit", "500".to_owned()));
-        if let Some(from) = &from {
-            query.push(("from", from.clone()));
-        }
-        let mut page = client.get(&["tickets"], &query).await?;
-        if let Some(list) = page["tickets"].as_array_mut() {
-            tickets.append(list);
-        }
-        match page["next"].as_str() {
-            Some(next) => from = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    let total = tickets.len();
-    Ok(json!({ "tickets": tickets, "total": total }))
+    let all = client.get_all(&["tickets"], &filters, "tickets").await?;
+    Ok(json!({ "tickets": all, "total": all.len() }))
 }

@@ -81,7 +81,7 @@ async fn conversations_are_listed_shown_assigned_and_closed() {
     let mine = cli
         .json(&["conversation", "list", "--assignee", "@bob:localhost"])
         .await;
-    assert_eq!(ids(&mine, "conversations", "room_id"), [room.clone()]);
+    assert_eq!(ids(&mine, "conversations", "room_id"), [room.as_str()]);
     // Only staff can be assigned: the server refuses, the CLI exits 1 with its reason.
     let reason = cli
         .fails(&["conversation", "assign", &room, "@carla:localhost"], 1)
@@ -93,11 +93,11 @@ async fn conversations_are_listed_shown_assigned_and_closed() {
     let closed = cli
         .json(&["conversation", "list", "--status", "closed"])
         .await;
-    assert_eq!(ids(&closed, "conversations", "room_id"), [room.clone()]);
+    assert_eq!(ids(&closed, "conversations", "room_id"), [room.as_str()]);
     let open = cli
         .json(&["conversation", "list", "--status", "open"])
         .await;
-    assert_eq!(ids(&open, "conversations", "room_id"), [other.clone()]);
+    assert_eq!(ids(&open, "conversations", "room_id"), [other.as_str()]);
     // The table for people names the room; a bad filter is the server's 400.
     let table = cli.run(&["conversation", "list"]).await;
     assert_eq!(table.code, 0, "{}", table.stderr);
@@ -137,7 +137,7 @@ async fn tickets_are_listed_shown_and_updated() {
     let number = ticket["number"].as_u64().unwrap().to_string();
 
     let list = cli.json(&["ticket", "list"]).await;
-    assert_eq!(ids(&list, "tickets", "number"), [number.clone()]);
+    assert_eq!(ids(&list, "tickets", "number"), [number.as_str()]);
     assert_eq!(list["tickets"][0]["title"], "Broken screen");
     let none = cli.json(&["ticket", "list", "--status", "resolved"]).await;
     assert_eq!(none["tickets"], json!([]));
@@ -165,7 +165,7 @@ async fn tickets_are_listed_shown_and_updated() {
     let bobs = cli
         .json(&["ticket", "list", "--assignee", "@bob:localhost"])
         .await;
-    assert_eq!(ids(&bobs, "tickets", "number"), [number.clone()]);
+    assert_eq!(ids(&bobs, "tickets", "number"), [number.as_str()]);
     let unassigned = cli
         .json(&["ticket", "update", &number, "--assignee", "none"])
         .await;
