@@ -244,6 +244,27 @@ async fn bad_or_clashing_registrations_are_refused_and_the_configs_stay() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["source"], "store");
 
+    // A file, as Synapse takes it, through the CLI.
+    let file = dir.path().join("helper.yaml");
+    std::fs::write(
+        &file,
+        registration(
+            "helper",
+            "helper-token",
+            "helperbot",
+            "@helper_.*:localhost",
+        ),
+    )
+    .unwrap();
+    let helper = cli
+        .json(&["appservice", "register", file.to_str().unwrap()])
+        .await;
+    assert_eq!(helper["sender"], "@helperbot:localhost");
+    let mut helper = s.client();
+    helper.token = Some("helper-token".into());
+    assert_eq!(whoami(&helper).await.1["user_id"], "@helperbot:localhost");
+    cli.json(&["appservice", "unregister", "helper"]).await;
+
     let list = cli.json(&["appservice", "list"]).await;
     let sources: Vec<(&str, &str)> = list["appservices"]
         .as_array()
@@ -279,6 +300,8 @@ async fn bad_or_clashing_registrations_are_refused_and_the_configs_stay() {
         entries,
         [
             ("appservice.unregister", "bot", "admin_token"),
+            ("appservice.unregister", "helper", "admin_token"),
+            ("appservice.register", "helper", "admin_token"),
             ("appservice.register", "bot", "admin_token"),
         ]
     );

@@ -292,10 +292,24 @@ async fn an_export_has_every_message_as_it_reads_in_csv_and_json() {
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), b"png!");
 
-    // JSON: one document with the same messages, on stdout.
-    let run = cli.run(&["conversation", "export", &room]).await;
+    // JSON: one document with every conversation named and the same messages, on stdout.
+    let dani = d.s.user("dani").await;
+    let other = conversation_with(&d.boss, &dani, "dani").await;
+    dani.send_text(&other, "d1", "otra, cosa").await;
+    let run = cli
+        .run(&["conversation", "export", &room, &other, "--format", "json"])
+        .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let document: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(document["conversations"][1]["room_id"], other.as_str());
+    let dani_said: Vec<&Value> = document["conversations"][1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sender"] == "@dani:localhost")
+        .map(|m| &m["body"])
+        .collect();
+    assert_eq!(dani_said, [&json!("otra, cosa")]);
     let exported = &document["conversations"][0];
     assert_eq!(exported["room_id"], room.as_str());
     assert_eq!(
