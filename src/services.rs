@@ -81,7 +81,7 @@ impl Services {
             config.rooms.default_version.clone(),
         );
         for asv in appservices.all().iter() {
-            ensure_appservice_user(&users, asv).await?;
+            crate::admin::ensure_appservice_user(&users, asv).await?;
         }
         let sync = SyncService::new(stream.clone(), notifier.clone());
         let receipts = ReceiptService::new(store.clone(), stream.clone(), notifier.clone());
@@ -191,6 +191,7 @@ impl Services {
         crate::admin::Admin {
             users: &self.users,
             rooms: &self.rooms,
+            stream: &self.stream,
             desk: self.desk(),
         }
     }
@@ -244,83 +245,5 @@ impl crate::bot::BotServices for Services {
 
     fn notifier(&self) -> &Notifier {
         &self.notifier
-    }
-}
-
-/// The appservice's own user exists from its registration on, like Synapse's.
-pub(crate) async fn ensure_appservice_user(
-    users: &UserService,
-    asv: &crate::appservice::AppService,
-) -> Result<()> {
-    if !users.exists(&asv.sender)? {
-        users
-            .create(crate::users::NewAccount {
-                localpart: asv.sender.localpart(),
-                password: None,
-                admin: false,
-                displayname: None,
-            })
-            .await?;
-    }
-    Ok(())
-}
-
-/// Application services registered at runtime: what it takes besides the registration.
-impl Services {
-    /// Registers an appservice (its registration as YAML or JSON): checked like the config's
-    /// files, its own user made, kept in the store with the audit entry, and in use at once.
-    /// Bad input changes nothing.
-    pub(crate) async fn register_appservice(
-        &self,
-        text: &str,
-        actor: &crate::support::actor::Actor<'_>,
-    ) -> Result<Arc<crate::appservice::AppService>> {
-        let asv = self.appservices.check_new(text)?;
-        self.check_appservice_sender(&asv)?;
-        ensure_appservice_user(&self.users, &asv).await?;
-        let mut batch = crate::storage::Batch::new();
-        let details = serde_json::json!({ "url": asv.registration.url, "sender": asv.sender });
-        self.support
-            .audit
-            .record(&mut batch, actor, "appservice.register", asv.id(), details)?;
-        // Sent everything from now on, whenever its pusher gets going.
-        let from = self.stream.head();
-        self.appservices.add(asv, from, batch).await
-    }
-
-    /// Unregisters an appservice registered at runtime, audited; its pusher stops.
-    pub(crate) async fn unregister_appservice(
-        &self,
-        id: &str,
-        actor: &crate::support::actor::Actor<'_>,
-    ) -> Result<Arc<crate::appservice::AppService>> {
-        let mut batch = crate::storage::Batch::new();
-        self.support.audit.record(
-            &mut batch,
-            actor,
-            "appservice.unregister",
-            id,
-            serde_json::json!({}),
-        )?;
-        self.appservices.remove(id, batch).await
-    }
-
-    /// An appservice's own user must be its alone: not the support bot, not a person's
-    /// account (one with a password), whom the appservice would then act as.
-    fn check_appservice_sender(&self, asv: &crate::appservice::AppService) -> Result<()> {
-        let taken = asv.sender == self.support.bot
-            || self
-                .users
-                .get(&asv.sender)?
-                .is_some_and(|account| account.password_hash.is_some());
-        if taken {
-            return Err(crate::error::Error::Matrix {
-                status: http::StatusCode::CONFLICT,
-                errcode: "M_INVALID_PARAM",
-                message: format!("{} is an existing account", asv.sender).into(),
-                extra: Some(serde_json::json!({ "field": "sender_localpart" })),
-            });
-        }
-        Ok(())
     }
 }

@@ -8,7 +8,6 @@ mod common;
 
 mod accounts;
 mod admin;
-mod admin_desk;
 mod appservice_api;
 mod appservice_echo;
 mod architecture;

@@ -62,7 +62,7 @@ async fn register(
     let text = std::str::from_utf8(&body)
         .map_err(|_| field_error("registration", "the registration must be UTF-8 text"))?;
     let actor = admin.actor(&s.support.bot);
-    let asv = s.register_appservice(text, &actor).await?;
+    let asv = s.admin().register_appservice(&actor, text).await?;
     Ok(Json(view(&asv)))
 }
 
@@ -73,7 +73,7 @@ async fn unregister(
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
     let actor = admin.actor(&s.support.bot);
-    let asv = s.unregister_appservice(&id, &actor).await?;
+    let asv = s.admin().unregister_appservice(&actor, &id).await?;
     Ok(Json(view(&asv)))
 }
 

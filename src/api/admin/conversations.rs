@@ -74,18 +74,7 @@ async fn close(
     let desk = s.desk();
     let room_id = caller.staff_conversation(&desk, &room_id)?;
     let details = json!({ "status": Status::Closed.as_str() });
-    actions::update(
-        &desk,
-        &room_id,
-        &caller.actor(),
-        "conversation.close",
-        details,
-        |c| {
-            actions::set_status(c, Status::Closed);
-            Ok(())
-        },
-    )
-    .await?;
+    actions::close(&desk, &room_id, &caller.actor(), details).await?;
     support::fresh(&desk, &room_id)
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Cli;
+use super::{AdminCli, admin_client};
 use crate::{
     common::{Client, V3, assert_error, enc},
     media::upload,
@@ -46,7 +46,7 @@ fn ids(list: &Value, key: &str, field: &str) -> Vec<String> {
 #[tokio::test]
 async fn conversations_are_listed_shown_assigned_and_closed() {
     let d = desk().await;
-    let cli = Cli::of(&d.s);
+    let cli = AdminCli::of(&d.s);
     let carla = d.s.user("carla").await;
     let dani = d.s.user("dani").await;
     let room = conversation_with(&d.boss, &carla, "carla").await;
@@ -123,7 +123,7 @@ async fn conversations_are_listed_shown_assigned_and_closed() {
 #[tokio::test]
 async fn tickets_are_listed_shown_and_updated() {
     let d = desk().await;
-    let cli = Cli::of(&d.s);
+    let cli = AdminCli::of(&d.s);
     let carla = d.s.user("carla").await;
     let room = conversation_with(&d.boss, &carla, "carla").await;
     let (status, ticket) = d
@@ -184,7 +184,7 @@ async fn tickets_are_listed_shown_and_updated() {
 #[tokio::test]
 async fn an_export_has_every_message_as_it_reads_in_csv_and_json() {
     let d = desk().await;
-    let cli = Cli::of(&d.s);
+    let cli = AdminCli::of(&d.s);
     let carla = d.s.user("carla").await;
     let (status, _) = carla
         .put(
@@ -323,8 +323,7 @@ async fn an_export_has_every_message_as_it_reads_in_csv_and_json() {
     assert!(!run.stdout.contains("4111"), "a redacted text leaks");
 
     // The server pages the history: small pages give the same messages, in order.
-    let mut admin = d.s.client();
-    admin.token = Some(cli.token().to_owned());
+    let admin = admin_client(&d.s);
     let mut paged = Vec::new();
     let mut from = String::new();
     loop {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::Cli;
+use super::{AdminCli, admin_client};
 use crate::{
     common::{Client, assert_error, enc},
     support::{API, BOT, desk, eventually, set_presence},
@@ -28,7 +28,7 @@ async fn agents(boss: &Client) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn a_role_set_by_the_cli_makes_an_agent_who_gets_assigned_and_survives_a_restart() {
     let d = desk().await;
-    let cli = Cli::of(&d.s);
+    let cli = AdminCli::of(&d.s);
     let dani = d.s.user("dani").await;
     let set = cli
         .json(&[
@@ -89,12 +89,12 @@ async fn a_role_set_by_the_cli_makes_an_agent_who_gets_assigned_and_survives_a_r
     };
     assert_eq!(agents(&boss).await, expected);
     // An agent without --capacity keeps the one she has.
-    let set = Cli::of(&s)
+    let set = AdminCli::of(&s)
         .json(&["user", "set-role", "@dani:localhost", "agent"])
         .await;
     assert_eq!(set["capacity"], 2);
     // Made an admin, she may use the admin API herself.
-    let set = Cli::of(&s)
+    let set = AdminCli::of(&s)
         .json(&["user", "set-role", "@dani:localhost", "admin"])
         .await;
     assert_eq!(set["role"], "admin");
@@ -109,9 +109,8 @@ async fn a_role_set_by_the_cli_makes_an_agent_who_gets_assigned_and_survives_a_r
 #[tokio::test]
 async fn bad_roles_are_refused_naming_the_field_and_change_nothing() {
     let d = desk().await;
-    let cli = Cli::of(&d.s);
-    let mut admin = d.s.client();
-    admin.token = Some(cli.token().to_owned());
+    let cli = AdminCli::of(&d.s);
+    let admin = admin_client(&d.s);
     let role = |user: &str| format!("/_charla/admin/v1/users/{}/role", enc(user));
     let cases = [
         (

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Cli;
+use super::{AdminCli, admin_client};
 use crate::{
     appservice_api::fake_appservice,
     common::{Client, TestServer, V3, assert_error, enc},
@@ -35,7 +35,7 @@ fn registration(id: &str, as_token: &str, sender: &str, regex: &str) -> String {
 async fn an_appservice_registered_at_runtime_works_at_once_until_it_is_unregistered() {
     let (url, seen) = fake_appservice().await;
     let s = TestServer::start().await;
-    let cli = Cli::of(&s);
+    let cli = AdminCli::of(&s);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bridge.yaml");
     let file_arg = file.to_str().unwrap();
@@ -153,7 +153,7 @@ async fn an_appservice_registered_at_runtime_works_at_once_until_it_is_unregiste
 
     // Kept in the store: it still works after a restart.
     let s = s.restart().await;
-    let cli = Cli::of(&s);
+    let cli = AdminCli::of(&s);
     asc.base = s.server.base_url();
     assert_eq!(whoami(&asc).await.0, 200);
 
@@ -187,10 +187,9 @@ async fn bad_or_clashing_registrations_are_refused_and_the_configs_stay() {
         "[appservice]\nregistrations = [{config_file:?}]\n[support]\nadmins = [\"@boss:localhost\"]\n"
     ))
     .await;
-    let cli = Cli::of(&s);
+    let cli = AdminCli::of(&s);
     let _alice = s.user("alice").await;
-    let mut admin = s.client();
-    admin.token = Some(cli.token().to_owned());
+    let admin = admin_client(&s);
     let post = |yaml: String| {
         let admin = admin.clone();
         async move {
