@@ -76,6 +76,16 @@ impl Error {
         unknown => BAD_REQUEST, "M_UNKNOWN";
     }
 
+    /// `400 M_INVALID_PARAM` naming the field at fault (`"field"`), so a client can point at it.
+    pub fn invalid_field(field: &str, message: impl Into<Cow<'static, str>>) -> Self {
+        Error::Matrix {
+            status: StatusCode::BAD_REQUEST,
+            errcode: "M_INVALID_PARAM",
+            message: message.into(),
+            extra: Some(json!({ "field": field })),
+        }
+    }
+
     /// `M_UNKNOWN_TOKEN`: the access token is not (or no longer) valid.
     pub fn unknown_token(message: impl Into<Cow<'static, str>>) -> Self {
         Error::Matrix {

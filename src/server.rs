@@ -166,12 +166,9 @@ async fn stopping(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-/// Starts the appservice pushers on a thread of their own (`appservice::run_pushers`), if any
-/// appservice has a URL to push to.
+/// Starts the appservice pushers on a thread of their own (`appservice::run_pushers`), also
+/// with none registered yet: one registered at runtime gets its pusher there.
 fn start_appservice_pushers(services: &Arc<Services>) {
-    if !crate::appservice::any_to_push(&services.appservices) {
-        return;
-    }
     let s = services.clone();
     let spawned = std::thread::Builder::new()
         .name("charla-appservice".into())

@@ -53,9 +53,9 @@ impl Services {
         std::fs::create_dir_all(&config.storage.path).map_err(|e| {
             crate::error::Error::internal(format!("cannot create data folder: {e}"))
         })?;
-        let appservices = AppServices::load(&config.appservice, &config.server_name)
-            .map_err(crate::error::Error::internal)?;
         let store = Store::open(&config.storage.path, config.storage.cache_capacity_mb)?;
+        let appservices = AppServices::open(&config.appservice, &config.server_name, store.clone())
+            .map_err(crate::error::Error::internal)?;
         let shared_secret = crate::users::shared_secret::SharedSecretRegistration::open(
             config.registration.shared_secret.as_deref(),
             &config.storage.path,
@@ -80,18 +80,8 @@ impl Services {
             key,
             config.rooms.default_version.clone(),
         );
-        for asv in appservices.all() {
-            // The appservice's own user exists from the start, like Synapse's.
-            if !users.exists(&asv.sender)? {
-                users
-                    .create(crate::users::NewAccount {
-                        localpart: asv.sender.localpart(),
-                        password: None,
-                        admin: false,
-                        displayname: None,
-                    })
-                    .await?;
-            }
+        for asv in appservices.all().iter() {
+            crate::admin::ensure_appservice_user(&users, asv).await?;
         }
         let sync = SyncService::new(stream.clone(), notifier.clone());
         let receipts = ReceiptService::new(store.clone(), stream.clone(), notifier.clone());
@@ -201,6 +191,7 @@ impl Services {
         crate::admin::Admin {
             users: &self.users,
             rooms: &self.rooms,
+            stream: &self.stream,
             desk: self.desk(),
         }
     }

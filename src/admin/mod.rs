@@ -3,9 +3,11 @@
 //! Synapse's admin endpoints, in Synapse's shapes.
 
 mod accounts;
+mod appservices;
 mod stats;
 
 pub(crate) use accounts::{AccountChange, NewUser};
+pub(crate) use appservices::ensure_appservice_user;
 pub(crate) use stats::Stats;
 
 use ruma::RoomId;
@@ -13,7 +15,8 @@ use ruma::RoomId;
 use crate::{
     error::Result,
     rooms::{Deleted, RoomService},
-    support::{Desk, actor::Actor, conversation::Status},
+    stream::Stream,
+    support::{Desk, actor::Actor},
     users::UserService,
 };
 
@@ -22,7 +25,9 @@ use crate::{
 pub(crate) struct Admin<'a> {
     pub(crate) users: &'a UserService,
     pub(crate) rooms: &'a RoomService,
-    /// The desk: its audit log, roles, conversations and tickets.
+    /// Where the stream is: an appservice registered now is sent what comes after.
+    pub(crate) stream: &'a Stream,
+    /// The desk: its audit log, roles, conversations and tickets (and the appservices).
     pub(crate) desk: Desk<'a>,
 }
 
@@ -38,18 +43,8 @@ impl Admin<'_> {
         // otherwise it would stay open in the desk's lists and count in its agent's load.
         if self.desk.support.index.contains(room_id)? {
             self.rooms.live_room(room_id)?;
-            crate::support::actions::update(
-                &self.desk,
-                room_id,
-                actor,
-                "conversation.close",
-                serde_json::json!({ "reason": "room deleted" }),
-                |c| {
-                    crate::support::actions::set_status(c, Status::Closed);
-                    Ok(())
-                },
-            )
-            .await?;
+            let details = serde_json::json!({ "reason": "room deleted" });
+            crate::support::actions::close(&self.desk, room_id, actor, details).await?;
         }
         let deleted = self.rooms.delete_room(room_id).await?;
         let entry = self

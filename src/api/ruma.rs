@@ -130,7 +130,7 @@ pub fn authenticate(
     }
     match access_token(parts) {
         Some(token) if let Some(asv) = services.appservices.by_token(&token) => {
-            appservice_identity(services, parts, asv).map(Some)
+            appservice_identity(services, parts, &asv).map(Some)
         }
         Some(token) => match services.users.authenticate(&token)? {
             Some(identity) => Ok(Some(identity)),

@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 use appservice::{NamespaceMatcher, Registration};
 use ruma::{OwnedUserId, ServerName, UserId};
 
+/// Where a registration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A file `[appservice] registrations` lists: it changes with the config.
+    Config,
+    /// Added at runtime through the admin API, kept in the store.
+    Store,
+}
+
 /// A registration with its namespaces compiled.
 #[derive(Debug)]
 pub struct AppService {
@@ -17,10 +27,13 @@ pub struct AppService {
     pub receive_ephemeral: bool,
     /// The file it came from, for error messages.
     pub path: PathBuf,
+    pub source: Source,
     matcher: NamespaceMatcher,
     /// Woken when the appservice shows it is up again (a successful ping), so a pusher that
     /// is backing off retries at once instead of after up to five minutes.
     pub(super) reachable: tokio::sync::Notify,
+    /// Set once it is unregistered: its pusher stops.
+    retired: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppService {
@@ -28,16 +41,26 @@ impl AppService {
     pub fn load(path: &Path, server: &ServerName) -> Result<Self, String> {
         let registration = Registration::from_file(path)
             .map_err(|e| format!("appservice registration {}: {e}", path.display()))?;
-        Self::new(registration, path, server)
+        Self::new(registration, path, server, Source::Config)
             .map_err(|e| format!("appservice registration {}: {e}", path.display()))
     }
 
-    pub fn parse(yaml: &str, server: &ServerName) -> Result<Self, String> {
+    /// Parses and checks a registration that is not a file of the config's.
+    pub fn parse(yaml: &str, server: &ServerName, source: Source) -> Result<Self, String> {
         let registration = Registration::from_yaml_str(yaml).map_err(|e| e.to_string())?;
-        Self::new(registration, Path::new("<inline>"), server)
+        let path = match source {
+            Source::Config => "<inline>".to_owned(),
+            Source::Store => format!("<registered at runtime: {}>", registration.id),
+        };
+        Self::new(registration, Path::new(&path), server, source)
     }
 
-    fn new(registration: Registration, path: &Path, server: &ServerName) -> Result<Self, String> {
+    fn new(
+        registration: Registration,
+        path: &Path,
+        server: &ServerName,
+        source: Source,
+    ) -> Result<Self, String> {
         registration.validate().map_err(|e| e.to_string())?;
         let sender = registration
             .sender_user_id(server)
@@ -48,10 +71,27 @@ impl AppService {
                 || registration.receives_ephemeral_unstable(),
             sender,
             path: path.to_owned(),
+            source,
             matcher,
             registration,
             reachable: tokio::sync::Notify::new(),
+            retired: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Marks it unregistered: [`Self::retired`] resolves.
+    pub(super) fn retire(&self) {
+        self.retired.send_replace(true);
+    }
+
+    pub(super) fn is_retired(&self) -> bool {
+        *self.retired.borrow()
+    }
+
+    /// Resolves once it is unregistered.
+    pub(super) async fn retired(&self) {
+        let mut rx = self.retired.subscribe();
+        let _ = rx.wait_for(|retired| *retired).await;
     }
 
     pub fn id(&self) -> &str {
@@ -114,7 +154,7 @@ de.sorunome.msc2409.push_ephemeral: true
 
     #[test]
     fn parses_and_matches_namespaces_anchored() {
-        let asv = AppService::parse(YAML, server()).unwrap();
+        let asv = AppService::parse(YAML, server(), Source::Config).unwrap();
         assert_eq!(asv.sender, "@whatsappbot:localhost");
         assert!(asv.receive_ephemeral);
         let puppet = UserId::parse("@whatsapp_34600:localhost").unwrap();
@@ -129,19 +169,24 @@ de.sorunome.msc2409.push_ephemeral: true
     fn refuses_bad_files() {
         let bad_regex = YAML.replace("'@whatsapp_.*:localhost'", "'@whatsapp_(:localhost'");
         assert!(
-            AppService::parse(&bad_regex, server())
+            AppService::parse(&bad_regex, server(), Source::Config)
                 .unwrap_err()
                 .contains("regex")
         );
         let no_token = YAML.replace("as_token: as-secret", "as_token: ''");
         assert!(
-            AppService::parse(&no_token, server())
+            AppService::parse(&no_token, server(), Source::Config)
                 .unwrap_err()
                 .contains("as_token")
         );
-        assert!(AppService::parse("id: [", server()).is_err());
-        let a = AppService::parse(YAML, server()).unwrap();
-        let b = AppService::parse(&YAML.replace("id: whatsapp", "id: other"), server()).unwrap();
+        assert!(AppService::parse("id: [", server(), Source::Config).is_err());
+        let a = AppService::parse(YAML, server(), Source::Config).unwrap();
+        let b = AppService::parse(
+            &YAML.replace("id: whatsapp", "id: other"),
+            server(),
+            Source::Store,
+        )
+        .unwrap();
         assert!(check_unique(&[a, b]).unwrap_err().contains("as_token"));
     }
 }

@@ -44,6 +44,11 @@ impl ProtocolCache {
             .map(|(_, info)| info.clone())
     }
 
+    /// Drops what an appservice said, once it is unregistered.
+    pub(super) fn forget(&self, appservice: &str) {
+        self.0.lock().retain(|(a, _), _| a != appservice);
+    }
+
     fn put(&self, appservice: &str, protocol: &str, info: &Value) {
         let mut cache = self.0.lock();
         cache.insert(
@@ -81,7 +86,8 @@ impl AppServices {
     /// Every protocol (or only `only`) with its merged metadata. A protocol no appservice
     /// answered for is left out.
     pub async fn thirdparty_protocols(&self, only: Option<&str>) -> BTreeMap<String, Value> {
-        let asked = self.list.iter().flat_map(|asv| {
+        let all = self.all();
+        let asked = all.iter().flat_map(|asv| {
             protocols(asv)
                 .iter()
                 .filter(|p| only.is_none_or(|o| o == p.as_str()))
@@ -120,7 +126,8 @@ impl AppServices {
         protocol: Option<&str>,
         fields: &BTreeMap<String, String>,
     ) -> Vec<Value> {
-        let asked = self.list.iter().filter(|asv| match protocol {
+        let all = self.all();
+        let asked = all.iter().filter(|asv| match protocol {
             Some(p) => protocols(asv).iter().any(|q| q == p),
             None => !protocols(asv).is_empty(),
         });
@@ -130,7 +137,7 @@ impl AppServices {
 
     /// Whether some appservice serves `protocol`.
     pub fn serves_protocol(&self, protocol: &str) -> bool {
-        self.list
+        self.all()
             .iter()
             .any(|asv| protocols(asv).iter().any(|p| p == protocol))
     }

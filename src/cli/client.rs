@@ -98,9 +98,51 @@ impl AdminClient {
         self.call(Method::GET, url, None).await
     }
 
+    /// Every page of a listing that answers `{<key>: [...], "next": token|null}` and takes the
+    /// token back as `from`, 500 at a time: the items of all pages, in order.
+    pub(crate) async fn get_all(
+        &self,
+        segments: &[&str],
+        filters: &[(&str, String)],
+        key: &str,
+    ) -> Result<Vec<Value>, Failure> {
+        let mut items = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut query = filters.to_vec();
+            query.push(("limit", "500".to_owned()));
+            if let Some(from) = &from {
+                query.push(("from", from.clone()));
+            }
+            let mut page = self.get(segments, &query).await?;
+            if let Some(list) = page[key].as_array_mut() {
+                items.append(list);
+            }
+            match page["next"].as_str() {
+                Some(next) if from.as_deref() != Some(next) => from = Some(next.to_owned()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     pub(crate) async fn post(&self, segments: &[&str], body: Value) -> Result<Value, Failure> {
         self.call(Method::POST, self.url(segments), Some(body))
             .await
+    }
+
+    /// A POST whose body is text of its own type, not JSON (a registration's YAML).
+    pub(crate) async fn post_text(
+        &self,
+        segments: &[&str],
+        content_type: &str,
+        body: String,
+    ) -> Result<Value, Failure> {
+        let request = self
+            .http
+            .post(self.url(segments))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(request).await
     }
 
     pub(crate) async fn put(&self, segments: &[&str], body: Value) -> Result<Value, Failure> {
@@ -134,10 +176,16 @@ impl AdminClient {
     }
 
     async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, Failure> {
-        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        let mut request = self.http.request(method, url);
         if let Some(body) = body {
             request = request.json(&body);
         }
+        self.send(request).await
+    }
+
+    /// Sends with the token; the answer's JSON, or the failure it says.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, Failure> {
+        let request = request.bearer_auth(&self.token);
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(e))?;

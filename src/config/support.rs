@@ -1,7 +1,8 @@
 //! `[support]`: the support desk's roles, the bot's texts, FAQ, canned templates and hours.
 //!
-//! Roles live here rather than in the account records so an operator can see and change who is
-//! an agent in one file; the desk reads them at startup.
+//! The roles here are the desk's bootstrap: an operator sees who is an agent in one file.
+//! Roles set at runtime (`charla admin user set-role`) are kept in the store and override these
+//! for their user (`support::roster`).
 
 use ruma::OwnedUserId;
 use serde::Deserialize;
@@ -80,7 +81,8 @@ pub struct AgentConfig {
     pub capacity: u32,
 }
 
-fn default_capacity() -> u32 {
+/// An agent's capacity when none is given (here or in `user set-role`).
+pub(crate) fn default_capacity() -> u32 {
     5
 }
 

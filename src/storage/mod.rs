@@ -110,10 +110,14 @@ pub enum Table {
     /// cursor, or pusher (user, app id, pushkey) and sequence → the push gateway delivery's
     /// stream cursor and each pusher's queued notifications.
     PushGateway,
+    /// user id → the desk role an administrator set (`support::roster`), over the config's.
+    SupportRoles,
+    /// appservice id → a registration added at runtime (its YAML), besides the config's files.
+    AppserviceRegistrations,
 }
 
 impl Table {
-    const ALL: [Table; 43] = [
+    const ALL: [Table; 45] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -157,6 +161,8 @@ impl Table {
         Table::SupportAudit,
         Table::SupportState,
         Table::PushGateway,
+        Table::SupportRoles,
+        Table::AppserviceRegistrations,
     ];
 
     /// The table's name, for error messages and operators.
@@ -205,6 +211,8 @@ impl Table {
             Table::SupportAudit => "support_audit",
             Table::SupportState => "support_state",
             Table::PushGateway => "push_gateway",
+            Table::SupportRoles => "support_roles",
+            Table::AppserviceRegistrations => "appservice_registrations",
         }
     }
 }

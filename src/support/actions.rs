@@ -395,6 +395,21 @@ async fn create_conversation_room(
         .await
 }
 
+/// Closes the conversation (audited as `conversation.close` with `details`); closing a closed
+/// one changes nothing.
+pub(crate) async fn close(
+    desk: &Desk<'_>,
+    room_id: &RoomId,
+    actor: &Actor<'_>,
+    details: Value,
+) -> Result<Conversation> {
+    update(desk, room_id, actor, "conversation.close", details, |c| {
+        set_status(c, Status::Closed);
+        Ok(())
+    })
+    .await
+}
+
 /// Status changes keep the resolution time consistent.
 pub(crate) fn set_status(c: &mut Conversation, status: Status) {
     if status == Status::Closed && c.status != Status::Closed {

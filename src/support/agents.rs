@@ -59,7 +59,8 @@ pub(crate) fn anyone_available(desk: &Desk<'_>) -> Result<bool> {
 }
 
 fn first_available(desk: &Desk<'_>) -> Result<Option<OwnedUserId>> {
-    let agents = &desk.config().agents;
+    let staff = desk.support.roster.staff();
+    let agents = staff.agents();
     for i in desk.support.turns.order(agents) {
         let agent = &agents[i];
         // Presence first: it is in memory, the load is an index scan.

@@ -21,6 +21,7 @@ pub(crate) mod changes;
 pub(crate) mod conversation;
 pub(crate) mod deliveries;
 pub(crate) mod escalation;
+pub(crate) mod export;
 pub(crate) mod filter;
 pub(crate) mod index;
 pub(crate) mod metrics;
@@ -28,6 +29,7 @@ pub(crate) mod notes;
 pub(crate) mod owned_rooms;
 pub(crate) mod policy;
 pub(crate) mod queries;
+pub(crate) mod roster;
 pub(crate) mod say;
 pub(crate) mod tickets;
 pub(crate) mod trust;
@@ -99,6 +101,8 @@ pub struct SupportService {
     pub(crate) customer_creations: RateLimiter,
     /// The agents' turns for automatic assignment.
     pub(crate) turns: agents::RoundRobin,
+    /// Who is an admin or an agent: the config's roles and those set at runtime.
+    pub(crate) roster: roster::Roster,
 }
 
 impl SupportService {
@@ -110,6 +114,7 @@ impl SupportService {
         let bot = UserId::parse(format!("@{}:{server_name}", config.bot_localpart))
             .map_err(|e| crate::error::Error::internal(format!("support.bot_localpart: {e}")))?;
         Ok(SupportService {
+            roster: roster::Roster::open(store.clone(), &config)?,
             index: ConversationIndex::new(store.clone()),
             tickets: TicketStore::new(store.clone(), config.first_ticket_number),
             audit: audit::AuditLog::new(store),
@@ -125,14 +130,9 @@ impl SupportService {
         })
     }
 
+    /// The user's role on the desk now ([`roster`]).
     pub(crate) fn role(&self, user: &UserId) -> Role {
-        if self.config.admins.iter().any(|a| a == user) {
-            Role::Admin
-        } else if self.config.agents.iter().any(|a| a.user == user) {
-            Role::Agent
-        } else {
-            Role::None
-        }
+        self.roster.staff().role(user)
     }
 
     /// Agents and admins: who may use commands and the agent API.
@@ -142,11 +142,7 @@ impl SupportService {
 
     /// An agent's capacity; `None` for users who are not agents.
     pub(crate) fn capacity(&self, user: &UserId) -> Option<u32> {
-        self.config
-            .agents
-            .iter()
-            .find(|a| a.user == user)
-            .map(|a| a.capacity)
+        self.roster.staff().capacity(user)
     }
 
     /// The power levels of a room created with the bot among its invitees: the bot gets

@@ -48,10 +48,9 @@ pub(crate) struct OwnedRoom {
 
 /// The power levels of a desk-owned room.
 fn power_levels(desk: &Desk<'_>, purpose: Purpose) -> Map<String, Value> {
-    let config = desk.config();
     let mut users = Map::new();
-    let staff = config.agents.iter().map(|a| &a.user).chain(&config.admins);
-    for user in staff {
+    let staff = desk.support.roster.staff();
+    for user in staff.members() {
         users.insert(user.to_string(), json!(50));
     }
     users.insert(desk.bot().to_string(), json!(100));

@@ -92,12 +92,14 @@ pub(crate) fn history(
     Ok((events, deliveries))
 }
 
-/// Every agent, in configuration order, with where they stand.
-pub(crate) fn agents<'a>(desk: &Desk<'a>) -> Result<Vec<(&'a AgentConfig, AgentStatus)>> {
-    desk.config()
-        .agents
+/// Every agent, in assignment order (the config's, then those given the role at runtime),
+/// with where they stand.
+pub(crate) fn agents(desk: &Desk<'_>) -> Result<Vec<(AgentConfig, AgentStatus)>> {
+    let staff = desk.support.roster.staff();
+    staff
+        .agents()
         .iter()
-        .map(|agent| Ok((agent, agents::status(desk, agent)?)))
+        .map(|agent| Ok((agent.clone(), agents::status(desk, agent)?)))
         .collect()
 }
 

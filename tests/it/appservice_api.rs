@@ -23,16 +23,16 @@ const HS_TOKEN: &str = "hs-token-wa";
 
 /// What the fake appservice saw, and how it should answer.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Every transaction attempt: (txn id, Authorization header, body).
-    attempts: Vec<(String, String, Value)>,
+    pub(crate) attempts: Vec<(String, String, Value)>,
     /// Transactions to refuse with 500 before accepting.
-    fail_next: usize,
-    user_queries: Vec<String>,
-    pings: Vec<(String, Value)>,
+    pub(crate) fail_next: usize,
+    pub(crate) user_queries: Vec<String>,
+    pub(crate) pings: Vec<(String, Value)>,
 }
 
-type Shared = Arc<Mutex<Seen>>;
+pub(crate) type Shared = Arc<Mutex<Seen>>;
 
 fn auth(headers: &HeaderMap) -> String {
     headers
@@ -78,7 +78,7 @@ async fn ping(
 }
 
 /// Starts the fake appservice; returns its URL and what it records.
-async fn fake_appservice() -> (String, Shared) {
+pub(crate) async fn fake_appservice() -> (String, Shared) {
     let seen: Shared = Arc::default();
     let app = Router::new()
         .route("/_matrix/app/v1/transactions/{txn}", put(transaction))

@@ -8,9 +8,13 @@
 //! holder of `admin.token` (`users::admin_token`). Handlers call services; every change they
 //! make is written to the audit log with who asked (`support::audit`).
 
+mod appservices;
+mod conversations;
 mod register;
+mod roles;
 mod rooms;
 mod stats;
+mod tickets;
 mod users;
 
 use std::sync::Arc;
@@ -26,7 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     api::{
         ruma::{AuthRequirement, access_token, authenticate, read_body},
-        support::json_body,
+        support::{Caller, Door, json_body},
     },
     error::{Error, Result},
     services::Services,
@@ -40,6 +44,10 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = register::routes(r);
     let r = users::routes(r);
     let r = stats::routes(r);
+    let r = conversations::routes(r);
+    let r = tickets::routes(r);
+    let r = appservices::routes(r);
+    let r = roles::routes(r);
     rooms::routes(r)
 }
 
@@ -58,6 +66,20 @@ impl Administrator {
             None => Actor::Admin {
                 user: bot,
                 token: true,
+            },
+        }
+    }
+}
+
+impl Administrator {
+    /// The administrator as a caller of the support API's conversations and tickets: a support
+    /// admin (who sees everything), whose changes are audited as made through the admin API.
+    pub(crate) fn caller(&self, bot: &UserId) -> Caller {
+        Caller {
+            user: self.user.clone().unwrap_or_else(|| bot.to_owned()),
+            role: Role::Admin,
+            door: Door::Admin {
+                token: self.user.is_none(),
             },
         }
     }

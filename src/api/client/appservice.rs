@@ -31,30 +31,35 @@ async fn ping(
             Error::forbidden("Only the appservice itself may ping it, with its as_token")
         })?;
     let txn = req.body.transaction_id.as_ref().map(|t| t.as_str());
-    match s.appservices.ping(&asv, txn).await {
-        Ok(ms) => Ok(request_ping::v1::Response::new(
-            std::time::Duration::from_millis(ms),
-        )),
-        Err(PingError::UrlNotSet) => Err(Error::matrix(
+    let ms = s.appservices.ping(&asv, txn).await.map_err(ping_error)?;
+    Ok(request_ping::v1::Response::new(
+        std::time::Duration::from_millis(ms),
+    ))
+}
+
+/// A failed ping as the spec's error (the admin API's ping answers the same).
+pub(crate) fn ping_error(e: PingError) -> Error {
+    match e {
+        PingError::UrlNotSet => Error::matrix(
             StatusCode::BAD_REQUEST,
             "M_URL_NOT_SET",
             "The appservice has no URL",
-        )),
-        Err(PingError::Timeout) => Err(Error::matrix(
+        ),
+        PingError::Timeout => Error::matrix(
             StatusCode::GATEWAY_TIMEOUT,
             "M_CONNECTION_TIMEOUT",
             "The appservice did not answer in time",
-        )),
-        Err(PingError::ConnectionFailed(e)) => Err(Error::matrix(
+        ),
+        PingError::ConnectionFailed(e) => Error::matrix(
             StatusCode::BAD_GATEWAY,
             "M_CONNECTION_FAILED",
             format!("Cannot reach the appservice: {e}"),
-        )),
-        Err(PingError::BadStatus { status, body }) => Err(Error::Matrix {
+        ),
+        PingError::BadStatus { status, body } => Error::Matrix {
             status: StatusCode::BAD_GATEWAY,
             errcode: "M_BAD_STATUS",
             message: format!("The appservice answered {status}").into(),
             extra: Some(json!({ "status": status, "body": body })),
-        }),
+        },
     }
 }

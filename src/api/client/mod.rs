@@ -1,7 +1,7 @@
 //! The Client-Server API, one file per area of the spec.
 
 mod account;
-mod appservice;
+pub(in crate::api) mod appservice;
 mod backup;
 mod devices;
 mod directory;

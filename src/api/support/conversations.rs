@@ -17,7 +17,6 @@ use crate::{
     services::Services,
     support::{
         Conversation, ConversationRecord, Desk, Role, actions,
-        actor::Actor,
         conversation::{
             Channel, Contact, MAX_REFERENCE_CHARS, Priority, Status, valid_labels, valid_language,
         },
@@ -42,7 +41,7 @@ fn parse_room(room_id: &str) -> Result<OwnedRoomId> {
 }
 
 /// The conversation as it is now, after a change.
-fn fresh(desk: &Desk<'_>, room_id: &RoomId) -> Result<Json<Value>> {
+pub(in crate::api) fn fresh(desk: &Desk<'_>, room_id: &RoomId) -> Result<Json<Value>> {
     Ok(Json(view(&queries::record(desk, room_id)?)))
 }
 
@@ -94,7 +93,7 @@ fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Filter> {
     })
 }
 
-pub(super) async fn list(
+pub(in crate::api) async fn list(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
@@ -123,7 +122,7 @@ pub(super) async fn list(
     })))
 }
 
-pub(super) async fn get_one(
+pub(in crate::api) async fn get_one(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
@@ -269,7 +268,7 @@ fn new_content(req: &mut NewConversation) -> Result<Conversation> {
 /// anyone (buyer/seller chats) with any priority, labels and contact; a customer only for
 /// themselves, as a direct chat with the desk, a few times an hour
 /// (`support.customer_conversations_*`).
-pub(super) async fn create(
+pub(in crate::api) async fn create(
     State(s): State<Arc<Services>>,
     caller: Caller,
     body: Bytes,
@@ -290,7 +289,7 @@ pub(super) async fn create(
         content.contact = actions::contact_of(&desk, &caller.user)?;
         vec![caller.user.clone()]
     };
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     let new = actions::NewConversation {
         content,
         name: req.name,
@@ -397,7 +396,7 @@ impl Change {
     }
 }
 
-pub(super) async fn update(
+pub(in crate::api) async fn update(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
@@ -406,7 +405,7 @@ pub(super) async fn update(
     let desk = s.desk();
     let room_id = caller.staff_conversation(&desk, &room_id)?;
     let change = json_body::<Patch>(&body)?.check()?;
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     let details = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     actions::update(
         &desk,
@@ -429,7 +428,7 @@ pub(super) struct AssignBody {
     user_id: String,
 }
 
-pub(super) async fn assign(
+pub(in crate::api) async fn assign(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
@@ -446,7 +445,7 @@ pub(super) async fn assign(
     set_assignee(&desk, &caller, &room_id, Some(&agent)).await
 }
 
-pub(super) async fn unassign(
+pub(in crate::api) async fn unassign(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(room_id): Path<String>,
@@ -462,7 +461,7 @@ async fn set_assignee(
     room_id: &RoomId,
     agent: Option<&UserId>,
 ) -> Result<Json<Value>> {
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     actions::assign(desk, room_id, agent, &actor).await?;
     fresh(desk, room_id)
 }

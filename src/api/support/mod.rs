@@ -8,9 +8,9 @@
 //! `"field"` naming it. The OpenAPI description is `docs/support-api.json`, served here too.
 
 mod admin;
-mod conversations;
+pub(in crate::api) mod conversations;
 mod notes;
-mod tickets;
+pub(in crate::api) mod tickets;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -19,16 +19,15 @@ use axum::{
     extract::FromRequestParts,
     routing::{get, post},
 };
-use http::{StatusCode, request::Parts};
+use http::request::Parts;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::{
     api::ruma::{AuthRequirement, authenticate},
     error::{Error, Result},
     services::Services,
-    support::{Desk, Role, access::Viewer, queries},
+    support::{Desk, Role, access::Viewer, actor::Actor, queries},
 };
 
 pub(crate) const PREFIX: &str = "/api/support/v1";
@@ -70,9 +69,31 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
 pub(crate) struct Caller {
     pub(crate) user: OwnedUserId,
     pub(crate) role: Role,
+    pub(crate) door: Door,
+}
+
+/// The API a caller came through, which the audit log records with their changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Door {
+    /// `/api/support/v1/`.
+    Support,
+    /// The admin API, which serves the same conversations and tickets to administrators
+    /// (`token`: the holder of `admin.token`, who acts as the support bot).
+    Admin { token: bool },
 }
 
 impl Caller {
+    /// Who asks for a change, for the desk's actions and the audit log.
+    pub(crate) fn actor(&self) -> Actor<'_> {
+        match self.door {
+            Door::Support => Actor::Api { user: &self.user },
+            Door::Admin { token } => Actor::Admin {
+                user: &self.user,
+                token,
+            },
+        }
+    }
+
     /// Who asks, for the desk's visibility rules.
     pub(crate) fn viewer(&self) -> Viewer<'_> {
         Viewer {
@@ -118,18 +139,14 @@ impl FromRequestParts<Arc<Services>> for Caller {
         Ok(Caller {
             role: s.support.role(&who.user_id),
             user: who.user_id,
+            door: Door::Support,
         })
     }
 }
 
 /// `400 M_INVALID_PARAM` naming the field at fault.
 pub(crate) fn field_error(field: &str, message: impl Into<String>) -> Error {
-    Error::Matrix {
-        status: StatusCode::BAD_REQUEST,
-        errcode: "M_INVALID_PARAM",
-        message: message.into().into(),
-        extra: Some(json!({ "field": field })),
-    }
+    Error::invalid_field(field, message.into())
 }
 
 /// Parses a JSON body: `M_NOT_JSON` when it is not JSON, `M_BAD_JSON` when it has the wrong

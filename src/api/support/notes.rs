@@ -16,10 +16,7 @@ use super::{Caller, field_error, json_body, limit};
 use crate::{
     error::Result,
     services::Services,
-    support::{
-        actor::Actor,
-        notes::{self, MAX_NOTE_CHARS},
-    },
+    support::notes::{self, MAX_NOTE_CHARS},
 };
 
 /// The notes, newest first: `limit`, and `from` (the `next` of the previous page).
@@ -64,7 +61,7 @@ pub(super) async fn create(
             format!("a note is 1 to {MAX_NOTE_CHARS} characters"),
         ));
     }
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     Ok(Json(json!(
         notes::write(&desk, &room_id, &actor, text).await?
     )))

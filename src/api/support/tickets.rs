@@ -17,7 +17,6 @@ use crate::{
     error::Result,
     services::Services,
     support::{
-        actor::Actor,
         conversation::Priority,
         escalation::{self, TicketPatch},
         filter::Assignee,
@@ -64,7 +63,7 @@ fn filter(q: &HashMap<String, String>) -> Result<TicketFilter> {
     })
 }
 
-pub(super) async fn list(
+pub(in crate::api) async fn list(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Query(q): Query<HashMap<String, String>>,
@@ -79,7 +78,7 @@ pub(super) async fn list(
     ))
 }
 
-pub(super) async fn get_one(
+pub(in crate::api) async fn get_one(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -106,7 +105,7 @@ fn check_title(title: &str) -> Result<String> {
     Ok(t.to_owned())
 }
 
-pub(super) async fn create(
+pub(in crate::api) async fn create(
     State(s): State<Arc<Services>>,
     caller: Caller,
     body: Bytes,
@@ -119,7 +118,7 @@ pub(super) async fn create(
     let priority = req.priority.as_deref().map(priority).transpose()?;
     let desk = s.desk();
     queries::conversation(&desk, &caller.viewer(), &room_id)?;
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     let mut ticket = escalation::create_ticket(&desk, &room_id, &title, &actor, None).await?;
     if let Some(p) = priority.filter(|p| *p != ticket.priority) {
         let patch = TicketPatch {
@@ -159,7 +158,7 @@ fn assignee(s: &Services, user: &str) -> Result<OwnedUserId> {
     Ok(user)
 }
 
-pub(super) async fn update(
+pub(in crate::api) async fn update(
     State(s): State<Arc<Services>>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -180,7 +179,7 @@ pub(super) async fn update(
             Some(Some(u)) => Some(Some(assignee(&s, &u)?)),
         },
     };
-    let actor = Actor::Api { user: &caller.user };
+    let actor = caller.actor();
     let ticket = escalation::update_ticket(&desk, n, patch, &actor).await?;
     Ok(Json(json!(ticket)))
 }

@@ -23,8 +23,9 @@ mod prepare;
 mod send;
 mod state;
 
-use std::{future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use state::Shared;
 
 use super::{AppService, AppServices, outbound};
@@ -71,42 +72,126 @@ pub fn queue_depths(appservices: &AppServices, store: &Store, head: u64) -> Vec<
         .collect()
 }
 
-/// Whether any appservice has a URL to push to.
-pub fn any_to_push(appservices: &AppServices) -> bool {
-    appservices.all().iter().any(|asv| has_url(asv))
+/// Runs one pusher per appservice with a URL until the server stops, starting one for each
+/// appservice registered meanwhile and stopping the pusher of one unregistered. Blocks: call
+/// it on a thread of its own, which becomes the senders' thread.
+pub fn run_pushers(p: &Pushers<'_>) {
+    std::thread::scope(|scope| on_own_runtime(supervise(p, scope)));
 }
 
-/// Runs one pusher per appservice with a URL until the server stops. Blocks: call it on a
-/// thread of its own, which becomes the senders' thread.
-pub fn run_pushers(p: &Pushers<'_>) {
-    let pushers: Vec<(&Arc<AppService>, Shared)> = p
-        .appservices
-        .all()
-        .iter()
-        .filter(|asv| has_url(asv))
-        .filter_map(|asv| match state::load(p.store, asv) {
-            Ok(stored) => Some((asv, Shared::new(stored))),
-            Err(e) => {
-                tracing::error!(appservice = asv.id(), error = %e, "appservice pusher stopped");
-                None
-            }
-        })
-        .collect();
-    std::thread::scope(|scope| {
-        for (asv, shared) in &pushers {
-            let preparer = std::thread::Builder::new()
-                .name("charla-as-prepare".into())
-                .spawn_scoped(scope, move || on_own_runtime(prepare::run(p, asv, shared)));
-            if let Err(e) = preparer {
-                tracing::error!(appservice = asv.id(), error = %e, "cannot start the appservice pusher");
+/// Keeps a pusher running for each registered appservice with a URL. A registration seen again
+/// under an id whose earlier pusher is still stopping waits for it: they share the id's state.
+async fn supervise<'scope>(p: &'scope Pushers<'_>, scope: &'scope std::thread::Scope<'scope, '_>) {
+    let mut changes = p.appservices.watch();
+    // By id: the appservice and whether its pusher ended. One that ended without being
+    // unregistered (its state would not load) is not started again.
+    let mut running: HashMap<String, (Arc<AppService>, bool)> = HashMap::new();
+    let mut pushers = FuturesUnordered::new();
+    loop {
+        changes.borrow_and_update();
+        running.retain(|_, (asv, ended)| !(*ended && asv.is_retired()));
+        for asv in p.appservices.all().iter().filter(|asv| has_url(asv)) {
+            if !running.contains_key(asv.id()) {
+                running.insert(asv.id().to_owned(), (asv.clone(), false));
+                pushers.push(pusher(p, scope, asv.clone()));
             }
         }
-        on_own_runtime(futures_util::future::join_all(
-            pushers
-                .iter()
-                .map(|(asv, shared)| send::run(p, asv, shared)),
-        ));
-    });
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            Some(id) = pushers.next() => {
+                if let Some((_, ended)) = running.get_mut(&id) {
+                    *ended = true;
+                }
+            }
+            () = p.notifier.stopped() => {
+                // Each pusher returns on its own: wait for them to leave their state saved.
+                while pushers.next().await.is_some() {}
+                return;
+            }
+        }
+    }
+}
+
+/// One appservice's pusher, until the server stops or the appservice is unregistered (then its
+/// state goes with it). The preparer runs on a thread of its own, the sender here. Returns the
+/// appservice's id.
+async fn pusher<'scope>(
+    p: &'scope Pushers<'_>,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    asv: Arc<AppService>,
+) -> String {
+    let id = asv.id().to_owned();
+    let shared = match state::load(p.store, &asv) {
+        Ok(stored) => Arc::new(Shared::new(stored)),
+        Err(e) => {
+            tracing::error!(appservice = id, error = %e, "appservice pusher stopped");
+            return id;
+        }
+    };
+    let (done, preparer_done) = tokio::sync::oneshot::channel::<()>();
+    let (prepare_asv, prepare_shared) = (asv.clone(), shared.clone());
+    let preparer = std::thread::Builder::new()
+        .name("charla-as-prepare".into())
+        .spawn_scoped(scope, move || {
+            on_own_runtime(until_retired(
+                &prepare_asv,
+                prepare::run(p, &prepare_asv, &prepare_shared),
+            ));
+            let _ = done.send(());
+        });
+    if let Err(e) = preparer {
+        tracing::error!(appservice = id, error = %e, "cannot start the appservice pusher");
+        return id;
+    }
+    until_retired(&asv, send::run(p, &asv, &shared)).await;
+    let _ = preparer_done.await;
+    if asv.is_retired() {
+        // What it wrote while stopping goes too, unless the id was registered again (that
+        // registration wrote its own fresh state): decided under the registrations' lock.
+        let _no_change = p.appservices.changing.lock().await;
+        if p.appservices.by_id(&id).is_none()
+            && let Err(e) = forget(p.store, &id).await
+        {
+            tracing::error!(appservice = id, error = %e, "cannot drop an unregistered appservice's state");
+        }
+    }
+    id
+}
+
+/// Runs `work` until it ends or the appservice is unregistered.
+async fn until_retired(asv: &AppService, work: impl Future<Output = ()>) {
+    tokio::select! {
+        () = work => {}
+        () = asv.retired() => {}
+    }
+}
+
+/// Drops an appservice's pusher state (its cursor and prepared transactions) durably.
+async fn forget(store: &Store, id: &str) -> crate::error::Result<()> {
+    let mut batch = crate::storage::Batch::new();
+    drop_state(store, id, &mut batch)?;
+    store.write_durable(batch).await?;
+    Ok(())
+}
+
+/// Adds to `batch` the deletion of an unregistered appservice's pusher state.
+pub(super) fn drop_state(
+    store: &Store,
+    id: &str,
+    batch: &mut crate::storage::Batch,
+) -> crate::error::Result<()> {
+    state::forget(store, id, batch)
+}
+
+/// Adds to `batch` the pusher state of a newly registered appservice: it is sent the events
+/// after stream position `from`, not an earlier appservice's backlog under the same id.
+pub(super) fn start_state(
+    store: &Store,
+    id: &str,
+    from: u64,
+    batch: &mut crate::storage::Batch,
+) -> crate::error::Result<()> {
+    state::fresh(store, id, from, batch)
 }
 
 fn has_url(asv: &AppService) -> bool {

@@ -189,6 +189,34 @@ pub(super) fn load(store: &Store, asv: &AppService) -> Result<Option<PusherState
     Ok(Some(state))
 }
 
+/// Adds to `batch` a fresh pusher state for the appservice `id`, whose pusher starts after
+/// stream position `cursor`, over whatever an earlier one of that id left (bodies included).
+pub(super) fn fresh(store: &Store, id: &str, cursor: u64, batch: &mut Batch) -> Result<()> {
+    forget(store, id, batch)?;
+    let state = PusherState {
+        cursor,
+        next_txn: 1,
+        pending: Vec::new(),
+    };
+    batch.put(
+        Table::AppserviceState,
+        id.as_bytes().to_vec(),
+        serde_json::to_vec(&state).map_err(|e| Error::internal(e.to_string()))?,
+    );
+    Ok(())
+}
+
+/// Adds to `batch` the deletion of the pusher state of the appservice `id`, bodies included.
+pub(super) fn forget(store: &Store, id: &str, batch: &mut Batch) -> Result<()> {
+    batch.delete(Table::AppserviceState, id.as_bytes().to_vec());
+    let bodies = Key::new().str(id).into_vec();
+    for entry in store.scan_prefix(Table::AppserviceState, &bodies) {
+        let (key, _) = entry?;
+        batch.delete(Table::AppserviceState, key.to_vec());
+    }
+    Ok(())
+}
+
 /// Where a prepared transaction's body is stored, next to the state.
 fn body_key(asv: &AppService, txn_id: u64) -> Vec<u8> {
     Key::new().str(asv.id()).u64(txn_id).into_vec()

@@ -1,6 +1,9 @@
 //! The admin API and `charla admin`, against a real server: the CLI is the real binary, talking
 //! HTTP to an in-process server with the `admin.token` the server wrote.
 
+mod appservices;
+mod conversations;
+mod roles;
 mod synapse;
 mod users_rooms;
 
@@ -54,6 +57,24 @@ impl AdminCli {
             .env_remove("CHARLA_URL")
             .env_remove("CHARLA_ADMIN_TOKEN");
         run(command).await
+    }
+}
+
+impl AdminCli {
+    /// Runs `args --json`, expecting success: the one JSON document it printed.
+    pub async fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        self.run(&args).await.json()
+    }
+
+    /// Runs `args`, expecting the failure exit `code`: the reason it gave on stderr's last line.
+    pub async fn fails(&self, args: &[&str], code: i32) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, code, "{args:?}: {run:?}");
+        let reason = run.stderr.trim().lines().last().unwrap_or_default();
+        assert!(reason.starts_with("charla admin: "), "{run:?}");
+        reason.to_owned()
     }
 }
 
