@@ -21,7 +21,7 @@ pub(crate) fn read_or_create(path: &Path, what: &str) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let secret = crate::users::random_string(32);
+    let secret = random_string(32);
     let tmp = PathBuf::from(format!("{}.tmp", path.display()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -39,4 +39,14 @@ pub(crate) fn read_or_create(path: &Path, what: &str) -> Result<String> {
     }
     tracing::info!(path = %path.display(), "generated {what}");
     Ok(secret)
+}
+
+/// `len` random alphanumerics from the OS-seeded thread RNG: tokens, secrets, ids.
+pub(crate) fn random_string(len: usize) -> String {
+    use rand::{Rng, distributions::Alphanumeric};
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }

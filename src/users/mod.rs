@@ -22,6 +22,7 @@ use argon2::{
 use ruma::{DeviceId, OwnedDeviceId, OwnedServerName, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::secret_file::random_string;
 pub(crate) use devices::{Device, DeviceData};
 pub(crate) use push_rules::{PUSH_RULES, PushRulesContent, default_push_rules};
 
@@ -427,14 +428,4 @@ pub(crate) fn check_displayname(name: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Random alphanumerics from the OS-seeded thread RNG: tokens, device ids, session ids.
-pub(crate) fn random_string(len: usize) -> String {
-    use rand::{Rng, distributions::Alphanumeric};
-    rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
 }

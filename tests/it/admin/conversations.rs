@@ -208,7 +208,9 @@ async fn an_export_has_every_message_as_it_reads_in_csv_and_json() {
                     "m.relates_to": { "rel_type": "m.replace", "event_id": sent[4] } }),
         )
         .await;
-    let secret = carla.send_text(&room, "secret", "my card is ZQXJ-VISA").await;
+    let secret = carla
+        .send_text(&room, "secret", "my card is ZQXJ-VISA")
+        .await;
     let (status, body) = carla
         .put(
             &format!("{V3}/rooms/{}/redact/{}/r1", enc(&room), enc(&secret)),
