@@ -10,6 +10,7 @@
 
 mod appservices;
 mod conversations;
+mod backup;
 mod register;
 mod roles;
 mod rooms;
@@ -48,6 +49,7 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = tickets::routes(r);
     let r = appservices::routes(r);
     let r = roles::routes(r);
+    let r = backup::routes(r);
     rooms::routes(r)
 }
 
