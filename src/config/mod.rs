@@ -13,8 +13,8 @@ pub(crate) mod secrets;
 mod support;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
 pub use metrics::MetricsConfig;
-pub(crate) use support::default_capacity;
 pub use parse::ParseError;
+pub(crate) use support::default_capacity;
 pub(crate) use support::parse_hhmm;
 pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
 

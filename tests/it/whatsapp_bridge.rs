@@ -914,9 +914,18 @@ async fn a_backup_holds_the_bridge_state_with_the_homeserver() {
     let archive = dir.path().join("backup.tar");
     std::fs::write(&archive, response.bytes().await.unwrap()).unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "server_name = \"localhost\"\n[storage]\npath = \"data\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "server_name = \"localhost\"\n[storage]\npath = \"data\"\n",
+    )
+    .unwrap();
     let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_charla"));
-    restore.arg("admin").arg("--config").arg(&config).arg("restore").arg(&archive);
+    restore
+        .arg("admin")
+        .arg("--config")
+        .arg(&config)
+        .arg("restore")
+        .arg(&archive);
     let restored = tokio::task::spawn_blocking(move || restore.output().unwrap())
         .await
         .unwrap();
@@ -942,7 +951,10 @@ async fn a_backup_holds_the_bridge_state_with_the_homeserver() {
         token: rig.agent.token.clone(),
     };
     let (status, page) = agent
-        .get(&format!("{V3}/rooms/{}/messages?dir=b&limit=50", enc(&room)))
+        .get(&format!(
+            "{V3}/rooms/{}/messages?dir=b&limit=50",
+            enc(&room)
+        ))
         .await;
     assert_eq!(status, 200, "{page}");
     let bodies: Vec<&str> = page["chunk"]

@@ -9,8 +9,8 @@
 //! make is written to the audit log with who asked (`support::audit`).
 
 mod appservices;
-mod conversations;
 mod backup;
+mod conversations;
 mod register;
 mod roles;
 mod rooms;
