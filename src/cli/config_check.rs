@@ -11,7 +11,10 @@ use super::{
     client::Failure,
     output::{self, JsonFlag},
 };
-use crate::config::Config;
+use crate::{
+    appservice::{AppService, check_unique},
+    config::Config,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
@@ -44,9 +47,17 @@ pub(super) fn run(command: ConfigCommand) -> Result<(), Failure> {
 /// What `charla serve` refuses at start besides the config's own values, where it is cheap to
 /// check without starting: the appservice registration files (read, validated, namespaces
 /// compiled, no two claiming one id or token) and the WhatsApp bridge's registration when one
-/// is given. The shared secret's rules are part of the config's own validation.
+/// is given. The shared secret's rules are part of the config's own validation. Registrations
+/// added with `charla admin appservice register` live in the store, which a running server
+/// holds: they were checked when they were added.
 fn at_start(config: &Config) -> Result<(), String> {
-    crate::appservice::AppServices::load(&config.appservice, &config.server_name)?;
+    let files = config
+        .appservice
+        .registrations
+        .iter()
+        .map(|path| AppService::load(path, &config.server_name))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_unique(&files)?;
     let bridge = &config.bridges.whatsapp;
     if bridge.enabled && bridge.registration.exists() {
         appservice::Registration::from_file(&bridge.registration)
