@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod api;
 pub(crate) mod appservice;
+pub(crate) mod backup;
 pub mod bench;
 pub(crate) mod bot;
 pub mod bridges;

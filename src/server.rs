@@ -117,6 +117,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
+        services.backup.attach_whatsapp(handle.backup_sources());
         whatsapp_handle = Some(handle);
     }
     let (shutdown, stopped) = watch::channel(false);

@@ -45,6 +45,8 @@ pub struct Services {
     /// `admin.token`: the operator's credential on the admin API.
     pub(crate) admin_token: crate::users::admin_token::AdminToken,
     pub(crate) support: SupportService,
+    /// Backups of the running server (`GET /_charla/admin/v1/backup`).
+    pub(crate) backup: crate::backup::BackupService,
 }
 
 impl Services {
@@ -100,6 +102,8 @@ impl Services {
         let previews = UrlPreviewer::new(&config.media).map_err(crate::error::Error::internal)?;
         let support =
             SupportService::new(store.clone(), config.support.clone(), &config.server_name)?;
+        let backup =
+            crate::backup::BackupService::new(&store, config.media_path(), &config.server_name);
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -123,6 +127,7 @@ impl Services {
             shared_secret,
             admin_token,
             support,
+            backup,
         }))
     }
 }

@@ -168,6 +168,11 @@ impl<H: Handler> AppService<H> {
         &self.handler
     }
 
+    /// The durable record of processed transactions (what a backup of its state must take).
+    pub fn txn_store(&self) -> &TxnStore {
+        &self.txns
+    }
+
     /// The intent of the appservice's own user (`sender_localpart`).
     pub fn bot(&self) -> Intent {
         AppServiceParts {

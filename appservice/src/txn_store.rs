@@ -59,6 +59,11 @@ impl From<StorageError> for TxnStoreError {
 }
 
 impl TxnStore {
+    /// What a backup of the process that runs this appservice takes this store through.
+    pub fn backup_source(&self) -> charla_storage::BackupSource {
+        self.db.backup_source()
+    }
+
     /// Opens (or creates) the store in the folder `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, TxnStoreError> {
         Self::open_with_capacity(dir, DEFAULT_CAPACITY)

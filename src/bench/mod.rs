@@ -52,6 +52,9 @@ pub enum Scenario {
     /// Cloud API simulator (ignores --homeserver; --clients customers, --messages each way;
     /// not part of `all`).
     Whatsapp,
+    /// Backup and restore of a store of --messages messages, and sends during a backup, against
+    /// its own in-process Charla (ignores --homeserver; not part of `all`).
+    Backup,
 }
 
 /// Flags of `charla bench`.
@@ -94,7 +97,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 500)]
     pub rooms: usize,
 
-    /// messages: number of messages in the paginated room.
+    /// messages: number of messages in the paginated room; backup: messages in the store.
     #[arg(long, default_value_t = 1000)]
     pub messages: usize,
 
@@ -172,6 +175,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Support => "support",
         Scenario::All => "all",
         Scenario::Whatsapp => "whatsapp",
+        Scenario::Backup => "backup",
     }
 }
 
@@ -203,8 +207,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         prefix.clone(),
         args.registration_token.clone(),
     )?;
-    // `support` runs in process and needs no homeserver.
-    let versions = if args.scenario == Scenario::Support {
+    // `support` and `backup` run in process and need no homeserver.
+    let versions = if matches!(args.scenario, Scenario::Support | Scenario::Backup) {
         Ok(Vec::new())
     } else {
         ctx.homeserver(0).versions().await
@@ -245,6 +249,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Media => scenarios::media::run(&ctx, &args).await,
             Scenario::Appservice => scenarios::appservice::run(&ctx, &args).await,
             Scenario::Support => scenarios::support::run(&ctx, &args).await,
+            Scenario::Backup => scenarios::backup::run(&args).await,
             Scenario::All | Scenario::Whatsapp => {
                 unreachable!("expanded by BenchArgs::scenarios / run on its own")
             }

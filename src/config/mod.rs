@@ -8,10 +8,12 @@
 
 pub(crate) mod media;
 mod metrics;
+mod parse;
 pub(crate) mod secrets;
 mod support;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
 pub use metrics::MetricsConfig;
+pub use parse::ParseError;
 pub(crate) use support::default_capacity;
 pub(crate) use support::parse_hhmm;
 pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
@@ -255,10 +257,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("invalid config {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Parse { path: PathBuf, source: ParseError },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -270,7 +269,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = parse::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;
@@ -295,7 +294,7 @@ impl Config {
 
     /// Parses a config from text; relative paths stay relative to the working directory.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let config: Config = parse::parse(text).map_err(|source| ConfigError::Parse {
             path: "<inline>".into(),
             source,
         })?;

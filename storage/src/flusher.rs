@@ -78,7 +78,7 @@ pub(super) fn flusher(inner: std::sync::Weak<Inner>) {
             let mut synced = strong.synced.lock().expect("synced lock");
             synced.ops.append(&mut unsynced_ops);
             synced.through = target;
-            synced.ops.len() >= SLED_APPLY_OPS || wal.is_full()
+            synced.ops.len() >= SLED_APPLY_OPS || (wal.is_full() && !strong.holds.held())
         };
         drop(wal);
         if wake_applier {
@@ -103,7 +103,9 @@ pub(super) const SLED_APPLY_EVERY: std::time::Duration = std::time::Duration::fr
 const SLED_APPLY_OPS: usize = 8192;
 
 /// Applies what the flusher synced to sled every [`SLED_APPLY_EVERY`] (sooner when
-/// much is waiting) and drops it from the overlay; checkpoints the log when its segment is full.
+/// much is waiting) and drops it from the overlay; checkpoints the log when its segment is full,
+/// unless a backup needs its segments kept (the segment then grows until the backup ends: see
+/// [`crate::backup`]).
 pub(super) fn applier(inner: std::sync::Weak<Inner>) {
     // Taken from the flusher but not yet in sled (kept across a failed apply).
     let mut unapplied = Vec::new();
@@ -116,7 +118,9 @@ pub(super) fn applier(inner: std::sync::Weak<Inner>) {
             // Readers still find the writes in the overlay, and the log has them.
             tracing::error!(error = %e, "writing to sled failed; retrying");
         } else if strong.wal.lock().expect("wal lock").is_full()
-            && let Err(e) = checkpoint(&strong, &mut unapplied, &mut through)
+            && let Err(e) = strong
+                .holds
+                .checkpoint_unless_held(|| checkpoint(&strong, &mut unapplied, &mut through))
         {
             tracing::error!(error = %e, "log checkpoint failed; the log keeps growing");
         }

@@ -24,7 +24,12 @@
 //! bridge and the toolkit's transaction store, issue #5). Each store has two dedicated threads
 //! named after [`TableSet::STORE`]: the flusher, which only syncs the log, and the applier,
 //! which feeds sled and checkpoints (see [`flusher`]).
+//!
+//! A running store is backed up as what a crash would leave, read without stopping it: sled's
+//! content and the log since its last checkpoint, cut at one instant across several stores; a
+//! restore replays that log over the content as an open after a crash does ([`backup`]).
 
+mod backup;
 mod flusher;
 pub mod keys;
 mod overlay;
@@ -43,6 +48,9 @@ use std::{
 use sled::IVec;
 use tokio::sync::oneshot;
 
+pub use backup::{
+    BackupSource, FolderLock, ImageChunks, LockError, LogPart, Snapshot, StoreRestore,
+};
 pub use keys::Key;
 pub use slice::Slice;
 pub use wal::{LogDamage, RecordFault};
@@ -220,6 +228,8 @@ struct Inner {
     /// and the last [`Store`]'s drop appends what is still pending.
     wal: Mutex<wal::Wal>,
     wal_dir: PathBuf,
+    /// Backups under way, which keep the log from being checkpointed ([`backup`]).
+    holds: backup::Holds,
 }
 
 #[derive(Default)]
@@ -303,6 +313,7 @@ impl<T: TableSet> Store<T> {
                 applier,
                 wal: Mutex::new(wal),
                 wal_dir,
+                holds: backup::Holds::default(),
             }),
         };
         let _ = to_flusher.send(Arc::downgrade(&store.inner));

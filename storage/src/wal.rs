@@ -119,7 +119,7 @@ pub(super) fn encode<'a>(
     buf[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn push_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn push_bytes(buf: &mut Vec<u8>, bytes: &[u8]) {
     let len = u32::try_from(bytes.len()).expect("a key or value is smaller than 4 GiB");
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(bytes);
@@ -147,7 +147,7 @@ fn decode(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
     Some(ops)
 }
 
-fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn take_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
     let bytes = buf.get(4..4 + len)?;
     Some((bytes, &buf[4 + len..]))
@@ -222,6 +222,12 @@ impl Wal {
         Ok(Some(self.file.clone()))
     }
 
+    /// The open segment's number and where its synced data ends: every record before that
+    /// offset is on disk, and appends only ever go after it.
+    pub(super) fn end(&self) -> (u64, u64) {
+        (self.segment, self.size)
+    }
+
     pub(super) fn is_full(&self) -> bool {
         self.size >= SEGMENT_BYTES
     }
@@ -263,11 +269,25 @@ impl Wal {
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
-    dir.join(format!("{segment:020}.log"))
+    dir.join(segment_name(segment))
+}
+
+/// A segment's file name.
+pub(super) fn segment_name(segment: u64) -> String {
+    format!("{segment:020}.log")
+}
+
+/// The number of the segment whose file is `name`, if it is a segment's name.
+pub(super) fn segment_number(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The segments in `dir`, oldest first.
-fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+pub(super) fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -279,8 +299,7 @@ fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
         let number = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".log"))
-            .and_then(|n| n.parse::<u64>().ok());
+            .and_then(segment_number);
         if let Some(n) = number {
             found.push((n, path));
         }

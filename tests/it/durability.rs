@@ -10,7 +10,7 @@ use crate::common::{
 use serde_json::json;
 
 /// Every `m.room.message` body in the room, oldest first, paginating `/messages` to the start.
-async fn all_bodies(client: &Client, room: &str) -> Vec<String> {
+pub(crate) async fn all_bodies(client: &Client, room: &str) -> Vec<String> {
     let mut bodies = Vec::new();
     let mut from: Option<String> = None;
     loop {

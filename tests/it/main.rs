@@ -12,6 +12,7 @@ mod appservice_api;
 mod appservice_echo;
 mod architecture;
 mod attacks;
+mod backup;
 mod durability;
 mod e2ee;
 mod e2ee_backup;

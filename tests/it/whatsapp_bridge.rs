@@ -892,3 +892,77 @@ async fn with_whatsapp_down_agent_messages_queue_and_go_out_once_in_order_across
     )
     .await;
 }
+
+/// A backup of a server whose bridge runs in process holds the bridge's stores, cut at the same
+/// instant as the homeserver's: restored, the bridge finds the customer's portal and the room
+/// holds the customer's message. The bridge's generated registration (its tokens) stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_holds_the_bridge_state_with_the_homeserver() {
+    let rig = Rig::start().await;
+    rig.customer(text("Hola")).await;
+    let room = rig.portal().await;
+    rig.event_with_body(&room, "Hola").await;
+    let token = std::fs::read_to_string(rig.s.data_path().join("admin.token")).unwrap();
+    let response = reqwest::Client::new()
+        .get(rig.s.url("/_charla/admin/v1/backup"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("backup.tar");
+    std::fs::write(&archive, response.bytes().await.unwrap()).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "server_name = \"localhost\"\n[storage]\npath = \"data\"\n",
+    )
+    .unwrap();
+    let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_charla"));
+    restore
+        .arg("admin")
+        .arg("--config")
+        .arg(&config)
+        .arg("restore")
+        .arg(&archive);
+    let restored = tokio::task::spawn_blocking(move || restore.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+
+    let data = dir.path().join("data");
+    let state = data.join("bridges/whatsapp");
+    assert!(!state.join("registration.yaml").exists());
+    let bridge_store = whatsapp::store::Store::open(&state.join("db")).unwrap();
+    let portal = bridge_store.portal(CUSTOMER).unwrap().expect("the portal");
+    assert_eq!(portal.room_id.as_str(), room);
+    drop(bridge_store);
+    let server = charla::server::start(crate::common::config_for(&data, ""))
+        .await
+        .unwrap();
+    let agent = Client {
+        http: reqwest::Client::new(),
+        base: server.base_url(),
+        token: rig.agent.token.clone(),
+    };
+    let (status, page) = agent
+        .get(&format!(
+            "{V3}/rooms/{}/messages?dir=b&limit=50",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let bodies: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert!(bodies.contains(&"Hola"), "{bodies:?}");
+    server.stop().await;
+}

@@ -129,6 +129,10 @@ impl BridgeService {
     /// Starts the workers; messages accepted before a restart are picked up again.
     pub fn start(self) -> BridgeHandle {
         let bridge = self.bridge();
+        let backup_sources = vec![
+            ("db", bridge.store.backup_source()),
+            ("transactions", self.app.txn_store().backup_source()),
+        ];
         let (shutdown, stopped) = watch::channel(false);
         let tasks = vec![
             tokio::spawn(crate::inbox::run(bridge.clone(), stopped.clone())),
@@ -139,6 +143,7 @@ impl BridgeService {
             shutdown,
             tasks,
             bridge,
+            backup_sources,
         }
     }
 }
@@ -148,11 +153,20 @@ pub struct BridgeHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     bridge: Arc<Bridge>,
+    /// The bridge's stores, by their folder under the state folder.
+    backup_sources: Vec<(&'static str, charla_storage::BackupSource)>,
 }
 
 impl BridgeHandle {
     pub fn bridge(&self) -> &Arc<Bridge> {
         &self.bridge
+    }
+
+    /// The bridge's durable stores, each with its folder under the state folder
+    /// ([`state_dir`]): what a backup of the process that runs the bridge must take, together
+    /// with the homeserver's, so that the two agree (see `charla_storage::Snapshot`).
+    pub fn backup_sources(&self) -> &[(&'static str, charla_storage::BackupSource)] {
+        &self.backup_sources
     }
 
     /// What waits to be brought into Matrix: see [`Bridge::backlog`].

@@ -9,6 +9,7 @@
 //! make is written to the audit log with who asked (`support::audit`).
 
 mod appservices;
+mod backup;
 mod conversations;
 mod register;
 mod roles;
@@ -48,6 +49,7 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = tickets::routes(r);
     let r = appservices::routes(r);
     let r = roles::routes(r);
+    let r = backup::routes(r);
     rooms::routes(r)
 }
 

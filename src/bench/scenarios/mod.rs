@@ -6,6 +6,7 @@
 //! [`Report`]: super::report::Report
 
 pub mod appservice;
+pub mod backup;
 pub mod initial_sync;
 pub mod keys;
 pub mod media;

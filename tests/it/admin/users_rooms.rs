@@ -322,6 +322,7 @@ async fn every_admin_endpoint_refuses_anonymous_callers_and_non_admins() {
         ("GET", "/_charla/admin/v1/rooms/!x:localhost/members"),
         ("DELETE", "/_charla/admin/v1/rooms/!x:localhost"),
         ("GET", "/_charla/admin/v1/stats"),
+        ("GET", "/_charla/admin/v1/backup"),
         ("GET", "/_synapse/admin/v2/users"),
         ("GET", "/_synapse/admin/v2/users/@x:localhost"),
         ("PUT", "/_synapse/admin/v2/users/@x:localhost"),

@@ -189,6 +189,11 @@ impl Store {
         Ok(())
     }
 
+    /// What a backup of the process the bridge runs in takes this store through.
+    pub fn backup_source(&self) -> charla_storage::BackupSource {
+        self.db.backup_source()
+    }
+
     /// Returns once the write behind `ticket`, and every write before it, is on disk.
     pub async fn durable(&self, ticket: WriteTicket) -> Result<()> {
         Ok(self.db.durable(ticket).await?)
