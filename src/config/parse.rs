@@ -35,12 +35,16 @@ pub(super) fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ParseError> {
 
 fn error(text: &str, path: Option<String>, e: &toml::de::Error) -> ParseError {
     let message = e.message().replace(['\n', '\r'], " ");
-    // serde reports an unknown key at the table that holds it: name the key itself.
+    // serde reports an unknown key at the table that holds it, or (in a nested table) at the
+    // key itself: name the key once either way.
     let unknown = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once('`'))
         .map(|(name, _)| name.to_owned());
     let key = match (path, unknown) {
+        (Some(path), Some(name)) if path == name || path.ends_with(&format!(".{name}")) => {
+            Some(path)
+        }
         (Some(path), Some(name)) => Some(format!("{path}.{name}")),
         (None, Some(name)) => Some(name),
         (path, None) => path,
