@@ -170,6 +170,7 @@ impl Backup {
             .name("charla-backup".into())
             .spawn(move || {
                 let _slot = slot;
+                yield_to_requests();
                 let started = std::time::Instant::now();
                 let mut out = Sender {
                     tx,
@@ -197,6 +198,26 @@ impl Backup {
             let next = rx.recv().await?;
             Some((next, rx))
         })
+    }
+}
+
+/// How much lower the backup thread's scheduling priority is than the request handlers' (a
+/// nice value): an idle server gives the backup all the CPU it takes, a busy one keeps serving
+/// first. Measured in `docs/performance.md` ("Issue #20: backup and restore").
+const BACKUP_NICE: i32 = 10;
+
+/// Lowers this thread's priority by [`BACKUP_NICE`] (Linux schedules threads one by one; where
+/// that fails, or elsewhere, the backup runs at the normal priority).
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: two syscalls on this thread's own id, no memory involved.
+        let lowered = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKUP_NICE)
+        };
+        if lowered != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "backup: cannot lower priority");
+        }
     }
 }
 

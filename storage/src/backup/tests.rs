@@ -47,17 +47,17 @@ fn batch(i: u64) -> Batch<Table> {
 /// One store's part of a backup: its image chunks and its log segments (name, bytes).
 type TakenStore = (Vec<Vec<u8>>, Vec<(String, Vec<u8>)>);
 
-/// Takes a backup as slowly as a large store's: a pause after each small chunk, so that the
-/// writers fill several log segments (64 KiB in tests) and the applier gives sled their writes
-/// while the image is read.
-fn take(sources: &[BackupSource]) -> Vec<TakenStore> {
+/// Takes a backup as slowly as a large store's: after each small chunk of the image it waits
+/// until the writer has acknowledged a few more batches, so that writes land in the log (beyond
+/// a 64 KiB segment, in tests) and reach sled while the image is read, however fast the disk.
+fn take(sources: &[BackupSource], acked: &AtomicU64) -> Vec<TakenStore> {
     let snapshot = Snapshot::begin(sources).unwrap();
     let images: Vec<Vec<Vec<u8>>> = (0..sources.len())
         .map(|i| {
             snapshot
                 .image(i, 4096)
                 .map(|c| {
-                    std::thread::sleep(std::time::Duration::from_millis(3));
+                    wait_for(acked, acked.load(Ordering::SeqCst) + 5);
                     c.unwrap()
                 })
                 .collect()
@@ -85,7 +85,7 @@ fn take(sources: &[BackupSource]) -> Vec<TakenStore> {
 fn restore(taken: &TakenStore, path: &Path) -> TestStore {
     let mut restore = StoreRestore::create(path, 8).unwrap();
     for chunk in &taken.0 {
-        restore.image(chunk).unwrap();
+        restore.image(chunk.clone()).unwrap();
     }
     for (name, bytes) in &taken.1 {
         restore.log_segment(name, &mut bytes.as_slice()).unwrap();
@@ -118,6 +118,13 @@ fn writer(
             acked.store(i, Ordering::SeqCst);
         }
     })
+}
+
+/// Waits until the writer has acknowledged `n` batches.
+fn wait_for(acked: &AtomicU64, n: u64) {
+    while acked.load(Ordering::SeqCst) < n {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// The state after batches 0..n: the counter, and each table's keys.
@@ -156,13 +163,11 @@ fn a_backup_under_writes_restores_whole_batches_and_everything_acknowledged() {
         Arc::new(AtomicU64::new(0)),
     );
     let writing = writer(vec![store.clone()], stop.clone(), acked.clone());
-    while acked.load(Ordering::SeqCst) < 2000 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for(&acked, 300);
     let mut restored_counts = Vec::new();
     for round in 0..3 {
         let before = acked.load(Ordering::SeqCst);
-        let taken = take(&[store.backup_source()]);
+        let taken = take(&[store.backup_source()], &acked);
         let after = acked.load(Ordering::SeqCst);
         let logged: usize = taken[0].1.iter().map(|(_, bytes)| bytes.len()).sum();
         assert!(
@@ -192,8 +197,14 @@ fn a_backup_under_writes_restores_whole_batches_and_everything_acknowledged() {
             .unwrap();
         runtime.block_on(store.write_durable(batch(i))).unwrap();
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(wal::segments(&dir.path().join("live/wal")).unwrap().len() <= 3);
+    let segments = || wal::segments(&dir.path().join("live/wal")).unwrap().len();
+    for _ in 0..3000 {
+        if segments() <= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(segments() <= 2, "{} segments", segments());
 }
 
 /// Two stores written in causal order (the second only after the first's write is durable) are
@@ -205,12 +216,16 @@ fn stores_are_cut_at_one_instant() {
     let second = TestStore::open(&dir.path().join("second"), 8).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
-    let writing = writer(vec![first.clone(), second.clone()], stop.clone(), acked);
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    let writing = writer(
+        vec![first.clone(), second.clone()],
+        stop.clone(),
+        acked.clone(),
+    );
+    wait_for(&acked, 50);
     for round in 0..3 {
         // The first store first: cut one after the other, the second's cut could then hold a
         // write whose first-store half came after the first's cut.
-        let taken = take(&[first.backup_source(), second.backup_source()]);
+        let taken = take(&[first.backup_source(), second.backup_source()], &acked);
         let restored_first = restore(&taken[0], &dir.path().join(format!("f{round}")));
         let restored_second = restore(&taken[1], &dir.path().join(format!("s{round}")));
         let (s, f) = (check_whole(&restored_second), check_whole(&restored_first));
@@ -256,13 +271,22 @@ fn a_folder_with_an_open_store_is_locked_and_restores_refuse_a_store() {
 fn a_damaged_image_or_segment_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut restore = StoreRestore::create(dir.path(), 8).unwrap();
+    assert!(restore.log_segment("../evil.log", &mut &b""[..]).is_err());
+    assert!(restore.log_segment("1.log.tmp", &mut &b""[..]).is_err());
     let mut chunk = Vec::new();
     wal::push_bytes(&mut chunk, b"key");
     wal::push_bytes(&mut chunk, b"value");
-    restore.image(&chunk).unwrap();
-    assert!(restore.image(&chunk[..chunk.len() - 1]).is_err());
-    assert!(restore.log_segment("../evil.log", &mut &b""[..]).is_err());
-    assert!(restore.log_segment("1.log.tmp", &mut &b""[..]).is_err());
+    restore.image(chunk.clone()).unwrap();
+    // Seen by the insert thread: the error comes with a later chunk or at the end.
+    let cut = chunk[..chunk.len() - 1].to_vec();
+    let refused = restore
+        .image(cut)
+        .and_then(|()| restore.image(chunk))
+        .and_then(|()| restore.finish());
+    assert!(
+        matches!(refused, Err(StorageError::Corrupt { .. })),
+        "{refused:?}"
+    );
 }
 
 /// A process killed while a backup holds the log loses nothing acknowledged: the segments the
