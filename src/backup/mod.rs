@@ -213,7 +213,11 @@ fn yield_to_requests() {
     {
         // SAFETY: two syscalls on this thread's own id, no memory involved.
         let lowered = unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, BACKUP_NICE)
+            libc::setpriority(
+                libc::PRIO_PROCESS,
+                libc::gettid() as libc::id_t,
+                BACKUP_NICE,
+            )
         };
         if lowered != 0 {
             tracing::debug!(error = %io::Error::last_os_error(), "backup: cannot lower priority");
