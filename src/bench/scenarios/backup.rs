@@ -7,7 +7,8 @@
 //!
 //! 1. Fill: `--clients` users, one room each, send until the store holds `--messages`
 //!    messages (a closed loop, one request in flight per user).
-//! 2. Unloaded: the same loop for `--duration` seconds: sends/s.
+//! 2. Unloaded: the same loop for `--duration` seconds: sends/s (again after step 4; the
+//!    rate during the backup is compared with the mean of the two).
 //! 3. Backup, idle: `GET /_charla/admin/v1/backup` with the admin token, streamed to a file
 //!    as `charla admin backup` does: archive MB/s.
 //! 4. Backup under load: the send loop runs from just before the backup starts until it ends:
@@ -91,16 +92,7 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
         "backup: sends for {}s, no backup",
         duration.as_secs()
     ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let timer = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            stop.store(true, Ordering::SeqCst);
-        })
-    };
-    let unloaded = senders.send(None, Some(stop)).await;
-    timer.await?;
+    let before = senders.send_for(duration).await;
     let store_bytes = server.services.store.size_on_disk()?;
     let token = std::fs::read_to_string(data.join("admin.token"))?;
     let token = token.trim();
@@ -118,6 +110,13 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     stop.store(true, Ordering::SeqCst);
     let during = sending.await?;
     let loaded = loaded?;
+    // Unloaded again, right after: the machine's other load changes over a run, and the rate
+    // during the backup is compared with the mean of the two around it.
+    progress(format!(
+        "backup: sends for {}s, no backup",
+        duration.as_secs()
+    ));
+    let after = senders.send_for(duration).await;
     server.stop().await;
 
     progress("backup: verifying the archive");
@@ -139,9 +138,11 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     let archive = idle_archive.clone();
     tokio::task::spawn_blocking(move || restore(&targets, &archive, false, &NoProgress)).await??;
     let restore_time = started.elapsed();
+    let restored_bytes = folder_bytes(&dir.join("restored"));
 
     let mb = |bytes: u64, t: Duration| bytes as f64 / 1e6 / t.as_secs_f64();
-    let unloaded_rate = unloaded.rate();
+    let unloaded_rate = (before.rate() + after.rate()) / 2.0;
+    let errors = before.errors + during.errors + after.errors;
     let during_rate = during.rate();
     r.row(
         "store on disk",
@@ -169,23 +170,24 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     r.row(
         "restore",
         format!(
-            "{:.1} s: {:.0} MB/s",
+            "{:.1} s: {:.0} MB/s of archive ({:.0} MB of store written)",
             restore_time.as_secs_f64(),
-            mb(idle.0, restore_time)
+            mb(idle.0, restore_time),
+            restored_bytes as f64 / 1e6
         ),
     );
-    r.row("sends, no backup", format!("{unloaded_rate:.0}/s"));
+    r.row(
+        "sends, no backup",
+        format!("{:.0}/s before, {:.0}/s after", before.rate(), after.rate()),
+    );
     r.row(
         "sends during backup",
         format!(
-            "{during_rate:.0}/s ({:.0} % of unloaded)",
+            "{during_rate:.0}/s ({:.0} % of the mean without)",
             100.0 * during_rate / unloaded_rate.max(1.0)
         ),
     );
-    r.row(
-        "send errors",
-        format!("{}", unloaded.errors + during.errors),
-    );
+    r.row("send errors", format!("{errors}"));
     r.set("messages", fill.acked);
     r.set("store_bytes", store_bytes);
     r.set("archive_bytes", idle.0);
@@ -193,9 +195,10 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     r.set("backup_under_load_mb_s", mb(loaded.0, loaded.1));
     r.set("verify_mb_s", mb(idle.0, verify));
     r.set("restore_mb_s", mb(idle.0, restore_time));
+    r.set("restored_store_bytes", restored_bytes);
     r.set("sends_per_sec_unloaded", unloaded_rate);
     r.set("sends_per_sec_during_backup", during_rate);
-    if unloaded.errors + during.errors + fill.errors > 0 {
+    if errors + fill.errors > 0 {
         r.problem("some sends failed");
     }
     Ok(r)
@@ -219,6 +222,21 @@ async fn download(base: &str, token: &str, to: &Path) -> Result<(u64, Duration),
     file.flush().await?;
     file.get_ref().sync_all().await?;
     Ok((bytes, started.elapsed()))
+}
+
+/// The bytes of the files under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 struct NoProgress;
@@ -249,6 +267,21 @@ impl Sent {
 }
 
 impl Senders {
+    /// The send loop for `duration`.
+    async fn send_for(&self, duration: Duration) -> Sent {
+        let stop = Arc::new(AtomicBool::new(false));
+        let timer = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                stop.store(true, Ordering::SeqCst);
+            })
+        };
+        let sent = self.send(None, Some(stop)).await;
+        let _ = timer.await;
+        sent
+    }
+
     /// Every client sends, one request in flight each, until `count` sends were made or `stop`
     /// is set.
     async fn send(&self, count: Option<u64>, stop: Option<Arc<AtomicBool>>) -> Sent {
