@@ -106,6 +106,16 @@ impl Error {
         }
     }
 
+    /// When a rate-limited caller may retry (`M_LIMIT_EXCEEDED`'s `retry_after_ms`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::Matrix {
+                extra: Some(extra), ..
+            } => extra.get("retry_after_ms").and_then(Value::as_u64),
+            _ => None,
+        }
+    }
+
     /// `M_UNRECOGNIZED`: the endpoint does not exist (404) or not with this method (405).
     pub fn unrecognized(status: StatusCode) -> Self {
         Self::matrix(status, "M_UNRECOGNIZED", "Unrecognized request")
@@ -162,11 +172,7 @@ impl IntoResponse for Error {
             tracing::error!(error = %e, "storage failure");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let Error::Matrix {
-            extra: Some(extra), ..
-        } = &self
-            && let Some(ms) = extra.get("retry_after_ms").and_then(Value::as_u64)
-        {
+        if let Some(ms) = self.retry_after_ms() {
             let secs = ms.div_ceil(1000).max(1);
             response
                 .headers_mut()

@@ -33,3 +33,4 @@ pub mod stream;
 pub(crate) mod support;
 pub(crate) mod sync;
 pub(crate) mod users;
+pub(crate) mod webchat;

@@ -47,6 +47,8 @@ pub struct Services {
     pub(crate) support: SupportService,
     /// Backups of the running server (`GET /_charla/admin/v1/backup`).
     pub(crate) backup: crate::backup::BackupService,
+    /// The web chat channel, when `[webchat] enabled`.
+    pub(crate) webchat: Option<crate::webchat::WebChat>,
 }
 
 impl Services {
@@ -104,6 +106,7 @@ impl Services {
             SupportService::new(store.clone(), config.support.clone(), &config.server_name)?;
         let backup =
             crate::backup::BackupService::new(&store, config.media_path(), &config.server_name);
+        let webchat = crate::webchat::WebChat::open(&config.webchat, store.clone())?;
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -128,6 +131,7 @@ impl Services {
             admin_token,
             support,
             backup,
+            webchat,
         }))
     }
 }
@@ -236,6 +240,26 @@ impl Services {
             stream: &self.stream,
             notifier: &self.notifier,
         }
+    }
+}
+
+impl Services {
+    /// What the web chat uses (`webchat`), when it is enabled.
+    pub(crate) fn chat(&self) -> Option<crate::webchat::Chat<'_>> {
+        Some(crate::webchat::Chat {
+            desk: self.desk(),
+            receipts: &self.receipts,
+            typing: &self.typing,
+            stream: &self.stream,
+            notifier: &self.notifier,
+            web: self.webchat.as_ref()?,
+        })
+    }
+}
+
+impl crate::webchat::ChatServices for Services {
+    fn chat(&self) -> Option<crate::webchat::Chat<'_>> {
+        Services::chat(self)
     }
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod client_ip;
 pub mod ruma;
 pub mod support;
+pub mod webchat;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use axum::{
 };
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    cors::{Any, CorsLayer},
+    cors::{AllowOrigin, CorsLayer},
 };
 
 use crate::{error::Error, metrics::HttpMetrics, services::Services};
@@ -28,6 +29,7 @@ pub fn router(services: Arc<Services>, metrics: Option<&Arc<HttpMetrics>>) -> Ro
     let r = client::routes(r);
     let r = admin::routes(r);
     let r = support::routes(r);
+    let r = webchat::routes(r, services.webchat.is_some());
     let r = r
         .fallback(|method: Method, uri: http::Uri| async move {
             tracing::debug!(%method, path = uri.path(), "unrecognized endpoint");
@@ -40,7 +42,7 @@ pub fn router(services: Arc<Services>, metrics: Option<&Arc<HttpMetrics>>) -> Ro
         .layer(DefaultBodyLimit::max(limit.saturating_add(1)))
         .layer(
             CorsLayer::new()
-                .allow_origin(Any)
+                .allow_origin(allowed_origins(&services))
                 .allow_methods([
                     Method::GET,
                     Method::POST,
@@ -54,7 +56,9 @@ pub fn router(services: Arc<Services>, metrics: Option<&Arc<HttpMetrics>>) -> Ro
                     header::CONTENT_TYPE,
                     header::ACCEPT,
                     header::HeaderName::from_static("x-requested-with"),
-                ]),
+                ])
+                // The web chat widget reads it on a 429.
+                .expose_headers([header::RETRY_AFTER]),
         )
         // A bug that panics in a handler answers that request with a 500 instead of dropping the
         // connection. Nothing a handler shares is left poisoned: the server's locks don't poison.
@@ -66,4 +70,20 @@ pub fn router(services: Arc<Services>, metrics: Option<&Arc<HttpMetrics>>) -> Ro
             },
         ));
     crate::metrics::http::instrument(r, metrics).with_state(services)
+}
+
+/// Who may call from a browser: any page for the Matrix and admin APIs (clients run on any
+/// origin, and every call carries a token), only `[webchat] allowed_origins` and the server's
+/// own pages for the web chat API (its answers are the customer's conversation).
+fn allowed_origins(services: &Arc<Services>) -> AllowOrigin {
+    let services = services.clone();
+    AllowOrigin::predicate(move |_origin, parts| {
+        if !webchat::is_webchat_path(parts.uri.path()) {
+            return true;
+        }
+        services
+            .webchat
+            .as_ref()
+            .is_some_and(|web| webchat::check_origin(web, &parts.headers).is_ok())
+    })
 }

@@ -3,7 +3,8 @@
 //! Every key is documented in the shipped `config.toml`; this module only parses and validates.
 //! Relative paths are resolved against the config file's folder so that `charla serve --config
 //! /etc/charla/config.toml` works from any working directory. Secrets can come from the
-//! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`) so they never
+//! environment (`CHARLA_REGISTRATION_SHARED_SECRET`, `CHARLA_REGISTRATION_TOKEN`,
+//! `CHARLA_WEBCHAT_JWT_SECRET`) so they never
 //! need to sit in a file under version control.
 
 pub(crate) mod media;
@@ -11,12 +12,14 @@ mod metrics;
 mod parse;
 pub(crate) mod secrets;
 mod support;
+pub(crate) mod webchat;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
 pub use metrics::MetricsConfig;
 pub use parse::ParseError;
 pub(crate) use support::default_capacity;
 pub(crate) use support::parse_hhmm;
 pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
+pub use webchat::WebchatConfig;
 
 use std::{
     net::SocketAddr,
@@ -56,6 +59,8 @@ pub struct Config {
     pub bridges: BridgesConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub webchat: WebchatConfig,
 }
 
 /// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
@@ -281,6 +286,9 @@ impl Config {
         if !config.media.path.as_os_str().is_empty() {
             config.media.path = base.join(&config.media.path);
         }
+        if !config.webchat.jwt_public_key_file.as_os_str().is_empty() {
+            config.webchat.jwt_public_key_file = base.join(&config.webchat.jwt_public_key_file);
+        }
         let whatsapp = &mut config.bridges.whatsapp;
         for path in [&mut whatsapp.state_path, &mut whatsapp.registration] {
             if !path.as_os_str().is_empty() {
@@ -305,6 +313,9 @@ impl Config {
     fn apply_env(&mut self) {
         if let Ok(secret) = std::env::var("CHARLA_REGISTRATION_SHARED_SECRET") {
             self.registration.shared_secret = Some(secret);
+        }
+        if let Ok(secret) = std::env::var("CHARLA_WEBCHAT_JWT_SECRET") {
+            self.webchat.jwt_secret = secret;
         }
         if let Ok(token) = std::env::var("CHARLA_REGISTRATION_TOKEN") {
             self.registration.tokens.push(token);
@@ -343,6 +354,7 @@ impl Config {
             ));
         }
         self.support.validate().map_err(ConfigError::Invalid)?;
+        self.webchat.validate().map_err(ConfigError::Invalid)?;
         if self.bridges.whatsapp.enabled {
             self.bridges
                 .whatsapp

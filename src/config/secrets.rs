@@ -8,13 +8,18 @@ pub(crate) const MIN_SECRET_CHARS: usize = 16;
 /// Secrets that documentation and examples print. Compared case-insensitively.
 const PLACEHOLDERS: &[&str] = &["change-me", "changeme", "change_me", "secret", "s3cret"];
 
+/// Whether `secret` is one that documentation and examples print.
+pub(crate) fn is_placeholder(secret: &str) -> bool {
+    PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(secret))
+}
+
 /// Why a configured secret is refused, or `None` when it may be used. `""` disables the
 /// feature and is fine.
 pub(crate) fn shared_secret_refusal(secret: &str) -> Option<String> {
     if secret.is_empty() {
         return None;
     }
-    if PLACEHOLDERS.iter().any(|p| p.eq_ignore_ascii_case(secret)) {
+    if is_placeholder(secret) {
         return Some(format!(
             "registration.shared_secret is {secret:?}, a placeholder printed in documentation. \
              Remove the line to use a secret the server generates into <storage.path>/registration_shared_secret, \

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub storage_log_bytes: Option<u64>,
     /// Bytes of the whole store (sled's files and the log).
     pub storage_bytes: Option<u64>,
+    /// Open web chat WebSockets, when the web chat is on.
+    pub webchat_sockets: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -120,6 +122,15 @@ impl Collector for Gauges {
         )?;
         if let Some(w) = &s.whatsapp {
             whatsapp(e, w)?;
+        }
+        if let Some(n) = s.webchat_sockets {
+            gauge(
+                e,
+                "charla_webchat_sockets",
+                "Open web chat WebSockets",
+                None,
+                n,
+            )?;
         }
         let bytes = Some(&Unit::Bytes);
         if let Some(b) = s.storage_log_bytes {

@@ -7,16 +7,17 @@
 //! long an idle keep-alive connection stays open), while [`idle`] bounds the waits on a
 //! request body and on a response write. Stopping waits for requests in flight, as
 //! `axum::serve`'s graceful shutdown did, for at most [`GRACE`].
+//!
+//! Connections may be upgraded (the web chat's WebSocket): hyper then hands the connection
+//! over and its future ends, so a stop does not wait for sockets; they close themselves when
+//! the notifier stops.
 
 use std::{future::Future, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::TcpListener, sync::watch};
 use tower_service::Service;
 
 use super::idle::{IdleBody, WriteTimeout};
@@ -44,7 +45,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
         .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+    // Every connection's task holds a receiver: `closed` resolves when the last one ended.
+    let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -66,25 +68,39 @@ pub async fn serve(
             // A router is always ready: no `poll_ready` needed before `call`.
             app.clone().call(request)
         });
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stopped(stopping) => {
+                    // Answers the request in flight, then closes.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
                 // Timeouts, resets and malformed requests: the client's doing, not ours.
                 tracing::debug!(error = %e, "connection closed with an error");
             }
         });
     }
     drop(listener);
+    drop(stopping);
+    stop.send_replace(true);
     // Idle connections close at once and waiting long polls answer (the notifier stopped);
     // what still runs after the grace period (an upload that crawls) is cut, so that a stop
     // ends in bounded time.
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(GRACE, stop.closed()).await.is_err() {
         tracing::warn!(grace = ?GRACE, "requests still in flight at shutdown were cut");
     }
     Ok(())
+}
+
+/// Resolves once `stopping` turns true (or its sender is gone).
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
 }
 
 /// How long a stop waits for the requests in flight.

@@ -29,6 +29,7 @@ impl Source for Observed {
             whatsapp: self.whatsapp.as_deref().map(whatsapp_queues),
             storage_log_bytes: s.store.log_size_on_disk().ok(),
             storage_bytes: s.store.size_on_disk().ok(),
+            webchat_sockets: s.webchat.as_ref().map(|w| w.hub.open_sockets()),
         }
     }
 }

@@ -114,10 +114,18 @@ pub enum Table {
     SupportRoles,
     /// appservice id → a registration added at runtime (its YAML), besides the config's files.
     AppserviceRegistrations,
+    /// web chat session id → its record (`webchat::sessions`).
+    WebchatSessions,
+    /// customer, creation time, session id → (): a customer's sessions in order.
+    WebchatCustomers,
+    /// room id → the web chat session the room is the conversation of.
+    WebchatRooms,
+    /// name → the web chat feed's durable state (its stream cursor).
+    WebchatState,
 }
 
 impl Table {
-    const ALL: [Table; 45] = [
+    const ALL: [Table; 49] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -163,6 +171,10 @@ impl Table {
         Table::PushGateway,
         Table::SupportRoles,
         Table::AppserviceRegistrations,
+        Table::WebchatSessions,
+        Table::WebchatCustomers,
+        Table::WebchatRooms,
+        Table::WebchatState,
     ];
 
     /// The table's name, for error messages and operators.
@@ -213,6 +225,10 @@ impl Table {
             Table::PushGateway => "push_gateway",
             Table::SupportRoles => "support_roles",
             Table::AppserviceRegistrations => "appservice_registrations",
+            Table::WebchatSessions => "webchat_sessions",
+            Table::WebchatCustomers => "webchat_customers",
+            Table::WebchatRooms => "webchat_rooms",
+            Table::WebchatState => "webchat_state",
         }
     }
 }

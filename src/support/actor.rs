@@ -33,6 +33,8 @@ pub(crate) enum Actor<'a> {
     /// A server administrator through the admin API: an admin's account, or (`token`) the
     /// holder of `admin.token`, who has none and is recorded as the bot it acts through.
     Admin { user: &'a UserId, token: bool },
+    /// A web chat customer through `/api/chat` (their session, their messages).
+    Customer { user: &'a UserId },
 }
 
 /// How an audited change was asked for: recorded in the audit log.
@@ -45,6 +47,8 @@ pub(crate) enum Via {
     Admin,
     /// The admin API, by the holder of `admin.token` (the operator at the server's machine).
     AdminToken,
+    /// The web chat API, by the customer.
+    Webchat,
 }
 
 impl<'a> Actor<'a> {
@@ -58,7 +62,10 @@ impl<'a> Actor<'a> {
     pub(crate) fn txn(&self, tag: &str) -> Option<Txn> {
         match *self {
             Actor::Bot { cause: Some(pos) } | Actor::Command { pos, .. } => Some(bot_txn(pos, tag)),
-            Actor::Bot { cause: None } | Actor::Api { .. } | Actor::Admin { .. } => None,
+            Actor::Bot { cause: None }
+            | Actor::Api { .. }
+            | Actor::Admin { .. }
+            | Actor::Customer { .. } => None,
         }
     }
 
@@ -68,6 +75,7 @@ impl<'a> Actor<'a> {
             Actor::Bot { .. } => None,
             Actor::Command { user, .. } => Some((user, Via::Command)),
             Actor::Api { user } => Some((user, Via::Api)),
+            Actor::Customer { user } => Some((user, Via::Webchat)),
             Actor::Admin { user, token } => {
                 Some((user, if token { Via::AdminToken } else { Via::Admin }))
             }

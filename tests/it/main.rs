@@ -30,4 +30,5 @@ mod support;
 mod thirdparty;
 mod unread_threads;
 mod url_preview;
+mod webchat;
 mod whatsapp_bridge;

@@ -116,7 +116,7 @@ async fn conversation(c: &Client, room: &str, check: Option<(&str, Value)>) -> O
 }
 
 /// The room's `m.room.message` events, oldest first, as `c` sees them.
-async fn messages(c: &Client, room: &str) -> Vec<Value> {
+pub(crate) async fn messages(c: &Client, room: &str) -> Vec<Value> {
     let (st, body) = c
         .get(&format!(
             "{V3}/rooms/{}/messages?dir=b&limit=200",

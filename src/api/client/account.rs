@@ -75,6 +75,11 @@ async fn register(
             "This user ID is reserved by an application service",
         ));
     }
+    if crate::webchat::is_customer_localpart(&localpart) {
+        return Err(Error::exclusive(
+            "This user ID is reserved for web chat customers",
+        ));
+    }
     let flow: &[&'static str] = match mode {
         RegistrationMode::Token => &[REGISTRATION_TOKEN],
         _ => &[DUMMY],
@@ -173,9 +178,15 @@ async fn available(
     s: Arc<Services>,
     req: Ruma<get_username_availability::v3::Request>,
 ) -> Result<get_username_availability::v3::Response> {
-    let user_id = s.users.user_id_for(&req.body.username.to_lowercase())?;
+    let localpart = req.body.username.to_lowercase();
+    let user_id = s.users.user_id_for(&localpart)?;
     if s.users.exists(&user_id)? {
         return Err(Error::user_in_use("User ID already taken"));
+    }
+    if crate::webchat::is_customer_localpart(&localpart) {
+        return Err(Error::exclusive(
+            "This user ID is reserved for web chat customers",
+        ));
     }
     Ok(get_username_availability::v3::Response::new(true))
 }
