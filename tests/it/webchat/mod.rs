@@ -1,6 +1,7 @@
 //! The web chat channel end to end: the seed's `/api/chat` contract with exact bodies, its
 //! WebSocket, and the agents' side through the Matrix API.
 
+mod browser;
 mod rest;
 mod socket;
 mod tokens;
