@@ -55,6 +55,10 @@ pub enum Scenario {
     /// Backup and restore of a store of --messages messages, and sends during a backup, against
     /// its own in-process Charla (ignores --homeserver; not part of `all`).
     Backup,
+    /// The web chat: --clients widget WebSockets held open (the server's memory), the delay of
+    /// an agent's answer to its socket (--samples), customer messages per second (--duration),
+    /// against its own `charla serve` child process (ignores --homeserver; not part of `all`).
+    Webchat,
 }
 
 /// Flags of `charla bench`.
@@ -176,6 +180,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::All => "all",
         Scenario::Whatsapp => "whatsapp",
         Scenario::Backup => "backup",
+        Scenario::Webchat => "webchat",
     }
 }
 
@@ -207,8 +212,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         prefix.clone(),
         args.registration_token.clone(),
     )?;
-    // `support` and `backup` run in process and need no homeserver.
-    let versions = if matches!(args.scenario, Scenario::Support | Scenario::Backup) {
+    // `support`, `backup` and `webchat` bring their own server.
+    let versions = if matches!(
+        args.scenario,
+        Scenario::Support | Scenario::Backup | Scenario::Webchat
+    ) {
         Ok(Vec::new())
     } else {
         ctx.homeserver(0).versions().await
@@ -250,6 +258,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Appservice => scenarios::appservice::run(&ctx, &args).await,
             Scenario::Support => scenarios::support::run(&ctx, &args).await,
             Scenario::Backup => scenarios::backup::run(&args).await,
+            Scenario::Webchat => scenarios::webchat::run(&args).await,
             Scenario::All | Scenario::Whatsapp => {
                 unreachable!("expanded by BenchArgs::scenarios / run on its own")
             }

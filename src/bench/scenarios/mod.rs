@@ -15,4 +15,5 @@ pub mod relations;
 pub mod send;
 pub mod support;
 pub mod sync_latency;
+pub mod webchat;
 pub mod whatsapp;
