@@ -42,6 +42,11 @@ use crate::{
 
 /// Largest frame a client may send.
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
+/// Bytes read from a socket at once.
+const READ_BUFFER: usize = 1024;
+/// Bytes a socket may have waiting to be written before a send waits (and the hub's queue,
+/// behind it, fills and marks the socket slow).
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// Time to send the `auth` frame.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence after which a client is gone (the widget pings every 25 s).
@@ -73,8 +78,13 @@ pub(super) async fn upgrade(
     if let Err(refused) = check_origin(web, &headers) {
         return refused.into_response();
     }
+    // Small buffers: tungstenite's defaults (128 KiB each way, allocated per socket) would make
+    // ten thousand idle widgets cost over a gigabyte. Frames are small and written at once.
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             if let Some(chat) = s.chat() {
                 serve(chat, socket).await;
@@ -167,7 +177,9 @@ async fn live(
 ) -> Ended {
     // Frames at or below `upto` come from the store; the hub's queue has those after it.
     let upto = chat.web.feed_pos.load(Ordering::Acquire);
-    let opening = match opening_frames(chat, customer, since, upto).await {
+    // Boxed: the opening may finish a session's room (the desk's whole creation path), and a
+    // future that big would stay the size of every idle socket's task for its lifetime.
+    let opening = match Box::pin(opening_frames(chat, customer, since, upto)).await {
         Ok(frames) => frames,
         Err(e) => {
             tracing::warn!(error = ?e, "web chat: a socket's opening failed");

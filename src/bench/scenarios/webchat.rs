@@ -9,11 +9,11 @@
 //!
 //! 1. Sessions: each of `--clients` customers (tokens signed with the server's secret) opens a
 //!    session (`POST /api/chat/session`, 32 at a time); the agent is online with room for all
-//!    of them, so each conversation is assigned to her.
+//!    of them.
 //! 2. Sockets: every customer opens the widget's WebSocket and authenticates (64 at a time).
 //!    With all open and idle: the server's RSS.
-//! 3. Delivery: the agent joins `--samples` of the conversations and answers in each, one
-//!    send at a time; per answer, from the send's `200` to the `message` frame on that
+//! 3. Delivery: `--samples` of the conversations are assigned to the agent, who joins and
+//!    answers in each, one send at a time; per answer, from the send's `200` to the `message` frame on that
 //!    customer's socket.
 //! 4. Customer messages: for `--duration` seconds, 64 requests in flight, each from the next
 //!    customer in turn (each may send 10 a minute, the default limit): accepted per second.
@@ -234,6 +234,18 @@ async fn measure(dir: &std::path::Path, args: &BenchArgs) -> Result<Report, BoxE
     progress(format!("webchat: the agent answers {samples} customers"));
     let rooms = agent_rooms(&http, &base, &agent, samples).await?;
     for room in &rooms {
+        // Assigned to her (the queue may have been drained before she was online), which
+        // invites her.
+        let assign = format!(
+            "{base}/api/support/v1/conversations/{}/assign",
+            room.replace('!', "%21").replace(':', "%3A")
+        );
+        http.post(assign)
+            .bearer_auth(agent.access_token())
+            .json(&json!({ "user_id": agent.user_id }))
+            .send()
+            .await?
+            .error_for_status()?;
         agent.join(room).await?;
     }
     let mut delays = Vec::with_capacity(rooms.len());

@@ -348,6 +348,39 @@ async fn a_closed_session_stays_readable_and_a_new_one_can_start() {
             .status,
         404
     );
+    // Every message and state change is in the audit log, as the customer's, through the web
+    // chat.
+    let (st, audit) = site.boss.get("/api/support/v1/audit?limit=50").await;
+    assert_eq!(st, 200, "{audit}");
+    let mine: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"] == "@web_cust-6:localhost")
+        .map(|e| {
+            assert_eq!(e["via"], "webchat", "{e}");
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for action in [
+        "webchat.session.create",
+        "webchat.message",
+        "webchat.session.close",
+    ] {
+        assert!(
+            mine.contains(&(action.to_owned(), first.clone())),
+            "{action} missing: {mine:?}"
+        );
+    }
+    assert!(
+        mine.iter()
+            .any(|(a, t)| a == "conversation.close" && *t == room),
+        "{mine:?}"
+    );
+
     // History: the closed session's messages stay readable.
     assert_eq!(
         hugo.transcript(&first).await,
