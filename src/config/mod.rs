@@ -355,6 +355,13 @@ impl Config {
         }
         self.support.validate().map_err(ConfigError::Invalid)?;
         self.webchat.validate().map_err(ConfigError::Invalid)?;
+        if self.webchat.enabled && !self.support.enabled {
+            return Err(ConfigError::Invalid(
+                "webchat.enabled needs the support desk (support.enabled): each web chat is a \
+                 conversation the desk opens"
+                    .into(),
+            ));
+        }
         if self.bridges.whatsapp.enabled {
             self.bridges
                 .whatsapp

@@ -36,7 +36,7 @@ use crate::{
     error::Result,
     events::Pdu,
     rooms::Loaded,
-    storage::{Batch, Table},
+    storage::Table,
     stream::{Commit, Consumer, Edu, Handler, NamedCursor},
     support::{CONVERSATION_EVENT, Conversation, conversation::Status, trust},
 };
@@ -140,8 +140,9 @@ impl Handler for Feed<'_> {
         Ok(())
     }
 
-    /// Writes the batch's status changes (idempotent: the cursor is saved lazily), then hands
-    /// the frames to the sockets and moves `feed_pos`.
+    /// Writes the batch's status changes without waiting for the disk (idempotent and derived
+    /// from the events: the lazily saved cursor lands after them, so a crash replays what it
+    /// lost), then hands the frames to the sockets and moves `feed_pos`.
     async fn commit(&mut self, upto: u64) -> Result<Commit> {
         let sessions = &self.chat.web.sessions;
         for change in &self.changes {
@@ -153,12 +154,12 @@ impl Handler for Feed<'_> {
                     activates,
                 } => {
                     sessions
-                        .update(&id, Batch::new(), |r| support_wrote(r, pos, ts, activates))
+                        .update_derived(&id, |r| support_wrote(r, pos, ts, activates))
                         .await?;
                 }
                 Change::Close { id, pos } => {
                     sessions
-                        .update(&id, Batch::new(), |r| close_record(r, pos))
+                        .update_derived(&id, |r| close_record(r, pos))
                         .await?;
                 }
             }

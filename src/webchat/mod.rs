@@ -41,6 +41,11 @@ use crate::{
 
 pub(crate) use jwt::Customer;
 
+/// Requests one customer may make per second, sustained, and at once: a page load makes three
+/// or four, a widget that reconnects a few more.
+const REQUESTS_PER_SECOND: f64 = 20.0;
+const REQUEST_BURST: u32 = 60;
+
 /// The localpart prefix of web chat customers' Matrix users: reserved, nobody registers it.
 pub(crate) const CUSTOMER_PREFIX: &str = "web_";
 
@@ -73,6 +78,8 @@ pub(crate) struct WebChat {
     pub(crate) messages: RateLimiter,
     /// `sessions_per_hour` per customer.
     pub(crate) creations: RateLimiter,
+    /// Every request of a customer: reads cost a walk of their room, so they are bounded too.
+    pub(crate) requests: RateLimiter,
     pub(crate) hub: hub::Hub,
     /// Origins allowed to use the API from a browser, normalized.
     pub(crate) origins: Vec<String>,
@@ -110,6 +117,7 @@ impl WebChat {
                 f64::from(config.sessions_per_hour) / 3600.0,
                 config.sessions_per_hour,
             ),
+            requests: RateLimiter::new(REQUESTS_PER_SECOND, REQUEST_BURST),
             hub: hub::Hub::new(config.sockets_per_customer, config.max_sockets),
             origins,
             feed_pos: AtomicU64::new(0),

@@ -66,6 +66,14 @@ pub(crate) struct SessionRecord {
     pub(crate) closed_ms: Option<u64>,
 }
 
+/// Whether a change waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Wait,
+    /// Derived from the stream and replayed after a crash.
+    Replayed,
+}
+
 /// Stripes of the per-customer lock: enough that customers rarely wait for each other.
 const LOCK_STRIPES: usize = 64;
 
@@ -167,6 +175,28 @@ impl Sessions {
         extra: Batch,
         change: impl FnOnce(&mut SessionRecord) -> bool,
     ) -> Result<Option<SessionRecord>> {
+        self.change(id, extra, change, Durability::Wait).await
+    }
+
+    /// As [`Sessions::update`], without waiting for the disk: for changes derived from the
+    /// stream, which a consumer whose cursor is saved after them replays if a crash loses them
+    /// (writes reach the disk in order, so the cursor never lands without them).
+    pub(crate) async fn update_derived(
+        &self,
+        id: &Uuid,
+        change: impl FnOnce(&mut SessionRecord) -> bool,
+    ) -> Result<Option<SessionRecord>> {
+        self.change(id, Batch::new(), change, Durability::Replayed)
+            .await
+    }
+
+    async fn change(
+        &self,
+        id: &Uuid,
+        extra: Batch,
+        change: impl FnOnce(&mut SessionRecord) -> bool,
+        durability: Durability,
+    ) -> Result<Option<SessionRecord>> {
         let Some(record) = self.get(id)? else {
             return Ok(None);
         };
@@ -181,7 +211,10 @@ impl Sessions {
             self.put(&mut batch, &record);
         }
         if !batch.is_empty() {
-            self.store.write_durable(batch).await?;
+            let ticket = self.store.write(batch)?;
+            if durability == Durability::Wait {
+                self.store.durable(ticket).await?;
+            }
         }
         Ok(Some(record))
     }

@@ -74,6 +74,9 @@ impl FromRequestParts<Arc<Services>> for CustomerCall {
             .and_then(bearer)
             .ok_or(ChatError::Unauthorized)?;
         let customer = web.verifier.verify(token).ok_or(ChatError::Unauthorized)?;
+        web.requests
+            .check(&customer.id)
+            .map_err(|e| ChatError::limited(&e))?;
         Ok(CustomerCall { customer })
     }
 }
@@ -159,7 +162,7 @@ impl IntoResponse for ChatError {
             ),
             ChatError::RateLimited { retry_after_secs } => {
                 let message = format!(
-                    "Demasiados mensajes: vuelve a intentarlo en {retry_after_secs} segundos"
+                    "Demasiadas solicitudes: vuelve a intentarlo en {retry_after_secs} segundos"
                 );
                 let mut response = failure(StatusCode::TOO_MANY_REQUESTS, &message);
                 response
