@@ -246,7 +246,7 @@ impl LogPart {
 /// A store being restored into a folder of its own: give it the image chunks and the log
 /// segments of one store's backup, then [`StoreRestore::finish`].
 ///
-/// sled takes the image on a thread of its own, so that reading and checking the archive (the
+/// sled takes the image on threads of their own, so that reading and checking the archive (the
 /// caller's work) runs beside sled's inserts, which are most of a restore's time.
 pub struct StoreRestore {
     path: PathBuf,
@@ -254,20 +254,34 @@ pub struct StoreRestore {
     ingest: Option<Ingest>,
 }
 
-/// The thread that inserts image chunks into sled, and the way to it.
+/// The threads that insert image chunks into sled, and the way to them.
 struct Ingest {
     chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
-    thread: std::thread::JoinHandle<Result<()>>,
+    threads: Vec<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Threads inserting image chunks: the chunks hold distinct keys, so they may go in in any
+/// order (the log replayed after them fixes the order that matters), and sled takes
+/// concurrent inserts.
+fn insert_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
 impl Ingest {
     fn finish(self) -> Result<()> {
         drop(self.chunks);
-        self.thread.join().unwrap_or_else(|_| {
-            Err(StorageError::Log(std::io::Error::other(
-                "the restore's insert thread panicked",
-            )))
-        })
+        let mut result = Ok(());
+        for thread in self.threads {
+            let joined = thread.join().unwrap_or_else(|_| {
+                Err(StorageError::Log(std::io::Error::other(
+                    "a restore insert thread panicked",
+                )))
+            });
+            if result.is_ok() {
+                result = joined;
+            }
+        }
+        result
     }
 }
 
@@ -280,26 +294,37 @@ impl StoreRestore {
                 format!("{} already holds a store", path.display()),
             )));
         }
+        // High throughput: sled's segment cleaning favours write speed over space while the
+        // restore writes everything at once; the server reopens it in its usual mode.
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mb * 1024 * 1024)
             .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
-        // Two chunks in flight: enough to keep sled busy, little to hold.
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
-        let target = db.clone();
-        let thread = std::thread::Builder::new()
-            .name("restore-insert".into())
-            .spawn(move || {
-                for chunk in received {
-                    insert_chunk(&target, &chunk)?;
-                }
-                Ok(())
-            })?;
+        // A chunk in flight per thread: enough to keep sled busy, little to hold.
+        let threads = insert_threads();
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(threads);
+        let received = Arc::new(Mutex::new(received));
+        let threads = (0..threads)
+            .map(|n| {
+                let (target, received) = (db.clone(), received.clone());
+                std::thread::Builder::new()
+                    .name(format!("restore-insert-{n}"))
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only to take the next chunk.
+                            let next = received.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(chunk) = next else { return Ok(()) };
+                            insert_chunk(&target, &chunk)?;
+                        }
+                    })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(StoreRestore {
             path: path.to_owned(),
             db,
-            ingest: Some(Ingest { chunks, thread }),
+            ingest: Some(Ingest { chunks, threads }),
         })
     }
 
