@@ -21,6 +21,8 @@ use crate::{config::Config, error::Error, metrics::Metrics, services::Services};
 
 /// How long a stop waits for the store's last log sync.
 const FINAL_SYNC: Duration = Duration::from_secs(3);
+/// How long a stop waits for the background tasks to let go of the services.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// A server running in this process (used by `charla serve` and by the integration tests).
 pub struct RunningServer {
@@ -66,6 +68,16 @@ impl RunningServer {
             Err(_) => {
                 tracing::error!("the store's log could not be synced at shutdown (disk full?)")
             }
+        }
+        // The background tasks (stream consumers, sockets, sweeps) end when they see the stop,
+        // each on its own thread: wait for the last to let go of the services, so that the
+        // store's lock is free once this returns (a restart in the same process opens it).
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        while Arc::strong_count(&self.services) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.services) > 1 {
+            tracing::warn!("background tasks still hold the services after the stop");
         }
     }
 

@@ -68,22 +68,25 @@ pub async fn serve(
             // A router is always ready: no `poll_ready` needed before `call`.
             app.clone().call(request)
         });
-        let connection = builder.serve_connection(io, service).with_upgrades();
-        let stopping = stopping.clone();
+        let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
+        // Held until the connection (and the router in it) is dropped: the stop's wait below
+        // ends only then.
+        let held = stopping.clone();
         tokio::spawn(async move {
-            tokio::pin!(connection);
             let served = tokio::select! {
                 served = connection.as_mut() => served,
-                () = stopped(stopping) => {
+                () = stopped(held.clone()) => {
                     // Answers the request in flight, then closes.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    connection.as_mut().await
                 }
             };
             if let Err(e) = served {
                 // Timeouts, resets and malformed requests: the client's doing, not ours.
                 tracing::debug!(error = %e, "connection closed with an error");
             }
+            drop(connection);
+            drop(held);
         });
     }
     drop(listener);
