@@ -201,24 +201,23 @@ impl Backup {
     }
 }
 
-/// How much lower the backup thread's scheduling priority is than the request handlers' (a
-/// nice value): an idle server gives the backup all the CPU it takes, a busy one keeps serving
-/// first. Measured in `docs/performance.md` ("Issue #20: backup and restore").
-const BACKUP_NICE: i32 = 10;
-
-/// Lowers this thread's priority by [`BACKUP_NICE`] (Linux schedules threads one by one; where
-/// that fails, or elsewhere, the backup runs at the normal priority).
+/// Puts this thread (the backup's writer) in Linux's `SCHED_IDLE` class: it runs on the CPU
+/// time request handlers leave, so an idle server gives the backup all it takes and a busy one
+/// keeps serving first. Where that is refused, a nice of 19; elsewhere the backup runs at the
+/// normal priority. Measured in `docs/performance.md` ("Issue #20: backup and restore").
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: two syscalls on this thread's own id, no memory involved.
-        let lowered = unsafe {
-            libc::setpriority(
-                libc::PRIO_PROCESS,
-                libc::gettid() as libc::id_t,
-                BACKUP_NICE,
-            )
-        };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: syscalls on this thread's own id (0: the caller) with a parameter that
+        // outlives them.
+        let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if idle == 0 {
+            return;
+        }
+        // SAFETY: as above.
+        let lowered =
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
         if lowered != 0 {
             tracing::debug!(error = %io::Error::last_os_error(), "backup: cannot lower priority");
         }
