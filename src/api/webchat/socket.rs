@@ -44,8 +44,8 @@ use crate::{
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
 /// Bytes read from a socket at once.
 const READ_BUFFER: usize = 1024;
-/// Bytes a socket may have waiting to be written before a send waits (and the hub's queue,
-/// behind it, fills and marks the socket slow).
+/// The most a socket buffers for writing: every frame must fit in it (the largest is `ready`,
+/// with [`READY_MESSAGES`] messages of at most 500 characters).
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
 /// Time to send the `auth` frame.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,8 +57,11 @@ const TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 const TYPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Sessions whose missed frames a resuming socket is sent.
 const RESUMED_SESSIONS: usize = 5;
-/// Events of a session read for a resume.
-const MAX_RESUMED_EVENTS: usize = 2_000;
+/// Events of a session read for a resume: a client further behind gets the newest state in
+/// `ready` and the rest from `GET /session/:id/messages`.
+const MAX_RESUMED_EVENTS: usize = 10_000;
+/// Messages the `ready` frame carries (the newest): a frame must fit the socket's write bound.
+const READY_MESSAGES: usize = 50;
 
 /// Close codes (`docs/webchat.md`).
 const CLOSE_UNAUTHORIZED: u16 = 4001;
@@ -260,7 +263,11 @@ async fn opening_frames(
     since: Option<u64>,
     upto: u64,
 ) -> Result<Vec<String>, ChatError> {
-    let active = service::active(chat, customer).await?;
+    let mut active = service::active(chat, customer).await?;
+    if let Some(messages) = active.as_mut().and_then(|v| v.messages.as_mut()) {
+        let older = messages.len().saturating_sub(READY_MESSAGES);
+        messages.drain(..older);
+    }
     let ready = json!({
         "type": "ready",
         "cursor": upto.to_string(),
@@ -283,16 +290,24 @@ async fn opening_frames(
         };
         let rooms = chat.desk.rooms;
         let room = rooms.room(room_id)?;
-        let positions =
-            rooms.timeline_positions(room.short, since, Direction::Forward, MAX_RESUMED_EVENTS)?;
         let marks = read_marks(chat, &room, &user)?;
-        for pos in positions.into_iter().take_while(|p| *p <= upto) {
-            let event = rooms.event(pos)?;
-            if let Some(seen) = visible(&event.pdu, &user) {
-                let is_read = marks.is_read(seen.0, pos);
-                let message = ChatMessage::of(&event.pdu, pos, record.id, seen, is_read);
-                missed.push(message_frame(&message));
+        // A page at a time, up to `upto`: the work follows what the client missed, at most
+        // MAX_RESUMED_EVENTS of it.
+        let mut after = since;
+        let mut read = 0;
+        while after < upto && read < MAX_RESUMED_EVENTS {
+            let page = rooms.timeline_positions(room.short, after, Direction::Forward, 500)?;
+            let Some(&last) = page.last() else { break };
+            for pos in page.into_iter().take_while(|p| *p <= upto) {
+                let event = rooms.event(pos)?;
+                if let Some(seen) = visible(&event.pdu, &user) {
+                    let is_read = marks.is_read(seen.0, pos);
+                    let message = ChatMessage::of(&event.pdu, pos, record.id, seen, is_read);
+                    missed.push(message_frame(&message));
+                }
+                read += 1;
             }
+            after = last;
         }
         if record.status.is_open()
             && let Some(last) = newest_customer_message(chat, &room, &user, marks.support)?

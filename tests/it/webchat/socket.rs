@@ -221,3 +221,82 @@ async fn a_socket_without_a_good_token_or_from_another_origin_is_refused() {
         other => panic!("expected a close, got {other:?}"),
     }
 }
+
+/// A widget that stops reading falls behind: its socket is closed with `4008` instead of
+/// holding frames without bound, and it resumes from its last cursor without gaps or
+/// duplicates.
+#[tokio::test]
+async fn a_socket_that_stops_reading_is_closed_and_resumes_without_gaps() {
+    let site = super::site_with("[limits]\nsend_per_second = 100000.0\nsend_burst = 100000").await;
+    let base = site.s.server.base_url();
+    let tok = token("sock-slow", "Nora");
+    let nora = Customer::new(&site.s, tok.clone());
+    nora.open().await;
+    let room = room_of(&site, "sock-slow").await;
+    ana_joins(&site, &room).await;
+
+    // A client whose receive buffer is tiny and which reads nothing for a while.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(2048).unwrap();
+    let addr = base.trim_start_matches("http://").parse().unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let mut request = format!("{}/api/chat/ws", base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", SHOP.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let auth = json!({ "type": "auth", "token": tok });
+    socket.send(Message::text(auth.to_string())).await.unwrap();
+    assert_eq!(next(&mut socket).await["type"], "ready");
+
+    // Far more than the socket's queue, its write buffer and the kernel's buffers (up to 4 MiB
+    // on loopback) hold: 3,000 frames of ~2 KB.
+    let total = 3000;
+    let long = "😀".repeat(480);
+    for i in 0..total {
+        site.ana
+            .send_text(&room, &format!("s{i}"), &format!("{i:04} {long}"))
+            .await;
+    }
+
+    // Reading again: some frames, then the close.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let code = loop {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("no frame or close within 20 s after {} frames", seen.len()))
+            .expect("the socket ends with a close frame")
+            .unwrap();
+        match message {
+            Message::Text(text) => {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                if frame["type"] == "message" {
+                    seen.push(frame["data"]["message"].as_str().unwrap()[..4].to_owned());
+                    cursor = Some(frame["cursor"].as_str().unwrap().to_owned());
+                }
+            }
+            Message::Close(frame) => break frame.map(|f| u16::from(f.code)),
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4008));
+    assert!(
+        seen.len() < total,
+        "the socket was closed before all {total} frames"
+    );
+
+    // Resuming from the last frame it handled gives exactly the rest.
+    let (mut socket, _) = open(&base, &tok, cursor.as_deref()).await;
+    while seen.len() < total {
+        let frame = next_of(&mut socket, "message").await;
+        seen.push(frame["data"]["message"].as_str().unwrap()[..4].to_owned());
+    }
+    let want: Vec<String> = (0..total).map(|i| format!("{i:04}")).collect();
+    assert_eq!(seen, want);
+    quiet(&mut socket).await;
+}
