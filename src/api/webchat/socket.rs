@@ -9,7 +9,8 @@
 //!
 //! Bounded: frames of at most 4 KiB from the client, a queue of `hub::SOCKET_QUEUE` frames
 //! (a client that falls behind is closed with `4008` and resumes), `sockets_per_customer` and
-//! `max_sockets`, 10 s to authenticate, 60 s of silence, typing notices at most one a second.
+//! `max_sockets`, connections counted as the customer's requests, 10 s to authenticate, 60 s of
+//! silence, typing notices at most one a second.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -129,6 +130,11 @@ async fn serve(chat: Chat<'_>, mut socket: WebSocket) {
     let Some((customer, since)) = authenticate(&chat, &mut socket).await else {
         return close(socket, CLOSE_UNAUTHORIZED, "invalid or expired token").await;
     };
+    // A connection reads the session from the store: reconnecting in a loop is bounded like
+    // any other request of the customer's.
+    if chat.web.requests.check(&customer.id).is_err() {
+        return close(socket, CLOSE_TOO_MANY, "too many requests").await;
+    }
     let hub = &chat.web.hub;
     let mut registration = match hub.register(&customer.id) {
         Ok(registration) => registration,
