@@ -29,7 +29,7 @@ use super::{
     Chat, ChatServices,
     hub::Frame,
     messages::{ChatMessage, Sender, visible},
-    service::{close_record, customer_user, newest_customer_message},
+    service::{close_record, customer_user, edited_message, newest_customer_message},
     sessions::{SessionRecord, SessionStatus},
 };
 use crate::{
@@ -117,6 +117,12 @@ impl Handler for Feed<'_> {
             return Ok(());
         }
         let Some(seen) = visible(pdu, &user) else {
+            // An edit of a message the customer sees: the message again, with its new text.
+            if self.chat.web.hub.is_connected(&record.customer)
+                && let Some(message) = edited_message(&self.chat, pdu, pos, record.id, &user)?
+            {
+                self.frames.push((record.customer, message_frame(&message)));
+            }
             return Ok(());
         };
         if seen.0 == Sender::Support {

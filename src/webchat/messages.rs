@@ -6,9 +6,10 @@
 //! its time the event's `origin_server_ts`. The customer sees their own messages and support's
 //! (agents', and the bot's greeting and answers), never the desk's inner workings: messages
 //! marked `io.charla.internal` (the bot's notices to agents), agents' `!` commands, edits as
-//! separate messages, or anything that is not a message (state, reactions).
+//! separate messages (an edit by the message's sender changes its text instead), or anything
+//! that is not a message (state, reactions).
 
-use ruma::{EventId, UserId, events::TimelineEventType};
+use ruma::{EventId, OwnedEventId, UserId, events::TimelineEventType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -130,6 +131,36 @@ pub(crate) fn visible(pdu: &Pdu, customer: &UserId) -> Option<(Sender, String)> 
     Some((Sender::Support, body))
 }
 
+/// An edit (`m.replace`) of an earlier message: the event it replaces and the new text. Whether
+/// it counts (the same sender as the message, which the customer sees) is the caller's to
+/// check with the original at hand.
+pub(crate) fn edit(pdu: &Pdu) -> Option<(OwnedEventId, String)> {
+    #[derive(Deserialize)]
+    struct Edit {
+        #[serde(rename = "m.new_content")]
+        new_content: NewContent,
+        #[serde(rename = "m.relates_to")]
+        relates_to: Relation,
+        #[serde(rename = "io.charla.internal", default)]
+        internal: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    struct NewContent {
+        body: String,
+    }
+    #[derive(Deserialize)]
+    struct Relation {
+        rel_type: String,
+        event_id: OwnedEventId,
+    }
+    if pdu.kind != TimelineEventType::RoomMessage {
+        return None;
+    }
+    let e: Edit = pdu.content_as().ok()?;
+    (e.relates_to.rel_type == "m.replace" && e.internal != Some(true))
+        .then_some((e.relates_to.event_id, e.new_content.body))
+}
+
 /// The message id of the event `event_id`: a UUID (version 8, RFC 9562) made of the first
 /// bytes of the id's SHA-256, so the widget gets UUIDs as the seed asks and every answer gives
 /// one message the same id.
@@ -210,6 +241,22 @@ mod tests {
             visible(&pdu("@agent:x", "m.reaction", text("x")), customer),
             None
         );
+    }
+
+    #[test]
+    fn an_edit_names_its_message_and_new_text() {
+        let replace = json!({ "msgtype": "m.text", "body": "* Hola, Ana",
+            "m.new_content": { "msgtype": "m.text", "body": "Hola, Ana" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": "$a:x" } });
+        assert_eq!(
+            edit(&pdu("@agent:x", "m.room.message", replace)),
+            Some((owned_event_id!("$a:x"), "Hola, Ana".into()))
+        );
+        let thread = json!({ "msgtype": "m.text", "body": "x",
+            "m.relates_to": { "rel_type": "m.thread", "event_id": "$a:x" } });
+        assert_eq!(edit(&pdu("@agent:x", "m.room.message", thread)), None);
+        let plain = json!({ "msgtype": "m.text", "body": "x" });
+        assert_eq!(edit(&pdu("@agent:x", "m.room.message", plain)), None);
     }
 
     #[test]

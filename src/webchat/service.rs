@@ -5,13 +5,15 @@
 //! between leaves a record the next request finishes ([`finish_room`]): the room is named
 //! before it is made (`support::owned_rooms::intended_room`), so finishing twice makes one room.
 
+use std::collections::HashMap;
+
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
     Chat, ChatError, Customer, customer_localpart,
-    messages::{ChatMessage, ReadMarks, Sender, iso, message_id, visible},
+    messages::{ChatMessage, ReadMarks, Sender, edit, iso, message_id, visible},
     sessions::{SessionRecord, SessionStatus},
 };
 use crate::{
@@ -457,15 +459,64 @@ pub(crate) fn load_messages(
     let positions =
         rooms.timeline_positions(room.short, u64::MAX, Direction::Backward, MAX_EVENTS_READ)?;
     let mut messages = Vec::new();
+    // Each message's Matrix sender, and the newest edit of each, by message id: an edit counts
+    // when its sender wrote the message.
+    let mut senders = HashMap::new();
+    let mut edits = HashMap::new();
     for pos in positions.into_iter().rev() {
         let event = rooms.event(pos)?;
         if let Some(seen) = visible(&event.pdu, user) {
             let is_read = marks.is_read(seen.0, pos);
-            messages.push(ChatMessage::of(&event.pdu, pos, record.id, seen, is_read));
+            let message = ChatMessage::of(&event.pdu, pos, record.id, seen, is_read);
+            senders.insert(message.id, event.pdu.sender.clone());
+            messages.push(message);
+        } else if let Some((target, text)) = edit(&event.pdu) {
+            edits.insert(message_id(&target), (event.pdu.sender.clone(), text));
+        }
+    }
+    for message in &mut messages {
+        if let Some((editor, text)) = edits.remove(&message.id)
+            && senders.get(&message.id) == Some(&editor)
+        {
+            message.message = text;
         }
     }
     messages.sort_by_key(|m| (m.timestamp_ms, m.pos));
     Ok(messages)
+}
+
+/// The message an edit at `pos` changes, with its new text (its id and time stay the
+/// original's, so the widget replaces it), if the customer sees the original and its sender
+/// made the edit.
+pub(crate) fn edited_message(
+    chat: &Chat<'_>,
+    pdu: &crate::events::Pdu,
+    pos: u64,
+    session: Uuid,
+    user: &UserId,
+) -> Result<Option<ChatMessage>> {
+    let Some((target, text)) = edit(pdu) else {
+        return Ok(None);
+    };
+    let rooms = chat.desk.rooms;
+    let Some(original_pos) = rooms.event_pos(&target)? else {
+        return Ok(None);
+    };
+    let original = rooms.event(original_pos)?;
+    if original.pdu.sender != pdu.sender || original.pdu.room_id != pdu.room_id {
+        return Ok(None);
+    }
+    let Some((sender, _)) = visible(&original.pdu, user) else {
+        return Ok(None);
+    };
+    // At the edit's position (a frame's cursor), with the original's id and time.
+    Ok(Some(ChatMessage::of(
+        &original.pdu,
+        pos,
+        session,
+        (sender, text),
+        false,
+    )))
 }
 
 /// How far the customer and support have read the room.

@@ -37,7 +37,7 @@ use crate::{
         feed::{message_frame, read_frame, session_frame},
         hub::{Frame, Refused},
         messages::{ChatMessage, visible},
-        service::{self, customer_user, newest_customer_message, read_marks},
+        service::{self, customer_user, edited_message, newest_customer_message, read_marks},
     },
 };
 
@@ -310,6 +310,10 @@ async fn opening_frames(
                     let is_read = marks.is_read(seen.0, pos);
                     let message = ChatMessage::of(&event.pdu, pos, record.id, seen, is_read);
                     missed.push(message_frame(&message));
+                } else if let Some(edited) =
+                    edited_message(chat, &event.pdu, pos, record.id, &user)?
+                {
+                    missed.push(message_frame(&edited));
                 }
                 read += 1;
             }

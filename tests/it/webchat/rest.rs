@@ -512,3 +512,34 @@ async fn the_widget_and_its_demo_are_served() {
         assert!(r.text().await.unwrap().contains(marker), "{path}");
     }
 }
+
+#[tokio::test]
+async fn an_agents_edit_changes_the_text_the_customer_sees_under_the_same_id() {
+    let site = site().await;
+    let olga = Customer::new(&site.s, token("cust-edit", "Olga"));
+    let id = olga.open().await["id"].as_str().unwrap().to_owned();
+    let room = room_of(&site, "cust-edit").await;
+    ana_joins(&site, &room).await;
+    let typo = site.ana.send_text(&room, "e1", "Hola, Olgaa").await;
+    let before = eventually(|| async {
+        let messages = olga.messages(&id).await;
+        messages.into_iter().find(|m| m["message"] == "Hola, Olgaa")
+    })
+    .await;
+    let edit = json!({
+        "msgtype": "m.text",
+        "body": "* Hola, Olga",
+        "m.new_content": { "msgtype": "m.text", "body": "Hola, Olga" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": typo },
+    });
+    site.ana.send_message(&room, "e2", edit).await;
+    let messages = olga.messages(&id).await;
+    let after = messages.iter().find(|m| m["id"] == before["id"]).unwrap();
+    assert_eq!(after["message"], "Hola, Olga");
+    assert_eq!(after["timestamp"], before["timestamp"]);
+    assert_eq!(
+        messages.iter().filter(|m| m["sender"] == "support").count(),
+        2,
+        "the greeting and the edited answer, no extra message: {messages:?}"
+    );
+}

@@ -134,6 +134,20 @@ async fn support_messages_status_typing_and_reads_arrive_live() {
         json!({ "sessionId": id, "messageId": sent["id"] })
     );
 
+    // An edit comes as the same message (same id) with the new text.
+    let edit = json!({
+        "msgtype": "m.text",
+        "body": "* Sí, sale mañana temprano",
+        "m.new_content": { "msgtype": "m.text", "body": "Sí, sale mañana temprano" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": room_messages(&site, &room)
+            .await.into_iter().find(|e| e["content"]["body"] == "Sí, sale mañana").unwrap()["event_id"] },
+    });
+    site.ana.send_message(&room, "a3", edit).await;
+    let edited = next_of(&mut socket, "message").await;
+    assert_eq!(edited["data"]["id"], answer["data"]["id"]);
+    assert_eq!(edited["data"]["message"], "Sí, sale mañana temprano");
+    assert_eq!(edited["data"]["timestamp"], answer["data"]["timestamp"]);
+
     // Commands never reach the socket; closing does, as a status.
     site.ana.send_text(&room, "a2", "!close").await;
     let closed = next_of(&mut socket, "session").await;
