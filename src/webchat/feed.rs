@@ -234,7 +234,8 @@ impl Feed<'_> {
                 hub.send(&record.customer, typing_frame(record.id, typing));
             }
             Some("m.receipt") => {
-                if let Some(frame) = self.read_frame(&edu.event["content"], &record, &user)? {
+                let content = &edu.event["content"];
+                if let Some(frame) = self.read_frame(content, room_id, &record, &user)? {
                     hub.send(&record.customer, frame);
                 }
             }
@@ -247,6 +248,7 @@ impl Feed<'_> {
     fn read_frame(
         &self,
         content: &Value,
+        room_id: &RoomId,
         record: &SessionRecord,
         user: &UserId,
     ) -> Result<Option<Arc<Frame>>> {
@@ -269,17 +271,10 @@ impl Feed<'_> {
         if upto == 0 {
             return Ok(None);
         }
-        let room = rooms.room(&record_room(record)?)?;
+        let room = rooms.room(room_id)?;
         Ok(newest_customer_message(&self.chat, &room, user, upto)?
-            .map(|m| read_frame(record.id, &m)))
+            .map(|message| read_frame(record.id, message)))
     }
-}
-
-fn record_room(record: &SessionRecord) -> Result<ruma::OwnedRoomId> {
-    record
-        .room_id
-        .clone()
-        .ok_or_else(|| crate::error::Error::internal("a session without its room"))
 }
 
 /// Support's message at `pos`: the time of the last message, and an agent's answer activates.
@@ -323,10 +318,10 @@ pub(crate) fn session_frame(id: Uuid, pos: u64, status: SessionStatus) -> Arc<Fr
     )
 }
 
-pub(crate) fn read_frame(session: Uuid, last_read: &ChatMessage) -> Arc<Frame> {
+pub(crate) fn read_frame(session: Uuid, last_read: Uuid) -> Arc<Frame> {
     frame(
         0,
-        json!({ "type": "read", "data": { "sessionId": session, "messageId": last_read.id } }),
+        json!({ "type": "read", "data": { "sessionId": session, "messageId": last_read } }),
     )
 }
 

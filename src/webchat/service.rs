@@ -549,22 +549,19 @@ fn newest_support_message(
     Ok(None)
 }
 
-/// The newest message of the customer at or before `upto`: what an agent's receipt at `upto`
-/// marks read.
+/// The id of the customer's newest message at or before `upto`: what an agent's receipt at
+/// `upto` marks read.
 pub(crate) fn newest_customer_message(
     chat: &Chat<'_>,
     room: &RoomMeta,
     user: &UserId,
     upto: u64,
-) -> Result<Option<ChatMessage>> {
+) -> Result<Option<Uuid>> {
     let rooms = chat.desk.rooms;
     for pos in rooms.timeline_positions(room.short, upto, Direction::Backward, MAX_EVENTS_READ)? {
         let event = rooms.event(pos)?;
-        if let Some(seen @ (Sender::User, _)) = visible(&event.pdu, user) {
-            let Some(session) = chat.web.sessions.by_room(&room.room_id)? else {
-                return Ok(None);
-            };
-            return Ok(Some(ChatMessage::of(&event.pdu, pos, session, seen, true)));
+        if let Some((Sender::User, _)) = visible(&event.pdu, user) {
+            return Ok(Some(message_id(&event.pdu.event_id)));
         }
     }
     Ok(None)

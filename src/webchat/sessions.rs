@@ -140,11 +140,10 @@ impl Sessions {
 
     /// Adds a new session's record and its indexes to `batch` (under the customer's lock).
     pub(crate) fn insert(&self, batch: &mut Batch, record: &SessionRecord) {
-        let key = Key::new()
+        let mut key = Key::new()
             .str(&record.customer)
             .u64(record.created_ms)
             .into_vec();
-        let mut key = key;
         key.extend_from_slice(record.id.as_bytes());
         batch.put(Table::WebchatCustomers, key, Vec::new());
         self.put(batch, record);

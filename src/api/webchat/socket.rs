@@ -322,7 +322,7 @@ async fn opening_frames(
         if record.status.is_open()
             && let Some(last) = newest_customer_message(chat, &room, &user, marks.support)?
         {
-            reads.push(read_frame(record.id, &last));
+            reads.push(read_frame(record.id, last));
         }
     }
     missed.sort_by_key(|f| f.cursor);

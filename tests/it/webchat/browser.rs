@@ -88,6 +88,21 @@ async fn text_of(page: &Client, css: &str) -> String {
     element.text().await.unwrap()
 }
 
+/// Waits until the element `css` matches has `data-status` `want`.
+async fn wait_for_mark(page: &Client, css: &str, want: &str) {
+    eventually(|| async {
+        let status = page
+            .find(Locator::Css(css))
+            .await
+            .ok()?
+            .attr("data-status")
+            .await
+            .ok()??;
+        (status == want).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_customer_chats_with_an_agent_through_the_widget_in_chromium() {
     let site = site().await;
@@ -120,17 +135,7 @@ async fn a_customer_chats_with_an_agent_through_the_widget_in_chromium() {
         text_of(&page, &format!("{mine} .charla-msg-text")).await,
         "Hola desde el navegador"
     );
-    eventually(|| async {
-        let status = page
-            .find(Locator::Css(&format!("{mine} .charla-msg-status")))
-            .await
-            .ok()?
-            .attr("data-status")
-            .await
-            .ok()??;
-        (status == "sent").then_some(())
-    })
-    .await;
+    wait_for_mark(&page, &format!("{mine} .charla-msg-status"), "sent").await;
 
     // The agent's Matrix client sees it in the conversation, from the web customer.
     let room = room_of(&site, "browser-1").await;
@@ -166,16 +171,6 @@ async fn a_customer_chats_with_an_agent_through_the_widget_in_chromium() {
 
     // The agent reads the customer's message: the page marks it read.
     ana_reads(&site, &room, event["event_id"].as_str().unwrap()).await;
-    eventually(|| async {
-        let status = page
-            .find(Locator::Css(&format!("{mine} .charla-msg-status")))
-            .await
-            .ok()?
-            .attr("data-status")
-            .await
-            .ok()??;
-        (status == "read").then_some(())
-    })
-    .await;
+    wait_for_mark(&page, &format!("{mine} .charla-msg-status"), "read").await;
     page.close().await.unwrap();
 }
