@@ -24,6 +24,7 @@ pub(crate) mod push;
 pub(crate) mod ratelimit;
 pub(crate) mod read_cache;
 pub(crate) mod rooms;
+pub(crate) mod search;
 pub(crate) mod secret_file;
 pub mod server;
 pub mod services;

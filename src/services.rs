@@ -49,6 +49,8 @@ pub struct Services {
     pub(crate) backup: crate::backup::BackupService,
     /// The web chat channel, when `[webchat] enabled`.
     pub(crate) webchat: Option<crate::webchat::WebChat>,
+    /// Full-text search (`/search`, the support API's `q`).
+    pub(crate) search: crate::search::SearchService,
 }
 
 impl Services {
@@ -107,6 +109,7 @@ impl Services {
         let backup =
             crate::backup::BackupService::new(&store, config.media_path(), &config.server_name);
         let webchat = crate::webchat::WebChat::open(&config.webchat, store.clone())?;
+        let search = crate::search::SearchService::open(&config.search, config.search_path())?;
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -132,6 +135,7 @@ impl Services {
             support,
             backup,
             webchat,
+            search,
         }))
     }
 }
@@ -244,6 +248,17 @@ impl Services {
 }
 
 impl Services {
+    /// What the search indexer and rebuilds use (`search::indexer`).
+    pub(crate) fn search_indexer(&self) -> crate::search::indexer::IndexerView<'_> {
+        crate::search::indexer::IndexerView {
+            search: &self.search,
+            rooms: &self.rooms,
+            support: &self.support,
+            stream: &self.stream,
+            notifier: &self.notifier,
+        }
+    }
+
     /// What the web chat uses (`webchat`), when it is enabled.
     pub(crate) fn chat(&self) -> Option<crate::webchat::Chat<'_>> {
         Some(crate::webchat::Chat {

@@ -10,12 +10,14 @@
 pub(crate) mod media;
 mod metrics;
 mod parse;
+pub(crate) mod search;
 pub(crate) mod secrets;
 mod support;
 pub(crate) mod webchat;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
 pub use metrics::MetricsConfig;
 pub use parse::ParseError;
+pub use search::SearchConfig;
 pub(crate) use support::default_capacity;
 pub(crate) use support::parse_hhmm;
 pub use support::{AgentConfig, BusinessHours, FaqEntry, SupportConfig};
@@ -61,6 +63,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub webchat: WebchatConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
 }
 
 /// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
@@ -286,6 +290,9 @@ impl Config {
         if !config.media.path.as_os_str().is_empty() {
             config.media.path = base.join(&config.media.path);
         }
+        if !config.search.path.as_os_str().is_empty() {
+            config.search.path = base.join(&config.search.path);
+        }
         if !config.webchat.jwt_public_key_file.as_os_str().is_empty() {
             config.webchat.jwt_public_key_file = base.join(&config.webchat.jwt_public_key_file);
         }
@@ -355,6 +362,7 @@ impl Config {
         }
         self.support.validate().map_err(ConfigError::Invalid)?;
         self.webchat.validate().map_err(ConfigError::Invalid)?;
+        self.search.validate().map_err(ConfigError::Invalid)?;
         if self.webchat.enabled && !self.support.enabled {
             return Err(ConfigError::Invalid(
                 "webchat.enabled needs the support desk (support.enabled): each web chat is a \
@@ -428,6 +436,15 @@ impl Config {
             self.storage.path.join("media")
         } else {
             self.media.path.clone()
+        }
+    }
+
+    /// The search index's folder.
+    pub(crate) fn search_path(&self) -> PathBuf {
+        if self.search.path.as_os_str().is_empty() {
+            self.storage.path.join("search")
+        } else {
+            self.search.path.clone()
         }
     }
 

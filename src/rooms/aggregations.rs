@@ -140,6 +140,27 @@ impl RoomService {
         Ok(Some(to_raw_value(&bundle).expect("bundles serialize")))
     }
 
+    /// The edit that replaces an event's content now (what clients show): the most recent
+    /// valid `m.replace`, none when there is none or the event is redacted. For the search
+    /// index, which indexes an edited event under its newest text.
+    pub(crate) fn current_edit(&self, original: &Loaded) -> Result<Option<std::sync::Arc<Loaded>>> {
+        if !original.stored.aggregated {
+            return Ok(None);
+        }
+        let parent = child_prefix(&original.pdu.event_id).into_vec();
+        let edits_prefix = child_prefix(&original.pdu.event_id)
+            .str(RelationType::Replacement.as_str())
+            .into_vec();
+        let mut edits = Vec::new();
+        for entry in self.store.scan_prefix(Table::Relations, &edits_prefix) {
+            let (key, value) = entry?;
+            if let Some(child) = decode_child(&key[parent.len()..], &value) {
+                edits.push(child.pos);
+            }
+        }
+        self.latest_valid_edit(original, &edits)
+    }
+
     /// The replacement to bundle: the most recent valid one (by `origin_server_ts`, then the
     /// largest event id), none when the original is redacted or is itself a replacement.
     fn latest_valid_edit(

@@ -60,9 +60,11 @@ impl Visibility {
     /// Whether the user may see the event at `pos`.
     pub(crate) fn can_see(&self, pos: u64) -> bool {
         // A user always sees their own membership events.
-        if self.memberships.iter().any(|(p, _)| *p == pos) {
-            return true;
-        }
+        self.memberships.iter().any(|(p, _)| *p == pos) || self.rule_allows(pos)
+    }
+
+    /// The spec's rule at `pos`, from the membership and visibility in force there.
+    fn rule_allows(&self, pos: u64) -> bool {
         let history = Self::at(&self.history, pos).unwrap_or(HistoryVisibility::Shared);
         let membership = Self::at(&self.memberships, pos);
         match history {
@@ -72,6 +74,31 @@ impl Visibility {
             HistoryVisibility::Invited => membership == Some(MembershipState::Invite),
             _ => false,
         }
+    }
+
+    /// The positions the user may see, as half-open ranges `[from, to)` in order (`to` is
+    /// `u64::MAX` for "from then on"): the rule only changes where the membership or the
+    /// visibility does, so a search can ask its index for whole ranges instead of checking
+    /// each hit. The user's own membership events, visible whatever the rule, are not in them.
+    pub(crate) fn visible_ranges(&self) -> Vec<(u64, u64)> {
+        let mut changes: Vec<u64> = std::iter::once(0)
+            .chain(self.memberships.iter().map(|(p, _)| *p))
+            .chain(self.history.iter().map(|(p, _)| *p))
+            .collect();
+        changes.sort_unstable();
+        changes.dedup();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (i, &from) in changes.iter().enumerate() {
+            if !self.rule_allows(from) {
+                continue;
+            }
+            let to = changes.get(i + 1).copied().unwrap_or(u64::MAX);
+            match ranges.last_mut() {
+                Some(last) if last.1 == from => last.1 = to,
+                _ => ranges.push((from, to)),
+            }
+        }
+        ranges
     }
 
     /// Whether the room's history is world-readable now: anyone may read it.
@@ -186,5 +213,53 @@ impl RoomService {
             .scan_prefix(Table::StateHistory, &prefix)
             .map(|e| e.map(|(k, _)| keys::trailing_u64(&k)).map_err(Into::into))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every position's answer, from the ranges, is the rule's.
+    #[test]
+    fn visible_ranges_agree_with_the_rule_at_every_position() {
+        use HistoryVisibility as H;
+        use MembershipState as M;
+        let cases = [
+            (vec![(10, M::Join)], vec![(1, H::Joined)]),
+            (
+                vec![(10, M::Join), (20, M::Leave), (30, M::Join)],
+                vec![(1, H::Joined)],
+            ),
+            (
+                vec![(5, M::Invite), (10, M::Join), (20, M::Leave)],
+                vec![(1, H::Invited), (15, H::Shared)],
+            ),
+            (
+                vec![(10, M::Join), (20, M::Leave)],
+                vec![(1, H::Shared), (12, H::WorldReadable), (18, H::Joined)],
+            ),
+            (vec![(10, M::Join), (20, M::Ban)], vec![]),
+            (vec![], vec![(3, H::WorldReadable)]),
+        ];
+        for (memberships, history) in cases {
+            let currently_joined = memberships.last().is_some_and(|(_, m)| *m == M::Join);
+            let v = Visibility {
+                memberships,
+                history,
+                currently_joined,
+            };
+            let ranges = v.visible_ranges();
+            for pos in 0..40 {
+                let in_ranges = ranges.iter().any(|(a, b)| (*a..*b).contains(&pos));
+                let own_membership = v.memberships.iter().any(|(p, _)| *p == pos);
+                assert_eq!(
+                    in_ranges || own_membership,
+                    v.can_see(pos),
+                    "pos {pos}, ranges {ranges:?}"
+                );
+            }
+            assert!(ranges.windows(2).all(|w| w[0].1 < w[1].0), "{ranges:?}");
+        }
     }
 }

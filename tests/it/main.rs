@@ -25,6 +25,7 @@ mod relations;
 mod rooms;
 mod sdk;
 mod sdk_e2ee;
+mod search;
 mod shutdown;
 mod support;
 mod thirdparty;

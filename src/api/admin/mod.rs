@@ -14,6 +14,7 @@ mod conversations;
 mod register;
 mod roles;
 mod rooms;
+mod search;
 mod stats;
 mod tickets;
 mod users;
@@ -50,6 +51,7 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = appservices::routes(r);
     let r = roles::routes(r);
     let r = backup::routes(r);
+    let r = search::routes(r);
     rooms::routes(r)
 }
 

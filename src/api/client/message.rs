@@ -189,10 +189,10 @@ async fn event(
 }
 
 /// What a walk reads through: a room, as one user may see it, through one filter.
-struct Reader<'a> {
-    room: &'a RoomMeta,
-    visibility: &'a Visibility,
-    filter: &'a SyncFilter,
+pub(super) struct Reader<'a> {
+    pub(super) room: &'a RoomMeta,
+    pub(super) visibility: &'a Visibility,
+    pub(super) filter: &'a SyncFilter,
 }
 
 /// Events a walk looks at before it answers with what it found: a filter that matches nothing,
@@ -203,7 +203,7 @@ const MAX_WALK_SCAN: usize = 5_000;
 /// until `limit` are found, `stop` (exclusive bound of a `to` token) is reached or
 /// [`MAX_WALK_SCAN`] events were looked at. Returns the positions and the token to continue
 /// from (`None` when history is exhausted). A `limit` of 0 finds nothing.
-fn walk(
+pub(super) fn walk(
     s: &Services,
     reader: &Reader<'_>,
     from: u64,
@@ -266,7 +266,7 @@ fn walk(
     }
 }
 
-fn room_filter(filter: &RoomEventFilter) -> SyncFilter {
+pub(super) fn room_filter(filter: &RoomEventFilter) -> SyncFilter {
     let mut def = FilterDefinition::default();
     def.room.timeline = filter.clone();
     def.room.state.lazy_load_options = filter.lazy_load_options;

@@ -18,6 +18,7 @@ mod pushers;
 mod receipts;
 mod relations;
 mod room;
+mod search;
 mod sync;
 mod thirdparty;
 mod to_device;
@@ -56,5 +57,6 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = media::routes(r);
     let r = preview::routes(r);
     let r = thirdparty::routes(r);
+    let r = search::routes(r);
     push::routes(r)
 }

@@ -1,0 +1,395 @@
+//! The search indexer: the stream consumer that keeps the index up to date.
+//!
+//! Documents go into tantivy's writer as events are handed over; they become searchable when
+//! the writer commits. That commit is the consumer's cursor save ([`IndexCursor`]): it carries
+//! the stream position as its payload, so the index and the position it covers reach the disk
+//! together. The consumer saves at most every [`COMMIT_INTERVAL`], which bounds how far search
+//! trails the stream, and a busy stream costs one commit per interval, not one per event.
+//!
+//! After a crash the consumer starts again from the last commit's position: the events after it
+//! are indexed again, and since every document replaces the one with its id, nothing doubles.
+//!
+//! A rebuild (`reindex.rs`) hands over a new generation; the indexer brings it up to where it
+//! is itself (the few events of the last moments), commits it, and switches to it.
+
+use std::{sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
+use ruma::{EventId, RoomId};
+use tantivy::{
+    IndexWriter, TantivyDocument,
+    collector::TopDocs,
+    query::TermQuery,
+    schema::{IndexRecordOption, Value},
+};
+
+use super::{
+    Fields, Generation, SearchService,
+    document::{Change, Doc, Key, change_of, conversation_doc_id, id_term, message_body, new_body},
+    internal,
+};
+use crate::{
+    error::Result,
+    rooms::{Loaded, RoomService},
+    stream::{Commit, Consumer, Cursor, Handler, Notifier, Stream},
+    support::SupportService,
+};
+
+const NAME: &str = "search indexer";
+/// How often the index commits while events come in: search trails the stream by about this
+/// plus one commit.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+/// Indexing threads of the live writer: it indexes what comes in, a few documents at a time.
+const LIVE_THREADS: usize = 1;
+/// Most messages indexed under one edit that a redaction looks for (one, unless an edit was
+/// indexed twice before a commit merged the copies away).
+const MOST_EDITED: usize = 16;
+
+/// What the indexer uses.
+#[derive(Clone, Copy)]
+pub(crate) struct IndexerView<'a> {
+    pub(crate) search: &'a SearchService,
+    pub(crate) rooms: &'a RoomService,
+    pub(crate) support: &'a SupportService,
+    pub(crate) stream: &'a Stream,
+    pub(crate) notifier: &'a Notifier,
+}
+
+/// The live writer and the generation it writes, shared by the handler (which adds documents)
+/// and the cursor (which commits them).
+pub(crate) struct Sink {
+    inner: Mutex<Live>,
+}
+
+struct Live {
+    generation: Arc<Generation>,
+    writer: IndexWriter,
+}
+
+impl Sink {
+    pub(crate) fn open(search: &SearchService) -> Result<Arc<Sink>> {
+        let generation = search.live();
+        let writer = search.writer(&generation, LIVE_THREADS)?;
+        Ok(Arc::new(Sink {
+            inner: Mutex::new(Live { generation, writer }),
+        }))
+    }
+
+    /// Commits what was added, with `pos` as the position it covers, and lets queries see it.
+    async fn commit(self: &Arc<Self>, pos: u64) -> Result<()> {
+        let sink = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut live = sink.inner.lock();
+            commit_at(&mut live.writer, pos)?;
+            live.generation
+                .reader
+                .reload()
+                .map_err(|e| internal("cannot reload the index", e))
+        })
+        .await
+        .map_err(|e| internal("the commit's task failed", e))?
+    }
+}
+
+/// Commits `writer` with `pos` as its payload.
+pub(super) fn commit_at(writer: &mut IndexWriter, pos: u64) -> Result<()> {
+    let mut prepared = writer
+        .prepare_commit()
+        .map_err(|e| internal("cannot commit the index", e))?;
+    prepared.set_payload(&pos.to_string());
+    prepared
+        .commit()
+        .map(|_| ())
+        .map_err(|e| internal("cannot commit the index", e))
+}
+
+/// The indexer's position: the payload of the live generation's last commit.
+struct IndexCursor(Arc<Sink>);
+
+impl Cursor for IndexCursor {
+    fn load(&self) -> Result<Option<u64>> {
+        // A new index starts from the beginning of the stream: everything already stored is
+        // indexed, not only what comes after.
+        self.0.inner.lock().generation.committed_pos().map(Some)
+    }
+
+    async fn save(&self, pos: u64, _durable: bool) -> Result<()> {
+        // A commit is always durable.
+        self.0.commit(pos).await
+    }
+}
+
+fn consumer<'a>(v: &IndexerView<'a>, sink: &Arc<Sink>) -> Consumer<'a, IndexCursor> {
+    Consumer::new(NAME, v.stream, v.notifier, IndexCursor(sink.clone()))
+        .save_interval(COMMIT_INTERVAL)
+}
+
+/// Opens the writer and fixes the indexer's starting position; returns the task to run it.
+/// Call before the server serves, so that no event committed after it started is missed.
+pub(crate) async fn start(
+    services: Arc<crate::services::Services>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let view = services.search_indexer();
+    let sink = Sink::open(view.search)?;
+    let from = consumer(&view, &sink).start().await?;
+    Ok(async move {
+        let view = services.search_indexer();
+        let indexer = Indexer {
+            view,
+            sink: &sink,
+            services: services.clone(),
+        };
+        consumer(&view, &sink).run(from, view.rooms, indexer).await;
+    })
+}
+
+struct Indexer<'a> {
+    view: IndexerView<'a>,
+    sink: &'a Arc<Sink>,
+    /// For the switch to a rebuilt generation, which runs on a blocking thread.
+    services: Arc<crate::services::Services>,
+}
+
+impl Handler for Indexer<'_> {
+    type Event = Arc<Loaded>;
+
+    fn wants_events(&mut self) -> Result<bool> {
+        Ok(self.view.search.enabled())
+    }
+
+    async fn event(&mut self, pos: u64, event: Arc<Loaded>) -> Result<()> {
+        let Some(change) = change_of(&event.pdu, pos) else {
+            return Ok(());
+        };
+        let live = self.sink.inner.lock();
+        Apply::new(&self.view, &live.writer, &live.generation).change(change)
+    }
+
+    async fn commit(&mut self, _upto: u64) -> Result<Commit> {
+        // The cursor's save commits the writer: see the module documentation.
+        Ok(Commit::Lazy)
+    }
+
+    fn wait(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        self.view.search.reindex.built()
+    }
+
+    async fn idle(&mut self, committed: u64) {
+        let Some(built) = self.view.search.reindex.take_built() else {
+            return;
+        };
+        let services = self.services.clone();
+        let sink = self.sink.clone();
+        let switched = tokio::task::spawn_blocking(move || {
+            switch(&services.search_indexer(), &sink, built, committed)
+        });
+        let outcome = match switched.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(internal("the switch's task failed", e)),
+        };
+        self.view.search.reindex.finished(outcome);
+    }
+}
+
+/// Brings a rebuilt generation from where its build stopped up to `committed`, commits it and
+/// makes it the live one, in place of the sink's.
+fn switch(
+    view: &IndexerView<'_>,
+    sink: &Sink,
+    built: super::reindex::Built,
+    committed: u64,
+) -> Result<u64> {
+    let super::reindex::Built {
+        generation,
+        mut writer,
+        upto,
+    } = built;
+    let mut at = upto;
+    while at < committed {
+        let events = view.rooms.events_in_range(at, committed, 1024)?;
+        if events.is_empty() {
+            break;
+        }
+        let apply = Apply::new(view, &writer, &generation);
+        for (pos, event) in events {
+            if let Some(change) = change_of(&event.pdu, pos)
+                && let Err(e) = apply.change(change)
+            {
+                tracing::warn!(pos, error = %e, "event not indexed");
+            }
+            at = pos;
+        }
+    }
+    let covered = committed.max(upto);
+    commit_at(&mut writer, covered)?;
+    generation
+        .reader
+        .reload()
+        .map_err(|e| internal("cannot reload the index", e))?;
+    let generation = Arc::new(generation);
+    let mut live = sink.inner.lock();
+    let old = std::mem::replace(
+        &mut *live,
+        Live {
+            generation: generation.clone(),
+            writer,
+        },
+    );
+    view.search.make_live(generation)?;
+    drop(live);
+    // The old writer's uncommitted documents are in the new generation too.
+    drop(old);
+    Ok(covered)
+}
+
+/// Applies changes to a writer, reading what they need from the store.
+pub(super) struct Apply<'a> {
+    rooms: &'a RoomService,
+    support: &'a SupportService,
+    fields: Fields,
+    writer: &'a IndexWriter,
+    generation: &'a Generation,
+}
+
+impl<'a> Apply<'a> {
+    pub(super) fn new(
+        view: &IndexerView<'a>,
+        writer: &'a IndexWriter,
+        generation: &'a Generation,
+    ) -> Self {
+        Apply {
+            rooms: view.rooms,
+            support: view.support,
+            fields: view.search.fields,
+            writer,
+            generation,
+        }
+    }
+
+    pub(super) fn change(&self, change: Change) -> Result<()> {
+        match change {
+            Change::Put(doc) => self.put(&doc),
+            Change::Refresh(id) => self.refresh(&id),
+            Change::Redacted(id) => {
+                self.remove(id.as_str())?;
+                for edited in self.indexed_under_edit(&id)? {
+                    self.refresh(&edited)?;
+                }
+                Ok(())
+            }
+            Change::Conversation(room, pos) => self.conversation(&room, pos),
+        }
+    }
+
+    /// Adds `doc` in place of any document with its id.
+    pub(super) fn put(&self, doc: &Doc) -> Result<()> {
+        self.writer.delete_term(id_term(&self.fields, &doc.id));
+        self.writer
+            .add_document(doc.to_tantivy(&self.fields))
+            .map(|_| ())
+            .map_err(|e| internal("cannot add to the index", e))
+    }
+
+    fn remove(&self, id: &str) -> Result<()> {
+        self.writer.delete_term(id_term(&self.fields, id));
+        Ok(())
+    }
+
+    /// Indexes a message again, under its newest text (its latest valid edit, or its own).
+    fn refresh(&self, event_id: &EventId) -> Result<()> {
+        let Some(pos) = self.rooms.event_pos(event_id)? else {
+            return Ok(());
+        };
+        let event = self.rooms.event(pos)?;
+        match self.message_doc(pos, &event)? {
+            Some(doc) => self.put(&doc),
+            None => self.remove(event_id.as_str()),
+        }
+    }
+
+    /// A message's document as it reads now; `None` if it has no text (redacted, not a
+    /// message, or itself an edit).
+    pub(super) fn message_doc(&self, pos: u64, event: &Loaded) -> Result<Option<Doc>> {
+        if !matches!(change_of(&event.pdu, pos), Some(Change::Put(ref d)) if d.key == Key::Body) {
+            return Ok(None);
+        }
+        let Some(body) = message_body(&event.pdu) else {
+            return Ok(None);
+        };
+        let edit = self.rooms.current_edit(event)?;
+        let mut doc = Doc::of_event(
+            &event.pdu,
+            pos,
+            Key::Body,
+            edit.as_ref()
+                .and_then(|e| new_body(&e.pdu))
+                .as_deref()
+                .unwrap_or(&body),
+        );
+        doc.edit = edit.map(|e| e.pdu.event_id.clone());
+        Ok(Some(doc))
+    }
+
+    /// The messages indexed under the text of `edit`.
+    fn indexed_under_edit(&self, edit: &EventId) -> Result<Vec<ruma::OwnedEventId>> {
+        let searcher = self.generation.reader.searcher();
+        let query = TermQuery::new(
+            tantivy::Term::from_field_text(self.fields.edit, edit.as_str()),
+            IndexRecordOption::Basic,
+        );
+        let hits = searcher
+            .search(&query, &TopDocs::with_limit(MOST_EDITED).order_by_score())
+            .map_err(|e| internal("cannot query the index", e))?;
+        let mut out = Vec::new();
+        for (_, address) in hits {
+            let doc: TantivyDocument = searcher
+                .doc(address)
+                .map_err(|e| internal("cannot read the index", e))?;
+            if let Some(id) = doc.get_first(self.fields.doc_id).and_then(|v| v.as_str())
+                && let Ok(id) = EventId::parse(id)
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a conversation's document again from its record: contact, labels, references.
+    fn conversation(&self, room_id: &RoomId, pos: u64) -> Result<()> {
+        let id = conversation_doc_id(room_id.as_str());
+        let record = match self.support.index.get(room_id) {
+            Ok(Some(record)) => record,
+            Ok(None) => return self.remove(&id),
+            Err(e) => return Err(e),
+        };
+        let c = &record.content;
+        let contact = &c.contact;
+        let text: Vec<&str> = [
+            &contact.name,
+            &contact.phone,
+            &contact.id,
+            &contact.organisation,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .chain(c.labels.iter().map(String::as_str))
+        .chain(
+            [&c.product_id, &c.order_id]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        )
+        .collect();
+        self.put(&Doc {
+            id,
+            room_id: room_id.to_string(),
+            pos,
+            sender: String::new(),
+            kind: crate::support::CONVERSATION_EVENT.to_owned(),
+            key: Key::Conversation,
+            text: text.join(" "),
+            edit: None,
+        })
+    }
+}
