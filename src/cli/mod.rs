@@ -16,6 +16,7 @@ mod client;
 mod config_check;
 mod conversations;
 mod output;
+mod reindex;
 mod rooms;
 mod stats;
 mod target;
@@ -72,6 +73,9 @@ pub enum Area {
     /// Configuration files.
     #[command(subcommand)]
     Config(config_check::ConfigCommand),
+    /// Rebuilds the search index from the store while the server keeps answering from the old
+    /// one, with a progress bar.
+    Reindex(reindex::ReindexArgs),
 }
 
 /// Runs `charla admin …`; the error is what to print on stderr, and its exit code.
@@ -91,6 +95,7 @@ pub async fn run(args: AdminArgs) -> Result<(), Failure> {
         Area::Appservice(command) => appservices::run(&connect()?, command).await,
         Area::Stats(json) => stats::run(&connect()?, json).await,
         Area::Backup(backup) => backup::backup(&connect()?, backup).await,
+        Area::Reindex(reindex) => reindex::run(&connect()?, reindex).await,
         // Offline: these work on files, whether a server runs or not.
         Area::Restore(restore) => backup::restore(&args.config, restore).await,
         Area::Config(command) => config_check::run(command),

@@ -3,6 +3,8 @@
 //! The index ([`super::index`]) answers them; the support API builds them from a query, and an
 //! agent's own restriction is added by [`super::queries`].
 
+use std::{collections::HashSet, sync::Arc};
+
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{
@@ -71,10 +73,19 @@ pub(crate) struct Filter {
     pub(crate) updated_since: Option<u64>,
     /// Restricts the listing to conversations any of these asks for: an agent's view.
     pub(crate) only_assignees: Option<Vec<Assignee>>,
+    /// Only these rooms: those whose text matches the listing's `q` (`search`).
+    pub(crate) rooms: Option<Arc<HashSet<String>>>,
 }
 
 impl Filter {
-    pub(super) fn matches(&self, r: &ConversationRecord) -> bool {
+    /// Whether a room may be in the listing at all, before its record is read.
+    pub(super) fn admits_room(&self, room: &RoomId) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.contains(room.as_str()))
+    }
+
+    pub(crate) fn matches(&self, r: &ConversationRecord) -> bool {
         let c = &r.content;
         let assignee = c.assignee.as_deref();
         self.status.is_none_or(|s| c.status == s)
@@ -99,6 +110,7 @@ impl Filter {
                 .only_assignees
                 .as_ref()
                 .is_none_or(|allowed| allowed.iter().any(|a| a.matches(assignee)))
+            && self.admits_room(&r.room_id)
     }
 
     /// The facet values to scan: the most selective filter given, or the allowed assignees.

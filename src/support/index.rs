@@ -291,6 +291,9 @@ impl ConversationIndex {
             if descending && filter.updated_since.is_some_and(|since| ts < since) {
                 break;
             }
+            if !filter.admits_room(&room) {
+                continue;
+            }
             let Some(record) = self.get(&room)? else {
                 continue;
             };

@@ -31,6 +31,7 @@ pub(crate) mod policy;
 pub(crate) mod queries;
 pub(crate) mod roster;
 pub(crate) mod say;
+pub(crate) mod search;
 pub(crate) mod tickets;
 pub(crate) mod trust;
 

@@ -26,11 +26,22 @@ use crate::{
 pub(crate) fn conversations(
     desk: &Desk<'_>,
     viewer: &Viewer<'_>,
-    mut filter: Filter,
+    filter: Filter,
     sort: Sort,
     limit: usize,
     from: Option<&PageToken>,
 ) -> Result<(Vec<ConversationRecord>, Option<PageToken>)> {
+    let filter = restricted(desk, viewer, filter)?;
+    desk.support.index.list(&filter, sort, limit, from)
+}
+
+/// A listing's filter with the viewer's restriction added: an agent sees their own
+/// conversations and the queue, and asking for anyone else's is refused.
+pub(crate) fn restricted(
+    desk: &Desk<'_>,
+    viewer: &Viewer<'_>,
+    mut filter: Filter,
+) -> Result<Filter> {
     let allowed = viewer.assignees(desk);
     if let Some(allowed) = &allowed
         && filter.assignee != Assignee::Anyone
@@ -41,7 +52,7 @@ pub(crate) fn conversations(
         ));
     }
     filter.only_assignees = allowed;
-    desk.support.index.list(&filter, sort, limit, from)
+    Ok(filter)
 }
 
 /// The conversation, if the viewer sees it; `404` otherwise (existence does not leak).

@@ -1,4 +1,5 @@
-//! `/conversations`: list with filters, read with history, create, change, assign.
+//! `/conversations`: list with filters (and full text, `q`), read with history, create, change,
+//! assign.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -26,7 +27,7 @@ use crate::{
 };
 
 /// A conversation as the API shows it: the state event's content plus what the index knows.
-fn view(r: &ConversationRecord) -> Value {
+pub(super) fn view(r: &ConversationRecord) -> Value {
     let mut v = r.content.to_json();
     v["room_id"] = json!(r.room_id);
     v["created_ts"] = json!(r.created_ts);
@@ -78,7 +79,7 @@ fn assignee_param(q: &HashMap<String, String>, caller: &Caller) -> Result<Assign
 
 /// The listing's filter from the query (without the caller's restriction, which
 /// `support::queries` adds).
-fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Filter> {
+pub(super) fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Filter> {
     Ok(Filter {
         status: enum_param(q, "status", Status::parse, Status::NAMES)?,
         assignee: assignee_param(q, caller)?,
@@ -90,6 +91,7 @@ fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Filter> {
         order_id: q.get("order_id").cloned(),
         updated_since: ms_param(q, "updated_since")?,
         only_assignees: None,
+        rooms: None,
     })
 }
 
@@ -99,15 +101,16 @@ pub(in crate::api) async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
-    let filter = filter(&q, &caller)?;
+    let mut filter = filter(&q, &caller)?;
+    if let Some(words) = q.get("q") {
+        let words = super::search::words_param(words)?;
+        filter.rooms = Some(Arc::new(s.search.matching_rooms(words)?));
+    }
     let sort = match q.get("sort").map(String::as_str) {
         None | Some("last_activity") => Sort::Activity,
         Some("waiting") => Sort::Waiting,
         Some(_) => return Err(field_error("sort", "sort must be last_activity or waiting")),
     };
-    if q.contains_key("q") {
-        return Err(field_error("q", "full-text search is not available yet"));
-    }
     let from = q
         .get("from")
         .map(|t| PageToken::decode(t).ok_or_else(|| field_error("from", "not a page token")))

@@ -10,6 +10,7 @@
 mod admin;
 pub(in crate::api) mod conversations;
 mod notes;
+mod search;
 pub(in crate::api) mod tickets;
 
 use std::{collections::HashMap, sync::Arc};
@@ -59,6 +60,7 @@ pub(crate) fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
         &p("/tickets/{number}"),
         get(tickets::get_one).patch(tickets::update),
     )
+    .route(&p("/search"), get(search::search))
     .route(&p("/agents"), get(admin::agents))
     .route(&p("/metrics"), get(admin::metrics))
     .route(&p("/audit"), get(admin::audit))
