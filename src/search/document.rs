@@ -50,6 +50,8 @@ pub(crate) struct Doc {
     pub(crate) text: String,
     /// The edit the text comes from.
     pub(crate) edit: Option<OwnedEventId>,
+    /// Whether the event's content has a `url` (a file, an image).
+    pub(crate) has_url: bool,
 }
 
 impl Doc {
@@ -64,6 +66,7 @@ impl Doc {
             key,
             text: truncate(text).to_owned(),
             edit: None,
+            has_url: has_url(pdu),
         }
     }
 
@@ -78,6 +81,9 @@ impl Doc {
         d.add_text(f.text, &self.text);
         if let Some(edit) = &self.edit {
             d.add_text(f.edit, edit.as_str());
+        }
+        if self.has_url {
+            d.add_text(f.url, "true");
         }
         d
     }
@@ -155,6 +161,15 @@ pub(crate) fn new_body(edit: &Pdu) -> Option<String> {
     edit.content_as::<Content>()
         .ok()
         .map(|c| c.new_content.body)
+}
+
+fn has_url(pdu: &Pdu) -> bool {
+    #[derive(Deserialize)]
+    struct Content {
+        url: Option<serde_json::Value>,
+    }
+    pdu.content_as::<Content>()
+        .is_ok_and(|c| c.url.is_some_and(|u| u.is_string()))
 }
 
 fn state_text(pdu: &Pdu, field: &str) -> Option<String> {

@@ -390,6 +390,7 @@ impl<'a> Apply<'a> {
             key: Key::Conversation,
             text: text.join(" "),
             edit: None,
+            has_url: false,
         })
     }
 }

@@ -25,6 +25,8 @@ pub(crate) mod document;
 pub(crate) mod indexer;
 pub(crate) mod query;
 pub(crate) mod reindex;
+mod syntax;
+mod terms;
 
 use std::{
     path::{Path, PathBuf},
@@ -65,6 +67,9 @@ pub(crate) struct Fields {
     /// The edit whose text a message is indexed under, so that redacting the edit can put the
     /// message's earlier text back.
     pub(crate) edit: Field,
+    /// `true` for an event with a `url` in its content (files, images): the filters'
+    /// `contains_url`.
+    pub(crate) url: Field,
 }
 
 impl Fields {
@@ -73,7 +78,7 @@ impl Fields {
         let text = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(analyzer::TOKENIZER)
-                .set_index_option(IndexRecordOption::WithFreqs),
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
             doc_id: b.add_text_field("doc_id", STRING | STORED),
@@ -84,6 +89,7 @@ impl Fields {
             key: b.add_text_field("key", STRING),
             text: b.add_text_field("text", text),
             edit: b.add_text_field("edit", STRING),
+            url: b.add_text_field("url", STRING),
         };
         (b.build(), fields)
     }

@@ -1,39 +1,37 @@
 //! Asking the index: the words, what the asker may see, the filters, the order and a page.
 //!
-//! Words are ANDed; each matches any of its forms (the folded word and its stems), and a word of
-//! three characters or more also matches as a prefix ("bat" finds "batería"), as Synapse's
-//! full-text search does. The asker's scope is part of the query: their rooms, and in a room
-//! whose history they may only partly read, only the stream ranges they may
+//! The search term is read as Synapse reads it (`syntax.rs`: words ANDed, quoted phrases,
+//! `-word`, `OR`). A word matches any of its forms (the folded word and its stems), and a word
+//! of three characters or more also matches as a prefix ("bat" finds "batería"), as Synapse's
+//! full-text search does (`terms.rs`). The asker's scope is part of the query: their rooms, and
+//! in a room whose history they may only partly read, only the stream ranges they may
 //! ([`crate::rooms::Visibility::visible_ranges`]). So counts are exact and pages need no
 //! filtering afterwards.
 //!
-//! Pages are keyset pages: a page ends at its last hit's `(score, position)` and the next one
-//! starts strictly after it in the order, so a page never repeats a hit of the pages before it
-//! and skips none, also while new events are indexed (in the recent order; in the rank order,
-//! scores of later pages can shift when many documents arrive between two pages).
+//! Pages never repeat or skip a hit, also while events are indexed between two pages:
+//! - in the recent order a page ends at a stream position and the next starts below it;
+//! - in the rank order the first page fixes a ceiling (the newest position its searcher
+//!   holds) and the next pages rank only what lies under it, skipping the hits already given.
+//!   New events change the scores' statistics, but by the same factor for every hit of a
+//!   one-word search, so the order under the ceiling holds.
 
 use std::{collections::HashSet, ops::Bound};
 
 use tantivy::{
-    DocId, Score, SegmentReader, Term,
+    DocId, Score, Searcher, SegmentReader, Term,
     collector::{Collector, Count, SegmentCollector, TopDocs},
     columnar::StrColumn,
-    query::{
-        BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery,
-        TermQuery, TermSetQuery,
-    },
-    schema::{Field, IndexRecordOption},
+    query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery},
+    schema::IndexRecordOption,
 };
 
-use super::{Fields, SearchService, analyzer, document::Key, internal};
+use super::{Fields, SearchService, document::Key, internal, terms::Words};
 use crate::error::Result;
 
-/// Shortest word (in characters) that also matches as a prefix.
-const PREFIX_MIN_CHARS: usize = 3;
-/// Most words of a query that count: more would only cost.
-const MAX_WORDS: usize = 16;
 /// Most rooms a [`SearchService::matching_rooms`] answer holds.
 pub(crate) const MAX_ROOMS: usize = 10_000;
+/// Deepest a rank-order page may start: each page ranks everything above it again.
+const MAX_SKIP: usize = 10_000;
 
 /// The order of results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,23 +42,32 @@ pub(crate) enum Order {
     Recent,
 }
 
-/// Where a page starts: strictly after this hit in the order.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PageKey {
-    pub(crate) score: f32,
-    pub(crate) pos: u64,
+/// Where a page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PageKey {
+    /// The recent order: hits below this stream position.
+    Below(u64),
+    /// The rank order: the hits at or under `ceiling`, but the `skip` best.
+    Ranked { skip: usize, ceiling: u64 },
 }
 
 impl PageKey {
     pub(crate) fn encode(&self) -> String {
-        format!("{:08x}.{}", self.score.to_bits(), self.pos)
+        match self {
+            PageKey::Below(pos) => format!("b{pos}"),
+            PageKey::Ranked { skip, ceiling } => format!("r{skip}.{ceiling}"),
+        }
     }
 
     pub(crate) fn decode(s: &str) -> Option<PageKey> {
-        let (score, pos) = s.split_once('.')?;
-        Some(PageKey {
-            score: f32::from_bits(u32::from_str_radix(score, 16).ok()?),
-            pos: pos.parse().ok()?,
+        if let Some(pos) = s.strip_prefix('b') {
+            return pos.parse().ok().map(PageKey::Below);
+        }
+        let (skip, ceiling) = s.strip_prefix('r')?.split_once('.')?;
+        let skip: usize = skip.parse().ok().filter(|s| *s <= MAX_SKIP)?;
+        Some(PageKey::Ranked {
+            skip,
+            ceiling: ceiling.parse().ok()?,
         })
     }
 }
@@ -85,6 +92,8 @@ pub(crate) struct SearchRequest<'a> {
     pub(crate) not_senders: &'a [String],
     /// Only these event types, when given.
     pub(crate) kinds: Option<&'a [String]>,
+    /// Only events with (`true`) or without (`false`) a `url` in their content.
+    pub(crate) contains_url: Option<bool>,
     pub(crate) order: Order,
     pub(crate) after: Option<PageKey>,
     pub(crate) limit: usize,
@@ -97,19 +106,6 @@ pub(crate) struct Hit {
     pub(crate) pos: u64,
     /// How well it matches (BM25), whatever the order.
     pub(crate) score: f32,
-    /// What the order sorts by before the position: the score in the rank order, 0 in the
-    /// recent one.
-    primary: f32,
-}
-
-impl Hit {
-    /// Where the page after this hit starts.
-    pub(crate) fn key(&self) -> PageKey {
-        PageKey {
-            score: self.primary,
-            pos: self.pos,
-        }
-    }
 }
 
 /// What a search found.
@@ -120,10 +116,43 @@ pub(crate) struct Found {
     pub(crate) count: usize,
     /// Whether a page may follow.
     pub(crate) more: bool,
-    /// The terms the words match, for highlights.
+    /// The terms the wanted words match, for highlights.
     pub(crate) terms: HashSet<String>,
-    /// The words that also match as prefixes.
+    /// The wanted words that also match as prefixes.
     pub(crate) prefixes: Vec<String>,
+    /// The wanted words as the asker typed them.
+    pub(crate) typed: Vec<String>,
+    order: Option<Order>,
+    /// The rank order's ceiling, and the hits before this page.
+    ceiling: u64,
+    skipped: usize,
+}
+
+impl Found {
+    /// Where a page continues after the first `looked` hits of this one.
+    pub(crate) fn after(&self, looked: usize) -> Option<PageKey> {
+        match self.order? {
+            Order::Recent => Some(PageKey::Below(self.hits.get(looked.checked_sub(1)?)?.pos)),
+            Order::Rank => Some(PageKey::Ranked {
+                skip: self.skipped + looked,
+                ceiling: self.ceiling,
+            }),
+        }
+    }
+
+    /// Where the pages of one group (a room, a sender) continue, given how many of the group's
+    /// hits this page and the group's pages before it showed: in the recent order, below this
+    /// page's last hit (every hit of the group above it is on this page or before); in the
+    /// rank order after the group's `shown` best under the same ceiling.
+    pub(crate) fn group_after(&self, shown: usize) -> Option<PageKey> {
+        match self.order? {
+            Order::Recent => self.after(self.hits.len()),
+            Order::Rank => Some(PageKey::Ranked {
+                skip: shown,
+                ceiling: self.ceiling,
+            }),
+        }
+    }
 }
 
 impl SearchService {
@@ -134,65 +163,67 @@ impl SearchService {
             return Ok(Found::default());
         };
         let searcher = self.live().reader.searcher();
-        let after = req.after;
-        let recent = req.order == Order::Recent;
-        let top = TopDocs::with_limit(req.limit + 1).tweak_score(move |segment: &SegmentReader| {
-            let positions = segment
-                .fast_fields()
-                .u64("pos")
-                .ok()
-                .map(|c| c.first_or_default_col(0));
-            move |doc: DocId, score: Score| {
-                let pos = positions.as_ref().map_or(0, |c| c.get_val(doc));
-                // The order's key, and the score beside it (which decides nothing: positions
-                // are unique).
-                let key = (if recent { 0.0 } else { score }, pos);
-                match after {
-                    Some(a) if key >= (a.score, a.pos) => None,
-                    _ => Some((key.0, key.1, score)),
-                }
+        let limit = req.limit.min(MAX_SKIP);
+        let (hits, count, ceiling, skipped) = match req.order {
+            Order::Recent => {
+                let below = match req.after {
+                    Some(PageKey::Below(pos)) => pos,
+                    _ => u64::MAX,
+                };
+                let (hits, count) = top(&searcher, &query, limit + 1, 0, move |score, pos| {
+                    (pos < below).then_some((pos, score))
+                })?;
+                (hits, count, 0, 0)
             }
-        });
-        let (top, count) = searcher
-            .search(&query, &(top, Count))
-            .map_err(|e| internal("cannot query the index", e))?;
-        let mut hits: Vec<Hit> = top
-            .into_iter()
-            .filter_map(|(key, _)| key)
-            .map(|(primary, pos, score)| Hit {
-                pos,
-                score,
-                primary,
-            })
-            .collect();
-        let more = hits.len() > req.limit;
-        hits.truncate(req.limit);
+            Order::Rank => {
+                let (skip, ceiling) = match req.after {
+                    Some(PageKey::Ranked { skip, ceiling }) => (skip, ceiling),
+                    _ => (0, newest_position(&searcher)),
+                };
+                let under = RangeQuery::new(
+                    Bound::Unbounded,
+                    Bound::Included(Term::from_field_u64(self.fields.pos, ceiling)),
+                );
+                let query =
+                    BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, filter(under))]);
+                let (hits, count) = top(&searcher, &query, limit + 1, skip, |score, pos| {
+                    Some((score, pos))
+                })?;
+                (hits, count, ceiling, skip)
+            }
+        };
+        let mut hits = hits;
+        let more = hits.len() > limit;
+        hits.truncate(limit);
         Ok(Found {
             hits,
             count,
             more,
             terms: words.terms,
             prefixes: words.prefixes,
+            typed: words.typed,
+            order: Some(req.order),
+            ceiling,
+            skipped,
         })
     }
 
     /// The rooms with a document matching `words` (at most [`MAX_ROOMS`]), for listings of
     /// conversations that filter by text.
     pub(crate) fn matching_rooms(&self, words: &str) -> Result<HashSet<String>> {
-        let scope = Scope::All;
         let req = SearchRequest {
             words,
             keys: &[Key::Body, Key::Name, Key::Topic, Key::Conversation],
-            scope: &scope,
+            scope: &Scope::All,
             senders: None,
             not_senders: &[],
             kinds: None,
+            contains_url: None,
             order: Order::Recent,
             after: None,
             limit: 0,
         };
-        let words = Words::of(words);
-        let Some(query) = self.query(&req, &words) else {
+        let Some(query) = self.query(&req, &Words::of(words)) else {
             return Ok(HashSet::new());
         };
         self.live()
@@ -204,21 +235,17 @@ impl SearchService {
 
     fn query(&self, req: &SearchRequest<'_>, words: &Words) -> Option<Box<dyn Query>> {
         let f = &self.fields;
-        if words.groups.is_empty() || req.keys.is_empty() {
+        if req.keys.is_empty() {
             return None;
         }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for group in &words.groups {
-            clauses.push((Occur::Must, word_query(f.text, group)));
-        }
+        let mut clauses = words.clauses(f.text)?;
         let keys = req
             .keys
             .iter()
             .map(|k| Term::from_field_text(f.key, k.as_str()));
         clauses.push((Occur::Must, filter(TermSetQuery::new(keys))));
-        match req.scope {
-            Scope::All => {}
-            Scope::Rooms(rooms) => clauses.push((Occur::Must, filter(scope_query(f, rooms)?))),
+        if let Scope::Rooms(rooms) = req.scope {
+            clauses.push((Occur::Must, filter(scope_query(f, rooms)?)));
         }
         if let Some(senders) = req.senders {
             let terms = senders.iter().map(|s| Term::from_field_text(f.sender, s));
@@ -235,13 +262,70 @@ impl SearchService {
             let terms = kinds.iter().map(|k| Term::from_field_text(f.kind, k));
             clauses.push((Occur::Must, filter(TermSetQuery::new(terms))));
         }
+        if let Some(wanted) = req.contains_url {
+            let with_url = TermQuery::new(
+                Term::from_field_text(f.url, "true"),
+                IndexRecordOption::Basic,
+            );
+            let occur = if wanted { Occur::Must } else { Occur::MustNot };
+            clauses.push((occur, filter(with_url)));
+        }
         Some(Box::new(BooleanQuery::new(clauses)))
     }
+}
+
+/// The best `limit` hits after the `skip` best, by the key `key` gives each (`None` leaves a
+/// hit out), and how many documents match in all.
+fn top<K>(
+    searcher: &Searcher,
+    query: &dyn Query,
+    limit: usize,
+    skip: usize,
+    key: impl Fn(Score, u64) -> Option<K> + Clone + Send + Sync + 'static,
+) -> Result<(Vec<Hit>, usize)>
+where
+    K: PartialOrd + Clone + Send + Sync + std::fmt::Debug + 'static,
+{
+    let collector =
+        TopDocs::with_limit(limit)
+            .and_offset(skip)
+            .tweak_score(move |segment: &SegmentReader| {
+                let positions = segment
+                    .fast_fields()
+                    .u64("pos")
+                    .ok()
+                    .map(|c| c.first_or_default_col(0));
+                let key = key.clone();
+                move |doc: DocId, score: Score| {
+                    let pos = positions.as_ref().map_or(0, |c| c.get_val(doc));
+                    key(score, pos).map(|k| (k, score, pos))
+                }
+            });
+    let (top, count) = searcher
+        .search(query, &(collector, Count))
+        .map_err(|e| internal("cannot query the index", e))?;
+    let hits = top
+        .into_iter()
+        .filter_map(|(key, _)| key)
+        .map(|(_, score, pos)| Hit { pos, score })
+        .collect();
+    Ok((hits, count))
 }
 
 /// A clause that restricts without adding to the score.
 fn filter(q: impl Query) -> Box<dyn Query> {
     Box::new(ConstScoreQuery::new(Box::new(q), 0.0))
+}
+
+/// The newest stream position a searcher holds: the rank order's ceiling for later pages.
+fn newest_position(searcher: &Searcher) -> u64 {
+    searcher
+        .segment_readers()
+        .iter()
+        .filter_map(|segment| segment.fast_fields().u64("pos").ok())
+        .map(|column| column.max_value())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The asker's rooms: whole rooms in one term set, partly visible ones with their ranges.
@@ -280,58 +364,6 @@ fn scope_query(f: &Fields, rooms: &[(String, Vec<(u64, u64)>)]) -> Option<impl Q
         parts.push((Occur::Should, Box::new(TermSetQuery::new(whole))));
     }
     (!parts.is_empty()).then(|| BooleanQuery::new(parts))
-}
-
-/// One word: any of its forms, or (long enough) as a prefix, scored below a whole form.
-fn word_query(text: Field, forms: &[String]) -> Box<dyn Query> {
-    let mut any: Vec<(Occur, Box<dyn Query>)> = forms
-        .iter()
-        .map(|form| {
-            let q: Box<dyn Query> = Box::new(TermQuery::new(
-                Term::from_field_text(text, form),
-                IndexRecordOption::WithFreqs,
-            ));
-            (Occur::Should, q)
-        })
-        .collect();
-    if let Some(word) = forms.first().filter(|w| is_prefix_word(w)) {
-        let prefix = FuzzyTermQuery::new_prefix(Term::from_field_text(text, word), 0, false);
-        any.push((
-            Occur::Should,
-            Box::new(BoostQuery::new(Box::new(prefix), 0.1)),
-        ));
-    }
-    Box::new(BooleanQuery::new(any))
-}
-
-fn is_prefix_word(word: &str) -> bool {
-    word.chars().count() >= PREFIX_MIN_CHARS && word.chars().all(char::is_alphanumeric)
-}
-
-/// A query's words, analyzed as documents are.
-struct Words {
-    groups: Vec<Vec<String>>,
-    terms: HashSet<String>,
-    prefixes: Vec<String>,
-}
-
-impl Words {
-    fn of(text: &str) -> Words {
-        let mut groups = analyzer::query_words(text);
-        groups.truncate(MAX_WORDS);
-        let terms = groups.iter().flatten().cloned().collect();
-        let prefixes = groups
-            .iter()
-            .filter_map(|g| g.first())
-            .filter(|w| is_prefix_word(w))
-            .cloned()
-            .collect();
-        Words {
-            groups,
-            terms,
-            prefixes,
-        }
-    }
 }
 
 /// Collects the distinct rooms of the matching documents, from the `room_id` column.
@@ -397,22 +429,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn page_keys_round_trip_exactly() {
+    fn page_keys_round_trip_and_refuse_what_is_not_one() {
         for key in [
-            PageKey { score: 0.0, pos: 0 },
-            PageKey {
-                score: 3.1415927,
-                pos: 123_456_789,
-            },
-            PageKey {
-                score: f32::MIN_POSITIVE,
-                pos: u64::MAX,
+            PageKey::Below(0),
+            PageKey::Below(u64::MAX),
+            PageKey::Ranked {
+                skip: 40,
+                ceiling: 123_456_789,
             },
         ] {
             assert_eq!(PageKey::decode(&key.encode()), Some(key));
         }
-        assert_eq!(PageKey::decode("zz.1"), None);
-        assert_eq!(PageKey::decode("3f800000"), None);
-        assert_eq!(PageKey::decode("3f800000.x"), None);
+        for bad in ["", "b", "bx", "r1", "r1.x", "rx.1", "r10001.5", "x12"] {
+            assert_eq!(PageKey::decode(bad), None, "{bad}");
+        }
     }
 }

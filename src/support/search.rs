@@ -60,12 +60,13 @@ pub(crate) fn messages(
             senders: None,
             not_senders: &[],
             kinds: None,
+            contains_url: None,
             order: q.order,
             after,
             limit: q.limit * 2,
         })?;
         for (i, hit) in found.hits.iter().enumerate() {
-            after = Some(hit.key());
+            after = found.after(i + 1);
             let event = desk.rooms.event(hit.pos)?;
             if event.stored.redacted_by.is_some() {
                 continue;
@@ -94,7 +95,7 @@ pub(crate) fn messages(
             });
             if out.len() == q.limit {
                 let more = i + 1 < found.hits.len() || found.more;
-                return Ok((out, more.then(|| hit.key())));
+                return Ok((out, if more { found.after(i + 1) } else { None }));
             }
         }
         if !found.more {

@@ -13,7 +13,7 @@ use base64::Engine;
 use ruma::{
     OwnedRoomId, UserId,
     api::client::{
-        filter::RoomEventFilter,
+        filter::{RoomEventFilter, UrlFilter},
         search::search_events::v3::{Criteria, GroupingKey, OrderBy, Request, SearchKeys},
     },
 };
@@ -59,8 +59,9 @@ async fn search(State(s): State<Arc<Services>>, req: Ruma<Request>) -> Result<Js
         search_categories,
         ..
     } = req.body;
+    // As Synapse: room events are the one category, and a search without it is refused.
     let Some(criteria) = search_categories.room_events else {
-        return Ok(Json(json!({ "search_categories": {} })));
+        return Err(Error::unknown("Invalid search query"));
     };
     if !s.search.enabled() {
         return Err(Error::unknown("Search is disabled on this homeserver"));
@@ -144,7 +145,7 @@ fn answer(
     if criteria.search_term.len() > MAX_TERM_BYTES {
         return Err(Error::invalid_param("search_term is too long"));
     }
-    let keys = search_keys(criteria.keys.as_deref())?;
+    let keys = search_keys(criteria.keys.as_deref());
     let order = match criteria.order_by {
         None | Some(OrderBy::Rank) => Order::Rank,
         Some(OrderBy::Recent) => Order::Recent,
@@ -184,6 +185,17 @@ fn answer(
             _ => {}
         }
     }
+    if let Some(b) = &batch {
+        let fits = matches!(
+            (order, b.after),
+            (Order::Recent, PageKey::Below(_)) | (Order::Rank, PageKey::Ranked { .. })
+        );
+        if !fits {
+            return Err(Error::invalid_param(
+                "Invalid batch: it pages another order",
+            ));
+        }
+    }
     let scope = scope(s, &who.user_id, filter, only_room.as_deref())?;
     let kinds = indexed_kinds(filter);
     let found = s.search.search(&SearchRequest {
@@ -193,6 +205,7 @@ fn answer(
         senders: senders.as_deref(),
         not_senders: &not_senders,
         kinds: Some(&kinds),
+        contains_url: filter.url_filter.map(|f| f == UrlFilter::EventsWithUrl),
         order,
         after: batch.as_ref().map(|b| b.after),
         limit,
@@ -200,6 +213,7 @@ fn answer(
     Page {
         s,
         who,
+        order,
         found: &found,
         batch: batch.as_ref(),
     }
@@ -213,19 +227,17 @@ fn intersect(senders: Option<Vec<String>>, one: &str) -> Vec<String> {
     }
 }
 
-fn search_keys(keys: Option<&[SearchKeys]>) -> Result<Vec<Key>> {
+/// The keys to search; a key the server does not know matches nothing (as in Synapse).
+fn search_keys(keys: Option<&[SearchKeys]>) -> Vec<Key> {
     let Some(keys) = keys else {
-        return Ok(vec![Key::Body, Key::Name, Key::Topic]);
+        return vec![Key::Body, Key::Name, Key::Topic];
     };
     keys.iter()
-        .map(|k| match k {
-            SearchKeys::ContentBody => Ok(Key::Body),
-            SearchKeys::ContentName => Ok(Key::Name),
-            SearchKeys::ContentTopic => Ok(Key::Topic),
-            other => Err(Error::invalid_param(format!(
-                "Unrecognized search key: {}",
-                other.as_str()
-            ))),
+        .filter_map(|k| match k {
+            SearchKeys::ContentBody => Some(Key::Body),
+            SearchKeys::ContentName => Some(Key::Name),
+            SearchKeys::ContentTopic => Some(Key::Topic),
+            _ => None,
         })
         .collect()
 }
@@ -286,6 +298,7 @@ fn scope(
 struct Page<'a> {
     s: &'a Services,
     who: &'a Identity,
+    order: Order,
     found: &'a Found,
     batch: Option<&'a Batch>,
 }
@@ -303,7 +316,8 @@ impl Page<'_> {
             ClientFormat::WithRoomId,
         );
         let mut results = Vec::new();
-        let mut highlights: Vec<String> = Vec::new();
+        // The words as typed (what Synapse gives), then how the results wrote them.
+        let mut highlights: Vec<String> = self.found.typed.clone();
         let mut rooms: Vec<OwnedRoomId> = Vec::new();
         let mut by_room: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut by_sender: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -348,9 +362,8 @@ impl Page<'_> {
                 entry.push(pdu.event_id.to_string());
             }
         }
-        let last = self.found.hits.last().map(Hit::key);
-        let next = |group: &str, key: &str| {
-            last.filter(|_| self.found.more).map(|after| {
+        let token = |group: &str, key: &str, after: Option<PageKey>| {
+            after.filter(|_| self.found.more).map(|after| {
                 Batch {
                     group: group.to_owned(),
                     key: key.to_owned(),
@@ -367,7 +380,7 @@ impl Page<'_> {
         let (group, key) = self
             .batch
             .map_or(("all", ""), |b| (b.group.as_str(), b.key.as_str()));
-        if let Some(token) = next(group, key) {
+        if let Some(token) = token(group, key, self.found.after(self.found.hits.len())) {
             out["next_batch"] = json!(token);
         }
         let mut groups = Map::new();
@@ -384,7 +397,7 @@ impl Page<'_> {
                     .position(|(_, k)| k == key)
                     .map_or(0, |i| i + 1);
                 let mut g = json!({ "results": ids, "order": order });
-                if let Some(token) = next(name, key) {
+                if let Some(token) = token(name, key, self.group_after(name, key, ids.len())) {
                     g["next_batch"] = json!(token);
                 }
                 rendered.insert(key.clone(), g);
@@ -400,6 +413,23 @@ impl Page<'_> {
             out["state"] = self.state(&rooms, view)?;
         }
         Ok(json!({ "search_categories": { "room_events": out } }))
+    }
+
+    /// Where one group's own pages continue, if this page lets that be known: in the rank
+    /// order only from the first page or a page of that group.
+    fn group_after(&self, group: &str, key: &str, shown: usize) -> Option<PageKey> {
+        let before = match self.batch {
+            None => 0,
+            Some(b) if b.group == group && b.key == key => match b.after {
+                PageKey::Ranked { skip, .. } => skip,
+                PageKey::Below(_) => 0,
+            },
+            Some(_) => match self.order {
+                Order::Recent => 0,
+                Order::Rank => return None,
+            },
+        };
+        self.found.group_after(before + shown)
     }
 
     /// The words of the event's indexed text that the search matched.
