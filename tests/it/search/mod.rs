@@ -2,6 +2,7 @@
 //! index's recovery and rebuild.
 
 mod client;
+mod support;
 mod visibility;
 
 use std::time::Duration;
