@@ -90,12 +90,18 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same data folder (a new port).
     pub async fn restart(self) -> Self {
+        self.restart_after(|_| {}).await
+    }
+
+    /// Stops the server, calls `between` with the data folder, and starts a new one on it.
+    pub async fn restart_after(self, between: impl FnOnce(&Path)) -> Self {
         let TestServer {
             server,
             dir,
             extra_config,
         } = self;
         server.stop().await;
+        between(&dir.path().join("data"));
         let server = charla::server::start(config_for(&dir.path().join("data"), &extra_config))
             .await
             .expect("server restarts");

@@ -2,6 +2,7 @@
 //! index's recovery and rebuild.
 
 mod client;
+mod recovery;
 mod support;
 mod visibility;
 
