@@ -130,6 +130,16 @@ pub(crate) async fn start(
     services: Arc<crate::services::Services>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let view = services.search_indexer();
+    let head = view.stream.head();
+    if view.search.live().committed_pos()? > head {
+        // An index ahead of the store covers another history: the store was restored from a
+        // backup under an index kept elsewhere (`[search] path`). Start over from the store.
+        tracing::warn!(
+            head,
+            "the search index is ahead of the store; rebuilding it"
+        );
+        view.search.start_over()?;
+    }
     let sink = Sink::open(view.search)?;
     let from = consumer(&view, &sink).start().await?;
     Ok(async move {

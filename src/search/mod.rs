@@ -239,6 +239,12 @@ impl SearchService {
         Generation::open(&self.root, number)
     }
 
+    /// Replaces the live generation with an empty one (before the indexer starts).
+    fn start_over(&self) -> Result<()> {
+        let empty = self.next_generation()?;
+        self.make_live(Arc::new(empty))
+    }
+
     /// Makes `generation` the live one, durably (`CURRENT` is replaced atomically), and removes
     /// the old one's files.
     fn make_live(&self, generation: Arc<Generation>) -> Result<()> {

@@ -203,3 +203,78 @@ async fn reindex_rebuilds_with_the_cli_and_search_keeps_answering() {
     assert_eq!(code, 200);
     assert_eq!(body["generation"], 2, "{body}");
 }
+
+/// Copies a folder tree (the test's stand-in for a backup of the store).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_index_ahead_of_a_restored_store_is_rebuilt() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let room = alice.create_room(json!({})).await;
+    for i in 0..10 {
+        alice
+            .send_text(&room, &format!("a{i}"), &format!("antes {i}"))
+            .await;
+    }
+    indexed(&s).await;
+    let snapshot = tempfile::tempdir().unwrap();
+    let s = s
+        .restart_after(|data| copy_tree(data, &snapshot.path().join("data")))
+        .await;
+    let mut alice = s.client();
+    alice.token = alice_token(&s, "alice").await;
+    for i in 0..10 {
+        alice
+            .send_text(&room, &format!("d{i}"), &format!("después {i}"))
+            .await;
+    }
+    indexed(&s).await;
+    // The store goes back to the snapshot; the newer index stays.
+    let s = s
+        .restart_after(|data| {
+            let kept = snapshot.path().join("kept-index");
+            std::fs::rename(data.join("search"), &kept).unwrap();
+            std::fs::remove_dir_all(data).unwrap();
+            copy_tree(&snapshot.path().join("data"), data);
+            let _ = std::fs::remove_dir_all(data.join("search"));
+            std::fs::rename(&kept, data.join("search")).unwrap();
+        })
+        .await;
+    alice.base = s.server.base_url();
+    // The login after the snapshot is not in the restored store.
+    alice.token = alice_token(&s, "alice").await;
+    indexed(&s).await;
+    assert_eq!(
+        room_events(&alice, json!({ "search_term": "despues" })).await["count"],
+        0
+    );
+    assert_eq!(
+        room_events(&alice, json!({ "search_term": "antes" })).await["count"],
+        10
+    );
+}
+
+/// Logs `user` in again (a restart keeps accounts; the test's client lost its server).
+async fn alice_token(s: &TestServer, user: &str) -> Option<String> {
+    let (status, body) = s
+        .client()
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": "secret-pw" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().map(str::to_owned)
+}
