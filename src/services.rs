@@ -206,6 +206,7 @@ impl Services {
             rooms: &self.rooms,
             stream: &self.stream,
             desk: self.desk(),
+            search: &self.search,
         }
     }
 
@@ -253,7 +254,7 @@ impl Services {
         crate::search::indexer::IndexerView {
             search: &self.search,
             rooms: &self.rooms,
-            support: &self.support,
+            desk: self.desk(),
             stream: &self.stream,
             notifier: &self.notifier,
         }

@@ -29,6 +29,8 @@ pub(crate) struct Admin<'a> {
     pub(crate) stream: &'a Stream,
     /// The desk: its audit log, roles, conversations and tickets (and the appservices).
     pub(crate) desk: Desk<'a>,
+    /// A deleted room's documents leave the search index.
+    pub(crate) search: &'a crate::search::SearchService,
 }
 
 impl Admin<'_> {
@@ -47,6 +49,7 @@ impl Admin<'_> {
             crate::support::actions::close(&self.desk, room_id, actor, details).await?;
         }
         let deleted = self.rooms.delete_room(room_id).await?;
+        self.search.forget_room(room_id);
         let entry = self
             .desk
             .support

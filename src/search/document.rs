@@ -138,6 +138,12 @@ pub(crate) fn change_of(pdu: &Pdu, pos: u64) -> Option<Change> {
     }
 }
 
+/// Whether a stored event still has the text it was indexed under: not when it was redacted
+/// or its room deleted (rewritten without its content) since its document was written.
+pub(crate) fn still_has_text(event: &crate::rooms::Loaded) -> bool {
+    event.stored.redacted_by.is_none() && matches!(change_of(&event.pdu, 0), Some(Change::Put(_)))
+}
+
 /// A message's `body`; `None` for a redacted or malformed message.
 pub(crate) fn message_body(pdu: &Pdu) -> Option<String> {
     #[derive(Deserialize)]

@@ -32,7 +32,7 @@ use crate::{
     error::Result,
     rooms::{Loaded, RoomService},
     stream::{Commit, Consumer, Cursor, Handler, Notifier, Stream},
-    support::SupportService,
+    support::{Desk, trust},
 };
 
 const NAME: &str = "search indexer";
@@ -50,7 +50,8 @@ const MOST_EDITED: usize = 16;
 pub(crate) struct IndexerView<'a> {
     pub(crate) search: &'a SearchService,
     pub(crate) rooms: &'a RoomService,
-    pub(crate) support: &'a SupportService,
+    /// Whose changes to a conversation count (`support::trust`).
+    pub(crate) desk: Desk<'a>,
     pub(crate) stream: &'a Stream,
     pub(crate) notifier: &'a Notifier,
 }
@@ -81,10 +82,7 @@ impl Sink {
         tokio::task::spawn_blocking(move || {
             let mut live = sink.inner.lock();
             commit_at(&mut live.writer, pos)?;
-            live.generation
-                .reader
-                .reload()
-                .map_err(|e| internal("cannot reload the index", e))
+            live.generation.reload(pos)
         })
         .await
         .map_err(|e| internal("the commit's task failed", e))?
@@ -181,10 +179,27 @@ impl Handler for Indexer<'_> {
     }
 
     fn wait(&mut self) -> impl std::future::Future<Output = ()> + Send {
-        self.view.search.reindex.built()
+        // Cancel-safe: a wake-up given while nobody waited is kept for the next wait.
+        self.view.search.wake.notified()
     }
 
     async fn idle(&mut self, committed: u64) {
+        let forgotten = self.view.search.take_forgotten();
+        if !forgotten.is_empty() {
+            {
+                let live = self.sink.inner.lock();
+                for room in &forgotten {
+                    live.writer.delete_term(tantivy::Term::from_field_text(
+                        self.view.search.fields.room_id,
+                        room,
+                    ));
+                }
+            }
+            // Everything up to `committed` was added: the commit may say so.
+            if let Err(e) = self.sink.commit(committed).await {
+                tracing::error!(error = %e, "cannot remove deleted rooms from the search index");
+            }
+        }
         let Some(built) = self.view.search.reindex.take_built() else {
             return;
         };
@@ -232,10 +247,7 @@ fn switch(
     }
     let covered = committed.max(upto);
     commit_at(&mut writer, covered)?;
-    generation
-        .reader
-        .reload()
-        .map_err(|e| internal("cannot reload the index", e))?;
+    generation.reload(covered)?;
     let generation = Arc::new(generation);
     let mut live = sink.inner.lock();
     let old = std::mem::replace(
@@ -255,7 +267,7 @@ fn switch(
 /// Applies changes to a writer, reading what they need from the store.
 pub(super) struct Apply<'a> {
     rooms: &'a RoomService,
-    support: &'a SupportService,
+    desk: Desk<'a>,
     fields: Fields,
     writer: &'a IndexWriter,
     generation: &'a Generation,
@@ -269,7 +281,7 @@ impl<'a> Apply<'a> {
     ) -> Self {
         Apply {
             rooms: view.rooms,
-            support: view.support,
+            desk: view.desk,
             fields: view.search.fields,
             writer,
             generation,
@@ -364,15 +376,14 @@ impl<'a> Apply<'a> {
         Ok(out)
     }
 
-    /// Writes a conversation's document again from its record: contact, labels, references.
+    /// Writes a conversation's document again from the room's state as the desk set it (its
+    /// contact, labels, references): the event is read, not the desk's index, which the desk
+    /// writes after the event and may not have yet.
     fn conversation(&self, room_id: &RoomId, pos: u64) -> Result<()> {
         let id = conversation_doc_id(room_id.as_str());
-        let record = match self.support.index.get(room_id) {
-            Ok(Some(record)) => record,
-            Ok(None) => return self.remove(&id),
-            Err(e) => return Err(e),
+        let Some((c, _)) = trust::conversation(&self.desk, room_id)? else {
+            return self.remove(&id);
         };
-        let c = &record.content;
         let contact = &c.contact;
         let text: Vec<&str> = [
             &contact.name,

@@ -100,6 +100,8 @@ pub(crate) struct Generation {
     pub(crate) number: u64,
     pub(crate) index: Index,
     pub(crate) reader: IndexReader,
+    /// The stream position queries see up to: the last commit's, once the reader reloaded it.
+    searchable: std::sync::atomic::AtomicU64,
 }
 
 impl Generation {
@@ -118,11 +120,32 @@ impl Generation {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(|e| internal("cannot read the index", e))?;
-        Ok(Generation {
+        let generation = Generation {
             number,
             index,
             reader,
-        })
+            searchable: 0.into(),
+        };
+        let committed = generation.committed_pos()?;
+        generation
+            .searchable
+            .store(committed, std::sync::atomic::Ordering::Release);
+        Ok(generation)
+    }
+
+    /// Lets queries see the last commit, which covers the stream up to `pos`.
+    pub(crate) fn reload(&self, pos: u64) -> Result<()> {
+        self.reader
+            .reload()
+            .map_err(|e| internal("cannot reload the index", e))?;
+        self.searchable
+            .store(pos, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The stream position queries see up to.
+    pub(crate) fn searchable_pos(&self) -> u64 {
+        self.searchable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The stream position the last commit covers (`0` for a new index).
@@ -162,6 +185,10 @@ pub(crate) struct SearchService {
     pub(crate) fields: Fields,
     live: RwLock<Arc<Generation>>,
     pub(crate) reindex: reindex::Rebuilds,
+    /// Deleted rooms whose documents the indexer is to remove.
+    forgotten: parking_lot::Mutex<Vec<String>>,
+    /// Wakes the indexer for work besides events: a deleted room, a finished rebuild.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 const CURRENT: &str = "CURRENT";
@@ -194,6 +221,8 @@ impl SearchService {
             fields,
             live: RwLock::new(Arc::new(live)),
             reindex: reindex::Rebuilds::default(),
+            forgotten: parking_lot::Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -207,12 +236,24 @@ impl SearchService {
         Ok(IndexStatus {
             enabled: self.enabled,
             generation: live.number,
-            indexed_upto: live.committed_pos()?,
+            indexed_upto: live.searchable_pos(),
             stream_head: head,
             documents: live.reader.searcher().num_docs(),
             size_bytes: folder_size(&self.root.join(live.number.to_string())),
             reindex: self.reindex.status(),
         })
+    }
+
+    /// Removes a deleted room's documents (soon: the indexer does it and commits). Its events
+    /// were rewritten without their text, so a rebuild does not bring them back, and until then
+    /// searches skip them.
+    pub(crate) fn forget_room(&self, room_id: &ruma::RoomId) {
+        self.forgotten.lock().push(room_id.to_string());
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn take_forgotten(&self) -> Vec<String> {
+        std::mem::take(&mut *self.forgotten.lock())
     }
 
     /// The generation queries read now.
@@ -273,10 +314,11 @@ fn remove_other_generations(root: &Path, keep: u64) {
         let Some(n) = name.to_str().and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };
-        if n != keep && entry.path().is_dir() {
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(error = %e, generation = n, "cannot remove an old search index");
-            }
+        if n != keep
+            && entry.path().is_dir()
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(error = %e, generation = n, "cannot remove an old search index");
         }
     }
 }

@@ -19,13 +19,11 @@ use parking_lot::Mutex;
 use ruma::OwnedRoomId;
 use serde::Serialize;
 use tantivy::IndexWriter;
-use tokio::sync::Notify;
 
 use super::{
     Generation, SearchService,
     document::{Change, Key, change_of},
     indexer::{Apply, IndexerView, commit_at},
-    internal,
 };
 use crate::error::{Error, Result};
 
@@ -77,18 +75,11 @@ pub(crate) struct Built {
 pub(crate) struct Rebuilds {
     status: Mutex<ReindexStatus>,
     built: Mutex<Option<Built>>,
-    ready: Notify,
 }
 
 impl Rebuilds {
     pub(crate) fn status(&self) -> ReindexStatus {
         self.status.lock().clone()
-    }
-
-    /// Resolves when a build is ready for the indexer (cancel-safe: a build finished while
-    /// nobody waited is found by the next wait).
-    pub(super) async fn built(&self) {
-        self.ready.notified().await;
     }
 
     pub(super) fn take_built(&self) -> Option<Built> {
@@ -155,7 +146,7 @@ pub(crate) fn start(services: Arc<crate::services::Services>) -> Result<ReindexS
                 let rebuilds = &view.search.reindex;
                 rebuilds.status.lock().state = ReindexState::Switching;
                 *rebuilds.built.lock() = Some(built);
-                rebuilds.ready.notify_one();
+                view.search.wake.notify_one();
             }
             Err(e) => view.search.reindex.fail(&e),
         }
@@ -210,10 +201,7 @@ fn build(view: &IndexerView<'_>, upto: u64) -> Result<Built> {
     }
     commit_at(&mut writer, upto)?;
     search.reindex.status.lock().documents = documents;
-    generation
-        .reader
-        .reload()
-        .map_err(|e| internal("cannot reload the index", e))?;
+    generation.reload(upto)?;
     Ok(Built {
         generation,
         writer,

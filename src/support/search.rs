@@ -16,7 +16,7 @@ use crate::{
     rooms::Loaded,
     search::{
         Hit, Order, PageKey, Scope, SearchRequest, SearchService,
-        document::{Key, message_body, new_body},
+        document::{Key, message_body, new_body, still_has_text},
     },
 };
 
@@ -68,7 +68,7 @@ pub(crate) fn messages(
         for (i, hit) in found.hits.iter().enumerate() {
             after = found.after(i + 1);
             let event = desk.rooms.event(hit.pos)?;
-            if event.stored.redacted_by.is_some() {
+            if !still_has_text(&event) {
                 continue;
             }
             let room_id = event.pdu.room_id.clone();

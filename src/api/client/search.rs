@@ -324,7 +324,7 @@ impl Page<'_> {
         let mut group_order: Vec<(String, String)> = Vec::new();
         for hit in &self.found.hits {
             let event = self.s.rooms.event(hit.pos)?;
-            if event.stored.redacted_by.is_some() {
+            if !crate::search::document::still_has_text(&event) {
                 continue;
             }
             let pdu = &event.pdu;
@@ -557,9 +557,9 @@ mod tests {
         let b = Batch {
             group: "room_id".into(),
             key: "!r:x".into(),
-            after: PageKey {
-                score: 1.5,
-                pos: 42,
+            after: PageKey::Ranked {
+                skip: 3,
+                ceiling: 42,
             },
         };
         assert_eq!(Batch::decode(&b.encode()).unwrap(), b);

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use super::indexed;
+use super::{admin, indexed};
+use crate::admin::AdminCli;
 use crate::common::{Client, assert_error, enc};
 use crate::support::{API, Desk, desk};
 
@@ -86,29 +87,35 @@ async fn q_narrows_the_listing_with_every_other_filter() {
     let d = desk().await;
     let (_, [r0, r1, r2]) = conversations(&d).await;
     // Most recently active first, as the listing always is.
-    assert_eq!(listed(&d.boss, "q=bateria").await, [r2.clone(), r0.clone()]);
+    assert_eq!(
+        listed(&d.boss, "q=bateria").await,
+        [r2.as_str(), r0.as_str()]
+    );
     assert_eq!(
         listed(&d.boss, "q=BATERÍA&label=refund").await,
-        [r2.clone()]
+        [r2.as_str()]
     );
     assert_eq!(
         listed(&d.boss, "q=bateria&assignee=none").await,
-        [r0.clone()]
+        [r0.as_str()]
     );
     assert_eq!(
         listed(&d.boss, "q=pantalla&status=open").await,
-        [r1.clone()]
+        [r1.as_str()]
     );
     assert_eq!(
         listed(&d.boss, "q=pantalla&status=closed").await,
         Vec::<String>::new()
     );
     // The conversation's own document: its contact and labels.
-    assert_eq!(listed(&d.boss, "q=perez").await, [r0.clone()]);
-    assert_eq!(listed(&d.boss, "q=vip").await, [r0.clone()]);
+    assert_eq!(listed(&d.boss, "q=perez").await, [r0.as_str()]);
+    assert_eq!(listed(&d.boss, "q=vip").await, [r0.as_str()]);
     // Agents: their own and the queue.
-    assert_eq!(listed(&d.ana, "q=bateria").await, [r0.clone()]);
-    assert_eq!(listed(&d.bob, "q=bateria").await, [r2.clone(), r0.clone()]);
+    assert_eq!(listed(&d.ana, "q=bateria").await, [r0.as_str()]);
+    assert_eq!(
+        listed(&d.bob, "q=bateria").await,
+        [r2.as_str(), r0.as_str()]
+    );
     // A label set later is found, the conversation's document follows the desk's changes.
     let (status, body) = d
         .boss
@@ -119,7 +126,7 @@ async fn q_narrows_the_listing_with_every_other_filter() {
         .await;
     assert_eq!(status, 200, "{body}");
     indexed(&d.s).await;
-    assert_eq!(listed(&d.boss, "q=garantia").await, [r1.clone()]);
+    assert_eq!(listed(&d.boss, "q=garantia").await, [r1.as_str()]);
     let (status, body) = d
         .boss
         .patch(
@@ -141,7 +148,7 @@ async fn search_finds_messages_with_their_conversation_within_what_staff_see() {
     let d = desk().await;
     let (buyer, [r0, _, r2]) = conversations(&d).await;
     let body = found(&d.boss, "q=bateria").await;
-    assert_eq!(rooms_of(&body), [r2.clone(), r0.clone()], "newest first");
+    assert_eq!(rooms_of(&body), [r2.as_str(), r0.as_str()], "newest first");
     let first = &body["results"][0];
     assert_eq!(first["body"], "batería hinchada, quiero un reembolso");
     assert_eq!(first["sender"], "@buyer:localhost");
@@ -155,11 +162,11 @@ async fn search_finds_messages_with_their_conversation_within_what_staff_see() {
     // Filters of the listing apply to the conversations.
     assert_eq!(
         rooms_of(&found(&d.boss, "q=bateria&label=vip").await),
-        [r0.clone()]
+        [r0.as_str()]
     );
     // Agents: ana sees the queue, not bob's conversation.
-    assert_eq!(rooms_of(&found(&d.ana, "q=bateria").await), [r0.clone()]);
-    assert_eq!(rooms_of(&found(&d.bob, "q=hinchada").await), [r2.clone()]);
+    assert_eq!(rooms_of(&found(&d.ana, "q=bateria").await), [r0.as_str()]);
+    assert_eq!(rooms_of(&found(&d.bob, "q=hinchada").await), [r2.as_str()]);
     assert_eq!(
         rooms_of(&found(&d.ana, "q=hinchada").await),
         Vec::<String>::new()
@@ -219,4 +226,28 @@ async fn search_pages_follow_next_to_the_end() {
             "{order}: a repeat"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deleted_room_leaves_the_index() {
+    let d = desk().await;
+    let (_, [r0, _, r2]) = conversations(&d).await;
+    let before = admin(&d.s).get("/_charla/admin/v1/search").await.1["documents"]
+        .as_u64()
+        .unwrap();
+    let cli = AdminCli::of(&d.s);
+    cli.run(&["room", "delete", &r2, "--json"]).await.json();
+    // The room's documents go with the indexer's next commit.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, now) = admin(&d.s).get("/_charla/admin/v1/search").await;
+        if now["documents"].as_u64().unwrap() < before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    indexed(&d.s).await;
+    assert_eq!(rooms_of(&found(&d.boss, "q=bateria").await), [r0.as_str()]);
+    assert_eq!(listed(&d.boss, "q=hinchada").await, Vec::<String>::new());
 }
