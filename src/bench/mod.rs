@@ -59,6 +59,11 @@ pub enum Scenario {
     /// an agent's answer to its socket (--samples), customer messages per second (--duration),
     /// against its own `charla serve` child process (ignores --homeserver; not part of `all`).
     Webchat,
+    /// Full-text search over --messages messages in --rooms support conversations of --clients
+    /// users: query latency by kind (--samples each), indexing lag during the fill, a full
+    /// reindex, the index's size; against its own in-process Charla (ignores --homeserver; not
+    /// part of `all`; the figure is --messages 1000000 --rooms 10000).
+    Search,
 }
 
 /// Flags of `charla bench`.
@@ -93,15 +98,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub receivers: usize,
 
-    /// sync-latency: number of messages whose delivery is measured.
+    /// sync-latency: number of messages whose delivery is measured; search: queries of each
+    /// kind.
     #[arg(long, default_value_t = 200)]
     pub samples: usize,
 
-    /// initial-sync: number of rooms the syncing user is in.
+    /// initial-sync: number of rooms the syncing user is in; search: support conversations.
     #[arg(long, default_value_t = 500)]
     pub rooms: usize,
 
-    /// messages: number of messages in the paginated room; backup: messages in the store.
+    /// messages: number of messages in the paginated room; backup, search: messages in the
+    /// store.
     #[arg(long, default_value_t = 1000)]
     pub messages: usize,
 
@@ -181,6 +188,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Whatsapp => "whatsapp",
         Scenario::Backup => "backup",
         Scenario::Webchat => "webchat",
+        Scenario::Search => "search",
     }
 }
 
@@ -212,10 +220,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         prefix.clone(),
         args.registration_token.clone(),
     )?;
-    // `support`, `backup` and `webchat` bring their own server.
+    // `support`, `backup`, `webchat` and `search` bring their own server.
     let versions = if matches!(
         args.scenario,
-        Scenario::Support | Scenario::Backup | Scenario::Webchat
+        Scenario::Support | Scenario::Backup | Scenario::Webchat | Scenario::Search
     ) {
         Ok(Vec::new())
     } else {
@@ -259,6 +267,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Support => scenarios::support::run(&ctx, &args).await,
             Scenario::Backup => scenarios::backup::run(&args).await,
             Scenario::Webchat => scenarios::webchat::run(&args).await,
+            Scenario::Search => scenarios::search::run(&ctx, &args).await,
             Scenario::All | Scenario::Whatsapp => {
                 unreachable!("expanded by BenchArgs::scenarios / run on its own")
             }

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod media;
 pub mod messages;
 pub mod relations;
+pub mod search;
 pub mod send;
 pub mod support;
 pub mod sync_latency;
