@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tantivy::{TantivyDocument, Term};
 
 use super::Fields;
-use crate::{events::Pdu, rooms::relation_of, support::CONVERSATION_EVENT};
+use crate::{events::Pdu, support::CONVERSATION_EVENT};
 
 /// Longest text indexed per document, in bytes: events are at most 64 KiB, and a word past
 /// this is not what anyone searches for.
@@ -56,7 +56,7 @@ pub(crate) struct Doc {
 
 impl Doc {
     /// The document of an event's own text under `key`.
-    pub(crate) fn of_event(pdu: &Pdu, pos: u64, key: Key, text: &str) -> Doc {
+    pub(crate) fn of_event(pdu: &Pdu, pos: u64, key: Key, text: &str, has_url: bool) -> Doc {
         Doc {
             id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
@@ -66,8 +66,15 @@ impl Doc {
             key,
             text: truncate(text).to_owned(),
             edit: None,
-            has_url: has_url(pdu),
+            has_url,
         }
+    }
+
+    /// The document under an edit's text.
+    pub(crate) fn edited(mut self, edit: OwnedEventId, text: &str) -> Doc {
+        self.text = truncate(text).to_owned();
+        self.edit = Some(edit);
+        self
     }
 
     pub(crate) fn to_tantivy(&self, f: &Fields) -> TantivyDocument {
@@ -116,20 +123,11 @@ pub(crate) enum Change {
 /// What the event at `pos` changes in the index, if anything.
 pub(crate) fn change_of(pdu: &Pdu, pos: u64) -> Option<Change> {
     match &pdu.kind {
-        TimelineEventType::RoomMessage => {
-            if let Some(relation) = relation_of(pdu)
-                && relation.rel_type == RelationType::Replacement
-            {
-                return Some(Change::Refresh(relation.event_id));
-            }
-            message_body(pdu).map(|body| Change::Put(Doc::of_event(pdu, pos, Key::Body, &body)))
-        }
-        TimelineEventType::RoomName => {
-            state_text(pdu, "name").map(|t| Change::Put(Doc::of_event(pdu, pos, Key::Name, &t)))
-        }
-        TimelineEventType::RoomTopic => {
-            state_text(pdu, "topic").map(|t| Change::Put(Doc::of_event(pdu, pos, Key::Topic, &t)))
-        }
+        TimelineEventType::RoomMessage => message_change(pdu, pos),
+        TimelineEventType::RoomName => state_text(pdu, "name")
+            .map(|t| Change::Put(Doc::of_event(pdu, pos, Key::Name, &t, false))),
+        TimelineEventType::RoomTopic => state_text(pdu, "topic")
+            .map(|t| Change::Put(Doc::of_event(pdu, pos, Key::Topic, &t, false))),
         TimelineEventType::RoomRedaction => redacted_event(pdu).map(Change::Redacted),
         _ if pdu.state_key.as_deref() == Some("") && pdu.kind.to_string() == CONVERSATION_EVENT => {
             Some(Change::Conversation(pdu.room_id.clone(), pos))
@@ -142,6 +140,44 @@ pub(crate) fn change_of(pdu: &Pdu, pos: u64) -> Option<Change> {
 /// or its room deleted (rewritten without its content) since its document was written.
 pub(crate) fn still_has_text(event: &crate::rooms::Loaded) -> bool {
     event.stored.redacted_by.is_none() && matches!(change_of(&event.pdu, 0), Some(Change::Put(_)))
+}
+
+/// A message's change, from one reading of its content: an edit refreshes its original (the
+/// edit itself is not a document), anything else with a `body` is one. Reindexing reads every
+/// message once, so this is the indexing's hot path.
+fn message_change(pdu: &Pdu, pos: u64) -> Option<Change> {
+    #[derive(Deserialize)]
+    struct Relation {
+        rel_type: Option<String>,
+        event_id: Option<OwnedEventId>,
+    }
+    #[derive(Deserialize)]
+    struct Content<'a> {
+        #[serde(borrow)]
+        body: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow)]
+        url: Option<&'a serde_json::value::RawValue>,
+        #[serde(rename = "m.relates_to")]
+        relates_to: Option<Relation>,
+    }
+    let content: Content<'_> = pdu.content_as().ok()?;
+    if let Some(Relation {
+        rel_type: Some(rel),
+        event_id: Some(original),
+    }) = content.relates_to
+        && rel == RelationType::Replacement.as_str()
+    {
+        return Some(Change::Refresh(original));
+    }
+    let has_url = content.url.is_some_and(|u| u.get().starts_with('"'));
+    let body = content.body?;
+    Some(Change::Put(Doc::of_event(
+        pdu,
+        pos,
+        Key::Body,
+        &body,
+        has_url,
+    )))
 }
 
 /// A message's `body`; `None` for a redacted or malformed message.
@@ -167,15 +203,6 @@ pub(crate) fn new_body(edit: &Pdu) -> Option<String> {
     edit.content_as::<Content>()
         .ok()
         .map(|c| c.new_content.body)
-}
-
-fn has_url(pdu: &Pdu) -> bool {
-    #[derive(Deserialize)]
-    struct Content {
-        url: Option<serde_json::Value>,
-    }
-    pdu.content_as::<Content>()
-        .is_ok_and(|c| c.url.is_some_and(|u| u.is_string()))
 }
 
 fn state_text(pdu: &Pdu, field: &str) -> Option<String> {

@@ -25,7 +25,7 @@ use tantivy::{
 
 use super::{
     Fields, Generation, SearchService,
-    document::{Change, Doc, Key, change_of, conversation_doc_id, id_term, message_body, new_body},
+    document::{Change, Doc, Key, change_of, conversation_doc_id, id_term, new_body},
     internal,
 };
 use crate::{
@@ -166,11 +166,8 @@ impl Handler for Indexer<'_> {
     }
 
     async fn event(&mut self, pos: u64, event: Arc<Loaded>) -> Result<()> {
-        let Some(change) = change_of(&event.pdu, pos) else {
-            return Ok(());
-        };
         let live = self.sink.inner.lock();
-        Apply::new(&self.view, &live.writer, &live.generation).change(change)
+        Apply::new(&self.view, &live.writer, &live.generation).event(pos, &event)
     }
 
     async fn commit(&mut self, _upto: u64) -> Result<Commit> {
@@ -237,9 +234,7 @@ fn switch(
         }
         let apply = Apply::new(view, &writer, &generation);
         for (pos, event) in events {
-            if let Some(change) = change_of(&event.pdu, pos)
-                && let Err(e) = apply.change(change)
-            {
+            if let Err(e) = apply.event(pos, &event) {
                 tracing::warn!(pos, error = %e, "event not indexed");
             }
             at = pos;
@@ -323,33 +318,35 @@ impl<'a> Apply<'a> {
             return Ok(());
         };
         let event = self.rooms.event(pos)?;
-        match self.message_doc(pos, &event)? {
-            Some(doc) => self.put(&doc),
-            None => self.remove(event_id.as_str()),
+        match change_of(&event.pdu, pos) {
+            Some(Change::Put(doc)) if doc.key == Key::Body => {
+                self.put(&self.under_current_edit(&event, doc)?)
+            }
+            _ => self.remove(event_id.as_str()),
         }
     }
 
-    /// A message's document as it reads now; `None` if it has no text (redacted, not a
-    /// message, or itself an edit).
-    pub(super) fn message_doc(&self, pos: u64, event: &Loaded) -> Result<Option<Doc>> {
-        if !matches!(change_of(&event.pdu, pos), Some(Change::Put(ref d)) if d.key == Key::Body) {
-            return Ok(None);
+    /// A message's document under its newest text: the latest valid edit's, if any (a lookup
+    /// only for messages the relations index marked as having children).
+    pub(super) fn under_current_edit(&self, event: &Loaded, doc: Doc) -> Result<Doc> {
+        if let Some(edit) = self.rooms.current_edit(event)?
+            && let Some(body) = new_body(&edit.pdu)
+        {
+            return Ok(doc.edited(edit.pdu.event_id.clone(), &body));
         }
-        let Some(body) = message_body(&event.pdu) else {
-            return Ok(None);
-        };
-        let edit = self.rooms.current_edit(event)?;
-        let mut doc = Doc::of_event(
-            &event.pdu,
-            pos,
-            Key::Body,
-            edit.as_ref()
-                .and_then(|e| new_body(&e.pdu))
-                .as_deref()
-                .unwrap_or(&body),
-        );
-        doc.edit = edit.map(|e| e.pdu.event_id.clone());
-        Ok(Some(doc))
+        Ok(doc)
+    }
+
+    /// Applies what the event at `pos` changes. A message is indexed under its newest text:
+    /// replayed after a crash, it may have been edited since.
+    pub(super) fn event(&self, pos: u64, event: &Loaded) -> Result<()> {
+        match change_of(&event.pdu, pos) {
+            Some(Change::Put(doc)) if doc.key == Key::Body => {
+                self.put(&self.under_current_edit(event, doc)?)
+            }
+            Some(change) => self.change(change),
+            None => Ok(()),
+        }
     }
 
     /// The messages indexed under the text of `edit`.

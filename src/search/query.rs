@@ -366,12 +366,13 @@ fn scope_query(f: &Fields, rooms: &[(String, Vec<(u64, u64)>)]) -> Option<impl Q
     (!parts.is_empty()).then(|| BooleanQuery::new(parts))
 }
 
-/// Collects the distinct rooms of the matching documents, from the `room_id` column.
+/// Collects the distinct rooms of the matching documents, from the `room_id` column: a bit per
+/// term of the segment's dictionary, so a common word's many hits cost a bit each.
 struct RoomsCollector;
 
 struct SegmentRooms {
     column: Option<StrColumn>,
-    ords: HashSet<u64>,
+    seen: Vec<u64>,
 }
 
 impl Collector for RoomsCollector {
@@ -379,9 +380,11 @@ impl Collector for RoomsCollector {
     type Child = SegmentRooms;
 
     fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentRooms> {
+        let column = segment.fast_fields().str("room_id")?;
+        let terms = column.as_ref().map_or(0, |c| c.num_terms());
         Ok(SegmentRooms {
-            column: segment.fast_fields().str("room_id")?,
-            ords: HashSet::new(),
+            column,
+            seen: vec![0; terms.div_ceil(64)],
         })
     }
 
@@ -402,10 +405,12 @@ impl SegmentCollector for SegmentRooms {
     type Fruit = HashSet<String>;
 
     fn collect(&mut self, doc: DocId, _: Score) {
-        if let Some(column) = &self.column
-            && self.ords.len() < MAX_ROOMS
-        {
-            self.ords.extend(column.term_ords(doc));
+        if let Some(column) = &self.column {
+            for ord in column.term_ords(doc) {
+                if let Some(word) = self.seen.get_mut((ord / 64) as usize) {
+                    *word |= 1 << (ord % 64);
+                }
+            }
         }
     }
 
@@ -413,8 +418,13 @@ impl SegmentCollector for SegmentRooms {
         let Some(column) = self.column else {
             return HashSet::new();
         };
-        let mut rooms = HashSet::with_capacity(self.ords.len());
-        for ord in self.ords {
+        let mut rooms = HashSet::new();
+        let ords = self.seen.iter().enumerate().flat_map(|(i, word)| {
+            (0..64)
+                .filter(move |bit| word & (1 << bit) != 0)
+                .map(move |bit| (i * 64 + bit) as u64)
+        });
+        for ord in ords.take(MAX_ROOMS) {
             let mut room = String::new();
             if let Ok(true) = column.ord_to_str(ord, &mut room) {
                 rooms.insert(room);

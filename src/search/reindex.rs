@@ -173,10 +173,8 @@ fn build(view: &IndexerView<'_>, upto: u64) -> Result<Built> {
             for (pos, event) in events {
                 match change_of(&event.pdu, pos) {
                     Some(Change::Put(doc)) if doc.key == Key::Body => {
-                        if let Some(doc) = apply.message_doc(pos, &event)? {
-                            apply.put(&doc)?;
-                            documents += 1;
-                        }
+                        apply.put(&apply.under_current_edit(&event, doc)?)?;
+                        documents += 1;
                     }
                     Some(Change::Put(doc)) => {
                         apply.put(&doc)?;

@@ -93,7 +93,6 @@ mod tests {
             [
                 clause(false, vec![Term::Phrase("died battery".into())]),
                 clause(true, vec![Term::Phrase("no way".into())]),
-                clause(false, vec![words("or")]),
             ]
         );
         assert_eq!(
@@ -107,6 +106,7 @@ mod tests {
                 clause(false, vec![Term::Phrase("open".into())])
             ]
         );
+        // A trailing OR joins nothing: it is dropped, as websearch_to_tsquery does.
         assert_eq!(parse("   "), []);
         assert_eq!(
             parse("OR battery"),

@@ -1,11 +1,11 @@
 //! A search term as index queries: parsed (`syntax.rs`), then each word analyzed as documents
 //! are (`analyzer.rs`), so that both sides agree on terms.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, ops::Bound};
 
 use tantivy::{
     Term,
-    query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, TermQuery},
+    query::{BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery},
     schema::{Field, IndexRecordOption},
 };
 
@@ -146,7 +146,11 @@ fn word_query(text: Field, forms: &[String], prefix: bool) -> Box<dyn Query> {
         })
         .collect();
     if let Some(word) = forms.first().filter(|w| prefix && is_prefix_word(w)) {
-        let prefix = FuzzyTermQuery::new_prefix(Term::from_field_text(text, word), 0, false);
+        // The terms that start with `word`: a range of the term dictionary, read in order.
+        let prefix = RangeQuery::new(
+            Bound::Included(Term::from_field_text(text, word)),
+            Bound::Excluded(Term::from_field_text(text, &format!("{word}{}", char::MAX))),
+        );
         alternatives.push(Box::new(BoostQuery::new(Box::new(prefix), 0.1)));
     }
     any(alternatives)
