@@ -28,6 +28,9 @@ pub(crate) enum Key {
 }
 
 impl Key {
+    /// Every key, the most common first.
+    pub(crate) const ALL: [Key; 4] = [Key::Body, Key::Name, Key::Topic, Key::Conversation];
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Key::Body => "content.body",
@@ -105,6 +108,14 @@ pub(crate) fn id_term(f: &Fields, id: &str) -> Term {
 pub(crate) fn conversation_doc_id(room_id: &str) -> String {
     format!("conv:{room_id}")
 }
+
+/// The event types of the documents, the most common first.
+pub(crate) const INDEXED_KINDS: [&str; 4] = [
+    "m.room.message",
+    "m.room.name",
+    "m.room.topic",
+    CONVERSATION_EVENT,
+];
 
 /// What one event changes in the index.
 #[derive(Debug)]

@@ -180,14 +180,10 @@ impl SearchService {
                     Some(PageKey::Ranked { skip, ceiling }) => (skip, ceiling),
                     _ => (0, newest_position(&searcher)),
                 };
-                let under = RangeQuery::new(
-                    Bound::Unbounded,
-                    Bound::Included(Term::from_field_u64(self.fields.pos, ceiling)),
-                );
-                let query =
-                    BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, filter(under))]);
-                let (hits, count) = top(&searcher, &query, limit + 1, skip, |score, pos| {
-                    Some((score, pos))
+                // Past the ceiling is left out by the collector: a range query would read the
+                // whole position column.
+                let (hits, count) = top(&searcher, &query, limit + 1, skip, move |score, pos| {
+                    (pos <= ceiling).then_some((score, pos))
                 })?;
                 (hits, count, ceiling, skip)
             }
@@ -239,11 +235,8 @@ impl SearchService {
             return None;
         }
         let mut clauses = words.clauses(f.text)?;
-        let keys = req
-            .keys
-            .iter()
-            .map(|k| Term::from_field_text(f.key, k.as_str()));
-        clauses.push((Occur::Must, filter(TermSetQuery::new(keys))));
+        let keys: Vec<&str> = req.keys.iter().map(|k| k.as_str()).collect();
+        clauses.extend(one_of(f.key, &keys, &Key::ALL.map(Key::as_str)));
         if let Scope::Rooms(rooms) = req.scope {
             clauses.push((Occur::Must, filter(scope_query(f, rooms)?)));
         }
@@ -259,8 +252,8 @@ impl SearchService {
             clauses.push((Occur::MustNot, Box::new(TermSetQuery::new(terms))));
         }
         if let Some(kinds) = req.kinds {
-            let terms = kinds.iter().map(|k| Term::from_field_text(f.kind, k));
-            clauses.push((Occur::Must, filter(TermSetQuery::new(terms))));
+            let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+            clauses.extend(one_of(f.kind, &kinds, &super::document::INDEXED_KINDS));
         }
         if let Some(wanted) = req.contains_url {
             let with_url = TermQuery::new(
@@ -310,6 +303,38 @@ where
         .map(|(_, score, pos)| Hit { pos, score })
         .collect();
     Ok((hits, count))
+}
+
+/// The clause that keeps the documents whose `field` is one of `wanted`, of the values
+/// `universe` lists (the first the most common): matching all of a common value costs a pass
+/// over its postings on every query, so when the common value is wanted the clause excludes
+/// the (rare) others instead; nothing when everything is wanted.
+fn one_of(
+    field: tantivy::schema::Field,
+    wanted: &[&str],
+    universe: &[&str],
+) -> Option<(Occur, Box<dyn Query>)> {
+    let others: Vec<&str> = universe
+        .iter()
+        .filter(|v| !wanted.contains(v))
+        .copied()
+        .collect();
+    let terms = |values: &[&str]| -> Vec<Term> {
+        values
+            .iter()
+            .map(|v| Term::from_field_text(field, v))
+            .collect()
+    };
+    if others.is_empty() {
+        None
+    } else if universe
+        .first()
+        .is_some_and(|common| wanted.contains(common))
+    {
+        Some((Occur::MustNot, Box::new(TermSetQuery::new(terms(&others)))))
+    } else {
+        Some((Occur::Must, filter(TermSetQuery::new(terms(wanted)))))
+    }
 }
 
 /// A clause that restricts without adding to the score.

@@ -86,10 +86,12 @@ async fn measure(dir: &Path, prefix: &str, args: &BenchArgs) -> Result<Report, B
          [storage]\npath = {data:?}\n\
          [limits]\nsend_per_second = 1000000.0\nsend_burst = 1000000\n\
          [logging]\nfilter = \"warn\"\n\
+         [metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
          [support]\ngreeting = \"\"\nadmins = [\"@{prefix}-admin-0:bench\"]\n"
     ))?;
     let server = crate::server::start(config).await?;
     let base = server.base_url();
+    let metrics = server.metrics_addr;
     let result = async {
         let ctx = Ctx::new(&base, n, prefix.to_owned(), None)?;
         let http = http_client()?;
@@ -109,6 +111,9 @@ async fn measure(dir: &Path, prefix: &str, args: &BenchArgs) -> Result<Report, B
         r.row("setup", format!("{rooms} conversations in {secs:.1} s"));
         let texts = Arc::new(Texts::new());
         fill(&users, &owned, &texts, &operator, messages, &mut r).await?;
+        if let Some(metrics) = metrics {
+            settle(&http, metrics, &mut r).await?;
+        }
         let users = users.iter().map(|u| api(u.access_token())).collect();
         let queries = Queries {
             users,
@@ -289,6 +294,47 @@ async fn fill(
     if errors > 0 || acked < messages {
         r.problem(format!("fill: {errors} errors, {acked} of {messages} sent"));
     }
+    Ok(())
+}
+
+/// Waits until every stream consumer (the support bot, push delivery, the indexer) has caught
+/// up with the fill, so that the queries measure search on a quiet server, not search beside
+/// a backlog: `charla_consumer_lag` of each at 0 on `/metrics`.
+async fn settle(
+    http: &reqwest::Client,
+    metrics: std::net::SocketAddr,
+    r: &mut Report,
+) -> Result<(), BoxError> {
+    progress("search: waiting for every stream consumer to catch up");
+    let started = Instant::now();
+    loop {
+        let text = http
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let behind: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("charla_consumer_lag{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if behind == 0.0 {
+            break;
+        }
+        if started.elapsed() > STALL {
+            r.problem(format!(
+                "consumers still {behind} positions behind after the fill"
+            ));
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let waited = started.elapsed().as_secs_f64();
+    r.row(
+        "consumers caught up",
+        format!("{waited:.1} s after the index"),
+    );
     Ok(())
 }
 
