@@ -443,16 +443,20 @@ impl SegmentCollector for SegmentRooms {
         let Some(column) = self.column else {
             return HashSet::new();
         };
+        // One pass over the dictionary, in ordinal order: a lookup per ordinal would decode
+        // its block from the start each time.
         let mut rooms = HashSet::new();
-        let ords = self.seen.iter().enumerate().flat_map(|(i, word)| {
-            (0..64)
-                .filter(move |bit| word & (1 << bit) != 0)
-                .map(move |bit| (i * 64 + bit) as u64)
-        });
-        for ord in ords.take(MAX_ROOMS) {
-            let mut room = String::new();
-            if let Ok(true) = column.ord_to_str(ord, &mut room) {
-                rooms.insert(room);
+        let Ok(mut terms) = column.dictionary().stream() else {
+            return rooms;
+        };
+        while rooms.len() < MAX_ROOMS && terms.advance() {
+            let ord = terms.term_ord();
+            let seen = self
+                .seen
+                .get((ord / 64) as usize)
+                .is_some_and(|word| word & (1 << (ord % 64)) != 0);
+            if seen && let Ok(room) = std::str::from_utf8(terms.key()) {
+                rooms.insert(room.to_owned());
             }
         }
         rooms
