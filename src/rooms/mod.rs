@@ -104,6 +104,9 @@ pub struct RoomMeta {
     members: RwLock<Members>,
     /// [`RoomRecord::blocked`], read by every append (set under the append lock).
     blocked: std::sync::atomic::AtomicBool,
+    /// Whether the history was only ever shared or world-readable, as of the current
+    /// `m.room.history_visibility` (its position): `visibility.rs`.
+    history_shared: parking_lot::Mutex<Option<(Option<u64>, bool)>>,
 }
 
 /// What appends need, guarded by the room's append lock.
@@ -289,6 +292,7 @@ impl RoomService {
             last_pos: last_pos.into(),
             members: RwLock::new(members),
             blocked: record.blocked.into(),
+            history_shared: parking_lot::Mutex::new(None),
         })
     }
 

@@ -128,6 +128,42 @@ impl Visibility {
 }
 
 impl RoomService {
+    /// The positions of the room the user may see, as [`Visibility::visible_ranges`]. A
+    /// member of a room whose history was only ever shared (the default) or world-readable sees
+    /// all of it: that answer reads no membership event, and whether the history was always
+    /// shared is kept per room until its visibility changes (a search asks it for every room
+    /// of the asker).
+    pub(crate) fn visible_ranges(&self, room: &RoomMeta, user: &UserId) -> Result<Vec<(u64, u64)>> {
+        if room.is_joined(user) && self.history_always_shared(room)? {
+            return Ok(vec![(0, u64::MAX)]);
+        }
+        Ok(Visibility::load(self, room, user)?.visible_ranges())
+    }
+
+    fn history_always_shared(&self, room: &RoomMeta) -> Result<bool> {
+        let current = self.state_pos(room.short, "m.room.history_visibility", "")?;
+        if let Some((at, shared)) = *room.history_shared.lock()
+            && at == current
+        {
+            return Ok(shared);
+        }
+        #[derive(Deserialize)]
+        struct C {
+            history_visibility: HistoryVisibility,
+        }
+        let mut shared = true;
+        for pos in self.state_history(room.short, "m.room.history_visibility", "")? {
+            if let Ok(c) = self.event(pos)?.pdu.content_as::<C>() {
+                shared &= matches!(
+                    c.history_visibility,
+                    HistoryVisibility::Shared | HistoryVisibility::WorldReadable
+                );
+            }
+        }
+        *room.history_shared.lock() = Some((current, shared));
+        Ok(shared)
+    }
+
     /// The room and what the user may see of it; `M_FORBIDDEN` if nothing: a current member, a
     /// former member who has not forgotten the room (they see it up to their departure), or
     /// anyone when the room's history is world-readable now (as Synapse). An invited user reads

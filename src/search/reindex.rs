@@ -160,6 +160,9 @@ fn build(view: &IndexerView<'_>, upto: u64) -> Result<Built> {
     let generation = search.next_generation()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let mut writer = search.writer(&generation, threads)?;
+    // No merging while the build writes: it would merge the same documents again and again.
+    // The segments are merged once it is live (the default policy again, below).
+    writer.set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
     let mut conversations: HashMap<OwnedRoomId, u64> = HashMap::new();
     let mut at = 0;
     let mut documents = 0;
@@ -198,6 +201,7 @@ fn build(view: &IndexerView<'_>, upto: u64) -> Result<Built> {
         }
     }
     commit_at(&mut writer, upto)?;
+    writer.set_merge_policy(Box::new(tantivy::indexer::LogMergePolicy::default()));
     search.reindex.status.lock().documents = documents;
     generation.reload(upto)?;
     Ok(Built {

@@ -288,7 +288,7 @@ fn scope(
             continue;
         }
         let room = s.rooms.room(&room_id)?;
-        let ranges = Visibility::load(&s.rooms, &room, user)?.visible_ranges();
+        let ranges = s.rooms.visible_ranges(&room, user)?;
         rooms.push((room_id.to_string(), ranges));
     }
     Ok(Scope::Rooms(rooms))
