@@ -279,6 +279,12 @@ impl crate::webchat::ChatServices for Services {
     }
 }
 
+impl crate::search::SearchServices for Services {
+    fn search_indexer(&self) -> crate::search::indexer::IndexerView<'_> {
+        Services::search_indexer(self)
+    }
+}
+
 impl crate::bot::BotServices for Services {
     fn desk(&self) -> crate::support::Desk<'_> {
         Services::desk(self)

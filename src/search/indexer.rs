@@ -24,7 +24,7 @@ use tantivy::{
 };
 
 use super::{
-    Fields, Generation, SearchService,
+    Fields, Generation, SearchService, SearchServices,
     document::{Change, Doc, Key, change_of, conversation_doc_id, id_term, new_body},
     internal,
 };
@@ -125,7 +125,7 @@ fn consumer<'a>(v: &IndexerView<'a>, sink: &Arc<Sink>) -> Consumer<'a, IndexCurs
 /// Opens the writer and fixes the indexer's starting position; returns the task to run it.
 /// Call before the server serves, so that no event committed after it started is missed.
 pub(crate) async fn start(
-    services: Arc<crate::services::Services>,
+    services: Arc<dyn SearchServices>,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let view = services.search_indexer();
     let head = view.stream.head();
@@ -155,7 +155,7 @@ struct Indexer<'a> {
     view: IndexerView<'a>,
     sink: &'a Arc<Sink>,
     /// For the switch to a rebuilt generation, which runs on a blocking thread.
-    services: Arc<crate::services::Services>,
+    services: Arc<dyn SearchServices>,
 }
 
 impl Handler for Indexer<'_> {

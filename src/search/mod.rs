@@ -11,7 +11,8 @@
 //!   index's own commit payload, so the index and the position it covers are written in one
 //!   commit: a crash replays events into the index (documents are replaced by id, so nothing
 //!   doubles), it never skips one.
-//! - Who asks (`query.rs`): `/search` for Matrix clients, the support API for agents. The asker's
+//! - Who asks (`query.rs`): `/search` for Matrix clients, the support API for agents
+//!   (`desk.rs`: the desk's conversations as each of its staff sees them). The asker's
 //!   rooms and the stream ranges they may see go into the query itself, so that counts and pages
 //!   are exact and nobody ever gets a hit they may not read.
 //! - Rebuilding (`reindex.rs`): a new generation of the index is built from the store beside the
@@ -21,6 +22,7 @@
 //! The index is derived data: a missing or unreadable one is rebuilt from the store.
 
 pub(crate) mod analyzer;
+pub(crate) mod desk;
 pub(crate) mod document;
 pub(crate) mod indexer;
 pub(crate) mod query;
@@ -160,6 +162,12 @@ impl Generation {
             .and_then(|p| p.parse().ok())
             .unwrap_or(0))
     }
+}
+
+/// What the indexer and rebuilds are given: a view of the services they use (`Services`
+/// implements it), so that nothing here holds the whole server.
+pub(crate) trait SearchServices: Send + Sync {
+    fn search_indexer(&self) -> indexer::IndexerView<'_>;
 }
 
 /// Where the index stands (`GET /_charla/admin/v1/search`).

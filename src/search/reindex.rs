@@ -21,7 +21,7 @@ use serde::Serialize;
 use tantivy::IndexWriter;
 
 use super::{
-    Generation, SearchService,
+    Generation, SearchService, SearchServices,
     document::{Change, Key, change_of},
     indexer::{Apply, IndexerView, commit_at},
 };
@@ -114,7 +114,7 @@ impl Rebuilds {
 }
 
 /// Starts a rebuild in the background; a conflict (409) while one is running.
-pub(crate) fn start(services: Arc<crate::services::Services>) -> Result<ReindexStatus> {
+pub(crate) fn start(services: Arc<dyn SearchServices>) -> Result<ReindexStatus> {
     let view = services.search_indexer();
     let total = view.stream.head();
     {

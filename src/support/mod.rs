@@ -31,7 +31,6 @@ pub(crate) mod policy;
 pub(crate) mod queries;
 pub(crate) mod roster;
 pub(crate) mod say;
-pub(crate) mod search;
 pub(crate) mod tickets;
 pub(crate) mod trust;
 

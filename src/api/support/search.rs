@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 use super::{Caller, conversations, field_error, limit};
 use crate::{
     error::Result,
-    search::{Order, PageKey},
-    services::Services,
-    support::{
-        queries,
-        search::{MessageSearch, messages},
+    search::{
+        Order, PageKey,
+        desk::{MessageSearch, messages},
     },
+    services::Services,
+    support::queries,
 };
 
 /// Longest `q`, in bytes.

@@ -10,14 +10,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use ruma::OwnedRoomId;
 
-use super::{ConversationRecord, Desk, access::Viewer, filter::Filter};
+use super::{
+    Hit, Order, PageKey, Scope, SearchRequest, SearchService,
+    document::{Key, message_body, new_body, still_has_text},
+};
 use crate::{
     error::Result,
     rooms::Loaded,
-    search::{
-        Hit, Order, PageKey, Scope, SearchRequest, SearchService,
-        document::{Key, message_body, new_body, still_has_text},
-    },
+    support::{ConversationRecord, Desk, access::Viewer, filter::Filter},
 };
 
 /// Index pages one request looks at.
