@@ -41,6 +41,8 @@ pub struct Services {
     pub(crate) uiaa: Uiaa,
     pub(crate) send_limiter: RateLimiter,
     pub(crate) login_limiter: RateLimiter,
+    /// Full-text searches per user.
+    pub(crate) search_limiter: RateLimiter,
     pub(crate) shared_secret: crate::users::shared_secret::SharedSecretRegistration,
     /// `admin.token`: the operator's credential on the admin API.
     pub(crate) admin_token: crate::users::admin_token::AdminToken,
@@ -114,6 +116,7 @@ impl Services {
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
             login_limiter: RateLimiter::new(limits.login_per_second, limits.login_burst),
+            search_limiter: RateLimiter::new(limits.search_per_second, limits.search_burst),
             config,
             appservices,
             store,

@@ -204,6 +204,10 @@ pub struct LimitsConfig {
     /// Sustained login attempts per second from one user or address.
     pub login_per_second: f64,
     pub login_burst: u32,
+    /// Sustained full-text searches per second allowed to one user (`/search`, the support
+    /// API's `q` and `/search`): each reads the index and formats events.
+    pub search_per_second: f64,
+    pub search_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -214,6 +218,8 @@ impl Default for LimitsConfig {
             send_burst: 100,
             login_per_second: 0.5,
             login_burst: 10,
+            search_per_second: 5.0,
+            search_burst: 20,
         }
     }
 }
@@ -347,6 +353,7 @@ impl Config {
         }
         if self.limits.send_per_second <= 0.0
             || self.limits.login_per_second <= 0.0
+            || self.limits.search_per_second <= 0.0
             || self.media.url_preview_per_second <= 0.0
             || self.media.max_concurrent_previews_per_user == 0
         {

@@ -48,6 +48,7 @@ pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
 
 async fn search(State(s): State<Arc<Services>>, req: Ruma<Request>) -> Result<Json<Value>> {
     let who = req.identity().clone();
+    s.search_limiter.check(who.user_id.as_str())?;
     // ruma fills `event_context` in with its defaults: only the body tells whether it was sent.
     let wants_context = req
         .json

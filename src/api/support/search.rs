@@ -46,6 +46,7 @@ pub(super) async fn search(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
+    s.search_limiter.check(caller.user.as_str())?;
     let words = words_param(
         q.get("q")
             .ok_or_else(|| field_error("q", "q is required"))?,

@@ -85,6 +85,7 @@ async fn measure(dir: &Path, prefix: &str, args: &BenchArgs) -> Result<Report, B
          [server]\nlisten = \"127.0.0.1:0\"\n\
          [storage]\npath = {data:?}\n\
          [limits]\nsend_per_second = 1000000.0\nsend_burst = 1000000\n\
+         search_per_second = 1000000.0\nsearch_burst = 1000000\n\
          [logging]\nfilter = \"warn\"\n\
          [metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
          [support]\ngreeting = \"\"\nadmins = [\"@{prefix}-admin-0:bench\"]\n"

@@ -33,7 +33,7 @@ fn event_ids(found: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn finds_words_without_accents_or_case() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let (alice, _, room, ids) = corpus(&s, &["La BATERÍA está rota", "El cargador funciona"]).await;
     for term in ["bateria", "batería", "BATERIA", "Batería"] {
         let found = room_events(&alice, json!({ "search_term": term })).await;
@@ -57,7 +57,7 @@ async fn finds_words_without_accents_or_case() {
 
 #[tokio::test]
 async fn stems_and_whole_tokens_find_what_agents_type() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let texts = [
         "Las baterías llegaron dañadas",
         "My battery keeps running out",
@@ -97,7 +97,7 @@ async fn stems_and_whole_tokens_find_what_agents_type() {
 
 #[tokio::test]
 async fn rank_puts_the_best_match_first_and_recent_the_newest() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let texts = [
         "reembolso",
         "quiero un reembolso del reembolso, reembolso ya",
@@ -151,7 +151,7 @@ async fn all_pages(c: &Client, criteria: Value) -> Vec<Vec<String>> {
 
 #[tokio::test]
 async fn next_batch_pages_never_repeat_or_skip_in_either_order() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let texts: Vec<String> = (0..23)
         .map(|i| format!("ticket {i} {}", "urgente ".repeat(i % 4 + 1)))
         .collect();
@@ -209,7 +209,7 @@ async fn next_batch_pages_never_repeat_or_skip_in_either_order() {
 
 #[tokio::test]
 async fn keys_and_filters_narrow_the_search() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
     let one = alice
@@ -306,7 +306,7 @@ async fn keys_and_filters_narrow_the_search() {
 
 #[tokio::test]
 async fn groups_context_profiles_and_state_come_as_synapse_gives_them() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let (alice, bob, room, ids) = corpus(&s, &["antes", "el envío llegó tarde", "después"]).await;
     let (status, _) = bob
         .put(
@@ -370,7 +370,7 @@ async fn groups_context_profiles_and_state_come_as_synapse_gives_them() {
 
 #[tokio::test]
 async fn a_group_token_pages_within_its_group() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let one = alice.create_room(json!({})).await;
     let two = alice.create_room(json!({})).await;
@@ -411,7 +411,7 @@ async fn a_group_token_pages_within_its_group() {
 
 #[tokio::test]
 async fn edits_and_redactions_change_what_is_found() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let (alice, bob, room, ids) = corpus(&s, &["el paquete llegó roto", "otro mensaje"]).await;
     let edit_id = alice
         .send_message(
@@ -487,7 +487,7 @@ async fn edits_and_redactions_change_what_is_found() {
 
 #[tokio::test]
 async fn encrypted_rooms_answer_nothing_and_no_error() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let room = alice
         .create_room(json!({
@@ -511,7 +511,7 @@ async fn encrypted_rooms_answer_nothing_and_no_error() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_with_the_right_code() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     // A key the server does not know matches nothing, as in Synapse.
     let found = room_events(
@@ -555,7 +555,7 @@ async fn bad_requests_are_refused_with_the_right_code() {
 
 #[tokio::test]
 async fn exclusions_or_and_phrases_work_as_in_synapse() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let texts = [
         "My battery died",
         "The battery is fine",
@@ -578,7 +578,7 @@ async fn exclusions_or_and_phrases_work_as_in_synapse() {
 
 #[tokio::test]
 async fn contains_url_keeps_files_or_leaves_them_out() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let room = alice.create_room(json!({})).await;
     let text = alice.send_text(&room, "t", "factura de marzo").await;
@@ -603,7 +603,7 @@ async fn contains_url_keeps_files_or_leaves_them_out() {
 
 #[tokio::test]
 async fn rank_pages_hold_while_new_messages_arrive() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let texts: Vec<String> = (0..12)
         .map(|i| format!("garantía {}", "extendida ".repeat(i % 5)))
         .collect();
@@ -636,4 +636,19 @@ async fn rank_pages_hold_while_new_messages_arrive() {
         "the pages are the first answer's order"
     );
     assert_eq!(seen.iter().collect::<HashSet<_>>(), ids.iter().collect());
+}
+
+#[tokio::test]
+async fn searches_are_rate_limited_per_user() {
+    let s = TestServer::start_with("[limits]\nsearch_per_second = 0.01\nsearch_burst = 3\n").await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    for _ in 0..3 {
+        assert_eq!(search(&alice, json!({ "search_term": "x" })).await.0, 200);
+    }
+    let (status, body) = search(&alice, json!({ "search_term": "x" })).await;
+    assert_error(status, &body, 429, "M_LIMIT_EXCEEDED");
+    assert!(body["retry_after_ms"].as_u64().unwrap() > 0, "{body}");
+    // Another user has a budget of their own.
+    assert_eq!(search(&bob, json!({ "search_term": "x" })).await.0, 200);
 }

@@ -12,6 +12,14 @@ use serde_json::{Value, json};
 
 use crate::common::{Client, TestServer, V3};
 
+/// Searches per user and second the tests may make (they search far faster than people).
+pub const UNLIMITED: &str = "[limits]\nsearch_per_second = 100000.0\nsearch_burst = 100000\n";
+
+/// A server whose search rate limit the tests do not run into.
+pub async fn server() -> TestServer {
+    TestServer::start_with(UNLIMITED).await
+}
+
 /// The admin API as the holder of the server's `admin.token`.
 pub fn admin(s: &TestServer) -> Client {
     let token = std::fs::read_to_string(s.data_path().join("admin.token")).expect("admin.token");

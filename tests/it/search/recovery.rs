@@ -20,7 +20,8 @@ async fn spawn(dir: &std::path::Path, port: u16) -> (Process, String) {
         format!(
             "server_name = \"localhost\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
              [storage]\npath = \"data\"\n\
-             [limits]\nsend_per_second = 100000.0\nsend_burst = 100000\n[logging]\nfilter = \"warn\"\n"
+             [limits]\nsend_per_second = 100000.0\nsend_burst = 100000\n\
+             search_per_second = 100000.0\nsearch_burst = 100000\n[logging]\nfilter = \"warn\"\n"
         ),
     )
     .unwrap();
@@ -123,7 +124,7 @@ async fn a_kill_between_the_store_and_the_index_loses_and_doubles_nothing() {
 
 #[tokio::test]
 async fn a_lost_index_is_rebuilt_from_the_store_at_start() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let room = alice.create_room(json!({})).await;
     for i in 0..30 {
@@ -145,7 +146,7 @@ async fn a_lost_index_is_rebuilt_from_the_store_at_start() {
 
 #[tokio::test]
 async fn reindex_rebuilds_with_the_cli_and_search_keeps_answering() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let room = alice.create_room(json!({ "name": "Reclamaciones" })).await;
     let mut edited = String::new();
@@ -220,7 +221,7 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test]
 async fn an_index_ahead_of_a_restored_store_is_rebuilt() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let room = alice.create_room(json!({})).await;
     for i in 0..10 {

@@ -20,7 +20,7 @@ async fn set_visibility(c: &Client, room: &str, visibility: &str) {
 
 #[tokio::test]
 async fn a_joined_room_hides_what_came_before_the_join_and_strangers_find_nothing() {
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
     let eve = s.user("eve").await;
@@ -85,7 +85,7 @@ async fn nobody_ever_finds_a_word_they_cannot_read() {
 
 async fn randomized_history(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let s = TestServer::start().await;
+    let s = super::server().await;
     let mut users = Vec::new();
     for i in 0..4 {
         users.push(s.user(&format!("u{i}")).await);
