@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 
 use super::{bodies, indexed, room_events};
-use crate::common::{Client, TestServer, V3, enc};
+use crate::common::{Client, V3, enc};
 
 async fn set_visibility(c: &Client, room: &str, visibility: &str) {
     let (status, body) = c
