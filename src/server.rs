@@ -111,7 +111,9 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
     let services = Services::open(config).await?;
     crate::bot::start(services.clone()).await?;
     crate::webchat::feed::start(services.clone()).await?;
-    tokio::spawn(crate::search::indexer::start(services.clone()).await?);
+    if let Some(indexer) = crate::search::indexer::start(services.clone()).await? {
+        tokio::spawn(indexer);
+    }
     let push = crate::push::gateway::open(&services.push_delivery()).await?;
     let s = services.clone();
     tokio::spawn(async move { crate::push::gateway::run(&s.push_delivery(), push).await });

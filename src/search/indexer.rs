@@ -122,12 +122,17 @@ fn consumer<'a>(v: &IndexerView<'a>, sink: &Arc<Sink>) -> Consumer<'a, IndexCurs
         .save_interval(COMMIT_INTERVAL)
 }
 
-/// Opens the writer and fixes the indexer's starting position; returns the task to run it.
-/// Call before the server serves, so that no event committed after it started is missed.
+/// Opens the writer and fixes the indexer's starting position; returns the task to run it,
+/// none when search is off (the cursor stays where it is, so turning search on again indexes
+/// what came meanwhile). Call before the server serves, so that no event committed after it
+/// started is missed.
 pub(crate) async fn start(
     services: Arc<dyn SearchServices>,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+) -> Result<Option<impl std::future::Future<Output = ()> + Send + 'static>> {
     let view = services.search_indexer();
+    if !view.search.enabled() {
+        return Ok(None);
+    }
     let head = view.stream.head();
     if view.search.live().committed_pos()? > head {
         // An index ahead of the store covers another history: the store was restored from a
@@ -140,7 +145,7 @@ pub(crate) async fn start(
     }
     let sink = Sink::open(view.search)?;
     let from = consumer(&view, &sink).start().await?;
-    Ok(async move {
+    Ok(Some(async move {
         let view = services.search_indexer();
         let indexer = Indexer {
             view,
@@ -148,7 +153,7 @@ pub(crate) async fn start(
             services: services.clone(),
         };
         consumer(&view, &sink).run(from, view.rooms, indexer).await;
-    })
+    }))
 }
 
 struct Indexer<'a> {
@@ -160,10 +165,6 @@ struct Indexer<'a> {
 
 impl Handler for Indexer<'_> {
     type Event = Arc<Loaded>;
-
-    fn wants_events(&mut self) -> Result<bool> {
-        Ok(self.view.search.enabled())
-    }
 
     async fn event(&mut self, pos: u64, event: Arc<Loaded>) -> Result<()> {
         let live = self.sink.inner.lock();

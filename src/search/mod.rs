@@ -238,6 +238,14 @@ impl SearchService {
         self.enabled
     }
 
+    /// `400` when search is off (`[search] enabled = false`), in Synapse's words.
+    pub(crate) fn require_enabled(&self) -> Result<()> {
+        match self.enabled {
+            true => Ok(()),
+            false => Err(Error::unknown("Search is disabled on this homeserver")),
+        }
+    }
+
     /// Where the index stands, against the stream's `head`.
     pub(crate) fn status(&self, head: u64) -> Result<IndexStatus> {
         let live = self.live();

@@ -116,6 +116,8 @@ impl Rebuilds {
 /// Starts a rebuild in the background; a conflict (409) while one is running.
 pub(crate) fn start(services: Arc<dyn SearchServices>) -> Result<ReindexStatus> {
     let view = services.search_indexer();
+    // The indexer switches to the new generation; without it nothing would.
+    view.search.require_enabled()?;
     let total = view.stream.head();
     {
         let mut status = view.search.reindex.status.lock();

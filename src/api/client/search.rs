@@ -64,9 +64,7 @@ async fn search(State(s): State<Arc<Services>>, req: Ruma<Request>) -> Result<Js
     let Some(criteria) = search_categories.room_events else {
         return Err(Error::unknown("Invalid search query"));
     };
-    if !s.search.enabled() {
-        return Err(Error::unknown("Search is disabled on this homeserver"));
-    }
+    s.search.require_enabled()?;
     let batch = next_batch.as_deref().map(Batch::decode).transpose()?;
     let context = wants_context.then(|| ContextLimits::of(&criteria));
     // Index reads and event formatting are blocking work.

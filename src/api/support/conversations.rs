@@ -104,6 +104,7 @@ pub(in crate::api) async fn list(
     let mut filter = filter(&q, &caller)?;
     if let Some(words) = q.get("q") {
         s.search_limiter.check(caller.user.as_str())?;
+        s.search.require_enabled()?;
         let words = super::search::words_param(words)?;
         filter.rooms = Some(Arc::new(s.search.matching_rooms(words)?));
     }

@@ -47,6 +47,7 @@ pub(super) async fn search(
 ) -> Result<Json<Value>> {
     caller.require_staff()?;
     s.search_limiter.check(caller.user.as_str())?;
+    s.search.require_enabled()?;
     let words = words_param(
         q.get("q")
             .ok_or_else(|| field_error("q", "q is required"))?,

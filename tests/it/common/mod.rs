@@ -93,6 +93,12 @@ impl TestServer {
         self.restart_after(|_| {}).await
     }
 
+    /// Stops the server and starts a new one on the same data folder with other extra config.
+    pub async fn restart_with(mut self, extra: &str) -> Self {
+        self.extra_config = extra.to_owned();
+        self.restart().await
+    }
+
     /// Stops the server, calls `between` with the data folder, and starts a new one on it.
     pub async fn restart_after(self, between: impl FnOnce(&Path)) -> Self {
         let TestServer {

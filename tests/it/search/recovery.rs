@@ -279,3 +279,25 @@ async fn alice_token(s: &TestServer, user: &str) -> Option<String> {
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().map(str::to_owned)
 }
+
+#[tokio::test]
+async fn with_search_off_nothing_answers_and_turning_it_on_indexes_what_came_meanwhile() {
+    let off = format!("{}[search]\nenabled = false\n", super::UNLIMITED);
+    let s = TestServer::start_with(&off).await;
+    let alice = s.user("alice").await;
+    let room = alice.create_room(json!({})).await;
+    alice.send_text(&room, "t1", "factura pendiente").await;
+    let (status, body) = super::search(&alice, json!({ "search_term": "factura" })).await;
+    crate::common::assert_error(status, &body, 400, "M_UNKNOWN");
+    let (status, body) = admin(&s)
+        .post("/_charla/admin/v1/search/reindex", json!({}))
+        .await;
+    crate::common::assert_error(status, &body, 400, "M_UNKNOWN");
+    let token = alice.token.clone();
+    let s = s.restart_with(super::UNLIMITED).await;
+    let mut alice = s.client();
+    alice.token = token;
+    indexed(&s).await;
+    let found = room_events(&alice, json!({ "search_term": "factura" })).await;
+    assert_eq!(found["count"], 1, "{found}");
+}
