@@ -16,16 +16,11 @@ use std::{sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use ruma::{EventId, RoomId};
-use tantivy::{
-    IndexWriter, TantivyDocument,
-    collector::TopDocs,
-    query::TermQuery,
-    schema::{IndexRecordOption, Value},
-};
+use tantivy::{IndexWriter, collector::TopDocs, query::TermQuery, schema::IndexRecordOption};
 
 use super::{
     Fields, Generation, SearchService, SearchServices,
-    document::{Change, Doc, Key, change_of, conversation_doc_id, id_term, new_body},
+    document::{Change, Doc, Key, change_of, new_body, pos_term},
     internal,
 };
 use crate::{
@@ -289,7 +284,9 @@ impl<'a> Apply<'a> {
             Change::Put(doc) => self.put(&doc),
             Change::Refresh(id) => self.refresh(&id),
             Change::Redacted(id) => {
-                self.remove(id.as_str())?;
+                if let Some(pos) = self.rooms.event_pos(&id)? {
+                    self.writer.delete_term(pos_term(&self.fields, pos));
+                }
                 for edited in self.indexed_under_edit(&id)? {
                     self.refresh(&edited)?;
                 }
@@ -299,18 +296,42 @@ impl<'a> Apply<'a> {
         }
     }
 
-    /// Adds `doc` in place of any document with its id.
+    /// Adds `doc` in place of the one it replaces: its event's, or its conversation's.
     pub(super) fn put(&self, doc: &Doc) -> Result<()> {
-        self.writer.delete_term(id_term(&self.fields, &doc.id));
+        match doc.key {
+            Key::Conversation => self.remove_conversation(&doc.room_id)?,
+            _ => {
+                self.writer.delete_term(pos_term(&self.fields, doc.pos));
+            }
+        }
         self.writer
             .add_document(doc.to_tantivy(&self.fields))
             .map(|_| ())
             .map_err(|e| internal("cannot add to the index", e))
     }
 
-    fn remove(&self, id: &str) -> Result<()> {
-        self.writer.delete_term(id_term(&self.fields, id));
-        Ok(())
+    /// Removes a room's conversation document.
+    fn remove_conversation(&self, room_id: &str) -> Result<()> {
+        let term = |field, value: &str| -> Box<dyn tantivy::query::Query> {
+            Box::new(TermQuery::new(
+                tantivy::Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let query = tantivy::query::BooleanQuery::new(vec![
+            (
+                tantivy::query::Occur::Must,
+                term(self.fields.room_id, room_id),
+            ),
+            (
+                tantivy::query::Occur::Must,
+                term(self.fields.key, Key::Conversation.as_str()),
+            ),
+        ]);
+        self.writer
+            .delete_query(Box::new(query))
+            .map(|_| ())
+            .map_err(|e| internal("cannot remove from the index", e))
     }
 
     /// Indexes a message again, under its newest text (its latest valid edit, or its own).
@@ -323,7 +344,10 @@ impl<'a> Apply<'a> {
             Some(Change::Put(doc)) if doc.key == Key::Body => {
                 self.put(&self.under_current_edit(&event, doc)?)
             }
-            _ => self.remove(event_id.as_str()),
+            _ => {
+                self.writer.delete_term(pos_term(&self.fields, pos));
+                Ok(())
+            }
         }
     }
 
@@ -357,19 +381,13 @@ impl<'a> Apply<'a> {
             tantivy::Term::from_field_text(self.fields.edit, edit.as_str()),
             IndexRecordOption::Basic,
         );
+        let top = TopDocs::with_limit(MOST_EDITED).order_by_u64_field("pos", tantivy::Order::Desc);
         let hits = searcher
-            .search(&query, &TopDocs::with_limit(MOST_EDITED).order_by_score())
+            .search(&query, &top)
             .map_err(|e| internal("cannot query the index", e))?;
         let mut out = Vec::new();
-        for (_, address) in hits {
-            let doc: TantivyDocument = searcher
-                .doc(address)
-                .map_err(|e| internal("cannot read the index", e))?;
-            if let Some(id) = doc.get_first(self.fields.doc_id).and_then(|v| v.as_str())
-                && let Ok(id) = EventId::parse(id)
-            {
-                out.push(id);
-            }
+        for pos in hits.into_iter().filter_map(|(pos, _)| pos) {
+            out.push(self.rooms.event(pos)?.pdu.event_id.clone());
         }
         Ok(out)
     }
@@ -378,9 +396,8 @@ impl<'a> Apply<'a> {
     /// contact, labels, references): the event is read, not the desk's index, which the desk
     /// writes after the event and may not have yet.
     fn conversation(&self, room_id: &RoomId, pos: u64) -> Result<()> {
-        let id = conversation_doc_id(room_id.as_str());
         let Some((c, _)) = trust::conversation(&self.desk, room_id)? else {
-            return self.remove(&id);
+            return self.remove_conversation(room_id.as_str());
         };
         let contact = &c.contact;
         let text: Vec<&str> = [
@@ -401,7 +418,6 @@ impl<'a> Apply<'a> {
         )
         .collect();
         self.put(&Doc {
-            id,
             room_id: room_id.to_string(),
             pos,
             sender: String::new(),

@@ -39,8 +39,7 @@ use parking_lot::RwLock;
 use tantivy::{
     Index, IndexReader, ReloadPolicy,
     schema::{
-        FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
-        TextOptions,
+        FAST, Field, INDEXED, IndexRecordOption, STRING, Schema, TextFieldIndexing, TextOptions,
     },
 };
 
@@ -54,11 +53,10 @@ pub(crate) use query::{Found, Hit, Order, PageKey, Scope, SearchRequest};
 /// The index's fields. Built once per schema; every generation has the same.
 #[derive(Clone, Copy)]
 pub(crate) struct Fields {
-    /// What replaces a document: an event id, or `conv:` and a room id.
-    pub(crate) doc_id: Field,
     /// The room id: the asker's scope, and the groups of results.
     pub(crate) room_id: Field,
-    /// The stream position: the recent order, the visible ranges, pages.
+    /// The stream position: what identifies an event's document (a conversation's is its room
+    /// and key), the recent order, the visible ranges, pages.
     pub(crate) pos: Field,
     pub(crate) sender: Field,
     /// The event type (`m.room.message`, …) for the filters' `types`.
@@ -83,7 +81,6 @@ impl Fields {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
-            doc_id: b.add_text_field("doc_id", STRING | STORED),
             room_id: b.add_text_field("room_id", STRING | FAST),
             pos: b.add_u64_field("pos", INDEXED | FAST),
             sender: b.add_text_field("sender", STRING),
