@@ -7,7 +7,7 @@
 //! trails the stream, and a busy stream costs one commit per interval, not one per event.
 //!
 //! After a crash the consumer starts again from the last commit's position: the events after it
-//! are indexed again, and since every document replaces the one with its id, nothing doubles.
+//! are indexed again, and since a document replaces its event's (by position), nothing doubles.
 //!
 //! A rebuild (`reindex.rs`) hands over a new generation; the indexer brings it up to where it
 //! is itself (the few events of the last moments), commits it, and switches to it.

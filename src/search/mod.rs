@@ -9,7 +9,7 @@
 //!   and emoji are kept.
 //! - Who feeds it (`indexer.rs`): the project's one durable stream consumer. Its cursor is the
 //!   index's own commit payload, so the index and the position it covers are written in one
-//!   commit: a crash replays events into the index (documents are replaced by id, so nothing
+//!   commit: a crash replays events into the index (a document replaces its event's, so nothing
 //!   doubles), it never skips one.
 //! - Who asks (`query.rs`): `/search` for Matrix clients, the support API for agents
 //!   (`desk.rs`: the desk's conversations as each of its staff sees them). The asker's
