@@ -26,7 +26,9 @@ use tantivy::{
 };
 
 use super::{Fields, SearchService, document::Key, internal, terms::Words};
-use crate::error::Result;
+use ruma::{OwnedRoomId, UserId};
+
+use crate::{error::Result, rooms::RoomService};
 
 /// Most rooms a [`SearchService::matching_rooms`] answer holds.
 pub(crate) const MAX_ROOMS: usize = 10_000;
@@ -79,6 +81,27 @@ pub(crate) enum Scope {
     All,
     /// These rooms, each with the half-open ranges of positions the asker may see.
     Rooms(Vec<(String, Vec<(u64, u64)>)>),
+}
+
+impl Scope {
+    /// The rooms `user` is joined to that `wanted` keeps, each with the ranges of positions the
+    /// user may see there ([`RoomService::visible_ranges`]).
+    pub(crate) fn of_member(
+        rooms: &RoomService,
+        user: &UserId,
+        wanted: impl Fn(&OwnedRoomId) -> bool,
+    ) -> Result<Scope> {
+        let mut scope = Vec::new();
+        for room_id in rooms.joined_rooms(user)? {
+            if !wanted(&room_id) {
+                continue;
+            }
+            let room = rooms.room(&room_id)?;
+            let ranges = rooms.visible_ranges(&room, user)?;
+            scope.push((room_id.to_string(), ranges));
+        }
+        Ok(Scope::Rooms(scope))
+    }
 }
 
 /// One search.

@@ -95,24 +95,37 @@ fn event_allowed(f: &RoomEventFilter, kind: &str, sender: &UserId) -> bool {
 }
 
 /// Type matching with the spec's `*` wildcard.
-fn types_allowed(kind: &str, types: Option<&[String]>, not_types: &[String]) -> bool {
+pub(crate) fn types_allowed(kind: &str, types: Option<&[String]>, not_types: &[String]) -> bool {
     if not_types.iter().any(|p| wildcard_match(p, kind)) {
         return false;
     }
     types.is_none_or(|types| types.iter().any(|p| wildcard_match(p, kind)))
 }
 
-fn wildcard_match(pattern: &str, value: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == value,
-        Some((prefix, rest)) => {
-            value.starts_with(prefix) && {
-                let tail = &value[prefix.len()..];
-                (0..=tail.len())
-                    .any(|i| tail.is_char_boundary(i) && wildcard_match(rest, &tail[i..]))
-            }
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters. Greedy with
+/// one backtrack point (the last `*`), so a pattern of many stars costs at most the product of
+/// the two lengths, never an exponential walk.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < t.len() {
+        if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if i < p.len() && p[i] == t[j] {
+            i += 1;
+            j += 1;
+        } else if let Some((si, sj)) = star {
+            // The last star takes one more character.
+            star = Some((si, sj + 1));
+            i = si + 1;
+            j = sj + 1;
+        } else {
+            return false;
         }
     }
+    p[i..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -125,6 +138,25 @@ mod tests {
         assert!(wildcard_match("*", "anything"));
         assert!(wildcard_match("m.room.*age", "m.room.message"));
         assert!(!wildcard_match("m.room.member", "m.room.message"));
+    }
+
+    #[test]
+    fn wildcards_match_as_filters_do() {
+        assert!(wildcard_match("m.room.*", "m.room.message"));
+        assert!(wildcard_match("*", "m.room.topic"));
+        assert!(wildcard_match("m.room.message", "m.room.message"));
+        assert!(!wildcard_match("m.room.message", "m.room.name"));
+        assert!(wildcard_match("m.*.name", "m.room.name"));
+        assert!(!wildcard_match("m.*.name", "m.room.topic"));
+        assert!(wildcard_match("*message", "m.room.message"));
+        assert!(!wildcard_match("m.room.message*x", "m.room.message"));
+        assert!(wildcard_match("m*r*m*", "m.room.message"));
+        // Thousands of stars answer at once (a backtracking matcher would not).
+        assert!(!wildcard_match(
+            &format!("{}x", "*".repeat(5000)),
+            "m.room.message"
+        ));
+        assert!(wildcard_match(&"*".repeat(5000), "m.room.message"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use ruma::{
 use serde_json::value::RawValue as RawJsonValue;
 
 use crate::stream::Notifier;
-pub(crate) use filter::SyncFilter;
+pub(crate) use filter::{SyncFilter, types_allowed};
 pub use token::SyncToken;
 pub(crate) use token::{format_token, parse_token};
 

@@ -490,7 +490,8 @@ async fn tickets_are_numbered_in_order_and_listed() {
 }
 
 /// The room ids of a listing, in order.
-async fn list(c: &Client, query: &str) -> Vec<String> {
+/// The room ids a conversation listing answers, in its order.
+pub(crate) async fn list(c: &Client, query: &str) -> Vec<String> {
     let (st, body) = c.get(&format!("{API}/conversations?{query}")).await;
     assert_eq!(st, 200, "{query}: {body}");
     body["conversations"]

@@ -51,15 +51,7 @@ async fn a_kill_between_the_store_and_the_index_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (process, base) = spawn(dir.path(), port).await;
-    let mut alice = client_at(&base, None);
-    let (code, body) = alice
-        .post(
-            "/_matrix/client/v3/register",
-            json!({ "username": "alice", "password": "pw-pw-pw", "auth": { "type": "m.login.dummy" } }),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    alice.token = Some(body["access_token"].as_str().unwrap().to_owned());
+    let alice = crate::common::registered(&base, "alice").await;
     let room = alice.create_room(json!({})).await;
 
     // Bursts of acknowledged messages until the index is seen behind the store, then kill -9

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{admin, indexed};
 use crate::admin::AdminCli;
 use crate::common::{Client, assert_error, enc};
-use crate::support::{API, Desk, desk};
+use crate::support::{API, Desk, desk, list};
 
 /// Three conversations the boss opened with buyer and seller; the buyer wrote in each.
 /// The third is bob's, the others wait in the queue (agents see their own and the queue).
@@ -56,17 +56,6 @@ async fn conversations(d: &Desk) -> (Client, [String; 3]) {
     (buyer, rooms.try_into().unwrap())
 }
 
-async fn listed(c: &Client, query: &str) -> Vec<String> {
-    let (status, body) = c.get(&format!("{API}/conversations?{query}")).await;
-    assert_eq!(status, 200, "{query}: {body}");
-    body["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["room_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn found(c: &Client, query: &str) -> Value {
     let (status, body) = c.get(&format!("{API}/search?{query}")).await;
     assert_eq!(status, 200, "{query}: {body}");
@@ -87,35 +76,23 @@ async fn q_narrows_the_listing_with_every_other_filter() {
     let d = desk().await;
     let (_, [r0, r1, r2]) = conversations(&d).await;
     // Most recently active first, as the listing always is.
+    assert_eq!(list(&d.boss, "q=bateria").await, [r2.as_str(), r0.as_str()]);
+    assert_eq!(list(&d.boss, "q=BATERÍA&label=refund").await, [r2.as_str()]);
     assert_eq!(
-        listed(&d.boss, "q=bateria").await,
-        [r2.as_str(), r0.as_str()]
-    );
-    assert_eq!(
-        listed(&d.boss, "q=BATERÍA&label=refund").await,
-        [r2.as_str()]
-    );
-    assert_eq!(
-        listed(&d.boss, "q=bateria&assignee=none").await,
+        list(&d.boss, "q=bateria&assignee=none").await,
         [r0.as_str()]
     );
+    assert_eq!(list(&d.boss, "q=pantalla&status=open").await, [r1.as_str()]);
     assert_eq!(
-        listed(&d.boss, "q=pantalla&status=open").await,
-        [r1.as_str()]
-    );
-    assert_eq!(
-        listed(&d.boss, "q=pantalla&status=closed").await,
+        list(&d.boss, "q=pantalla&status=closed").await,
         Vec::<String>::new()
     );
     // The conversation's own document: its contact and labels.
-    assert_eq!(listed(&d.boss, "q=perez").await, [r0.as_str()]);
-    assert_eq!(listed(&d.boss, "q=vip").await, [r0.as_str()]);
+    assert_eq!(list(&d.boss, "q=perez").await, [r0.as_str()]);
+    assert_eq!(list(&d.boss, "q=vip").await, [r0.as_str()]);
     // Agents: their own and the queue.
-    assert_eq!(listed(&d.ana, "q=bateria").await, [r0.as_str()]);
-    assert_eq!(
-        listed(&d.bob, "q=bateria").await,
-        [r2.as_str(), r0.as_str()]
-    );
+    assert_eq!(list(&d.ana, "q=bateria").await, [r0.as_str()]);
+    assert_eq!(list(&d.bob, "q=bateria").await, [r2.as_str(), r0.as_str()]);
     // A label set later is found, the conversation's document follows the desk's changes.
     let (status, body) = d
         .boss
@@ -126,7 +103,7 @@ async fn q_narrows_the_listing_with_every_other_filter() {
         .await;
     assert_eq!(status, 200, "{body}");
     indexed(&d.s).await;
-    assert_eq!(listed(&d.boss, "q=garantia").await, [r1.as_str()]);
+    assert_eq!(list(&d.boss, "q=garantia").await, [r1.as_str()]);
     let (status, body) = d
         .boss
         .patch(
@@ -136,7 +113,7 @@ async fn q_narrows_the_listing_with_every_other_filter() {
         .await;
     assert_eq!(status, 200, "{body}");
     indexed(&d.s).await;
-    assert_eq!(listed(&d.boss, "q=garantia").await, Vec::<String>::new());
+    assert_eq!(list(&d.boss, "q=garantia").await, Vec::<String>::new());
     // Bad input.
     let (status, body) = d.boss.get(&format!("{API}/conversations?q=")).await;
     assert_error(status, &body, 400, "M_INVALID_PARAM");
@@ -249,5 +226,5 @@ async fn a_deleted_room_leaves_the_index() {
     }
     indexed(&d.s).await;
     assert_eq!(rooms_of(&found(&d.boss, "q=bateria").await), [r0.as_str()]);
-    assert_eq!(listed(&d.boss, "q=hinchada").await, Vec::<String>::new());
+    assert_eq!(list(&d.boss, "q=hinchada").await, Vec::<String>::new());
 }
