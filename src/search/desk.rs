@@ -64,6 +64,7 @@ pub(crate) fn messages(
             order: q.order,
             after,
             limit: q.limit * 2,
+            count: false,
         })?;
         for (i, hit) in found.hits.iter().enumerate() {
             after = found.after(i + 1);

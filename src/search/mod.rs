@@ -23,8 +23,10 @@
 
 pub(crate) mod analyzer;
 pub(crate) mod desk;
+mod docsets;
 pub(crate) mod document;
 pub(crate) mod indexer;
+mod listing;
 pub(crate) mod query;
 pub(crate) mod reindex;
 mod syntax;
@@ -352,4 +354,42 @@ fn folder_size(dir: &Path) -> u64 {
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("search: {what}: {e}"))
+}
+
+/// A search service over a crafted corpus, for the tests of the queries.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use std::path::Path;
+
+    use tantivy::{TantivyDocument, indexer::NoMergePolicy};
+
+    use super::{SearchService, document::Key};
+    use crate::config::SearchConfig;
+
+    /// A service in `dir` holding `docs` (room, message) at positions 1, 2, …, written in
+    /// `segments` commits of equal share (so in as many segments), the oldest first.
+    pub(crate) fn service(dir: &Path, docs: &[(&str, &str)], segments: usize) -> SearchService {
+        let search = SearchService::open(&SearchConfig::default(), dir.to_owned()).unwrap();
+        let live = search.live();
+        let mut writer = search.writer(&live, 1).unwrap();
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        let f = search.fields;
+        let share = docs.len().div_ceil(segments.max(1));
+        for (i, (room, text)) in docs.iter().enumerate() {
+            let mut doc = TantivyDocument::new();
+            doc.add_text(f.room_id, room);
+            doc.add_u64(f.pos, i as u64 + 1);
+            doc.add_text(f.kind, "m.room.message");
+            doc.add_text(f.key, Key::Body.as_str());
+            doc.add_text(f.sender, "@someone:x");
+            doc.add_text(f.text, text);
+            writer.add_document(doc).unwrap();
+            if (i + 1) % share == 0 {
+                writer.commit().unwrap();
+            }
+        }
+        writer.commit().unwrap();
+        live.reload(docs.len() as u64).unwrap();
+        search
+    }
 }

@@ -15,23 +15,29 @@
 //!   New events change the scores' statistics, but by the same factor for every hit of a
 //!   one-word search, so the order under the ceiling holds.
 
-use std::{collections::HashSet, ops::Bound};
+use std::{cmp::Reverse, collections::HashSet, ops::Bound};
 
 use tantivy::{
-    DocId, Score, Searcher, SegmentReader, Term,
-    collector::{Collector, Count, SegmentCollector, TopDocs},
-    columnar::StrColumn,
-    query::{BooleanQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery},
+    DocAddress, DocId, Score, Searcher, SegmentReader, Term,
+    collector::{Collector, Count, TopDocs},
+    query::{
+        BooleanQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
+        TermSetQuery,
+    },
     schema::IndexRecordOption,
 };
 
-use super::{Fields, SearchService, document::Key, internal, terms::Words};
+use super::{
+    Fields, SearchService,
+    docsets::TermsFilter,
+    document::Key,
+    internal,
+    terms::{Lead, Words},
+};
 use ruma::{OwnedRoomId, UserId};
 
 use crate::{error::Result, rooms::RoomService};
 
-/// Most rooms a [`SearchService::matching_rooms`] answer holds.
-pub(crate) const MAX_ROOMS: usize = 10_000;
 /// Deepest a rank-order page may start: each page ranks everything above it again.
 const MAX_SKIP: usize = 10_000;
 
@@ -120,6 +126,9 @@ pub(crate) struct SearchRequest<'a> {
     pub(crate) order: Order,
     pub(crate) after: Option<PageKey>,
     pub(crate) limit: usize,
+    /// Whether [`Found::count`] is wanted: counting reads every match, where a page of the
+    /// recent order over every room may stop at the newest segments.
+    pub(crate) count: bool,
 }
 
 /// One hit: the stream position of the event (of the conversation's last change, for a
@@ -135,7 +144,7 @@ pub(crate) struct Hit {
 #[derive(Debug, Default)]
 pub(crate) struct Found {
     pub(crate) hits: Vec<Hit>,
-    /// Every match, on every page.
+    /// Every match, on every page (0 unless [`SearchRequest::count`]).
     pub(crate) count: usize,
     /// Whether a page may follow.
     pub(crate) more: bool,
@@ -182,10 +191,10 @@ impl SearchService {
     /// Runs a search on the live generation.
     pub(crate) fn search(&self, req: &SearchRequest<'_>) -> Result<Found> {
         let words = Words::of(req.words);
-        let Some(query) = self.query(req, &words) else {
+        let searcher = self.live().reader.searcher();
+        let Some(query) = self.query(&searcher, req, &words) else {
             return Ok(Found::default());
         };
-        let searcher = self.live().reader.searcher();
         let limit = req.limit.min(MAX_SKIP);
         let (hits, count, ceiling, skipped) = match req.order {
             Order::Recent => {
@@ -193,9 +202,13 @@ impl SearchService {
                     Some(PageKey::Below(pos)) => pos,
                     _ => u64::MAX,
                 };
-                let (hits, count) = top(&searcher, &query, limit + 1, 0, move |score, pos| {
-                    (pos < below).then_some((pos, score))
-                })?;
+                let (hits, count) = if req.count {
+                    top(&searcher, &query, limit + 1, 0, true, move |score, pos| {
+                        (pos < below).then_some((pos, score))
+                    })?
+                } else {
+                    (newest(&searcher, &query, limit + 1, below)?, 0)
+                };
                 (hits, count, 0, 0)
             }
             Order::Rank => {
@@ -205,9 +218,14 @@ impl SearchService {
                 };
                 // Past the ceiling is left out by the collector: a range query would read the
                 // whole position column.
-                let (hits, count) = top(&searcher, &query, limit + 1, skip, move |score, pos| {
-                    (pos <= ceiling).then_some((score, pos))
-                })?;
+                let (hits, count) = top(
+                    &searcher,
+                    &query,
+                    limit + 1,
+                    skip,
+                    req.count,
+                    move |score, pos| (pos <= ceiling).then_some((score, pos)),
+                )?;
                 (hits, count, ceiling, skip)
             }
         };
@@ -227,41 +245,25 @@ impl SearchService {
         })
     }
 
-    /// The rooms with a document matching `words` (at most [`MAX_ROOMS`]), for listings of
-    /// conversations that filter by text.
-    pub(crate) fn matching_rooms(&self, words: &str) -> Result<HashSet<String>> {
-        let req = SearchRequest {
-            words,
-            keys: &[Key::Body, Key::Name, Key::Topic, Key::Conversation],
-            scope: &Scope::All,
-            senders: None,
-            not_senders: &[],
-            kinds: None,
-            contains_url: None,
-            order: Order::Recent,
-            after: None,
-            limit: 0,
-        };
-        let Some(query) = self.query(&req, &Words::of(words)) else {
-            return Ok(HashSet::new());
-        };
-        self.live()
-            .reader
-            .searcher()
-            .search(&query, &RoomsCollector)
-            .map_err(|e| internal("cannot query the index", e))
-    }
-
-    fn query(&self, req: &SearchRequest<'_>, words: &Words) -> Option<Box<dyn Query>> {
+    pub(super) fn query(
+        &self,
+        searcher: &Searcher,
+        req: &SearchRequest<'_>,
+        words: &Words,
+    ) -> Option<Box<dyn Query>> {
         let f = &self.fields;
         if req.keys.is_empty() {
             return None;
         }
-        let mut clauses = words.clauses(f.text)?;
+        let lead = match req.scope {
+            Scope::All => Lead::Words,
+            Scope::Rooms(_) => Lead::Scope,
+        };
+        let mut clauses = words.clauses(searcher, f.text, lead)?;
         let keys: Vec<&str> = req.keys.iter().map(|k| k.as_str()).collect();
         clauses.extend(one_of(f.key, &keys, &Key::ALL.map(Key::as_str)));
         if let Scope::Rooms(rooms) = req.scope {
-            clauses.push((Occur::Must, filter(scope_query(f, rooms)?)));
+            clauses.push((Occur::Must, scope_query(f, rooms)?));
         }
         if let Some(senders) = req.senders {
             let terms = senders.iter().map(|s| Term::from_field_text(f.sender, s));
@@ -291,41 +293,104 @@ impl SearchService {
 }
 
 /// The best `limit` hits after the `skip` best, by the key `key` gives each (`None` leaves a
-/// hit out), and how many documents match in all.
+/// hit out), and (when `count`) how many documents match in all.
 fn top<K>(
     searcher: &Searcher,
     query: &dyn Query,
     limit: usize,
     skip: usize,
+    count: bool,
     key: impl Fn(Score, u64) -> Option<K> + Clone + Send + Sync + 'static,
 ) -> Result<(Vec<Hit>, usize)>
 where
     K: PartialOrd + Clone + Send + Sync + std::fmt::Debug + 'static,
 {
-    let collector =
-        TopDocs::with_limit(limit)
-            .and_offset(skip)
-            .tweak_score(move |segment: &SegmentReader| {
-                let positions = segment
-                    .fast_fields()
-                    .u64("pos")
-                    .ok()
-                    .map(|c| c.first_or_default_col(0));
-                let key = key.clone();
-                move |doc: DocId, score: Score| {
-                    let pos = positions.as_ref().map_or(0, |c| c.get_val(doc));
-                    key(score, pos).map(|k| (k, score, pos))
-                }
-            });
-    let (top, count) = searcher
-        .search(query, &(collector, Count))
-        .map_err(|e| internal("cannot query the index", e))?;
-    let hits = top
-        .into_iter()
+    let collector = by_key(limit, skip, key);
+    let failed = |e| internal("cannot query the index", e);
+    let (top, count) = match count {
+        true => searcher
+            .search(query, &(collector, Count))
+            .map_err(failed)?,
+        false => (searcher.search(query, &collector).map_err(failed)?, 0),
+    };
+    Ok((hits(top), count))
+}
+
+/// The collector of the best `limit` hits after the `skip` best by `key`, each with its score
+/// and position.
+fn by_key<K>(
+    limit: usize,
+    skip: usize,
+    key: impl Fn(Score, u64) -> Option<K> + Clone + Send + Sync + 'static,
+) -> impl Collector<Fruit = Keyed<K>>
+where
+    K: PartialOrd + Clone + Send + Sync + std::fmt::Debug + 'static,
+{
+    TopDocs::with_limit(limit)
+        .and_offset(skip)
+        .tweak_score(move |segment: &SegmentReader| {
+            let positions = segment
+                .fast_fields()
+                .u64("pos")
+                .ok()
+                .map(|c| c.first_or_default_col(0));
+            let key = key.clone();
+            move |doc: DocId, score: Score| {
+                let pos = positions.as_ref().map_or(0, |c| c.get_val(doc));
+                key(score, pos).map(|k| (k, score, pos))
+            }
+        })
+}
+
+/// What [`by_key`] collects: each hit's key (with its score and position) and address.
+type Keyed<K> = Vec<(Option<(K, Score, u64)>, DocAddress)>;
+
+fn hits<K>(top: Keyed<K>) -> Vec<Hit> {
+    top.into_iter()
         .filter_map(|(key, _)| key)
         .map(|(_, score, pos)| Hit { pos, score })
+        .collect()
+}
+
+/// The recent order's newest `limit` hits below `below`, uncounted, reading the segments newest
+/// first and stopping at the first that cannot hold a newer hit than those found: a common
+/// word's newest hits are in the small segments of the last minutes, and the large merged
+/// segments of the past are not read.
+fn newest(searcher: &Searcher, query: &dyn Query, limit: usize, below: u64) -> Result<Vec<Hit>> {
+    let failed = |e| internal("cannot query the index", e);
+    let weight = query
+        .weight(EnableScoring::enabled_from_searcher(searcher))
+        .map_err(failed)?;
+    let readers = searcher.segment_readers();
+    let mut segments: Vec<(u64, u64, usize)> = readers
+        .iter()
+        .enumerate()
+        .filter_map(|(ord, segment)| {
+            let positions = segment.fast_fields().u64("pos").ok()?;
+            Some((positions.min_value(), positions.max_value(), ord))
+        })
         .collect();
-    Ok((hits, count))
+    segments.sort_unstable_by_key(|&(_, newest, _)| Reverse(newest));
+    let collector = by_key(limit, 0, move |score, pos| {
+        (pos < below).then_some((pos, score))
+    });
+    let mut found: Vec<Hit> = Vec::new();
+    for (oldest, newest, ord) in segments {
+        if oldest >= below {
+            continue;
+        }
+        if found.len() >= limit && found.last().is_some_and(|h| h.pos > newest) {
+            break;
+        }
+        let fruit = collector
+            .collect_segment(weight.as_ref(), ord as u32, &readers[ord])
+            .and_then(|fruit| collector.merge_fruits(vec![fruit]))
+            .map_err(failed)?;
+        found.extend(hits(fruit));
+        found.sort_unstable_by_key(|h| Reverse(h.pos));
+        found.truncate(limit);
+    }
+    Ok(found)
 }
 
 /// The clause that keeps the documents whose `field` is one of `wanted`, of the values
@@ -376,9 +441,9 @@ fn newest_position(searcher: &Searcher) -> u64 {
         .unwrap_or(0)
 }
 
-/// The asker's rooms: whole rooms in one term set, partly visible ones with their ranges.
-/// `None` when nothing is visible.
-fn scope_query(f: &Fields, rooms: &[(String, Vec<(u64, u64)>)]) -> Option<impl Query> {
+/// The asker's rooms, unscored: whole rooms in one filter, partly visible ones with their
+/// ranges. `None` when nothing is visible.
+fn scope_query(f: &Fields, rooms: &[(String, Vec<(u64, u64)>)]) -> Option<Box<dyn Query>> {
     let mut whole = Vec::new();
     let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for (room, ranges) in rooms {
@@ -408,87 +473,70 @@ fn scope_query(f: &Fields, rooms: &[(String, Vec<(u64, u64)>)]) -> Option<impl Q
             }
         }
     }
+    if parts.is_empty() {
+        return (!whole.is_empty())
+            .then(|| -> Box<dyn Query> { Box::new(TermsFilter::new(whole)) });
+    }
     if !whole.is_empty() {
-        parts.push((Occur::Should, Box::new(TermSetQuery::new(whole))));
+        parts.push((Occur::Should, Box::new(TermsFilter::new(whole))));
     }
-    (!parts.is_empty()).then(|| BooleanQuery::new(parts))
-}
-
-/// Collects the distinct rooms of the matching documents, from the `room_id` column: a bit per
-/// term of the segment's dictionary, so a common word's many hits cost a bit each.
-struct RoomsCollector;
-
-struct SegmentRooms {
-    column: Option<StrColumn>,
-    seen: Vec<u64>,
-}
-
-impl Collector for RoomsCollector {
-    type Fruit = HashSet<String>;
-    type Child = SegmentRooms;
-
-    fn for_segment(&self, _: u32, segment: &SegmentReader) -> tantivy::Result<SegmentRooms> {
-        let column = segment.fast_fields().str("room_id")?;
-        let terms = column.as_ref().map_or(0, |c| c.num_terms());
-        Ok(SegmentRooms {
-            column,
-            seen: vec![0; terms.div_ceil(64)],
-        })
-    }
-
-    fn requires_scoring(&self) -> bool {
-        false
-    }
-
-    fn merge_fruits(&self, fruits: Vec<HashSet<String>>) -> tantivy::Result<HashSet<String>> {
-        let mut all = HashSet::new();
-        for rooms in fruits {
-            all.extend(rooms.into_iter().take(MAX_ROOMS.saturating_sub(all.len())));
-        }
-        Ok(all)
-    }
-}
-
-impl SegmentCollector for SegmentRooms {
-    type Fruit = HashSet<String>;
-
-    fn collect(&mut self, doc: DocId, _: Score) {
-        if let Some(column) = &self.column {
-            for ord in column.term_ords(doc) {
-                if let Some(word) = self.seen.get_mut((ord / 64) as usize) {
-                    *word |= 1 << (ord % 64);
-                }
-            }
-        }
-    }
-
-    fn harvest(self) -> HashSet<String> {
-        let Some(column) = self.column else {
-            return HashSet::new();
-        };
-        // One pass over the dictionary, in ordinal order: a lookup per ordinal would decode
-        // its block from the start each time.
-        let mut rooms = HashSet::new();
-        let Ok(mut terms) = column.dictionary().stream() else {
-            return rooms;
-        };
-        while rooms.len() < MAX_ROOMS && terms.advance() {
-            let ord = terms.term_ord();
-            let seen = self
-                .seen
-                .get((ord / 64) as usize)
-                .is_some_and(|word| word & (1 << (ord % 64)) != 0);
-            if seen && let Ok(room) = std::str::from_utf8(terms.key()) {
-                rooms.insert(room.to_owned());
-            }
-        }
-        rooms
-    }
+    Some(filter(BooleanQuery::new(parts)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::fixture;
+
+    #[test]
+    fn the_newest_segments_first_page_the_recent_order_as_counting_all_does() {
+        let dir = tempfile::tempdir().unwrap();
+        // Position i + 1: room i mod 3; "hola" in rooms 0 and 2, in four segments.
+        let docs: Vec<(String, String)> = (0..60)
+            .map(|i| {
+                let word = if i % 3 == 1 { "adios" } else { "hola" };
+                (format!("!r{}:x", i % 3), format!("{word} {i}"))
+            })
+            .collect();
+        let docs: Vec<(&str, &str)> = docs.iter().map(|(r, t)| (r.as_str(), t.as_str())).collect();
+        let search = fixture::service(dir.path(), &docs, 4);
+        let mine = Scope::Rooms(vec![
+            ("!r0:x".into(), vec![(0, u64::MAX)]),
+            ("!r2:x".into(), vec![(0, 30)]),
+        ]);
+        let all = |pos: u64| (pos - 1) % 3 != 1;
+        let in_mine = |pos: u64| (pos - 1).is_multiple_of(3) || ((pos - 1) % 3 == 2 && pos < 30);
+        for (scope, wanted) in [(Scope::All, &all as &dyn Fn(u64) -> bool), (mine, &in_mine)] {
+            let want: Vec<u64> = (1..=60).rev().filter(|p| wanted(*p)).collect();
+            for count in [false, true] {
+                let (mut got, mut after) = (Vec::new(), None);
+                loop {
+                    let found = search
+                        .search(&SearchRequest {
+                            words: "hola",
+                            keys: &[Key::Body],
+                            scope: &scope,
+                            senders: None,
+                            not_senders: &[],
+                            kinds: None,
+                            contains_url: None,
+                            order: Order::Recent,
+                            after,
+                            limit: 7,
+                            count,
+                        })
+                        .unwrap();
+                    assert_eq!(found.count, if count { want.len() } else { 0 });
+                    got.extend(found.hits.iter().map(|h| h.pos));
+                    if !found.more {
+                        break;
+                    }
+                    after = found.after(found.hits.len());
+                }
+                assert_eq!(got, want, "{scope:?} count {count}");
+            }
+        }
+    }
 
     #[test]
     fn page_keys_round_trip_and_refuse_what_is_not_one() {

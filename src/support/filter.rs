@@ -3,7 +3,7 @@
 //! The index ([`super::index`]) answers them; the support API builds them from a query, and an
 //! agent's own restriction is added by [`super::queries`].
 
-use std::{collections::HashSet, sync::Arc};
+use std::sync::Arc;
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 
@@ -73,16 +73,31 @@ pub(crate) struct Filter {
     pub(crate) updated_since: Option<u64>,
     /// Restricts the listing to conversations any of these asks for: an agent's view.
     pub(crate) only_assignees: Option<Vec<Assignee>>,
-    /// Only these rooms: those whose text matches the listing's `q` (`search`).
-    pub(crate) rooms: Option<Arc<HashSet<String>>>,
+    /// Only the rooms whose text matches the listing's `q`, as the search index tells.
+    pub(crate) text: Option<Arc<dyn RoomText>>,
+}
+
+/// Which rooms' text matches a listing's `q`. The search index answers (`search::query`);
+/// the listing asks it last, after the filters a record answers, since a question may cost an
+/// index query.
+pub(crate) trait RoomText: std::fmt::Debug + Send + Sync {
+    /// `false` when the room surely does not match: cheap, asked before its record is read.
+    fn may_match(&self, room: &RoomId) -> bool;
+    /// Whether the room's text matches.
+    fn matches(&self, room: &RoomId) -> crate::error::Result<bool>;
 }
 
 impl Filter {
     /// Whether a room may be in the listing at all, before its record is read.
     pub(super) fn admits_room(&self, room: &RoomId) -> bool {
-        self.rooms
+        self.text.as_ref().is_none_or(|text| text.may_match(room))
+    }
+
+    /// Whether a room that passed [`Filter::matches`] also matches the listing's `q`.
+    pub(super) fn text_matches(&self, room: &RoomId) -> crate::error::Result<bool> {
+        self.text
             .as_ref()
-            .is_none_or(|rooms| rooms.contains(room.as_str()))
+            .map_or(Ok(true), |text| text.matches(room))
     }
 
     pub(crate) fn matches(&self, r: &ConversationRecord) -> bool {

@@ -297,7 +297,7 @@ impl ConversationIndex {
             let Some(record) = self.get(&room)? else {
                 continue;
             };
-            if !filter.matches(&record) {
+            if !filter.matches(&record) || !filter.text_matches(&room)? {
                 continue;
             }
             out.push(record);

@@ -215,6 +215,7 @@ fn answer(
         order,
         after: batch.as_ref().map(|b| b.after),
         limit,
+        count: true,
     })?;
     Page {
         s,

@@ -91,7 +91,7 @@ pub(super) fn filter(q: &HashMap<String, String>, caller: &Caller) -> Result<Fil
         order_id: q.get("order_id").cloned(),
         updated_since: ms_param(q, "updated_since")?,
         only_assignees: None,
-        rooms: None,
+        text: None,
     })
 }
 
@@ -106,7 +106,7 @@ pub(in crate::api) async fn list(
         s.search_limiter.check(caller.user.as_str())?;
         s.search.require_enabled()?;
         let words = super::search::words_param(words)?;
-        filter.rooms = Some(Arc::new(s.search.matching_rooms(words)?));
+        filter.text = Some(s.search.room_text(words)?);
     }
     let sort = match q.get("sort").map(String::as_str) {
         None | Some("last_activity") => Sort::Activity,
