@@ -77,14 +77,14 @@ pub(crate) struct Filter {
     pub(crate) text: Option<Arc<dyn RoomText>>,
 }
 
-/// Which rooms' text matches a listing's `q`. The search index answers (`search::query`);
-/// the listing asks it last, after the filters a record answers, since a question may cost an
-/// index query.
+/// Which rooms' text matches a listing's `q`. The search index answers (`search::listing`);
+/// the listing asks it last, after the filters a record answers, and about a batch of rooms at
+/// once, since a question may cost an index query.
 pub(crate) trait RoomText: std::fmt::Debug + Send + Sync {
     /// `false` when the room surely does not match: cheap, asked before its record is read.
     fn may_match(&self, room: &RoomId) -> bool;
-    /// Whether the room's text matches.
-    fn matches(&self, room: &RoomId) -> crate::error::Result<bool>;
+    /// Whether each room's text matches, in order.
+    fn matching(&self, rooms: &[&RoomId]) -> crate::error::Result<Vec<bool>>;
 }
 
 impl Filter {
@@ -93,11 +93,12 @@ impl Filter {
         self.text.as_ref().is_none_or(|text| text.may_match(room))
     }
 
-    /// Whether a room that passed [`Filter::matches`] also matches the listing's `q`.
-    pub(super) fn text_matches(&self, room: &RoomId) -> crate::error::Result<bool> {
-        self.text
-            .as_ref()
-            .map_or(Ok(true), |text| text.matches(room))
+    /// Whether each room, which passed [`Filter::matches`], also matches the listing's `q`.
+    pub(super) fn text_matches(&self, rooms: &[&RoomId]) -> crate::error::Result<Vec<bool>> {
+        match &self.text {
+            Some(text) => text.matching(rooms),
+            None => Ok(vec![true; rooms.len()]),
+        }
     }
 
     pub(crate) fn matches(&self, r: &ConversationRecord) -> bool {

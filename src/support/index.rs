@@ -194,6 +194,9 @@ fn next_in_order(
     scans[i].next()
 }
 
+/// Fewest rooms a listing asks the text about at once, when it filters by text.
+const MIN_TEXT_BATCH: usize = 16;
+
 /// The conversation records and their index.
 pub(crate) struct ConversationIndex {
     store: Store,
@@ -286,24 +289,48 @@ impl ConversationIndex {
             })
             .collect();
         let mut out = Vec::new();
-        while let Some(entry) = next_in_order(&mut scans, descending) {
-            let (ts, room) = entry?;
-            if descending && filter.updated_since.is_some_and(|since| ts < since) {
-                break;
+        // The records that passed every other filter, waiting for the text's answer: asked a
+        // batch at a time, as many as the page still needs, since one question about a batch
+        // of rooms costs the index about what one about a single room does.
+        let mut waiting: Vec<(u64, OwnedRoomId, ConversationRecord)> = Vec::new();
+        let mut scanned = false;
+        while !scanned {
+            match next_in_order(&mut scans, descending) {
+                None => scanned = true,
+                Some(entry) => {
+                    let (ts, room) = entry?;
+                    if descending && filter.updated_since.is_some_and(|since| ts < since) {
+                        scanned = true;
+                    } else if filter.admits_room(&room)
+                        && let Some(record) = self.get(&room)?
+                        && filter.matches(&record)
+                    {
+                        waiting.push((ts, room, record));
+                    }
+                }
             }
-            if !filter.admits_room(&room) {
-                continue;
-            }
-            let Some(record) = self.get(&room)? else {
-                continue;
+            let wanted = match filter.text {
+                Some(_) => (limit - out.len()).max(MIN_TEXT_BATCH),
+                None => limit - out.len(),
             };
-            if !filter.matches(&record) || !filter.text_matches(&room)? {
+            if waiting.len() < wanted && !(scanned && !waiting.is_empty()) {
                 continue;
             }
-            out.push(record);
-            if out.len() == limit {
-                let more = scans.iter_mut().any(|it| it.peek().is_some());
-                return Ok((out, more.then_some(PageToken { ts, room })));
+            let rooms: Vec<&RoomId> = waiting.iter().map(|(_, room, _)| room.as_ref()).collect();
+            let text = filter.text_matches(&rooms)?;
+            let batch = std::mem::take(&mut waiting);
+            let after = batch.len();
+            for (i, ((ts, room, record), _)) in batch
+                .into_iter()
+                .zip(text)
+                .enumerate()
+                .filter(|(_, (_, matches))| *matches)
+            {
+                out.push(record);
+                if out.len() == limit {
+                    let more = i + 1 < after || scans.iter_mut().any(|it| it.peek().is_some());
+                    return Ok((out, more.then_some(PageToken { ts, room })));
+                }
             }
         }
         Ok((out, None))
