@@ -288,6 +288,9 @@ impl ConversationIndex {
                     .peekable()
             })
             .collect();
+        if limit == 0 {
+            return Ok((Vec::new(), None));
+        }
         let mut out = Vec::new();
         // The records that passed every other filter, waiting for the text's answer: asked a
         // batch at a time, as many as the page still needs, since one question about a batch
@@ -313,7 +316,8 @@ impl ConversationIndex {
                 Some(_) => (limit - out.len()).max(MIN_TEXT_BATCH),
                 None => limit - out.len(),
             };
-            if waiting.len() < wanted && !(scanned && !waiting.is_empty()) {
+            let ready = waiting.len() >= wanted || (scanned && !waiting.is_empty());
+            if !ready {
                 continue;
             }
             let rooms: Vec<&RoomId> = waiting.iter().map(|(_, room, _)| room.as_ref()).collect();
@@ -328,7 +332,8 @@ impl ConversationIndex {
             {
                 out.push(record);
                 if out.len() == limit {
-                    let more = i + 1 < after || scans.iter_mut().any(|it| it.peek().is_some());
+                    let more =
+                        i + 1 < after || (!scanned && scans.iter_mut().any(|it| it.peek().is_some()));
                     return Ok((out, more.then_some(PageToken { ts, room })));
                 }
             }

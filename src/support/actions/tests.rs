@@ -350,3 +350,82 @@ async fn changing_a_room_that_is_no_conversation_is_not_found() {
     assert_eq!(errcode(result.unwrap_err()), "M_NOT_FOUND");
     assert!(f.services.support.index.get(&room).unwrap().is_none());
 }
+
+/// A listing's text filter that matches a fixed set of rooms and records what it was asked.
+#[derive(Debug)]
+struct FixedText {
+    matching: Vec<OwnedRoomId>,
+    /// Rooms that surely do not match (`may_match` false).
+    excluded: Vec<OwnedRoomId>,
+    asked: parking_lot::Mutex<Vec<Vec<OwnedRoomId>>>,
+}
+
+impl crate::support::filter::RoomText for FixedText {
+    fn may_match(&self, room: &RoomId) -> bool {
+        !self.excluded.iter().any(|r| r == room)
+    }
+
+    fn matching(&self, rooms: &[&RoomId]) -> crate::error::Result<Vec<bool>> {
+        self.asked
+            .lock()
+            .push(rooms.iter().map(|r| (*r).to_owned()).collect());
+        Ok(rooms
+            .iter()
+            .map(|r| self.matching.iter().any(|m| m == r))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn a_listing_by_text_asks_in_batches_and_pages_without_gaps_or_repeats() {
+    let f = fixture().await;
+    for _ in 0..40 {
+        f.conversation().await;
+    }
+    let index = &f.services.support.index;
+    let (all, _) = index
+        .list(&Filter::default(), Sort::Activity, 100, None)
+        .unwrap();
+    let all: Vec<OwnedRoomId> = all.into_iter().map(|r| r.room_id).collect();
+    assert_eq!(all.len(), 40);
+    // Every fifth room is known not to match before its record is read; of the others, every
+    // third matches.
+    let excluded: Vec<OwnedRoomId> = all.iter().skip(1).step_by(5).cloned().collect();
+    let want: Vec<OwnedRoomId> = all
+        .iter()
+        .step_by(3)
+        .filter(|r| !excluded.contains(r))
+        .cloned()
+        .collect();
+    let text = Arc::new(FixedText {
+        matching: want.clone(),
+        excluded,
+        asked: parking_lot::Mutex::new(Vec::new()),
+    });
+    let filter = Filter {
+        text: Some(text.clone()),
+        ..Default::default()
+    };
+    let (mut got, mut from, mut pages) = (Vec::new(), None, 0);
+    loop {
+        let (page, next) = index
+            .list(&filter, Sort::Activity, 4, from.as_ref())
+            .unwrap();
+        pages += 1;
+        assert!(page.len() <= 4);
+        got.extend(page.into_iter().map(|r| r.room_id));
+        match next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert_eq!(pages, want.len().div_ceil(4));
+    let asked = text.asked.lock();
+    // Asked about at least 16 rooms at a time, except at the end of the scan; never about a
+    // room excluded up front.
+    for batch in asked.iter().rev().skip(1) {
+        assert!(batch.len() >= 16 || batch.is_empty(), "{}", batch.len());
+    }
+    assert!(asked.iter().flatten().all(|r| !text.excluded.contains(r)));
+}
