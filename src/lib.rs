@@ -18,6 +18,7 @@ pub(crate) mod ephemeral;
 pub mod error;
 pub(crate) mod events;
 pub(crate) mod expiring;
+pub(crate) mod federation;
 pub(crate) mod media;
 pub(crate) mod metrics;
 pub(crate) mod push;

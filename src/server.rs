@@ -12,6 +12,7 @@
 mod idle;
 mod listener;
 mod observed;
+mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,13 +30,16 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// Where `GET /metrics` answers, when `[metrics] enabled`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the Server-Server API answers (TLS), when `[federation] enabled`.
+    pub federation_addr: Option<SocketAddr>,
     pub services: Arc<Services>,
     /// The WhatsApp bridge, when `[bridges.whatsapp]` enables it.
     pub whatsapp: Option<whatsapp::BridgeHandle>,
     /// Set to `true` to stop both listeners.
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
-    metrics_task: Option<JoinHandle<std::io::Result<()>>>,
+    /// The metrics and federation listeners' tasks.
+    side_tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
@@ -55,7 +59,7 @@ impl RunningServer {
         // Long polls return what they have, so the listener's wait for them is short.
         self.services.notifier.stop();
         let _ = (&mut self.task).await;
-        if let Some(task) = self.metrics_task.take() {
+        for task in self.side_tasks.drain(..) {
             let _ = task.await;
         }
         // Acknowledged writes are on disk already; this syncs the rest (consumers' cursors,
@@ -107,6 +111,14 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         true => Some(bind(config.metrics.listen).await?),
         false => None,
     };
+    let federation_listener = match config.federation.enabled {
+        true => {
+            let f = &config.federation;
+            let tls = tls::acceptor(&f.tls_certificate, &f.tls_private_key)?;
+            Some((bind(f.listen).await?, tls))
+        }
+        false => None,
+    };
     let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
     let services = Services::open(config).await?;
     crate::bot::start(services.clone()).await?;
@@ -145,20 +157,35 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         listener,
         app,
         timeouts,
+        None,
         stopping(stopped.clone()),
     ));
+    let mut side_tasks = Vec::new();
+    let mut federation_addr = None;
+    if let Some(((listener, at), tls)) = federation_listener {
+        let router = crate::api::federation::router(services.clone());
+        side_tasks.push(tokio::spawn(listener::serve(
+            listener,
+            router,
+            timeouts,
+            Some(tls),
+            stopping(stopped.clone()),
+        )));
+        federation_addr = Some(at);
+        tracing::info!(addr = %at, "federation (Server-Server API, TLS)");
+    }
     let mut metrics_addr = None;
-    let mut metrics_task = None;
     if let (Some((listener, at)), Some(http)) = (metrics_listener, http_metrics) {
         let observed = observed::Observed {
             services: services.clone(),
             whatsapp: whatsapp_handle.as_ref().map(|h| h.bridge().clone()),
         };
         let router = Metrics::new(observed, http).router();
-        metrics_task = Some(tokio::spawn(listener::serve(
+        side_tasks.push(tokio::spawn(listener::serve(
             listener,
             router,
             timeouts,
+            None,
             stopping(stopped),
         )));
         metrics_addr = Some(at);
@@ -170,11 +197,12 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
     Ok(RunningServer {
         addr,
         metrics_addr,
+        federation_addr,
         services,
         whatsapp: whatsapp_handle,
         shutdown,
         task,
-        metrics_task,
+        side_tasks,
     })
 }
 

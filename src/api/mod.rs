@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod client;
 pub mod client_ip;
+pub mod federation;
 pub mod ruma;
 pub mod support;
 pub mod webchat;

@@ -7,6 +7,7 @@
 //! `CHARLA_WEBCHAT_JWT_SECRET`) so they never
 //! need to sit in a file under version control.
 
+mod federation;
 pub(crate) mod media;
 mod metrics;
 mod parse;
@@ -14,6 +15,7 @@ pub(crate) mod search;
 pub(crate) mod secrets;
 mod support;
 pub(crate) mod webchat;
+pub use federation::FederationConfig;
 pub use media::{MediaConfig, ThumbnailMethod, ThumbnailSize};
 pub use metrics::MetricsConfig;
 pub use parse::ParseError;
@@ -65,6 +67,8 @@ pub struct Config {
     pub webchat: WebchatConfig,
     #[serde(default)]
     pub search: SearchConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
 }
 
 /// Bridges run by `charla serve` (or alone with `charla bridge <name>`).
@@ -302,6 +306,12 @@ impl Config {
         if !config.webchat.jwt_public_key_file.as_os_str().is_empty() {
             config.webchat.jwt_public_key_file = base.join(&config.webchat.jwt_public_key_file);
         }
+        for path in [
+            &mut config.federation.tls_certificate,
+            &mut config.federation.tls_private_key,
+        ] {
+            *path = base.join(&*path);
+        }
         let whatsapp = &mut config.bridges.whatsapp;
         for path in [&mut whatsapp.state_path, &mut whatsapp.registration] {
             if !path.as_os_str().is_empty() {
@@ -370,6 +380,7 @@ impl Config {
         self.support.validate().map_err(ConfigError::Invalid)?;
         self.webchat.validate().map_err(ConfigError::Invalid)?;
         self.search.validate().map_err(ConfigError::Invalid)?;
+        self.federation.validate().map_err(ConfigError::Invalid)?;
         if self.webchat.enabled && !self.support.enabled {
             return Err(ConfigError::Invalid(
                 "webchat.enabled needs the support desk (support.enabled): each web chat is a \

@@ -12,12 +12,17 @@
 //! over and its future ends, so a stop does not wait for sockets; they close themselves when
 //! the notifier stops.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::watch,
+};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 use super::idle::{IdleBody, WriteTimeout};
@@ -32,12 +37,13 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then waits for the requests in
-/// flight to finish.
+/// Serves `app` on `listener` (over TLS with `tls`) until `shutdown` completes, then waits
+/// for the requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: Timeouts,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = http1::Builder::new();
@@ -59,34 +65,20 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let io = TokioIo::new(WriteTimeout::new(tcp, timeouts.idle));
-        let app = app.clone();
-        let service = service_fn(move |request: http::Request<Incoming>| {
-            let mut request = request.map(|body| IdleBody::new(body, timeouts.idle));
-            // Who is asking, for per-address limits (`api::client_ip`).
-            request.extensions_mut().insert(ConnectInfo(peer));
-            // A router is always ready: no `poll_ready` needed before `call`.
-            app.clone().call(request)
-        });
-        let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
+        let (app, builder, tls) = (app.clone(), builder.clone(), tls.clone());
         // Held until the connection (and the router in it) is dropped: the stop's wait below
         // ends only then.
         let held = stopping.clone();
         tokio::spawn(async move {
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stopped(held.clone()) => {
-                    // Answers the request in flight, then closes.
-                    connection.as_mut().graceful_shutdown();
-                    connection.as_mut().await
-                }
+            let Some(tls) = tls else {
+                return connection(tcp, peer, app, &builder, timeouts, held).await;
             };
-            if let Err(e) = served {
-                // Timeouts, resets and malformed requests: the client's doing, not ours.
-                tracing::debug!(error = %e, "connection closed with an error");
+            // The handshake is part of the time a client has to send its request's headers.
+            match tokio::time::timeout(timeouts.header_read, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => connection(stream, peer, app, &builder, timeouts, held).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
-            drop(connection);
-            drop(held);
         });
     }
     drop(listener);
@@ -99,6 +91,43 @@ pub async fn serve(
         tracing::warn!(grace = ?GRACE, "requests still in flight at shutdown were cut");
     }
     Ok(())
+}
+
+/// Serves one connection until it closes, or answers its request in flight and closes once
+/// `held` says the server stops.
+async fn connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    app: Router,
+    builder: &http1::Builder,
+    timeouts: Timeouts,
+    held: watch::Receiver<bool>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(WriteTimeout::new(io, timeouts.idle));
+    let service = service_fn(move |request: http::Request<Incoming>| {
+        let mut request = request.map(|body| IdleBody::new(body, timeouts.idle));
+        // Who is asking, for per-address limits (`api::client_ip`).
+        request.extensions_mut().insert(ConnectInfo(peer));
+        // A router is always ready: no `poll_ready` needed before `call`.
+        app.clone().call(request)
+    });
+    let mut connection = Box::pin(builder.serve_connection(io, service).with_upgrades());
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopped(held.clone()) => {
+            // Answers the request in flight, then closes.
+            connection.as_mut().graceful_shutdown();
+            connection.as_mut().await
+        }
+    };
+    if let Err(e) = served {
+        // Timeouts, resets and malformed requests: the client's doing, not ours.
+        tracing::debug!(error = %e, "connection closed with an error");
+    }
+    drop(connection);
+    drop(held);
 }
 
 /// Resolves once `stopping` turns true (or its sender is gone).

@@ -58,7 +58,7 @@ impl IpRange {
 }
 
 /// The ranges Synapse's sample config blocks: nothing a public web page can live on.
-const BLOCKED: &[&str] = &[
+pub const DEFAULT_BLOCKED: &[&str] = &[
     "0.0.0.0/8",       // "this network", unspecified
     "10.0.0.0/8",      // RFC 1918
     "100.64.0.0/10",   // carrier-grade NAT
@@ -98,7 +98,7 @@ impl IpFilter {
         let parse = |list: &[String]| -> Result<Vec<IpRange>, String> {
             list.iter().map(|r| IpRange::parse(r)).collect()
         };
-        let mut blocked: Vec<IpRange> = BLOCKED
+        let mut blocked: Vec<IpRange> = DEFAULT_BLOCKED
             .iter()
             .map(|r| IpRange::parse(r).expect("built-in ranges parse"))
             .collect();
@@ -106,6 +106,18 @@ impl IpFilter {
         Ok(IpFilter {
             blocked,
             allowed: parse(allowed)?,
+        })
+    }
+
+    /// Exactly the `blocked` ranges, none built in (`[federation] ip_range_blocklist`, whose
+    /// default is [`DEFAULT_BLOCKED`] and which a test empties to federate on loopback).
+    pub fn exactly(blocked: &[String]) -> Result<Self, String> {
+        Ok(IpFilter {
+            blocked: blocked
+                .iter()
+                .map(|r| IpRange::parse(r))
+                .collect::<Result<_, _>>()?,
+            allowed: Vec::new(),
         })
     }
 

@@ -18,7 +18,7 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
 };
 
-pub use ip_filter::IpFilter;
+pub use ip_filter::{DEFAULT_BLOCKED, IpFilter};
 
 /// Why a request was not made or failed before an answer.
 #[derive(Debug, thiserror::Error)]

@@ -332,8 +332,8 @@ impl ConversationIndex {
             {
                 out.push(record);
                 if out.len() == limit {
-                    let more =
-                        i + 1 < after || (!scanned && scans.iter_mut().any(|it| it.peek().is_some()));
+                    let more = i + 1 < after
+                        || (!scanned && scans.iter_mut().any(|it| it.peek().is_some()));
                     return Ok((out, more.then_some(PageToken { ts, room })));
                 }
             }

@@ -18,6 +18,7 @@ mod e2ee;
 mod e2ee_backup;
 mod ephemeral;
 mod errors;
+mod federation;
 mod media;
 mod metrics;
 mod push_gateway;

@@ -1,8 +1,9 @@
-//! Discovery: `/versions`, `/.well-known/matrix/client`, `/capabilities`.
+//! Discovery: `/versions`, `/.well-known/matrix/client`, `/capabilities`, and for other servers
+//! `/.well-known/matrix/server` (the federation delegation).
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use axum::Router;
+use axum::{Json, Router, extract::State, routing::get};
 use ruma::api::client::discovery::{
     discover_homeserver::{self, HomeserverInfo},
     get_capabilities::{
@@ -14,7 +15,7 @@ use ruma::api::client::discovery::{
 
 use crate::{
     api::ruma::{Ruma, route},
-    error::Result,
+    error::{Error, Result},
     events::SUPPORTED_ROOM_VERSIONS,
     services::Services,
 };
@@ -28,7 +29,20 @@ const SPEC_VERSIONS: &[&str] = &[
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = route(r, versions);
     let r = route(r, well_known);
+    let r = r.route("/.well-known/matrix/server", get(server_well_known));
     route(r, capabilities)
+}
+
+/// Where other servers reach this one's federation listener, when `[federation]
+/// well_known_server` delegates it; `404` otherwise (peers then use the server name's host on
+/// port 8448, as with Synapse's default).
+async fn server_well_known(State(s): State<Arc<Services>>) -> Result<Json<serde_json::Value>> {
+    let federation = &s.config.federation;
+    let delegated = federation.well_known_server.trim();
+    if !federation.enabled || delegated.is_empty() {
+        return Err(Error::not_found("This server does not delegate federation"));
+    }
+    Ok(Json(serde_json::json!({ "m.server": delegated })))
 }
 
 async fn versions(

@@ -1,0 +1,51 @@
+//! The federation listener's router (`[federation] listen`): the Server-Server API.
+//!
+//! What other servers may ask so far: this server's keys (`GET /_matrix/key/v2/server`, no
+//! authentication: the document is signed) and its version. Every other path answers
+//! `404 M_UNRECOGNIZED`, as Synapse does for an endpoint it lacks, so peers fall back rather than
+//! retry.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    http::{Method, StatusCode},
+    routing::get,
+};
+use serde_json::{Value, json};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::{error::Error, services::Services};
+
+/// Largest request body a peer may send: a transaction of 50 PDUs and 100 EDUs fits (Synapse
+/// caps PDUs at 64 KiB).
+const MAX_BODY: usize = 4 << 20;
+
+pub fn router(services: Arc<Services>) -> Router {
+    Router::new()
+        .route("/_matrix/key/v2/server", get(server_keys))
+        .route("/_matrix/federation/v1/version", get(version))
+        .fallback(|method: Method, uri: axum::http::Uri| async move {
+            tracing::debug!(%method, path = uri.path(), "unrecognized federation endpoint");
+            Error::unrecognized(StatusCode::NOT_FOUND)
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                axum::response::IntoResponse::into_response(Error::internal(
+                    "request handler panicked",
+                ))
+            },
+        ))
+        .with_state(services)
+}
+
+async fn server_keys(State(s): State<Arc<Services>>) -> Result<Json<Value>, Error> {
+    let now = u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get());
+    crate::federation::keys::server_keys(&s.rooms.key, now).map(Json)
+}
+
+async fn version() -> Json<Value> {
+    Json(json!({ "server": { "name": "Charla", "version": env!("CARGO_PKG_VERSION") } }))
+}
