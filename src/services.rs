@@ -53,6 +53,8 @@ pub struct Services {
     pub(crate) webchat: Option<crate::webchat::WebChat>,
     /// Full-text search (`/search`, the support API's `q`).
     pub(crate) search: crate::search::SearchService,
+    /// Requests to and from other servers, when `[federation] enabled`.
+    pub(crate) federation: Option<Arc<crate::federation::Federation>>,
 }
 
 impl Services {
@@ -85,7 +87,7 @@ impl Services {
             store.clone(),
             stream.clone(),
             notifier.clone(),
-            key,
+            key.clone(),
             config.rooms.default_version.clone(),
         );
         for asv in appservices.all().iter() {
@@ -112,6 +114,7 @@ impl Services {
             crate::backup::BackupService::new(&store, config.media_path(), &config.server_name);
         let webchat = crate::webchat::WebChat::open(&config.webchat, store.clone())?;
         let search = crate::search::SearchService::open(&config.search, config.search_path())?;
+        let federation = crate::federation::Federation::open(&config, key.clone())?.map(Arc::new);
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),
@@ -139,6 +142,7 @@ impl Services {
             backup,
             webchat,
             search,
+            federation,
         }))
     }
 }

@@ -1,9 +1,93 @@
 //! The Server-Server API (Matrix spec v1.16, "Server-Server API"): how other homeservers reach
-//! this one and how this one proves who it is.
+//! this one, how this one reaches them, and how each proves who it is.
 //!
-//! Built so far: the server's published keys (`keys.rs`), served with the version endpoint on
-//! the federation listener (`[federation] listen`, TLS with rustls: `server/tls.rs`), and the
-//! `/.well-known/matrix/server` delegation on the client listener. Joining, transactions and
-//! the rest of issue #23 come next, on this listener.
+//! Built so far: the server's published keys (`keys.rs`) served on the federation listener
+//! (`[federation] listen`, TLS with rustls: `server/tls.rs`) with the version endpoint and the
+//! profile query; `/.well-known/matrix/server` delegation on the client listener; requests to
+//! peers (`client.rs`: where a server name is reached, signed, certificates checked, blocked
+//! ranges refused); request signatures both ways (`xmatrix.rs`), checked with peers' keys
+//! fetched from them (`keyring.rs`). Joining, transactions and the rest of issue #23 come next.
 
+pub(crate) mod client;
+pub(crate) mod keyring;
 pub(crate) mod keys;
+pub(crate) mod xmatrix;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use ruma::{CanonicalJsonValue, OwnedServerName};
+
+use crate::{config::Config, error::Error, events::SigningKey};
+use client::FederationClient;
+use keyring::Keyring;
+use xmatrix::{Refusal, SignedRequest, XMatrix};
+
+/// What federating needs: requests out, and peers' keys to check requests in.
+pub(crate) struct Federation {
+    pub(crate) client: Arc<FederationClient>,
+    keyring: Keyring,
+    server_name: OwnedServerName,
+}
+
+/// An inbound request, as its signature covers it.
+pub(crate) struct Inbound<'a> {
+    /// The `Authorization` header, if any.
+    pub(crate) authorization: Option<&'a str>,
+    pub(crate) method: &'a str,
+    /// The path and query as received.
+    pub(crate) uri: &'a str,
+    pub(crate) content: Option<&'a CanonicalJsonValue>,
+}
+
+impl Federation {
+    /// `None` unless `[federation] enabled`.
+    pub(crate) fn open(config: &Config, key: Arc<SigningKey>) -> Result<Option<Federation>, Error> {
+        if !config.federation.enabled {
+            return Ok(None);
+        }
+        let client = FederationClient::new(&config.federation, key)
+            .map_err(|e| Error::internal(format!("federation: {e}")))?;
+        let client = Arc::new(client);
+        Ok(Some(Federation {
+            keyring: Keyring::new(client.clone()),
+            client,
+            server_name: config.server_name.clone(),
+        }))
+    }
+
+    /// The server that signed `request`, if its `X-Matrix` signature is for this server and
+    /// verifies with the origin's published key; `401 M_UNAUTHORIZED` otherwise.
+    pub(crate) async fn authenticate(
+        &self,
+        request: &Inbound<'_>,
+    ) -> Result<OwnedServerName, Error> {
+        let refused = |why: &dyn std::fmt::Display| {
+            Error::matrix(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", why.to_string())
+        };
+        let header = XMatrix::parse(
+            request
+                .authorization
+                .ok_or(Refusal::Missing)
+                .map_err(|e| refused(&e))?,
+        )
+        .map_err(|e| refused(&e))?;
+        if header.origin == self.server_name {
+            return Err(refused(&"a request in this server's own name"));
+        }
+        let keys = self
+            .keyring
+            .keys_for(&header.origin, &header.key)
+            .await
+            .map_err(|e| refused(&e))?;
+        let signed = SignedRequest {
+            method: request.method,
+            uri: request.uri,
+            origin: &header.origin,
+            destination: &self.server_name,
+            content: request.content,
+        };
+        signed.verify(&header, &keys).map_err(|e| refused(&e))?;
+        Ok(header.origin)
+    }
+}

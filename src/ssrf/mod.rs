@@ -69,12 +69,24 @@ impl GuardedClient {
     /// `user_agent` says what makes the request; `timeout` bounds a whole request (`None`: the
     /// caller bounds it).
     pub fn new(filter: IpFilter, user_agent: &str, timeout: Option<Duration>) -> Self {
+        Self::with_tls(filter, user_agent, timeout, true)
+    }
+
+    /// As [`GuardedClient::new`]; `verify_certificates = false` accepts any certificate, for
+    /// federation test setups with self-signed ones (`[federation] verify_certificates`).
+    pub fn with_tls(
+        filter: IpFilter,
+        user_agent: &str,
+        timeout: Option<Duration>,
+        verify_certificates: bool,
+    ) -> Self {
         let filter = Arc::new(filter);
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(FilteringResolver(filter.clone())))
             .connect_timeout(Duration::from_secs(15))
+            .tls_danger_accept_invalid_certs(!verify_certificates)
             .user_agent(user_agent);
         if let Some(timeout) = timeout {
             builder = builder.timeout(timeout);

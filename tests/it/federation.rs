@@ -96,7 +96,7 @@ async fn the_version_answers_and_every_other_path_is_unrecognized() {
     assert_eq!(body["server"]["version"], env!("CARGO_PKG_VERSION"));
     // Not built yet, and not the client API: peers are told the endpoint is unknown.
     for path in [
-        "/_matrix/federation/v1/query/profile?user_id=@a:localhost",
+        "/_matrix/federation/v1/publicRooms",
         "/_matrix/client/versions",
         "/_matrix/key/v2/query/localhost",
     ] {
@@ -182,4 +182,158 @@ async fn bad_federation_settings_are_refused_naming_the_key() {
         Err(e) => e.to_string(),
     };
     assert!(error.contains("cert.pem"), "{error}");
+}
+
+/// A federating server named `127.0.0.1:<its federation port>`, reaching peers on loopback
+/// without checking their (self-signed) certificates.
+async fn peer(certs: &Path) -> (charla::server::RunningServer, tempfile::TempDir) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "server_name = \"127.0.0.1:{port}\"\n\
+         [storage]\npath = {:?}\ncache_capacity_mb = 16\n\
+         [logging]\nfilter = \"warn\"\n\
+         [federation]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
+         tls_certificate = {:?}\ntls_private_key = {:?}\n\
+         verify_certificates = false\nip_range_blocklist = []\n",
+        dir.path().join("data"),
+        certs.join("cert.pem"),
+        certs.join("key.pem"),
+    );
+    let mut config = Config::from_toml(&text).unwrap();
+    config.server.listen = ([127, 0, 0, 1], 0).into();
+    (charla::server::start(config).await.unwrap(), dir)
+}
+
+/// An `X-Matrix` header for `GET uri` from `origin` to `destination`, signed by a key of
+/// version `version` that is not `origin`'s.
+fn forged(origin: &str, destination: &str, version: &str, uri: &str) -> String {
+    let der = ruma::signatures::Ed25519KeyPair::generate();
+    let key = ruma::signatures::Ed25519KeyPair::from_der(&der, version.to_owned()).unwrap();
+    let mut object: CanonicalJsonObject = serde_json::from_value(serde_json::json!({
+        "method": "GET", "uri": uri, "origin": origin, "destination": destination,
+    }))
+    .unwrap();
+    ruma::signatures::sign_json(origin, &key, &mut object).unwrap();
+    let sig = object["signatures"].as_object().unwrap()[origin]
+        .as_object()
+        .unwrap()[&format!("ed25519:{version}")]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    format!(
+        "X-Matrix origin=\"{origin}\",destination=\"{destination}\",key=\"ed25519:{version}\",sig=\"{sig}\""
+    )
+}
+
+#[tokio::test]
+async fn a_user_reads_a_profile_on_another_server_and_forged_requests_are_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let (a, _a_dir) = peer(certs.path()).await;
+    let (b, _b_dir) = peer(certs.path()).await;
+    let (a_name, b_name) = (
+        a.services.config.server_name.clone(),
+        b.services.config.server_name.clone(),
+    );
+    let bob = crate::common::registered(&b.base_url(), "bob").await;
+    let (status, body) = bob
+        .put(
+            &format!("/_matrix/client/v3/profile/@bob:{b_name}/displayname"),
+            serde_json::json!({ "displayname": "Bob de B" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Alice on A asks for Bob's profile: A signs a query to B, B checks it with A's key.
+    let alice = crate::common::registered(&a.base_url(), "alice").await;
+    let (status, body) = alice
+        .get(&format!("/_matrix/client/v3/profile/@bob:{b_name}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({ "displayname": "Bob de B" }));
+    let (status, body) = alice
+        .get(&format!(
+            "/_matrix/client/v3/profile/@bob:{b_name}/displayname"
+        ))
+        .await;
+    assert_eq!(
+        (status, &body["displayname"]),
+        (200, &Value::from("Bob de B"))
+    );
+    let (status, body) = alice
+        .get(&format!("/_matrix/client/v3/profile/@nobody:{b_name}"))
+        .await;
+    assert_error(status, &body, 404, "M_NOT_FOUND");
+
+    // Straight to B's federation listener, as an attacker would.
+    let b_fed = b.federation_addr.unwrap();
+    let uri = format!(
+        "/_matrix/federation/v1/query/profile?user_id=%40bob%3A{}",
+        b_name.as_str().replace(':', "%3A")
+    );
+    let insecure = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let ask = |authorization: Option<String>| {
+        let mut request = insecure.get(format!("https://127.0.0.1:{}{uri}", b_fed.port()));
+        if let Some(a) = authorization {
+            request = request.header("authorization", a);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = ask(None).await;
+    assert_error(status, &body, 401, "M_UNAUTHORIZED");
+    // In A's name with a key A does not publish, and with A's key id but another key.
+    let a_keys = get_insecure(
+        &insecure,
+        a.federation_addr.unwrap(),
+        "/_matrix/key/v2/server",
+    )
+    .await;
+    let a_key_id = a_keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let a_version = a_key_id.trim_start_matches("ed25519:");
+    for header in [
+        forged(a_name.as_str(), b_name.as_str(), "unknown", &uri),
+        forged(a_name.as_str(), b_name.as_str(), a_version, &uri),
+        // From a server that does not exist.
+        forged("127.0.0.1:1", b_name.as_str(), "1", &uri),
+        // Meant for another server.
+        forged(a_name.as_str(), "elsewhere.example", a_version, &uri),
+        // In B's own name.
+        forged(b_name.as_str(), b_name.as_str(), "1", &uri),
+        "X-Matrix garbage".to_owned(),
+    ] {
+        let (status, body) = ask(Some(header.clone())).await;
+        assert_error(status, &body, 401, "M_UNAUTHORIZED");
+        assert!(body.get("displayname").is_none(), "{header}: {body}");
+    }
+}
+
+async fn get_insecure(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
+    client
+        .get(format!("https://127.0.0.1:{}{path}", addr.port()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -13,6 +13,7 @@ use ruma::{
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
+    federation::client::PeerError,
     rooms::MemberProfile,
     services::Services,
     users::UserRecord,
@@ -33,6 +34,36 @@ fn record(s: &Services, user: &UserId) -> Result<UserRecord> {
         .ok_or_else(|| Error::not_found("Profile not found"))
 }
 
+/// A user's display name and avatar: from the store for a local user, from their server
+/// (`GET /_matrix/federation/v1/query/profile`) for another's, when federating.
+async fn profile_of(s: &Services, user: &UserId) -> Result<MemberProfile> {
+    if user.server_name() == s.config.server_name {
+        return Ok(member_profile(&record(s, user)?));
+    }
+    let Some(federation) = &s.federation else {
+        return Err(Error::not_found("Profile not found"));
+    };
+    let user_id: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={user_id}");
+    let answer = federation
+        .client
+        .send_signed(user.server_name(), reqwest::Method::GET, &path, None)
+        .await
+        .map_err(|e| match e {
+            PeerError::Status(_, 404, _) => Error::not_found("Profile not found"),
+            e => Error::matrix(
+                axum::http::StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                format!("Cannot get the profile: {e}"),
+            ),
+        })?;
+    let text = |k: &str| answer.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(MemberProfile {
+        displayname: text("displayname"),
+        avatar_url: text("avatar_url"),
+    })
+}
+
 fn mxc(url: Option<&str>) -> Option<OwnedMxcUri> {
     url.map(OwnedMxcUri::from)
 }
@@ -41,7 +72,7 @@ async fn profile(
     s: Arc<Services>,
     req: Ruma<get_profile::v3::Request>,
 ) -> Result<get_profile::v3::Response> {
-    let r = record(&s, &req.body.user_id)?;
+    let r = profile_of(&s, &req.body.user_id).await?;
     let mut response = get_profile::v3::Response::new();
     if let Some(name) = r.displayname {
         response.set("displayname".to_owned(), name.into());
@@ -56,7 +87,7 @@ async fn displayname(
     s: Arc<Services>,
     req: Ruma<get_display_name::v3::Request>,
 ) -> Result<get_display_name::v3::Response> {
-    let r = record(&s, &req.body.user_id)?;
+    let r = profile_of(&s, &req.body.user_id).await?;
     Ok(get_display_name::v3::Response::new(r.displayname))
 }
 
@@ -64,7 +95,7 @@ async fn avatar_url(
     s: Arc<Services>,
     req: Ruma<get_avatar_url::v3::Request>,
 ) -> Result<get_avatar_url::v3::Response> {
-    let r = record(&s, &req.body.user_id)?;
+    let r = profile_of(&s, &req.body.user_id).await?;
     Ok(get_avatar_url::v3::Response::new(mxc(r
         .avatar_url
         .as_deref())))

@@ -1,9 +1,12 @@
 //! The federation listener's router (`[federation] listen`): the Server-Server API.
 //!
 //! What other servers may ask so far: this server's keys (`GET /_matrix/key/v2/server`, no
-//! authentication: the document is signed) and its version. Every other path answers
-//! `404 M_UNRECOGNIZED`, as Synapse does for an endpoint it lacks, so peers fall back rather than
-//! retry.
+//! authentication: the document is signed), its version, and (signed: `peer.rs`) its users'
+//! profiles. Every other path answers `404 M_UNRECOGNIZED`, as Synapse does for an endpoint it
+//! lacks, so peers fall back rather than retry.
+
+mod peer;
+mod query;
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/_matrix/key/v2/server", get(server_keys))
         .route("/_matrix/federation/v1/version", get(version))
+        .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             tracing::debug!(%method, path = uri.path(), "unrecognized federation endpoint");
             Error::unrecognized(StatusCode::NOT_FOUND)

@@ -1,0 +1,251 @@
+//! Requests to other servers: where a server name is reached, signed with `X-Matrix`, over TLS
+//! that checks the peer's certificate (unless `[federation] verify_certificates = false`), never
+//! to an address of `[federation] ip_range_blocklist`.
+//!
+//! Where a server is reached (spec v1.16, "Resolving server names"), in this order: an IP
+//! literal, with its port or 8448; a host name with an explicit port; the host's
+//! `/.well-known/matrix/server` delegation (its answer read the same way, cached for a day, a
+//! failure for an hour); the host on port 8448. SRV records are not looked up yet: a server
+//! that relies on them alone (no `.well-known`) is reached on port 8448 of its name.
+
+use std::{sync::Arc, time::Duration};
+
+use parking_lot::Mutex;
+use reqwest::{Method, Url};
+use ruma::{CanonicalJsonValue, OwnedServerName, ServerName};
+use serde_json::Value;
+
+use super::xmatrix::SignedRequest;
+use crate::{events::SigningKey, expiring::ExpiringMap, ssrf::GuardedClient};
+
+/// The port a server without delegation or explicit port listens on.
+const DEFAULT_PORT: u16 = 8448;
+/// How long a whole request to a peer may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a `.well-known` answer, and a failure to get one, is kept.
+const WELL_KNOWN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+const WELL_KNOWN_FAILURE: Duration = Duration::from_secs(60 * 60);
+/// Most servers whose delegation is remembered.
+const WELL_KNOWN_CAPACITY: usize = 10_000;
+/// Largest answer read from a peer.
+const MAX_ANSWER: usize = 4 << 20;
+/// Largest `.well-known` answer read (Synapse reads 50 kB).
+const MAX_WELL_KNOWN: usize = 50 << 10;
+
+/// Why a request to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    #[error("cannot reach {0}: {1}")]
+    Unreachable(OwnedServerName, String),
+    #[error("{0} answered {1}: {2}")]
+    Status(OwnedServerName, u16, Value),
+    #[error("{0} answered what is not JSON, or too much")]
+    BadAnswer(OwnedServerName),
+}
+
+/// Where a server is reached: the URL's authority (`host:port`), which is also the name its
+/// certificate must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Destination {
+    pub(crate) authority: String,
+}
+
+pub(crate) struct FederationClient {
+    http: GuardedClient,
+    key: Arc<SigningKey>,
+    /// Each host's delegation (`None`: it has none, or it failed), for a while.
+    delegations: Mutex<ExpiringMap<(Option<String>, std::time::Instant)>>,
+}
+
+impl FederationClient {
+    pub(crate) fn new(
+        config: &crate::config::FederationConfig,
+        key: Arc<SigningKey>,
+    ) -> Result<Self, String> {
+        let filter = crate::ssrf::IpFilter::exactly(&config.ip_range_blocklist)?;
+        let http = GuardedClient::with_tls(
+            filter,
+            concat!("Charla/", env!("CARGO_PKG_VERSION")),
+            Some(REQUEST_TIMEOUT),
+            config.verify_certificates,
+        );
+        Ok(FederationClient {
+            http,
+            key,
+            delegations: Mutex::new(ExpiringMap::new(WELL_KNOWN_CAPACITY, WELL_KNOWN_LIFETIME)),
+        })
+    }
+
+    /// Where `server` is reached.
+    pub(crate) async fn resolve(&self, server: &ServerName) -> Destination {
+        if let Some(authority) = explicit(server.as_str()) {
+            return Destination { authority };
+        }
+        let host = server.host();
+        let cached = self
+            .delegations
+            .lock()
+            .get_mut(host)
+            .and_then(|(d, until)| (std::time::Instant::now() < *until).then(|| d.clone()));
+        let delegated = match cached {
+            Some(delegated) => delegated,
+            None => {
+                let found = self.well_known(host).await;
+                let keep = match found {
+                    Some(_) => WELL_KNOWN_LIFETIME,
+                    None => WELL_KNOWN_FAILURE,
+                };
+                let until = std::time::Instant::now() + keep;
+                self.delegations
+                    .lock()
+                    .insert(host.to_owned(), (found.clone(), until));
+                found
+            }
+        };
+        let authority = match delegated {
+            Some(d) => explicit(&d).unwrap_or(format!("{d}:{DEFAULT_PORT}")),
+            None => format!("{host}:{DEFAULT_PORT}"),
+        };
+        Destination { authority }
+    }
+
+    /// `m.server` of `https://<host>/.well-known/matrix/server`, when it names a server.
+    async fn well_known(&self, host: &str) -> Option<String> {
+        let url = Url::parse(&format!("https://{host}/.well-known/matrix/server")).ok()?;
+        let response = self
+            .http
+            .request(Method::GET, &url)
+            .ok()?
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = read_limited(response, MAX_WELL_KNOWN).await?;
+        let answer: Value = serde_json::from_slice(&body).ok()?;
+        let delegated = answer.get("m.server")?.as_str()?;
+        ServerName::parse(delegated).ok().map(|s| s.to_string())
+    }
+
+    /// `GET path` on `server`, unsigned (the key server's documents sign themselves).
+    pub(crate) async fn get_unsigned(
+        &self,
+        server: &ServerName,
+        path: &str,
+    ) -> Result<Value, PeerError> {
+        self.send(server, Method::GET, path, None, false).await
+    }
+
+    /// `method path` on `server` with `body`, signed by this server.
+    pub(crate) async fn send_signed(
+        &self,
+        server: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, PeerError> {
+        self.send(server, method, path, body, true).await
+    }
+
+    async fn send(
+        &self,
+        server: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        signed: bool,
+    ) -> Result<Value, PeerError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| PeerError::Unreachable(server.to_owned(), e.to_string());
+        let destination = self.resolve(server).await;
+        let url = Url::parse(&format!("https://{}{path}", destination.authority))
+            .map_err(|e| unreachable(&e))?;
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .map_err(|e| unreachable(&e))?;
+        if signed {
+            let content: Option<CanonicalJsonValue> = body
+                .map(|b| serde_json::from_value(b.clone()))
+                .transpose()
+                .map_err(|e| unreachable(&e))?;
+            // What the request line carries, as the peer reads it back.
+            let uri = match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let header = SignedRequest {
+                method: method.as_str(),
+                uri: &uri,
+                origin: &self.key.server_name,
+                destination: server,
+                content: content.as_ref(),
+            }
+            .sign(&self.key.key_pair)
+            .map_err(|e| unreachable(&e))?;
+            request = request.header(reqwest::header::AUTHORIZATION, header.to_header());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let body = read_limited(response, MAX_ANSWER)
+            .await
+            .ok_or_else(|| PeerError::BadAnswer(server.to_owned()))?;
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
+        if !status.is_success() {
+            return Err(PeerError::Status(server.to_owned(), status.as_u16(), value));
+        }
+        Ok(value)
+    }
+}
+
+/// `host:port` for a name that says where it is: an IP literal (port 8448 unless given) or a
+/// host with an explicit port.
+fn explicit(name: &str) -> Option<String> {
+    let server = ServerName::parse(name).ok()?;
+    if server.is_ip_literal() {
+        return Some(match server.port() {
+            Some(_) => name.to_owned(),
+            None => format!("{name}:{DEFAULT_PORT}"),
+        });
+    }
+    server.port().map(|_| name.to_owned())
+}
+
+/// The body, unless it is larger than `limit`.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
+    if response.content_length().is_some_and(|l| l > limit as u64) {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_say_where_they_are_need_no_lookup() {
+        for (name, want) in [
+            ("127.0.0.1", Some("127.0.0.1:8448")),
+            ("127.0.0.1:9000", Some("127.0.0.1:9000")),
+            ("[::1]", Some("[::1]:8448")),
+            ("[::1]:9000", Some("[::1]:9000")),
+            ("example.com:443", Some("example.com:443")),
+            ("example.com", None),
+        ] {
+            assert_eq!(explicit(name).as_deref(), want, "{name}");
+        }
+    }
+}
