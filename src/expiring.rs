@@ -76,7 +76,7 @@ impl<V> ExpiringMap<V> {
             .map(|e| &mut e.value)
     }
 
-    #[cfg(test)]
+    /// Whether a live entry is under `key`.
     pub fn contains(&mut self, key: &str) -> bool {
         self.get_mut(key).is_some()
     }

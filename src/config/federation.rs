@@ -25,6 +25,10 @@ pub struct FederationConfig {
     /// What `/.well-known/matrix/server` delegates to (`matrix.example.com:443`), on the client
     /// listener; empty: no delegation (peers reach `server_name` on port 8448).
     pub well_known_server: String,
+    /// Requests one peer server may make per second once authenticated, sustained and in a
+    /// burst; more get `429 M_LIMIT_EXCEEDED`.
+    pub per_origin_per_second: f64,
+    pub per_origin_burst: u32,
 }
 
 impl Default for FederationConfig {
@@ -40,6 +44,8 @@ impl Default for FederationConfig {
                 .map(|r| (*r).to_owned())
                 .collect(),
             well_known_server: String::new(),
+            per_origin_per_second: 50.0,
+            per_origin_burst: 500,
         }
     }
 }
@@ -49,6 +55,11 @@ impl FederationConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         crate::ssrf::IpFilter::exactly(&self.ip_range_blocklist)
             .map_err(|e| format!("federation.ip_range_blocklist: {e}"))?;
+        if self.per_origin_per_second <= 0.0 || self.per_origin_burst == 0 {
+            return Err(
+                "federation.per_origin_per_second and per_origin_burst must be positive".into(),
+            );
+        }
         let delegated = self.well_known_server.trim();
         if !delegated.is_empty() && ruma::ServerName::parse(delegated).is_err() {
             return Err(format!(

@@ -2,11 +2,19 @@
 //! (the document names that server and is signed by the keys it lists), kept until the
 //! document's `valid_until_ts`, at most seven days (the spec's bound), in memory.
 //!
-//! A request whose key is unknown or expired fetches the document again, once at a time per
-//! server: many requests from one origin wait for the same fetch instead of each causing one.
-//! Notary servers (`/_matrix/key/v2/query`) are not asked yet.
+//! A fetch is work anybody can make this server do, before any signature is checked: a request
+//! naming an origin whose key is not known makes this server call that origin. So fetches are
+//! bounded: one at a time per server (many requests from one origin wait for the same fetch), a
+//! failed fetch is not tried again for a minute (a request naming a server that does not answer
+//! is refused at once), and one address may cause [`FETCHES_PER_SECOND`] fetches a second (burst
+//! [`FETCH_BURST`]). Notary servers (`/_matrix/key/v2/query`) are not asked yet.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use ruma::{
     CanonicalJsonObject, OwnedServerName, ServerName,
@@ -22,6 +30,11 @@ use crate::expiring::ExpiringMap;
 const MAX_VALIDITY: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Most servers whose keys are kept.
 const CAPACITY: usize = 10_000;
+/// How long a server whose keys could not be fetched is not asked again.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+/// Fetches one address may cause, sustained and in a burst.
+const FETCHES_PER_SECOND: f64 = 1.0;
+const FETCH_BURST: u32 = 20;
 
 /// Why a server's keys cannot be had.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,8 @@ pub(crate) enum KeyError {
     Fetch(OwnedServerName, String),
     #[error("the key document of {0} is not valid: {1}")]
     Invalid(OwnedServerName, &'static str),
+    #[error("too many key fetches from this address")]
+    TooMany(crate::error::Error),
 }
 
 /// A server's verify keys and until when (ms since the epoch) they may be used.
@@ -37,13 +52,19 @@ pub(crate) enum KeyError {
 struct Known {
     keys: PublicKeySet,
     valid_until: u64,
+    /// When they were fetched: a key id they lack is not asked for again for a while.
+    fetched: u64,
 }
 
 pub(crate) struct Keyring {
     client: Arc<FederationClient>,
     known: parking_lot::Mutex<ExpiringMap<Known>>,
-    /// One fetch at a time per server.
-    fetching: tokio::sync::Mutex<()>,
+    /// The servers being fetched, each with the lock its fetch holds.
+    fetching: parking_lot::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    /// Servers whose last fetch failed, for [`FAILURE_BACKOFF`].
+    failed: parking_lot::Mutex<ExpiringMap<()>>,
+    /// Fetches per requesting address.
+    fetches: crate::ratelimit::RateLimiter,
 }
 
 impl Keyring {
@@ -51,27 +72,71 @@ impl Keyring {
         Keyring {
             client,
             known: parking_lot::Mutex::new(ExpiringMap::new(CAPACITY, MAX_VALIDITY)),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: parking_lot::Mutex::new(HashMap::new()),
+            failed: parking_lot::Mutex::new(ExpiringMap::new(CAPACITY, FAILURE_BACKOFF)),
+            fetches: crate::ratelimit::RateLimiter::new(FETCHES_PER_SECOND, FETCH_BURST),
         }
     }
 
-    /// `server`'s keys, in the shape signature checks take, holding `key_id` and valid now.
+    /// `server`'s keys, in the shape signature checks take, holding `key_id` and valid now;
+    /// fetched for a request from `asker` when they are not known.
     pub(crate) async fn keys_for(
         &self,
         server: &ServerName,
         key_id: &str,
+        asker: IpAddr,
     ) -> Result<PublicKeyMap, KeyError> {
         let now = now_ms();
         let usable = |k: &Known| k.valid_until > now && k.keys.contains_key(key_id);
-        if let Some(known) = self.cached(server).filter(usable) {
+        let cached = self.cached(server);
+        if let Some(known) = cached.clone().filter(usable) {
             return Ok(map(server, known.keys));
         }
-        let _one_at_a_time = self.fetching.lock().await;
-        // Another request may have fetched them while this one waited.
-        if let Some(known) = self.cached(server).filter(usable) {
-            return Ok(map(server, known.keys));
+        // A key id the server did not list a moment ago (a forger's, most likely).
+        let backoff = FAILURE_BACKOFF.as_millis() as u64;
+        if cached.is_some_and(|k| k.valid_until > now && now < k.fetched + backoff) {
+            return Err(KeyError::Invalid(
+                server.to_owned(),
+                "it does not list the key used",
+            ));
         }
-        let known = self.fetch(server, now).await?;
+        if self.failed.lock().contains(server.as_str()) {
+            return Err(KeyError::Fetch(
+                server.to_owned(),
+                "failed a moment ago".into(),
+            ));
+        }
+        self.fetches
+            .check(&asker.to_string())
+            .map_err(KeyError::TooMany)?;
+        let lock = self
+            .fetching
+            .lock()
+            .entry(server.to_owned())
+            .or_default()
+            .clone();
+        let fetched = {
+            let _one_at_a_time = lock.lock().await;
+            // Another request may have fetched them while this one waited.
+            match self.cached(server).filter(usable) {
+                Some(known) => Ok(known),
+                None => self.fetch(server, now).await,
+            }
+        };
+        {
+            // The last one out removes the server's lock.
+            let mut fetching = self.fetching.lock();
+            drop(lock);
+            if fetching
+                .get(server)
+                .is_some_and(|l| Arc::strong_count(l) == 1)
+            {
+                fetching.remove(server);
+            }
+        }
+        let known = fetched.inspect_err(|_| {
+            self.failed.lock().insert(server.to_string(), ());
+        })?;
         self.known.lock().insert(server.to_string(), known.clone());
         if !usable(&known) {
             return Err(KeyError::Invalid(
@@ -132,6 +197,7 @@ fn check(server: &ServerName, doc: &Value, now: u64) -> Result<Known, KeyError> 
     Ok(Known {
         keys,
         valid_until: until.min(now + MAX_VALIDITY.as_millis() as u64),
+        fetched: now,
     })
 }
 

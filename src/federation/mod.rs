@@ -28,10 +28,13 @@ pub(crate) struct Federation {
     pub(crate) client: Arc<FederationClient>,
     keyring: Keyring,
     server_name: OwnedServerName,
+    /// Requests per origin, once authenticated.
+    per_origin: crate::ratelimit::RateLimiter,
 }
 
-/// An inbound request, as its signature covers it.
+/// An inbound request, as its signature covers it, and where it came from.
 pub(crate) struct Inbound<'a> {
+    pub(crate) from: std::net::IpAddr,
     /// The `Authorization` header, if any.
     pub(crate) authorization: Option<&'a str>,
     pub(crate) method: &'a str,
@@ -53,6 +56,10 @@ impl Federation {
             keyring: Keyring::new(client.clone()),
             client,
             server_name: config.server_name.clone(),
+            per_origin: crate::ratelimit::RateLimiter::new(
+                config.federation.per_origin_per_second,
+                config.federation.per_origin_burst,
+            ),
         }))
     }
 
@@ -77,9 +84,12 @@ impl Federation {
         }
         let keys = self
             .keyring
-            .keys_for(&header.origin, &header.key)
+            .keys_for(&header.origin, &header.key, request.from)
             .await
-            .map_err(|e| refused(&e))?;
+            .map_err(|e| match e {
+                keyring::KeyError::TooMany(limited) => limited,
+                e => refused(&e),
+            })?;
         let signed = SignedRequest {
             method: request.method,
             uri: request.uri,
@@ -88,6 +98,7 @@ impl Federation {
             content: request.content,
         };
         signed.verify(&header, &keys).map_err(|e| refused(&e))?;
+        self.per_origin.check(header.origin.as_str())?;
         Ok(header.origin)
     }
 }

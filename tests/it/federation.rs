@@ -185,8 +185,8 @@ async fn bad_federation_settings_are_refused_naming_the_key() {
 }
 
 /// A federating server named `127.0.0.1:<its federation port>`, reaching peers on loopback
-/// without checking their (self-signed) certificates.
-async fn peer(certs: &Path) -> (charla::server::RunningServer, tempfile::TempDir) {
+/// without checking their (self-signed) certificates; `more` is added to `[federation]`.
+async fn peer(certs: &Path, more: &str) -> (charla::server::RunningServer, tempfile::TempDir) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -199,7 +199,7 @@ async fn peer(certs: &Path) -> (charla::server::RunningServer, tempfile::TempDir
          [logging]\nfilter = \"warn\"\n\
          [federation]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
          tls_certificate = {:?}\ntls_private_key = {:?}\n\
-         verify_certificates = false\nip_range_blocklist = []\n",
+         verify_certificates = false\nip_range_blocklist = []\n{more}\n",
         dir.path().join("data"),
         certs.join("cert.pem"),
         certs.join("key.pem"),
@@ -234,8 +234,8 @@ fn forged(origin: &str, destination: &str, version: &str, uri: &str) -> String {
 async fn a_user_reads_a_profile_on_another_server_and_forged_requests_are_refused() {
     let certs = tempfile::tempdir().unwrap();
     certificate(certs.path());
-    let (a, _a_dir) = peer(certs.path()).await;
-    let (b, _b_dir) = peer(certs.path()).await;
+    let (a, _a_dir) = peer(certs.path(), "").await;
+    let (b, _b_dir) = peer(certs.path(), "").await;
     let (a_name, b_name) = (
         a.services.config.server_name.clone(),
         b.services.config.server_name.clone(),
@@ -336,4 +336,67 @@ async fn get_insecure(client: &reqwest::Client, addr: SocketAddr, path: &str) ->
         .json()
         .await
         .unwrap()
+}
+
+#[tokio::test]
+async fn key_fetches_and_peers_requests_are_bounded() {
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let (a, _a_dir) = peer(certs.path(), "").await;
+    let (b, _b_dir) = peer(
+        certs.path(),
+        "per_origin_per_second = 0.001\nper_origin_burst = 3",
+    )
+    .await;
+    let b_name = b.services.config.server_name.clone();
+    let b_fed = b.federation_addr.unwrap();
+    let uri = "/_matrix/federation/v1/query/profile?user_id=%40x%3Ay";
+    let insecure = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let ask = |origin: String| {
+        let request = insecure
+            .get(format!("https://127.0.0.1:{}{uri}", b_fed.port()))
+            .header("authorization", forged(&origin, b_name.as_str(), "1", uri));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    // An authenticated peer gets its burst, then 429s (which its users see as a failure).
+    let alice = crate::common::registered(&a.base_url(), "alice").await;
+    crate::common::registered(&b.base_url(), "bob").await;
+    let path = format!("/_matrix/client/v3/profile/@bob:{b_name}");
+    for _ in 0..3 {
+        let (status, body) = alice.get(&path).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = alice.get(&path).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("429"), "{body}");
+    // A server that does not answer: refused, and not asked again for a while.
+    for attempt in 0..3 {
+        let (status, body) = ask("127.0.0.1:1".to_owned()).await;
+        assert_error(status, &body, 401, "M_UNAUTHORIZED");
+        let again = body["error"].as_str().unwrap().contains("failed a moment ago");
+        assert_eq!(again, attempt > 0, "{body}");
+    }
+    // Each new origin makes B call it: one address may cause 20 such calls, then waits.
+    let mut limited = 0;
+    for port in 2..=30 {
+        let (status, body) = ask(format!("127.0.0.1:{port}")).await;
+        match status {
+            401 => assert_error(status, &body, 401, "M_UNAUTHORIZED"),
+            _ => {
+                assert_error(status, &body, 429, "M_LIMIT_EXCEEDED");
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 5, "{limited} of 29 limited");
 }

@@ -48,6 +48,10 @@ impl FromRequest<Arc<Services>> for Peer {
             .to_str()
             .map_err(|_| unauthorized("The Authorization header is not text"))?
             .to_owned();
+        let from = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
         let method = req.method().to_string();
         let uri = req
             .uri()
@@ -65,6 +69,7 @@ impl FromRequest<Arc<Services>> for Peer {
         };
         let origin = federation
             .authenticate(&Inbound {
+                from,
                 authorization: Some(&authorization),
                 method: &method,
                 uri: &uri,
