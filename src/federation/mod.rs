@@ -8,6 +8,7 @@
 //! ranges refused); request signatures both ways (`xmatrix.rs`), checked with peers' keys
 //! fetched from them (`keyring.rs`). Joining, transactions and the rest of issue #23 come next.
 
+pub(crate) mod ask;
 pub(crate) mod client;
 pub(crate) mod keyring;
 pub(crate) mod keys;

@@ -383,7 +383,10 @@ async fn key_fetches_and_peers_requests_are_bounded() {
     for attempt in 0..3 {
         let (status, body) = ask("127.0.0.1:1".to_owned()).await;
         assert_error(status, &body, 401, "M_UNAUTHORIZED");
-        let again = body["error"].as_str().unwrap().contains("failed a moment ago");
+        let again = body["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed a moment ago");
         assert_eq!(again, attempt > 0, "{body}");
     }
     // Each new origin makes B call it: one address may cause 20 such calls, then waits.
@@ -399,4 +402,79 @@ async fn key_fetches_and_peers_requests_are_bounded() {
         }
     }
     assert!(limited >= 5, "{limited} of 29 limited");
+}
+
+#[tokio::test]
+async fn device_keys_are_queried_and_claimed_across_servers() {
+    use base64::Engine;
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let (a, _a_dir) = peer(certs.path(), "").await;
+    let (b, _b_dir) = peer(certs.path(), "").await;
+    let b_name = b.services.config.server_name.clone();
+    let bob = crate::common::registered(&b.base_url(), "bob").await;
+    let (_, me) = bob.get("/_matrix/client/v3/account/whoami").await;
+    let (bob_id, device) = (
+        me["user_id"].as_str().unwrap(),
+        me["device_id"].as_str().unwrap(),
+    );
+    // Bob's device keys, self-signed, and two one-time keys.
+    let der = ruma::signatures::Ed25519KeyPair::generate();
+    let key = ruma::signatures::Ed25519KeyPair::from_der(&der, device.to_owned()).unwrap();
+    let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
+    let mut keys: CanonicalJsonObject = serde_json::from_value(serde_json::json!({
+        "user_id": bob_id, "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": { format!("curve25519:{device}"): "Y3VydmUyNTUxOWtleQ", format!("ed25519:{device}"): public },
+    }))
+    .unwrap();
+    ruma::signatures::sign_json(bob_id, &key, &mut keys).unwrap();
+    let otk = |k: &str| serde_json::json!({ "key": k, "signatures": { bob_id: { format!("ed25519:{device}"): "c2ln" } } });
+    let (status, body) = bob
+        .post(
+            "/_matrix/client/v3/keys/upload",
+            serde_json::json!({ "device_keys": keys, "one_time_keys": {
+                "signed_curve25519:AAAA": otk("first"), "signed_curve25519:AAAB": otk("second"),
+            } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Alice on A asks for Bob's keys: A asks B.
+    let alice = crate::common::registered(&a.base_url(), "alice").await;
+    let (status, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/query",
+            serde_json::json!({ "device_keys": { bob_id: [], format!("@carol:127.0.0.1:1"): [] } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Exactly what Bob uploaded, with his signature.
+    let uploaded = serde_json::to_value(&keys).unwrap();
+    let got = &body["device_keys"][bob_id][device];
+    assert_eq!(got["keys"], uploaded["keys"], "{body}");
+    assert_eq!(got["signatures"], uploaded["signatures"], "{body}");
+    // A server that does not answer is a failure, the others still answer.
+    assert!(body["failures"]["127.0.0.1:1"].is_object(), "{body}");
+    // Claims take one key each, in order, and never the same twice.
+    for want in ["first", "second"] {
+        let (status, body) = alice
+            .post(
+                "/_matrix/client/v3/keys/claim",
+                serde_json::json!({ "one_time_keys": { bob_id: { device: "signed_curve25519" } } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let claimed = body["one_time_keys"][bob_id][device].as_object().unwrap();
+        assert_eq!(claimed.len(), 1, "{body}");
+        assert_eq!(claimed.values().next().unwrap()["key"], want, "{body}");
+    }
+    let (_, body) = alice
+        .post(
+            "/_matrix/client/v3/keys/claim",
+            serde_json::json!({ "one_time_keys": { bob_id: { device: "signed_curve25519" } } }),
+        )
+        .await;
+    assert!(body["one_time_keys"].get(bob_id).is_none(), "{body}");
+    assert_eq!(b_name.as_str(), bob_id.split_once(':').unwrap().1);
 }

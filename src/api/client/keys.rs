@@ -87,7 +87,49 @@ async fn query(
     res.master_keys = raws(found.master_keys);
     res.self_signing_keys = raws(found.self_signing_keys);
     res.user_signing_keys = raws(found.user_signing_keys);
+    // Users of other servers: their servers answer (`federation::ask`).
+    let remote = remote_parts(
+        &s,
+        req.body
+            .device_keys
+            .iter()
+            .map(|(user, devices)| (user, json!(devices))),
+    );
+    if let (Some(federation), false) = (&s.federation, remote.is_empty()) {
+        let path = "/_matrix/federation/v1/user/keys/query";
+        let answers = federation.ask_servers(path, "device_keys", remote).await;
+        for (user, devices) in answers.about_own_users("device_keys") {
+            let devices = devices.as_object().into_iter().flatten();
+            let devices = devices.map(|(d, k)| (OwnedDeviceId::from(d.as_str()), raw(k)));
+            res.device_keys.insert(user, devices.collect());
+        }
+        for (user, key) in answers.about_own_users("master_keys") {
+            res.master_keys.insert(user, raw(key));
+        }
+        for (user, key) in answers.about_own_users("self_signing_keys") {
+            res.self_signing_keys.insert(user, raw(key));
+        }
+        res.failures = answers.failures;
+    }
     Ok(res)
+}
+
+/// The wanted users of other servers, by server: each server's part of a key request.
+fn remote_parts<'a>(
+    s: &Services,
+    wanted: impl Iterator<Item = (&'a OwnedUserId, Value)>,
+) -> BTreeMap<ruma::OwnedServerName, serde_json::Map<String, Value>> {
+    let mut parts: BTreeMap<ruma::OwnedServerName, serde_json::Map<String, Value>> =
+        BTreeMap::new();
+    for (user, part) in wanted {
+        if user.server_name() != s.config.server_name {
+            parts
+                .entry(user.server_name().to_owned())
+                .or_default()
+                .insert(user.to_string(), part);
+        }
+    }
+    parts
 }
 
 async fn claim(
@@ -106,7 +148,28 @@ async fn claim(
             (user.clone(), devices)
         })
         .collect();
-    let claimed = s.e2ee.claim_keys(&wanted).await?;
+    let mut claimed = s.e2ee.claim_keys(&wanted).await?;
+    let remote = remote_parts(
+        &s,
+        wanted.iter().map(|(user, devices)| (user, json!(devices))),
+    );
+    let mut failures = BTreeMap::new();
+    if let (Some(federation), false) = (&s.federation, remote.is_empty()) {
+        let path = "/_matrix/federation/v1/user/keys/claim";
+        let answers = federation.ask_servers(path, "one_time_keys", remote).await;
+        for (user, devices) in answers.about_own_users("one_time_keys") {
+            for (device, keys) in devices.as_object().into_iter().flatten() {
+                let keys = keys.as_object().into_iter().flatten();
+                claimed
+                    .entry(user.clone())
+                    .or_default()
+                    .entry(OwnedDeviceId::from(device.as_str()))
+                    .or_default()
+                    .extend(keys.map(|(id, key)| (id.clone(), key.clone())));
+            }
+        }
+        failures = answers.failures;
+    }
     let mut out = BTreeMap::new();
     for (user, devices) in claimed {
         let mut per_device = BTreeMap::new();
@@ -123,7 +186,9 @@ async fn claim(
         }
         out.insert(user, per_device);
     }
-    Ok(claim_keys::v3::Response::new(out))
+    let mut response = claim_keys::v3::Response::new(out);
+    response.failures = failures;
+    Ok(response)
 }
 
 async fn changes(

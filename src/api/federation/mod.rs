@@ -7,6 +7,7 @@
 
 mod peer;
 mod query;
+mod user_keys;
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, State},
     http::{Method, StatusCode},
-    routing::get,
+    routing::{get, post},
 };
 use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -30,6 +31,18 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/key/v2/server", get(server_keys))
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(user_keys::query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(user_keys::claim),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(user_keys::devices),
+        )
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             tracing::debug!(%method, path = uri.path(), "unrecognized federation endpoint");
             Error::unrecognized(StatusCode::NOT_FOUND)

@@ -20,10 +20,22 @@ use crate::{
     services::Services,
 };
 
-/// A request from another server, its signature checked. (The endpoints that take a body will
-/// keep it here.)
+/// A request from another server, its signature checked.
 pub(crate) struct Peer {
     pub(crate) origin: OwnedServerName,
+    /// The JSON body, when there is one.
+    body: Option<CanonicalJsonValue>,
+}
+
+impl Peer {
+    /// The JSON body; `400 M_NOT_JSON` without one.
+    pub(crate) fn json(&self) -> Result<serde_json::Value, Error> {
+        let body = self
+            .body
+            .as_ref()
+            .ok_or_else(|| Error::not_json("A JSON body is required"))?;
+        serde_json::to_value(body).map_err(|_| Error::not_json("The body is not JSON"))
+    }
 }
 
 impl FromRequest<Arc<Services>> for Peer {
@@ -76,6 +88,6 @@ impl FromRequest<Arc<Services>> for Peer {
                 content: body.as_ref(),
             })
             .await?;
-        Ok(Peer { origin })
+        Ok(Peer { origin, body })
     }
 }
