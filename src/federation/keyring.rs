@@ -109,31 +109,22 @@ impl Keyring {
         self.fetches
             .check(&asker.to_string())
             .map_err(KeyError::TooMany)?;
-        let lock = self
-            .fetching
-            .lock()
-            .entry(server.to_owned())
-            .or_default()
-            .clone();
+        let turn = Turn::take(&self.fetching, server);
         let fetched = {
-            let _one_at_a_time = lock.lock().await;
-            // Another request may have fetched them while this one waited.
+            let _one_at_a_time = turn.lock.lock().await;
+            // Another request may have fetched them, or failed to, while this one waited.
+            if self.failed.lock().contains(server.as_str()) {
+                return Err(KeyError::Fetch(
+                    server.to_owned(),
+                    "failed a moment ago".into(),
+                ));
+            }
             match self.cached(server).filter(usable) {
                 Some(known) => Ok(known),
                 None => self.fetch(server, now).await,
             }
         };
-        {
-            // The last one out removes the server's lock.
-            let mut fetching = self.fetching.lock();
-            drop(lock);
-            if fetching
-                .get(server)
-                .is_some_and(|l| Arc::strong_count(l) == 1)
-            {
-                fetching.remove(server);
-            }
-        }
+        drop(turn);
         let known = fetched.inspect_err(|_| {
             self.failed.lock().insert(server.to_string(), ());
         })?;
@@ -158,6 +149,35 @@ impl Keyring {
             .await
             .map_err(|e| KeyError::Fetch(server.to_owned(), e.to_string()))?;
         check(server, &doc, now)
+    }
+}
+
+/// A request's place in the queue of one server's fetches; the last one out (also a request
+/// dropped while it waited) removes the server's lock, so the map holds only servers being
+/// fetched.
+struct Turn<'a> {
+    map: &'a parking_lot::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+    server: &'a ServerName,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Turn<'a> {
+    fn take(
+        map: &'a parking_lot::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
+        server: &'a ServerName,
+    ) -> Turn<'a> {
+        let lock = map.lock().entry(server.to_owned()).or_default().clone();
+        Turn { map, server, lock }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock();
+        // This turn's reference and the map's: nobody else waits.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(self.server);
+        }
     }
 }
 
