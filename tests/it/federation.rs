@@ -478,3 +478,31 @@ async fn device_keys_are_queried_and_claimed_across_servers() {
     assert!(body["one_time_keys"].get(bob_id).is_none(), "{body}");
     assert_eq!(b_name.as_str(), bob_id.split_once(':').unwrap().1);
 }
+
+#[tokio::test]
+async fn an_alias_of_another_server_resolves_through_it() {
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let (a, _a_dir) = peer(certs.path(), "").await;
+    let (b, _b_dir) = peer(certs.path(), "").await;
+    let b_name = b.services.config.server_name.clone();
+    let bob = crate::common::registered(&b.base_url(), "bob").await;
+    let room = bob
+        .create_room(serde_json::json!({ "room_alias_name": "lobby" }))
+        .await;
+    let alice = crate::common::registered(&a.base_url(), "alice").await;
+    let alias = format!("%23lobby%3A{}", b_name.as_str().replace(':', "%3A"));
+    let (status, body) = alice
+        .get(&format!("/_matrix/client/v3/directory/room/{alias}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({ "room_id": room, "servers": [b_name] })
+    );
+    let missing = format!("%23nowhere%3A{}", b_name.as_str().replace(':', "%3A"));
+    let (status, body) = alice
+        .get(&format!("/_matrix/client/v3/directory/room/{missing}"))
+        .await;
+    assert_error(status, &body, 404, "M_NOT_FOUND");
+}

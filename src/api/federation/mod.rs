@@ -32,6 +32,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query::directory),
+        )
+        .route(
             "/_matrix/federation/v1/user/keys/query",
             post(user_keys::query),
         )

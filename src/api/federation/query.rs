@@ -1,4 +1,5 @@
-//! Queries other servers make about this one's users: `GET /_matrix/federation/v1/query/profile`.
+//! Queries other servers make about this one's users and aliases:
+//! `GET /_matrix/federation/v1/query/profile` and `…/query/directory`.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -6,7 +7,7 @@ use axum::{
     Json,
     extract::{Query, State},
 };
-use ruma::UserId;
+use ruma::{RoomAliasId, UserId};
 use serde_json::{Map, Value};
 
 use super::peer::Peer;
@@ -50,4 +51,30 @@ pub(super) async fn profile(
         }
     }
     Ok(Json(Value::Object(answer)))
+}
+
+/// `?room_alias=…`: the room a local alias names, and this server as one to join it through.
+pub(super) async fn directory(
+    State(s): State<Arc<Services>>,
+    Query(q): Query<HashMap<String, String>>,
+    peer: Peer,
+) -> Result<Json<Value>, Error> {
+    tracing::debug!(origin = %peer.origin, "directory query");
+    let alias = q
+        .get("room_alias")
+        .ok_or_else(|| Error::missing_param("Missing room_alias"))?;
+    let alias =
+        RoomAliasId::parse(alias).map_err(|_| Error::invalid_param("Invalid room_alias"))?;
+    if alias.server_name() != s.config.server_name {
+        return Err(Error::invalid_param(
+            "Room alias is not hosted on this homeserver",
+        ));
+    }
+    let room_id = s
+        .resolve_alias(&alias)
+        .await?
+        .ok_or_else(|| Error::not_found("Room alias not found"))?;
+    Ok(Json(
+        serde_json::json!({ "room_id": room_id, "servers": [s.config.server_name] }),
+    ))
 }
