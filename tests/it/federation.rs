@@ -103,6 +103,18 @@ async fn the_version_answers_and_every_other_path_is_unrecognized() {
         let (status, body) = get(&client, addr, path).await;
         assert_error(status, &body, 404, "M_UNRECOGNIZED");
     }
+    // A known path with the wrong method says so, as the client API does.
+    let response = client
+        .post(format!(
+            "https://localhost:{}/_matrix/key/v2/server",
+            addr.port()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_error(status, &body, 405, "M_UNRECOGNIZED");
     // The client listener does not serve the Server-Server API.
     let (status, body) = server.client().get("/_matrix/federation/v1/version").await;
     assert_error(status, &body, 404, "M_UNRECOGNIZED");

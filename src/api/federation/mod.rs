@@ -51,6 +51,9 @@ pub fn router(services: Arc<Services>) -> Router {
             tracing::debug!(%method, path = uri.path(), "unrecognized federation endpoint");
             Error::unrecognized(StatusCode::NOT_FOUND)
         })
+        .method_not_allowed_fallback(|| async {
+            Error::unrecognized(StatusCode::METHOD_NOT_ALLOWED)
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(CatchPanicLayer::custom(
             |_panic: Box<dyn std::any::Any + Send>| {
