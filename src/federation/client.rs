@@ -16,7 +16,11 @@ use ruma::{CanonicalJsonValue, OwnedServerName, ServerName};
 use serde_json::Value;
 
 use super::xmatrix::SignedRequest;
-use crate::{events::SigningKey, expiring::ExpiringMap, ssrf::GuardedClient};
+use crate::{
+    events::SigningKey,
+    expiring::ExpiringMap,
+    ssrf::{GuardedClient, read_capped},
+};
 
 /// The port a server without delegation or explicit port listens on.
 const DEFAULT_PORT: u16 = 8448;
@@ -28,9 +32,9 @@ const WELL_KNOWN_FAILURE: Duration = Duration::from_secs(60 * 60);
 /// Most servers whose delegation is remembered.
 const WELL_KNOWN_CAPACITY: usize = 10_000;
 /// Largest answer read from a peer.
-const MAX_ANSWER: usize = 4 << 20;
+const MAX_ANSWER: u64 = 4 << 20;
 /// Largest `.well-known` answer read (Synapse reads 50 kB).
-const MAX_WELL_KNOWN: usize = 50 << 10;
+const MAX_WELL_KNOWN: u64 = 50 << 10;
 
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +116,7 @@ impl FederationClient {
     /// `m.server` of `https://<host>/.well-known/matrix/server`, when it names a server.
     async fn well_known(&self, host: &str) -> Option<String> {
         let url = Url::parse(&format!("https://{host}/.well-known/matrix/server")).ok()?;
-        let response = self
+        let mut response = self
             .http
             .request(Method::GET, &url)
             .ok()?
@@ -122,7 +126,7 @@ impl FederationClient {
         if !response.status().is_success() {
             return None;
         }
-        let body = read_limited(response, MAX_WELL_KNOWN).await?;
+        let body = read_capped(&mut response, MAX_WELL_KNOWN).await.ok()?;
         let answer: Value = serde_json::from_slice(&body).ok()?;
         let delegated = answer.get("m.server")?.as_str()?;
         ServerName::parse(delegated).ok().map(|s| s.to_string())
@@ -189,11 +193,11 @@ impl FederationClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| unreachable(&e))?;
+        let mut response = request.send().await.map_err(|e| unreachable(&e))?;
         let status = response.status();
-        let body = read_limited(response, MAX_ANSWER)
+        let body = read_capped(&mut response, MAX_ANSWER)
             .await
-            .ok_or_else(|| PeerError::BadAnswer(server.to_owned()))?;
+            .map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
         if !status.is_success() {
@@ -214,21 +218,6 @@ fn explicit(name: &str) -> Option<String> {
         });
     }
     server.port().map(|_| name.to_owned())
-}
-
-/// The body, unless it is larger than `limit`.
-async fn read_limited(mut response: reqwest::Response, limit: usize) -> Option<Vec<u8>> {
-    if response.content_length().is_some_and(|l| l > limit as u64) {
-        return None;
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.ok()? {
-        if body.len() + chunk.len() > limit {
-            return None;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Some(body)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub(crate) mod ask;
 pub(crate) mod client;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+mod queries;
 pub(crate) mod xmatrix;
 
 use std::sync::Arc;

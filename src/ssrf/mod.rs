@@ -129,3 +129,31 @@ impl GuardedClient {
         None
     }
 }
+
+/// Why a body was not read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the cap (declared, or read so far).
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// A response's body, refused once it is larger than `limit` bytes: by its declared length
+/// before anything is read, else as soon as the chunks read pass it. What a server at a
+/// user-chosen (or peer-chosen) address sends is read only this far.
+pub async fn read_capped(
+    response: &mut reqwest::Response,
+    limit: u64,
+) -> Result<bytes::Bytes, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Failed)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

@@ -221,6 +221,26 @@ async fn peer(certs: &Path, more: &str) -> (charla::server::RunningServer, tempf
     (charla::server::start(config).await.unwrap(), dir)
 }
 
+/// Two federating servers on loopback; `b_more` is added to B's `[federation]`.
+struct Pair {
+    a: charla::server::RunningServer,
+    b: charla::server::RunningServer,
+    /// The certificate's and the two data folders, removed when the test ends.
+    _dirs: [tempfile::TempDir; 3],
+}
+
+async fn pair(b_more: &str) -> Pair {
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let (a, a_dir) = peer(certs.path(), "").await;
+    let (b, b_dir) = peer(certs.path(), b_more).await;
+    Pair {
+        a,
+        b,
+        _dirs: [certs, a_dir, b_dir],
+    }
+}
+
 /// An `X-Matrix` header for `GET uri` from `origin` to `destination`, signed by a key of
 /// version `version` that is not `origin`'s.
 fn forged(origin: &str, destination: &str, version: &str, uri: &str) -> String {
@@ -244,10 +264,7 @@ fn forged(origin: &str, destination: &str, version: &str, uri: &str) -> String {
 
 #[tokio::test]
 async fn a_user_reads_a_profile_on_another_server_and_forged_requests_are_refused() {
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let (a, _a_dir) = peer(certs.path(), "").await;
-    let (b, _b_dir) = peer(certs.path(), "").await;
+    let Pair { a, b, _dirs } = pair("").await;
     let (a_name, b_name) = (
         a.services.config.server_name.clone(),
         b.services.config.server_name.clone(),
@@ -287,33 +304,11 @@ async fn a_user_reads_a_profile_on_another_server_and_forged_requests_are_refuse
         "/_matrix/federation/v1/query/profile?user_id=%40bob%3A{}",
         b_name.as_str().replace(':', "%3A")
     );
-    let insecure = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let ask = |authorization: Option<String>| {
-        let mut request = insecure.get(format!("https://127.0.0.1:{}{uri}", b_fed.port()));
-        if let Some(a) = authorization {
-            request = request.header("authorization", a);
-        }
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
-    };
+    let ask = |authorization: Option<String>| raw_get(b_fed, &uri, authorization);
     let (status, body) = ask(None).await;
     assert_error(status, &body, 401, "M_UNAUTHORIZED");
     // In A's name with a key A does not publish, and with A's key id but another key.
-    let a_keys = get_insecure(
-        &insecure,
-        a.federation_addr.unwrap(),
-        "/_matrix/key/v2/server",
-    )
-    .await;
+    let (_, a_keys) = raw_get(a.federation_addr.unwrap(), "/_matrix/key/v2/server", None).await;
     let a_key_id = a_keys["verify_keys"]
         .as_object()
         .unwrap()
@@ -339,46 +334,31 @@ async fn a_user_reads_a_profile_on_another_server_and_forged_requests_are_refuse
     }
 }
 
-async fn get_insecure(client: &reqwest::Client, addr: SocketAddr, path: &str) -> Value {
-    client
-        .get(format!("https://127.0.0.1:{}{path}", addr.port()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn key_fetches_and_peers_requests_are_bounded() {
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let (a, _a_dir) = peer(certs.path(), "").await;
-    let (b, _b_dir) = peer(
-        certs.path(),
-        "per_origin_per_second = 0.001\nper_origin_burst = 3",
-    )
-    .await;
-    let b_name = b.services.config.server_name.clone();
-    let b_fed = b.federation_addr.unwrap();
-    let uri = "/_matrix/federation/v1/query/profile?user_id=%40x%3Ay";
+/// `GET uri` straight to a federation listener at `addr`, its certificate unchecked, with
+/// `authorization` as the header: the status and the JSON answer.
+async fn raw_get(addr: SocketAddr, uri: &str, authorization: Option<String>) -> (u16, Value) {
     let insecure = reqwest::Client::builder()
         .tls_danger_accept_invalid_certs(true)
         .build()
         .unwrap();
+    let mut request = insecure.get(format!("https://127.0.0.1:{}{uri}", addr.port()));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn key_fetches_and_peers_requests_are_bounded() {
+    let Pair { a, b, _dirs } = pair("per_origin_per_second = 0.001\nper_origin_burst = 3").await;
+    let b_name = b.services.config.server_name.clone();
+    let b_fed = b.federation_addr.unwrap();
+    let uri = "/_matrix/federation/v1/query/profile?user_id=%40x%3Ay";
     let ask = |origin: String| {
-        let request = insecure
-            .get(format!("https://127.0.0.1:{}{uri}", b_fed.port()))
-            .header("authorization", forged(&origin, b_name.as_str(), "1", uri));
-        async move {
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
+        let header = forged(&origin, b_name.as_str(), "1", uri);
+        raw_get(b_fed, uri, Some(header))
     };
     // An authenticated peer gets its burst, then 429s (which its users see as a failure).
     let alice = crate::common::registered(&a.base_url(), "alice").await;
@@ -419,10 +399,7 @@ async fn key_fetches_and_peers_requests_are_bounded() {
 #[tokio::test]
 async fn device_keys_are_queried_and_claimed_across_servers() {
     use base64::Engine;
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let (a, _a_dir) = peer(certs.path(), "").await;
-    let (b, _b_dir) = peer(certs.path(), "").await;
+    let Pair { a, b, _dirs } = pair("").await;
     let b_name = b.services.config.server_name.clone();
     let bob = crate::common::registered(&b.base_url(), "bob").await;
     let (_, me) = bob.get("/_matrix/client/v3/account/whoami").await;
@@ -493,10 +470,7 @@ async fn device_keys_are_queried_and_claimed_across_servers() {
 
 #[tokio::test]
 async fn an_alias_of_another_server_resolves_through_it() {
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let (a, _a_dir) = peer(certs.path(), "").await;
-    let (b, _b_dir) = peer(certs.path(), "").await;
+    let Pair { a, b, _dirs } = pair("").await;
     let b_name = b.services.config.server_name.clone();
     let bob = crate::common::registered(&b.base_url(), "bob").await;
     let room = bob

@@ -53,7 +53,8 @@ async fn get(
     if alias.server_name() != s.config.server_name
         && let Some(federation) = &s.federation
     {
-        return remote_alias(federation, alias).await;
+        let (room_id, servers) = federation.alias(alias).await?;
+        return Ok(get_alias::v3::Response::new(room_id, servers));
     }
     let room_id = s
         .resolve_alias(alias)
@@ -64,54 +65,6 @@ async fn get(
         vec![s.config.server_name.clone()],
     ))
 }
-
-/// An alias of another server, as that server answers it
-/// (`GET /_matrix/federation/v1/query/directory`).
-async fn remote_alias(
-    federation: &crate::federation::Federation,
-    alias: &ruma::RoomAliasId,
-) -> Result<get_alias::v3::Response> {
-    let encoded: String = form_urlencoded::byte_serialize(alias.as_bytes()).collect();
-    let path = format!("/_matrix/federation/v1/query/directory?room_alias={encoded}");
-    let answer = federation
-        .client
-        .send_signed(alias.server_name(), reqwest::Method::GET, &path, None)
-        .await
-        .map_err(|e| match e {
-            crate::federation::client::PeerError::Status(_, 404, _) => {
-                Error::not_found("Room alias not found")
-            }
-            e => Error::matrix(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                format!("Cannot resolve the alias: {e}"),
-            ),
-        })?;
-    let bad = || {
-        Error::matrix(
-            axum::http::StatusCode::BAD_GATEWAY,
-            "M_UNKNOWN",
-            "The alias's server answered without a valid room id",
-        )
-    };
-    let room_id = answer
-        .get("room_id")
-        .and_then(|r| r.as_str())
-        .and_then(|r| ruma::RoomId::parse(r).ok())
-        .ok_or_else(bad)?;
-    let servers = answer
-        .get("servers")
-        .and_then(|s| s.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|s| ruma::ServerName::parse(s.as_str()?).ok())
-        .take(MAX_ALIAS_SERVERS)
-        .collect();
-    Ok(get_alias::v3::Response::new(room_id, servers))
-}
-
-/// Most servers kept from another server's answer about an alias.
-const MAX_ALIAS_SERVERS: usize = 50;
 
 async fn delete(
     s: Arc<Services>,

@@ -13,7 +13,6 @@ use ruma::{
 use crate::{
     api::ruma::{Ruma, route},
     error::{Error, Result},
-    federation::client::PeerError,
     rooms::MemberProfile,
     services::Services,
     users::UserRecord,
@@ -40,28 +39,10 @@ async fn profile_of(s: &Services, user: &UserId) -> Result<MemberProfile> {
     if user.server_name() == s.config.server_name {
         return Ok(member_profile(&record(s, user)?));
     }
-    let Some(federation) = &s.federation else {
-        return Err(Error::not_found("Profile not found"));
-    };
-    let user_id: String = form_urlencoded::byte_serialize(user.as_bytes()).collect();
-    let path = format!("/_matrix/federation/v1/query/profile?user_id={user_id}");
-    let answer = federation
-        .client
-        .send_signed(user.server_name(), reqwest::Method::GET, &path, None)
-        .await
-        .map_err(|e| match e {
-            PeerError::Status(_, 404, _) => Error::not_found("Profile not found"),
-            e => Error::matrix(
-                axum::http::StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                format!("Cannot get the profile: {e}"),
-            ),
-        })?;
-    let text = |k: &str| answer.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    Ok(MemberProfile {
-        displayname: text("displayname"),
-        avatar_url: text("avatar_url"),
-    })
+    match &s.federation {
+        Some(federation) => federation.profile(user).await,
+        None => Err(Error::not_found("Profile not found")),
+    }
 }
 
 fn mxc(url: Option<&str>) -> Option<OwnedMxcUri> {

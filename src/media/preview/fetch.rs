@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::StatusCode;
 use reqwest::{Url, header};
 
@@ -129,31 +129,16 @@ impl Fetcher {
 
     /// The body, up to the size cap.
     async fn read_body(&self, response: &mut reqwest::Response) -> Result<Bytes> {
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_bytes)
-        {
-            return Err(self.too_large());
-        }
-        let mut body = BytesMut::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > self.max_bytes {
-                        return Err(self.too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body.freeze()),
-                Err(e) => {
-                    return Err(Error::matrix(
-                        StatusCode::BAD_GATEWAY,
-                        "M_UNKNOWN",
-                        format!("Failed to download remote body: {e}"),
-                    ));
-                }
-            }
-        }
+        crate::ssrf::read_capped(response, self.max_bytes)
+            .await
+            .map_err(|e| match e {
+                crate::ssrf::BodyError::TooLarge => self.too_large(),
+                crate::ssrf::BodyError::Failed(e) => Error::matrix(
+                    StatusCode::BAD_GATEWAY,
+                    "M_UNKNOWN",
+                    format!("Failed to download remote body: {e}"),
+                ),
+            })
     }
 
     fn too_large(&self) -> Error {
