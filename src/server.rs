@@ -123,6 +123,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
     let services = Services::open(config).await?;
     crate::bot::start(services.clone()).await?;
     crate::webchat::feed::start(services.clone()).await?;
+    crate::federation::sender::start(services.clone(), Services::federation_sender).await?;
     if let Some(indexer) = crate::search::indexer::start(services.clone()).await? {
         tokio::spawn(indexer);
     }

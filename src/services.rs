@@ -267,6 +267,17 @@ impl Services {
         }
     }
 
+    /// What the federation sender uses (`federation::sender`), when federation is enabled.
+    pub(crate) fn federation_sender(&self) -> Option<crate::federation::sender::SenderView<'_>> {
+        Some(crate::federation::sender::SenderView {
+            federation: self.federation.as_deref()?,
+            rooms: &self.rooms,
+            store: &self.store,
+            stream: &self.stream,
+            notifier: &self.notifier,
+        })
+    }
+
     /// What the web chat uses (`webchat`), when it is enabled.
     pub(crate) fn chat(&self) -> Option<crate::webchat::Chat<'_>> {
         Some(crate::webchat::Chat {

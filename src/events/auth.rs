@@ -32,14 +32,35 @@ pub(crate) fn check_auth(
     fetch_event: impl Fn(&EventId) -> Option<Pdu>,
     fetch_state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
 ) -> Result<()> {
+    check_auth_events(rules, pdu, fetch_event)?;
+    check_against_state(rules, pdu, fetch_state)
+}
+
+/// The rules that read only the event and its own `auth_events`: what another server's event
+/// must pass to be kept at all.
+pub(crate) fn check_auth_events(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    fetch_event: impl Fn(&EventId) -> Option<Pdu>,
+) -> Result<()> {
     state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
-        .and_then(|()| {
-            state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
-        })
-        .map_err(|reason| {
-            tracing::debug!(event_id = %pdu.event_id, %reason, "event refused by auth rules");
-            Error::forbidden(reason)
-        })
+        .map_err(|reason| refused(pdu, reason))
+}
+
+/// The rules that read the room's state: what another server's event must pass against the
+/// current state not to be soft-failed.
+pub(crate) fn check_against_state(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    fetch_state: impl Fn(&StateEventType, &str) -> Option<Pdu>,
+) -> Result<()> {
+    state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+        .map_err(|reason| refused(pdu, reason))
+}
+
+fn refused(pdu: &Pdu, reason: String) -> Error {
+    tracing::debug!(event_id = %pdu.event_id, %reason, "event refused by auth rules");
+    Error::forbidden(reason)
 }
 
 #[cfg(test)]

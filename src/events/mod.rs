@@ -2,13 +2,17 @@
 //! rules and redaction. Everything here is pure; storage and ordering live in `rooms`.
 
 mod auth;
+pub(crate) mod incoming;
 mod pdu;
 mod power_levels;
 mod redaction;
 mod signing_key;
 
-pub(crate) use auth::{auth_types, check_auth};
-pub(crate) use pdu::{ClientFormat, DagPosition, EventTemplate, Pdu, Unsigned, build_pdu};
+pub(crate) use auth::{auth_types, check_against_state, check_auth, check_auth_events};
+pub(crate) use incoming::Incoming;
+pub(crate) use pdu::{
+    ClientFormat, DagPosition, EventTemplate, Pdu, Unsigned, build_pdu, hash_and_sign,
+};
 pub(crate) use power_levels::PowerLevels;
 pub(crate) use redaction::redact;
 pub use signing_key::SigningKey;

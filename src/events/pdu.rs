@@ -262,7 +262,7 @@ fn pdu_object(
 /// Seals a PDU: adds its content hash (`hashes.sha256`) and the server's signature of its
 /// redacted form, then derives its event id from the reference hash (spec, server-server API:
 /// "Calculating the reference hash for an event"; URL-safe base64 since room version 4).
-fn hash_and_sign(
+pub(crate) fn hash_and_sign(
     key: &SigningKey,
     rules: &RoomVersionRules,
     object: &mut CanonicalJsonObject,

@@ -10,6 +10,31 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
+    /// The id peers know the key by: `ed25519:<version>`.
+    pub(crate) fn key_id(&self) -> String {
+        format!("ed25519:{}", self.key_pair.version())
+    }
+
+    /// The public half, as signature checks take it (this server's entry of a key map).
+    pub(crate) fn public_keys(&self) -> ruma::signatures::PublicKeyMap {
+        let mut set = ruma::signatures::PublicKeySet::new();
+        set.insert(
+            self.key_id(),
+            ruma::serde::Base64::new(self.key_pair.public_key().to_vec()),
+        );
+        ruma::signatures::PublicKeyMap::from([(self.server_name.to_string(), set)])
+    }
+
+    /// A fresh key for `server_name` (tests: a second server, a forger).
+    #[cfg(test)]
+    pub(crate) fn generate(server_name: OwnedServerName) -> Self {
+        let der = Ed25519KeyPair::generate();
+        SigningKey {
+            server_name,
+            key_pair: Ed25519KeyPair::from_der(&der, "2".into()).expect("a valid key"),
+        }
+    }
+
     /// The key of the spec's cryptographic test vectors (Appendices, "Cryptographic test
     /// vectors"): seed `YJDBA9Xn…XA1`, server `domain`, key id `ed25519:1`.
     #[cfg(test)]

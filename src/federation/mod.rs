@@ -10,9 +10,14 @@
 
 pub(crate) mod ask;
 pub(crate) mod client;
+mod join;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+pub(crate) mod membership;
+mod pdus;
 mod queries;
+pub(crate) mod sender;
+pub(crate) mod transactions;
 pub(crate) mod xmatrix;
 
 use std::sync::Arc;
@@ -25,13 +30,21 @@ use client::FederationClient;
 use keyring::Keyring;
 use xmatrix::{Refusal, SignedRequest, XMatrix};
 
+/// The most PDUs and EDUs one transaction carries (spec v1.16, "Transactions").
+pub(crate) const MAX_PDUS: usize = 50;
+pub(crate) const MAX_EDUS: usize = 100;
+
 /// What federating needs: requests out, and peers' keys to check requests in.
 pub(crate) struct Federation {
     pub(crate) client: Arc<FederationClient>,
     keyring: Keyring,
+    /// This server's key: its own events are checked with it, not fetched.
+    key: Arc<SigningKey>,
     server_name: OwnedServerName,
     /// Requests per origin, once authenticated.
     per_origin: crate::ratelimit::RateLimiter,
+    /// Each destination's outbound state (`sender`).
+    pub(crate) outbox: sender::Outbox,
 }
 
 /// An inbound request, as its signature covers it, and where it came from.
@@ -51,17 +64,19 @@ impl Federation {
         if !config.federation.enabled {
             return Ok(None);
         }
-        let client = FederationClient::new(&config.federation, key)
+        let client = FederationClient::new(&config.federation, key.clone())
             .map_err(|e| Error::internal(format!("federation: {e}")))?;
         let client = Arc::new(client);
         Ok(Some(Federation {
             keyring: Keyring::new(client.clone()),
             client,
+            key,
             server_name: config.server_name.clone(),
             per_origin: crate::ratelimit::RateLimiter::new(
                 config.federation.per_origin_per_second,
                 config.federation.per_origin_burst,
             ),
+            outbox: sender::Outbox::new(),
         }))
     }
 
@@ -101,6 +116,7 @@ impl Federation {
         };
         signed.verify(&header, &keys).map_err(|e| refused(&e))?;
         self.per_origin.check(header.origin.as_str())?;
+        self.outbox.contacted(&header.origin);
         Ok(header.origin)
     }
 }

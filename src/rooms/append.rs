@@ -25,6 +25,12 @@ use crate::{
     stream::Pending,
 };
 
+/// The most extremities a new event references as its `prev_events` (Synapse's figure).
+const MAX_PREV_EVENTS: usize = 10;
+/// The most forward extremities a room keeps; past them the oldest are forgotten, as if
+/// referenced. Only a peer sending forks on purpose gets near it.
+const MAX_EXTREMITIES: usize = 20;
+
 /// The auth events an append references.
 struct AuthEvents {
     ids: Vec<OwnedEventId>,
@@ -39,12 +45,12 @@ struct AuthEvents {
     cacheable: bool,
 }
 
-/// A new event, built and signed.
-struct Built {
-    event_id: OwnedEventId,
-    json: String,
-    pdu: Pdu,
-    depth: UInt,
+/// A new event, built and signed here or received from another server.
+pub(super) struct Built {
+    pub(super) event_id: OwnedEventId,
+    pub(super) json: String,
+    pub(super) pdu: Pdu,
+    pub(super) depth: UInt,
 }
 
 /// Where a state event goes in the room's current state.
@@ -56,7 +62,7 @@ struct NewState {
 }
 
 /// Everything an append writes, decided before the write.
-struct Plan {
+pub(super) struct Plan {
     event_id: OwnedEventId,
     depth: UInt,
     /// The new event, stored and parsed.
@@ -73,6 +79,8 @@ struct Plan {
     rewritten: Vec<(u64, StoredEvent)>,
     /// Where the sending device's transaction is recorded.
     txn_key: Option<Key>,
+    /// The room's forward extremities once the event is in.
+    extremities: Vec<OwnedEventId>,
 }
 
 impl RoomService {
@@ -162,8 +170,9 @@ impl RoomService {
         template: &EventTemplate,
         auth_events: &[OwnedEventId],
     ) -> Result<Built> {
-        let prev_events: Vec<OwnedEventId> = head.last_event.iter().cloned().collect();
-        let depth = if head.last_event.is_some() {
+        let from = head.extremities.len().saturating_sub(MAX_PREV_EVENTS);
+        let prev_events = &head.extremities[from..];
+        let depth = if !prev_events.is_empty() {
             head.depth + UInt::from(1u32)
         } else {
             UInt::from(1u32)
@@ -176,7 +185,7 @@ impl RoomService {
             sender,
             template,
             DagPosition {
-                prev_events: &prev_events,
+                prev_events,
                 auth_events,
                 depth,
             },
@@ -231,7 +240,7 @@ impl RoomService {
 
     /// Every write the event causes besides its own: the current state, the member's rooms,
     /// a redaction's target, the relations index, the device's transaction.
-    fn plan_writes(
+    pub(super) fn plan_writes(
         &self,
         room: &RoomMeta,
         head: &Head,
@@ -279,6 +288,15 @@ impl RoomService {
         };
         let stored_bytes = serde_json::to_vec(&stored).expect("stored events serialize");
         let rewritten = relations.take_marked().into_iter().collect();
+        let mut extremities: Vec<OwnedEventId> = head
+            .extremities
+            .iter()
+            .filter(|e| !pdu.prev_events.contains(e))
+            .cloned()
+            .collect();
+        extremities.push(event_id.clone());
+        let forgotten = extremities.len().saturating_sub(MAX_EXTREMITIES);
+        extremities.drain(..forgotten);
         Ok(Plan {
             event_id,
             depth,
@@ -290,12 +308,13 @@ impl RoomService {
             relations,
             rewritten,
             txn_key,
+            extremities,
         })
     }
 
     /// Applies the plan as one batch at the next stream position, refreshes the event cache
     /// for rewritten events, and moves the room's head and members.
-    fn commit(&self, room: &RoomMeta, head: &mut Head, plan: Plan) -> Result<Pending> {
+    pub(super) fn commit(&self, room: &RoomMeta, head: &mut Head, plan: Plan) -> Result<Pending> {
         let Plan {
             event_id,
             depth,
@@ -307,7 +326,16 @@ impl RoomService {
             relations,
             mut rewritten,
             txn_key,
+            extremities,
         } = plan;
+        // Written only while there are several; the last event is the one otherwise.
+        let forks = match (head.extremities.len() > 1, extremities.len() > 1) {
+            (_, true) => Some(Some(
+                serde_json::to_vec(&extremities).expect("ids serialize"),
+            )),
+            (true, false) => Some(None),
+            (false, false) => None,
+        };
         let rewrites = redacted.is_some() || !rewritten.is_empty();
         if rewrites {
             self.events.begin_rewrite();
@@ -329,6 +357,7 @@ impl RoomService {
                         rewritten: &rewritten,
                         relations: &relations,
                         txn_key,
+                        forks,
                     },
                 )
             },
@@ -339,8 +368,8 @@ impl RoomService {
         }
         let pending = applied?;
 
-        head.last_event = Some(event_id);
-        head.depth = depth;
+        head.extremities = extremities;
+        head.depth = head.depth.max(depth);
         if let Some(NewState {
             kind, state_key, ..
         }) = state
@@ -379,7 +408,7 @@ impl RoomService {
 
     /// Beyond the auth rules: a redaction needs the redact power level unless the sender redacts
     /// their own event (room versions 3+ leave this check to the server).
-    fn check_redaction(&self, room: &RoomMeta, redaction: &Pdu) -> Result<()> {
+    pub(super) fn check_redaction(&self, room: &RoomMeta, redaction: &Pdu) -> Result<()> {
         let Some(target) = redaction.redacts.as_deref() else {
             return Err(Error::bad_json("redaction without redacts"));
         };
@@ -435,6 +464,8 @@ struct EventWrites<'a> {
     rewritten: &'a [(u64, StoredEvent)],
     relations: &'a RelationWrites,
     txn_key: Option<Key>,
+    /// The room's extremities to keep (`Some(Some)`), to drop (`Some(None)`), or unchanged.
+    forks: Option<Option<Vec<u8>>>,
 }
 
 /// The batch of an event appended at `pos`. Runs under the stream lock: it only assembles.
@@ -480,6 +511,11 @@ fn event_batch(pos: u64, room: &RoomMeta, w: EventWrites<'_>) -> Batch {
     w.relations.write(&mut batch, pos);
     if let Some(key) = w.txn_key {
         batch.put(Table::TxnIds, key, w.event_id.as_bytes().to_vec());
+    }
+    match w.forks {
+        Some(Some(ids)) => batch.put(Table::Extremities, room.short.to_be_bytes().to_vec(), ids),
+        Some(None) => batch.delete(Table::Extremities, room.short.to_be_bytes().to_vec()),
+        None => {}
     }
     batch
 }

@@ -90,7 +90,11 @@ impl RoomService {
 
     /// Records a new room under a fresh short id. Not waited for: it becomes durable with the
     /// room's events, which the same disk sync covers.
-    fn register_room(&self, room_id: &RoomId, version: RoomVersionId) -> Result<Arc<RoomMeta>> {
+    pub(super) fn register_room(
+        &self,
+        room_id: &RoomId,
+        version: RoomVersionId,
+    ) -> Result<Arc<RoomMeta>> {
         let short = self.store.increment(Table::Global, b"room_short", 1)?;
         let record = RoomRecord {
             short,

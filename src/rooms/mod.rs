@@ -5,6 +5,7 @@
 //! Room state is kept two ways: the current state (`RoomState`, one key per type and state key)
 //! and every state change (`StateHistory`), from which the state at any stream position follows.
 
+mod adopt;
 mod aggregations;
 mod alias;
 mod append;
@@ -12,9 +13,11 @@ mod cache;
 pub(crate) use alias::DirectoryEntry;
 mod admin;
 mod create;
+mod federated;
 mod membership;
 mod read;
 mod relations;
+mod remote;
 mod signing_key;
 mod threads;
 mod timeline;
@@ -36,11 +39,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue as RawJsonValue;
 
 pub(crate) use admin::{Deleted, RoomDetails};
+pub(crate) use adopt::RemoteState;
 pub(crate) use cache::Loaded;
 pub(crate) use create::CreateRoom;
 pub(crate) use membership::{MemberProfile, MembershipChange};
 pub(crate) use read::{Direction, EventView};
 pub(crate) use relations::{RECURSION_DEPTH, RelationsQuery, relation_of};
+pub(crate) use remote::Accepted;
 pub(crate) use signing_key::load_signing_key;
 pub use timeline::Txn;
 pub(crate) use visibility::Visibility;
@@ -112,7 +117,11 @@ pub struct RoomMeta {
 /// What appends need, guarded by the room's append lock.
 #[derive(Debug, Clone)]
 struct Head {
-    last_event: Option<OwnedEventId>,
+    /// The forward extremities: the events no other event of the room points to yet, oldest
+    /// first. One while only this server writes; more when another server's event forked
+    /// from an older one, until this server's next event joins them.
+    extremities: Vec<OwnedEventId>,
+    /// The greatest depth in the room.
     depth: UInt,
     /// The current state: every append reads its auth events here instead of from the store.
     state: CurrentState,
@@ -249,17 +258,25 @@ impl RoomService {
 
     fn load_meta(&self, room_id: &RoomId, record: RoomRecord) -> Result<RoomMeta> {
         let rules = rules_for(&record.version)?;
-        let (last_event, depth, last_pos) = match self
+        let (mut extremities, depth, last_pos) = match self
             .store
             .last_with_prefix(Table::Timeline, &Key::new().u64(record.short).into_vec())?
         {
             Some((key, _)) => {
                 let pos = keys::trailing_u64(&key);
                 let pdu = &self.event(pos)?.pdu;
-                (Some(pdu.event_id.clone()), pdu.depth, pos)
+                (vec![pdu.event_id.clone()], pdu.depth, pos)
             }
-            None => (None, UInt::MIN, 0),
+            None => (Vec::new(), UInt::MIN, 0),
         };
+        // Kept only while there are several (`append.rs`); one is the last event.
+        if let Some(forks) = self
+            .store
+            .get(Table::Extremities, &record.short.to_be_bytes())?
+        {
+            extremities = serde_json::from_slice(&forks)
+                .map_err(|e| corrupt("extremities", e.to_string()))?;
+        }
         let mut members = Members::default();
         let mut state = CurrentState::default();
         for (kind, state_key, pos) in self.current_state_keys(record.short)? {
@@ -284,7 +301,7 @@ impl RoomService {
             version: record.version,
             rules,
             head: tokio::sync::Mutex::new(Head {
-                last_event,
+                extremities,
                 depth,
                 state,
                 authorized: HashMap::new(),

@@ -122,10 +122,19 @@ pub enum Table {
     WebchatRooms,
     /// name → the web chat feed's durable state (its stream cursor).
     WebchatState,
+    /// event id → stored event, for events known outside the timeline: another server's room
+    /// state received when joining, auth chains, soft-failed events.
+    Outliers,
+    /// room short id → the room's forward extremities (JSON list of event ids).
+    Extremities,
+    /// destination server, sequence → stream position of a PDU queued for it.
+    FederationQueue,
+    /// name → the federation sender's durable state (its stream cursor, next sequence).
+    FederationState,
 }
 
 impl Table {
-    const ALL: [Table; 49] = [
+    const ALL: [Table; 53] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -175,6 +184,10 @@ impl Table {
         Table::WebchatCustomers,
         Table::WebchatRooms,
         Table::WebchatState,
+        Table::Outliers,
+        Table::Extremities,
+        Table::FederationQueue,
+        Table::FederationState,
     ];
 
     /// The table's name, for error messages and operators.
@@ -229,6 +242,10 @@ impl Table {
             Table::WebchatCustomers => "webchat_customers",
             Table::WebchatRooms => "webchat_rooms",
             Table::WebchatState => "webchat_state",
+            Table::Outliers => "outliers",
+            Table::Extremities => "extremities",
+            Table::FederationQueue => "federation_queue",
+            Table::FederationState => "federation_state",
         }
     }
 }

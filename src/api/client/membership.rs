@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
-    OwnedRoomId, RoomOrAliasId, UserId,
+    OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId,
     api::client::membership::{
         ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
         leave_room, unban_user,
@@ -38,26 +38,68 @@ fn profile(s: &Services, user: &UserId) -> Result<MemberProfile> {
         .unwrap_or_default())
 }
 
+/// Joins `room` (an id, or an alias resolved here or by its server), locally when this server
+/// has the room and a user in it, else through another server in `via`, the alias's servers or
+/// the room id's server.
 async fn join(
     s: &Services,
     room: &RoomOrAliasId,
     user: &UserId,
     reason: Option<&str>,
+    via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
+    let mut servers: Vec<OwnedServerName> = via.iter().take(MAX_VIA).cloned().collect();
     let room_id: OwnedRoomId = match <&ruma::RoomId>::try_from(room) {
         Ok(id) => id.to_owned(),
-        Err(alias) => s
-            .resolve_alias(alias)
-            .await?
-            .ok_or_else(|| Error::not_found("Room alias not found"))?,
+        Err(alias) => match s.resolve_alias(alias).await? {
+            Some(room_id) => room_id,
+            None => match &s.federation {
+                Some(federation) if alias.server_name() != s.config.server_name => {
+                    let (room_id, alias_servers) = federation.alias(alias).await?;
+                    servers.extend(alias_servers);
+                    room_id
+                }
+                _ => return Err(Error::not_found("Room alias not found")),
+            },
+        },
     };
-    if !s.rooms.exists(&room_id)? {
-        return Err(Error::not_found("Unknown room"));
+    if is_here(s, &room_id)? {
+        s.rooms
+            .join(&room_id, user, profile(s, user)?, reason)
+            .await?;
+        return Ok(room_id);
     }
-    s.rooms
-        .join(&room_id, user, profile(s, user)?, reason)
+    let Some(federation) = &s.federation else {
+        return Err(Error::not_found("Unknown room"));
+    };
+    if let Some(server) = room_id.server_name() {
+        servers.push(server.to_owned());
+    }
+    federation
+        .join_remote(&s.rooms, &room_id, user, &profile(s, user)?, &servers)
         .await?;
     Ok(room_id)
+}
+
+/// The most `via` servers a join tries.
+const MAX_VIA: usize = 10;
+
+/// Whether the room can be joined here: this server's own room, or another's that a local
+/// user is in (its state here is current). A room all local users left is joined again
+/// through its servers.
+fn is_here(s: &Services, room_id: &ruma::RoomId) -> Result<bool> {
+    if !s.rooms.exists(room_id)? {
+        return Ok(false);
+    }
+    if room_id.server_name() == Some(&*s.config.server_name) || s.federation.is_none() {
+        return Ok(true);
+    }
+    let room = s.rooms.room(room_id)?;
+    let local = &s.config.server_name;
+    Ok(room
+        .joined_members()
+        .iter()
+        .any(|u| u.server_name() == local))
 }
 
 async fn join_by_id(
@@ -65,7 +107,7 @@ async fn join_by_id(
     req: Ruma<join_room_by_id::v3::Request>,
 ) -> Result<join_room_by_id::v3::Response> {
     let room: &RoomOrAliasId = <&RoomOrAliasId>::from(&*req.body.room_id);
-    let room_id = join(&s, room, req.user_id(), req.body.reason.as_deref()).await?;
+    let room_id = join(&s, room, req.user_id(), req.body.reason.as_deref(), &[]).await?;
     Ok(join_room_by_id::v3::Response::new(room_id))
 }
 
@@ -78,6 +120,7 @@ async fn join_by_id_or_alias(
         &req.body.room_id_or_alias,
         req.user_id(),
         req.body.reason.as_deref(),
+        &req.body.via,
     )
     .await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room_id))

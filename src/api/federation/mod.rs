@@ -5,8 +5,11 @@
 //! profiles. Every other path answers `404 M_UNRECOGNIZED`, as Synapse does for an endpoint it
 //! lacks, so peers fall back rather than retry.
 
+mod events;
+mod membership;
 mod peer;
 mod query;
+mod send;
 mod user_keys;
 
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, State},
     http::{Method, StatusCode},
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -47,6 +50,47 @@ pub fn router(services: Arc<Services>) -> Router {
             "/_matrix/federation/v1/user/devices/{user_id}",
             get(user_keys::devices),
         )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(send::transaction),
+        )
+        .route(
+            "/_matrix/federation/v1/event/{event_id}",
+            get(events::event),
+        )
+        .route("/_matrix/federation/v1/state/{room_id}", get(events::state))
+        .route(
+            "/_matrix/federation/v1/state_ids/{room_id}",
+            get(events::state_ids),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{room_id}",
+            get(events::backfill),
+        )
+        .route(
+            "/_matrix/federation/v1/event_auth/{room_id}/{event_id}",
+            get(events::event_auth),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room_id}",
+            post(events::get_missing_events),
+        )
+        .route(
+            "/_matrix/federation/v1/make_join/{room_id}/{user_id}",
+            get(membership::make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room_id}/{event_id}",
+            put(membership::send_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{room_id}/{user_id}",
+            get(membership::make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
+            put(membership::send_leave),
+        )
         .fallback(|method: Method, uri: axum::http::Uri| async move {
             tracing::debug!(%method, path = uri.path(), "unrecognized federation endpoint");
             Error::unrecognized(StatusCode::NOT_FOUND)
@@ -72,4 +116,11 @@ async fn server_keys(State(s): State<Arc<Services>>) -> Result<Json<Value>, Erro
 
 async fn version() -> Json<Value> {
     Json(json!({ "server": { "name": "Charla", "version": env!("CARGO_PKG_VERSION") } }))
+}
+
+/// The federation service: present whenever this router serves (`[federation] enabled`).
+fn federation(s: &Services) -> Result<&crate::federation::Federation, Error> {
+    s.federation
+        .as_deref()
+        .ok_or_else(|| Error::forbidden("Federation is disabled on this server"))
 }

@@ -23,6 +23,8 @@ use crate::{
 /// A request from another server, its signature checked.
 pub(crate) struct Peer {
     pub(crate) origin: OwnedServerName,
+    /// The address the request came from.
+    pub(crate) from: std::net::IpAddr,
     /// The JSON body, when there is one.
     body: Option<CanonicalJsonValue>,
 }
@@ -35,6 +37,15 @@ impl Peer {
             .as_ref()
             .ok_or_else(|| Error::not_json("A JSON body is required"))?;
         serde_json::to_value(body).map_err(|_| Error::not_json("The body is not JSON"))
+    }
+
+    /// The JSON body as it came (canonical); `400 M_NOT_JSON` without one.
+    pub(crate) fn raw(&self) -> Result<Box<serde_json::value::RawValue>, Error> {
+        let body = self
+            .body
+            .as_ref()
+            .ok_or_else(|| Error::not_json("A JSON body is required"))?;
+        serde_json::value::to_raw_value(body).map_err(|_| Error::not_json("The body is not JSON"))
     }
 }
 
@@ -88,6 +99,6 @@ impl FromRequest<Arc<Services>> for Peer {
                 content: body.as_ref(),
             })
             .await?;
-        Ok(Peer { origin, body })
+        Ok(Peer { origin, from, body })
     }
 }

@@ -1,6 +1,8 @@
 //! The federation listener: TLS with the configured certificate, the server's signed keys, the
 //! version, unknown endpoints, and the `/.well-known/matrix/server` delegation.
 
+mod rooms;
+
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use charla::config::Config;
@@ -205,6 +207,16 @@ async fn peer(certs: &Path, more: &str) -> (charla::server::RunningServer, tempf
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
+    (peer_at(certs, port, dir.path(), more).await, dir)
+}
+
+/// [`peer`] on a given federation port and data folder: how a test restarts one.
+pub(super) async fn peer_at(
+    certs: &Path,
+    port: u16,
+    dir: &Path,
+    more: &str,
+) -> charla::server::RunningServer {
     let text = format!(
         "server_name = \"127.0.0.1:{port}\"\n\
          [storage]\npath = {:?}\ncache_capacity_mb = 16\n\
@@ -212,24 +224,24 @@ async fn peer(certs: &Path, more: &str) -> (charla::server::RunningServer, tempf
          [federation]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\
          tls_certificate = {:?}\ntls_private_key = {:?}\n\
          verify_certificates = false\nip_range_blocklist = []\n{more}\n",
-        dir.path().join("data"),
+        dir.join("data"),
         certs.join("cert.pem"),
         certs.join("key.pem"),
     );
     let mut config = Config::from_toml(&text).unwrap();
     config.server.listen = ([127, 0, 0, 1], 0).into();
-    (charla::server::start(config).await.unwrap(), dir)
+    charla::server::start(config).await.unwrap()
 }
 
 /// Two federating servers on loopback; `b_more` is added to B's `[federation]`.
-struct Pair {
-    a: charla::server::RunningServer,
-    b: charla::server::RunningServer,
+pub(super) struct Pair {
+    pub(super) a: charla::server::RunningServer,
+    pub(super) b: charla::server::RunningServer,
     /// The certificate's and the two data folders, removed when the test ends.
-    _dirs: [tempfile::TempDir; 3],
+    pub(super) _dirs: [tempfile::TempDir; 3],
 }
 
-async fn pair(b_more: &str) -> Pair {
+pub(super) async fn pair(b_more: &str) -> Pair {
     let certs = tempfile::tempdir().unwrap();
     certificate(certs.path());
     let (a, a_dir) = peer(certs.path(), "").await;

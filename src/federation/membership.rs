@@ -1,0 +1,139 @@
+//! Users of other servers joining and leaving this server's rooms: `make_join`/`send_join`
+//! (v2) and `make_leave`/`send_leave` (v2), as the spec's "Joining Rooms" and "Leaving Rooms"
+//! describe them. The remote server asks for a template, signs the event and sends it back;
+//! this server checks it like any remote event and answers a join with the room's state.
+
+use std::net::IpAddr;
+
+use axum::http::StatusCode;
+use ruma::{
+    EventId, OwnedRoomId, RoomId, RoomVersionId, ServerName, UserId,
+    events::{TimelineEventType, room::member::MembershipState},
+};
+use serde_json::{Value, json, value::RawValue as RawJsonValue};
+
+use super::Federation;
+use crate::{
+    error::{Error, Result},
+    events::Incoming,
+    rooms::{Accepted, RoomMeta, RoomService, membership_of},
+};
+
+/// A `make_join`/`make_leave` request: who asks, for whom, in which room.
+pub(crate) struct MakeMembership<'a> {
+    pub(crate) origin: &'a ServerName,
+    pub(crate) room_id: &'a RoomId,
+    pub(crate) user_id: &'a UserId,
+    /// The room versions the asking server supports (`ver`); only for joins.
+    pub(crate) versions: Option<&'a [RoomVersionId]>,
+}
+
+/// A `send_join`/`send_leave` request.
+pub(crate) struct SendMembership<'a> {
+    pub(crate) origin: &'a ServerName,
+    pub(crate) from: IpAddr,
+    pub(crate) room_id: &'a RoomId,
+    pub(crate) event_id: &'a EventId,
+    pub(crate) event: &'a RawJsonValue,
+}
+
+impl Federation {
+    /// The template for a remote user's join or leave: `{room_version, event}`.
+    pub(crate) async fn make_membership(
+        &self,
+        rooms: &RoomService,
+        request: MakeMembership<'_>,
+        membership: MembershipState,
+    ) -> Result<Value> {
+        if request.user_id.server_name() != request.origin {
+            return Err(Error::forbidden("The user is not of the asking server"));
+        }
+        let room = rooms.room(request.room_id)?;
+        if let Some(versions) = request.versions
+            && !versions.contains(&room.version)
+        {
+            return Err(incompatible(&room.version));
+        }
+        let event = rooms
+            .membership_template(&room, request.user_id, membership)
+            .await?;
+        Ok(json!({ "room_version": room.version, "event": event }))
+    }
+
+    /// Takes a remote user's signed join or leave. A join is answered with the room's state
+    /// before it and the auth chain (`send_join` v2), a leave with `{}` (`send_leave` v2).
+    pub(crate) async fn send_membership(
+        &self,
+        rooms: &RoomService,
+        request: SendMembership<'_>,
+        membership: MembershipState,
+    ) -> Result<Value> {
+        let room = rooms.room(request.room_id)?;
+        let joins = membership == MembershipState::Join;
+        let incoming = self.membership_event(&room, &request, membership).await?;
+        let user = incoming.pdu.sender.clone();
+        match rooms.append_remote(&room, incoming).await? {
+            Accepted::Appended(pending) => rooms.publish(&room, pending).await?,
+            Accepted::Known => {}
+            Accepted::SoftFailed(reason) => return Err(Error::forbidden(reason)),
+        }
+        if !joins {
+            return Ok(json!({}));
+        }
+        let (state, auth_chain) = rooms.state_and_auth_chain(&room, Some(&user)).await?;
+        Ok(json!({
+            "origin": self.server_name,
+            "state": state,
+            "auth_chain": auth_chain,
+            "members_omitted": false,
+            "servers_in_room": rooms.servers_in_room(&room),
+        }))
+    }
+
+    /// The membership event a `send_*` carries, checked: the one the path names, a member event
+    /// of its sender about itself, setting `membership`, from a user of the sending server.
+    async fn membership_event(
+        &self,
+        room: &RoomMeta,
+        request: &SendMembership<'_>,
+        membership: MembershipState,
+    ) -> Result<Incoming> {
+        let incoming = self
+            .verify_pdu(&room.rules, request.event, request.from)
+            .await?;
+        let pdu = &incoming.pdu;
+        if incoming.event_id != request.event_id {
+            return Err(Error::bad_json("The event id does not match the event"));
+        }
+        if pdu.room_id != room.room_id {
+            return Err(Error::bad_json("The event is of another room"));
+        }
+        if pdu.kind != TimelineEventType::RoomMember
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+            || membership_of(pdu) != Some(membership)
+        {
+            return Err(Error::bad_json(
+                "Not a membership event of its sender with the expected membership",
+            ));
+        }
+        if pdu.sender.server_name() != request.origin {
+            return Err(Error::forbidden("The user is not of the sending server"));
+        }
+        Ok(incoming)
+    }
+}
+
+/// `400 M_INCOMPATIBLE_ROOM_VERSION` with the room's version, as the spec and Synapse answer.
+pub(crate) fn incompatible(version: &RoomVersionId) -> Error {
+    Error::Matrix {
+        status: StatusCode::BAD_REQUEST,
+        errcode: "M_INCOMPATIBLE_ROOM_VERSION",
+        message: format!("Your homeserver does not support the features required to join this room (version {version})").into(),
+        extra: Some(json!({ "room_version": version })),
+    }
+}
+
+/// The room id of a path, or `400 M_INVALID_PARAM`.
+pub(crate) fn room_id(raw: &str) -> Result<OwnedRoomId> {
+    RoomId::parse(raw).map_err(|_| Error::invalid_param("Invalid room id"))
+}

@@ -1,0 +1,260 @@
+//! The federation sender: this server's events and ephemeral events to the other servers in
+//! its rooms, as transactions (`PUT /_matrix/federation/v1/send/{txnId}`).
+//!
+//! - **Queueing** (`enqueue.rs`) is a [`crate::stream::Consumer`]: for each event this server
+//!   created, it queues the event's position for every other server in the room
+//!   (`queue.rs`), durably and in the same batch as its cursor, so nothing acknowledged to a
+//!   client is lost for a peer and nothing is queued twice. Typing notices and read receipts
+//!   of local users come from the notifier's ephemeral events into a bounded in-memory buffer
+//!   per destination: ephemeral, as everywhere else.
+//! - **Delivery** (this module): one worker per destination sends its queue in order, at most
+//!   50 PDUs and 100 EDUs a transaction, one transaction in flight. A failed transaction is
+//!   sent again *unchanged* (same id, same content: a peer that already handled it answers
+//!   from its cache) after a backoff that doubles up to [`MAX_BACKOFF`], or at once when the
+//!   destination contacts this server (it is back). PDUs leave the queue once acknowledged.
+//!
+//! One slow or unreachable destination holds only its own worker.
+
+mod edus;
+mod enqueue;
+mod queue;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::http::Method;
+use parking_lot::Mutex;
+use ruma::{OwnedServerName, ServerName};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Federation, MAX_EDUS, MAX_PDUS};
+use crate::{
+    error::Result,
+    rooms::RoomService,
+    storage::Store,
+    stream::{Backoff, Notifier, Stream},
+};
+
+pub(crate) use enqueue::start;
+
+/// Ephemeral events kept per destination while it is unreachable; older ones are dropped.
+const MAX_BUFFERED_EDUS: usize = 1_000;
+/// The longest wait between attempts: a peer back from a restart gets its backlog within
+/// this, or at once if it contacts this server first.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the sender uses of the server.
+pub(crate) struct SenderView<'a> {
+    pub(crate) federation: &'a Federation,
+    pub(crate) rooms: &'a RoomService,
+    pub(crate) store: &'a Store,
+    pub(crate) stream: &'a Stream,
+    pub(crate) notifier: &'a Notifier,
+}
+
+/// The destinations' shared state: how the queueing wakes a worker, and how an inbound request
+/// from a destination tells its worker to stop waiting.
+pub(crate) struct Outbox {
+    slots: Mutex<HashMap<OwnedServerName, Arc<Slot>>>,
+    /// New destinations, for the task that starts their workers.
+    new: mpsc::UnboundedSender<NewDestination>,
+    starting: Mutex<Option<mpsc::UnboundedReceiver<NewDestination>>>,
+    /// Transaction ids: this process's start time and a counter, unique across restarts.
+    boot_ms: u64,
+    next_txn: AtomicU64,
+}
+
+/// A destination whose worker is to start, with its slot.
+type NewDestination = (OwnedServerName, Arc<Slot>);
+
+#[derive(Default)]
+struct Slot {
+    /// Something was queued.
+    work: Notify,
+    /// The destination contacted this server: retry now.
+    contact: Notify,
+    edus: Mutex<VecDeque<Value>>,
+}
+
+impl Outbox {
+    pub(crate) fn new() -> Outbox {
+        let (new, starting) = mpsc::unbounded_channel();
+        Outbox {
+            slots: Mutex::new(HashMap::new()),
+            new,
+            starting: Mutex::new(Some(starting)),
+            boot_ms: u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
+            next_txn: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, destination: &ServerName) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(destination) {
+            return slot.clone();
+        }
+        let slot = Arc::new(Slot::default());
+        slots.insert(destination.to_owned(), slot.clone());
+        let _ = self.new.send((destination.to_owned(), slot.clone()));
+        slot
+    }
+
+    /// Something was queued for `destination`.
+    fn wake(&self, destination: &ServerName) {
+        self.slot(destination).work.notify_one();
+    }
+
+    /// `destination` made an authenticated request: it is up, so a worker waiting out a
+    /// backoff for it retries now.
+    pub(crate) fn contacted(&self, destination: &ServerName) {
+        if let Some(slot) = self.slots.lock().get(destination) {
+            slot.contact.notify_one();
+        }
+    }
+
+    fn push_edu(&self, destination: &ServerName, edu: Value) {
+        let slot = self.slot(destination);
+        {
+            let mut edus = slot.edus.lock();
+            if edus.len() >= MAX_BUFFERED_EDUS {
+                edus.pop_front();
+            }
+            edus.push_back(edu);
+        }
+        slot.work.notify_one();
+    }
+
+    fn txn_id(&self) -> String {
+        let n = self.next_txn.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n}", self.boot_ms)
+    }
+}
+
+/// Starts a worker for each destination as the sender first needs one, until the server
+/// stops. `view` builds the sender's view of the server inside each worker's task.
+pub(crate) async fn run_workers<S>(services: Arc<S>, view: fn(&S) -> Option<SenderView<'_>>)
+where
+    S: Send + Sync + 'static,
+{
+    let Some(v) = view(&services) else { return };
+    let Some(mut starting) = v.federation.outbox.starting.lock().take() else {
+        return;
+    };
+    loop {
+        let next = tokio::select! {
+            next = starting.recv() => next,
+            () = v.notifier.stopped() => None,
+        };
+        let Some((destination, slot)) = next else {
+            return;
+        };
+        let services = services.clone();
+        tokio::spawn(async move {
+            if let Some(v) = view(&services) {
+                deliver(&v, &destination, &slot).await;
+            }
+        });
+    }
+}
+
+/// A transaction: sent until acknowledged, unchanged.
+struct InFlight {
+    id: String,
+    positions: Vec<u64>,
+    body: Value,
+}
+
+/// One destination's worker.
+async fn deliver(v: &SenderView<'_>, destination: &ServerName, slot: &Slot) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        if in_flight.is_none() {
+            match next_transaction(v, destination, slot) {
+                Ok(next) => in_flight = next,
+                Err(e) => tracing::warn!(%destination, error = %e, "federation queue unreadable"),
+            }
+        }
+        let Some(txn) = &in_flight else {
+            tokio::select! {
+                () = slot.work.notified() => continue,
+                () = v.notifier.stopped() => return,
+            }
+        };
+        let path = format!("/_matrix/federation/v1/send/{}", txn.id);
+        let sent = tokio::select! {
+            sent = v.federation.client.send_signed(destination, Method::PUT, &path, Some(&txn.body)) => sent,
+            () = v.notifier.stopped() => return,
+        };
+        match sent {
+            Ok(answer) => {
+                log_refusals(destination, &answer);
+                if let Err(e) = queue::remove(v.store, destination, &txn.positions) {
+                    tracing::warn!(%destination, error = %e, "cannot dequeue sent PDUs");
+                }
+                in_flight = None;
+                backoff.reset();
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                tracing::info!(%destination, error = %e, retry_in = ?wait, "transaction failed");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = slot.contact.notified() => backoff.reset(),
+                    () = v.notifier.stopped() => return,
+                }
+            }
+        }
+    }
+}
+
+/// The next transaction for `destination`: its first queued PDUs and buffered EDUs, if any.
+fn next_transaction(
+    v: &SenderView<'_>,
+    destination: &ServerName,
+    slot: &Slot,
+) -> Result<Option<InFlight>> {
+    let positions = queue::peek(v.store, destination, MAX_PDUS)?;
+    let mut pdus = Vec::with_capacity(positions.len());
+    for pos in &positions {
+        pdus.push(v.rooms.event(*pos)?.stored.pdu.clone());
+    }
+    let edus: Vec<Value> = {
+        let mut buffered = slot.edus.lock();
+        let n = buffered.len().min(MAX_EDUS);
+        buffered.drain(..n).collect()
+    };
+    if pdus.is_empty() && edus.is_empty() {
+        return Ok(None);
+    }
+    let body = json!({
+        "origin": v.federation.server_name,
+        "origin_server_ts": ruma::MilliSecondsSinceUnixEpoch::now(),
+        "pdus": pdus,
+        "edus": edus,
+    });
+    Ok(Some(InFlight {
+        id: v.federation.outbox.txn_id(),
+        positions,
+        body,
+    }))
+}
+
+/// A destination refusing some PDUs is its decision; it is logged, not retried.
+fn log_refusals(destination: &ServerName, answer: &Value) {
+    let Some(pdus) = answer.get("pdus").and_then(Value::as_object) else {
+        return;
+    };
+    for (event_id, result) in pdus {
+        if let Some(error) = result.get("error") {
+            tracing::info!(%destination, %event_id, %error, "a peer refused a PDU");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Transactions other servers push: `PUT /_matrix/federation/v1/send/{txnId}`, at most 50 PDUs
+//! and 100 EDUs (spec v1.16, "Transactions").
+//!
+//! Each PDU is checked (`pdus.rs`), authorized and appended (`rooms/remote.rs`), in the order
+//! the transaction lists them; one PDU's failure is reported under its id and does not stop
+//! the others. EDUs are applied when they are about users of the sending server in rooms they
+//! are joined to: typing notices and read receipts. Other EDU types are ignored, as the spec
+//! allows.
+
+use std::{net::IpAddr, time::Duration};
+
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
+use serde::Deserialize;
+use serde_json::{Map, Value, json, value::RawValue as RawJsonValue};
+
+use super::{Federation, MAX_EDUS, MAX_PDUS};
+use crate::{
+    ephemeral::{ReceiptKind, ReceiptService, TypingService},
+    error::{Error, Result},
+    events::incoming,
+    rooms::{Accepted, RoomService},
+};
+
+/// How long a remote typing notice lasts without a renewal (Synapse's federation timeout).
+const REMOTE_TYPING: Duration = Duration::from_secs(30);
+
+/// What receiving a transaction writes to.
+pub(crate) struct Receivers<'a> {
+    pub(crate) rooms: &'a RoomService,
+    pub(crate) typing: &'a TypingService,
+    pub(crate) receipts: &'a ReceiptService,
+}
+
+#[derive(Deserialize)]
+struct Transaction {
+    origin: Option<String>,
+    #[serde(default)]
+    pdus: Vec<Box<RawJsonValue>>,
+    #[serde(default)]
+    edus: Vec<Edu>,
+}
+
+#[derive(Deserialize)]
+struct Edu {
+    edu_type: String,
+    #[serde(default)]
+    content: Value,
+}
+
+impl Federation {
+    /// Applies a transaction from `origin`; answers `{"pdus": {event_id: {} | {"error": …}}}`.
+    pub(crate) async fn receive_transaction(
+        &self,
+        to: &Receivers<'_>,
+        origin: &ServerName,
+        from: IpAddr,
+        body: &RawJsonValue,
+    ) -> Result<Value> {
+        let txn: Transaction = serde_json::from_str(body.get())
+            .map_err(|e| Error::bad_json(format!("not a transaction: {e}")))?;
+        if txn.origin.as_deref().is_some_and(|o| o != origin.as_str()) {
+            return Err(Error::forbidden(
+                "The transaction's origin is not the sender",
+            ));
+        }
+        if txn.pdus.len() > MAX_PDUS || txn.edus.len() > MAX_EDUS {
+            return Err(Error::bad_json(
+                "A transaction carries at most 50 PDUs and 100 EDUs",
+            ));
+        }
+        let mut results = Map::new();
+        for raw in &txn.pdus {
+            let (event_id, outcome) = self.receive_pdu(to.rooms, raw, from).await;
+            let Some(event_id) = event_id else {
+                tracing::debug!(%origin, error = ?outcome.err(), "dropped an unreadable PDU");
+                continue;
+            };
+            let result = match outcome {
+                Ok(()) => json!({}),
+                Err(e) => {
+                    tracing::info!(%origin, %event_id, error = %e, "refused a PDU");
+                    json!({ "error": e.to_string() })
+                }
+            };
+            results.insert(event_id.to_string(), result);
+        }
+        for edu in txn.edus {
+            if let Err(e) = receive_edu(to, origin, &edu).await {
+                tracing::debug!(%origin, edu_type = %edu.edu_type, error = %e, "ignored an EDU");
+            }
+        }
+        Ok(json!({ "pdus": results }))
+    }
+
+    /// One PDU of a transaction: its id when it can be derived, and what became of it.
+    async fn receive_pdu(
+        &self,
+        rooms: &RoomService,
+        raw: &RawJsonValue,
+        from: IpAddr,
+    ) -> (Option<OwnedEventId>, Result<()>) {
+        let parsed = incoming::parse_object(raw.get()).and_then(|object| {
+            let room_id = object
+                .get("room_id")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| Error::bad_json("PDU without room_id"))?;
+            let room = rooms.room(&room_id_of(room_id)?)?;
+            let event_id = incoming::event_id_of(&object, &room.rules)?;
+            Ok((room, event_id, object))
+        });
+        let (room, event_id, object) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return (None, Err(e)),
+        };
+        let outcome = async {
+            if rooms.is_known(&event_id)? {
+                return Ok(());
+            }
+            let incoming = self.verify_object(&room.rules, object, from).await?;
+            match rooms.append_remote(&room, incoming).await? {
+                Accepted::Appended(pending) => rooms.publish(&room, pending).await,
+                Accepted::Known | Accepted::SoftFailed(_) => Ok(()),
+            }
+        }
+        .await;
+        (Some(event_id), outcome)
+    }
+}
+
+fn room_id_of(raw: &str) -> Result<OwnedRoomId> {
+    RoomId::parse(raw).map_err(|_| Error::bad_json("invalid room_id"))
+}
+
+/// A typing notice or read receipts of users of `origin` in rooms they are joined to.
+async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Result<()> {
+    match edu.edu_type.as_str() {
+        "m.typing" => {
+            #[derive(Deserialize)]
+            struct Typing {
+                room_id: OwnedRoomId,
+                user_id: OwnedUserId,
+                typing: bool,
+            }
+            let t: Typing = serde_json::from_value(edu.content.clone())
+                .map_err(|e| Error::bad_json(e.to_string()))?;
+            if t.user_id.server_name() != origin {
+                return Err(Error::forbidden("typing notice of another server's user"));
+            }
+            let room = to.rooms.room(&t.room_id)?;
+            if !room.is_joined(&t.user_id) {
+                return Err(Error::forbidden("typing notice of a non-member"));
+            }
+            to.typing
+                .set(room, &t.user_id, t.typing.then_some(REMOTE_TYPING));
+            Ok(())
+        }
+        "m.receipt" => {
+            #[derive(Deserialize)]
+            struct Receipt {
+                event_ids: Vec<OwnedEventId>,
+                #[serde(default)]
+                data: Value,
+            }
+            type Receipts = std::collections::BTreeMap<
+                OwnedRoomId,
+                std::collections::BTreeMap<
+                    String,
+                    std::collections::BTreeMap<OwnedUserId, Receipt>,
+                >,
+            >;
+            let rooms: Receipts = serde_json::from_value(edu.content.clone())
+                .map_err(|e| Error::bad_json(e.to_string()))?;
+            for (room_id, kinds) in rooms.into_iter().take(MAX_EDUS) {
+                let Some(users) = kinds.get("m.read") else {
+                    continue;
+                };
+                let room = to.rooms.room(&room_id)?;
+                for (user, receipt) in users.iter().take(MAX_EDUS) {
+                    if user.server_name() != origin || !room.is_joined(user) {
+                        continue;
+                    }
+                    let Some(event_id) = receipt.event_ids.last() else {
+                        continue;
+                    };
+                    let Some(pos) = to.rooms.event_pos(event_id)? else {
+                        continue;
+                    };
+                    if to.rooms.event(pos)?.stored.room != room.short {
+                        continue;
+                    }
+                    let thread = receipt.data.get("thread_id").and_then(Value::as_str);
+                    to.receipts
+                        .set(&room, user, ReceiptKind::Read, thread, event_id, pos)
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

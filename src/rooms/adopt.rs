@@ -1,0 +1,119 @@
+//! A room of another server, taken in when a local user joins it: the state and auth chain its
+//! resident server answered `send_join` with become this server's copy of the room, before the
+//! join itself is appended (`append_remote`).
+//!
+//! The auth chain is kept as outliers. Each state event gets a stream position of its own and
+//! takes its place in the current state and the state history, but not in the timeline: the
+//! user sees the room's state, and its timeline from their join on.
+
+use std::sync::Arc;
+
+use ruma::{OwnedEventId, RoomId, RoomVersionId, UInt, events::StateEventType};
+use serde_json::value::RawValue as RawJsonValue;
+
+use super::{RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
+use crate::{
+    error::{Error, Result},
+    events::Incoming,
+    storage::{Batch, Key, Table},
+};
+
+/// A remote room's state as its resident server gave it, checked.
+pub(crate) struct RemoteState {
+    pub(crate) version: RoomVersionId,
+    /// The state events, create event first.
+    pub(crate) state: Vec<Incoming>,
+    /// The auth chain's events that are not state.
+    pub(crate) auth_chain: Vec<Incoming>,
+    /// Where the join sits: its `prev_events` and depth.
+    pub(crate) prev_events: Vec<OwnedEventId>,
+    pub(crate) depth: UInt,
+}
+
+impl RoomService {
+    /// Takes in a remote room's state (a room this server may already know, if its users left
+    /// it: events it has keep their place). Returns the room, ready for the join.
+    pub(crate) async fn adopt_remote_state(
+        &self,
+        room_id: &RoomId,
+        remote: RemoteState,
+    ) -> Result<Arc<RoomMeta>> {
+        let room = match self.exists(room_id)? {
+            true => self.room(room_id)?,
+            false => self.register_room(room_id, remote.version.clone())?,
+        };
+        if room.version != remote.version {
+            return Err(Error::bad_json("the room's version changed"));
+        }
+        let chain: Vec<_> = remote
+            .auth_chain
+            .iter()
+            .map(|e| (&e.pdu, e.json.as_str()))
+            .collect();
+        self.keep_outliers(chain).await?;
+        let mut head = room.head.lock().await;
+        let mut last = None;
+        for event in &remote.state {
+            if self.event_pos(&event.event_id)?.is_some() {
+                continue;
+            }
+            let pdu = &event.pdu;
+            let Some(state_key) = pdu.state_key.clone() else {
+                continue;
+            };
+            let kind = pdu.kind.to_string();
+            let row = Key::new().u64(room.short).str(&kind).str(&state_key);
+            let membership = member_target(pdu).zip(membership_of(pdu));
+            let stored = StoredEvent {
+                event_id: event.event_id.clone(),
+                room: room.short,
+                pdu: RawJsonValue::from_string(event.json.clone())
+                    .map_err(|e| Error::internal(e.to_string()))?,
+                txn: None,
+                prev_state: head
+                    .state
+                    .get(&StateEventType::from(kind.as_str()), &state_key),
+                redacted_by: None,
+                aggregated: false,
+            };
+            let bytes = serde_json::to_vec(&stored).expect("stored events serialize");
+            let pending = self.stream.apply(|pos| {
+                let mut batch = Batch::new();
+                batch.put(Table::Events, pos.to_be_bytes().to_vec(), bytes);
+                batch.put(
+                    Table::EventIds,
+                    event.event_id.as_bytes().to_vec(),
+                    pos.to_be_bytes().to_vec(),
+                );
+                batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
+                batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
+                if let Some((user, membership)) = &membership {
+                    let record = UserRoom {
+                        membership: membership.clone(),
+                        pos,
+                    };
+                    batch.put(
+                        Table::UserRooms,
+                        Key::new().str(user.as_str()).str(room_id.as_str()),
+                        serde_json::to_vec(&record).expect("serializes"),
+                    );
+                }
+                batch
+            })?;
+            head.state
+                .insert(StateEventType::from(kind), state_key, pending.pos);
+            if let Some((user, membership)) = &membership {
+                room.set_membership(user, membership);
+            }
+            last = Some(pending);
+        }
+        head.authorized.clear();
+        head.extremities = remote.prev_events;
+        head.depth = head.depth.max(remote.depth);
+        drop(head);
+        if let Some(pending) = last {
+            self.stream.finish(pending).await?;
+        }
+        Ok(room)
+    }
+}

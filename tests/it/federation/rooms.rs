@@ -1,0 +1,247 @@
+//! Rooms across two Charla servers on loopback: a user of one joins a room of the other,
+//! messages, typing and receipts cross both ways in order, and a server that was down catches
+//! up on what it missed, nothing lost or doubled.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Pair, pair, peer_at};
+use crate::common::{Client, enc, registered, timeline_bodies};
+
+/// Syncs (long polls) until `done` holds for what arrived, for at most 20 s; every sync
+/// response seen, in order.
+async fn sync_until(
+    client: &Client,
+    since: &mut Option<String>,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let sync = client.sync(since.as_deref(), 1_000).await;
+        *since = sync["next_batch"].as_str().map(str::to_owned);
+        seen.push(sync);
+        if done(&seen) {
+            return seen;
+        }
+    }
+    panic!("not seen in time: {}", Value::Array(seen));
+}
+
+/// Joins `room` through `server`, as a client names it (`?via=`).
+async fn join_via(client: &Client, room: &str, server: &str) {
+    let path = format!("/_matrix/client/v3/join/{}?via={}", enc(room), enc(server));
+    let (status, body) = client.post(&path, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["room_id"], room);
+}
+
+async fn whoami(client: &Client) -> String {
+    let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
+    me["user_id"].as_str().unwrap().to_owned()
+}
+
+/// The bodies of the text messages of `room` across sync responses, in order.
+fn bodies(seen: &[Value], room: &str) -> Vec<String> {
+    seen.iter().flat_map(|s| timeline_bodies(s, room)).collect()
+}
+
+/// Whether some sync response has an ephemeral event of `kind` in `room` matching `check`.
+fn ephemeral(seen: &[Value], room: &str, kind: &str, check: impl Fn(&Value) -> bool) -> bool {
+    seen.iter().any(|s| {
+        s["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["type"] == kind && check(e)))
+    })
+}
+
+#[tokio::test]
+async fn a_user_joins_a_room_of_another_server_and_messages_typing_receipts_cross() {
+    let Pair { a, b, _dirs } = pair("").await;
+    let a_name = a.services.config.server_name.to_string();
+    let alice = registered(&a.base_url(), "alice").await;
+    let bob = registered(&b.base_url(), "bob").await;
+    let bob_id = whoami(&bob).await;
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Partners" }))
+        .await;
+
+    // Bob on B joins Alice's room on A, through A.
+    join_via(&bob, &room, &a_name).await;
+    // B has the room's state; A has Bob's join.
+    let (status, name) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!((status, &name["name"]), (200, &json!("Partners")), "{name}");
+    let (status, member) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(&bob_id)
+        ))
+        .await;
+    assert_eq!(
+        (status, &member["membership"]),
+        (200, &json!("join")),
+        "{member}"
+    );
+
+    let (mut a_since, mut b_since) = (None, None);
+    sync_until(&alice, &mut a_since, |_| true).await;
+    sync_until(&bob, &mut b_since, |_| true).await;
+
+    // Messages both ways, each side seeing the other's in the order sent.
+    alice.send_text(&room, "a1", "hello from A").await;
+    alice.send_text(&room, "a2", "second from A").await;
+    let seen = sync_until(&bob, &mut b_since, |s| bodies(s, &room).len() >= 2).await;
+    assert_eq!(bodies(&seen, &room), ["hello from A", "second from A"]);
+    let sender = &seen
+        .iter()
+        .flat_map(|s| {
+            s["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|e| e["content"]["body"] == "hello from A")
+        .unwrap()["sender"];
+    let alice_id = whoami(&alice).await;
+    assert_eq!(sender, &json!(alice_id));
+
+    let bobs = bob.send_text(&room, "b1", "hello from B").await;
+    let seen = sync_until(&alice, &mut a_since, |s| {
+        bodies(s, &room).contains(&"hello from B".to_owned())
+    })
+    .await;
+    assert_eq!(
+        bodies(&seen, &room),
+        ["hello from A", "second from A", "hello from B"]
+    );
+
+    // Typing crosses.
+    let (status, _) = bob
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&bob_id)
+            ),
+            json!({ "typing": true, "timeout": 20000 }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sync_until(&alice, &mut a_since, |s| {
+        ephemeral(s, &room, "m.typing", |e| {
+            e["content"]["user_ids"] == json!([bob_id])
+        })
+    })
+    .await;
+
+    // A receipt crosses: Alice read Bob's message.
+    let (status, _) = alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room),
+                enc(&bobs)
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sync_until(&bob, &mut b_since, |s| {
+        ephemeral(s, &room, "m.receipt", |e| {
+            e["content"][&bobs]["m.read"][&alice_id]["ts"].is_u64()
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
+    let Pair { a, b, _dirs } = pair("").await;
+    let a_name = a.services.config.server_name.to_string();
+    let alice = registered(&a.base_url(), "alice").await;
+    let bob_b = registered(&b.base_url(), "bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    join_via(&bob_b, &room, &a_name).await;
+
+    // B stops; Alice keeps writing.
+    let b_name = b.services.config.server_name.to_string();
+    let port: u16 = b_name.rsplit_once(':').unwrap().1.parse().unwrap();
+    let certs = _dirs[0].path().to_owned();
+    let b_dir = _dirs[2].path().to_owned();
+    b.stop().await;
+    for i in 0..5 {
+        alice
+            .send_text(&room, &format!("t{i}"), &format!("while away {i}"))
+            .await;
+    }
+    // A tried and failed meanwhile: give its worker a first failure.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // B comes back on the same port and data; its user speaks first, which tells A it is back.
+    let b = peer_at(&certs, port, &b_dir, "").await;
+    let bob = Client {
+        base: b.base_url(),
+        ..bob_b
+    };
+    bob.send_text(&room, "back", "I am back").await;
+    let mut a_since = None;
+    sync_until(&alice, &mut a_since, |s| {
+        bodies(s, &room).contains(&"I am back".to_owned())
+    })
+    .await;
+
+    let mut since = None;
+    let seen = sync_until(&bob, &mut since, |s| {
+        bodies(s, &room)
+            .iter()
+            .filter(|b| b.starts_with("while away"))
+            .count()
+            >= 5
+    })
+    .await;
+    let away: Vec<String> = bodies(&seen, &room)
+        .into_iter()
+        .filter(|b| b.starts_with("while away"))
+        .collect();
+    assert_eq!(
+        away,
+        (0..5)
+            .map(|i| format!("while away {i}"))
+            .collect::<Vec<_>>()
+    );
+    // Nothing twice, also in the stored history.
+    let (status, messages) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    // B's timeline is in the order B received: its user's message came before the catch-up.
+    assert_eq!(
+        texts,
+        [
+            "while away 4",
+            "while away 3",
+            "while away 2",
+            "while away 1",
+            "while away 0",
+            "I am back"
+        ],
+        "{messages}"
+    );
+    b.stop().await;
+}
