@@ -211,7 +211,7 @@ impl Federation {
     }
 }
 
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -220,7 +220,7 @@ fn bad_gateway(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
 }
 
 /// A peer's refusal as the client should see it: its Matrix error when it gave one.
-fn peer_error(e: PeerError) -> Error {
+pub(super) fn peer_error(e: PeerError) -> Error {
     if let PeerError::Status(_, status, body) = &e
         && let Some(code) = body.get("errcode").and_then(Value::as_str)
     {

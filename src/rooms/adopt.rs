@@ -54,58 +54,9 @@ impl RoomService {
         let mut head = room.head.lock().await;
         let mut last = None;
         for event in &remote.state {
-            if self.event_pos(&event.event_id)?.is_some() {
-                continue;
+            if let Some(pending) = self.adopt_state_event(&room, &mut head, event)? {
+                last = Some(pending);
             }
-            let pdu = &event.pdu;
-            let Some(state_key) = pdu.state_key.clone() else {
-                continue;
-            };
-            let kind = pdu.kind.to_string();
-            let row = Key::new().u64(room.short).str(&kind).str(&state_key);
-            let membership = member_target(pdu).zip(membership_of(pdu));
-            let stored = StoredEvent {
-                event_id: event.event_id.clone(),
-                room: room.short,
-                pdu: RawJsonValue::from_string(event.json.clone())
-                    .map_err(|e| Error::internal(e.to_string()))?,
-                txn: None,
-                prev_state: head
-                    .state
-                    .get(&StateEventType::from(kind.as_str()), &state_key),
-                redacted_by: None,
-                aggregated: false,
-            };
-            let bytes = serde_json::to_vec(&stored).expect("stored events serialize");
-            let pending = self.stream.apply(|pos| {
-                let mut batch = Batch::new();
-                batch.put(Table::Events, pos.to_be_bytes().to_vec(), bytes);
-                batch.put(
-                    Table::EventIds,
-                    event.event_id.as_bytes().to_vec(),
-                    pos.to_be_bytes().to_vec(),
-                );
-                batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
-                batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
-                if let Some((user, membership)) = &membership {
-                    let record = UserRoom {
-                        membership: membership.clone(),
-                        pos,
-                    };
-                    batch.put(
-                        Table::UserRooms,
-                        Key::new().str(user.as_str()).str(room_id.as_str()),
-                        serde_json::to_vec(&record).expect("serializes"),
-                    );
-                }
-                batch
-            })?;
-            head.state
-                .insert(StateEventType::from(kind), state_key, pending.pos);
-            if let Some((user, membership)) = &membership {
-                room.set_membership(user, membership);
-            }
-            last = Some(pending);
         }
         head.authorized.clear();
         head.extremities = remote.prev_events;
@@ -115,5 +66,119 @@ impl RoomService {
             self.stream.finish(pending).await?;
         }
         Ok(room)
+    }
+
+    /// Records a local user's invite to a room of another server this server does not follow:
+    /// the room (its version only, if new), the invite as its one state event, and the
+    /// stripped state the inviting server sent, which the user's sync shows.
+    pub(crate) async fn record_remote_invite(
+        &self,
+        version: RoomVersionId,
+        invite: &Incoming,
+        stripped: &[Box<RawJsonValue>],
+    ) -> Result<()> {
+        let room_id = &invite.pdu.room_id;
+        let room = match self.exists(room_id)? {
+            true => self.room(room_id)?,
+            false => self.register_room(room_id, version)?,
+        };
+        let Some(user) = member_target(&invite.pdu) else {
+            return Err(Error::bad_json("invite without a target"));
+        };
+        let mut batch = Batch::new();
+        batch.put(
+            Table::RemoteInvites,
+            Key::new().u64(room.short).str(user.as_str()),
+            serde_json::to_vec(stripped).expect("JSON"),
+        );
+        // Before the invite's position: writes land in order, so its wait covers this one.
+        let _ = self.store.write(batch)?;
+        let pending = {
+            let mut head = room.head.lock().await;
+            self.adopt_state_event(&room, &mut head, invite)?
+        };
+        if let Some(pending) = pending {
+            self.stream.finish(pending).await?;
+            self.notifier.wake([&*user]);
+        }
+        Ok(())
+    }
+
+    /// The stripped state another server sent with a local user's invite, if it did.
+    pub(crate) fn remote_invite_state(
+        &self,
+        room: &RoomMeta,
+        user: &ruma::UserId,
+    ) -> Result<Option<Vec<Box<RawJsonValue>>>> {
+        let key = Key::new().u64(room.short).str(user.as_str()).into_vec();
+        let Some(bytes) = self.store.get(Table::RemoteInvites, &key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| super::corrupt("remote_invites", e.to_string()))
+    }
+
+    /// Gives a state event of another server a stream position and its place in the current
+    /// state and the state history (not the timeline). `None` when the server had it.
+    fn adopt_state_event(
+        &self,
+        room: &RoomMeta,
+        head: &mut super::Head,
+        event: &Incoming,
+    ) -> Result<Option<crate::stream::Pending>> {
+        if self.event_pos(&event.event_id)?.is_some() {
+            return Ok(None);
+        }
+        let pdu = &event.pdu;
+        let Some(state_key) = pdu.state_key.clone() else {
+            return Ok(None);
+        };
+        let kind = pdu.kind.to_string();
+        let row = Key::new().u64(room.short).str(&kind).str(&state_key);
+        let membership = member_target(pdu).zip(membership_of(pdu));
+        let stored = StoredEvent {
+            event_id: event.event_id.clone(),
+            room: room.short,
+            pdu: RawJsonValue::from_string(event.json.clone())
+                .map_err(|e| Error::internal(e.to_string()))?,
+            txn: None,
+            prev_state: head
+                .state
+                .get(&StateEventType::from(kind.as_str()), &state_key),
+            redacted_by: None,
+            aggregated: false,
+        };
+        let bytes = serde_json::to_vec(&stored).expect("stored events serialize");
+        let pending = self.stream.apply(|pos| {
+            let mut batch = Batch::new();
+            batch.put(Table::Events, pos.to_be_bytes().to_vec(), bytes);
+            batch.put(
+                Table::EventIds,
+                event.event_id.as_bytes().to_vec(),
+                pos.to_be_bytes().to_vec(),
+            );
+            batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
+            batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
+            if let Some((user, membership)) = &membership {
+                let record = UserRoom {
+                    membership: membership.clone(),
+                    pos,
+                };
+                batch.put(
+                    Table::UserRooms,
+                    Key::new().str(user.as_str()).str(room.room_id.as_str()),
+                    serde_json::to_vec(&record).expect("serializes"),
+                );
+            }
+            batch
+        })?;
+        head.state
+            .insert(StateEventType::from(kind), state_key, pending.pos);
+        head.authorized.clear();
+        if let Some((user, membership)) = &membership {
+            room.set_membership(user, membership);
+        }
+        Ok(Some(pending))
     }
 }

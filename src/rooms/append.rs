@@ -32,8 +32,8 @@ const MAX_PREV_EVENTS: usize = 10;
 const MAX_EXTREMITIES: usize = 20;
 
 /// The auth events an append references.
-struct AuthEvents {
-    ids: Vec<OwnedEventId>,
+pub(super) struct AuthEvents {
+    pub(super) ids: Vec<OwnedEventId>,
     /// The events behind `ids`, loaded when they were chosen now; empty when the sender's
     /// events of this type were authorized before under the current state.
     loaded: Vec<Arc<Loaded>>,
@@ -121,7 +121,7 @@ impl RoomService {
 
     /// The auth events the rules select for the event, from the current state: those the
     /// sender's last event of this type used when that authorization still holds.
-    fn choose_auth_events(
+    pub(super) fn choose_auth_events(
         &self,
         room: &RoomMeta,
         head: &Head,
@@ -162,7 +162,7 @@ impl RoomService {
     }
 
     /// Builds, hashes and signs the PDU on top of the room's forward extremity.
-    fn build_event(
+    pub(super) fn build_event(
         &self,
         room: &RoomMeta,
         head: &Head,
@@ -204,7 +204,7 @@ impl RoomService {
     /// The auth rules against the current state (unless an earlier event of this sender and
     /// type passed them under the same state), then what the rules leave to the server. `kind`
     /// is the event's type, kept for the sender's next events when the authorization holds.
-    fn authorize(
+    pub(super) fn authorize(
         &self,
         room: &RoomMeta,
         head: &mut Head,

@@ -154,6 +154,29 @@ impl RoomService {
         servers
     }
 
+    /// Whether this server follows the room: its own room, or another's that a local user is
+    /// in, so that its state here is current. A room every local user left is not followed:
+    /// joining it again goes through its servers.
+    pub(crate) fn followed_here(
+        &self,
+        room_id: &ruma::RoomId,
+        own: &ruma::ServerName,
+    ) -> Result<bool> {
+        if !self.exists(room_id)? {
+            return Ok(false);
+        }
+        if room_id.server_name() == Some(own) {
+            return Ok(true);
+        }
+        Ok(self
+            .room(room_id)?
+            .members
+            .read()
+            .joined
+            .iter()
+            .any(|u| u.server_name() == own))
+    }
+
     /// Whether `server` has a user joined to the room: who may read its events and state over
     /// federation (history visibility for servers, simplified to "is in the room now").
     pub(crate) fn server_may_read(&self, room: &RoomMeta, server: &ruma::ServerName) -> bool {

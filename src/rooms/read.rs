@@ -225,8 +225,15 @@ impl RoomService {
             #[serde(rename = "type")]
             kind: String,
         }
-        let mut out = Vec::new();
-        let keys = STRIPPED_STATE
+        // Another server's room: what it sent with the invite, and the invite.
+        let remote = self.remote_invite_state(room, user)?;
+        let descriptors: &[&str] = if remote.is_some() {
+            &[]
+        } else {
+            &STRIPPED_STATE
+        };
+        let mut out = remote.unwrap_or_default();
+        let keys = descriptors
             .iter()
             .map(|k| (*k, ""))
             .chain([("m.room.member", user.as_str())]);

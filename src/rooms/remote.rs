@@ -155,3 +155,26 @@ impl RoomService {
         Ok(())
     }
 }
+
+impl RoomService {
+    /// Builds, signs and authorizes a local user's event without appending it: an invite of
+    /// another server's user, which that server signs too before it is appended (through
+    /// [`append_remote`](Self::append_remote), like any event that comes back signed).
+    pub(crate) async fn build_unsent(
+        &self,
+        room: &RoomMeta,
+        sender: &ruma::UserId,
+        template: crate::events::EventTemplate,
+    ) -> Result<(ruma::OwnedEventId, String)> {
+        let mut head = room.head.lock().await;
+        if room.blocked.load(Ordering::Acquire) {
+            return Err(Error::forbidden(
+                "This room has been blocked on this server",
+            ));
+        }
+        let auth = self.choose_auth_events(room, &head, sender, &template)?;
+        let built = self.build_event(room, &head, sender, &template, &auth.ids)?;
+        self.authorize(room, &mut head, &built.pdu, template.kind, auth)?;
+        Ok((built.event_id, built.json))
+    }
+}

@@ -129,12 +129,14 @@ pub enum Table {
     Extremities,
     /// destination server, sequence → stream position of a PDU queued for it.
     FederationQueue,
-    /// name → the federation sender's durable state (its stream cursor, next sequence).
+    /// name → the federation sender's durable state (its stream cursor).
     FederationState,
+    /// room short id, user → the stripped state another server sent with the user's invite.
+    RemoteInvites,
 }
 
 impl Table {
-    const ALL: [Table; 53] = [
+    const ALL: [Table; 54] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -188,6 +190,7 @@ impl Table {
         Table::Extremities,
         Table::FederationQueue,
         Table::FederationState,
+        Table::RemoteInvites,
     ];
 
     /// The table's name, for error messages and operators.
@@ -246,6 +249,7 @@ impl Table {
             Table::Extremities => "extremities",
             Table::FederationQueue => "federation_queue",
             Table::FederationState => "federation_state",
+            Table::RemoteInvites => "remote_invites",
         }
     }
 }

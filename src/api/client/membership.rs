@@ -75,6 +75,16 @@ async fn join(
     if let Some(server) = room_id.server_name() {
         servers.push(server.to_owned());
     }
+    // Invited by another server's user: through the inviter's server.
+    if s.rooms.exists(&room_id)? {
+        let room = s.rooms.room(&room_id)?;
+        if let Some(invite) = s
+            .rooms
+            .state_pdu(room.short, "m.room.member", user.as_str())?
+        {
+            servers.insert(0, invite.sender.server_name().to_owned());
+        }
+    }
     federation
         .join_remote(&s.rooms, &room_id, user, &profile(s, user)?, &servers)
         .await?;
@@ -84,22 +94,12 @@ async fn join(
 /// The most `via` servers a join tries.
 const MAX_VIA: usize = 10;
 
-/// Whether the room can be joined here: this server's own room, or another's that a local
-/// user is in (its state here is current). A room all local users left is joined again
-/// through its servers.
+/// Whether the room is joined here: it is followed here, or federation is off.
 fn is_here(s: &Services, room_id: &ruma::RoomId) -> Result<bool> {
-    if !s.rooms.exists(room_id)? {
-        return Ok(false);
-    }
-    if room_id.server_name() == Some(&*s.config.server_name) || s.federation.is_none() {
-        return Ok(true);
-    }
-    let room = s.rooms.room(room_id)?;
-    let local = &s.config.server_name;
-    Ok(room
-        .joined_members()
-        .iter()
-        .any(|u| u.server_name() == local))
+    Ok(match s.federation {
+        Some(_) => s.rooms.followed_here(room_id, &s.config.server_name)?,
+        None => s.rooms.exists(room_id)?,
+    })
 }
 
 async fn join_by_id(
@@ -164,6 +164,15 @@ async fn invite(
         ));
     };
     let user_id = &invitee.user_id;
+    if user_id.server_name() != s.config.server_name
+        && let Some(federation) = &s.federation
+    {
+        let reason = invitee.reason.as_deref();
+        federation
+            .invite_remote(&s.rooms, &req.body.room_id, req.user_id(), user_id, reason)
+            .await?;
+        return Ok(invite_user::v3::Response::new());
+    }
     if !s.user_is_active(user_id).await? {
         return Err(Error::not_found(format!("Unknown user {user_id}")));
     }

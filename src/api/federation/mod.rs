@@ -6,6 +6,7 @@
 //! lacks, so peers fall back rather than retry.
 
 mod events;
+mod invite;
 mod membership;
 mod peer;
 mod query;
@@ -74,6 +75,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/federation/v1/get_missing_events/{room_id}",
             post(events::get_missing_events),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room_id}/{event_id}",
+            put(invite::invite),
         )
         .route(
             "/_matrix/federation/v1/make_join/{room_id}/{user_id}",

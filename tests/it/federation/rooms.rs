@@ -245,3 +245,99 @@ async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn invites_cross_servers_both_ways() {
+    let Pair { a, b, _dirs } = pair("").await;
+    let alice = registered(&a.base_url(), "alice").await;
+    let bob = registered(&b.base_url(), "bob").await;
+    let (alice_id, bob_id) = (whoami(&alice).await, whoami(&bob).await);
+
+    // Alice invites Bob into a private room: B lists the invite with the room's name.
+    let room = alice
+        .create_room(json!({ "preset": "private_chat", "name": "Quote 42" }))
+        .await;
+    let (status, body) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": bob_id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut b_since = None;
+    let seen = sync_until(&bob, &mut b_since, |s| {
+        s.iter().any(|s| s["rooms"]["invite"][&room].is_object())
+    })
+    .await;
+    let invite = seen
+        .iter()
+        .find(|s| s["rooms"]["invite"][&room].is_object())
+        .unwrap();
+    let state = invite["rooms"]["invite"][&room]["invite_state"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Quote 42"),
+        "{invite}"
+    );
+    assert!(
+        state.iter().any(|e| e["type"] == "m.room.member"
+            && e["state_key"] == bob_id
+            && e["content"]["membership"] == "invite"
+            && e["sender"] == alice_id),
+        "{invite}"
+    );
+    // Bob accepts (the room id alone: B joins through the inviter's server) and writes.
+    let (status, body) = bob
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    bob.send_text(&room, "b1", "thanks for the quote").await;
+    let mut a_since = None;
+    sync_until(&alice, &mut a_since, |s| {
+        bodies(s, &room).contains(&"thanks for the quote".to_owned())
+    })
+    .await;
+
+    // The other way: Bob invites Alice into his room on B.
+    let room = bob.create_room(json!({ "preset": "private_chat" })).await;
+    let (status, body) = bob
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": alice_id }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sync_until(&alice, &mut a_since, |s| {
+        s.iter().any(|s| s["rooms"]["invite"][&room].is_object())
+    })
+    .await;
+    let (status, body) = alice
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Inviting a user of a server that does not answer fails and changes nothing.
+    let (status, body) = alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": "@carol:127.0.0.1:1" }),
+        )
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let (status, _) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc("@carol:127.0.0.1:1")
+        ))
+        .await;
+    assert_eq!(status, 404);
+}
