@@ -267,6 +267,24 @@ impl Services {
         }
     }
 
+    /// Tells the other servers sharing a room with `user` that these devices changed (keys
+    /// uploaded, or deleted), when federation is enabled. Best effort: a failure is logged.
+    pub(crate) fn announce_devices<'a>(
+        &self,
+        user: &ruma::UserId,
+        devices: impl IntoIterator<Item = &'a ruma::DeviceId>,
+        deleted: bool,
+    ) {
+        let Some(federation) = &self.federation else {
+            return;
+        };
+        for device in devices {
+            if let Err(e) = federation.device_changed(&self.rooms, user, device.as_str(), deleted) {
+                tracing::warn!(%user, error = %e, "device list update not sent");
+            }
+        }
+    }
+
     /// What the federation sender uses (`federation::sender`), when federation is enabled.
     pub(crate) fn federation_sender(&self) -> Option<crate::federation::sender::SenderView<'_>> {
         Some(crate::federation::sender::SenderView {

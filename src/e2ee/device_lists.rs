@@ -34,6 +34,23 @@ pub(super) fn record(batch: &mut Batch, pos: u64, user: &UserId) {
 }
 
 impl E2eeService {
+    /// Another server said `user`'s devices or cross-signing keys changed: the users who
+    /// share a room with them hear it in their next sync and query the keys again.
+    pub(crate) async fn remote_device_list_changed(
+        &self,
+        user: &UserId,
+        co_members: &[OwnedUserId],
+    ) -> Result<()> {
+        let pending = self.stream.apply(|pos| {
+            let mut batch = Batch::new();
+            record(&mut batch, pos, user);
+            batch
+        })?;
+        self.stream.finish(pending).await?;
+        self.notifier.wake(co_members.iter().map(|u| &**u));
+        Ok(())
+    }
+
     /// Users whose device list changed in `(from, to]`, whatever room they are in.
     fn changed_users(&self, from: u64, to: u64) -> Result<HashSet<OwnedUserId>> {
         let start = Key::new().u64(from.saturating_add(1)).into_vec();

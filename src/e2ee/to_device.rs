@@ -34,13 +34,42 @@ fn inbox_key(user: &UserId, device: &DeviceId, pos: u64) -> Vec<u8> {
 }
 
 impl E2eeService {
-    /// `PUT /sendToDevice/{type}/{txnId}`. A transaction id already used by this device is
-    /// answered without sending again. Messages for other servers' users and unknown devices
-    /// are dropped (there is no federation).
+    /// `PUT /sendToDevice/{type}/{txnId}`: the messages for this server's users. A
+    /// transaction id already used by this device is answered without sending again. Messages
+    /// for unknown devices are dropped; those for other servers' users are the caller's (the
+    /// federation sends them).
     pub(crate) async fn send_to_device(
         &self,
         users: &UserService,
         who: &Identity,
+        event_type: &str,
+        txn_id: &str,
+        messages: Vec<(OwnedUserId, Target, Value)>,
+    ) -> Result<()> {
+        let sent_by = (&*who.user_id, who.device_id.as_str());
+        self.deliver_to_devices(users, sent_by, event_type, txn_id, messages)
+            .await
+    }
+
+    /// Messages another server's user sent to users of this one (`m.direct_to_device`); a
+    /// `message_id` already delivered is not delivered again.
+    pub(crate) async fn receive_remote_to_device(
+        &self,
+        users: &UserService,
+        sender: &UserId,
+        event_type: &str,
+        message_id: &str,
+        messages: Vec<(OwnedUserId, Target, Value)>,
+    ) -> Result<()> {
+        self.deliver_to_devices(users, (sender, ""), event_type, message_id, messages)
+            .await
+    }
+
+    /// Stores each message in its devices' inboxes, once per `(sender, device, txn_id)`.
+    async fn deliver_to_devices(
+        &self,
+        users: &UserService,
+        (sender, sender_device): (&UserId, &str),
         event_type: &str,
         txn_id: &str,
         messages: Vec<(OwnedUserId, Target, Value)>,
@@ -63,14 +92,14 @@ impl E2eeService {
                     Target::Device(wanted) => d == wanted,
                 })
                 .collect();
-            let event = json!({ "sender": who.user_id, "type": event_type, "content": content });
+            let event = json!({ "sender": sender, "type": event_type, "content": content });
             for device in devices {
                 deliveries.insert((user.clone(), device), to_bytes(&event));
             }
         }
         let txn_key = Key::new()
-            .str(who.user_id.as_str())
-            .str(who.device_id.as_str())
+            .str(sender.as_str())
+            .str(sender_device)
             .str(txn_id)
             .into_vec();
         let pending = {

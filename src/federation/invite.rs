@@ -115,11 +115,15 @@ impl Federation {
         sender: &UserId,
         invitee: &UserId,
         reason: Option<&str>,
+        is_direct: bool,
     ) -> Result<OwnedEventId> {
         let room = rooms.require_joined(room_id, sender)?;
         let mut content = json!({ "membership": "invite" });
         if let Some(reason) = reason {
             content["reason"] = reason.into();
+        }
+        if is_direct {
+            content["is_direct"] = true.into();
         }
         let template =
             EventTemplate::state_json(StateEventType::RoomMember, invitee.as_str(), &content);

@@ -10,6 +10,7 @@
 
 pub(crate) mod ask;
 pub(crate) mod client;
+pub(crate) mod devices;
 pub(crate) mod invite;
 mod join;
 pub(crate) mod keyring;

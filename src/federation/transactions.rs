@@ -15,10 +15,12 @@ use serde_json::{Map, Value, json, value::RawValue as RawJsonValue};
 
 use super::{Federation, MAX_EDUS, MAX_PDUS};
 use crate::{
+    e2ee::{E2eeService, Target},
     ephemeral::{ReceiptKind, ReceiptService, TypingService},
     error::{Error, Result},
     events::incoming,
     rooms::{Accepted, RoomService},
+    users::UserService,
 };
 
 /// How long a remote typing notice lasts without a renewal (Synapse's federation timeout).
@@ -27,6 +29,8 @@ const REMOTE_TYPING: Duration = Duration::from_secs(30);
 /// What receiving a transaction writes to.
 pub(crate) struct Receivers<'a> {
     pub(crate) rooms: &'a RoomService,
+    pub(crate) users: &'a UserService,
+    pub(crate) e2ee: &'a E2eeService,
     pub(crate) typing: &'a TypingService,
     pub(crate) receipts: &'a ReceiptService,
 }
@@ -196,6 +200,53 @@ async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Resu
             }
             Ok(())
         }
+        "m.direct_to_device" => receive_to_device(to, origin, &edu.content).await,
+        "m.device_list_update" | "m.signing_key_update" => {
+            let user = edu
+                .content
+                .get("user_id")
+                .and_then(Value::as_str)
+                .and_then(|u| OwnedUserId::try_from(u).ok())
+                .ok_or_else(|| Error::bad_json("device list update without user_id"))?;
+            if user.server_name() != origin {
+                return Err(Error::forbidden("device list of another server's user"));
+            }
+            let co_members = super::devices::local_co_members(to.rooms, &user)?;
+            to.e2ee.remote_device_list_changed(&user, &co_members).await
+        }
         _ => Ok(()),
     }
+}
+
+/// To-device messages from a user of `origin` to users of this server.
+async fn receive_to_device(to: &Receivers<'_>, origin: &ServerName, content: &Value) -> Result<()> {
+    #[derive(Deserialize)]
+    struct ToDevice {
+        sender: OwnedUserId,
+        #[serde(rename = "type")]
+        kind: String,
+        message_id: String,
+        messages:
+            std::collections::BTreeMap<OwnedUserId, std::collections::BTreeMap<String, Value>>,
+    }
+    let t: ToDevice =
+        serde_json::from_value(content.clone()).map_err(|e| Error::bad_json(e.to_string()))?;
+    if t.sender.server_name() != origin {
+        return Err(Error::forbidden(
+            "to-device message of another server's user",
+        ));
+    }
+    let mut messages = Vec::new();
+    for (user, devices) in t.messages {
+        for (device, content) in devices.into_iter().take(MAX_EDUS * 10) {
+            let target = match device.as_str() {
+                "*" => Target::AllDevices,
+                _ => Target::Device(device.into()),
+            };
+            messages.push((user.clone(), target, content));
+        }
+    }
+    to.e2ee
+        .receive_remote_to_device(to.users, &t.sender, &t.kind, &t.message_id, messages)
+        .await
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ruma::{OwnedEventId, RoomId, RoomVersionId, UInt, events::StateEventType};
 use serde_json::value::RawValue as RawJsonValue;
 
-use super::{RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of};
+use super::{RoomMeta, RoomService, StoredEvent, member_target, membership_of};
 use crate::{
     error::{Error, Result},
     events::Incoming,
@@ -161,15 +161,7 @@ impl RoomService {
             batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
             batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
             if let Some((user, membership)) = &membership {
-                let record = UserRoom {
-                    membership: membership.clone(),
-                    pos,
-                };
-                batch.put(
-                    Table::UserRooms,
-                    Key::new().str(user.as_str()).str(room.room_id.as_str()),
-                    serde_json::to_vec(&record).expect("serializes"),
-                );
+                super::append::put_user_room(&mut batch, user, room, membership, pos);
             }
             batch
         })?;

@@ -491,15 +491,7 @@ fn event_batch(pos: u64, room: &RoomMeta, w: EventWrites<'_>) -> Batch {
         batch.put(Table::StateHistory, state.row.clone().u64(pos), Vec::new());
     }
     if let Some((user, membership)) = w.membership {
-        let record = UserRoom {
-            membership: membership.clone(),
-            pos,
-        };
-        batch.put(
-            Table::UserRooms,
-            Key::new().str(user.as_str()).str(room.room_id.as_str()),
-            serde_json::to_vec(&record).expect("serializes"),
-        );
+        put_user_room(&mut batch, user, room, membership, pos);
     }
     for (target_pos, target) in w.rewritten {
         batch.put(
@@ -534,4 +526,23 @@ fn authorization_is_cacheable(template: &EventTemplate) -> bool {
                 | TimelineEventType::RoomMember
                 | TimelineEventType::RoomPowerLevels
         )
+}
+
+/// Records `user`'s membership in the room as of the event at `pos` (`UserRooms`).
+pub(super) fn put_user_room(
+    batch: &mut Batch,
+    user: &UserId,
+    room: &RoomMeta,
+    membership: &MembershipState,
+    pos: u64,
+) {
+    let record = UserRoom {
+        membership: membership.clone(),
+        pos,
+    };
+    batch.put(
+        Table::UserRooms,
+        Key::new().str(user.as_str()).str(room.room_id.as_str()),
+        serde_json::to_vec(&record).expect("serializes"),
+    );
 }

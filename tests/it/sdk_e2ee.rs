@@ -25,9 +25,9 @@ use tokio::sync::mpsc;
 
 const PASSWORD: &str = "correct horse";
 
-async fn register(server: &TestServer, name: &str) {
+async fn register(base: &str, name: &str) {
     let registrar = Client::builder()
-        .homeserver_url(server.server.base_url())
+        .homeserver_url(base)
         .build()
         .await
         .expect("client builds");
@@ -43,9 +43,9 @@ async fn register(server: &TestServer, name: &str) {
 }
 
 /// A fresh device: a new client with its own (in-memory) crypto store, logged in.
-async fn login(server: &TestServer, name: &str, device_name: &str) -> Client {
+async fn login(base: &str, name: &str, device_name: &str) -> Client {
     let client = Client::builder()
-        .homeserver_url(server.server.base_url())
+        .homeserver_url(base)
         .build()
         .await
         .expect("client builds");
@@ -99,19 +99,9 @@ async fn sync_until(
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_room_decrypts_on_every_device() {
-    let server = TestServer::start().await;
-    register(&server, "alice").await;
-    register(&server, "bob").await;
-    let alice = login(&server, "alice", "alice phone").await;
-    let bob = login(&server, "bob", "bob laptop").await;
-    let alice_id = alice.user_id().unwrap().to_owned();
+/// Alice makes an encrypted room and invites Bob, who joins; its id.
+async fn encrypted_room_with(alice: &Client, bob: &Client) -> matrix_sdk::ruma::OwnedRoomId {
     let bob_id = bob.user_id().unwrap().to_owned();
-    // The first syncs upload each device's identity and one-time keys.
-    sync(&alice).await;
-    sync(&bob).await;
-
     let mut create = create_room::v3::Request::new();
     create.invite = vec![bob_id.clone()];
     create.initial_state = vec![
@@ -123,7 +113,7 @@ async fn encrypted_room_decrypts_on_every_device() {
     let room = alice.create_room(create).await.expect("create room");
     let room_id = room.room_id().to_owned();
     for _ in 0..20 {
-        sync(&bob).await;
+        sync(bob).await;
         if bob.get_room(&room_id).is_some() {
             break;
         }
@@ -133,9 +123,26 @@ async fn encrypted_room_decrypts_on_every_device() {
         .join()
         .await
         .expect("Bob joins");
+    sync(alice).await;
+    sync(bob).await;
+
+    room_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_room_decrypts_on_every_device() {
+    let server = TestServer::start().await;
+    let base = server.server.base_url();
+    register(&base, "alice").await;
+    register(&base, "bob").await;
+    let alice = login(&base, "alice", "alice phone").await;
+    let bob = login(&base, "bob", "bob laptop").await;
+    let alice_id = alice.user_id().unwrap().to_owned();
+    // The first syncs upload each device's identity and one-time keys.
     sync(&alice).await;
     sync(&bob).await;
 
+    let room_id = encrypted_room_with(&alice, &bob).await;
     let alice_room = alice.get_room(&room_id).expect("Alice has the room");
     assert!(
         alice_room
@@ -180,7 +187,7 @@ async fn encrypted_room_decrypts_on_every_device() {
     );
 
     // Bob logs in on a second device; Alice learns of it through device_lists.changed.
-    let bob2 = login(&server, "bob", "bob phone").await;
+    let bob2 = login(&base, "bob", "bob phone").await;
     let mut bob2_rx = collect(&bob2);
     sync(&bob2).await;
     sync(&alice).await;
@@ -198,5 +205,49 @@ async fn encrypted_room_decrypts_on_every_device() {
         sync_until(&bob, &mut bob_rx, 1).await,
         vec![(alice_id.clone(), "Y llega el jueves".to_owned())],
         "Bob's first device too"
+    );
+}
+
+/// Across servers: Alice on one Charla, Bob on another. Bob's keys are queried and claimed
+/// through his server, Alice's room key reaches his device as a to-device message over
+/// federation, and each decrypts the other's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_messages_decrypt_across_servers() {
+    let crate::federation::Pair { a, b, _dirs } = crate::federation::pair("").await;
+    register(&a.base_url(), "alice").await;
+    register(&b.base_url(), "bob").await;
+    let alice = login(&a.base_url(), "alice", "alice phone").await;
+    let bob = login(&b.base_url(), "bob", "bob laptop").await;
+    let (alice_id, bob_id) = (
+        alice.user_id().unwrap().to_owned(),
+        bob.user_id().unwrap().to_owned(),
+    );
+    assert_ne!(alice_id.server_name(), bob_id.server_name());
+    sync(&alice).await;
+    sync(&bob).await;
+    let room_id = encrypted_room_with(&alice, &bob).await;
+
+    let mut bob_rx = collect(&bob);
+    let alice_room = alice.get_room(&room_id).expect("Alice has the room");
+    alice_room
+        .send(RoomMessageEventContent::text_plain("Factura 77 pagada"))
+        .await
+        .expect("Alice sends");
+    assert_eq!(
+        sync_until(&bob, &mut bob_rx, 1).await,
+        vec![(alice_id.clone(), "Factura 77 pagada".to_owned())],
+        "Bob decrypts Alice's message from the other server"
+    );
+
+    let mut alice_rx = collect(&alice);
+    bob.get_room(&room_id)
+        .expect("Bob has the room")
+        .send(RoomMessageEventContent::text_plain("Gracias, recibido"))
+        .await
+        .expect("Bob sends");
+    let got = sync_until(&alice, &mut alice_rx, 2).await;
+    assert!(
+        got.contains(&(bob_id.clone(), "Gracias, recibido".to_owned())),
+        "Alice decrypts Bob's answer: {got:?}"
     );
 }

@@ -89,6 +89,7 @@ async fn delete(
         .delete_devices(&user, std::slice::from_ref(&req.body.device_id))
         .await?;
     s.e2ee.wake_peers(&s.rooms, &user)?;
+    s.announce_devices(&user, [&*req.body.device_id], true);
     Ok(delete_device::v3::Response::new())
 }
 
@@ -100,5 +101,6 @@ async fn delete_many(
     require_password(&s, &user, Operation::DeleteDevices, req.json.as_ref()).await?;
     s.users.delete_devices(&user, &req.body.devices).await?;
     s.e2ee.wake_peers(&s.rooms, &user)?;
+    s.announce_devices(&user, req.body.devices.iter().map(|d| &**d), true);
     Ok(delete_devices::v3::Response::new())
 }

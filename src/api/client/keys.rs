@@ -51,6 +51,7 @@ async fn upload(
     let json = req.json.as_ref();
     if let Some(keys) = json.and_then(|j| j.get("device_keys")) {
         s.e2ee.upload_device_keys(&s.rooms, who, keys).await?;
+        s.announce_devices(&who.user_id, [&*who.device_id], false);
     }
     let one_time = body_map(json, "one_time_keys");
     let fallback = body_map(json, "fallback_keys");
@@ -221,7 +222,13 @@ async fn upload_signing(
     if s.e2ee.signing_upload_needs_auth(&user, &keys)? {
         require_password(&s, &user, Operation::UploadSigningKeys, json).await?;
     }
+    let announced = json.cloned().unwrap_or_default();
     s.e2ee.upload_signing_keys(&s.rooms, &user, keys).await?;
+    if let Some(federation) = &s.federation
+        && let Err(e) = federation.signing_keys_changed(&s.rooms, &user, &announced)
+    {
+        tracing::warn!(%user, error = %e, "signing key update not sent");
+    }
     Ok(upload_signing_keys::v3::Response::new())
 }
 

@@ -169,7 +169,14 @@ async fn invite(
     {
         let reason = invitee.reason.as_deref();
         federation
-            .invite_remote(&s.rooms, &req.body.room_id, req.user_id(), user_id, reason)
+            .invite_remote(
+                &s.rooms,
+                &req.body.room_id,
+                req.user_id(),
+                user_id,
+                reason,
+                false,
+            )
             .await?;
         return Ok(invite_user::v3::Response::new());
     }

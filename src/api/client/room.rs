@@ -96,7 +96,13 @@ async fn create(
             .map_err(|e| Error::bad_json(format!("initial_state: {e}")))?;
         initial_state.push((e.kind, e.state_key, e.content));
     }
-    for invitee in &b.invite {
+    // Other servers' users are invited once the room exists, through their servers.
+    let (remote, local): (Vec<_>, Vec<_>) = b
+        .invite
+        .iter()
+        .cloned()
+        .partition(|u| u.server_name() != s.config.server_name && s.federation.is_some());
+    for invitee in &local {
         if !s.users.is_active(invitee)? {
             return Err(Error::not_found(format!("Unknown user {invitee}")));
         }
@@ -112,7 +118,7 @@ async fn create(
         alias,
         name: b.name.clone(),
         topic: b.topic.clone(),
-        invite: b.invite.clone(),
+        invite: local,
         is_direct: b.is_direct,
         initial_state,
         power_level_override: s.support.bot_power_override(
@@ -130,6 +136,17 @@ async fn create(
         room_id: None,
     };
     let room_id = s.rooms.create_room(&creator, request).await?;
+    if let Some(federation) = &s.federation {
+        for invitee in &remote {
+            // As Synapse: a server that refuses or does not answer leaves the room made.
+            if let Err(e) = federation
+                .invite_remote(&s.rooms, &room_id, &creator, invitee, None, b.is_direct)
+                .await
+            {
+                tracing::warn!(%room_id, %invitee, error = %e, "remote invite at creation failed");
+            }
+        }
+    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use ruma::{api::client::to_device::send_event_to_device, to_device::DeviceIdOrAllDevices};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     api::ruma::{Ruma, route},
     e2ee::Target,
     error::{Error, Result},
+    federation::devices::RemoteMessages,
     services::Services,
 };
 
@@ -22,10 +23,17 @@ async fn send(
     req: Ruma<send_event_to_device::v3::Request>,
 ) -> Result<send_event_to_device::v3::Response> {
     let mut messages = Vec::new();
+    let mut remote = RemoteMessages::new();
     for (user, devices) in &req.body.messages {
         for (device, content) in devices {
             let content: Value = serde_json::from_str(content.json().get())
                 .map_err(|e| Error::bad_json(e.to_string()))?;
+            if user.server_name() != s.config.server_name && s.federation.is_some() {
+                let users = remote.entry(user.server_name().to_owned()).or_default();
+                let devices = users.entry(user.to_string()).or_insert_with(|| json!({}));
+                devices[device.to_string()] = content;
+                continue;
+            }
             let target = match device {
                 DeviceIdOrAllDevices::AllDevices => Target::AllDevices,
                 DeviceIdOrAllDevices::DeviceId(d) => Target::Device(d.clone()),
@@ -42,5 +50,13 @@ async fn send(
             messages,
         )
         .await?;
+    if let Some(federation) = &s.federation
+        && !remote.is_empty()
+    {
+        let event_type = req.body.event_type.to_string();
+        // Unique per sending device and transaction, as the spec asks of `message_id`.
+        let message_id = format!("{}.{}", req.identity().device_id, req.body.txn_id);
+        federation.send_to_device(req.user_id(), &event_type, &message_id, remote);
+    }
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -20,6 +20,8 @@ pub(super) async fn transaction(
     tracing::debug!(origin = %peer.origin, %txn_id, "transaction");
     let receivers = Receivers {
         rooms: &s.rooms,
+        users: &s.users,
+        e2ee: &s.e2ee,
         typing: &s.typing,
         receipts: &s.receipts,
     };

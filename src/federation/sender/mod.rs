@@ -119,7 +119,7 @@ impl Outbox {
         }
     }
 
-    fn push_edu(&self, destination: &ServerName, edu: Value) {
+    pub(crate) fn push_edu(&self, destination: &ServerName, edu: Value) {
         let slot = self.slot(destination);
         {
             let mut edus = slot.edus.lock();

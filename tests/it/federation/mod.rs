@@ -234,14 +234,14 @@ pub(super) async fn peer_at(
 }
 
 /// Two federating servers on loopback; `b_more` is added to B's `[federation]`.
-pub(super) struct Pair {
-    pub(super) a: charla::server::RunningServer,
-    pub(super) b: charla::server::RunningServer,
+pub(crate) struct Pair {
+    pub(crate) a: charla::server::RunningServer,
+    pub(crate) b: charla::server::RunningServer,
     /// The certificate's and the two data folders, removed when the test ends.
-    pub(super) _dirs: [tempfile::TempDir; 3],
+    pub(crate) _dirs: [tempfile::TempDir; 3],
 }
 
-pub(super) async fn pair(b_more: &str) -> Pair {
+pub(crate) async fn pair(b_more: &str) -> Pair {
     let certs = tempfile::tempdir().unwrap();
     certificate(certs.path());
     let (a, a_dir) = peer(certs.path(), "").await;
