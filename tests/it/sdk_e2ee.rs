@@ -23,7 +23,7 @@ use matrix_sdk::{
 };
 use tokio::sync::mpsc;
 
-const PASSWORD: &str = "correct horse";
+pub(crate) const PASSWORD: &str = "correct horse";
 
 async fn register(base: &str, name: &str) {
     let registrar = Client::builder()
@@ -43,7 +43,7 @@ async fn register(base: &str, name: &str) {
 }
 
 /// A fresh device: a new client with its own (in-memory) crypto store, logged in.
-async fn login(base: &str, name: &str, device_name: &str) -> Client {
+pub(crate) async fn login(base: &str, name: &str, device_name: &str) -> Client {
     let client = Client::builder()
         .homeserver_url(base)
         .build()
@@ -60,7 +60,7 @@ async fn login(base: &str, name: &str, device_name: &str) -> Client {
 }
 
 /// Every text message the client decrypts (or reads) through sync: (sender, body, encrypted).
-fn collect(client: &Client) -> mpsc::UnboundedReceiver<(OwnedUserId, String)> {
+pub(crate) fn collect(client: &Client) -> mpsc::UnboundedReceiver<(OwnedUserId, String)> {
     let (tx, rx) = mpsc::unbounded_channel();
     client.add_event_handler(move |ev: OriginalSyncRoomMessageEvent| {
         let tx = tx.clone();
@@ -73,7 +73,7 @@ fn collect(client: &Client) -> mpsc::UnboundedReceiver<(OwnedUserId, String)> {
     rx
 }
 
-async fn sync(client: &Client) {
+pub(crate) async fn sync(client: &Client) {
     client
         .sync_once(SyncSettings::default().timeout(Duration::from_millis(300)))
         .await
@@ -81,7 +81,7 @@ async fn sync(client: &Client) {
 }
 
 /// Syncs until `n` messages arrived (at most 40 rounds).
-async fn sync_until(
+pub(crate) async fn sync_until(
     client: &Client,
     rx: &mut mpsc::UnboundedReceiver<(OwnedUserId, String)>,
     n: usize,
@@ -100,7 +100,10 @@ async fn sync_until(
 }
 
 /// Alice makes an encrypted room and invites Bob, who joins; its id.
-async fn encrypted_room_with(alice: &Client, bob: &Client) -> matrix_sdk::ruma::OwnedRoomId {
+pub(crate) async fn encrypted_room_with(
+    alice: &Client,
+    bob: &Client,
+) -> matrix_sdk::ruma::OwnedRoomId {
     let bob_id = bob.user_id().unwrap().to_owned();
     let mut create = create_room::v3::Request::new();
     create.invite = vec![bob_id.clone()];

@@ -2,6 +2,7 @@
 //! version, unknown endpoints, and the `/.well-known/matrix/server` delegation.
 
 mod rooms;
+mod synapse;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
@@ -211,7 +212,7 @@ async fn peer(certs: &Path, more: &str) -> (charla::server::RunningServer, tempf
 }
 
 /// [`peer`] on a given federation port and data folder: how a test restarts one.
-pub(super) async fn peer_at(
+pub(crate) async fn peer_at(
     certs: &Path,
     port: u16,
     dir: &Path,

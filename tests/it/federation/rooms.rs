@@ -11,7 +11,7 @@ use crate::common::{Client, enc, registered, timeline_bodies};
 
 /// Syncs (long polls) until `done` holds for what arrived, for at most 20 s; every sync
 /// response seen, in order.
-async fn sync_until(
+pub(super) async fn sync_until(
     client: &Client,
     since: &mut Option<String>,
     done: impl Fn(&[Value]) -> bool,
@@ -30,25 +30,30 @@ async fn sync_until(
 }
 
 /// Joins `room` through `server`, as a client names it (`?via=`).
-async fn join_via(client: &Client, room: &str, server: &str) {
+pub(super) async fn join_via(client: &Client, room: &str, server: &str) {
     let path = format!("/_matrix/client/v3/join/{}?via={}", enc(room), enc(server));
     let (status, body) = client.post(&path, json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["room_id"], room);
 }
 
-async fn whoami(client: &Client) -> String {
+pub(super) async fn whoami(client: &Client) -> String {
     let (_, me) = client.get("/_matrix/client/v3/account/whoami").await;
     me["user_id"].as_str().unwrap().to_owned()
 }
 
 /// The bodies of the text messages of `room` across sync responses, in order.
-fn bodies(seen: &[Value], room: &str) -> Vec<String> {
+pub(super) fn bodies(seen: &[Value], room: &str) -> Vec<String> {
     seen.iter().flat_map(|s| timeline_bodies(s, room)).collect()
 }
 
 /// Whether some sync response has an ephemeral event of `kind` in `room` matching `check`.
-fn ephemeral(seen: &[Value], room: &str, kind: &str, check: impl Fn(&Value) -> bool) -> bool {
+pub(super) fn ephemeral(
+    seen: &[Value],
+    room: &str,
+    kind: &str,
+    check: impl Fn(&Value) -> bool,
+) -> bool {
     seen.iter().any(|s| {
         s["rooms"]["join"][room]["ephemeral"]["events"]
             .as_array()
