@@ -115,6 +115,9 @@ impl Services {
         let webchat = crate::webchat::WebChat::open(&config.webchat, store.clone())?;
         let search = crate::search::SearchService::open(&config.search, config.search_path())?;
         let federation = crate::federation::Federation::open(&config, key.clone())?.map(Arc::new);
+        if let Some(federation) = &federation {
+            rooms.set_federated(federation.clone());
+        }
         let limits = &config.limits;
         Ok(Arc::new(Services {
             send_limiter: RateLimiter::new(limits.send_per_second, limits.send_burst),

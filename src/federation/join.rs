@@ -242,3 +242,29 @@ pub(super) fn peer_error(e: PeerError) -> Error {
     }
     bad_gateway(e.to_string())
 }
+
+/// The room service's joins and invites across servers (`rooms/federated_hook.rs`).
+impl crate::rooms::Federated for Federation {
+    fn join<'a>(
+        &'a self,
+        rooms: &'a RoomService,
+        join: crate::rooms::RemoteJoin<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>> {
+        Box::pin(self.join_remote(rooms, join.room_id, join.user, join.profile, join.via))
+    }
+
+    fn invite<'a>(
+        &'a self,
+        rooms: &'a RoomService,
+        invite: crate::rooms::RemoteInvite<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<OwnedEventId>> {
+        Box::pin(self.invite_remote(
+            rooms,
+            invite.room_id,
+            invite.sender,
+            invite.invitee,
+            invite.reason,
+            invite.is_direct,
+        ))
+    }
+}

@@ -150,21 +150,30 @@ impl RoomService {
             aggregated: false,
         };
         let bytes = serde_json::to_vec(&stored).expect("stored events serialize");
-        let pending = self.stream.apply(|pos| {
-            let mut batch = Batch::new();
-            batch.put(Table::Events, pos.to_be_bytes().to_vec(), bytes);
-            batch.put(
-                Table::EventIds,
-                event.event_id.as_bytes().to_vec(),
-                pos.to_be_bytes().to_vec(),
-            );
-            batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
-            batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
-            if let Some((user, membership)) = &membership {
-                super::append::put_user_room(&mut batch, user, room, membership, pos);
-            }
-            batch
-        })?;
+        let loaded = Arc::new(super::Loaded {
+            stored,
+            pdu: pdu.clone(),
+        });
+        // Into the event cache under the stream lock, as every appended event: consumers near
+        // the head read new events from there.
+        let pending = self.stream.apply_and(
+            |pos| {
+                let mut batch = Batch::new();
+                batch.put(Table::Events, pos.to_be_bytes().to_vec(), bytes);
+                batch.put(
+                    Table::EventIds,
+                    event.event_id.as_bytes().to_vec(),
+                    pos.to_be_bytes().to_vec(),
+                );
+                batch.put(Table::RoomState, row.clone(), pos.to_be_bytes().to_vec());
+                batch.put(Table::StateHistory, row.clone().u64(pos), Vec::new());
+                if let Some((user, membership)) = &membership {
+                    super::append::put_user_room(&mut batch, user, room, membership, pos);
+                }
+                batch
+            },
+            |pos| self.events.insert_appended(pos, loaded),
+        )?;
         head.state
             .insert(StateEventType::from(kind), state_key, pending.pos);
         head.authorized.clear();

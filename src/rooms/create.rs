@@ -63,7 +63,24 @@ impl RoomService {
             Some(id) => id.clone(),
             None => self.new_room_id()?,
         };
-        let events = initial_events(creator, &req, &version)?;
+        let mut events = initial_events(creator, &req, &version)?;
+        // Other servers' users are invited once the room exists, through their servers (their
+        // promotion in the power levels stays).
+        let mut remote: Vec<OwnedUserId> = Vec::new();
+        if self.federated.get().is_some() {
+            remote = req
+                .invite
+                .iter()
+                .filter(|u| u.server_name() != self.server_name)
+                .cloned()
+                .collect();
+            events.retain(|t| {
+                t.kind != ruma::events::TimelineEventType::RoomMember
+                    || !remote
+                        .iter()
+                        .any(|u| t.state_key.as_deref() == Some(u.as_str()))
+            });
+        }
 
         let room = self.register_room(&room_id, version)?;
         let mut last = None;
@@ -81,6 +98,20 @@ impl RoomService {
         }
         if req.public {
             self.set_public(&room_id, true).await?;
+        }
+        for invitee in &remote {
+            let change = super::MembershipChange {
+                sender: creator,
+                target: invitee,
+                membership: MembershipState::Invite,
+                profile: MemberProfile::default(),
+                reason: None,
+                is_direct: req.is_direct.then_some(true),
+            };
+            // As Synapse: a server that refuses or does not answer leaves the room made.
+            if let Err(e) = self.change_membership(&room_id, change).await {
+                tracing::warn!(%room_id, %invitee, error = %e, "remote invite at creation failed");
+            }
         }
         let mut audience = room.audience();
         audience.push(creator.to_owned());

@@ -104,6 +104,19 @@ impl RoomService {
         room_id: &RoomId,
         change: MembershipChange<'_>,
     ) -> Result<OwnedEventId> {
+        // Another server's user is invited through their server, which signs the invite too.
+        if change.membership == MembershipState::Invite
+            && let Some(federated) = self.federated_for_user(change.target)
+        {
+            let invite = super::RemoteInvite {
+                room_id,
+                sender: change.sender,
+                invitee: change.target,
+                reason: change.reason,
+                is_direct: change.is_direct.unwrap_or(false),
+            };
+            return federated.invite(self, invite).await;
+        }
         let room = self.room(room_id)?;
         let content = MemberContent {
             membership: change.membership.clone(),
@@ -117,6 +130,26 @@ impl RoomService {
             .await
     }
 
+    /// Joins a user to a room, through `via` (and the inviter's and the room id's servers)
+    /// when it is another server's room this server does not follow; joining again with an
+    /// unchanged profile is a no-op.
+    pub(crate) async fn join_via(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: MemberProfile,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<()> {
+        let joined = self
+            .join_unsynced_via(room_id, user, profile, reason, via)
+            .await?;
+        if let Some((room, pending)) = joined {
+            self.publish(&room, pending).await?;
+        }
+        Ok(())
+    }
+
     /// Joins a user to a room; joining again with an unchanged profile is a no-op.
     pub(crate) async fn join(
         &self,
@@ -125,10 +158,7 @@ impl RoomService {
         profile: MemberProfile,
         reason: Option<&str>,
     ) -> Result<()> {
-        if let Some((room, pending)) = self.join_unsynced(room_id, user, profile, reason).await? {
-            self.publish(&room, pending).await?;
-        }
-        Ok(())
+        self.join_via(room_id, user, profile, reason, &[]).await
     }
 
     /// [`join`](Self::join) without waiting for the disk, for a server-side user whose next
@@ -143,6 +173,30 @@ impl RoomService {
         profile: MemberProfile,
         reason: Option<&str>,
     ) -> Result<Option<(Arc<RoomMeta>, Pending)>> {
+        self.join_unsynced_via(room_id, user, profile, reason, &[])
+            .await
+    }
+
+    async fn join_unsynced_via(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: MemberProfile,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<Option<(Arc<RoomMeta>, Pending)>> {
+        // Another server's room: joined through it, published when this returns.
+        if let Some(federated) = self.federated_for_room(room_id)? {
+            let via = self.default_via(room_id, user, via)?;
+            let join = super::RemoteJoin {
+                room_id,
+                user,
+                profile: &profile,
+                via: &via,
+            };
+            federated.join(self, join).await?;
+            return Ok(None);
+        }
         let room = self.room(room_id)?;
         if room.is_joined(user) {
             let current = self.state_pdu(room.short, "m.room.member", user.as_str())?;

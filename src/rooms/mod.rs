@@ -14,6 +14,7 @@ pub(crate) use alias::DirectoryEntry;
 mod admin;
 mod create;
 mod federated;
+mod federated_hook;
 mod membership;
 mod read;
 mod relations;
@@ -42,6 +43,7 @@ pub(crate) use admin::{Deleted, RoomDetails};
 pub(crate) use adopt::RemoteState;
 pub(crate) use cache::Loaded;
 pub(crate) use create::CreateRoom;
+pub(crate) use federated_hook::{Federated, RemoteInvite, RemoteJoin};
 pub(crate) use membership::{MemberProfile, MembershipChange};
 pub(crate) use read::{Direction, EventView};
 pub(crate) use relations::{RECURSION_DEPTH, RelationsQuery, relation_of};
@@ -212,6 +214,8 @@ pub struct RoomService {
     pub(crate) default_version: RoomVersionId,
     rooms: RwLock<HashMap<OwnedRoomId, Arc<RoomMeta>>>,
     events: cache::EventCache,
+    /// Joins and invites across servers, when federation is enabled (`federated_hook.rs`).
+    federated: std::sync::OnceLock<Arc<dyn Federated>>,
 }
 
 impl RoomService {
@@ -233,6 +237,7 @@ impl RoomService {
             default_version,
             rooms: RwLock::new(HashMap::new()),
             events,
+            federated: std::sync::OnceLock::new(),
         }
     }
 

@@ -38,9 +38,8 @@ fn profile(s: &Services, user: &UserId) -> Result<MemberProfile> {
         .unwrap_or_default())
 }
 
-/// Joins `room` (an id, or an alias resolved here or by its server), locally when this server
-/// has the room and a user in it, else through another server in `via`, the alias's servers or
-/// the room id's server.
+/// Joins `room` (an id, or an alias resolved here or by its server); another server's room
+/// through `via`, the alias's servers, the inviter's and the room id's server.
 async fn join(
     s: &Services,
     room: &RoomOrAliasId,
@@ -63,44 +62,17 @@ async fn join(
             },
         },
     };
-    if is_here(s, &room_id)? {
-        s.rooms
-            .join(&room_id, user, profile(s, user)?, reason)
-            .await?;
-        return Ok(room_id);
-    }
-    let Some(federation) = &s.federation else {
+    if s.federation.is_none() && !s.rooms.exists(&room_id)? {
         return Err(Error::not_found("Unknown room"));
-    };
-    if let Some(server) = room_id.server_name() {
-        servers.push(server.to_owned());
     }
-    // Invited by another server's user: through the inviter's server.
-    if s.rooms.exists(&room_id)? {
-        let room = s.rooms.room(&room_id)?;
-        if let Some(invite) = s
-            .rooms
-            .state_pdu(room.short, "m.room.member", user.as_str())?
-        {
-            servers.insert(0, invite.sender.server_name().to_owned());
-        }
-    }
-    federation
-        .join_remote(&s.rooms, &room_id, user, &profile(s, user)?, &servers)
+    s.rooms
+        .join_via(&room_id, user, profile(s, user)?, reason, &servers)
         .await?;
     Ok(room_id)
 }
 
 /// The most `via` servers a join tries.
 const MAX_VIA: usize = 10;
-
-/// Whether the room is joined here: it is followed here, or federation is off.
-fn is_here(s: &Services, room_id: &ruma::RoomId) -> Result<bool> {
-    Ok(match s.federation {
-        Some(_) => s.rooms.followed_here(room_id, &s.config.server_name)?,
-        None => s.rooms.exists(room_id)?,
-    })
-}
 
 async fn join_by_id(
     s: Arc<Services>,
@@ -164,23 +136,9 @@ async fn invite(
         ));
     };
     let user_id = &invitee.user_id;
-    if user_id.server_name() != s.config.server_name
-        && let Some(federation) = &s.federation
-    {
-        let reason = invitee.reason.as_deref();
-        federation
-            .invite_remote(
-                &s.rooms,
-                &req.body.room_id,
-                req.user_id(),
-                user_id,
-                reason,
-                false,
-            )
-            .await?;
-        return Ok(invite_user::v3::Response::new());
-    }
-    if !s.user_is_active(user_id).await? {
+    // Another server's user: their server answers for them (`change_membership`).
+    let remote = user_id.server_name() != s.config.server_name && s.federation.is_some();
+    if !remote && !s.user_is_active(user_id).await? {
         return Err(Error::not_found(format!("Unknown user {user_id}")));
     }
     s.rooms.require_joined(&req.body.room_id, req.user_id())?;

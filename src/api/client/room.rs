@@ -96,13 +96,12 @@ async fn create(
             .map_err(|e| Error::bad_json(format!("initial_state: {e}")))?;
         initial_state.push((e.kind, e.state_key, e.content));
     }
-    // Other servers' users are invited once the room exists, through their servers.
-    let (remote, local): (Vec<_>, Vec<_>) = b
+    // Other servers' users: their servers answer for them when they are invited.
+    let local = b
         .invite
         .iter()
-        .cloned()
-        .partition(|u| u.server_name() != s.config.server_name && s.federation.is_some());
-    for invitee in &local {
+        .filter(|u| u.server_name() == s.config.server_name || s.federation.is_none());
+    for invitee in local {
         if !s.users.is_active(invitee)? {
             return Err(Error::not_found(format!("Unknown user {invitee}")));
         }
@@ -118,7 +117,7 @@ async fn create(
         alias,
         name: b.name.clone(),
         topic: b.topic.clone(),
-        invite: local,
+        invite: b.invite.clone(),
         is_direct: b.is_direct,
         initial_state,
         power_level_override: s.support.bot_power_override(
@@ -136,17 +135,6 @@ async fn create(
         room_id: None,
     };
     let room_id = s.rooms.create_room(&creator, request).await?;
-    if let Some(federation) = &s.federation {
-        for invitee in &remote {
-            // As Synapse: a server that refuses or does not answer leaves the room made.
-            if let Err(e) = federation
-                .invite_remote(&s.rooms, &room_id, &creator, invitee, None, b.is_direct)
-                .await
-            {
-                tracing::warn!(%room_id, %invitee, error = %e, "remote invite at creation failed");
-            }
-        }
-    }
     Ok(create_room::v3::Response::new(room_id))
 }
 

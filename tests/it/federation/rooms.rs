@@ -346,3 +346,80 @@ async fn invites_cross_servers_both_ways() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// The support desk over federation: a customer whose account is on another server opens a
+/// conversation by inviting the desk's bot to a direct chat there; the bot joins it through
+/// that server, greets, assigns an agent, and the agent's answer reaches the customer.
+#[tokio::test]
+async fn a_customer_on_another_server_opens_a_conversation_with_the_desk() {
+    let certs = tempfile::tempdir().unwrap();
+    super::certificate(certs.path());
+    let port = crate::common::process::free_port();
+    let desk_name = format!("127.0.0.1:{port}");
+    let desk_config = format!(
+        "\n[support]\ngreeting = \"Hola, ¿en qué podemos ayudarte?\"\n\
+         [[support.agents]]\nuser = \"@ana:{desk_name}\"\ncapacity = 5\n"
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = peer_at(certs.path(), port, a_dir.path(), &desk_config).await;
+    let b = peer_at(
+        certs.path(),
+        crate::common::process::free_port(),
+        b_dir.path(),
+        "",
+    )
+    .await;
+    let ana = registered(&a.base_url(), "ana").await;
+    let carla = registered(&b.base_url(), "carla").await;
+    let bot = format!("@support:{desk_name}");
+
+    let dm = carla
+        .create_room(json!({
+            "preset": "trusted_private_chat", "is_direct": true, "invite": [bot],
+        }))
+        .await;
+    // The bot joins and greets; the customer sees it on her own server.
+    let mut c_since = None;
+    let seen = sync_until(&carla, &mut c_since, |s| {
+        bodies(s, &dm).contains(&"Hola, ¿en qué podemos ayudarte?".to_owned())
+    })
+    .await;
+    let greeting = seen
+        .iter()
+        .flat_map(|s| {
+            s["rooms"]["join"][&dm]["timeline"]["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|e| e["content"]["body"] == "Hola, ¿en qué podemos ayudarte?")
+        .unwrap();
+    assert_eq!(greeting["sender"], json!(bot));
+
+    // Ana, the agent on the desk's server, is assigned (invited) and answers.
+    carla.send_text(&dm, "c1", "¿Dónde está mi pedido?").await;
+    let mut a_since = None;
+    sync_until(&ana, &mut a_since, |s| {
+        s.iter().any(|s| s["rooms"]["invite"][&dm].is_object())
+    })
+    .await;
+    let (status, body) = ana
+        .post(&format!("/_matrix/client/v3/join/{}", enc(&dm)), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    ana.send_text(&dm, "a1", "Sale hoy, Carla").await;
+    sync_until(&carla, &mut c_since, |s| {
+        bodies(s, &dm).contains(&"Sale hoy, Carla".to_owned())
+    })
+    .await;
+    // The desk lists the conversation with the customer of the other server as its contact.
+    let carla_id = whoami(&carla).await;
+    let (status, conversations) = ana.get("/api/support/v1/conversations").await;
+    assert_eq!(status, 200, "{conversations}");
+    assert!(
+        conversations.to_string().contains(&carla_id),
+        "{conversations}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
