@@ -50,7 +50,7 @@ pub(crate) async fn invited(desk: &Desk<'_>, pdu: &Pdu, pos: u64) -> Result<bool
             };
             // Not waited for on its own: the next write's disk sync covers it too.
             desk.rooms
-                .join_unsynced(&pdu.room_id, bot, profile, None)
+                .join_unsynced(&pdu.room_id, bot, profile, None, &[])
                 .await?
         }
         // A replay of the invite that led to the current join: finish what it started.

@@ -142,7 +142,7 @@ impl RoomService {
         via: &[ruma::OwnedServerName],
     ) -> Result<()> {
         let joined = self
-            .join_unsynced_via(room_id, user, profile, reason, via)
+            .join_unsynced(room_id, user, profile, reason, via)
             .await?;
         if let Some((room, pending)) = joined {
             self.publish(&room, pending).await?;
@@ -165,19 +165,9 @@ impl RoomService {
     /// write to the store follows at once (the support bot joins, then opens the conversation):
     /// that write's wait covers the join too, one disk sync instead of two. The caller must
     /// still [`publish`](Self::publish) the join, which returns at once if that write did.
-    /// `None` when the user was already joined with this profile.
+    /// `None` when the user was already joined with this profile, or joined another server's
+    /// room (through `via` and the defaults of [`join_via`](Self::join_via); published already).
     pub(crate) async fn join_unsynced(
-        &self,
-        room_id: &RoomId,
-        user: &UserId,
-        profile: MemberProfile,
-        reason: Option<&str>,
-    ) -> Result<Option<(Arc<RoomMeta>, Pending)>> {
-        self.join_unsynced_via(room_id, user, profile, reason, &[])
-            .await
-    }
-
-    async fn join_unsynced_via(
         &self,
         room_id: &RoomId,
         user: &UserId,
