@@ -74,7 +74,7 @@ impl Federation {
         }
         let mut results = Map::new();
         for raw in &txn.pdus {
-            let (event_id, outcome) = self.receive_pdu(to.rooms, raw, from).await;
+            let (event_id, outcome) = self.receive_pdu(to.rooms, origin, raw, from).await;
             let Some(event_id) = event_id else {
                 tracing::debug!(%origin, error = ?outcome.err(), "dropped an unreadable PDU");
                 continue;
@@ -100,6 +100,7 @@ impl Federation {
     async fn receive_pdu(
         &self,
         rooms: &RoomService,
+        origin: &ServerName,
         raw: &RawJsonValue,
         from: IpAddr,
     ) -> (Option<OwnedEventId>, Result<()>) {
@@ -121,6 +122,9 @@ impl Federation {
                 return Ok(());
             }
             let incoming = self.verify_object(&room.rules, object, from).await?;
+            if let Err(e) = self.fill_gap(rooms, origin, &room, &incoming, from).await {
+                tracing::info!(%origin, %event_id, error = %e, "a gap before the event stays");
+            }
             match rooms.append_remote(&room, incoming).await? {
                 Accepted::Appended(pending) => rooms.publish(&room, pending).await,
                 Accepted::Known | Accepted::SoftFailed(_) => Ok(()),

@@ -92,6 +92,11 @@ impl RoomService {
         Ok(Accepted::Appended(self.commit(room, &mut head, plan)?))
     }
 
+    /// The room's forward extremities now.
+    pub(crate) async fn extremities(&self, room: &RoomMeta) -> Vec<ruma::OwnedEventId> {
+        room.head.lock().await.extremities.clone()
+    }
+
     /// Whether the server has the event, in a timeline or as an outlier.
     pub(crate) fn is_known(&self, event_id: &EventId) -> Result<bool> {
         Ok(self.event_pos(event_id)?.is_some()

@@ -423,3 +423,81 @@ async fn a_customer_on_another_server_opens_a_conversation_with_the_desk() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A peer that sends only its latest event after an outage (Synapse's catch-up) leaves a gap:
+/// the receiving server asks for the missing events (`get_missing_events`) and appends them, in
+/// order, before the new one.
+#[tokio::test]
+async fn a_gap_before_a_received_event_is_filled_from_its_sender() {
+    let certs = tempfile::tempdir().unwrap();
+    super::certificate(certs.path());
+    let (a_port, b_port) = (
+        crate::common::process::free_port(),
+        crate::common::process::free_port(),
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = peer_at(certs.path(), a_port, a_dir.path(), "").await;
+    let b = peer_at(certs.path(), b_port, b_dir.path(), "").await;
+    let alice = registered(&a.base_url(), "alice").await;
+    let bob = registered(&b.base_url(), "bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    join_via(&bob, &room, &format!("127.0.0.1:{a_port}")).await;
+
+    // B is down while Alice writes three messages; then A loses all but the last from its
+    // queue for B, as if it only ever meant to send the latest.
+    b.stop().await;
+    for i in 1..=3 {
+        alice
+            .send_text(&room, &format!("g{i}"), &format!("gap {i}"))
+            .await;
+    }
+    let store = a.services.store.clone();
+    let prefix = {
+        let mut p = format!("127.0.0.1:{b_port}").into_bytes();
+        p.push(0xFF);
+        p
+    };
+    let queued: Vec<Vec<u8>> = store
+        .scan_prefix(charla::storage::Table::FederationQueue, &prefix)
+        .map(|e| e.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(queued.len(), 3, "A queued the three messages for B");
+    drop(store);
+    a.stop().await;
+    let a = peer_at(certs.path(), a_port, a_dir.path(), "").await;
+    let mut batch = charla::storage::Batch::new();
+    for key in &queued[..2] {
+        batch.delete(charla::storage::Table::FederationQueue, key.clone());
+    }
+    a.services.store.write_durable(batch).await.unwrap();
+
+    let b = peer_at(certs.path(), b_port, b_dir.path(), "").await;
+    let bob = Client {
+        base: b.base_url(),
+        ..bob
+    };
+    // Bob speaks: A hears B is back and sends its queue (the last message only).
+    bob.send_text(&room, "back", "back").await;
+    let mut since = None;
+    sync_until(&bob, &mut since, |s| {
+        bodies(s, &room).contains(&"gap 3".to_owned())
+    })
+    .await;
+    let (status, messages) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .filter(|b| b.starts_with("gap"))
+        .collect();
+    assert_eq!(texts, ["gap 3", "gap 2", "gap 1"], "{messages}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,83 @@
+//! Filling a gap before a remote event: when a transaction's event points to events this server
+//! lacks (it was down, or the sender caught up by sending only its latest event, as Synapse
+//! does after an outage), they are asked of the sender (`POST get_missing_events`: the events
+//! between this server's extremities and the new one, at most [`MAX_MISSING`]), checked and
+//! appended oldest first. What the sender does not give stays a gap; the event is appended
+//! anyway.
+
+use std::net::IpAddr;
+
+use reqwest::Method;
+use ruma::ServerName;
+use serde_json::{Value, json, value::RawValue as RawJsonValue};
+
+use super::{
+    Federation,
+    join::{encode, peer_error},
+};
+use crate::{
+    error::Result,
+    events::Incoming,
+    rooms::{Accepted, RoomMeta, RoomService},
+};
+
+/// The most events asked for to fill one gap (Synapse asks for 10).
+const MAX_MISSING: usize = 20;
+
+impl Federation {
+    /// Fetches and appends what `incoming`'s `prev_events` need that this server lacks.
+    pub(super) async fn fill_gap(
+        &self,
+        rooms: &RoomService,
+        origin: &ServerName,
+        room: &RoomMeta,
+        incoming: &Incoming,
+        from: IpAddr,
+    ) -> Result<()> {
+        let mut lacking = false;
+        for id in &incoming.pdu.prev_events {
+            lacking |= !rooms.is_known(id)?;
+        }
+        if !lacking {
+            return Ok(());
+        }
+        let body = json!({
+            "limit": MAX_MISSING,
+            "min_depth": 0,
+            "earliest_events": rooms.extremities(room).await,
+            "latest_events": [incoming.event_id],
+        });
+        let path = format!(
+            "/_matrix/federation/v1/get_missing_events/{}",
+            encode(room.room_id.as_str())
+        );
+        let answer = self
+            .client
+            .send_signed(origin, Method::POST, &path, Some(&body))
+            .await
+            .map_err(peer_error)?;
+        let events: Vec<Box<RawJsonValue>> = answer
+            .get("events")
+            .cloned()
+            .and_then(|v: Value| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for raw in events.iter().take(MAX_MISSING) {
+            match self.verify_pdu(&room.rules, raw, from).await {
+                Ok(event) if event.pdu.room_id == room.room_id => found.push(event),
+                Ok(_) => {}
+                Err(e) => tracing::info!(%origin, error = %e, "a missing event failed its checks"),
+            }
+        }
+        found.sort_by_key(|e| e.pdu.depth);
+        for event in found {
+            let event_id = event.event_id.clone();
+            match rooms.append_remote(room, event).await {
+                Ok(Accepted::Appended(pending)) => rooms.publish(room, pending).await?,
+                Ok(Accepted::Known | Accepted::SoftFailed(_)) => {}
+                Err(e) => tracing::info!(%origin, %event_id, error = %e, "a missing event refused"),
+            }
+        }
+        Ok(())
+    }
+}
