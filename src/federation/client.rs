@@ -160,6 +160,52 @@ impl FederationClient {
         body: Option<&Value>,
         signed: bool,
     ) -> Result<Value, PeerError> {
+        let (status, _, body) = self
+            .exchange(server, method, path, body, signed, MAX_ANSWER)
+            .await?;
+        let value: Value =
+            serde_json::from_slice(&body).map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
+        if !status.is_success() {
+            return Err(PeerError::Status(server.to_owned(), status.as_u16(), value));
+        }
+        Ok(value)
+    }
+
+    /// `GET path` on `server`, signed, answered with anything up to `limit` bytes: its
+    /// headers and body (media). A JSON error answer is [`PeerError::Status`].
+    pub(crate) async fn get_bytes(
+        &self,
+        server: &ServerName,
+        path: &str,
+        limit: u64,
+    ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), PeerError> {
+        let (status, headers, body) = self
+            .exchange(server, Method::GET, path, None, true, limit)
+            .await?;
+        if !status.is_success() {
+            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(PeerError::Status(server.to_owned(), status.as_u16(), value));
+        }
+        Ok((headers, body))
+    }
+
+    /// One request to `server`: resolved, signed when `signed`, the answer read up to `limit`.
+    async fn exchange(
+        &self,
+        server: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        signed: bool,
+        limit: u64,
+    ) -> Result<
+        (
+            reqwest::StatusCode,
+            reqwest::header::HeaderMap,
+            bytes::Bytes,
+        ),
+        PeerError,
+    > {
         let unreachable =
             |e: &dyn std::fmt::Display| PeerError::Unreachable(server.to_owned(), e.to_string());
         let destination = self.resolve(server).await;
@@ -195,15 +241,11 @@ impl FederationClient {
         }
         let mut response = request.send().await.map_err(|e| unreachable(&e))?;
         let status = response.status();
-        let body = read_capped(&mut response, MAX_ANSWER)
+        let headers = response.headers().clone();
+        let body = read_capped(&mut response, limit)
             .await
             .map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
-        if !status.is_success() {
-            return Err(PeerError::Status(server.to_owned(), status.as_u16(), value));
-        }
-        Ok(value)
+        Ok((status, headers, body))
     }
 }
 

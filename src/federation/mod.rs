@@ -16,6 +16,7 @@ pub(crate) mod invite;
 mod join;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+pub(crate) mod media;
 pub(crate) mod membership;
 mod pdus;
 mod queries;

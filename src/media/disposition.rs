@@ -79,10 +79,49 @@ pub(crate) fn content_disposition(content_type: &str, filename: Option<&str>) ->
     }
 }
 
+/// The file name a `Content-Disposition` gives (`filename*=utf-8''…` first, then
+/// `filename=`), as another server's media answer carries it.
+pub(crate) fn filename_of(disposition: &str) -> Option<String> {
+    let params: Vec<(&str, &str)> = disposition
+        .split(';')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let extended = params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("filename*"));
+    if let Some((_, v)) = extended
+        && let Some((_, encoded)) = v.split_once("''")
+        && let Some(name) = percent_decode(encoded)
+    {
+        return Some(name).filter(|n| !n.is_empty());
+    }
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("filename"))
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .filter(|n| !n.is_empty())
+}
+
 /// An RFC 7230 token: visible ASCII without separators.
 fn is_token(s: &str) -> bool {
     s.bytes()
         .all(|b| b > 32 && b < 127 && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// The reverse of [`percent_encode`]; `None` for a malformed escape or bytes not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex = [bytes.next()?, bytes.next()?];
+        out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+    }
+    String::from_utf8(out).ok()
 }
 
 /// RFC 5987 `value-chars`: `attr-char`s as they are, every other UTF-8 byte as `%XX`.
@@ -140,5 +179,27 @@ mod tests {
             "text/plain; charset=latin1"
         );
         assert_eq!(content_type("image/png"), "image/png");
+    }
+
+    #[test]
+    fn the_file_name_is_read_back_from_a_disposition() {
+        for name in [
+            "report.pdf",
+            "Factura ñ 2024+1.pdf",
+            "a \"quoted\" name.txt",
+        ] {
+            let disposition = content_disposition("application/pdf", Some(name));
+            assert_eq!(
+                filename_of(&disposition).as_deref(),
+                Some(name),
+                "{disposition}"
+            );
+        }
+        assert_eq!(
+            filename_of("inline; filename=\"a b.png\"").as_deref(),
+            Some("a b.png")
+        );
+        assert_eq!(filename_of("attachment"), None);
+        assert_eq!(filename_of("attachment; filename*=utf-8''%FF"), None);
     }
 }

@@ -17,6 +17,7 @@
 pub(crate) mod disposition;
 pub(crate) mod files;
 pub(crate) mod preview;
+mod remote;
 pub(crate) mod sizes;
 pub(crate) mod thumbnail;
 mod thumbnail_store;
@@ -376,17 +377,29 @@ impl MediaService {
         }
     }
 
-    /// The record of a media id of this server; `M_NOT_FOUND` for anything else.
+    /// The record of a media id of this server, or of another server's media cached here
+    /// (`remote.rs`); `M_NOT_FOUND` for anything else.
     fn local_record(&self, server: &str, media_id: &str) -> Result<MediaRecord> {
-        // No federation yet: media of other servers cannot be fetched.
-        let local = ServerName::parse(server).is_ok_and(|s| s == self.server_name);
-        if !local || !valid_media_id(media_id) {
-            return Err(unknown_media());
-        }
-        match self.store.get(Table::Media, media_id.as_bytes())? {
+        let key = self
+            .record_key(server, media_id)
+            .ok_or_else(unknown_media)?;
+        match self.store.get(Table::Media, key.as_bytes())? {
             Some(v) => decode(&v),
             None => Err(unknown_media()),
         }
+    }
+
+    /// Where a media id's record is: the id for this server's media, `server/id` for another
+    /// server's cached here (a `/` is never in a media id). `None` for an invalid one.
+    fn record_key(&self, server: &str, media_id: &str) -> Option<String> {
+        let server = ServerName::parse(server).ok()?;
+        if !valid_media_id(media_id) {
+            return None;
+        }
+        Some(match server == self.server_name {
+            true => media_id.to_owned(),
+            false => format!("{server}/{media_id}"),
+        })
     }
 
     async fn open_file(&self, sha256: &str) -> Result<tokio::fs::File> {

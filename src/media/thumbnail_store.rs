@@ -57,8 +57,12 @@ impl MediaService {
             // An animation that already fits is served as it is, every frame kept.
             return self.download(server, media_id, wait).await;
         }
+        // Another server's media is cached under its server too (`record_key`).
+        let record_key = self
+            .record_key(server, media_id)
+            .ok_or_else(cannot_thumbnail)?;
         let key = Key::new()
-            .str(media_id)
+            .str(&record_key)
             .u64(size.width.into())
             .u64(size.height.into())
             .str(size.method.as_str())

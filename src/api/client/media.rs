@@ -217,6 +217,7 @@ async fn legacy_thumbnail(State(s): State<Arc<Services>>, req: Request) -> Resul
 async fn serve_download(s: &Arc<Services>, parts: &mut Parts) -> Result<Response> {
     let p: MediaPath = path(parts, s).await?;
     let wait = timeout(&query(parts))?;
+    fetch_remote(s, &p).await?;
     let mut media = s.media.download(&p.server, &p.media_id, wait).await?;
     if p.filename.is_some() {
         media.filename = p.filename;
@@ -224,12 +225,35 @@ async fn serve_download(s: &Arc<Services>, parts: &mut Parts) -> Result<Response
     Ok(media_response(media))
 }
 
+/// Another server's media is fetched over federation into the cache first.
+async fn fetch_remote(s: &Services, p: &MediaPath) -> Result<()> {
+    let Some(federation) = &s.federation else {
+        return Ok(());
+    };
+    let Ok(server) = ruma::ServerName::parse(&p.server) else {
+        return Ok(());
+    };
+    federation.fetch_media(&s.media, &server, &p.media_id).await
+}
+
 async fn serve_thumbnail(s: &Arc<Services>, parts: &mut Parts) -> Result<Response> {
     let p: MediaPath = path(parts, s).await?;
     let q = query(parts);
-    let spec = ThumbnailSpec {
-        width: dimension(&q, "width")?,
-        height: dimension(&q, "height")?,
+    let spec = thumbnail_spec(&q)?;
+    let wait = timeout(&q)?;
+    fetch_remote(s, &p).await?;
+    let media = s
+        .media
+        .thumbnail(&p.server, &p.media_id, spec, wait)
+        .await?;
+    Ok(media_response(media))
+}
+
+/// A thumbnail request's `width`, `height`, `method` and `animated`.
+pub(crate) fn thumbnail_spec(q: &HashMap<String, String>) -> Result<ThumbnailSpec> {
+    Ok(ThumbnailSpec {
+        width: dimension(q, "width")?,
+        height: dimension(q, "height")?,
         method: match q.get("method").map(String::as_str) {
             None | Some("scale") => ThumbnailMethod::Scale,
             Some("crop") => ThumbnailMethod::Crop,
@@ -244,13 +268,7 @@ async fn serve_thumbnail(s: &Arc<Services>, parts: &mut Parts) -> Result<Respons
             Some("true") => true,
             Some(_) => return Err(Error::invalid_param("animated must be true or false")),
         },
-    };
-    let wait = timeout(&q)?;
-    let media = s
-        .media
-        .thumbnail(&p.server, &p.media_id, spec, wait)
-        .await?;
-    Ok(media_response(media))
+    })
 }
 
 /// A required positive integer thumbnail dimension.

@@ -7,7 +7,7 @@ mod devices;
 mod directory;
 mod discovery;
 mod keys;
-mod media;
+pub(crate) mod media;
 mod membership;
 mod message;
 mod presence;

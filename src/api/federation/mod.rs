@@ -7,6 +7,7 @@
 
 mod events;
 mod invite;
+mod media;
 mod membership;
 mod peer;
 mod query;
@@ -54,6 +55,14 @@ pub fn router(services: Arc<Services>) -> Router {
         .route(
             "/_matrix/federation/v1/send/{txn_id}",
             put(send::transaction),
+        )
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(media::thumbnail),
         )
         .route(
             "/_matrix/federation/v1/event/{event_id}",

@@ -329,6 +329,56 @@ async fn charla_and_synapse_federate_both_ways() {
         .await;
     crate::common::assert_error(status, &body, 400, "M_INCOMPATIBLE_ROOM_VERSION");
 
+    // Media both ways: each server fetches the other's over federation.
+    use super::media::{fetch, upload};
+    let photo = crate::media::png(40, 30);
+    let (sam_token, carla_token) = (sam.token.clone().unwrap(), carla.token.clone().unwrap());
+    let uri = upload(
+        &synapse.client_base,
+        &sam_token,
+        "image/png",
+        "foto.png",
+        photo.clone(),
+    )
+    .await;
+    let path = format!(
+        "/_matrix/client/v1/media/download/{}",
+        uri.strip_prefix("mxc://").unwrap()
+    );
+    let (status, headers, bytes) = fetch(&charla.base_url(), &carla_token, &path).await;
+    assert_eq!(
+        (status, &bytes),
+        (200, &photo),
+        "Charla fetches Synapse's media"
+    );
+    assert_eq!(headers["content-type"], "image/png");
+    let uri = upload(
+        &charla.base_url(),
+        &carla_token,
+        "image/png",
+        "recibo.png",
+        photo.clone(),
+    )
+    .await;
+    let path = format!(
+        "/_matrix/client/v1/media/download/{}",
+        uri.strip_prefix("mxc://").unwrap()
+    );
+    let (status, headers, bytes) = fetch(&synapse.client_base, &sam_token, &path).await;
+    assert_eq!(
+        (status, &bytes),
+        (200, &photo),
+        "Synapse fetches Charla's media"
+    );
+    assert_eq!(headers["content-type"], "image/png");
+    let thumb = format!(
+        "/_matrix/client/v1/media/thumbnail/{}?width=32&height=32&method=scale",
+        uri.strip_prefix("mxc://").unwrap()
+    );
+    let (status, _, bytes) = fetch(&synapse.client_base, &sam_token, &thumb).await;
+    assert_eq!(status, 200, "Synapse thumbnails Charla's media");
+    assert!(image::load_from_memory(&bytes).is_ok());
+
     // End-to-end encryption across the two: matrix-sdk users on each server.
     use crate::sdk_e2ee::{collect, encrypted_room_with, login, sync, sync_until as sdk_until};
     use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
