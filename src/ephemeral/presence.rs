@@ -47,6 +47,8 @@ struct UserPresence {
     /// Syncs in flight: a user with a long poll open is still there.
     syncing: u32,
     serial: u64,
+    /// Another server's user: their server says when they go idle or away, not the sweep.
+    remote: bool,
 }
 
 /// A user's presence as clients see it.
@@ -160,6 +162,7 @@ impl PresenceService {
             users
                 .by_user
                 .iter()
+                .filter(|(_, p)| !p.remote)
                 .filter_map(|(user, p)| {
                     let gone =
                         p.syncing == 0 && now.duration_since(p.last_sync) > self.offline_timeout;
@@ -192,6 +195,25 @@ impl PresenceService {
             })?;
         }
         Ok(())
+    }
+
+    /// Another server's user's presence, as their server says (`m.presence` EDU).
+    pub(crate) fn set_remote(
+        &self,
+        rooms: &RoomService,
+        user: &UserId,
+        state: PresenceState,
+        status_msg: Option<String>,
+        last_active_ago: Duration,
+    ) -> Result<()> {
+        self.update(rooms, user, |p, now| {
+            let changed = p.state != state || p.status_msg != status_msg || !p.remote;
+            p.remote = true;
+            p.state = state;
+            p.status_msg = status_msg;
+            p.last_active = now.checked_sub(last_active_ago).unwrap_or(now);
+            changed
+        })
     }
 
     /// The user's presence; `None` for users the server never saw.
@@ -240,6 +262,7 @@ impl PresenceService {
                     last_sync: now,
                     syncing: 0,
                     serial: 0,
+                    remote: false,
                 });
             let changed = change(p, now);
             if changed {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json, value::RawValue as RawJsonValue};
 use super::{Federation, MAX_EDUS, MAX_PDUS};
 use crate::{
     e2ee::{E2eeService, Target},
-    ephemeral::{ReceiptKind, ReceiptService, TypingService},
+    ephemeral::{PresenceService, ReceiptKind, ReceiptService, TypingService},
     error::{Error, Result},
     events::incoming,
     rooms::{Accepted, RoomService},
@@ -33,6 +33,7 @@ pub(crate) struct Receivers<'a> {
     pub(crate) e2ee: &'a E2eeService,
     pub(crate) typing: &'a TypingService,
     pub(crate) receipts: &'a ReceiptService,
+    pub(crate) presence: &'a PresenceService,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +206,7 @@ async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Resu
             Ok(())
         }
         "m.direct_to_device" => receive_to_device(to, origin, &edu.content).await,
+        "m.presence" => receive_presence(to, origin, &edu.content),
         "m.device_list_update" | "m.signing_key_update" => {
             let user = edu
                 .content
@@ -220,6 +222,41 @@ async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Resu
         }
         _ => Ok(()),
     }
+}
+
+/// Presence of users of `origin` who share a room with a user here.
+fn receive_presence(to: &Receivers<'_>, origin: &ServerName, content: &Value) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Update {
+        user_id: OwnedUserId,
+        presence: ruma::presence::PresenceState,
+        #[serde(default)]
+        status_msg: Option<String>,
+        #[serde(default)]
+        last_active_ago: u64,
+    }
+    let updates: Vec<Value> = content
+        .get("push")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for update in updates.into_iter().take(MAX_EDUS) {
+        let Ok(u) = serde_json::from_value::<Update>(update) else {
+            continue;
+        };
+        if u.user_id.server_name() != origin || to.rooms.joined_rooms(&u.user_id)?.is_empty() {
+            continue;
+        }
+        let status = u.status_msg.map(|m| m.chars().take(256).collect());
+        to.presence.set_remote(
+            to.rooms,
+            &u.user_id,
+            u.presence,
+            status,
+            Duration::from_millis(u.last_active_ago),
+        )?;
+    }
+    Ok(())
 }
 
 /// To-device messages from a user of `origin` to users of this server.

@@ -60,7 +60,9 @@ async fn get(
 ) -> Result<get_presence::v3::Response> {
     let target = &req.body.user_id;
     if target != req.user_id() {
-        if !s.users.exists(target)? {
+        // Another server's user is known by the rooms shared with them.
+        let local = target.server_name() == s.config.server_name;
+        if local && !s.users.exists(target)? {
             return Err(Error::not_found("Unknown user"));
         }
         if !co_members(&s.rooms, target)?.contains(req.user_id()) {

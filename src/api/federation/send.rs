@@ -24,6 +24,7 @@ pub(super) async fn transaction(
         e2ee: &s.e2ee,
         typing: &s.typing,
         receipts: &s.receipts,
+        presence: &s.presence,
     };
     federation(&s)?
         .receive_transaction(&receivers, &peer.origin, peer.from, &peer.raw()?)

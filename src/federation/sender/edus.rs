@@ -24,6 +24,20 @@ impl EphemeralMapper {
         }
     }
 
+    /// A local user's presence change (`m.presence`, client format, no room) as the EDU.
+    pub(super) fn presence(own: &ServerName, event: &Value) -> Option<(OwnedUserId, Value)> {
+        let user = OwnedUserId::try_from(event.get("sender")?.as_str()?).ok()?;
+        if user.server_name() != own || event.get("type")? != "m.presence" {
+            return None;
+        }
+        let mut update = event.get("content")?.clone();
+        update["user_id"] = user.as_str().into();
+        Some((
+            user,
+            json!({ "edu_type": "m.presence", "content": { "push": [update] } }),
+        ))
+    }
+
     fn typing(&mut self, own: &ServerName, room: &RoomId, event: &Value) -> Vec<Value> {
         let now: BTreeSet<OwnedUserId> = event["content"]["user_ids"]
             .as_array()

@@ -107,11 +107,25 @@ impl Handler for Enqueuer<'_> {
     async fn wait(&mut self) {
         match self.edus.recv().await {
             Ok(edu) => {
-                let Some(room_id) = &edu.room_id else { return };
+                let own = &self.v.federation.server_name;
+                let Some(room_id) = &edu.room_id else {
+                    // Presence: to the servers sharing a room with the user.
+                    if let Some((user, out)) = EphemeralMapper::presence(own, &edu.event) {
+                        let servers = crate::ephemeral::co_members(self.v.rooms, &user)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|u| u.server_name().to_owned())
+                            .filter(|s| s != own)
+                            .collect::<std::collections::BTreeSet<_>>();
+                        for server in &servers {
+                            self.v.federation.outbox.push_edu(server, out.clone());
+                        }
+                    }
+                    return;
+                };
                 let Ok(room) = self.v.rooms.room(room_id) else {
                     return;
                 };
-                let own = &self.v.federation.server_name;
                 let servers: Vec<OwnedServerName> = self
                     .v
                     .rooms

@@ -164,6 +164,26 @@ async fn a_user_joins_a_room_of_another_server_and_messages_typing_receipts_cros
         })
     })
     .await;
+
+    // Presence crosses: Bob says he is away; Alice's server hears it.
+    let status = format!("/_matrix/client/v3/presence/{}/status", enc(&bob_id));
+    let (code, _) = bob
+        .put(
+            &status,
+            json!({ "presence": "unavailable", "status_msg": "en una reunión" }),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, seen) = alice.get(&status).await;
+        if code == 200 && seen["presence"] == "unavailable" {
+            assert_eq!(seen["status_msg"], "en una reunión");
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence not seen: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
