@@ -29,6 +29,9 @@ pub struct FederationConfig {
     /// burst; more get `429 M_LIMIT_EXCEEDED`.
     pub per_origin_per_second: f64,
     pub per_origin_burst: u32,
+    /// Whether other servers may read the public room directory (`/publicRooms`); off by
+    /// default, as Synapse's `allow_public_rooms_over_federation`.
+    pub public_rooms: bool,
 }
 
 impl Default for FederationConfig {
@@ -46,6 +49,7 @@ impl Default for FederationConfig {
             well_known_server: String::new(),
             per_origin_per_second: 50.0,
             per_origin_burst: 500,
+            public_rooms: false,
         }
     }
 }

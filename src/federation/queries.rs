@@ -64,6 +64,38 @@ impl Federation {
         Ok((room_id, servers))
     }
 
+    /// A page of another server's public room directory (`POST publicRooms`, which takes a
+    /// search term; Synapse answers it as the spec says).
+    pub(crate) async fn public_rooms(
+        &self,
+        server: &ServerName,
+        limit: Option<ruma::UInt>,
+        since: Option<&str>,
+        search: Option<&str>,
+    ) -> Result<Value, Error> {
+        let mut body = serde_json::json!({});
+        if let Some(limit) = limit {
+            body["limit"] = u64::from(limit).min(100).into();
+        } else {
+            body["limit"] = 100.into();
+        }
+        if let Some(since) = since {
+            body["since"] = since.into();
+        }
+        if let Some(term) = search {
+            body["filter"] = serde_json::json!({ "generic_search_term": term });
+        }
+        self.client
+            .send_signed(
+                server,
+                reqwest::Method::POST,
+                "/_matrix/federation/v1/publicRooms",
+                Some(&body),
+            )
+            .await
+            .map_err(|e| bad_gateway(format!("Cannot read the server's directory: {e}")))
+    }
+
     /// `GET path` on `server`, signed.
     async fn query(
         &self,

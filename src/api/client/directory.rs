@@ -95,15 +95,15 @@ fn chunk(e: DirectoryEntry) -> PublicRoomsChunk {
 }
 
 /// One page of the public directory.
-struct Page {
-    chunk: Vec<PublicRoomsChunk>,
-    next: Option<String>,
-    prev: Option<String>,
-    total: UInt,
+pub(crate) struct Page {
+    pub(crate) chunk: Vec<PublicRoomsChunk>,
+    pub(crate) next: Option<String>,
+    pub(crate) prev: Option<String>,
+    pub(crate) total: UInt,
 }
 
 /// One page of the directory; `since` is the offset of the page.
-fn page(
+pub(crate) fn page(
     s: &Services,
     search: Option<&str>,
     limit: Option<UInt>,
@@ -142,6 +142,15 @@ async fn public_rooms(
     s: Arc<Services>,
     req: Ruma<get_public_rooms::v3::Request>,
 ) -> Result<get_public_rooms::v3::Response> {
+    if let Some(server) = remote_server(&s, req.body.server.as_deref()) {
+        let answer =
+            remote_page(&s, &server, req.body.limit, req.body.since.as_deref(), None).await?;
+        let mut response = get_public_rooms::v3::Response::new(answer.chunk);
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let Page {
         chunk,
         next,
@@ -160,6 +169,22 @@ async fn public_rooms_filtered(
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
     let search = req.body.filter.generic_search_term.as_deref();
+    if let Some(server) = remote_server(&s, req.body.server.as_deref()) {
+        let answer = remote_page(
+            &s,
+            &server,
+            req.body.limit,
+            req.body.since.as_deref(),
+            search,
+        )
+        .await?;
+        let mut response = get_public_rooms_filtered::v3::Response::new();
+        response.chunk = answer.chunk;
+        response.next_batch = answer.next_batch;
+        response.prev_batch = answer.prev_batch;
+        response.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(response);
+    }
     let Page {
         chunk,
         next,
@@ -172,6 +197,45 @@ async fn public_rooms_filtered(
     response.prev_batch = prev;
     response.total_room_count_estimate = Some(total);
     Ok(response)
+}
+
+/// The `server` a directory request names, when it is another one and federation is on.
+fn remote_server(s: &Services, server: Option<&ruma::ServerName>) -> Option<ruma::OwnedServerName> {
+    let server = server?;
+    (server != s.config.server_name && s.federation.is_some()).then(|| server.to_owned())
+}
+
+/// A page of another server's directory, as it answers.
+#[derive(serde::Deserialize)]
+struct RemotePage {
+    #[serde(default)]
+    chunk: Vec<PublicRoomsChunk>,
+    next_batch: Option<String>,
+    prev_batch: Option<String>,
+    total_room_count_estimate: Option<UInt>,
+}
+
+async fn remote_page(
+    s: &Services,
+    server: &ruma::ServerName,
+    limit: Option<UInt>,
+    since: Option<&str>,
+    search: Option<&str>,
+) -> Result<RemotePage> {
+    let federation = s
+        .federation
+        .as_ref()
+        .ok_or_else(|| Error::not_found("Unknown server"))?;
+    let answer = federation
+        .public_rooms(server, limit, since, search)
+        .await?;
+    serde_json::from_value(answer).map_err(|_| {
+        Error::matrix(
+            http::StatusCode::BAD_GATEWAY,
+            "M_UNKNOWN",
+            "The server's directory is not readable",
+        )
+    })
 }
 
 async fn visibility(

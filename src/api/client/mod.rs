@@ -4,7 +4,7 @@ mod account;
 pub(in crate::api) mod appservice;
 mod backup;
 mod devices;
-mod directory;
+pub(crate) mod directory;
 mod discovery;
 mod keys;
 pub(crate) mod media;

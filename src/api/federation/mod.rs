@@ -37,6 +37,10 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(query::public_rooms).post(query::public_rooms),
+        )
+        .route(
             "/_matrix/federation/v1/query/directory",
             get(query::directory),
         )

@@ -78,3 +78,46 @@ pub(super) async fn directory(
         serde_json::json!({ "room_id": room_id, "servers": [s.config.server_name] }),
     ))
 }
+
+/// `GET /publicRooms?limit=&since=` and `POST /publicRooms` (with `filter.generic_search_term`):
+/// this server's public room directory, as its clients see it.
+pub(super) async fn public_rooms(
+    State(s): State<Arc<Services>>,
+    Query(q): Query<HashMap<String, String>>,
+    peer: Peer,
+) -> Result<Json<Value>, Error> {
+    if !s.config.federation.public_rooms {
+        return Err(Error::forbidden(
+            "This server does not share its room directory with other servers",
+        ));
+    }
+    let body = match peer.json() {
+        Ok(body) => body,
+        Err(_) => Value::Null,
+    };
+    let text = |name: &str| {
+        body.get(name)
+            .and_then(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .or_else(|| v.as_u64().map(|n| n.to_string()))
+            })
+            .or_else(|| q.get(name).cloned())
+    };
+    let limit = text("limit")
+        .map(|l| {
+            l.parse::<u64>()
+                .map_err(|_| Error::invalid_param("Invalid limit"))
+        })
+        .transpose()?
+        .map(|l| ruma::UInt::try_from(l.min(500)).unwrap_or_default());
+    let since = text("since");
+    let search = body["filter"]["generic_search_term"].as_str();
+    let page = crate::api::client::directory::page(&s, search, limit, since.as_deref())?;
+    Ok(Json(serde_json::json!({
+        "chunk": page.chunk,
+        "next_batch": page.next,
+        "prev_batch": page.prev,
+        "total_room_count_estimate": page.total,
+    })))
+}

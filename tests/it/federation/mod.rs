@@ -100,7 +100,7 @@ async fn the_version_answers_and_every_other_path_is_unrecognized() {
     assert_eq!(body["server"]["version"], env!("CARGO_PKG_VERSION"));
     // Not built yet, and not the client API: peers are told the endpoint is unknown.
     for path in [
-        "/_matrix/federation/v1/publicRooms",
+        "/_matrix/federation/v1/openid/userinfo",
         "/_matrix/client/versions",
         "/_matrix/key/v2/query/localhost",
     ] {
@@ -244,9 +244,14 @@ pub(crate) struct Pair {
 }
 
 pub(crate) async fn pair(b_more: &str) -> Pair {
+    pair_with("", b_more).await
+}
+
+/// Two federating servers on loopback, each with more `[federation]` settings.
+pub(crate) async fn pair_with(a_more: &str, b_more: &str) -> Pair {
     let certs = tempfile::tempdir().unwrap();
     certificate(certs.path());
-    let (a, a_dir) = peer(certs.path(), "").await;
+    let (a, a_dir) = peer(certs.path(), a_more).await;
     let (b, b_dir) = peer(certs.path(), b_more).await;
     Pair {
         a,

@@ -63,7 +63,7 @@ pub(super) fn ephemeral(
 
 #[tokio::test]
 async fn a_user_joins_a_room_of_another_server_and_messages_typing_receipts_cross() {
-    let Pair { a, b, _dirs } = pair("").await;
+    let Pair { a, b, _dirs } = super::pair_with("public_rooms = true", "").await;
     let a_name = a.services.config.server_name.to_string();
     let alice = registered(&a.base_url(), "alice").await;
     let bob = registered(&b.base_url(), "bob").await;
@@ -72,7 +72,32 @@ async fn a_user_joins_a_room_of_another_server_and_messages_typing_receipts_cros
         .create_room(json!({ "preset": "public_chat", "name": "Partners" }))
         .await;
 
-    // Bob on B joins Alice's room on A, through A.
+    // Bob on B finds it in A's public directory, then joins it through A.
+    let (status, body) = alice
+        .put(
+            &format!("/_matrix/client/v3/directory/list/room/{}", enc(&room)),
+            json!({ "visibility": "public" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, listed) = bob
+        .post(
+            &format!("/_matrix/client/v3/publicRooms?server={}", enc(&a_name)),
+            json!({ "filter": { "generic_search_term": "partners" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["chunk"][0]["room_id"], room, "{listed}");
+    assert_eq!(listed["chunk"][0]["name"], "Partners", "{listed}");
+    assert_eq!(listed["chunk"].as_array().unwrap().len(), 1, "{listed}");
+    // B does not share its directory (the default): A's users are told so.
+    let (status, refused) = alice
+        .get(&format!(
+            "/_matrix/client/v3/publicRooms?server={}",
+            enc(b.services.config.server_name.as_str())
+        ))
+        .await;
+    assert_eq!(status, 502, "{refused}");
     join_via(&bob, &room, &a_name).await;
     // B has the room's state; A has Bob's join.
     let (status, name) = bob
