@@ -49,6 +49,7 @@ impl Federation {
             return Err(Error::forbidden("The user is not of the asking server"));
         }
         let room = rooms.room(request.room_id)?;
+        rooms.require_server_allowed(&room, request.origin)?;
         if let Some(versions) = request.versions
             && !versions.contains(&room.version)
         {
@@ -69,6 +70,7 @@ impl Federation {
         membership: MembershipState,
     ) -> Result<Value> {
         let room = rooms.room(request.room_id)?;
+        rooms.require_server_allowed(&room, request.origin)?;
         let joins = membership == MembershipState::Join;
         let incoming = self.membership_event(&room, &request, membership).await?;
         let user = incoming.pdu.sender.clone();

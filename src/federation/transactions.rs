@@ -119,6 +119,7 @@ impl Federation {
             Err(e) => return (None, Err(e)),
         };
         let outcome = async {
+            rooms.require_server_allowed(&room, origin)?;
             if rooms.is_known(&event_id)? {
                 return Ok(());
             }
@@ -156,6 +157,7 @@ async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Resu
                 return Err(Error::forbidden("typing notice of another server's user"));
             }
             let room = to.rooms.room(&t.room_id)?;
+            to.rooms.require_server_allowed(&room, origin)?;
             if !room.is_joined(&t.user_id) {
                 return Err(Error::forbidden("typing notice of a non-member"));
             }
@@ -184,6 +186,9 @@ async fn receive_edu(to: &Receivers<'_>, origin: &ServerName, edu: &Edu) -> Resu
                     continue;
                 };
                 let room = to.rooms.room(&room_id)?;
+                if !to.rooms.server_allowed(&room, origin)? {
+                    continue;
+                }
                 for (user, receipt) in users.iter().take(MAX_EDUS) {
                     if user.server_name() != origin || !room.is_joined(user) {
                         continue;

@@ -177,6 +177,34 @@ impl RoomService {
             .any(|u| u.server_name() == own))
     }
 
+    /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part: send
+    /// events and ephemeral events, join, read. Without an ACL every server may.
+    pub(crate) fn server_allowed(
+        &self,
+        room: &RoomMeta,
+        server: &ruma::ServerName,
+    ) -> Result<bool> {
+        let Some(acl) = self.state_pdu(room.short, "m.room.server_acl", "")? else {
+            return Ok(true);
+        };
+        // An ACL that does not parse denies nobody, as Synapse treats it.
+        Ok(acl
+            .content_as::<ruma::events::room::server_acl::RoomServerAclEventContent>()
+            .map_or(true, |acl| acl.is_allowed(server)))
+    }
+
+    /// `403 M_FORBIDDEN` unless the room's server ACL lets `server` take part.
+    pub(crate) fn require_server_allowed(
+        &self,
+        room: &RoomMeta,
+        server: &ruma::ServerName,
+    ) -> Result<()> {
+        match self.server_allowed(room, server)? {
+            true => Ok(()),
+            false => Err(Error::forbidden("Server is banned from room")),
+        }
+    }
+
     /// Whether `server` has a user joined to the room: who may read its events and state over
     /// federation (history visibility for servers, simplified to "is in the room now").
     pub(crate) fn server_may_read(&self, room: &RoomMeta, server: &ruma::ServerName) -> bool {

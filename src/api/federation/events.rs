@@ -39,6 +39,7 @@ fn readable(
     if !rooms.server_may_read(&room, origin) {
         return Err(Error::forbidden("Host not in room"));
     }
+    rooms.require_server_allowed(&room, origin)?;
     Ok(room)
 }
 

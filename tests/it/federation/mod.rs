@@ -1,6 +1,7 @@
 //! The federation listener: TLS with the configured certificate, the server's signed keys, the
 //! version, unknown endpoints, and the `/.well-known/matrix/server` delegation.
 
+mod acl;
 mod media;
 mod rooms;
 mod synapse;
