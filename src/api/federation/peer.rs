@@ -25,6 +25,8 @@ pub(crate) struct Peer {
     pub(crate) origin: OwnedServerName,
     /// The address the request came from.
     pub(crate) from: std::net::IpAddr,
+    /// The request's place among the origin's in flight, held until it ends.
+    pub(crate) in_flight: crate::federation::InFlight,
     /// The JSON body, when there is one.
     body: Option<CanonicalJsonValue>,
 }
@@ -90,7 +92,7 @@ impl FromRequest<Arc<Services>> for Peer {
                     .map_err(|_| Error::not_json("The body is not canonical JSON"))?,
             ),
         };
-        let origin = federation
+        let (origin, in_flight) = federation
             .authenticate(&Inbound {
                 from,
                 authorization: Some(&authorization),
@@ -99,6 +101,11 @@ impl FromRequest<Arc<Services>> for Peer {
                 content: body.as_ref(),
             })
             .await?;
-        Ok(Peer { origin, from, body })
+        Ok(Peer {
+            origin,
+            from,
+            in_flight,
+            body,
+        })
     }
 }

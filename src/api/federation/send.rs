@@ -26,6 +26,7 @@ pub(super) async fn transaction(
         receipts: &s.receipts,
         presence: &s.presence,
     };
+    let _turn = peer.in_flight.transaction_turn().await;
     federation(&s)?
         .receive_transaction(&receivers, &peer.origin, peer.from, &peer.raw()?)
         .await
