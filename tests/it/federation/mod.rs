@@ -2,6 +2,7 @@
 //! version, unknown endpoints, and the `/.well-known/matrix/server` delegation.
 
 mod acl;
+mod attacks;
 mod media;
 mod rooms;
 mod synapse;

@@ -1,0 +1,501 @@
+//! A hostile server: a fake Matrix server run by the test (its own TLS key document, its own
+//! signing key) that joins a Charla room properly, then sends what a hostile server would:
+//! tampered, forged and unauthorized events, oversized transactions, requests for others'
+//! users and rooms. Each is refused or neutralized, and nothing it should not change changes.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use base64::Engine;
+use ruma::{
+    CanonicalJsonObject,
+    room_version_rules::RoomVersionRules,
+    signatures::{Ed25519KeyPair, hash_and_sign_event, reference_hash, sign_json},
+};
+use serde_json::{Value, json};
+
+use super::{certificate, peer_at};
+use crate::common::{enc, registered};
+
+/// A fake origin: serves its key document over TLS, signs requests and events.
+struct Fake {
+    name: String,
+    key: Ed25519KeyPair,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Fake {
+    async fn start(certs: &std::path::Path) -> Fake {
+        let der = Ed25519KeyPair::generate();
+        let key = Ed25519KeyPair::from_der(&der, "fake".to_owned()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let public = base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.public_key());
+        let mut doc: CanonicalJsonObject = serde_json::from_value(json!({
+            "server_name": name,
+            "valid_until_ts": ruma::MilliSecondsSinceUnixEpoch::now().get() + ruma::UInt::from(3_600_000u32),
+            "verify_keys": { "ed25519:fake": { "key": public } },
+            "old_verify_keys": {},
+        }))
+        .unwrap();
+        sign_json(&name, &key, &mut doc).unwrap();
+        let doc = Arc::new(serde_json::to_string(&doc).unwrap());
+        let acceptor = tls_acceptor(certs);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, doc) = (acceptor.clone(), doc.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |_req| {
+                        let doc = doc.clone();
+                        async move {
+                            let mut response = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(doc.as_str().to_owned()),
+                            ));
+                            response.headers_mut().insert(
+                                "content-type",
+                                hyper::header::HeaderValue::from_static("application/json"),
+                            );
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        Fake {
+            name,
+            key,
+            _task: task,
+        }
+    }
+
+    fn user(&self, local: &str) -> String {
+        format!("@{local}:{}", self.name)
+    }
+
+    /// An `X-Matrix` header for a request to `destination`.
+    fn authorization(
+        &self,
+        method: &str,
+        uri: &str,
+        destination: &str,
+        body: Option<&Value>,
+    ) -> String {
+        let mut object: CanonicalJsonObject = serde_json::from_value(json!({
+            "method": method, "uri": uri, "origin": self.name, "destination": destination,
+        }))
+        .unwrap();
+        if let Some(body) = body {
+            object.insert(
+                "content".into(),
+                serde_json::from_value(body.clone()).unwrap(),
+            );
+        }
+        sign_json(&self.name, &self.key, &mut object).unwrap();
+        let sig = object["signatures"].as_object().unwrap()[&self.name]
+            .as_object()
+            .unwrap()["ed25519:fake"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        format!(
+            "X-Matrix origin=\"{}\",destination=\"{destination}\",key=\"ed25519:fake\",sig=\"{sig}\"",
+            self.name
+        )
+    }
+
+    /// Signs a request and sends it to the Charla at `addr` named `destination`.
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        destination: &str,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}{uri}", addr.port());
+        let mut request = client.request(method.parse().unwrap(), url).header(
+            "authorization",
+            self.authorization(method, uri, destination, body.as_ref()),
+        );
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Hashes and signs an event with `key` (the fake's own, or another); its id and JSON.
+    fn seal(&self, key: &Ed25519KeyPair, mut event: Value) -> (String, Value) {
+        event.as_object_mut().unwrap().remove("event_id");
+        let mut object: CanonicalJsonObject = serde_json::from_value(event).unwrap();
+        hash_and_sign_event(
+            &self.name,
+            key,
+            &mut object,
+            &RoomVersionRules::V11.redaction,
+        )
+        .unwrap();
+        let id = format!(
+            "${}",
+            reference_hash(&object, &RoomVersionRules::V11).unwrap()
+        );
+        (id, serde_json::to_value(&object).unwrap())
+    }
+}
+
+fn tls_acceptor(certs: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("cert.pem"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.join("key.pem")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let data = tempfile::tempdir().unwrap();
+    let port = crate::common::process::free_port();
+    let charla = peer_at(certs.path(), port, data.path(), "").await;
+    let (addr, here) = (
+        charla.federation_addr.unwrap(),
+        charla.services.config.server_name.to_string(),
+    );
+    let fake = Fake::start(certs.path()).await;
+    let alice = registered(&charla.base_url(), "alice").await;
+    let alice_id = alice.get("/_matrix/client/v3/account/whoami").await.1["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let private = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let mallory = fake.user("mallory");
+
+    // A join for a user of another server, or into a private room, is refused.
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}?ver=11",
+                enc(&room),
+                enc(&alice_id)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (403, &json!("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}?ver=11",
+                enc(&private),
+                enc(&mallory)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (403, &json!("M_FORBIDDEN")),
+        "{body}"
+    );
+    // Without `ver=11` the room's version is not one the asker says it supports.
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}",
+                enc(&room),
+                enc(&mallory)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (400, &json!("M_INCOMPATIBLE_ROOM_VERSION")),
+        "{body}"
+    );
+
+    // Mallory joins the public room properly.
+    let (status, template) = fake
+        .call(
+            addr,
+            &here,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}?ver=10&ver=11",
+                enc(&room),
+                enc(&mallory)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{template}");
+    let mut join = template["event"].clone();
+    join["origin_server_ts"] = json!(ruma::MilliSecondsSinceUnixEpoch::now());
+    let (join_id, join) = fake.seal(&fake.key, join);
+    // A send_join under another event id is refused.
+    let (status, _) = fake
+        .call(
+            addr,
+            &here,
+            "PUT",
+            &format!(
+                "/_matrix/federation/v2/send_join/{}/{}",
+                enc(&room),
+                enc("$other")
+            ),
+            Some(join.clone()),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, answer) = fake
+        .call(
+            addr,
+            &here,
+            "PUT",
+            &format!(
+                "/_matrix/federation/v2/send_join/{}/{}",
+                enc(&room),
+                enc(&join_id)
+            ),
+            Some(join.clone()),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.create")
+    );
+    let (status, _) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(&mallory)
+        ))
+        .await;
+    assert_eq!(status, 200, "Mallory is joined");
+
+    // Events on top of the join.
+    let mut depth = template["event"]["depth"].as_u64().unwrap();
+    let power = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            enc(&room)
+        ))
+        .await
+        .1;
+    let state_ids = |kind: &str| -> String {
+        answer["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == kind)
+            .map(|e| {
+                let object: CanonicalJsonObject = serde_json::from_value(e.clone()).unwrap();
+                format!(
+                    "${}",
+                    reference_hash(&object, &RoomVersionRules::V11).unwrap()
+                )
+            })
+            .unwrap()
+    };
+    let auth_events = json!([
+        state_ids("m.room.create"),
+        state_ids("m.room.power_levels"),
+        join_id
+    ]);
+    let mut event = |kind: &str, sender: &str, content: Value, state_key: Option<&str>| {
+        depth += 1;
+        let mut e = json!({
+            "room_id": room, "sender": sender, "type": kind, "content": content,
+            "origin_server_ts": ruma::MilliSecondsSinceUnixEpoch::now(),
+            "prev_events": [join_id], "auth_events": auth_events, "depth": depth,
+        });
+        if let Some(key) = state_key {
+            e["state_key"] = json!(key);
+        }
+        e
+    };
+    let good = event(
+        "m.room.message",
+        &mallory,
+        json!({"msgtype": "m.text", "body": "hola"}),
+        None,
+    );
+    let (good_id, good) = fake.seal(&fake.key, good);
+    let tampered = event(
+        "m.room.message",
+        &mallory,
+        json!({"msgtype": "m.text", "body": "original"}),
+        None,
+    );
+    let (tampered_id, mut tampered) = fake.seal(&fake.key, tampered);
+    tampered["content"]["body"] = json!("changed after signing");
+    let other_key =
+        Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), "fake".to_owned()).unwrap();
+    let forged = event(
+        "m.room.message",
+        &mallory,
+        json!({"msgtype": "m.text", "body": "forged"}),
+        None,
+    );
+    let (forged_id, forged) = fake.seal(&other_key, forged);
+    let impersonated = event(
+        "m.room.message",
+        &alice_id,
+        json!({"msgtype": "m.text", "body": "I am Alice"}),
+        None,
+    );
+    let (impersonated_id, impersonated) = fake.seal(&fake.key, impersonated);
+    let mut levels = power.clone();
+    levels["users"][&mallory] = json!(100);
+    let takeover = event("m.room.power_levels", &mallory, levels, Some(""));
+    let (takeover_id, takeover) = fake.seal(&fake.key, takeover);
+
+    let txn = json!({
+        "origin": fake.name,
+        "origin_server_ts": ruma::MilliSecondsSinceUnixEpoch::now(),
+        "pdus": [good, tampered, forged, impersonated, takeover],
+        "edus": [{ "edu_type": "m.typing", "content": { "room_id": room, "user_id": alice_id, "typing": true } }],
+    });
+    let (status, result) = fake
+        .call(
+            addr,
+            &here,
+            "PUT",
+            "/_matrix/federation/v1/send/t1",
+            Some(txn),
+        )
+        .await;
+    assert_eq!(status, 200, "{result}");
+    let pdus = &result["pdus"];
+    assert_eq!(pdus[&good_id], json!({}), "{result}");
+    assert_eq!(pdus[&tampered_id], json!({}), "{result}");
+    assert!(pdus[&forged_id]["error"].is_string(), "{result}");
+    assert!(pdus[&impersonated_id]["error"].is_string(), "{result}");
+
+    // What Alice sees: the good message, the tampered one emptied, nothing else.
+    let event_of = |id: &str| format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+    let (status, seen) = alice.get(&event_of(&good_id)).await;
+    assert_eq!(
+        (status, &seen["content"]["body"]),
+        (200, &json!("hola")),
+        "{seen}"
+    );
+    let (status, seen) = alice.get(&event_of(&tampered_id)).await;
+    assert_eq!(
+        (status, &seen["content"]),
+        (200, &json!({})),
+        "kept redacted: {seen}"
+    );
+    for id in [&forged_id, &impersonated_id, &takeover_id] {
+        let (status, seen) = alice.get(&event_of(id)).await;
+        assert_eq!(status, 404, "{id}: {seen}");
+    }
+    let (_, now) = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(now, power, "the power levels are unchanged");
+    let sync = alice.sync(None, 0).await;
+    let typing = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
+    assert!(
+        !typing.to_string().contains(&alice_id),
+        "no typing in Alice's name: {typing}"
+    );
+
+    // Oversized transactions and reads of a room the server is not in are refused.
+    let many: Vec<Value> = (0..51).map(|_| json!({})).collect();
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "PUT",
+            "/_matrix/federation/v1/send/t2",
+            Some(json!({ "origin": fake.name, "pdus": many, "edus": [] })),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (400, &json!("M_BAD_JSON")),
+        "{body}"
+    );
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/state_ids/{}?event_id={}",
+                enc(&private),
+                enc(&good_id)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (403, &json!("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = fake
+        .call(
+            addr,
+            &here,
+            "POST",
+            &format!(
+                "/_matrix/federation/v1/get_missing_events/{}",
+                enc(&private)
+            ),
+            Some(json!({ "latest_events": [good_id] })),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["errcode"]),
+        (403, &json!("M_FORBIDDEN")),
+        "{body}"
+    );
+    charla.stop().await;
+}
