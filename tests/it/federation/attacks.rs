@@ -138,6 +138,22 @@ impl Fake {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends a request that must be refused with `status` and `errcode`.
+    async fn refused(
+        &self,
+        (addr, destination): (SocketAddr, &str),
+        (method, uri): (&str, &str),
+        body: Option<Value>,
+        (status, errcode): (u16, &str),
+    ) {
+        let (got, answer) = self.call(addr, destination, method, uri, body).await;
+        assert_eq!(
+            (got, &answer["errcode"]),
+            (status, &json!(errcode)),
+            "{uri}: {answer}"
+        );
+    }
+
     /// Hashes and signs an event with `key` (the fake's own, or another); its id and JSON.
     fn seal(&self, key: &Ed25519KeyPair, mut event: Value) -> (String, Value) {
         event.as_object_mut().unwrap().remove("event_id");
@@ -196,61 +212,49 @@ async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
     let mallory = fake.user("mallory");
 
     // A join for a user of another server, or into a private room, is refused.
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
+    fake.refused(
+        (addr, &here),
+        (
             "GET",
             &format!(
                 "/_matrix/federation/v1/make_join/{}/{}?ver=11",
                 enc(&room),
                 enc(&alice_id)
             ),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (403, &json!("M_FORBIDDEN")),
-        "{body}"
-    );
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
+        ),
+        None,
+        (403, "M_FORBIDDEN"),
+    )
+    .await;
+    fake.refused(
+        (addr, &here),
+        (
             "GET",
             &format!(
                 "/_matrix/federation/v1/make_join/{}/{}?ver=11",
                 enc(&private),
                 enc(&mallory)
             ),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (403, &json!("M_FORBIDDEN")),
-        "{body}"
-    );
+        ),
+        None,
+        (403, "M_FORBIDDEN"),
+    )
+    .await;
     // Without `ver=11` the room's version is not one the asker says it supports.
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
+    fake.refused(
+        (addr, &here),
+        (
             "GET",
             &format!(
                 "/_matrix/federation/v1/make_join/{}/{}",
                 enc(&room),
                 enc(&mallory)
             ),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (400, &json!("M_INCOMPATIBLE_ROOM_VERSION")),
-        "{body}"
-    );
+        ),
+        None,
+        (400, "M_INCOMPATIBLE_ROOM_VERSION"),
+    )
+    .await;
 
     // Mallory joins the public room properly.
     let (status, template) = fake
@@ -448,54 +452,39 @@ async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
 
     // Oversized transactions and reads of a room the server is not in are refused.
     let many: Vec<Value> = (0..51).map(|_| json!({})).collect();
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
-            "PUT",
-            "/_matrix/federation/v1/send/t2",
-            Some(json!({ "origin": fake.name, "pdus": many, "edus": [] })),
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (400, &json!("M_BAD_JSON")),
-        "{body}"
-    );
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
+    fake.refused(
+        (addr, &here),
+        ("PUT", "/_matrix/federation/v1/send/t2"),
+        Some(json!({ "origin": fake.name, "pdus": many, "edus": [] })),
+        (400, "M_BAD_JSON"),
+    )
+    .await;
+    fake.refused(
+        (addr, &here),
+        (
             "GET",
             &format!(
                 "/_matrix/federation/v1/state_ids/{}?event_id={}",
                 enc(&private),
                 enc(&good_id)
             ),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (403, &json!("M_FORBIDDEN")),
-        "{body}"
-    );
-    let (status, body) = fake
-        .call(
-            addr,
-            &here,
+        ),
+        None,
+        (403, "M_FORBIDDEN"),
+    )
+    .await;
+    fake.refused(
+        (addr, &here),
+        (
             "POST",
             &format!(
                 "/_matrix/federation/v1/get_missing_events/{}",
                 enc(&private)
             ),
-            Some(json!({ "latest_events": [good_id] })),
-        )
-        .await;
-    assert_eq!(
-        (status, &body["errcode"]),
-        (403, &json!("M_FORBIDDEN")),
-        "{body}"
-    );
+        ),
+        Some(json!({ "latest_events": [good_id] })),
+        (403, "M_FORBIDDEN"),
+    )
+    .await;
     charla.stop().await;
 }
