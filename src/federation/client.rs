@@ -152,6 +152,20 @@ impl FederationClient {
         self.send(server, method, path, body, true).await
     }
 
+    /// [`send_signed`](Self::send_signed) for an answer that may be larger than most: a
+    /// room's whole state and auth chain (`send_join`), up to `limit` bytes.
+    pub(crate) async fn send_signed_large(
+        &self,
+        server: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        limit: u64,
+    ) -> Result<Value, PeerError> {
+        self.send_limited(server, method, path, body, true, limit)
+            .await
+    }
+
     async fn send(
         &self,
         server: &ServerName,
@@ -160,8 +174,21 @@ impl FederationClient {
         body: Option<&Value>,
         signed: bool,
     ) -> Result<Value, PeerError> {
+        self.send_limited(server, method, path, body, signed, MAX_ANSWER)
+            .await
+    }
+
+    async fn send_limited(
+        &self,
+        server: &ServerName,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        signed: bool,
+        limit: u64,
+    ) -> Result<Value, PeerError> {
         let (status, _, body) = self
-            .exchange(server, method, path, body, signed, MAX_ANSWER)
+            .exchange(server, method, path, body, signed, limit)
             .await?;
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| PeerError::BadAnswer(server.to_owned()))?;

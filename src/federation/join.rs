@@ -18,6 +18,9 @@ use crate::{
 
 /// The most resident servers tried, in the order given.
 const MAX_TRIED: usize = 5;
+/// The largest `send_join` answer read: a room's whole state and auth chain (a room of 10,000
+/// state events is about 10 MiB).
+const MAX_JOIN_ANSWER: u64 = 128 << 20;
 
 impl Federation {
     /// Joins `user` to `room_id` through the first of `via` that lets it.
@@ -92,7 +95,7 @@ impl Federation {
         let body = serde_json::to_value(&event).map_err(|e| Error::internal(e.to_string()))?;
         let answer = self
             .client
-            .send_signed(server, Method::PUT, &path, Some(&body))
+            .send_signed_large(server, Method::PUT, &path, Some(&body), MAX_JOIN_ANSWER)
             .await
             .map_err(peer_error)?;
         let remote = self

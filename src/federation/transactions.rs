@@ -73,6 +73,7 @@ impl Federation {
                 "A transaction carries at most 50 PDUs and 100 EDUs",
             ));
         }
+        self.outbox.heard_from(&to.rooms.store, origin);
         let mut results = Map::new();
         for raw in &txn.pdus {
             let (event_id, outcome) = self.receive_pdu(to.rooms, origin, raw, from).await;

@@ -34,6 +34,9 @@ where
     for destination in queue::destinations(v.store)? {
         v.federation.outbox.wake(&destination);
     }
+    for peer in super::peers::recent(v.store)? {
+        v.federation.outbox.announce(&peer);
+    }
     tokio::spawn(run_workers(services.clone(), view));
     tokio::spawn(async move {
         let Some(v) = view(&services) else { return };

@@ -17,6 +17,7 @@
 
 mod edus;
 mod enqueue;
+mod peers;
 mod queue;
 
 use std::{
@@ -46,9 +47,9 @@ pub(crate) use enqueue::start;
 
 /// Ephemeral events kept per destination while it is unreachable; older ones are dropped.
 const MAX_BUFFERED_EDUS: usize = 1_000;
-/// The longest wait between attempts: a peer back from a restart gets its backlog within
-/// this, or at once if it contacts this server first.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between attempts: a peer back from an outage gets its backlog within
+/// this, or at once if it contacts this server first (as a restarted Charla does: `peers.rs`).
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the sender uses of the server.
 pub(crate) struct SenderView<'a> {
@@ -81,6 +82,10 @@ struct Slot {
     /// The destination contacted this server: retry now.
     contact: Notify,
     edus: Mutex<VecDeque<Value>>,
+    /// An empty transaction is due, to tell the destination this server is back (`peers.rs`).
+    announce: std::sync::atomic::AtomicBool,
+    /// Recorded as a peer by this process already.
+    recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -128,6 +133,22 @@ impl Outbox {
             }
             edus.push_back(edu);
         }
+        slot.work.notify_one();
+    }
+
+    /// `origin` sent this server a transaction: it is a peer to greet after a restart.
+    pub(crate) fn heard_from(&self, store: &Store, origin: &ServerName) {
+        let slot = self.slot(origin);
+        if !slot.recorded.swap(true, Ordering::Relaxed) {
+            peers::record(store, origin);
+        }
+    }
+
+    /// Sends `destination` an empty transaction, as soon as its worker can: a restarted
+    /// server's hello, which makes a peer waiting out a backoff for it retry at once.
+    fn announce(&self, destination: &ServerName) {
+        let slot = self.slot(destination);
+        slot.announce.store(true, Ordering::Relaxed);
         slot.work.notify_one();
     }
 
@@ -196,6 +217,9 @@ async fn deliver(v: &SenderView<'_>, destination: &ServerName, slot: &Slot) {
         match sent {
             Ok(answer) => {
                 log_refusals(destination, &answer);
+                if !slot.recorded.swap(true, Ordering::Relaxed) {
+                    peers::record(v.store, destination);
+                }
                 if let Err(e) = queue::remove(v.store, destination, &txn.positions) {
                     tracing::warn!(%destination, error = %e, "cannot dequeue sent PDUs");
                 }
@@ -231,7 +255,7 @@ fn next_transaction(
         let n = buffered.len().min(MAX_EDUS);
         buffered.drain(..n).collect()
     };
-    if pdus.is_empty() && edus.is_empty() {
+    if pdus.is_empty() && edus.is_empty() && !slot.announce.swap(false, Ordering::Relaxed) {
         return Ok(None);
     }
     let body = json!({

@@ -220,6 +220,14 @@ async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     join_via(&bob_b, &room, &a_name).await;
 
+    // A delivers to B once, so B knows A as a peer.
+    alice.send_text(&room, "before", "before").await;
+    let mut before_since = None;
+    sync_until(&bob_b, &mut before_since, |s| {
+        bodies(s, &room).contains(&"before".to_owned())
+    })
+    .await;
+
     // B stops; Alice keeps writing.
     let b_name = b.services.config.server_name.to_string();
     let port: u16 = b_name.rsplit_once(':').unwrap().1.parse().unwrap();
@@ -231,22 +239,45 @@ async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
             .send_text(&room, &format!("t{i}"), &format!("while away {i}"))
             .await;
     }
-    // A tried and failed meanwhile: give its worker a first failure.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A tried and failed meanwhile (at 0, 0.5, 1.5 and 3.5 s: 0.5 s, doubling), and would
+    // next try at 7.5 s.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
 
-    // B comes back on the same port and data; its user speaks first, which tells A it is back.
+    // B comes back on the same port and data and greets A (which delivered to it before), so
+    // A retries at once instead of at the end of its backoff; then Bob speaks.
     let b = peer_at(&certs, port, &b_dir, "").await;
     let bob = Client {
         base: b.base_url(),
         ..bob_b
     };
-    bob.send_text(&room, "back", "I am back").await;
-    let mut a_since = None;
-    sync_until(&alice, &mut a_since, |s| {
-        bodies(s, &room).contains(&"I am back".to_owned())
-    })
-    .await;
-
+    // Watched through /messages, not /sync: a sync would mark Bob online, and that presence
+    // update reaching A would tell it B is back, greeting or not.
+    let back = Instant::now();
+    let history = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100",
+        enc(&room)
+    );
+    loop {
+        let (_, messages) = bob.get(&history).await;
+        let away = messages["chunk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("while away"))
+            })
+            .count();
+        if away == 5 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_millis(2_500),
+            "not caught up at once: {messages}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut since = None;
     let seen = sync_until(&bob, &mut since, |s| {
         bodies(s, &room)
@@ -254,6 +285,12 @@ async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
             .filter(|b| b.starts_with("while away"))
             .count()
             >= 5
+    })
+    .await;
+    bob.send_text(&room, "back", "I am back").await;
+    let mut a_since = None;
+    sync_until(&alice, &mut a_since, |s| {
+        bodies(s, &room).contains(&"I am back".to_owned())
     })
     .await;
     let away: Vec<String> = bodies(&seen, &room)
@@ -280,16 +317,16 @@ async fn a_server_that_was_down_gets_what_it_missed_in_order_once() {
         .iter()
         .filter_map(|e| e["content"]["body"].as_str())
         .collect();
-    // B's timeline is in the order B received: its user's message came before the catch-up.
     assert_eq!(
         texts,
         [
+            "I am back",
             "while away 4",
             "while away 3",
             "while away 2",
             "while away 1",
             "while away 0",
-            "I am back"
+            "before"
         ],
         "{messages}"
     );
