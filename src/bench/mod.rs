@@ -64,6 +64,10 @@ pub enum Scenario {
     /// reindex, the index's size; against its own in-process Charla (ignores --homeserver; not
     /// part of `all`; the figure is --messages 1000000 --rooms 10000).
     Search,
+    /// Federation between two local servers: joining a room of 1,000 members and 10,000 state
+    /// events on the other, --messages relayed at 1,000/s (delivery delay), and caught up after
+    /// the peer's restart; its own in-process servers (ignores --homeserver; not part of `all`).
+    Federation,
 }
 
 /// Flags of `charla bench`.
@@ -189,6 +193,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Backup => "backup",
         Scenario::Webchat => "webchat",
         Scenario::Search => "search",
+        Scenario::Federation => "federation",
     }
 }
 
@@ -223,7 +228,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     // `support`, `backup`, `webchat` and `search` bring their own server.
     let versions = if matches!(
         args.scenario,
-        Scenario::Support | Scenario::Backup | Scenario::Webchat | Scenario::Search
+        Scenario::Support
+            | Scenario::Backup
+            | Scenario::Webchat
+            | Scenario::Search
+            | Scenario::Federation
     ) {
         Ok(Vec::new())
     } else {
@@ -268,6 +277,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Backup => scenarios::backup::run(&args).await,
             Scenario::Webchat => scenarios::webchat::run(&args).await,
             Scenario::Search => scenarios::search::run(&ctx, &args).await,
+            Scenario::Federation => scenarios::federation::run(&args).await,
             Scenario::All | Scenario::Whatsapp => {
                 unreachable!("expanded by BenchArgs::scenarios / run on its own")
             }

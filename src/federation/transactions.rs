@@ -7,7 +7,7 @@
 //! are joined to: typing notices and read receipts. Other EDU types are ignored, as the spec
 //! allows.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, ServerName};
 use serde::Deserialize;
@@ -19,7 +19,8 @@ use crate::{
     ephemeral::{PresenceService, ReceiptKind, ReceiptService, TypingService},
     error::{Error, Result},
     events::incoming,
-    rooms::{Accepted, RoomService},
+    rooms::{Accepted, RoomMeta, RoomService},
+    stream::Pending,
     users::UserService,
 };
 
@@ -75,6 +76,9 @@ impl Federation {
         }
         self.outbox.heard_from(&to.rooms.store, origin);
         let mut results = Map::new();
+        // Appended now, published (waited for on disk, then shown) together once all are in:
+        // one disk sync for the transaction, not one per PDU.
+        let mut appended = Vec::new();
         for raw in &txn.pdus {
             let (event_id, outcome) = self.receive_pdu(to.rooms, origin, raw, from).await;
             let Some(event_id) = event_id else {
@@ -82,13 +86,20 @@ impl Federation {
                 continue;
             };
             let result = match outcome {
-                Ok(()) => json!({}),
+                Ok(pending) => {
+                    appended.extend(pending);
+                    json!({})
+                }
                 Err(e) => {
                     tracing::info!(%origin, %event_id, error = %e, "refused a PDU");
                     json!({ "error": e.to_string() })
                 }
             };
             results.insert(event_id.to_string(), result);
+        }
+        // A store failure here fails the transaction: the sender sends it again.
+        for (room, pending) in appended {
+            to.rooms.publish(&room, pending).await?;
         }
         for edu in txn.edus {
             if let Err(e) = receive_edu(to, origin, &edu).await {
@@ -105,7 +116,10 @@ impl Federation {
         origin: &ServerName,
         raw: &RawJsonValue,
         from: IpAddr,
-    ) -> (Option<OwnedEventId>, Result<()>) {
+    ) -> (
+        Option<OwnedEventId>,
+        Result<Option<(Arc<RoomMeta>, Pending)>>,
+    ) {
         let parsed = incoming::parse_object(raw.get()).and_then(|object| {
             let room_id = object
                 .get("room_id")
@@ -122,16 +136,16 @@ impl Federation {
         let outcome = async {
             rooms.require_server_allowed(&room, origin)?;
             if rooms.is_known(&event_id)? {
-                return Ok(());
+                return Ok(None);
             }
             let incoming = self.verify_object(&room.rules, object, from).await?;
             if let Err(e) = self.fill_gap(rooms, origin, &room, &incoming, from).await {
                 tracing::info!(%origin, %event_id, error = %e, "a gap before the event stays");
             }
-            match rooms.append_remote(&room, incoming).await? {
-                Accepted::Appended(pending) => rooms.publish(&room, pending).await,
-                Accepted::Known | Accepted::SoftFailed(_) => Ok(()),
-            }
+            Ok(match rooms.append_remote(&room, incoming).await? {
+                Accepted::Appended(pending) => Some((room.clone(), pending)),
+                Accepted::Known | Accepted::SoftFailed(_) => None,
+            })
         }
         .await;
         (Some(event_id), outcome)
