@@ -63,7 +63,7 @@ impl Federation {
             .unwrap_or_default();
         let mut found = Vec::new();
         for raw in events.iter().take(MAX_MISSING) {
-            match self.verify_pdu(&room.rules, raw, from).await {
+            match self.verify_pdu(&room.rules, raw, Some(from)).await {
                 Ok(event) if event.pdu.room_id == room.room_id => found.push(event),
                 Ok(_) => {}
                 Err(e) => tracing::info!(%origin, error = %e, "a missing event failed its checks"),

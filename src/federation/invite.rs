@@ -7,7 +7,7 @@
 //! Out: a local user invites another server's user: the invite is built here, signed by the
 //! invitee's server, and appended once it comes back.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use reqwest::Method;
 use ruma::{
@@ -63,7 +63,9 @@ impl Federation {
             return Err(incompatible(&body.room_version));
         }
         let rules = rules_for(&body.room_version)?;
-        let invite = self.verify_pdu(&rules, &body.event, request.from).await?;
+        let invite = self
+            .verify_pdu(&rules, &body.event, Some(request.from))
+            .await?;
         let pdu = &invite.pdu;
         let invitee = member_target(pdu)
             .filter(|_| pdu.kind == TimelineEventType::RoomMember)
@@ -151,9 +153,7 @@ impl Federation {
             .ok_or_else(|| Error::bad_json("The invitee's server answered without the event"))?;
         let raw =
             serde_json::value::to_raw_value(signed).map_err(|e| Error::internal(e.to_string()))?;
-        let checked = self
-            .verify_pdu(&room.rules, &raw, Ipv4Addr::UNSPECIFIED.into())
-            .await?;
+        let checked = self.verify_pdu(&room.rules, &raw, None).await?;
         if checked.event_id != event_id {
             return Err(Error::bad_json("The invitee's server changed the invite"));
         }

@@ -3,7 +3,7 @@
 //! sign it, send it (`send_join` v2), check the state and auth chain it answers with, take the
 //! room in (`rooms/adopt.rs`) and append the join.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::collections::HashMap;
 
 use reqwest::Method;
 use ruma::{CanonicalJsonObject, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, UserId};
@@ -102,9 +102,7 @@ impl Federation {
             .check_join_answer(&answer, room_id, version, prev_events, depth)
             .await?;
         let room = rooms.adopt_remote_state(room_id, remote).await?;
-        let join = self
-            .verify_object(&rules, event, Ipv4Addr::UNSPECIFIED.into())
-            .await?;
+        let join = self.verify_object(&rules, event, None).await?;
         match rooms.append_remote(&room, join).await? {
             Accepted::Appended(pending) => rooms.publish(&room, pending).await,
             Accepted::Known => Ok(()),
@@ -181,9 +179,7 @@ impl Federation {
             .map(|r| (true, r))
             .chain(list("auth_chain")?.into_iter().map(|r| (false, r)))
         {
-            let event = self
-                .verify_pdu(&rules, &raw, Ipv4Addr::UNSPECIFIED.into())
-                .await?;
+            let event = self.verify_pdu(&rules, &raw, None).await?;
             if event.pdu.room_id != room_id {
                 return Err(bad_gateway("send_join answered an event of another room"));
             }

@@ -79,12 +79,14 @@ impl Keyring {
     }
 
     /// `server`'s keys, in the shape signature checks take, holding `key_id` and valid now;
-    /// fetched for a request from `asker` when they are not known.
+    /// fetched when they are not known, for a request from the address `asker`, or for this
+    /// server's own work (`None`: a join's answer, bounded by its size, not by the address
+    /// limit meant for strangers).
     pub(crate) async fn keys_for(
         &self,
         server: &ServerName,
         key_id: &str,
-        asker: IpAddr,
+        asker: Option<IpAddr>,
     ) -> Result<PublicKeyMap, KeyError> {
         let now = now_ms();
         let usable = |k: &Known| k.valid_until > now && k.keys.contains_key(key_id);
@@ -106,9 +108,11 @@ impl Keyring {
                 "failed a moment ago".into(),
             ));
         }
-        self.fetches
-            .check(&asker.to_string())
-            .map_err(KeyError::TooMany)?;
+        if let Some(asker) = asker {
+            self.fetches
+                .check(&asker.to_string())
+                .map_err(KeyError::TooMany)?;
+        }
         let turn = Turn::take(&self.fetching, server);
         let fetched = {
             let _one_at_a_time = turn.lock.lock().await;

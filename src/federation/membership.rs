@@ -101,7 +101,7 @@ impl Federation {
         membership: MembershipState,
     ) -> Result<Incoming> {
         let incoming = self
-            .verify_pdu(&room.rules, request.event, request.from)
+            .verify_pdu(&room.rules, request.event, Some(request.from))
             .await?;
         let pdu = &incoming.pdu;
         if incoming.event_id != request.event_id {

@@ -168,7 +168,7 @@ impl Federation {
         }
         let keys = self
             .keyring
-            .keys_for(&header.origin, &header.key, request.from)
+            .keys_for(&header.origin, &header.key, Some(request.from))
             .await
             .map_err(|e| match e {
                 keyring::KeyError::TooMany(limited) => limited,

@@ -15,13 +15,13 @@ use crate::{
 
 impl Federation {
     /// A PDU of a room of `rules`, checked; `asker` is who made this server look (a peer's
-    /// address, or unspecified for answers to this server's own requests), for the keyring's
+    /// address; `None` for answers to this server's own requests), for the keyring's
     /// per-address bound on key fetches.
     pub(crate) async fn verify_pdu(
         &self,
         rules: &RoomVersionRules,
         raw: &RawJsonValue,
-        asker: IpAddr,
+        asker: Option<IpAddr>,
     ) -> Result<Incoming> {
         let object = incoming::parse_object(raw.get())?;
         self.verify_object(rules, object, asker).await
@@ -31,7 +31,7 @@ impl Federation {
         &self,
         rules: &RoomVersionRules,
         object: CanonicalJsonObject,
-        asker: IpAddr,
+        asker: Option<IpAddr>,
     ) -> Result<Incoming> {
         let mut keys = PublicKeyMap::new();
         for (server, key_ids) in incoming::signers(&object, rules)? {

@@ -138,7 +138,7 @@ impl Federation {
             if rooms.is_known(&event_id)? {
                 return Ok(None);
             }
-            let incoming = self.verify_object(&room.rules, object, from).await?;
+            let incoming = self.verify_object(&room.rules, object, Some(from)).await?;
             if let Err(e) = self.fill_gap(rooms, origin, &room, &incoming, from).await {
                 tracing::info!(%origin, %event_id, error = %e, "a gap before the event stays");
             }
