@@ -81,3 +81,67 @@ impl Federation {
         Ok(())
     }
 }
+
+/// The most messages from before a join taken in after it.
+const MAX_BACKFILLED: usize = 20;
+
+impl Federation {
+    /// After a local user joined another server's room: the messages sent before the join
+    /// (`/backfill` from the server joined through, at most [`MAX_BACKFILLED`]), appended
+    /// oldest first after the join (`RoomService::append_history`), so that a conversation's
+    /// opening words, written while the desk's bot was only invited, reach the desk.
+    pub(super) async fn backfill_before_join(
+        &self,
+        rooms: &RoomService,
+        server: &ServerName,
+        room: &RoomMeta,
+        before: &[ruma::OwnedEventId],
+    ) -> Result<()> {
+        let from: String = before
+            .iter()
+            .map(|id| format!("v={}&", encode(id.as_str())))
+            .collect();
+        let path = format!(
+            "/_matrix/federation/v1/backfill/{}?{from}limit={MAX_BACKFILLED}",
+            encode(room.room_id.as_str())
+        );
+        let answer = self
+            .client
+            .send_signed(server, Method::GET, &path, None)
+            .await
+            .map_err(peer_error)?;
+        let pdus: Vec<Box<RawJsonValue>> = answer
+            .get("pdus")
+            .cloned()
+            .and_then(|v: Value| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for raw in pdus.iter().take(MAX_BACKFILLED * 2) {
+            match self.verify_pdu(&room.rules, raw, None).await {
+                Ok(event)
+                    if event.pdu.room_id == room.room_id
+                        && event.pdu.state_key.is_none()
+                        && event.pdu.kind != ruma::events::TimelineEventType::RoomRedaction =>
+                {
+                    found.push(event)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(%server, error = %e, "a backfilled event failed its checks")
+                }
+            }
+        }
+        found.sort_by_key(|e| e.pdu.depth);
+        for event in found.into_iter().rev().take(MAX_BACKFILLED).rev() {
+            let event_id = event.event_id.clone();
+            match rooms.append_history(room, event).await {
+                Ok(Accepted::Appended(pending)) => rooms.publish(room, pending).await?,
+                Ok(Accepted::Known | Accepted::SoftFailed(_)) => {}
+                Err(e) => {
+                    tracing::info!(%server, %event_id, error = %e, "a backfilled event refused")
+                }
+            }
+        }
+        Ok(())
+    }
+}

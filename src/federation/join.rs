@@ -103,11 +103,20 @@ impl Federation {
             .await?;
         let room = rooms.adopt_remote_state(room_id, remote).await?;
         let join = self.verify_object(&rules, event, None).await?;
+        let before = join.pdu.prev_events.clone();
         match rooms.append_remote(&room, join).await? {
-            Accepted::Appended(pending) => rooms.publish(&room, pending).await,
-            Accepted::Known => Ok(()),
-            Accepted::SoftFailed(reason) => Err(Error::forbidden(reason)),
+            Accepted::Appended(pending) => rooms.publish(&room, pending).await?,
+            Accepted::Known => return Ok(()),
+            Accepted::SoftFailed(reason) => return Err(Error::forbidden(reason)),
         }
+        // Best effort: the join stands without the history.
+        if let Err(e) = self
+            .backfill_before_join(rooms, server, &room, &before)
+            .await
+        {
+            tracing::info!(%room_id, %server, error = %e, "no history before the join");
+        }
+        Ok(())
     }
 
     /// The join event from `make_join`'s template, with the user's profile, hashed and signed.

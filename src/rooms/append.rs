@@ -80,7 +80,7 @@ pub(super) struct Plan {
     /// Where the sending device's transaction is recorded.
     txn_key: Option<Key>,
     /// The room's forward extremities once the event is in.
-    extremities: Vec<OwnedEventId>,
+    pub(super) extremities: Vec<OwnedEventId>,
 }
 
 impl RoomService {

@@ -44,6 +44,32 @@ impl RoomService {
         room: &RoomMeta,
         incoming: Incoming,
     ) -> Result<Accepted> {
+        self.append_received(room, incoming, false).await
+    }
+
+    /// Appends a message from before this server joined the room (backfilled after the join,
+    /// so that what a customer wrote before the desk's bot came in is not lost). It must pass
+    /// its own auth events; the current state does not apply to the past, and it changes
+    /// neither the room's state nor its extremities (the join already points past it). State
+    /// events and redactions of the past are not taken this way.
+    pub(crate) async fn append_history(
+        &self,
+        room: &RoomMeta,
+        incoming: Incoming,
+    ) -> Result<Accepted> {
+        if incoming.pdu.state_key.is_some() || incoming.pdu.kind == TimelineEventType::RoomRedaction
+        {
+            return Err(Error::bad_json("only messages are taken from the past"));
+        }
+        self.append_received(room, incoming, true).await
+    }
+
+    async fn append_received(
+        &self,
+        room: &RoomMeta,
+        incoming: Incoming,
+        history: bool,
+    ) -> Result<Accepted> {
         let Incoming {
             event_id,
             json,
@@ -67,14 +93,17 @@ impl RoomService {
             }
         }
         check_auth_events(&room.rules, &pdu, |id| self.known_pdu(id).ok().flatten())?;
-        let against_state = check_against_state(&room.rules, &pdu, |kind, key| {
-            let pos = head.state.get(kind, key)?;
-            self.event(pos).ok().map(|e| e.pdu.clone())
-        })
-        .and_then(|()| match pdu.kind {
-            TimelineEventType::RoomRedaction => self.check_redaction(room, &pdu),
-            _ => Ok(()),
-        });
+        let against_state = match history {
+            true => Ok(()),
+            false => check_against_state(&room.rules, &pdu, |kind, key| {
+                let pos = head.state.get(kind, key)?;
+                self.event(pos).ok().map(|e| e.pdu.clone())
+            })
+            .and_then(|()| match pdu.kind {
+                TimelineEventType::RoomRedaction => self.check_redaction(room, &pdu),
+                _ => Ok(()),
+            }),
+        };
         if let Err(refusal) = against_state {
             let reason = refusal.to_string();
             tracing::info!(%event_id, %reason, "soft-failed a remote event");
@@ -88,7 +117,10 @@ impl RoomService {
             pdu,
             depth,
         };
-        let plan = self.plan_writes(room, &head, built, None)?;
+        let mut plan = self.plan_writes(room, &head, built, None)?;
+        if history {
+            plan.extremities = head.extremities.clone();
+        }
         Ok(Accepted::Appended(self.commit(room, &mut head, plan)?))
     }
 

@@ -98,7 +98,26 @@ async fn a_user_joins_a_room_of_another_server_and_messages_typing_receipts_cros
         ))
         .await;
     assert_eq!(status, 502, "{refused}");
+    alice
+        .send_text(&room, "a0", "written before the join")
+        .await;
     join_via(&bob, &room, &a_name).await;
+    // What was written before Bob came in is on B too (backfilled after his join).
+    let (status, history) = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        history["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["body"] == "written before the join"),
+        "{history}"
+    );
     // B has the room's state; A has Bob's join.
     let (status, name) = bob
         .get(&format!(
@@ -460,6 +479,8 @@ async fn a_customer_on_another_server_opens_a_conversation_with_the_desk() {
             "preset": "trusted_private_chat", "is_direct": true, "invite": [bot],
         }))
         .await;
+    // Written at once, while the bot is only invited: the desk gets it all the same.
+    carla.send_text(&dm, "c0", "Hola, mi pedido no llegó").await;
     // The bot joins and greets; the customer sees it on her own server.
     let mut c_since = None;
     let seen = sync_until(&carla, &mut c_since, |s| {
@@ -498,6 +519,17 @@ async fn a_customer_on_another_server_opens_a_conversation_with_the_desk() {
     let carla_id = whoami(&carla).await;
     let (status, conversations) = ana.get("/api/support/v1/conversations").await;
     assert_eq!(status, 200, "{conversations}");
+    let (status, history) = ana
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            enc(&dm)
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        history.to_string().contains("Hola, mi pedido no llegó"),
+        "the agent sees the customer's first words: {history}"
+    );
     assert!(
         conversations.to_string().contains(&carla_id),
         "{conversations}"
