@@ -56,13 +56,8 @@ impl Federation {
             .send_signed(origin, Method::POST, &path, Some(&body))
             .await
             .map_err(peer_error)?;
-        let events: Vec<Box<RawJsonValue>> = answer
-            .get("events")
-            .cloned()
-            .and_then(|v: Value| serde_json::from_value(v).ok())
-            .unwrap_or_default();
         let mut found = Vec::new();
-        for raw in events.iter().take(MAX_MISSING) {
+        for raw in pdu_list(&answer, "events").iter().take(MAX_MISSING) {
             match self.verify_pdu(&room.rules, raw, Some(from)).await {
                 Ok(event) if event.pdu.room_id == room.room_id => found.push(event),
                 Ok(_) => {}
@@ -110,13 +105,8 @@ impl Federation {
             .send_signed(server, Method::GET, &path, None)
             .await
             .map_err(peer_error)?;
-        let pdus: Vec<Box<RawJsonValue>> = answer
-            .get("pdus")
-            .cloned()
-            .and_then(|v: Value| serde_json::from_value(v).ok())
-            .unwrap_or_default();
         let mut found = Vec::new();
-        for raw in pdus.iter().take(MAX_BACKFILLED * 2) {
+        for raw in pdu_list(&answer, "pdus").iter().take(MAX_BACKFILLED * 2) {
             match self.verify_pdu(&room.rules, raw, None).await {
                 Ok(event)
                     if event.pdu.room_id == room.room_id
@@ -144,4 +134,13 @@ impl Federation {
         }
         Ok(())
     }
+}
+
+/// The PDUs an answer lists under `field` (none if it lists none, or not as a list).
+fn pdu_list(answer: &Value, field: &str) -> Vec<Box<RawJsonValue>> {
+    answer
+        .get(field)
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
 }
