@@ -142,15 +142,9 @@ impl RoomService {
 
     /// The servers with a user joined to the room, this one included when it has one.
     pub(crate) fn servers_in_room(&self, room: &RoomMeta) -> Vec<OwnedServerName> {
-        let mut servers: Vec<OwnedServerName> = room
-            .members
-            .read()
-            .joined
-            .iter()
-            .map(|u| u.server_name().to_owned())
-            .collect();
+        let mut servers: Vec<OwnedServerName> =
+            room.members.read().joined_servers.keys().cloned().collect();
         servers.sort_unstable();
-        servers.dedup();
         servers
     }
 
@@ -172,9 +166,8 @@ impl RoomService {
             .room(room_id)?
             .members
             .read()
-            .joined
-            .iter()
-            .any(|u| u.server_name() == own))
+            .joined_servers
+            .contains_key(own))
     }
 
     /// Whether the room's server ACL (`m.room.server_acl`) lets `server` take part: send
@@ -208,11 +201,7 @@ impl RoomService {
     /// Whether `server` has a user joined to the room: who may read its events and state over
     /// federation (history visibility for servers, simplified to "is in the room now").
     pub(crate) fn server_may_read(&self, room: &RoomMeta, server: &ruma::ServerName) -> bool {
-        room.members
-            .read()
-            .joined
-            .iter()
-            .any(|u| u.server_name() == server)
+        room.members.read().joined_servers.contains_key(server)
     }
 }
 

@@ -152,6 +152,29 @@ impl CurrentState {
 struct Members {
     joined: HashSet<OwnedUserId>,
     invited: HashSet<OwnedUserId>,
+    /// Joined members per server: which servers are in the room, without a walk of the
+    /// members on every event the federation sender queues.
+    joined_servers: HashMap<OwnedServerName, usize>,
+}
+
+impl Members {
+    fn join(&mut self, user: OwnedUserId) {
+        let server = user.server_name().to_owned();
+        if self.joined.insert(user) {
+            *self.joined_servers.entry(server).or_default() += 1;
+        }
+    }
+
+    fn unjoin(&mut self, user: &UserId) {
+        if self.joined.remove(user)
+            && let Some(n) = self.joined_servers.get_mut(user.server_name())
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.joined_servers.remove(user.server_name());
+            }
+        }
+    }
 }
 
 impl RoomMeta {
@@ -183,11 +206,11 @@ impl RoomMeta {
 
     fn set_membership(&self, user: &UserId, membership: &MembershipState) {
         let mut m = self.members.write();
-        m.joined.remove(user);
+        m.unjoin(user);
         m.invited.remove(user);
         match membership {
             MembershipState::Join => {
-                m.joined.insert(user.to_owned());
+                m.join(user.to_owned());
             }
             MembershipState::Invite => {
                 m.invited.insert(user.to_owned());
@@ -295,7 +318,10 @@ impl RoomService {
                 continue;
             };
             match membership {
-                MembershipState::Join => members.joined.insert(user),
+                MembershipState::Join => {
+                    members.join(user);
+                    true
+                }
                 MembershipState::Invite => members.invited.insert(user),
                 _ => false,
             };
@@ -454,4 +480,35 @@ pub(crate) fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
 
 pub(super) fn corrupt(table: &'static str, detail: String) -> Error {
     Error::Storage(StorageError::Corrupt { table, detail })
+}
+
+#[cfg(test)]
+mod members_tests {
+    use super::*;
+
+    #[test]
+    fn joined_servers_follow_every_membership_change() {
+        let mut m = Members::default();
+        let (a1, a2, b1) = (
+            ruma::owned_user_id!("@a1:a.example"),
+            ruma::owned_user_id!("@a2:a.example"),
+            ruma::owned_user_id!("@b1:b.example"),
+        );
+        m.join(a1.clone());
+        m.join(a1.clone());
+        m.join(a2.clone());
+        m.join(b1.clone());
+        assert_eq!(m.joined_servers.len(), 2);
+        assert_eq!(m.joined_servers[ruma::server_name!("a.example")], 2);
+        m.unjoin(&a1);
+        m.unjoin(&a1);
+        assert_eq!(m.joined_servers[ruma::server_name!("a.example")], 1);
+        m.unjoin(&b1);
+        assert!(
+            !m.joined_servers
+                .contains_key(ruma::server_name!("b.example"))
+        );
+        m.unjoin(&a2);
+        assert!(m.joined_servers.is_empty() && m.joined.is_empty());
+    }
 }
