@@ -226,6 +226,15 @@ async fn deliver(v: &SenderView<'_>, destination: &ServerName, slot: &Slot) {
                 in_flight = None;
                 backoff.reset();
             }
+            Err(e) if refused_for_good(&e) => {
+                // Sending it again would be refused again, and hold up everything after it.
+                tracing::warn!(%destination, error = %e, "transaction refused; dropped");
+                if let Err(e) = queue::remove(v.store, destination, &txn.positions) {
+                    tracing::warn!(%destination, error = %e, "cannot dequeue refused PDUs");
+                }
+                in_flight = None;
+                backoff.reset();
+            }
             Err(e) => {
                 let wait = backoff.next_wait();
                 tracing::info!(%destination, error = %e, retry_in = ?wait, "transaction failed");
@@ -271,6 +280,14 @@ fn next_transaction(
     }))
 }
 
+/// Whether a failed transaction is refused for what it is (a 4xx but 401, which may be the
+/// peer failing to fetch this server's keys for now, and 429, which asks to wait), rather
+/// than for the moment (unreachable, 5xx).
+fn refused_for_good(e: &super::client::PeerError) -> bool {
+    matches!(e, super::client::PeerError::Status(_, status, _)
+        if (400..500).contains(status) && *status != 401 && *status != 429)
+}
+
 /// A destination refusing some PDUs is its decision; it is logged, not retried.
 fn log_refusals(destination: &ServerName, answer: &Value) {
     let Some(pdus) = answer.get("pdus").and_then(Value::as_object) else {
@@ -280,5 +297,23 @@ fn log_refusals(destination: &ServerName, answer: &Value) {
         if let Some(error) = result.get("error") {
             tracing::info!(%destination, %event_id, %error, "a peer refused a PDU");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::federation::client::PeerError;
+
+    #[test]
+    fn only_a_refusal_for_what_the_transaction_is_drops_it() {
+        let status = |code| PeerError::Status(ruma::owned_server_name!("peer"), code, Value::Null);
+        assert!(refused_for_good(&status(400)));
+        assert!(refused_for_good(&status(403)));
+        for code in [401, 429, 500, 502] {
+            assert!(!refused_for_good(&status(code)), "{code}");
+        }
+        let down = PeerError::Unreachable(ruma::owned_server_name!("peer"), "refused".into());
+        assert!(!refused_for_good(&down));
     }
 }
