@@ -173,7 +173,7 @@ impl RoomService {
         let from = head.extremities.len().saturating_sub(MAX_PREV_EVENTS);
         let prev_events = &head.extremities[from..];
         let depth = if !prev_events.is_empty() {
-            head.depth + UInt::from(1u32)
+            head.depth.saturating_add(UInt::from(1u32))
         } else {
             UInt::from(1u32)
         };

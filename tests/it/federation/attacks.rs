@@ -395,11 +395,20 @@ async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
     levels["users"][&mallory] = json!(100);
     let takeover = event("m.room.power_levels", &mallory, levels, Some(""));
     let (takeover_id, takeover) = fake.seal(&fake.key, takeover);
+    // The deepest depth JSON allows: the room's next events must still be made.
+    let mut deep = event(
+        "m.room.message",
+        &mallory,
+        json!({"msgtype": "m.text", "body": "deep"}),
+        None,
+    );
+    deep["depth"] = json!(9_007_199_254_740_991u64);
+    let (_, deep) = fake.seal(&fake.key, deep);
 
     let txn = json!({
         "origin": fake.name,
         "origin_server_ts": ruma::MilliSecondsSinceUnixEpoch::now(),
-        "pdus": [good, tampered, forged, impersonated, takeover],
+        "pdus": [good, tampered, forged, impersonated, takeover, deep],
         "edus": [{ "edu_type": "m.typing", "content": { "room_id": room, "user_id": alice_id, "typing": true } }],
     });
     let (status, result) = fake
@@ -443,6 +452,8 @@ async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
         ))
         .await;
     assert_eq!(now, power, "the power levels are unchanged");
+    let after = alice.send_text(&room, "after", "still writable").await;
+    assert!(after.starts_with('$'), "{after}");
     let sync = alice.sync(None, 0).await;
     let typing = &sync["rooms"]["join"][&room]["ephemeral"]["events"];
     assert!(
