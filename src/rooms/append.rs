@@ -16,7 +16,9 @@ use serde_json::value::RawValue as RawJsonValue;
 
 use super::{
     Head, Loaded, RoomMeta, RoomService, StoredEvent, UserRoom, member_target, membership_of,
-    relations::RelationWrites, timeline::Txn,
+    relations::RelationWrites,
+    resolve::{Resolution, ResolvedState},
+    timeline::Txn,
 };
 use crate::{
     error::{Error, Result},
@@ -81,6 +83,20 @@ pub(super) struct Plan {
     txn_key: Option<Key>,
     /// The room's forward extremities once the event is in.
     pub(super) extremities: Vec<OwnedEventId>,
+    /// Other state keys a fork's resolution changed (`resolve.rs`).
+    resolved: Vec<ResolvedState>,
+}
+
+impl Plan {
+    /// Takes in what resolving the fork the event makes decided: the event loses its place
+    /// in the state when it lost to a competing one, and other keys may change.
+    pub(super) fn take_resolution(&mut self, resolution: Resolution) {
+        if !resolution.event_wins {
+            self.state = None;
+            self.membership = None;
+        }
+        self.resolved = resolution.changes;
+    }
 }
 
 impl RoomService {
@@ -309,6 +325,7 @@ impl RoomService {
             rewritten,
             txn_key,
             extremities,
+            resolved: Vec::new(),
         })
     }
 
@@ -327,6 +344,7 @@ impl RoomService {
             mut rewritten,
             txn_key,
             extremities,
+            resolved,
         } = plan;
         // Written only while there are several; the last event is the one otherwise.
         let forks = match (head.extremities.len() > 1, extremities.len() > 1) {
@@ -346,7 +364,7 @@ impl RoomService {
                     target.redacted_by = Some(pos);
                     rewritten.push((target_pos, target));
                 }
-                event_batch(
+                let mut batch = event_batch(
                     pos,
                     room,
                     EventWrites {
@@ -359,7 +377,11 @@ impl RoomService {
                         txn_key,
                         forks,
                     },
-                )
+                );
+                for change in &resolved {
+                    change.write(&mut batch, room, pos);
+                }
+                batch
             },
             |pos| self.events.insert_appended(pos, loaded.clone()),
         );
@@ -376,6 +398,12 @@ impl RoomService {
         {
             head.state.insert(kind, state_key, pending.pos);
             head.authorized.clear();
+        }
+        if !resolved.is_empty() {
+            head.authorized.clear();
+        }
+        for change in resolved {
+            change.apply(room, head);
         }
         room.last_pos.store(pending.pos, Ordering::Release);
         if let Some((user, membership)) = &membership {

@@ -114,30 +114,39 @@ impl RoomService {
     /// The auth chain of `ids`: their auth events, theirs, and so on, without `ids`
     /// themselves unless one is in another's chain.
     pub(crate) fn auth_chain(&self, ids: &[OwnedEventId]) -> Result<Vec<Box<RawJsonValue>>> {
-        let mut seen: HashSet<OwnedEventId> = HashSet::new();
-        let mut queue: VecDeque<OwnedEventId> = VecDeque::new();
+        let mut starts = Vec::new();
         for id in ids {
             if let Some(pdu) = self.known_pdu(id)? {
-                queue.extend(pdu.auth_events);
+                starts.extend(pdu.auth_events);
             }
         }
         let mut chain = Vec::new();
-        while let Some(id) = queue.pop_front() {
-            if !seen.insert(id.clone()) {
-                continue;
+        for id in self.auth_chain_ids(&starts)? {
+            if let Some(json) = self.known_json(&id)? {
+                chain.push(json);
             }
-            if seen.len() > MAX_CHAIN {
-                return Err(Error::too_large("the auth chain is too long"));
-            }
-            let Some(json) = self.known_json(&id)? else {
-                continue;
-            };
-            if let Some(pdu) = self.known_pdu(&id)? {
-                queue.extend(pdu.auth_events);
-            }
-            chain.push(json);
         }
         Ok(chain)
+    }
+
+    /// `starts` and every event their `auth_events` reach, as far as this server knows them;
+    /// `M_TOO_LARGE` past [`MAX_CHAIN`].
+    pub(crate) fn auth_chain_ids(&self, starts: &[OwnedEventId]) -> Result<HashSet<OwnedEventId>> {
+        let mut seen: HashSet<OwnedEventId> = HashSet::new();
+        let mut queue: VecDeque<OwnedEventId> = starts.iter().cloned().collect();
+        while let Some(id) = queue.pop_front() {
+            if seen.contains(&id) {
+                continue;
+            }
+            if seen.len() >= MAX_CHAIN {
+                return Err(Error::too_large("the auth chain is too long"));
+            }
+            if let Some(pdu) = self.known_pdu(&id)? {
+                queue.extend(pdu.auth_events);
+                seen.insert(id);
+            }
+        }
+        Ok(seen)
     }
 
     /// The servers with a user joined to the room, this one included when it has one.

@@ -19,6 +19,7 @@ mod membership;
 mod read;
 mod relations;
 mod remote;
+mod resolve;
 mod signing_key;
 mod threads;
 mod timeline;
@@ -145,6 +146,13 @@ impl CurrentState {
 
     fn insert(&mut self, kind: StateEventType, state_key: String, pos: u64) {
         self.0.entry(kind).or_default().insert(state_key, pos);
+    }
+    /// Every entry: type, state key, position.
+    fn iter(&self) -> impl Iterator<Item = (&StateEventType, &str, u64)> {
+        self.0.iter().flat_map(|(kind, keys)| {
+            keys.iter()
+                .map(move |(key, pos)| (kind, key.as_str(), *pos))
+        })
     }
 }
 
@@ -407,7 +415,7 @@ impl RoomService {
             .range(Table::StateHistory, &from, &to)
             .next_back()
             .transpose()?
-            .map(|(k, _)| keys::trailing_u64(&k)))
+            .map(|(k, v)| history_entry(&k, &v).1))
     }
 
     /// A user's membership in a room, now.
@@ -476,6 +484,17 @@ pub(crate) fn membership_of(pdu: &Pdu) -> Option<MembershipState> {
         membership: MembershipState,
     }
     pdu.content_as::<C>().ok().map(|c| c.membership)
+}
+
+/// A `StateHistory` entry as (the position the key changed at, the position of the event that
+/// holds it from there): the same, but where a fork's resolution set the key to an older event
+/// (`resolve.rs`), whose position the entry's value holds.
+pub(crate) fn history_entry(key: &[u8], value: &[u8]) -> (u64, u64) {
+    let at = keys::trailing_u64(key);
+    match value.len() {
+        8 => (at, keys::decode_u64(value)),
+        _ => (at, at),
+    }
 }
 
 pub(super) fn corrupt(table: &'static str, detail: String) -> Error {

@@ -7,10 +7,9 @@
 //! failing that is *soft-failed*: kept as an outlier, never shown, never a `prev_event`; spec
 //! v1.16, server-server API, "Soft failure").
 //!
-//! The state after a remote event is the current state with the event applied, also when the
-//! event forks from an older event: with one server writing at a time (the common case across
-//! two servers) that is the state the spec's resolution gives. State resolution of conflicting
-//! forks is not done yet (`docs/federation.md`).
+//! The state after a remote event is the current state with the event applied when it extends
+//! the room's forward extremities (or forks from an event after which no state changed);
+//! otherwise the state before it and the current state are resolved (`resolve.rs`).
 
 use std::sync::atomic::Ordering;
 
@@ -93,6 +92,12 @@ impl RoomService {
             }
         }
         check_auth_events(&room.rules, &pdu, |id| self.known_pdu(id).ok().flatten())?;
+        // The state before it, when it forks from an older state: it must pass that too
+        // (rejected otherwise), and the room's state becomes the resolution of both forks.
+        let resolution = match history {
+            true => None,
+            false => self.resolve_fork(room, &head, &event_id, &pdu)?,
+        };
         let against_state = match history {
             true => Ok(()),
             false => check_against_state(&room.rules, &pdu, |kind, key| {
@@ -120,6 +125,9 @@ impl RoomService {
         let mut plan = self.plan_writes(room, &head, built, None)?;
         if history {
             plan.extremities = head.extremities.clone();
+        }
+        if let Some(resolution) = resolution {
+            plan.take_resolution(resolution);
         }
         Ok(Accepted::Appended(self.commit(room, &mut head, plan)?))
     }

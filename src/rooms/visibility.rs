@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::{RoomMeta, RoomService, membership_of};
 use crate::{
     error::{Error, Result},
-    storage::{Key, Table, keys},
+    storage::{Key, Table},
 };
 
 pub(crate) struct Visibility {
@@ -27,9 +27,9 @@ pub(crate) struct Visibility {
 impl Visibility {
     pub(crate) fn load(rooms: &RoomService, room: &RoomMeta, user: &UserId) -> Result<Self> {
         let mut memberships = Vec::new();
-        for pos in rooms.state_history(room.short, "m.room.member", user.as_str())? {
+        for (at, pos) in rooms.state_history(room.short, "m.room.member", user.as_str())? {
             if let Some(m) = membership_of(&rooms.event(pos)?.pdu) {
-                memberships.push((pos, m));
+                memberships.push((at, m));
             }
         }
         #[derive(Deserialize)]
@@ -37,9 +37,9 @@ impl Visibility {
             history_visibility: HistoryVisibility,
         }
         let mut history = Vec::new();
-        for pos in rooms.state_history(room.short, "m.room.history_visibility", "")? {
+        for (at, pos) in rooms.state_history(room.short, "m.room.history_visibility", "")? {
             if let Ok(c) = rooms.event(pos)?.pdu.content_as::<C>() {
-                history.push((pos, c.history_visibility));
+                history.push((at, c.history_visibility));
             }
         }
         let currently_joined = memberships
@@ -152,7 +152,7 @@ impl RoomService {
             history_visibility: HistoryVisibility,
         }
         let mut shared = true;
-        for pos in self.state_history(room.short, "m.room.history_visibility", "")? {
+        for (_, pos) in self.state_history(room.short, "m.room.history_visibility", "")? {
             if let Ok(c) = self.event(pos)?.pdu.content_as::<C>() {
                 shared &= matches!(
                     c.history_visibility,
@@ -237,17 +237,21 @@ impl RoomService {
         }
     }
 
-    /// Positions of every change of one state key, oldest first.
+    /// Every change of one state key, oldest first: the position it changed at and the
+    /// position of the event that holds it from there ([`super::history_entry`]).
     pub(crate) fn state_history(
         &self,
         short: u64,
         kind: &str,
         state_key: &str,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<(u64, u64)>> {
         let prefix = Key::new().u64(short).str(kind).str(state_key).into_vec();
         self.store
             .scan_prefix(Table::StateHistory, &prefix)
-            .map(|e| e.map(|(k, _)| keys::trailing_u64(&k)).map_err(Into::into))
+            .map(|e| {
+                e.map(|(k, v)| super::history_entry(&k, &v))
+                    .map_err(Into::into)
+            })
             .collect()
     }
 }

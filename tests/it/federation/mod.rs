@@ -3,6 +3,8 @@
 
 mod acl;
 mod attacks;
+mod fake;
+mod forks;
 mod media;
 mod rooms;
 mod synapse;
