@@ -32,6 +32,9 @@ pub struct FederationConfig {
     /// Whether other servers may read the public room directory (`/publicRooms`); off by
     /// default, as Synapse's `allow_public_rooms_over_federation`.
     pub public_rooms: bool,
+    /// Notaries asked for a server's keys when that server does not answer itself
+    /// (`/_matrix/key/v2/query`), as Synapse's `trusted_key_servers`; none by default.
+    pub trusted_key_servers: Vec<ruma::OwnedServerName>,
 }
 
 impl Default for FederationConfig {
@@ -50,6 +53,7 @@ impl Default for FederationConfig {
             per_origin_per_second: 50.0,
             per_origin_burst: 500,
             public_rooms: false,
+            trusted_key_servers: Vec::new(),
         }
     }
 }

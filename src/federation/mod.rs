@@ -18,6 +18,7 @@ pub(crate) mod keyring;
 pub(crate) mod keys;
 pub(crate) mod media;
 pub(crate) mod membership;
+mod notary;
 mod pdus;
 mod queries;
 pub(crate) mod sender;
@@ -133,7 +134,10 @@ impl Federation {
             .map_err(|e| Error::internal(format!("federation: {e}")))?;
         let client = Arc::new(client);
         Ok(Some(Federation {
-            keyring: Keyring::new(client.clone()),
+            keyring: Keyring::new(
+                client.clone(),
+                config.federation.trusted_key_servers.clone(),
+            ),
             client,
             key,
             server_name: config.server_name.clone(),

@@ -4,7 +4,10 @@
 
 use std::net::IpAddr;
 
-use ruma::{CanonicalJsonObject, room_version_rules::RoomVersionRules, signatures::PublicKeyMap};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, room_version_rules::RoomVersionRules,
+    signatures::PublicKeyMap,
+};
 use serde_json::value::RawValue as RawJsonValue;
 
 use super::Federation;
@@ -33,6 +36,14 @@ impl Federation {
         object: CanonicalJsonObject,
         asker: Option<IpAddr>,
     ) -> Result<Incoming> {
+        // An old key that expired after the event was sent still verifies it.
+        let sent = object
+            .get("origin_server_ts")
+            .and_then(|ts| match ts {
+                CanonicalJsonValue::Integer(ts) => u64::try_from(i64::from(*ts)).ok(),
+                _ => None,
+            })
+            .unwrap_or(0);
         let mut keys = PublicKeyMap::new();
         for (server, key_ids) in incoming::signers(&object, rules)? {
             if server == self.server_name {
@@ -45,7 +56,7 @@ impl Federation {
                 .ok_or_else(|| Error::forbidden(format!("no ed25519 signature of {server}")))?;
             let known = self
                 .keyring
-                .keys_for(&server, key_id, asker)
+                .keys_for_event(&server, key_id, sent, asker)
                 .await
                 .map_err(|e| Error::forbidden(format!("cannot check the event: {e}")))?;
             keys.extend(known);

@@ -1,12 +1,14 @@
 //! The federation listener's router (`[federation] listen`): the Server-Server API.
 //!
-//! What other servers may ask so far: this server's keys (`GET /_matrix/key/v2/server`, no
-//! authentication: the document is signed), its version, and (signed: `peer.rs`) its users'
-//! profiles. Every other path answers `404 M_UNRECOGNIZED`, as Synapse does for an endpoint it
-//! lacks, so peers fall back rather than retry.
+//! Without authentication (the answers sign themselves): this server's keys
+//! (`GET /_matrix/key/v2/server`), the keys it vouches for as a notary (`key_query.rs`), its
+//! version. Everything else is signed (`peer.rs` checks it before the handler runs), one
+//! handler file per area. Every other path answers `404 M_UNRECOGNIZED`, as Synapse does for an
+//! endpoint it lacks, so peers fall back rather than retry.
 
 mod events;
 mod invite;
+mod key_query;
 mod media;
 mod membership;
 mod peer;
@@ -34,6 +36,14 @@ const MAX_BODY: usize = 4 << 20;
 pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/_matrix/key/v2/server", get(server_keys))
+        .route(
+            "/_matrix/key/v2/query",
+            post(key_query::query).layer(DefaultBodyLimit::max(key_query::MAX_BODY)),
+        )
+        .route(
+            "/_matrix/key/v2/query/{server_name}",
+            get(key_query::query_one),
+        )
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(

@@ -18,7 +18,7 @@ use crate::common::enc;
 pub(super) struct Fake {
     pub(super) name: String,
     pub(super) key: Ed25519KeyPair,
-    _task: tokio::task::JoinHandle<()>,
+    key_server: tokio::task::JoinHandle<()>,
 }
 
 impl Fake {
@@ -71,8 +71,14 @@ impl Fake {
         Fake {
             name,
             key,
-            _task: task,
+            key_server: task,
         }
+    }
+
+    /// Stops serving the key document: the fake no longer answers key fetches (what it sends
+    /// is still signed with its key).
+    pub(super) fn stop_key_server(&self) {
+        self.key_server.abort();
     }
 
     pub(super) fn user(&self, local: &str) -> String {

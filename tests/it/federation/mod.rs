@@ -6,6 +6,7 @@ mod attacks;
 mod fake;
 mod forks;
 mod media;
+mod notary;
 mod rooms;
 mod synapse;
 
@@ -106,7 +107,7 @@ async fn the_version_answers_and_every_other_path_is_unrecognized() {
     for path in [
         "/_matrix/federation/v1/openid/userinfo",
         "/_matrix/client/versions",
-        "/_matrix/key/v2/query/localhost",
+        "/_matrix/federation/v1/make_knock/!r:localhost/@u:localhost",
     ] {
         let (status, body) = get(&client, addr, path).await;
         assert_error(status, &body, 404, "M_UNRECOGNIZED");
