@@ -35,6 +35,9 @@ pub struct FederationConfig {
     /// Notaries asked for a server's keys when that server does not answer itself
     /// (`/_matrix/key/v2/query`), as Synapse's `trusted_key_servers`; none by default.
     pub trusted_key_servers: Vec<ruma::OwnedServerName>,
+    /// DNS servers (`ip:port`) for federation's lookups, host names and SRV records alike;
+    /// empty: the system's (`/etc/resolv.conf`, and its resolver for host names).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Default for FederationConfig {
@@ -54,6 +57,7 @@ impl Default for FederationConfig {
             per_origin_burst: 500,
             public_rooms: false,
             trusted_key_servers: Vec::new(),
+            nameservers: Vec::new(),
         }
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! Where a server is reached (spec v1.16, "Resolving server names"), in this order: an IP
 //! literal, with its port or 8448; a host name with an explicit port; the host's
-//! `/.well-known/matrix/server` delegation (its answer read the same way, cached for a day, a
-//! failure for an hour); the host on port 8448. SRV records are not looked up yet: a server
-//! that relies on them alone (no `.well-known`) is reached on port 8448 of its name.
+//! `/.well-known/matrix/server` delegation (cached for a day, a failure for an hour), whose
+//! answer is an IP literal, a name with a port, or a name whose SRV records are read; the
+//! host's SRV records (`_matrix-fed._tcp`, then `_matrix._tcp`: `dns.rs`); the host on port
+//! 8448. Through an SRV record the request goes to the target's addresses and port, but names
+//! the host (TLS server name, certificate, `Host`), as the spec requires.
 
 use std::{sync::Arc, time::Duration};
 
@@ -47,15 +49,26 @@ pub(crate) enum PeerError {
     BadAnswer(OwnedServerName),
 }
 
-/// Where a server is reached: the URL's authority (`host:port`), which is also the name its
-/// certificate must hold.
+/// Most SRV targets whose clients are kept.
+const SRV_CLIENTS: usize = 1_000;
+/// How long a client for an SRV target is kept (the DNS answer itself is cached for its TTL).
+const SRV_CLIENT_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+/// Where a server is reached: the URL's authority (`host:port`), whose host is also the name
+/// its certificate must hold, and the host actually connected to when an SRV record names one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Destination {
     pub(crate) authority: String,
+    pub(crate) via: Option<String>,
 }
 
 pub(crate) struct FederationClient {
-    http: GuardedClient,
+    http: Arc<GuardedClient>,
+    /// Clients that connect to an SRV record's target, by target.
+    via_srv: Mutex<ExpiringMap<Arc<GuardedClient>>>,
+    filter: Arc<crate::ssrf::IpFilter>,
+    dns: Arc<super::dns::Dns>,
+    verify_certificates: bool,
     key: Arc<SigningKey>,
     /// Each host's delegation (`None`: it has none, or it failed), for a while.
     delegations: Mutex<ExpiringMap<(Option<String>, std::time::Instant)>>,
@@ -66,15 +79,16 @@ impl FederationClient {
         config: &crate::config::FederationConfig,
         key: Arc<SigningKey>,
     ) -> Result<Self, String> {
-        let filter = crate::ssrf::IpFilter::exactly(&config.ip_range_blocklist)?;
-        let http = GuardedClient::with_tls(
-            filter,
-            concat!("Charla/", env!("CARGO_PKG_VERSION")),
-            Some(REQUEST_TIMEOUT),
-            config.verify_certificates,
-        );
+        let filter = Arc::new(crate::ssrf::IpFilter::exactly(&config.ip_range_blocklist)?);
+        let dns = Arc::new(super::dns::Dns::new(&config.nameservers));
+        let verify_certificates = config.verify_certificates;
+        let http = Arc::new(http_client(&filter, &dns, None, verify_certificates));
         Ok(FederationClient {
             http,
+            via_srv: Mutex::new(ExpiringMap::new(SRV_CLIENTS, SRV_CLIENT_LIFETIME)),
+            filter,
+            dns,
+            verify_certificates,
             key,
             delegations: Mutex::new(ExpiringMap::new(WELL_KNOWN_CAPACITY, WELL_KNOWN_LIFETIME)),
         })
@@ -83,7 +97,10 @@ impl FederationClient {
     /// Where `server` is reached.
     pub(crate) async fn resolve(&self, server: &ServerName) -> Destination {
         if let Some(authority) = explicit(server.as_str()) {
-            return Destination { authority };
+            return Destination {
+                authority,
+                via: None,
+            };
         }
         let host = server.host();
         let cached = self
@@ -106,11 +123,50 @@ impl FederationClient {
                 found
             }
         };
-        let authority = match delegated {
-            Some(d) => explicit(&d).unwrap_or(format!("{d}:{DEFAULT_PORT}")),
-            None => format!("{host}:{DEFAULT_PORT}"),
+        match delegated {
+            Some(delegated) => match explicit(&delegated) {
+                Some(authority) => Destination {
+                    authority,
+                    via: None,
+                },
+                None => self.by_srv(&delegated).await,
+            },
+            None => self.by_srv(host).await,
+        }
+    }
+
+    /// Where `host` (a name without a port) is reached: its SRV record's target and port, or
+    /// port 8448 of its own addresses.
+    async fn by_srv(&self, host: &str) -> Destination {
+        match self.dns.srv(host).await {
+            Some(target) => Destination {
+                authority: format!("{host}:{}", target.port),
+                via: (target.host != host).then_some(target.host),
+            },
+            None => Destination {
+                authority: format!("{host}:{DEFAULT_PORT}"),
+                via: None,
+            },
+        }
+    }
+
+    /// The client for `destination`: one connecting to its SRV target, or the usual one.
+    fn http_for(&self, destination: &Destination) -> Arc<GuardedClient> {
+        let Some(target) = &destination.via else {
+            return self.http.clone();
         };
-        Destination { authority }
+        let mut clients = self.via_srv.lock();
+        if let Some(client) = clients.get_mut(target) {
+            return client.clone();
+        }
+        let client = Arc::new(http_client(
+            &self.filter,
+            &self.dns,
+            Some(target.clone()),
+            self.verify_certificates,
+        ));
+        clients.insert(target.clone(), client.clone());
+        client
     }
 
     /// `m.server` of `https://<host>/.well-known/matrix/server`, when it names a server.
@@ -239,7 +295,7 @@ impl FederationClient {
         let url = Url::parse(&format!("https://{}{path}", destination.authority))
             .map_err(|e| unreachable(&e))?;
         let mut request = self
-            .http
+            .http_for(&destination)
             .request(method.clone(), &url)
             .map_err(|e| unreachable(&e))?;
         if signed {
@@ -274,6 +330,26 @@ impl FederationClient {
             .map_err(|_| PeerError::BadAnswer(server.to_owned()))?;
         Ok((status, headers, body))
     }
+}
+
+/// A client for federation requests, connecting to `connect_to` whatever the URL's host when
+/// it is given.
+fn http_client(
+    filter: &Arc<crate::ssrf::IpFilter>,
+    dns: &Arc<super::dns::Dns>,
+    connect_to: Option<String>,
+    verify_certificates: bool,
+) -> GuardedClient {
+    GuardedClient::with_lookup(
+        filter.clone(),
+        (
+            Arc::new(super::dns::FederationLookup(dns.clone())),
+            connect_to,
+        ),
+        concat!("Charla/", env!("CARGO_PKG_VERSION")),
+        Some(REQUEST_TIMEOUT),
+        verify_certificates,
+    )
 }
 
 /// `host:port` for a name that says where it is: an IP literal (port 8448 unless given) or a

@@ -11,6 +11,7 @@
 pub(crate) mod ask;
 pub(crate) mod client;
 pub(crate) mod devices;
+mod dns;
 mod gaps;
 pub(crate) mod invite;
 mod join;

@@ -8,10 +8,15 @@
 //! addresses connected to (no DNS rebinding between a check and the connect). It never follows
 //! redirects and never uses a proxy (a proxy would connect on our behalf to addresses the
 //! filter never sees); a caller that follows redirects (previews) checks every hop's URL again.
+//! Federation looks host names up through its own DNS ([`NameLookup`]), under the same filter.
 
 mod ip_filter;
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use reqwest::{
     Url,
@@ -38,17 +43,57 @@ pub enum Refused {
 #[error("DNS resolution refused or failed for {0}")]
 struct ResolveRefused(String);
 
-/// Resolves host names, refusing any name one of whose addresses is blocked.
-struct FilteringResolver(Arc<IpFilter>);
+/// A host's addresses, looked up.
+pub type Lookup =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+/// How a client finds a host's addresses: the system's resolver unless told otherwise
+/// (federation may use nameservers of its own).
+pub trait NameLookup: Send + Sync + 'static {
+    fn addresses(&self, host: String) -> Lookup;
+}
+
+/// The system's resolver (`getaddrinfo`: `/etc/hosts`, `nsswitch.conf`).
+pub fn system_lookup(host: String) -> Lookup {
+    Box::pin(async move {
+        Ok(tokio::net::lookup_host((host.as_str(), 0))
+            .await?
+            .map(|a| a.ip())
+            .collect())
+    })
+}
+
+struct SystemLookup;
+
+impl NameLookup for SystemLookup {
+    fn addresses(&self, host: String) -> Lookup {
+        system_lookup(host)
+    }
+}
+
+/// Resolves host names, refusing any name one of whose addresses is blocked; with
+/// `connect_to`, every name resolves as that host does (an SRV record's target, reached under
+/// the name the certificate must hold).
+struct FilteringResolver {
+    filter: Arc<IpFilter>,
+    lookup: Arc<dyn NameLookup>,
+    connect_to: Option<String>,
+}
 
 impl Resolve for FilteringResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let filter = self.0.clone();
-        let host = name.as_str().to_owned();
+        let filter = self.filter.clone();
+        let host = self
+            .connect_to
+            .clone()
+            .unwrap_or_else(|| name.as_str().to_owned());
+        let lookup = self.lookup.addresses(host.clone());
         Box::pin(async move {
-            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), 0))
+            let addrs: Vec<SocketAddr> = lookup
                 .await
                 .map_err(|_| ResolveRefused(host.clone()))?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
             if addrs.is_empty() || addrs.iter().any(|a| filter.is_blocked(a.ip())) {
                 tracing::info!(%host, "outbound request: host resolves to a blocked address");
@@ -80,11 +125,33 @@ impl GuardedClient {
         timeout: Option<Duration>,
         verify_certificates: bool,
     ) -> Self {
-        let filter = Arc::new(filter);
+        Self::with_lookup(
+            Arc::new(filter),
+            (Arc::new(SystemLookup), None),
+            user_agent,
+            timeout,
+            verify_certificates,
+        )
+    }
+
+    /// As [`GuardedClient::with_tls`], looking host names up with `lookup`, and connecting to
+    /// `connect_to`'s addresses whatever the URL's host when it is given.
+    pub fn with_lookup(
+        filter: Arc<IpFilter>,
+        (lookup, connect_to): (Arc<dyn NameLookup>, Option<String>),
+        user_agent: &str,
+        timeout: Option<Duration>,
+        verify_certificates: bool,
+    ) -> Self {
+        let resolver = FilteringResolver {
+            filter: filter.clone(),
+            lookup,
+            connect_to,
+        };
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .dns_resolver(Arc::new(FilteringResolver(filter.clone())))
+            .dns_resolver(Arc::new(resolver))
             .connect_timeout(Duration::from_secs(15))
             .tls_danger_accept_invalid_certs(!verify_certificates)
             .user_agent(user_agent);

@@ -8,6 +8,7 @@ mod forks;
 mod media;
 mod notary;
 mod rooms;
+mod srv;
 mod synapse;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path};
