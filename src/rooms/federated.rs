@@ -208,7 +208,8 @@ impl RoomService {
     }
 
     /// Whether `server` has a user joined to the room: who may read its events and state over
-    /// federation (history visibility for servers, simplified to "is in the room now").
+    /// federation (each event then as the room's history visibility lets the server see it:
+    /// [`RoomService::server_view`]).
     pub(crate) fn server_may_read(&self, room: &RoomMeta, server: &ruma::ServerName) -> bool {
         room.members.read().joined_servers.contains_key(server)
     }
@@ -239,10 +240,11 @@ impl RoomService {
     }
 
     /// The events before `from` (theirs included) in the room's timeline, newest first, at
-    /// most `limit`: what `/backfill` answers.
+    /// most `limit`, as `server` may see them: what `/backfill` answers.
     pub(crate) fn backfill(
         &self,
         room: &RoomMeta,
+        server: &ruma::ServerName,
         from: &[OwnedEventId],
         limit: usize,
     ) -> Result<Vec<Box<RawJsonValue>>> {
@@ -257,21 +259,25 @@ impl RoomService {
         let Some(start) = start else {
             return Ok(Vec::new());
         };
+        let view = self.server_view(room, server)?;
         self.timeline_positions(room.short, start, super::Direction::Backward, limit)?
             .into_iter()
-            .map(|pos| Ok(self.event(pos)?.stored.pdu.clone()))
+            .map(|pos| self.as_seen_by(room, &view, pos))
             .collect()
     }
 
     /// The events between `earliest` and `latest`, walking back from `latest` along
-    /// `prev_events`, oldest first, at most `limit`: what `/get_missing_events` answers.
+    /// `prev_events`, oldest first, at most `limit`, as `server` may see them: what
+    /// `/get_missing_events` answers.
     pub(crate) fn missing_events(
         &self,
         room: &RoomMeta,
+        server: &ruma::ServerName,
         earliest: &[OwnedEventId],
         latest: &[OwnedEventId],
         limit: usize,
     ) -> Result<Vec<Box<RawJsonValue>>> {
+        let view = self.server_view(room, server)?;
         let mut seen: HashSet<OwnedEventId> = earliest.iter().cloned().collect();
         let mut queue: VecDeque<OwnedEventId> = VecDeque::new();
         for id in latest {
@@ -295,7 +301,7 @@ impl RoomService {
                 continue;
             }
             queue.extend(loaded.pdu.prev_events.iter().cloned());
-            found.push((loaded.pdu.depth, loaded.stored.pdu.clone()));
+            found.push((loaded.pdu.depth, self.as_seen_by(room, &view, pos)?));
         }
         found.sort_by_key(|(depth, _)| *depth);
         Ok(found.into_iter().map(|(_, json)| json).collect())

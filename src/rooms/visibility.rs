@@ -2,15 +2,17 @@
 //!
 //! The rules of the spec's "History visibility" section, decided per stream position from two
 //! short lists read once per request: the user's membership changes in the room and the room's
-//! `m.room.history_visibility` changes.
+//! `m.room.history_visibility` changes. Other servers see a room's events by the same rules
+//! applied to their users ([`ServerView`]).
 
 use std::sync::Arc;
 
 use ruma::{
-    RoomId, UserId,
+    RoomId, ServerName, UserId,
     events::room::{history_visibility::HistoryVisibility, member::MembershipState},
 };
 use serde::Deserialize;
+use serde_json::value::RawValue as RawJsonValue;
 
 use super::{RoomMeta, RoomService, membership_of};
 use crate::{
@@ -253,6 +255,86 @@ impl RoomService {
                     .map_err(Into::into)
             })
             .collect()
+    }
+}
+
+/// What another server may see of a room's events (spec v1.16, history visibility, applied to
+/// servers as Synapse's `filter_events_for_server`): every event whose history is shared or
+/// world-readable; under `invited`, those at which one of its users was invited or joined;
+/// under `joined`, those at which one was joined. An event it may not see is sent redacted,
+/// so that the room's graph stays whole.
+pub(crate) struct ServerView {
+    /// The room's history was only ever shared or world-readable: nothing to check.
+    everything: bool,
+    /// The server's users with a membership in the room.
+    users: Vec<String>,
+}
+
+impl RoomService {
+    /// How `server` sees the room's events.
+    pub(crate) fn server_view(&self, room: &RoomMeta, server: &ServerName) -> Result<ServerView> {
+        if self.history_always_shared(room)? {
+            return Ok(ServerView {
+                everything: true,
+                users: Vec::new(),
+            });
+        }
+        let prefix = Key::new().u64(room.short).str("m.room.member").into_vec();
+        let mut users = Vec::new();
+        for entry in self.store.scan_prefix(Table::RoomState, &prefix) {
+            let (key, _) = entry?;
+            if let Some(user) = crate::storage::keys::str_parts(&key[prefix.len()..]).next()
+                && UserId::parse(user).is_ok_and(|u| u.server_name() == server)
+            {
+                users.push(user.to_owned());
+            }
+        }
+        Ok(ServerView {
+            everything: false,
+            users,
+        })
+    }
+
+    /// The event at `pos` as the server of `view` may have it: whole, or redacted.
+    pub(crate) fn as_seen_by(
+        &self,
+        room: &RoomMeta,
+        view: &ServerView,
+        pos: u64,
+    ) -> Result<Box<RawJsonValue>> {
+        let json = self.event(pos)?.stored.pdu.clone();
+        if view.everything || self.server_sees(room, view, pos)? {
+            return Ok(json);
+        }
+        let redacted = crate::events::redact(json.get(), &room.rules)?;
+        RawJsonValue::from_string(redacted).map_err(|e| Error::internal(e.to_string()))
+    }
+
+    fn server_sees(&self, room: &RoomMeta, view: &ServerView, pos: u64) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct C {
+            history_visibility: HistoryVisibility,
+        }
+        let visibility =
+            match self.state_pos_at(room.short, "m.room.history_visibility", "", pos)? {
+                Some(at) => self.event(at)?.pdu.content_as::<C>().ok(),
+                None => None,
+            };
+        let invited_sees = match visibility.map(|c| c.history_visibility) {
+            Some(HistoryVisibility::Invited) => true,
+            Some(HistoryVisibility::Joined) => false,
+            _ => return Ok(true),
+        };
+        for user in &view.users {
+            if let Some(at) = self.state_pos_at(room.short, "m.room.member", user, pos)? {
+                match membership_of(&self.event(at)?.pdu) {
+                    Some(MembershipState::Join) => return Ok(true),
+                    Some(MembershipState::Invite) if invited_sees => return Ok(true),
+                    _ => {}
+                }
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -2,7 +2,9 @@
 //! `GET /state/{roomId}` (the state before an event), `GET /backfill/{roomId}`,
 //! `GET /event_auth/{roomId}/{eventId}` and `POST /get_missing_events/{roomId}`.
 //!
-//! Who may read: a server with a user joined to the room (`RoomService::server_may_read`).
+//! Who may read: a server with a user joined to the room (`RoomService::server_may_read`),
+//! each event as the room's history visibility lets it see it (redacted otherwise:
+//! `RoomService::server_view`).
 //! How much: at most 100 events by backfill, 20 missing events, the auth chain bound.
 
 use std::{collections::HashMap, sync::Arc};
@@ -64,8 +66,16 @@ pub(super) async fn event(
     let id = event_id(&id)?;
     let not_found = || Error::not_found("Event not found");
     let pdu = s.rooms.known_pdu(&id)?.ok_or_else(not_found)?;
-    readable(&s.rooms, pdu.room_id.as_str(), &peer.origin).map_err(|_| not_found())?;
-    let json = s.rooms.known_json(&id)?.ok_or_else(not_found)?;
+    let room = readable(&s.rooms, pdu.room_id.as_str(), &peer.origin).map_err(|_| not_found())?;
+    // In the timeline: as the room's history visibility lets the server see it. An outlier
+    // (an auth chain's event) is the room's authorization, which every member server reads.
+    let json = match s.rooms.event_pos(&id)? {
+        Some(pos) => {
+            let view = s.rooms.server_view(&room, &peer.origin)?;
+            s.rooms.as_seen_by(&room, &view, pos)?
+        }
+        None => s.rooms.known_json(&id)?.ok_or_else(not_found)?,
+    };
     Ok(pdus_answer(&s, vec![json]))
 }
 
@@ -156,7 +166,9 @@ pub(super) async fn backfill(
             _ => {}
         }
     }
-    let pdus = s.rooms.backfill(&room, &from, limit.min(MAX_BACKFILL))?;
+    let pdus = s
+        .rooms
+        .backfill(&room, &peer.origin, &from, limit.min(MAX_BACKFILL))?;
     Ok(pdus_answer(&s, pdus))
 }
 
@@ -199,6 +211,7 @@ pub(super) async fn get_missing_events(
     let limit = request.limit.unwrap_or(10).min(MAX_MISSING);
     let events = s.rooms.missing_events(
         &room,
+        &peer.origin,
         &request.earliest_events,
         &request.latest_events,
         limit,

@@ -235,6 +235,14 @@ impl Client {
     }
 
     /// Sends an `m.text` message and returns its event id.
+    /// Sets the room's state event `kind` (state key ""); its id.
+    pub async fn set_state(&self, room: &str, kind: &str, content: Value) -> String {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{kind}/", enc(room));
+        let (status, answer) = self.put(&path, content).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["event_id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn send_text(&self, room: &str, txn: &str, text: &str) -> String {
         self.send_message(room, txn, json!({ "msgtype": "m.text", "body": text }))
             .await

@@ -10,21 +10,18 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
-use super::{certificate, fake::Fake, peer_at};
+use super::fake::Scene;
 use crate::common::{enc, registered};
 
 #[tokio::test]
 async fn a_hostile_server_is_refused_and_changes_nothing_it_may_not() {
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let data = tempfile::tempdir().unwrap();
-    let port = crate::common::process::free_port();
-    let charla = peer_at(certs.path(), port, data.path(), "").await;
-    let (addr, here) = (
-        charla.federation_addr.unwrap(),
-        charla.services.config.server_name.to_string(),
-    );
-    let fake = Fake::start(certs.path()).await;
+    let Scene {
+        charla,
+        here,
+        addr,
+        fake,
+        ..
+    } = Scene::start().await;
     let alice = registered(&charla.base_url(), "alice").await;
     let alice_id = alice.get("/_matrix/client/v3/account/whoami").await.1["user_id"]
         .as_str()

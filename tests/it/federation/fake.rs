@@ -254,6 +254,40 @@ impl Fake {
     }
 }
 
+/// A Charla federating on loopback and a fake server beside it, sharing one certificate.
+pub(super) struct Scene {
+    pub(super) charla: charla::server::RunningServer,
+    /// Charla's server name.
+    pub(super) here: String,
+    pub(super) addr: SocketAddr,
+    pub(super) fake: Fake,
+    pub(super) certs: tempfile::TempDir,
+    pub(super) data: tempfile::TempDir,
+    pub(super) port: u16,
+}
+
+impl Scene {
+    pub(super) async fn start() -> Scene {
+        let certs = tempfile::tempdir().unwrap();
+        super::certificate(certs.path());
+        let data = tempfile::tempdir().unwrap();
+        let port = crate::common::process::free_port();
+        let charla = super::peer_at(certs.path(), port, data.path(), "").await;
+        let here = charla.services.config.server_name.to_string();
+        let addr = charla.federation_addr.unwrap();
+        let fake = Fake::start(certs.path()).await;
+        Scene {
+            charla,
+            here,
+            addr,
+            fake,
+            certs,
+            data,
+            port,
+        }
+    }
+}
+
 fn tls_acceptor(certs: &std::path::Path) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.join("cert.pem"))

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::{certificate, fake::Fake, peer_at};
+use super::{fake::Scene, peer_at};
 use crate::common::{Client, enc, registered};
 
 /// The room's current state event of `kind` (state key "").
@@ -18,18 +18,6 @@ async fn state(client: &Client, room: &str, kind: &str) -> Value {
         .await;
     assert_eq!(status, 200, "{content}");
     content
-}
-
-/// Sets a state event (state key "") as `client`; its id.
-async fn set_state(client: &Client, room: &str, kind: &str, content: Value) -> String {
-    let (status, answer) = client
-        .put(
-            &format!("/_matrix/client/v3/rooms/{}/state/{kind}/", enc(room)),
-            content,
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    answer["event_id"].as_str().unwrap().to_owned()
 }
 
 /// The topic event `id` is in the room's timeline, setting `topic`.
@@ -50,14 +38,16 @@ async fn assert_topic_of(client: &Client, room: &str, id: &str, topic: &str) {
 
 #[tokio::test]
 async fn concurrent_state_changes_resolve_as_every_server_resolves_them() {
-    let certs = tempfile::tempdir().unwrap();
-    certificate(certs.path());
-    let data = tempfile::tempdir().unwrap();
-    let port = crate::common::process::free_port();
-    let charla = peer_at(certs.path(), port, data.path(), "").await;
-    let here = charla.services.config.server_name.to_string();
-    let to = (charla.federation_addr.unwrap(), here.as_str());
-    let fake = Fake::start(certs.path()).await;
+    let Scene {
+        charla,
+        here,
+        addr,
+        fake,
+        certs,
+        data,
+        port,
+    } = Scene::start().await;
+    let to = (addr, here.as_str());
     let mallory = fake.user("mallory");
 
     let alice = registered(&charla.base_url(), "alice").await;
@@ -71,9 +61,15 @@ async fn concurrent_state_changes_resolve_as_every_server_resolves_them() {
     let mut levels = state(&alice, &room, "m.room.power_levels").await;
     levels["users"][&mallory] = json!(100);
     levels["users"][&bob_id] = json!(50);
-    let p1 = set_state(&alice, &room, "m.room.power_levels", levels.clone()).await;
-    let t0 = set_state(&alice, &room, "m.room.topic", json!({"topic": "original"})).await;
-    let t1 = set_state(&bob, &room, "m.room.topic", json!({"topic": "Bob's"})).await;
+    let p1 = alice
+        .set_state(&room, "m.room.power_levels", levels.clone())
+        .await;
+    let t0 = alice
+        .set_state(&room, "m.room.topic", json!({"topic": "original"}))
+        .await;
+    let t1 = bob
+        .set_state(&room, "m.room.topic", json!({"topic": "Bob's"}))
+        .await;
 
     // Mallory's server had not seen Bob's topic when Mallory took Bob's power away.
     let mut demoted = levels.clone();
@@ -114,7 +110,9 @@ async fn concurrent_state_changes_resolve_as_every_server_resolves_them() {
 
     // Alice sets the topic; Mallory's competing topic, forked from the power levels and
     // stamped earlier, loses to hers (resolution orders them by time), yet is in the timeline.
-    set_state(&alice, &room, "m.room.topic", json!({"topic": "Alice's"})).await;
+    alice
+        .set_state(&room, "m.room.topic", json!({"topic": "Alice's"}))
+        .await;
     let stale = ruma::MilliSecondsSinceUnixEpoch(
         ruma::UInt::new(u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()) - 60_000).unwrap(),
     );

@@ -5,6 +5,7 @@ mod acl;
 mod attacks;
 mod fake;
 mod forks;
+mod history;
 mod media;
 mod notary;
 mod rooms;
