@@ -102,7 +102,7 @@ impl Federation {
                 .take(MAX_STRIPPED)
                 .collect();
             rooms
-                .record_remote_invite(body.room_version, &signed, &stripped)
+                .record_remote_membership(body.room_version, &signed, &stripped)
                 .await?;
         }
         Ok(json!({ "event": object }))

@@ -17,7 +17,16 @@ use crate::{
 };
 
 /// The most resident servers tried, in the order given.
-const MAX_TRIED: usize = 5;
+pub(super) const MAX_TRIED: usize = 5;
+
+/// A local user's member event to be made from a template.
+pub(super) struct Member<'a> {
+    pub(super) room_id: &'a RoomId,
+    pub(super) user: &'a UserId,
+    pub(super) profile: &'a MemberProfile,
+    pub(super) membership: &'static str,
+    pub(super) reason: Option<&'a str>,
+}
 /// The largest `send_join` answer read: a room's whole state and auth chain (a room of 10,000
 /// state events is about 10 MiB).
 const MAX_JOIN_ANSWER: u64 = 128 << 20;
@@ -61,32 +70,17 @@ impl Federation {
         profile: &MemberProfile,
         server: &OwnedServerName,
     ) -> Result<()> {
-        let versions: String = SUPPORTED_ROOM_VERSIONS
-            .iter()
-            .map(|v| format!("&ver={v}"))
-            .collect();
-        let path = format!(
-            "/_matrix/federation/v1/make_join/{}/{}?{}",
-            encode(room_id.as_str()),
-            encode(user.as_str()),
-            &versions[1..],
-        );
-        let answer = self
-            .client
-            .send_signed(server, Method::GET, &path, None)
-            .await
-            .map_err(peer_error)?;
-        let version: RoomVersionId = answer
-            .get("room_version")
-            .and_then(Value::as_str)
-            .map_or(Ok(RoomVersionId::V1), RoomVersionId::try_from)
-            .map_err(|_| bad_gateway("make_join answered an invalid room version"))?;
-        if !SUPPORTED_ROOM_VERSIONS.contains(&version) {
-            return Err(incompatible(&version));
-        }
+        let (answer, version) = self.template(server, "make_join", room_id, user).await?;
         let rules = rules_for(&version)?;
+        let member = Member {
+            room_id,
+            user,
+            profile,
+            membership: "join",
+            reason: None,
+        };
         let (event_id, event, prev_events, depth) =
-            self.sign_join(&answer, room_id, user, profile, &rules)?;
+            self.sign_membership(&answer, member, &rules)?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
             encode(room_id.as_str()),
@@ -119,13 +113,53 @@ impl Federation {
         Ok(())
     }
 
-    /// The join event from `make_join`'s template, with the user's profile, hashed and signed.
-    fn sign_join(
+    /// `server`'s answer to `make_join` or `make_knock` (`kind`), naming the room versions
+    /// this server supports, and the room's version, one of them.
+    pub(super) async fn template(
         &self,
-        answer: &Value,
+        server: &OwnedServerName,
+        kind: &str,
         room_id: &RoomId,
         user: &UserId,
-        profile: &MemberProfile,
+    ) -> Result<(Value, RoomVersionId)> {
+        let versions: String = SUPPORTED_ROOM_VERSIONS
+            .iter()
+            .map(|v| format!("&ver={v}"))
+            .collect();
+        let path = format!(
+            "/_matrix/federation/v1/{kind}/{}/{}?{}",
+            encode(room_id.as_str()),
+            encode(user.as_str()),
+            &versions[1..],
+        );
+        let answer = self
+            .client
+            .send_signed(server, Method::GET, &path, None)
+            .await
+            .map_err(peer_error)?;
+        let version: RoomVersionId = answer
+            .get("room_version")
+            .and_then(Value::as_str)
+            .map_or(Ok(RoomVersionId::V1), RoomVersionId::try_from)
+            .map_err(|_| bad_gateway(format!("{kind} answered an invalid room version")))?;
+        if !SUPPORTED_ROOM_VERSIONS.contains(&version) {
+            return Err(incompatible(&version));
+        }
+        Ok((answer, version))
+    }
+
+    /// The member event from a `make_join`/`make_knock` template, with the user's profile,
+    /// hashed and signed.
+    pub(super) fn sign_membership(
+        &self,
+        answer: &Value,
+        Member {
+            room_id,
+            user,
+            profile,
+            membership,
+            reason,
+        }: Member<'_>,
         rules: &ruma::room_version_rules::RoomVersionRules,
     ) -> Result<(
         OwnedEventId,
@@ -136,13 +170,16 @@ impl Federation {
         let template = answer
             .get("event")
             .and_then(Value::as_object)
-            .ok_or_else(|| bad_gateway("make_join answered without an event"))?;
+            .ok_or_else(|| bad_gateway("the template answer has no event"))?;
         let field = |name: &str| template.get(name).cloned().unwrap_or(Value::Null);
         let prev_events: Vec<OwnedEventId> = serde_json::from_value(field("prev_events"))
-            .map_err(|_| bad_gateway("make_join's template has no prev_events"))?;
+            .map_err(|_| bad_gateway("the template has no prev_events"))?;
         let depth: ruma::UInt = serde_json::from_value(field("depth"))
-            .map_err(|_| bad_gateway("make_join's template has no depth"))?;
-        let mut content = json!({ "membership": "join" });
+            .map_err(|_| bad_gateway("the template has no depth"))?;
+        let mut content = json!({ "membership": membership });
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
         if let Some(name) = &profile.displayname {
             content["displayname"] = name.as_str().into();
         }
@@ -161,7 +198,7 @@ impl Federation {
             "depth": depth,
         });
         let mut object: CanonicalJsonObject = serde_json::from_value(event)
-            .map_err(|_| bad_gateway("make_join's template is not canonical JSON"))?;
+            .map_err(|_| bad_gateway("the template is not canonical JSON"))?;
         let event_id = hash_and_sign(&self.key, rules, &mut object)?;
         Ok((event_id, object, prev_events, depth))
     }
@@ -223,7 +260,7 @@ pub(super) fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-fn bad_gateway(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+pub(super) fn bad_gateway(message: impl Into<std::borrow::Cow<'static, str>>) -> Error {
     Error::matrix(axum::http::StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
 }
 
@@ -259,6 +296,14 @@ impl crate::rooms::Federated for Federation {
         join: crate::rooms::RemoteJoin<'a>,
     ) -> futures_util::future::BoxFuture<'a, Result<()>> {
         Box::pin(self.join_remote(rooms, join.room_id, join.user, join.profile, join.via))
+    }
+
+    fn knock<'a>(
+        &'a self,
+        rooms: &'a RoomService,
+        knock: crate::rooms::RemoteJoin<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<()>> {
+        Box::pin(self.knock_remote(rooms, knock))
     }
 
     fn invite<'a>(

@@ -1,6 +1,6 @@
-//! Users of other servers joining and leaving this server's rooms: `make_join`/`send_join`
-//! (v2) and `make_leave`/`send_leave` (v2), as the spec's "Joining Rooms" and "Leaving Rooms"
-//! describe them. The remote server asks for a template, signs the event and sends it back;
+//! Users of other servers joining, knocking on and leaving this server's rooms:
+//! `make_join`/`send_join` (v2), `make_knock`/`send_knock` and `make_leave`/`send_leave` (v2),
+//! as the spec's "Joining Rooms", "Knocking upon a room" and "Leaving Rooms" describe them. The remote server asks for a template, signs the event and sends it back;
 //! this server checks it like any remote event and answers a join with the room's state.
 
 use std::net::IpAddr;
@@ -19,16 +19,16 @@ use crate::{
     rooms::{Accepted, RoomMeta, RoomService, membership_of},
 };
 
-/// A `make_join`/`make_leave` request: who asks, for whom, in which room.
+/// A `make_join`/`make_knock`/`make_leave` request: who asks, for whom, in which room.
 pub(crate) struct MakeMembership<'a> {
     pub(crate) origin: &'a ServerName,
     pub(crate) room_id: &'a RoomId,
     pub(crate) user_id: &'a UserId,
-    /// The room versions the asking server supports (`ver`); only for joins.
+    /// The room versions the asking server supports (`ver`); for joins and knocks.
     pub(crate) versions: Option<&'a [RoomVersionId]>,
 }
 
-/// A `send_join`/`send_leave` request.
+/// A `send_join`/`send_knock`/`send_leave` request.
 pub(crate) struct SendMembership<'a> {
     pub(crate) origin: &'a ServerName,
     pub(crate) from: IpAddr,
@@ -71,7 +71,7 @@ impl Federation {
     ) -> Result<Value> {
         let room = rooms.room(request.room_id)?;
         rooms.require_server_allowed(&room, request.origin)?;
-        let joins = membership == MembershipState::Join;
+        let answer = membership.clone();
         let incoming = self.membership_event(&room, &request, membership).await?;
         let user = incoming.pdu.sender.clone();
         match rooms.append_remote(&room, incoming).await? {
@@ -79,8 +79,14 @@ impl Federation {
             Accepted::Known => {}
             Accepted::SoftFailed(reason) => return Err(Error::forbidden(reason)),
         }
-        if !joins {
-            return Ok(json!({}));
+        match answer {
+            MembershipState::Join => {}
+            // What the knocking user's server shows them of the room until they are let in.
+            MembershipState::Knock => {
+                let stripped = rooms.stripped_state(&room, &user)?;
+                return Ok(json!({ "knock_room_state": stripped }));
+            }
+            _ => return Ok(json!({})),
         }
         let (state, auth_chain) = rooms.state_and_auth_chain(&room, Some(&user)).await?;
         Ok(json!({

@@ -17,6 +17,7 @@ pub(crate) mod invite;
 mod join;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+mod knock;
 pub(crate) mod media;
 pub(crate) mod membership;
 mod notary;

@@ -68,10 +68,10 @@ impl RoomService {
         Ok(room)
     }
 
-    /// Records a local user's invite to a room of another server this server does not follow:
-    /// the room (its version only, if new), the invite as its one state event, and the
-    /// stripped state the inviting server sent, which the user's sync shows.
-    pub(crate) async fn record_remote_invite(
+    /// Records a local user's invite to, or knock on, a room of another server this server
+    /// does not follow: the room (its version only, if new), the member event as its one state
+    /// event, and the stripped state the other server sent, which the user's sync shows.
+    pub(crate) async fn record_remote_membership(
         &self,
         version: RoomVersionId,
         invite: &Incoming,

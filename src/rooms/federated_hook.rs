@@ -12,11 +12,12 @@ use ruma::{OwnedEventId, OwnedServerName, RoomId, UserId};
 use super::{MemberProfile, RoomService};
 use crate::error::Result;
 
-/// A local user joining a room this server does not follow.
+/// A local user joining, or knocking on, a room this server does not follow.
 pub(crate) struct RemoteJoin<'a> {
     pub(crate) room_id: &'a RoomId,
     pub(crate) user: &'a UserId,
     pub(crate) profile: &'a MemberProfile,
+    pub(crate) reason: Option<&'a str>,
     /// Servers to join through, in order.
     pub(crate) via: &'a [OwnedServerName],
 }
@@ -42,6 +43,12 @@ pub(crate) trait Federated: Send + Sync {
         rooms: &'a RoomService,
         invite: RemoteInvite<'a>,
     ) -> BoxFuture<'a, Result<OwnedEventId>>;
+
+    fn knock<'a>(
+        &'a self,
+        rooms: &'a RoomService,
+        knock: RemoteJoin<'a>,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 impl RoomService {

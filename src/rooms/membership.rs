@@ -182,6 +182,7 @@ impl RoomService {
                 room_id,
                 user,
                 profile: &profile,
+                reason,
                 via: &via,
             };
             federated.join(self, join).await?;
@@ -218,6 +219,39 @@ impl RoomService {
             .append_pending(&room, user, template, None::<Txn>)
             .await?;
         Ok(pending.map(|pending| (room, pending)))
+    }
+
+    /// Knocks on a room (its join rule must be `knock`): another server's room through `via`
+    /// (and the room id's server), whose answer the user's sync shows until the room's
+    /// members let them in (an invite) or not.
+    pub(crate) async fn knock(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        profile: MemberProfile,
+        reason: Option<&str>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<()> {
+        if let Some(federated) = self.federated_for_room(room_id)? {
+            let via = self.default_via(room_id, user, via)?;
+            let knock = super::RemoteJoin {
+                room_id,
+                user,
+                profile: &profile,
+                reason,
+                via: &via,
+            };
+            return federated.knock(self, knock).await;
+        }
+        let change = MembershipChange {
+            sender: user,
+            target: user,
+            membership: MembershipState::Knock,
+            profile,
+            reason,
+            is_direct: None,
+        };
+        self.change_membership(room_id, change).await.map(drop)
     }
 
     /// What the auth rules leave to the server before a kick: they would accept a `leave` for

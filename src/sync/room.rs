@@ -75,6 +75,12 @@ pub(super) fn rooms(
                     .invite
                     .insert(room_id.clone(), invited_room(ctx, &room_id)?);
             }
+            MembershipState::Knock if req.since_pos().is_none_or(|s| membership.pos > s) => {
+                response
+                    .rooms
+                    .knock
+                    .insert(room_id.clone(), knocked_room(ctx, &room_id)?);
+            }
             MembershipState::Leave | MembershipState::Ban => {
                 let wanted = match req.since_pos() {
                     Some(s) => membership.pos > s,
@@ -382,6 +388,15 @@ fn invited_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<InvitedRoom> 
         invited.invite_state.events.push(Raw::from_json(pdu));
     }
     Ok(invited)
+}
+
+fn knocked_room(ctx: &SyncContext<'_>, room_id: &RoomId) -> Result<v3::KnockedRoom> {
+    let room = ctx.s.rooms.room(room_id)?;
+    let mut knocked = v3::KnockedRoom::new();
+    for pdu in ctx.s.rooms.stripped_state(&room, &ctx.who.user_id)? {
+        knocked.knock_state.events.push(Raw::from_json(pdu));
+    }
+    Ok(knocked)
 }
 
 fn left_room(

@@ -1,13 +1,16 @@
-//! Membership endpoints: join (by id or alias), invite, leave, forget, kick, ban, unban.
+//! Membership endpoints: join (by id or alias), knock, invite, leave, forget, kick, ban, unban.
 
 use std::sync::Arc;
 
 use axum::Router;
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId,
-    api::client::membership::{
-        ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, kick_user,
-        leave_room, unban_user,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias,
+            kick_user, leave_room, unban_user,
+        },
     },
     events::room::member::MembershipState,
 };
@@ -23,6 +26,7 @@ use crate::{
 pub fn routes(r: Router<Arc<Services>>) -> Router<Arc<Services>> {
     let r = route(r, join_by_id);
     let r = route(r, join_by_id_or_alias);
+    let r = route(r, knock);
     let r = route(r, invite);
     let r = route(r, leave);
     let r = route(r, forget);
@@ -47,6 +51,20 @@ async fn join(
     reason: Option<&str>,
     via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
+    let (room_id, servers) = target(s, room, via).await?;
+    s.rooms
+        .join_via(&room_id, user, profile(s, user)?, reason, &servers)
+        .await?;
+    Ok(room_id)
+}
+
+/// The room `room` names (an id, or an alias resolved here or by its server), and the servers
+/// to reach it through when it is another server's: `via`, then the alias's.
+async fn target(
+    s: &Services,
+    room: &RoomOrAliasId,
+    via: &[OwnedServerName],
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
     let mut servers: Vec<OwnedServerName> = via.iter().take(MAX_VIA).cloned().collect();
     let room_id: OwnedRoomId = match <&ruma::RoomId>::try_from(room) {
         Ok(id) => id.to_owned(),
@@ -65,10 +83,26 @@ async fn join(
     if s.federation.is_none() && !s.rooms.exists(&room_id)? {
         return Err(Error::not_found("Unknown room"));
     }
+    Ok((room_id, servers))
+}
+
+/// Asks to be let into a room whose join rule is `knock`; its members answer with an invite.
+async fn knock(
+    s: Arc<Services>,
+    req: Ruma<knock_room::v3::Request>,
+) -> Result<knock_room::v3::Response> {
+    let user = req.user_id();
+    let (room_id, servers) = target(&s, &req.body.room_id_or_alias, &req.body.via).await?;
     s.rooms
-        .join_via(&room_id, user, profile(s, user)?, reason, &servers)
+        .knock(
+            &room_id,
+            user,
+            profile(&s, user)?,
+            req.body.reason.as_deref(),
+            &servers,
+        )
         .await?;
-    Ok(room_id)
+    Ok(knock_room::v3::Response::new(room_id))
 }
 
 /// The most `via` servers a join tries.

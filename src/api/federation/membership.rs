@@ -1,5 +1,6 @@
-//! Remote users joining and leaving this server's rooms: `GET make_join`, `PUT send_join`
-//! (v2), `GET make_leave`, `PUT send_leave` (v2). The work is the federation service's
+//! Remote users joining, knocking on and leaving this server's rooms: `GET make_join`,
+//! `PUT send_join` (v2), `GET make_knock`, `PUT send_knock`, `GET make_leave`, `PUT send_leave`
+//! (v2). The work is the federation service's
 //! (`federation/membership.rs`).
 
 use std::sync::Arc;
@@ -27,6 +28,26 @@ pub(super) async fn make_join(
     RawQuery(query): RawQuery,
     peer: Peer,
 ) -> Result<Json<Value>, Error> {
+    make_versioned(&s, &peer, (&room, &user), query, MembershipState::Join).await
+}
+
+pub(super) async fn make_knock(
+    State(s): State<Arc<Services>>,
+    Path((room, user)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    peer: Peer,
+) -> Result<Json<Value>, Error> {
+    make_versioned(&s, &peer, (&room, &user), query, MembershipState::Knock).await
+}
+
+/// A join or knock template, for a server that names the room versions it supports.
+async fn make_versioned(
+    s: &Services,
+    peer: &Peer,
+    (room, user): (&str, &str),
+    query: Option<String>,
+    membership: MembershipState,
+) -> Result<Json<Value>, Error> {
     // Without `ver` the asking server supports room version 1 only (spec, `make_join`).
     let versions: Vec<RoomVersionId> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .filter(|(k, _)| k == "ver")
@@ -38,15 +59,7 @@ pub(super) async fn make_join(
     } else {
         versions
     };
-    make(
-        &s,
-        &peer,
-        &room,
-        &user,
-        Some(&versions),
-        MembershipState::Join,
-    )
-    .await
+    make(s, peer, room, user, Some(&versions), membership).await
 }
 
 pub(super) async fn make_leave(
@@ -85,6 +98,14 @@ pub(super) async fn send_join(
     peer: Peer,
 ) -> Result<Json<Value>, Error> {
     send(&s, &peer, &room, &event, MembershipState::Join).await
+}
+
+pub(super) async fn send_knock(
+    State(s): State<Arc<Services>>,
+    Path((room, event)): Path<(String, String)>,
+    peer: Peer,
+) -> Result<Json<Value>, Error> {
+    send(&s, &peer, &room, &event, MembershipState::Knock).await
 }
 
 pub(super) async fn send_leave(

@@ -116,6 +116,14 @@ pub fn router(services: Arc<Services>) -> Router {
             get(membership::make_leave),
         )
         .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(membership::make_knock),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(membership::send_knock),
+        )
+        .route(
             "/_matrix/federation/v2/send_leave/{room_id}/{event_id}",
             put(membership::send_leave),
         )

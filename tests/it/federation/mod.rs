@@ -6,6 +6,7 @@ mod attacks;
 mod fake;
 mod forks;
 mod history;
+mod knock;
 mod media;
 mod notary;
 mod rooms;
@@ -109,7 +110,7 @@ async fn the_version_answers_and_every_other_path_is_unrecognized() {
     for path in [
         "/_matrix/federation/v1/openid/userinfo",
         "/_matrix/client/versions",
-        "/_matrix/federation/v1/make_knock/!r:localhost/@u:localhost",
+        "/_matrix/federation/v1/exchange_third_party_invite/!r:localhost",
     ] {
         let (status, body) = get(&client, addr, path).await;
         assert_error(status, &body, 404, "M_UNRECOGNIZED");
