@@ -82,8 +82,21 @@ impl Federation {
         match answer {
             MembershipState::Join => {}
             // What the knocking user's server shows them of the room until they are let in.
+            // Without the knock itself, which the knocker's server adds (as Synapse does).
             MembershipState::Knock => {
-                let stripped = rooms.stripped_state(&room, &user)?;
+                let stripped: Vec<Box<RawJsonValue>> = rooms
+                    .stripped_state(&room, &user)?
+                    .into_iter()
+                    .filter(|e| {
+                        #[derive(serde::Deserialize)]
+                        struct Kind<'a> {
+                            #[serde(rename = "type", borrow)]
+                            kind: &'a str,
+                        }
+                        serde_json::from_str::<Kind<'_>>(e.get())
+                            .is_ok_and(|k| k.kind != "m.room.member")
+                    })
+                    .collect();
                 return Ok(json!({ "knock_room_state": stripped }));
             }
             _ => return Ok(json!({})),
