@@ -4,7 +4,9 @@
 //!
 //! Without `nameservers`, host names go through the system's resolver as every other outbound
 //! request does (`/etc/hosts`, `nsswitch.conf`), and SRV records through the nameservers of
-//! `/etc/resolv.conf`. Answers are cached for their TTL by hickory.
+//! `/etc/resolv.conf`. A server's SRV answer, or its absence, is kept for an hour, so that a
+//! request to a server without records (or with a DNS that does not answer) waits for DNS
+//! once an hour, not every time; hickory caches the rest for their TTL.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -23,6 +25,9 @@ use crate::ssrf::NameLookup;
 
 /// How long one DNS question may take, over all attempts.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a server's SRV answer (or that it has none) is kept, and for how many servers.
+const SRV_LIFETIME: Duration = Duration::from_secs(60 * 60);
+const SRV_CAPACITY: usize = 10_000;
 
 /// Where SRV records say a server's federation listener is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub(crate) struct Dns {
     resolver: Option<TokioResolver>,
     /// Whether host names are looked up here rather than by the system's resolver.
     names_too: bool,
+    /// Each server's SRV target, or `None` when it has none.
+    targets: parking_lot::Mutex<crate::expiring::ExpiringMap<Option<SrvTarget>>>,
 }
 
 impl Dns {
@@ -78,12 +85,25 @@ impl Dns {
         Dns {
             resolver,
             names_too: !nameservers.is_empty(),
+            targets: parking_lot::Mutex::new(crate::expiring::ExpiringMap::new(
+                SRV_CAPACITY,
+                SRV_LIFETIME,
+            )),
         }
     }
 
     /// The target of `host`'s federation SRV records: the lowest priority, and of those the
     /// heaviest weight. `None` without records, or when they say there is no service (`.`).
     pub(crate) async fn srv(&self, host: &str) -> Option<SrvTarget> {
+        if let Some(known) = self.targets.lock().get_mut(host) {
+            return known.clone();
+        }
+        let found = self.look_up_srv(host).await;
+        self.targets.lock().insert(host.to_owned(), found.clone());
+        found
+    }
+
+    async fn look_up_srv(&self, host: &str) -> Option<SrvTarget> {
         let resolver = self.resolver.as_ref()?;
         for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
             let Ok(answer) = resolver.srv_lookup(format!("{service}.{host}.")).await else {

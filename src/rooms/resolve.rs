@@ -117,9 +117,19 @@ impl RoomService {
         for pos in positions {
             forks.push(self.state_map_at(room, head, pos)?);
         }
+        // A resolution that cannot be made (an auth chain past its bound, power levels it
+        // cannot read) leaves the event on the current state, as before this module: the event
+        // is not refused for what this server failed to compute.
+        let unresolved = |e: Error| {
+            tracing::warn!(room_id = %room.room_id, %event_id, error = %e, "fork not resolved");
+            Ok(None)
+        };
         let mut state = match forks.len() {
             1 => forks.pop().unwrap_or_default(),
-            _ => self.resolve_state(room, &forks, None)?,
+            _ => match self.resolve_state(room, &forks, None) {
+                Ok(state) => state,
+                Err(e) => return unresolved(e),
+            },
         };
         check_against_state(&room.rules, pdu, |kind, key| {
             let id = state.get(&(kind.clone(), key.to_owned()))?;
@@ -133,7 +143,10 @@ impl RoomService {
             state.insert(key.clone(), event_id.to_owned());
         }
         let current = self.state_map_at(room, head, u64::MAX)?;
-        let resolved = self.resolve_state(room, &[current.clone(), state], Some(pdu))?;
+        let resolved = match self.resolve_state(room, &[current.clone(), state], Some(pdu)) {
+            Ok(resolved) => resolved,
+            Err(e) => return unresolved(e),
+        };
 
         let mut resolution = Resolution {
             event_wins: false,
@@ -244,6 +257,6 @@ impl RoomService {
             // Rooms v10 and v11 do not consider the conflicted state subgraph (v12 does).
             |_| None,
         )
-        .map_err(|e| Error::forbidden(format!("state resolution failed: {e}")))
+        .map_err(|e| Error::internal(format!("state resolution failed: {e}")))
     }
 }
