@@ -136,6 +136,92 @@ impl Federation {
     }
 }
 
+/// The most events asked of a server at once for a client paginating back (`/backfill`'s
+/// bound here and in Synapse).
+const MAX_HISTORY_PAGE: usize = 100;
+/// The most servers asked for older history, in turn.
+const MAX_HISTORY_SERVERS: usize = 3;
+
+impl Federation {
+    /// Up to `want` events from before this server joined `room`, from the `from`th back
+    /// (0: the newest), newest first, each with its place: those kept, and when they run out,
+    /// older ones fetched from a server in the room (`/backfill` from the oldest known event,
+    /// each checked: signatures, content hash, the room) and kept (`rooms/history.rs`).
+    pub(crate) async fn pre_join_page(
+        &self,
+        rooms: &RoomService,
+        room: &RoomMeta,
+        from: u64,
+        want: usize,
+    ) -> Result<Vec<(u64, std::sync::Arc<crate::rooms::Loaded>)>> {
+        let want = want.min(MAX_HISTORY_PAGE);
+        if rooms.pre_join_count(room)? < from.saturating_add(want as u64)
+            && let Err(e) = self.fetch_pre_join(rooms, room, want).await
+        {
+            tracing::info!(room_id = %room.room_id, error = %e, "no older history");
+        }
+        rooms.pre_join_events(room, from, want)
+    }
+
+    async fn fetch_pre_join(
+        &self,
+        rooms: &RoomService,
+        room: &RoomMeta,
+        want: usize,
+    ) -> Result<()> {
+        let frontier = rooms.pre_join_frontier(room)?;
+        if frontier.is_empty() {
+            return Ok(());
+        }
+        let from: String = frontier
+            .iter()
+            .take(20)
+            .map(|id| format!("v={}&", encode(id.as_str())))
+            .collect();
+        let path = format!(
+            "/_matrix/federation/v1/backfill/{}?{from}limit={want}",
+            encode(room.room_id.as_str())
+        );
+        let mut servers: Vec<ruma::OwnedServerName> = room
+            .room_id
+            .server_name()
+            .map(ToOwned::to_owned)
+            .into_iter()
+            .collect();
+        servers.extend(rooms.servers_in_room(room));
+        servers.retain(|s| *s != self.server_name);
+        servers.dedup();
+        let mut last = crate::error::Error::not_found("no server in the room to ask");
+        for server in servers.iter().take(MAX_HISTORY_SERVERS) {
+            let answer = match self
+                .client
+                .send_signed(server, Method::GET, &path, None)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => {
+                    last = peer_error(e);
+                    continue;
+                }
+            };
+            let mut found = Vec::new();
+            for raw in pdu_list(&answer, "pdus").iter().take(MAX_HISTORY_PAGE) {
+                match self.verify_pdu(&room.rules, raw, None).await {
+                    Ok(event) if event.pdu.room_id == room.room_id => found.push(event),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::info!(%server, error = %e, "a backfilled event failed its checks")
+                    }
+                }
+            }
+            found.sort_by_key(|e| std::cmp::Reverse(e.pdu.depth));
+            rooms.keep_pre_join(room, &found).await?;
+            return Ok(());
+        }
+        Err(last)
+    }
+}
+
 /// The PDUs an answer lists under `field` (none if it lists none, or not as a list).
 fn pdu_list(answer: &Value, field: &str) -> Vec<Box<RawJsonValue>> {
     answer

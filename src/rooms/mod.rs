@@ -15,6 +15,7 @@ mod admin;
 mod create;
 mod federated;
 mod federated_hook;
+mod history;
 mod membership;
 mod read;
 mod relations;

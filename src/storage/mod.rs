@@ -133,10 +133,13 @@ pub enum Table {
     FederationState,
     /// room short id, user → the stripped state another server sent with the user's invite.
     RemoteInvites,
+    /// room short id, n → the id of the nth event back (0: the newest) of what another
+    /// server's room held before this server joined it, fetched for clients paginating back.
+    PreJoin,
 }
 
 impl Table {
-    const ALL: [Table; 54] = [
+    const ALL: [Table; 55] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -191,6 +194,7 @@ impl Table {
         Table::FederationQueue,
         Table::FederationState,
         Table::RemoteInvites,
+        Table::PreJoin,
     ];
 
     /// The table's name, for error messages and operators.
@@ -250,6 +254,7 @@ impl Table {
             Table::FederationQueue => "federation_queue",
             Table::FederationState => "federation_state",
             Table::RemoteInvites => "remote_invites",
+            Table::PreJoin => "pre_join",
         }
     }
 }

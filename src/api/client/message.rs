@@ -314,13 +314,16 @@ async fn messages(
         ApiDirection::Backward => Direction::Backward,
         ApiDirection::Forward => Direction::Forward,
     };
+    let filter = room_filter(&b.filter);
+    if let Some(n) = b.from.as_deref().and_then(pre_join_token) {
+        return pre_join_page(&s, &room, who, &filter, n, direction, limit(b.limit)).await;
+    }
     let from = match &b.from {
         Some(token) => parse_token(token)?,
         None if direction == Direction::Backward => s.stream.head(),
         None => 0,
     };
     let stop = b.to.as_deref().map(parse_token).transpose()?;
-    let filter = room_filter(&b.filter);
     let (positions, next) = walk(
         &s,
         &Reader {
@@ -343,6 +346,54 @@ async fn messages(
     }
     if filter.lazy_load_members {
         response.state = member_state(&s, &room, who, &positions)?;
+    }
+    // Past the start of another server's room as this server has it: what came before the
+    // join, from that server (`h` tokens from here on).
+    let wanted = limit(b.limit) - positions.len();
+    if direction == Direction::Backward && next.is_none() && stop.is_none() && wanted > 0 {
+        let older = pre_join_page(&s, &room, who, &filter, 0, direction, wanted).await?;
+        response.chunk.extend(older.chunk);
+        response.end = older.end;
+    }
+    Ok(response)
+}
+
+/// The place an `h` token names in a room's history from before this server joined it.
+fn pre_join_token(token: &str) -> Option<u64> {
+    token.strip_prefix('h')?.parse().ok()
+}
+
+/// Events from before this server joined another server's room, from the `from`th back: only
+/// backward (a client paginating forward from there meets the join's timeline through sync).
+async fn pre_join_page(
+    s: &Services,
+    room: &RoomMeta,
+    who: &Identity,
+    filter: &SyncFilter,
+    from: u64,
+    direction: Direction,
+    limit: usize,
+) -> Result<get_message_events::v3::Response> {
+    let mut response = get_message_events::v3::Response::new();
+    response.start = format!("h{from}");
+    let (Some(federation), Direction::Backward) = (&s.federation, direction) else {
+        return Ok(response);
+    };
+    if room.room_id.server_name() == Some(&*s.config.server_name) {
+        return Ok(response);
+    }
+    let events = federation
+        .pre_join_page(&s.rooms, room, from, limit)
+        .await?;
+    if let Some((n, _)) = events.last() {
+        response.end = Some(format!("h{}", n + 1));
+    }
+    for (_, event) in events {
+        if filter.timeline_allows(event.pdu.kind.to_string().as_str(), &event.pdu.sender) {
+            response
+                .chunk
+                .push(Raw::from_json(s.rooms.format_event(&event, view(who))?));
+        }
     }
     Ok(response)
 }

@@ -3,6 +3,7 @@
 
 mod acl;
 mod attacks;
+mod backfill;
 mod fake;
 mod forks;
 mod history;
