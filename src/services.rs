@@ -282,7 +282,12 @@ impl Services {
             return;
         };
         for device in devices {
-            if let Err(e) = federation.device_changed(&self.rooms, user, device.as_str(), deleted) {
+            if let Err(e) = federation.device_changed(
+                (&self.rooms, &self.store),
+                user,
+                device.as_str(),
+                deleted,
+            ) {
                 tracing::warn!(%user, error = %e, "device list update not sent");
             }
         }

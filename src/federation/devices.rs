@@ -1,7 +1,9 @@
 //! End-to-end encryption across servers, beyond key queries (`ask.rs`): the EDUs that tell
 //! other servers a local user's devices changed (`m.device_list_update`, which Synapse waits
 //! for before it stops trusting its cache of them) and that carry to-device messages to their
-//! users (`m.direct_to_device`: how Olm sessions and room keys travel).
+//! users (`m.direct_to_device`: how Olm sessions and room keys travel). All of them are queued
+//! durably (`sender/queue.rs`): a lost one is a key share nobody receives, or a peer trusting
+//! stale keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +11,12 @@ use ruma::{OwnedServerName, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::Federation;
-use crate::{ephemeral::co_members, error::Result, rooms::RoomService};
+use crate::{
+    ephemeral::co_members,
+    error::Result,
+    rooms::RoomService,
+    storage::{Store, WriteTicket},
+};
 
 /// To-device messages for other servers' users: server → user → device (or `*`) → content.
 pub(crate) type RemoteMessages = BTreeMap<OwnedServerName, Map<String, Value>>;
@@ -34,7 +41,7 @@ impl Federation {
     /// keys uploaded, or deleted), so they query its keys again.
     pub(crate) fn device_changed(
         &self,
-        rooms: &RoomService,
+        (rooms, store): (&RoomService, &Store),
         user: &UserId,
         device_id: &str,
         deleted: bool,
@@ -54,16 +61,16 @@ impl Federation {
                 "deleted": deleted,
             },
         });
-        for server in &servers {
-            self.outbox.push_edu(server, edu.clone());
-        }
-        Ok(())
+        let edus = servers.into_iter().map(|s| (s, edu.clone())).collect();
+        // Not waited for: the key upload that caused it waited for its own write, and the next
+        // flush carries this one.
+        self.outbox.push_lasting_edus(store, edus).map(drop)
     }
 
     /// Tells the servers sharing a room with `user` that their cross-signing keys changed.
     pub(crate) fn signing_keys_changed(
         &self,
-        rooms: &RoomService,
+        (rooms, store): (&RoomService, &Store),
         user: &UserId,
         keys: &Value,
     ) -> Result<()> {
@@ -75,20 +82,20 @@ impl Federation {
             }
         }
         let edu = json!({ "edu_type": "m.signing_key_update", "content": content });
-        for server in &servers {
-            self.outbox.push_edu(server, edu.clone());
-        }
-        Ok(())
+        let edus = servers.into_iter().map(|s| (s, edu.clone())).collect();
+        self.outbox.push_lasting_edus(store, edus).map(drop)
     }
 
-    /// Sends a local user's to-device messages to other servers' users, one EDU per server.
+    /// Sends a local user's to-device messages to other servers' users, one EDU per server;
+    /// the ticket of their durable write, which the client's answer waits for.
     pub(crate) fn send_to_device(
         &self,
+        store: &Store,
         sender: &UserId,
-        event_type: &str,
-        message_id: &str,
+        (event_type, message_id): (&str, &str),
         messages: RemoteMessages,
-    ) {
+    ) -> Result<WriteTicket> {
+        let mut edus = Vec::new();
         for (server, users) in messages {
             let edu = json!({
                 "edu_type": "m.direct_to_device",
@@ -99,8 +106,9 @@ impl Federation {
                     "messages": users,
                 },
             });
-            self.outbox.push_edu(&server, edu);
+            edus.push((server, edu));
         }
+        self.outbox.push_lasting_edus(store, edus)
     }
 }
 

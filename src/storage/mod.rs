@@ -136,10 +136,13 @@ pub enum Table {
     /// room short id, n → the id of the nth event back (0: the newest) of what another
     /// server's room held before this server joined it, fetched for clients paginating back.
     PreJoin,
+    /// destination server, sequence → an EDU that must reach it across restarts (to-device
+    /// messages, device list and signing key updates), until acknowledged.
+    FederationEdus,
 }
 
 impl Table {
-    const ALL: [Table; 55] = [
+    const ALL: [Table; 56] = [
         Table::Global,
         Table::Users,
         Table::Tokens,
@@ -195,6 +198,7 @@ impl Table {
         Table::FederationState,
         Table::RemoteInvites,
         Table::PreJoin,
+        Table::FederationEdus,
     ];
 
     /// The table's name, for error messages and operators.
@@ -255,6 +259,7 @@ impl Table {
             Table::FederationState => "federation_state",
             Table::RemoteInvites => "remote_invites",
             Table::PreJoin => "pre_join",
+            Table::FederationEdus => "federation_edus",
         }
     }
 }

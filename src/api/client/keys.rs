@@ -225,7 +225,7 @@ async fn upload_signing(
     let announced = json.cloned().unwrap_or_default();
     s.e2ee.upload_signing_keys(&s.rooms, &user, keys).await?;
     if let Some(federation) = &s.federation
-        && let Err(e) = federation.signing_keys_changed(&s.rooms, &user, &announced)
+        && let Err(e) = federation.signing_keys_changed((&s.rooms, &s.store), &user, &announced)
     {
         tracing::warn!(%user, error = %e, "signing key update not sent");
     }

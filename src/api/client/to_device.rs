@@ -56,7 +56,14 @@ async fn send(
         let event_type = req.body.event_type.to_string();
         // Unique per sending device and transaction, as the spec asks of `message_id`.
         let message_id = format!("{}.{}", req.identity().device_id, req.body.txn_id);
-        federation.send_to_device(req.user_id(), &event_type, &message_id, remote);
+        // Answered once they are durable: a lost one is an E2EE key share nobody receives.
+        let ticket = federation.send_to_device(
+            &s.store,
+            req.user_id(),
+            (&event_type, &message_id),
+            remote,
+        )?;
+        s.store.durable(ticket).await?;
     }
     Ok(send_event_to_device::v3::Response::new())
 }

@@ -31,8 +31,10 @@ where
     let from = Consumer::new(NAME, v.stream, v.notifier, &cursor)
         .start()
         .await?;
-    for destination in queue::destinations(v.store)? {
-        v.federation.outbox.wake(&destination);
+    for table in [Table::FederationQueue, Table::FederationEdus] {
+        for destination in queue::destinations(v.store, table)? {
+            v.federation.outbox.wake(&destination);
+        }
     }
     for peer in super::peers::recent(v.store)? {
         v.federation.outbox.announce(&peer);

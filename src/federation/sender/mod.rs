@@ -70,6 +70,9 @@ pub(crate) struct Outbox {
     /// Transaction ids: this process's start time and a counter, unique across restarts.
     boot_ms: u64,
     next_txn: AtomicU64,
+    /// Lasting EDUs' sequences: from the start time in microseconds' worth of room, so that
+    /// they keep increasing across restarts.
+    next_edu: AtomicU64,
 }
 
 /// A destination whose worker is to start, with its slot.
@@ -97,6 +100,9 @@ impl Outbox {
             starting: Mutex::new(Some(starting)),
             boot_ms: u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()),
             next_txn: AtomicU64::new(0),
+            next_edu: AtomicU64::new(
+                u64::from(ruma::MilliSecondsSinceUnixEpoch::now().get()).saturating_mul(1_000),
+            ),
         }
     }
 
@@ -134,6 +140,26 @@ impl Outbox {
             edus.push_back(edu);
         }
         slot.work.notify_one();
+    }
+
+    /// Queues EDUs that must reach their destinations across restarts (`queue.rs`), and wakes
+    /// the destinations' workers. The write's ticket: the caller waits for it to be durable
+    /// when it answers a client for these EDUs.
+    pub(crate) fn push_lasting_edus(
+        &self,
+        store: &Store,
+        edus: Vec<(OwnedServerName, Value)>,
+    ) -> Result<crate::storage::WriteTicket> {
+        let mut batch = crate::storage::Batch::new();
+        for (destination, edu) in &edus {
+            let seq = self.next_edu.fetch_add(1, Ordering::Relaxed);
+            queue::put_edu(&mut batch, destination, seq, edu);
+        }
+        let ticket = store.write(batch)?;
+        for (destination, _) in &edus {
+            self.wake(destination);
+        }
+        Ok(ticket)
     }
 
     /// `origin` sent this server a transaction: it is a peer to greet after a restart.
@@ -188,7 +214,9 @@ where
 /// A transaction: sent until acknowledged, unchanged.
 struct InFlight {
     id: String,
+    /// The queued PDUs and lasting EDUs it carries, removed from their queues once delivered.
     positions: Vec<u64>,
+    sequences: Vec<u64>,
     body: Value,
 }
 
@@ -220,7 +248,9 @@ async fn deliver(v: &SenderView<'_>, destination: &ServerName, slot: &Slot) {
                 if !slot.recorded.swap(true, Ordering::Relaxed) {
                     peers::record(v.store, destination);
                 }
-                if let Err(e) = queue::remove(v.store, destination, &txn.positions) {
+                if let Err(e) =
+                    queue::remove(v.store, destination, (&txn.positions, &txn.sequences))
+                {
                     tracing::warn!(%destination, error = %e, "cannot dequeue sent PDUs");
                 }
                 in_flight = None;
@@ -229,7 +259,9 @@ async fn deliver(v: &SenderView<'_>, destination: &ServerName, slot: &Slot) {
             Err(e) if refused_for_good(&e) => {
                 // Sending it again would be refused again, and hold up everything after it.
                 tracing::warn!(%destination, error = %e, "transaction refused; dropped");
-                if let Err(e) = queue::remove(v.store, destination, &txn.positions) {
+                if let Err(e) =
+                    queue::remove(v.store, destination, (&txn.positions, &txn.sequences))
+                {
                     tracing::warn!(%destination, error = %e, "cannot dequeue refused PDUs");
                 }
                 in_flight = None;
@@ -259,11 +291,14 @@ fn next_transaction(
     for pos in &positions {
         pdus.push(v.rooms.event(*pos)?.stored.pdu.clone());
     }
-    let edus: Vec<Value> = {
+    let lasting = queue::peek_edus(v.store, destination, MAX_EDUS)?;
+    let sequences: Vec<u64> = lasting.iter().map(|(seq, _)| *seq).collect();
+    let mut edus: Vec<Value> = lasting.into_iter().map(|(_, edu)| edu).collect();
+    {
         let mut buffered = slot.edus.lock();
-        let n = buffered.len().min(MAX_EDUS);
-        buffered.drain(..n).collect()
-    };
+        let n = buffered.len().min(MAX_EDUS - edus.len());
+        edus.extend(buffered.drain(..n));
+    }
     if pdus.is_empty() && edus.is_empty() && !slot.announce.swap(false, Ordering::Relaxed) {
         return Ok(None);
     }
@@ -276,6 +311,7 @@ fn next_transaction(
     Ok(Some(InFlight {
         id: v.federation.outbox.txn_id(),
         positions,
+        sequences,
         body,
     }))
 }

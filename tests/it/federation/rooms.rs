@@ -624,3 +624,65 @@ async fn a_gap_before_a_received_event_is_filled_from_its_sender() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A to-device message to a user of a server that is down outlives a restart of the sending
+/// server: it is queued durably before the sender is answered (an E2EE key share lost is a
+/// message nobody can read).
+#[tokio::test]
+async fn a_to_device_message_for_a_server_that_is_down_survives_a_restart() {
+    let Pair { a, b, _dirs } = pair("").await;
+    let alice = registered(&a.base_url(), "alice").await;
+    let bob_b = registered(&b.base_url(), "bob").await;
+    let bob_id = whoami(&bob_b).await;
+    let alice_id = whoami(&alice).await;
+    let (status, me) = bob_b.get("/_matrix/client/v3/account/whoami").await;
+    assert_eq!(status, 200);
+    let bob_device = me["device_id"].as_str().unwrap().to_owned();
+    let since = bob_b.sync(None, 0).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let port_of = |s: &charla::server::RunningServer| -> u16 {
+        let name = s.services.config.server_name.to_string();
+        name.rsplit_once(':').unwrap().1.parse().unwrap()
+    };
+    let (a_port, b_port) = (port_of(&a), port_of(&b));
+    let certs = _dirs[0].path().to_owned();
+    let (a_dir, b_dir) = (_dirs[1].path().to_owned(), _dirs[2].path().to_owned());
+    b.stop().await;
+    let (status, body) = alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.room_key_request/k1",
+            json!({ "messages": { &bob_id: { &bob_device: { "request_id": "r1" } } } }),
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({})));
+    // A restarts before B is back: nothing of the message is left in A's memory.
+    a.stop().await;
+    let a = peer_at(&certs, a_port, &a_dir, "").await;
+    let b = peer_at(&certs, b_port, &b_dir, "").await;
+    let bob = Client {
+        base: b.base_url(),
+        ..bob_b
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sync = bob.sync(Some(&since), 1_000).await;
+        let events = sync["to_device"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(event) = events.iter().find(|e| e["type"] == "m.room_key_request") {
+            assert_eq!(event["content"]["request_id"], json!("r1"), "{event}");
+            assert_eq!(event["sender"], json!(alice_id));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the to-device message never came"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
