@@ -96,6 +96,17 @@ impl Federation {
             .check_join_answer(&answer, room_id, version, prev_events, depth)
             .await?;
         let room = rooms.adopt_remote_state(room_id, remote).await?;
+        // A restricted join comes back signed by the server that vouched for it too.
+        let event = match answer.get("event").filter(|e| e.is_object()) {
+            Some(signed) => {
+                let signed = crate::events::incoming::parse_object(&signed.to_string())?;
+                match crate::events::incoming::event_id_of(&signed, &rules)? == event_id {
+                    true => signed,
+                    false => return Err(bad_gateway("send_join answered another event")),
+                }
+            }
+            None => event,
+        };
         let join = self.verify_object(&rules, event, None).await?;
         let before = join.pdu.prev_events.clone();
         match rooms.append_remote(&room, join).await? {
@@ -177,6 +188,14 @@ impl Federation {
         let depth: ruma::UInt = serde_json::from_value(field("depth"))
             .map_err(|_| bad_gateway("the template has no depth"))?;
         let mut content = json!({ "membership": membership });
+        // A restricted room's resident names who vouches for the join; it signs it too.
+        if let Some(authoriser) = template
+            .get("content")
+            .and_then(|c| c.get("join_authorised_via_users_server"))
+            .filter(|_| membership == "join")
+        {
+            content["join_authorised_via_users_server"] = authoriser.clone();
+        }
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }

@@ -72,6 +72,15 @@ impl Federation {
         let room = rooms.room(request.room_id)?;
         rooms.require_server_allowed(&room, request.origin)?;
         let answer = membership.clone();
+        // A restricted join this server vouches for carries its signature from here on.
+        let vouched = match membership {
+            MembershipState::Join => self.vouch(rooms, &room, request.event)?,
+            _ => None,
+        };
+        let request = SendMembership {
+            event: vouched.as_deref().unwrap_or(request.event),
+            ..request
+        };
         let incoming = self.membership_event(&room, &request, membership).await?;
         let user = incoming.pdu.sender.clone();
         match rooms.append_remote(&room, incoming).await? {
@@ -102,13 +111,58 @@ impl Federation {
             _ => return Ok(json!({})),
         }
         let (state, auth_chain) = rooms.state_and_auth_chain(&room, Some(&user)).await?;
-        Ok(json!({
+        let mut answer = json!({
             "origin": self.server_name,
             "state": state,
             "auth_chain": auth_chain,
             "members_omitted": false,
             "servers_in_room": rooms.servers_in_room(&room),
-        }))
+        });
+        if let Some(event) = vouched {
+            answer["event"] =
+                serde_json::to_value(event).map_err(|e| Error::internal(e.to_string()))?;
+        }
+        Ok(answer)
+    }
+
+    /// A restricted join naming one of this server's users as who vouches for it
+    /// (`join_authorised_via_users_server`), signed by this server once the joining user may
+    /// join (`RoomService::join_authoriser`); `None` when it names nobody here.
+    fn vouch(
+        &self,
+        rooms: &RoomService,
+        room: &RoomMeta,
+        raw: &RawJsonValue,
+    ) -> Result<Option<Box<RawJsonValue>>> {
+        let mut object = crate::events::incoming::parse_object(raw.get())?;
+        let field = |object: &ruma::CanonicalJsonObject, path: &[&str]| -> Option<String> {
+            let mut value = object.get(path[0])?;
+            for key in &path[1..] {
+                match value {
+                    ruma::CanonicalJsonValue::Object(map) => value = map.get(*key)?,
+                    _ => return None,
+                }
+            }
+            match value {
+                ruma::CanonicalJsonValue::String(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        let authoriser = field(&object, &["content", "join_authorised_via_users_server"])
+            .and_then(|u| ruma::OwnedUserId::try_from(u).ok());
+        if authoriser.is_none_or(|a| a.server_name() != self.server_name) {
+            return Ok(None);
+        }
+        let sender = field(&object, &["sender"])
+            .and_then(|u| ruma::OwnedUserId::try_from(u).ok())
+            .ok_or_else(|| Error::bad_json("a join without a sender"))?;
+        rooms.join_authoriser(room, &sender)?;
+        // Signed as events are, over the redacted event: the content hash it recomputes is the
+        // one the sender's signature covers, so a tampered join still fails that check.
+        crate::events::hash_and_sign(&self.key, &room.rules, &mut object)?;
+        serde_json::value::to_raw_value(&object)
+            .map(Some)
+            .map_err(|e| Error::internal(e.to_string()))
     }
 
     /// The membership event a `send_*` carries, checked: the one the path names, a member event

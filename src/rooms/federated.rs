@@ -30,7 +30,12 @@ impl RoomService {
         user: &UserId,
         membership: MembershipState,
     ) -> Result<Value> {
-        let content = json!({ "membership": membership });
+        let mut content = json!({ "membership": membership });
+        if membership == MembershipState::Join
+            && let Some(authoriser) = self.join_authoriser(room, user)?
+        {
+            content["join_authorised_via_users_server"] = authoriser.as_str().into();
+        }
         let raw = serde_json::value::to_raw_value(&content).expect("JSON");
         let kind = TimelineEventType::RoomMember;
         let head = room.head.lock().await;

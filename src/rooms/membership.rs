@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedEventId, RoomId, UserId,
+    OwnedEventId, OwnedUserId, RoomId, UserId,
     events::{StateEventType, room::member::MembershipState},
 };
 use serde::Serialize;
@@ -38,6 +38,9 @@ struct MemberContent<'a> {
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     is_direct: Option<bool>,
+    /// Who vouches for a join of a restricted room (`restricted.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    join_authorised_via_users_server: Option<OwnedUserId>,
 }
 
 /// One membership change to make.
@@ -123,6 +126,7 @@ impl RoomService {
             profile: &change.profile,
             reason: change.reason,
             is_direct: change.is_direct,
+            join_authorised_via_users_server: None,
         };
         let template =
             EventTemplate::state_json(StateEventType::RoomMember, change.target.as_str(), &content);
@@ -212,6 +216,7 @@ impl RoomService {
             profile: &profile,
             reason,
             is_direct: None,
+            join_authorised_via_users_server: self.join_authoriser(&room, user)?,
         };
         let template =
             EventTemplate::state_json(StateEventType::RoomMember, user.as_str(), &content);

@@ -21,6 +21,7 @@ mod read;
 mod relations;
 mod remote;
 mod resolve;
+mod restricted;
 mod signing_key;
 mod threads;
 mod timeline;

@@ -10,6 +10,7 @@ mod history;
 mod knock;
 mod media;
 mod notary;
+mod restricted;
 mod rooms;
 mod srv;
 mod synapse;
