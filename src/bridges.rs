@@ -83,6 +83,101 @@ pub fn start_whatsapp(
     Ok((app, service.start()))
 }
 
+/// The email bridge, its registration in place, to be started once the listener is known.
+pub struct PreparedEmail {
+    registration: appservice::Registration,
+    state_dir: PathBuf,
+}
+
+/// Writes the email bridge's registration (URL `http://<addr>/bridges/email`) and adds it to
+/// `config.appservice.registrations`, when the bridge is enabled.
+pub fn prepare_email(
+    config: &mut Config,
+    addr: SocketAddr,
+) -> Result<Option<PreparedEmail>, Error> {
+    let bridge = &config.bridges.email;
+    if !bridge.enabled {
+        return Ok(None);
+    }
+    let state_dir = email::bridge::state_dir(bridge, &config.storage.path);
+    let file = email::bridge::registration_file(bridge, &config.storage.path);
+    let url = format!("http://{addr}/bridges/email");
+    let registration = email::registration::load_or_generate(
+        &file,
+        &url,
+        &config.server_name,
+        &bridge.bot_localpart,
+    )
+    .map_err(|e| Error::internal(format!("email bridge registration: {e}")))?;
+    config.appservice.registrations.push(file);
+    Ok(Some(PreparedEmail {
+        registration,
+        state_dir,
+    }))
+}
+
+/// The email bridge's STARTTLS: its own certificate, else the federation's, else none.
+pub fn email_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    let bridge = &config.bridges.email;
+    let (certificate, key) = if !bridge.tls_certificate.as_os_str().is_empty() {
+        (&bridge.tls_certificate, &bridge.tls_private_key)
+    } else if config.federation.enabled {
+        (
+            &config.federation.tls_certificate,
+            &config.federation.tls_private_key,
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(crate::server::tls_config(certificate, key)?)))
+}
+
+/// Builds the email bridge against the homeserver at `addr`, nests its routes into `app`,
+/// binds its SMTP listener and starts its workers.
+pub async fn start_email(
+    prepared: PreparedEmail,
+    config: &Config,
+    addr: SocketAddr,
+    app: Router,
+    metrics: Option<&Arc<HttpMetrics>>,
+) -> Result<(Router, email::BridgeHandle), Error> {
+    let service = email::BridgeService::new(
+        config.bridges.email.clone(),
+        prepared.registration,
+        &format!("http://{addr}"),
+        &config.server_name,
+        &prepared.state_dir,
+    )
+    .map_err(|e| Error::internal(format!("email bridge: {e}")))?;
+    let routes = crate::metrics::http::instrument(service.router(), metrics);
+    let app = app.nest_service("/bridges/email", routes);
+    let handle = service
+        .start(email_tls(config)?)
+        .await
+        .map_err(|e| Error::internal(format!("email bridge: {e}")))?;
+    Ok((app, handle))
+}
+
+/// The email bridge's per-message states, as the support API shows them.
+impl crate::support::DeliveryStates for email::Bridge {
+    fn delivery(&self, room_id: &ruma::RoomId, event_id: &str) -> Option<Value> {
+        let delivery = email::Bridge::delivery(self, event_id)?;
+        if delivery.room_id != room_id {
+            return None;
+        }
+        let mut state = json!({
+            "channel": "email",
+            "status": delivery.status,
+            "message_id": delivery.message_id,
+            "updated_ts": delivery.updated_ts,
+        });
+        if let Some(error) = delivery.error {
+            state["error"] = json!({"message": error});
+        }
+        Some(state)
+    }
+}
+
 /// Flags of `charla whatsapp-sim`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {

@@ -56,6 +56,12 @@ enum BridgeCommand {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
     },
+    /// The email bridge, configured by `[bridges.email]` of config.toml.
+    Email {
+        /// Path to config.toml.
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -122,6 +128,33 @@ fn main() -> std::process::ExitCode {
                 &config.storage.path,
             )) {
                 eprintln!("charla bridge whatsapp: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+        Command::Bridge {
+            bridge: BridgeCommand::Email { config },
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("charla: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            init_logging(config.logging.format, &config.logging.filter);
+            let run = async {
+                let tls = charla::bridges::email_tls(&config).map_err(|e| e.to_string())?;
+                email::bridge::run_standalone(
+                    config.bridges.email.clone(),
+                    &config.server_name,
+                    &config.public_base_url(),
+                    &config.storage.path,
+                    tls,
+                )
+                .await
+            };
+            if let Err(e) = runtime.block_on(run) {
+                eprintln!("charla bridge email: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         }

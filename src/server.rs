@@ -14,6 +14,8 @@ mod listener;
 mod observed;
 mod tls;
 
+pub(crate) use tls::server_config as tls_config;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -35,6 +37,8 @@ pub struct RunningServer {
     pub services: Arc<Services>,
     /// The WhatsApp bridge, when `[bridges.whatsapp]` enables it.
     pub whatsapp: Option<whatsapp::BridgeHandle>,
+    /// The email bridge, when `[bridges.email]` enables it.
+    pub email: Option<email::BridgeHandle>,
     /// Set to `true` to stop both listeners.
     shutdown: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
@@ -53,6 +57,9 @@ impl RunningServer {
     pub async fn stop(mut self) {
         // The bridge first: its workers finish their step while the server still answers.
         if let Some(bridge) = self.whatsapp.take() {
+            bridge.stop().await;
+        }
+        if let Some(bridge) = self.email.take() {
             bridge.stop().await;
         }
         self.shutdown.send_replace(true);
@@ -120,6 +127,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         false => None,
     };
     let whatsapp = crate::bridges::prepare_whatsapp(&mut config, addr)?;
+    let email = crate::bridges::prepare_email(&mut config, addr)?;
     let services = Services::open(config).await?;
     crate::bot::start(services.clone()).await?;
     crate::webchat::feed::start(services.clone()).await?;
@@ -148,6 +156,21 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         services.support.deliveries.attach(&states);
         services.backup.attach_whatsapp(handle.backup_sources());
         whatsapp_handle = Some(handle);
+    }
+    let mut email_handle = None;
+    if let Some(prepared) = email {
+        let (with_bridge, handle) = crate::bridges::start_email(
+            prepared,
+            &services.config,
+            addr,
+            app,
+            http_metrics.as_ref(),
+        )
+        .await?;
+        app = with_bridge;
+        let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
+        services.support.deliveries.attach(&states);
+        email_handle = Some(handle);
     }
     let (shutdown, stopped) = watch::channel(false);
     let timeouts = listener::Timeouts {
@@ -201,6 +224,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         federation_addr,
         services,
         whatsapp: whatsapp_handle,
+        email: email_handle,
         shutdown,
         task,
         side_tasks,

@@ -8,7 +8,7 @@ use reqwest::Method;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, MxcUri, OwnedEventId, OwnedMxcUri, OwnedRoomId,
-    OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId, UserId,
+    OwnedServerName, OwnedUserId, RoomAliasId, RoomId, RoomOrAliasId, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as JsonValue, json};
@@ -193,6 +193,50 @@ impl Intent {
             )
             .json(&json!({ "displayname": displayname }))?;
         self.client.send::<JsonValue>(request).await.map(drop)
+    }
+
+    /// Another user's display name (`GET /profile/{userId}/displayname`): `None` when they
+    /// have none, or no profile this user may see.
+    pub async fn displayname_of(&self, user_id: &UserId) -> Result<Option<String>, Error> {
+        #[derive(Deserialize)]
+        struct Displayname {
+            displayname: Option<String>,
+        }
+        let request = self.client_v3(Method::GET, &["profile", user_id.as_str(), "displayname"]);
+        match self.client.send::<Displayname>(request).await {
+            Ok(answer) => Ok(answer.displayname.filter(|name| !name.is_empty())),
+            Err(error) if matches!(error.status(), Some(403 | 404)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The content of one state event (`GET /rooms/{roomId}/state/{eventType}/{stateKey}`),
+    /// `None` when the room has none.
+    pub async fn state_content(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<JsonValue>, Error> {
+        let request = self.client_v3(
+            Method::GET,
+            &["rooms", room_id.as_str(), "state", event_type, state_key],
+        );
+        match self.client.send::<JsonValue>(request).await {
+            Ok(content) => Ok(Some(content)),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The room an alias names (`GET /directory/room/{roomAlias}`), `None` when it names none.
+    pub async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<Option<OwnedRoomId>, Error> {
+        let request = self.client_v3(Method::GET, &["directory", "room", alias.as_str()]);
+        match self.client.send::<RoomIdAnswer>(request).await {
+            Ok(answer) => Ok(Some(answer.room_id)),
+            Err(error) if error.status() == Some(404) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets the avatar, or with `None` removes it (sent as `""`, the form Synapse and ruma's

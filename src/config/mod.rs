@@ -77,6 +77,8 @@ pub struct Config {
 pub struct BridgesConfig {
     /// `[bridges.whatsapp]`: see `bridges/whatsapp` and the shipped config.toml.
     pub whatsapp: whatsapp::BridgeConfig,
+    /// `[bridges.email]`: see `bridges/email` and the shipped config.toml.
+    pub email: email::EmailConfig,
 }
 
 /// Application services (bridges, bots) the server talks to.
@@ -313,7 +315,15 @@ impl Config {
             *path = base.join(&*path);
         }
         let whatsapp = &mut config.bridges.whatsapp;
-        for path in [&mut whatsapp.state_path, &mut whatsapp.registration] {
+        let email = &mut config.bridges.email;
+        for path in [
+            &mut whatsapp.state_path,
+            &mut whatsapp.registration,
+            &mut email.state_path,
+            &mut email.registration,
+            &mut email.tls_certificate,
+            &mut email.tls_private_key,
+        ] {
             if !path.as_os_str().is_empty() {
                 *path = base.join(&*path);
             }
@@ -343,6 +353,7 @@ impl Config {
         if let Ok(token) = std::env::var("CHARLA_REGISTRATION_TOKEN") {
             self.registration.tokens.push(token);
         }
+        self.bridges.email.apply_env();
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -387,6 +398,12 @@ impl Config {
                  conversation the desk opens"
                     .into(),
             ));
+        }
+        if self.bridges.email.enabled {
+            self.bridges
+                .email
+                .validate()
+                .map_err(ConfigError::Invalid)?;
         }
         if self.bridges.whatsapp.enabled {
             self.bridges

@@ -65,7 +65,7 @@ impl Default for SupportConfig {
             out_of_office: "We are closed right now; we will answer as soon as we are back.".into(),
             notify_customer_on_resolve: true,
             first_ticket_number: 1,
-            desk_appservices: vec!["whatsapp".into()],
+            desk_appservices: vec!["whatsapp".into(), "email".into()],
             customer_conversations_per_hour: 20,
             customer_conversation_burst: 5,
         }

@@ -16,8 +16,15 @@ use crate::error::Error;
 
 /// The acceptor for `certificate` (PEM, the server's certificate first) and `key` (PEM).
 pub(crate) fn acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
+    let mut config = server_config(certificate, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The rustls configuration of `certificate` and `key` (also the email bridge's STARTTLS).
+pub(crate) fn server_config(certificate: &Path, key: &Path) -> Result<ServerConfig, Error> {
     let failed = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        Error::internal(format!("federation TLS: {what} {}: {e}", path.display()))
+        Error::internal(format!("TLS: {what} {}: {e}", path.display()))
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
         .and_then(|certs| certs.collect())
@@ -28,7 +35,7 @@ pub(crate) fn acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, Er
     let key =
         PrivateKeyDer::from_pem_file(key).map_err(|e| failed("cannot read the key", key, &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
         .map_err(|e| {
@@ -37,7 +44,5 @@ pub(crate) fn acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, Er
                 certificate,
                 &e,
             )
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        })
 }

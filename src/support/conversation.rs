@@ -70,7 +70,7 @@ string_enum!(
 );
 string_enum!(
     /// Where the customer writes from.
-    Channel default Matrix { Whatsapp = "whatsapp", Web = "web", Matrix = "matrix" }
+    Channel default Matrix { Whatsapp = "whatsapp", Web = "web", Email = "email", Matrix = "matrix" }
 );
 
 /// Who the customer is.

@@ -16,6 +16,7 @@ mod backup;
 mod durability;
 mod e2ee;
 mod e2ee_backup;
+mod email;
 mod ephemeral;
 mod errors;
 mod federation;
