@@ -154,7 +154,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
-        services.backup.attach_whatsapp(handle.backup_sources());
+        services.backup.attach_bridge("whatsapp", handle.backup_sources());
         whatsapp_handle = Some(handle);
     }
     let mut email_handle = None;
@@ -170,6 +170,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
+        services.backup.attach_bridge("email", handle.backup_sources());
         email_handle = Some(handle);
     }
     let (shutdown, stopped) = watch::channel(false);

@@ -17,9 +17,9 @@ pub(crate) const MANIFEST: &str = "MANIFEST.json";
 pub(crate) const MANIFEST_SUM: &str = "MANIFEST.json.sha256";
 
 /// Where a store of the archive is restored: the data folder itself (the homeserver's store),
-/// or a folder under the WhatsApp bridge's state folder.
+/// or a folder under an in-process bridge's state folder (`bridges/<bridge>/<folder>`).
 pub(crate) const DATA: &str = "data";
-pub(crate) const WHATSAPP_PREFIX: &str = "bridges/whatsapp/";
+pub(crate) const BRIDGES_PREFIX: &str = "bridges/";
 
 /// `BACKUP.json`: what the archive is, read before anything else.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub(crate) struct Header {
 pub(crate) struct StoreEntry {
     /// Its parts are `stores/<key>/image/<n>` and `stores/<key>/log/<segment>`.
     pub key: String,
-    /// [`DATA`], or [`WHATSAPP_PREFIX`] and the folder under the bridge's state folder.
+    /// [`DATA`], or [`BRIDGES_PREFIX`], the bridge and the folder under its state folder.
     pub location: String,
 }
 

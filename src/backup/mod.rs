@@ -13,12 +13,12 @@
 //!   stores were cut. Files are content-addressed and never changed or deleted, and each one is
 //!   on disk before the record that names it, so every file the stores name is in the archive
 //!   (files uploaded during the backup may be too, unnamed by the stores: harmless).
-//! - Not: `admin.token`, the generated `registration_shared_secret` and the in-process bridge's
+//! - Not: `admin.token`, the generated `registration_shared_secret` and the in-process bridges'
 //!   generated `registration.yaml`. They are the host's credentials (each opens the running
 //!   server's API), not data: a restore keeps those of the folder it replaces, and a server
 //!   without them generates new ones at start. Nor the config file, nor appservice registration
-//!   files it names, nor a standalone bridge's state (`charla bridge whatsapp` backs up with
-//!   its own folder).
+//!   files it names, nor a standalone bridge's state (`charla bridge whatsapp|email` backs up
+//!   with its own folder).
 //! - The search index (issue #22) will go here as one more part after the stores' cut, or be
 //!   rebuilt from the stream after a restore: it is derived from the events.
 //!
@@ -31,7 +31,8 @@
 //!
 //! 1. `BACKUP.json`: format `charla-backup`, version, creation time, server name, Charla
 //!    version, and the stores with where each is restored (`data`: the data folder itself;
-//!    `bridges/whatsapp/db`, `bridges/whatsapp/transactions`: under the bridge's state folder).
+//!    `bridges/<bridge>/db`, `bridges/<bridge>/transactions` of the WhatsApp and email bridges
+//!    running in the process: under each bridge's state folder).
 //! 2. `stores/<store>/image/<n>`: each store's content in chunks of about 4 MiB (key/value
 //!    records; `charla_storage::Snapshot`).
 //! 3. `stores/<store>/log/<segment>.log`: each store's log since its last checkpoint, up to the
@@ -56,17 +57,18 @@ use std::{
     io::{self, Write},
     path::PathBuf,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
 };
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use charla_storage::BackupSource;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-pub(crate) use format::{DATA, StoreEntry, WHATSAPP_PREFIX};
+pub(crate) use format::{BRIDGES_PREFIX, DATA, StoreEntry};
 pub(crate) use read::{ArchiveError, Verify, read_archive};
 use write::{Sources, write_archive};
 
@@ -77,8 +79,9 @@ pub(crate) struct BackupService {
     server_name: String,
     store: BackupSource,
     media: PathBuf,
-    /// The WhatsApp bridge's stores, attached once it has started.
-    whatsapp: OnceLock<Vec<(&'static str, BackupSource)>>,
+    /// The in-process bridges' stores (by bridge, each with its folder), attached once each
+    /// has started.
+    bridges: Mutex<Vec<(&'static str, Vec<(&'static str, BackupSource)>)>>,
     /// One backup at a time: each holds the stores' checkpoints and reads the whole data.
     running: Arc<AtomicBool>,
 }
@@ -89,15 +92,17 @@ impl BackupService {
             server_name: server_name.to_string(),
             store: store.backup_source(),
             media,
-            whatsapp: OnceLock::new(),
+            bridges: Mutex::new(Vec::new()),
             running: Arc::default(),
         }
     }
 
-    /// Adds the in-process WhatsApp bridge's stores (each with its folder under the bridge's
-    /// state folder) to every later backup.
-    pub(crate) fn attach_whatsapp(&self, stores: &[(&'static str, BackupSource)]) {
-        let _ = self.whatsapp.set(stores.to_vec());
+    /// Adds an in-process bridge's stores (each with its folder under the bridge's state
+    /// folder) to every later backup. `bridge` is its name under `[bridges]`.
+    pub(crate) fn attach_bridge(&self, bridge: &'static str, stores: &[(&'static str, BackupSource)]) {
+        let mut bridges = self.bridges.lock();
+        bridges.retain(|(name, _)| *name != bridge);
+        bridges.push((bridge, stores.to_vec()));
     }
 
     /// Takes the one backup slot, refused while another backup runs; the backup starts when
@@ -117,14 +122,16 @@ impl BackupService {
             },
             self.store.clone(),
         )];
-        for (folder, source) in self.whatsapp.get().into_iter().flatten() {
-            stores.push((
-                StoreEntry {
-                    key: format!("whatsapp-{folder}"),
-                    location: format!("{WHATSAPP_PREFIX}{folder}"),
-                },
-                source.clone(),
-            ));
+        for (bridge, sources) in self.bridges.lock().iter() {
+            for (folder, source) in sources {
+                stores.push((
+                    StoreEntry {
+                        key: format!("{bridge}-{folder}"),
+                        location: format!("{BRIDGES_PREFIX}{bridge}/{folder}"),
+                    },
+                    source.clone(),
+                ));
+            }
         }
         Ok(Backup {
             sources: Sources {

@@ -29,7 +29,7 @@ use std::{
 use charla_storage::{FolderLock, LockError, StoreRestore};
 
 use super::{
-    format::{DATA, Header, WHATSAPP_PREFIX},
+    format::{BRIDGES_PREFIX, DATA, Header},
     read::{ArchiveError, Verified, Verify, Visitor, read_archive},
     swap,
 };
@@ -46,7 +46,8 @@ pub(crate) struct Targets {
     pub server_name: String,
     pub data: PathBuf,
     pub media: PathBuf,
-    pub whatsapp: PathBuf,
+    /// The state folder of each bridge a backup may hold stores of, by its name.
+    pub bridges: Vec<(&'static str, PathBuf)>,
     pub cache_mb: u64,
 }
 
@@ -56,13 +57,27 @@ impl Targets {
         Ok(Targets {
             server_name: config.server_name.to_string(),
             media: std::path::absolute(config.media_path())?,
-            whatsapp: std::path::absolute(whatsapp::bridge::state_dir(
-                &config.bridges.whatsapp,
-                &data,
-            ))?,
+            bridges: vec![
+                (
+                    "whatsapp",
+                    std::path::absolute(whatsapp::bridge::state_dir(
+                        &config.bridges.whatsapp,
+                        &data,
+                    ))?,
+                ),
+                (
+                    "email",
+                    std::path::absolute(email::bridge::state_dir(&config.bridges.email, &data))?,
+                ),
+            ],
             data,
             cache_mb: config.storage.cache_capacity_mb,
         })
+    }
+
+    /// The state folder of the bridge `name`.
+    fn bridge_dir(&self, name: &str) -> Option<&PathBuf> {
+        self.bridges.iter().find(|(n, _)| *n == name).map(|(_, dir)| dir)
     }
 
     /// Where a store at `location` goes.
@@ -70,8 +85,16 @@ impl Targets {
         if location == DATA {
             return Ok(self.data.clone());
         }
-        match location.strip_prefix(WHATSAPP_PREFIX) {
-            Some(sub @ ("db" | "transactions")) => Ok(self.whatsapp.join(sub)),
+        let bridge = location
+            .strip_prefix(BRIDGES_PREFIX)
+            .and_then(|rest| rest.split_once('/'));
+        match bridge {
+            Some((name, sub @ ("db" | "transactions"))) => match self.bridge_dir(name) {
+                Some(dir) => Ok(dir.join(sub)),
+                None => Err(ArchiveError::Unusable(format!(
+                    "the archive holds a store of a bridge {name:?}, which this Charla does not know"
+                ))),
+            },
             _ => Err(ArchiveError::Unusable(format!(
                 "the archive holds a store for {location:?}, which this Charla does not know"
             ))),
@@ -204,11 +227,11 @@ pub(crate) fn restore(
 /// The folder to replace for `folder`, which lies outside the data folder: the bridge's state
 /// folder for its stores, else the folder itself.
 fn outermost(folder: &Path, targets: &Targets) -> PathBuf {
-    if folder.starts_with(&targets.whatsapp) {
-        targets.whatsapp.clone()
-    } else {
-        folder.to_owned()
-    }
+    targets
+        .bridges
+        .iter()
+        .find(|(_, dir)| folder.starts_with(dir))
+        .map_or_else(|| folder.to_owned(), |(_, dir)| dir.clone())
 }
 
 fn open(archive: &Path) -> Result<impl Read + use<>, RestoreError> {
@@ -337,9 +360,12 @@ fn keep_host_secrets(targets: &Targets, roots: &[Root]) {
             .data
             .join(crate::users::admin_token::ADMIN_TOKEN_FILE),
         targets.data.join(crate::users::shared_secret::SECRET_FILE),
-        targets.whatsapp.join("registration.yaml"),
     ];
-    for file in files {
+    let registrations = targets
+        .bridges
+        .iter()
+        .map(|(_, dir)| dir.join("registration.yaml"));
+    for file in files.into_iter().chain(registrations) {
         let Some(root) = roots.iter().find(|r| file.starts_with(&r.dest)) else {
             continue;
         };
@@ -357,5 +383,41 @@ fn keep_host_secrets(targets: &Targets, roots: &[Root]) {
         if let Err(e) = copied {
             tracing::warn!(file = %file.display(), error = %e, "cannot keep this file");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bridge_store_goes_under_its_own_state_folder() {
+        let targets = Targets {
+            server_name: "example.org".into(),
+            data: "/srv/data".into(),
+            media: "/srv/data/media".into(),
+            bridges: vec![
+                ("whatsapp", "/srv/data/bridges/whatsapp".into()),
+                ("email", "/srv/mail-bridge".into()),
+            ],
+            cache_mb: 16,
+        };
+        let folder = |location: &str| targets.store_folder(location).ok();
+        assert_eq!(folder("data"), Some("/srv/data".into()));
+        assert_eq!(
+            folder("bridges/whatsapp/db"),
+            Some("/srv/data/bridges/whatsapp/db".into())
+        );
+        assert_eq!(
+            folder("bridges/email/transactions"),
+            Some("/srv/mail-bridge/transactions".into())
+        );
+        assert_eq!(folder("bridges/email/other"), None);
+        assert_eq!(folder("bridges/telegram/db"), None);
+        assert_eq!(folder("bridges/../db"), None);
+        assert_eq!(
+            outermost(Path::new("/srv/mail-bridge/db"), &targets),
+            PathBuf::from("/srv/mail-bridge")
+        );
     }
 }

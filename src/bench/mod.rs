@@ -68,6 +68,11 @@ pub enum Scenario {
     /// events on the other, --messages relayed at 1,000/s (delivery delay), and caught up after
     /// the peer's restart; its own in-process servers (ignores --homeserver; not part of `all`).
     Federation,
+    /// The email bridge: --messages customer mails in (threads of 10, over --clients SMTP
+    /// connections) into conversations, --messages agent answers out to a local relay, and a
+    /// 25 MB attachment each way; its own in-process Charla (ignores --homeserver; not part of
+    /// `all`).
+    Email,
 }
 
 /// Flags of `charla bench`.
@@ -194,6 +199,7 @@ fn scenario_name(s: Scenario) -> &'static str {
         Scenario::Webchat => "webchat",
         Scenario::Search => "search",
         Scenario::Federation => "federation",
+        Scenario::Email => "email",
     }
 }
 
@@ -233,6 +239,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             | Scenario::Webchat
             | Scenario::Search
             | Scenario::Federation
+            | Scenario::Email
     ) {
         Ok(Vec::new())
     } else {
@@ -278,6 +285,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             Scenario::Webchat => scenarios::webchat::run(&args).await,
             Scenario::Search => scenarios::search::run(&ctx, &args).await,
             Scenario::Federation => scenarios::federation::run(&args).await,
+            Scenario::Email => scenarios::email::run(&args).await,
             Scenario::All | Scenario::Whatsapp => {
                 unreachable!("expanded by BenchArgs::scenarios / run on its own")
             }

@@ -130,7 +130,10 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     let targets = Targets {
         server_name: "bench".into(),
         media: restored.join("media"),
-        whatsapp: restored.join("bridges").join("whatsapp"),
+        bridges: vec![
+            ("whatsapp", restored.join("bridges").join("whatsapp")),
+            ("email", restored.join("bridges").join("email")),
+        ],
         data: restored,
         cache_mb: 32,
     };

@@ -7,6 +7,7 @@
 
 pub mod appservice;
 pub mod backup;
+pub mod email;
 pub mod federation;
 pub mod initial_sync;
 pub mod keys;
