@@ -63,9 +63,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use charla_storage::BackupSource;
 use futures_util::Stream;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 pub(crate) use format::{BRIDGES_PREFIX, DATA, StoreEntry};
@@ -99,7 +99,11 @@ impl BackupService {
 
     /// Adds an in-process bridge's stores (each with its folder under the bridge's state
     /// folder) to every later backup. `bridge` is its name under `[bridges]`.
-    pub(crate) fn attach_bridge(&self, bridge: &'static str, stores: &[(&'static str, BackupSource)]) {
+    pub(crate) fn attach_bridge(
+        &self,
+        bridge: &'static str,
+        stores: &[(&'static str, BackupSource)],
+    ) {
         let mut bridges = self.bridges.lock();
         bridges.retain(|(name, _)| *name != bridge);
         bridges.push((bridge, stores.to_vec()));

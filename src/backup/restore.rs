@@ -77,7 +77,10 @@ impl Targets {
 
     /// The state folder of the bridge `name`.
     fn bridge_dir(&self, name: &str) -> Option<&PathBuf> {
-        self.bridges.iter().find(|(n, _)| *n == name).map(|(_, dir)| dir)
+        self.bridges
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, dir)| dir)
     }
 
     /// Where a store at `location` goes.

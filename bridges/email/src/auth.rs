@@ -108,7 +108,7 @@ impl Authenticator {
             };
         };
         let helo = envelope.helo.as_str();
-        // The null sender (bounces) is checked as postmaster@helo (RFC 7208 2.4).
+        // The MAIL FROM identity (RFC 7208 2.4), which DMARC aligns with; the null sender (bounces) is checked as postmaster@helo (RFC 7208 2.4).
         let postmaster = format!("postmaster@{helo}");
         let sender = if envelope.mail_from.is_empty() {
             postmaster.as_str()
@@ -118,7 +118,12 @@ impl Authenticator {
         let mail_from_domain = sender.rsplit_once('@').map_or(helo, |(_, d)| d);
         let spf = self
             .inner
-            .verify_spf(SpfParameters::verify(envelope.peer, helo, hostname, sender))
+            .verify_spf(SpfParameters::verify_mail_from(
+                envelope.peer,
+                helo,
+                hostname,
+                sender,
+            ))
             .await;
         let dkim = self.inner.verify_dkim(&message).await;
         let dmarc = self
@@ -141,11 +146,13 @@ impl Authenticator {
         } else {
             dkim.first().map_or("none", |d| dkim_word(d.result()))
         };
+        // RFC 7489 6.6.2: with a policy record, a mail passes only by an aligned SPF or DKIM
+        // pass; neither (both `None` in mail-auth's output) is a failure.
         let dmarc_word = match (dmarc.spf_result(), dmarc.dkim_result()) {
             (DmarcResult::Pass, _) | (_, DmarcResult::Pass) => "pass",
-            (DmarcResult::None, DmarcResult::None) => "none",
             (DmarcResult::TempError(_), _) | (_, DmarcResult::TempError(_)) => "temperror",
             (DmarcResult::PermError(_), _) | (_, DmarcResult::PermError(_)) => "permerror",
+            _ if dmarc.dmarc_record().is_none() => "none",
             _ => "fail",
         };
         AuthSummary {

@@ -3,6 +3,7 @@
 //! library (lettre) into its SMTP listener, and a recording SMTP server on loopback as the
 //! relay agents' answers go out through.
 
+mod auth;
 mod inbound;
 mod kill;
 mod outbound;
@@ -172,10 +173,16 @@ impl Rig {
         let config = format!(
             "[bridges.email]\nenabled = true\naddress = \"{DESK}\"\n\
              smtp_listen = \"127.0.0.1:0\"\nsmtp_relay = \"smtp+plain://127.0.0.1:{}\"\n\
-             invite = [\"@agent:localhost\", \"@support:localhost\"]\nauthenticate = false\n\
+             invite = [\"@agent:localhost\", \"@support:localhost\"]\n{auth}\
              max_retry_secs = 1\n{extra}\n\
              [support]\ngreeting = \"\"\nadmins = [\"@agent:localhost\"]\n",
-            relay.port
+            relay.port,
+            // No DNS in tests but the auth test's own.
+            auth = if extra.contains("authenticate") {
+                ""
+            } else {
+                "authenticate = false\n"
+            },
         );
         let s = TestServer::start_with(&config).await;
         let agent = s.user("agent").await;
