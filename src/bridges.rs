@@ -110,6 +110,12 @@ pub fn prepare_email(
     )
     .map_err(|e| Error::internal(format!("email bridge registration: {e}")))?;
     config.appservice.registrations.push(file);
+    // In one process the support bot is known: its greeting and FAQ answers are automatic.
+    let bot = format!("@{}:{}", config.support.bot_localpart, config.server_name);
+    let automatic = &mut config.bridges.email.automatic_senders;
+    if config.support.enabled && !automatic.contains(&bot) {
+        automatic.push(bot);
+    }
     Ok(Some(PreparedEmail {
         registration,
         state_dir,

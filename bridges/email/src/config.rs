@@ -37,6 +37,10 @@ pub struct EmailConfig {
     pub imap_url: String,
     /// Matrix users invited to every new conversation room.
     pub invite: Vec<String>,
+    /// Matrix users whose messages are automatic replies (a support bot's greeting and FAQ
+    /// answers): sent with `Auto-Submitted: auto-replied` (RFC 3834), so customers'
+    /// auto-responders do not answer them. Inside `charla serve` the support bot is added.
+    pub automatic_senders: Vec<String>,
     /// The largest mail taken in (advertised as SIZE) and sent out.
     pub max_message_bytes: usize,
     /// The SMTP listener's name in its greeting and `Received:` lines. Empty: the desk
@@ -91,6 +95,7 @@ impl Default for EmailConfig {
             smtp_username: String::new(),
             imap_url: String::new(),
             invite: Vec::new(),
+            automatic_senders: Vec::new(),
             max_message_bytes: 26_214_400,
             hostname: String::new(),
             tls_certificate: PathBuf::new(),

@@ -138,7 +138,12 @@ impl Bridge {
             text,
             html: if attachments.is_empty() { html } else { None },
             attachments,
-            automatic: msgtype == "m.notice",
+            automatic: msgtype == "m.notice"
+                || self
+                    .config
+                    .automatic_senders
+                    .iter()
+                    .any(|user| user == sender.as_str()),
             queued_ms: crate::now_ms(),
             attempts: 0,
         }

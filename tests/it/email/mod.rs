@@ -169,13 +169,18 @@ impl Rig {
 
     /// `extra` goes into `[bridges.email]`.
     pub async fn start_with(extra: &str) -> Self {
+        Self::start_greeting(extra, "").await
+    }
+
+    /// With the support bot's `greeting` (empty: it greets nobody).
+    pub async fn start_greeting(extra: &str, greeting: &str) -> Self {
         let relay = Relay::start().await;
         let config = format!(
             "[bridges.email]\nenabled = true\naddress = \"{DESK}\"\n\
              smtp_listen = \"127.0.0.1:0\"\nsmtp_relay = \"smtp+plain://127.0.0.1:{}\"\n\
              invite = [\"@agent:localhost\", \"@support:localhost\"]\n{auth}\
              max_retry_secs = 1\n{extra}\n\
-             [support]\ngreeting = \"\"\nadmins = [\"@agent:localhost\"]\n",
+             [support]\ngreeting = {greeting:?}\nadmins = [\"@agent:localhost\"]\n",
             relay.port,
             // No DNS in tests but the auth test's own.
             auth = if extra.contains("authenticate") {

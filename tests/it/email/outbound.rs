@@ -238,3 +238,15 @@ Message-ID: <{}>\r\nSubject: Re: Pedido 42\r\n\r\n--B--\r\n",
         "{sync}"
     );
 }
+
+#[tokio::test]
+async fn the_support_bots_greeting_goes_out_marked_automatic() {
+    let rig = Rig::start_greeting("", "¡Hola! Le responderemos pronto.").await;
+    let _room = conversation(&rig).await;
+    let mails = rig.relay.wait_for(1).await;
+    let mail = &mails[0].1;
+    assert!(mail.contains("=C2=A1Hola! Le responderemos pronto.") || mail.contains("¡Hola! Le responderemos pronto."), "{mail}");
+    assert_eq!(header(mail, "Auto-Submitted").as_deref(), Some("auto-replied"));
+    assert_eq!(header(mail, "From").unwrap(), format!("Support <{DESK}>"));
+    assert_eq!(header(mail, "In-Reply-To").unwrap(), "<first@example.org>");
+}
