@@ -204,6 +204,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         let observed = observed::Observed {
             services: services.clone(),
             whatsapp: whatsapp_handle.as_ref().map(|h| h.bridge().clone()),
+            email: email_handle.as_ref().map(|h| h.bridge().clone()),
         };
         let router = Metrics::new(observed, http).router();
         side_tasks.push(tokio::spawn(listener::serve(

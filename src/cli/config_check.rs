@@ -40,14 +40,14 @@ pub(super) fn run(command: ConfigCommand) -> Result<(), Failure> {
         "data": config.storage.path,
         "appservices": config.appservice.registrations.len(),
         "whatsapp_bridge": config.bridges.whatsapp.enabled,
+        "email_bridge": config.bridges.email.enabled,
     });
     output::print(json, &summary, |_| println!("ok"))
 }
 
 /// What `charla serve` refuses at start besides the config's own values, where it is cheap to
 /// check without starting: the appservice registration files (read, validated, namespaces
-/// compiled, no two claiming one id or token) and the WhatsApp bridge's registration when one
-/// is given. The shared secret's rules are part of the config's own validation. Registrations
+/// compiled, no two claiming one id or token) and the bridges' registrations when given. The shared secret's rules are part of the config's own validation. Registrations
 /// added with `charla admin appservice register` live in the store, which a running server
 /// holds: they were checked when they were added.
 fn at_start(config: &Config) -> Result<(), String> {
@@ -63,6 +63,12 @@ fn at_start(config: &Config) -> Result<(), String> {
         appservice::Registration::from_file(&bridge.registration)
             .and_then(|r| r.validate())
             .map_err(|e| format!("bridges.whatsapp.registration: {e}"))?;
+    }
+    let bridge = &config.bridges.email;
+    if bridge.enabled && bridge.registration.exists() {
+        appservice::Registration::from_file(&bridge.registration)
+            .and_then(|r| r.validate())
+            .map_err(|e| format!("bridges.email.registration: {e}"))?;
     }
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub appservices: Vec<QueueDepth>,
     /// The in-process WhatsApp bridge's queues, when it runs.
     pub whatsapp: Option<WhatsappQueues>,
+    /// The in-process email bridge's queues, when it runs.
+    pub email: Option<EmailQueues>,
     /// Bytes of the store's write-ahead log segments.
     pub storage_log_bytes: Option<u64>,
     /// Bytes of the whole store (sled's files and the log).
@@ -51,6 +53,16 @@ pub struct WhatsappQueues {
     pub dead_letters: u64,
     /// Seconds every inbox round has been failing (0 while rounds succeed).
     pub failing_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EmailQueues {
+    /// Mails taken in (SMTP `250`) and not brought into Matrix yet.
+    pub inbox: u64,
+    /// Agents' answers the relay has not taken yet.
+    pub outbox: u64,
+    /// Mails the homeserver kept refusing, set aside.
+    pub dead_letters: u64,
 }
 
 /// Where the gauges come from.
@@ -122,6 +134,29 @@ impl Collector for Gauges {
         )?;
         if let Some(w) = &s.whatsapp {
             whatsapp(e, w)?;
+        }
+        if let Some(q) = &s.email {
+            gauge(
+                e,
+                "charla_email_inbox",
+                "Mails taken in and not brought into Matrix yet",
+                None,
+                q.inbox,
+            )?;
+            gauge(
+                e,
+                "charla_email_outbox",
+                "Agents' answers the mail relay has not taken yet",
+                None,
+                q.outbox,
+            )?;
+            gauge(
+                e,
+                "charla_email_dead_letters",
+                "Mails set aside after the homeserver refused them again and again",
+                None,
+                q.dead_letters,
+            )?;
         }
         if let Some(n) = s.webchat_sockets {
             gauge(

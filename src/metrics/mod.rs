@@ -28,7 +28,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-pub use gauges::{Snapshot, Source, WhatsappQueues};
+pub use gauges::{EmailQueues, Snapshot, Source, WhatsappQueues};
 pub use http::HttpMetrics;
 
 /// The `Content-Type` of OpenMetrics text.

@@ -7,13 +7,14 @@ use std::{
 };
 
 use crate::{
-    metrics::{Snapshot, Source, WhatsappQueues},
+    metrics::{EmailQueues, Snapshot, Source, WhatsappQueues},
     services::Services,
 };
 
 pub(super) struct Observed {
     pub(super) services: Arc<Services>,
     pub(super) whatsapp: Option<Arc<whatsapp::Bridge>>,
+    pub(super) email: Option<Arc<email::Bridge>>,
 }
 
 impl Source for Observed {
@@ -27,6 +28,12 @@ impl Source for Observed {
             consumers: s.stream.progress().positions(),
             appservices: crate::appservice::queue_depths(&s.appservices, &s.store, head),
             whatsapp: self.whatsapp.as_deref().map(whatsapp_queues),
+            // Scans of small tables: what waits is a handful unless something is down.
+            email: self.email.as_deref().map(|bridge| EmailQueues {
+                inbox: bridge.store().inbox_len() as u64,
+                outbox: bridge.store().outbox_len() as u64,
+                dead_letters: bridge.store().dead_letters() as u64,
+            }),
             storage_log_bytes: s.store.log_size_on_disk().ok(),
             storage_bytes: s.store.size_on_disk().ok(),
             webchat_sockets: s.webchat.as_ref().map(|w| w.hub.open_sockets()),

@@ -180,7 +180,8 @@ impl Rig {
              smtp_listen = \"127.0.0.1:0\"\nsmtp_relay = \"smtp+plain://127.0.0.1:{}\"\n\
              invite = [\"@agent:localhost\", \"@support:localhost\"]\n{auth}\
              max_retry_secs = 1\n{extra}\n\
-             [support]\ngreeting = {greeting:?}\nadmins = [\"@agent:localhost\"]\n",
+             [support]\ngreeting = {greeting:?}\nadmins = [\"@agent:localhost\"]\n\
+             [metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
             relay.port,
             // No DNS in tests but the auth test's own.
             auth = if extra.contains("authenticate") {

@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{DESK, Mode, Rig, header, plain_mail};
 use crate::common::enc;
+use crate::common::metrics::{scrape, wait_for_gauge};
 
 /// A conversation opened by Eva's mail `<first@example.org>`; its room.
 async fn conversation(rig: &Rig) -> String {
@@ -161,6 +162,8 @@ async fn answers_wait_for_a_relay_that_is_down_and_go_out_in_order() {
     for event in &sent {
         assert_eq!(rig.bridge().delivery(event).unwrap().status, "queued");
     }
+    let metrics = rig.s.server.metrics_addr.unwrap();
+    assert_eq!(scrape(metrics).await.gauge("charla_email_outbox", &[]), 4.0);
     rig.relay.up().await;
     let mails = rig.relay.wait_for(4).await;
     let order: Vec<bool> = (0..4)
@@ -170,6 +173,8 @@ async fn answers_wait_for_a_relay_that_is_down_and_go_out_in_order() {
     for event in &sent {
         rig.delivery(event, "sent").await;
     }
+    wait_for_gauge(metrics, "charla_email_outbox", &[], 0.0).await;
+    assert_eq!(scrape(metrics).await.gauge("charla_email_inbox", &[]), 0.0);
 
     // A relay that says "later" is tried again; one that says "no" is final and shown.
     rig.relay.set_mode(Mode::Later);
@@ -245,8 +250,15 @@ async fn the_support_bots_greeting_goes_out_marked_automatic() {
     let _room = conversation(&rig).await;
     let mails = rig.relay.wait_for(1).await;
     let mail = &mails[0].1;
-    assert!(mail.contains("=C2=A1Hola! Le responderemos pronto.") || mail.contains("¡Hola! Le responderemos pronto."), "{mail}");
-    assert_eq!(header(mail, "Auto-Submitted").as_deref(), Some("auto-replied"));
+    assert!(
+        mail.contains("=C2=A1Hola! Le responderemos pronto.")
+            || mail.contains("¡Hola! Le responderemos pronto."),
+        "{mail}"
+    );
+    assert_eq!(
+        header(mail, "Auto-Submitted").as_deref(),
+        Some("auto-replied")
+    );
     assert_eq!(header(mail, "From").unwrap(), format!("Support <{DESK}>"));
     assert_eq!(header(mail, "In-Reply-To").unwrap(), "<first@example.org>");
 }
