@@ -122,30 +122,15 @@ pub fn prepare_email(
     }))
 }
 
-/// The email bridge's STARTTLS: its own certificate, else the federation's, else none.
-pub fn email_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
-    let bridge = &config.bridges.email;
-    let (certificate, key) = if !bridge.tls_certificate.as_os_str().is_empty() {
-        (&bridge.tls_certificate, &bridge.tls_private_key)
-    } else if config.federation.enabled {
-        (
-            &config.federation.tls_certificate,
-            &config.federation.tls_private_key,
-        )
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Arc::new(crate::server::tls_config(certificate, key)?)))
-}
-
 /// Builds the email bridge against the homeserver at `addr`, nests its routes into `app`,
-/// binds its SMTP listener and starts its workers.
+/// binds its SMTP listener (offering STARTTLS with `tls`) and starts its workers.
 pub async fn start_email(
     prepared: PreparedEmail,
     config: &Config,
     addr: SocketAddr,
     app: Router,
     metrics: Option<&Arc<HttpMetrics>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<(Router, email::BridgeHandle), Error> {
     let service = email::BridgeService::new(
         config.bridges.email.clone(),
@@ -158,7 +143,7 @@ pub async fn start_email(
     let routes = crate::metrics::http::instrument(service.router(), metrics);
     let app = app.nest_service("/bridges/email", routes);
     let handle = service
-        .start(email_tls(config)?)
+        .start(tls)
         .await
         .map_err(|e| Error::internal(format!("email bridge: {e}")))?;
     Ok((app, handle))

@@ -143,7 +143,7 @@ fn main() -> std::process::ExitCode {
             };
             init_logging(config.logging.format, &config.logging.filter);
             let run = async {
-                let tls = charla::bridges::email_tls(&config).map_err(|e| e.to_string())?;
+                let tls = charla::server::email_tls(&config).map_err(|e| e.to_string())?;
                 email::bridge::run_standalone(
                     config.bridges.email.clone(),
                     &config.server_name,

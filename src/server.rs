@@ -14,8 +14,6 @@ mod listener;
 mod observed;
 mod tls;
 
-pub(crate) use tls::server_config as tls_config;
-
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -154,7 +152,9 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
-        services.backup.attach_bridge("whatsapp", handle.backup_sources());
+        services
+            .backup
+            .attach_bridge("whatsapp", handle.backup_sources());
         whatsapp_handle = Some(handle);
     }
     let mut email_handle = None;
@@ -165,12 +165,15 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
             addr,
             app,
             http_metrics.as_ref(),
+            email_tls(&services.config)?,
         )
         .await?;
         app = with_bridge;
         let states: Arc<dyn crate::support::DeliveryStates> = handle.bridge().clone();
         services.support.deliveries.attach(&states);
-        services.backup.attach_bridge("email", handle.backup_sources());
+        services
+            .backup
+            .attach_bridge("email", handle.backup_sources());
         email_handle = Some(handle);
     }
     let (shutdown, stopped) = watch::channel(false);
@@ -231,6 +234,22 @@ pub async fn start(mut config: Config) -> Result<RunningServer, Error> {
         task,
         side_tasks,
     })
+}
+
+/// The email bridge's STARTTLS: its own certificate, else the federation's, else none.
+pub fn email_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, Error> {
+    let bridge = &config.bridges.email;
+    let (certificate, key) = if !bridge.tls_certificate.as_os_str().is_empty() {
+        (&bridge.tls_certificate, &bridge.tls_private_key)
+    } else if config.federation.enabled {
+        (
+            &config.federation.tls_certificate,
+            &config.federation.tls_private_key,
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(tls::server_config(certificate, key)?)))
 }
 
 /// Resolves once `stopped` says so (or its sender is gone).

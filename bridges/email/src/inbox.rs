@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::auth::AuthSummary;
 use crate::bridge::Bridge;
 use crate::mail::{self, Bounce, MailKind, ParsedMail};
+use crate::smtp::Envelope;
 use crate::store::{InboxMeta, MessageLink, Portal, Table};
 
 /// Mails taken per round.
@@ -232,7 +233,7 @@ impl Bridge {
             None => None,
         };
         let puppet = self.client.intent(portal.puppet.clone());
-        let content = message_content(mail, &meta.envelope.recipients, auth.as_ref());
+        let content = message_content(mail, &meta.envelope, auth.as_ref());
         let options = |part: usize| SendOptions {
             txn_id: Some(format!("mail{seq}.{part}")),
             ..SendOptions::default()
@@ -399,7 +400,7 @@ pub(crate) fn bound_references(references: &mut Vec<String>) {
 }
 
 /// The `m.room.message` of a mail's text: plain body, sanitized HTML, and the mail's record.
-fn message_content(mail: &ParsedMail, recipients: &[String], auth: Option<&AuthSummary>) -> Value {
+fn message_content(mail: &ParsedMail, envelope: &Envelope, auth: Option<&AuthSummary>) -> Value {
     let mut content = json!({
         "msgtype": "m.text",
         "body": mail.text,
@@ -407,7 +408,8 @@ fn message_content(mail: &ParsedMail, recipients: &[String], auth: Option<&AuthS
             "message_id": mail.message_id,
             "from": mail.from_address,
             "name": mail.from_name,
-            "to": recipients,
+            "to": envelope.recipients,
+            "tls": envelope.tls,
             "subject": mail.subject,
             "date_ms": mail.date_ms,
             "full_body": mail.full_text,

@@ -343,3 +343,42 @@ async fn a_closed_conversation_reopens_when_the_customer_writes() {
         "open"
     );
 }
+
+#[tokio::test]
+async fn the_listener_offers_starttls_with_the_configured_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    crate::federation::certificate(certs.path());
+    let rig = Rig::start_with(&format!(
+        "tls_certificate = {:?}\ntls_private_key = {:?}\n",
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem")
+    ))
+    .await;
+    let tls = lettre::transport::smtp::client::TlsParameters::builder("localhost".into())
+        .dangerous_accept_invalid_certs(true)
+        .build_rustls()
+        .unwrap();
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(rig.smtp().port())
+            .tls(lettre::transport::smtp::client::Tls::Required(tls))
+            .build();
+    let mail = plain_mail(
+        "Eva <eva@example.org>",
+        "Cifrado",
+        "tls1@example.org",
+        "",
+        "Por TLS",
+    );
+    let envelope = lettre::address::Envelope::new(
+        Some("eva@example.org".parse().unwrap()),
+        vec![DESK.parse().unwrap()],
+    )
+    .unwrap();
+    use lettre::AsyncTransport;
+    transport.send_raw(&envelope, &mail).await.unwrap();
+    let room = rig.next_conversation(&mut Vec::new()).await;
+    let messages = rig.wait_messages(&room, 1).await;
+    assert_eq!(messages[0]["content"]["body"], "Por TLS");
+    assert_eq!(messages[0]["content"]["io.charla.email"]["tls"], true);
+}

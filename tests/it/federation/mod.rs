@@ -28,7 +28,7 @@ use crate::common::{TestServer, assert_error};
 
 /// A self-signed certificate for `localhost`, written as `cert.pem` and `key.pem` in `dir`;
 /// the certificate's PEM.
-fn certificate(dir: &Path) -> String {
+pub(crate) fn certificate(dir: &Path) -> String {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let pem = cert.cert.pem();
     std::fs::write(dir.join("cert.pem"), &pem).unwrap();
