@@ -74,6 +74,9 @@ use write::{Sources, write_archive};
 
 use crate::{error::Error, storage::Store};
 
+/// A bridge's stores, each with its folder under the bridge's state folder.
+type BridgeStores = Vec<(&'static str, BackupSource)>;
+
 /// Backups of this server: its store, the stores of a bridge running in the process, its media.
 pub(crate) struct BackupService {
     server_name: String,
@@ -81,7 +84,7 @@ pub(crate) struct BackupService {
     media: PathBuf,
     /// The in-process bridges' stores (by bridge, each with its folder), attached once each
     /// has started.
-    bridges: Mutex<Vec<(&'static str, Vec<(&'static str, BackupSource)>)>>,
+    bridges: Mutex<Vec<(&'static str, BridgeStores)>>,
     /// One backup at a time: each holds the stores' checkpoints and reads the whole data.
     running: Arc<AtomicBool>,
 }

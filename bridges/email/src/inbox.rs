@@ -189,6 +189,12 @@ impl Bridge {
             MailKind::Personal if meta.envelope.mail_from.is_empty() => {
                 tracing::info!(from = %mail.from_address, "mail from the null sender not brought into a conversation");
             }
+            MailKind::Personal if crate::portal::answer_address(mail).is_empty() => {
+                // Nobody to answer: a conversation nobody can reply to would only mislead.
+                tracing::warn!(seq, "a mail without a usable From address set aside");
+                self.set_aside(*seq, "no usable From or Reply-To address");
+                return Ok(());
+            }
             MailKind::Personal => {
                 let known = match &mail.message_id {
                     Some(id) => self

@@ -72,7 +72,8 @@ async fn kill_9_right_after_the_250_loses_and_doubles_nothing() {
 
     let mut acked = Vec::new();
     let mut next = 0;
-    for cycle in 0..=KILLS {
+    // Each killed cycle, then one that runs to the end.
+    for pause in KILL_AFTER_MS.iter().map(Some).chain([None]) {
         for _ in 0..PER_CYCLE {
             // A mail whose 250 never came (the process died) is sent again, as an MTA does.
             if send_raw(smtp_addr, "eva@example.org", DESK, &mail(next))
@@ -83,10 +84,8 @@ async fn kill_9_right_after_the_250_loses_and_doubles_nothing() {
                 next += 1;
             }
         }
-        if cycle == KILLS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(KILL_AFTER_MS[cycle])).await;
+        let Some(pause) = pause else { break };
+        tokio::time::sleep(Duration::from_millis(*pause)).await;
         process.kill();
         process = spawn(dir.path(), port, smtp).await;
     }
