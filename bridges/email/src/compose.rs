@@ -151,8 +151,9 @@ mod tests {
             )],
         };
         let raw = String::from_utf8(compose(&answer).unwrap()).unwrap();
+        // A name with parentheses goes as an RFC 2047 encoded word.
         assert!(
-            raw.contains("From: \"Ana (Support)\" <support@desk.example>"),
+            raw.contains("From: =?utf-8?b?QW5hIChTdXBwb3J0KQ==?= <support@desk.example>"),
             "{raw}"
         );
         assert!(raw.contains("To: Eva <eva@example.org>"), "{raw}");
