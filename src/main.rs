@@ -88,6 +88,13 @@ fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_allocator() {}
 
+/// The config at `path`, or `None` once the reason it cannot be used is printed.
+fn load(path: &std::path::Path) -> Option<Config> {
+    Config::load(path)
+        .map_err(|e| eprintln!("charla: {e}"))
+        .ok()
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse();
@@ -97,12 +104,8 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     match cli.command {
         Command::Serve { config } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("charla: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+            let Some(config) = load(&config) else {
+                return std::process::ExitCode::FAILURE;
             };
             init_logging(config.logging.format, &config.logging.filter);
             if let Err(e) = runtime.block_on(charla::server::serve(config)) {
@@ -113,12 +116,8 @@ fn main() -> std::process::ExitCode {
         Command::Bridge {
             bridge: BridgeCommand::Whatsapp { config },
         } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("charla: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+            let Some(config) = load(&config) else {
+                return std::process::ExitCode::FAILURE;
             };
             init_logging(config.logging.format, &config.logging.filter);
             if let Err(e) = runtime.block_on(whatsapp::bridge::run_standalone(
@@ -134,12 +133,8 @@ fn main() -> std::process::ExitCode {
         Command::Bridge {
             bridge: BridgeCommand::Email { config },
         } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("charla: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
+            let Some(config) = load(&config) else {
+                return std::process::ExitCode::FAILURE;
             };
             init_logging(config.logging.format, &config.logging.filter);
             let run = async {

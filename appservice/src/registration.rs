@@ -131,6 +131,30 @@ pub fn generate_token() -> String {
 }
 
 impl Registration {
+    /// A bridge's registration kept in a file: the one at `path`, or (first start) the one
+    /// `generate` makes, with fresh tokens; pointed at `url` (an in-process bridge's URL follows
+    /// the listener) and written back when anything changed.
+    pub fn load_or_generate(
+        path: &Path,
+        url: &str,
+        generate: impl FnOnce() -> Registration,
+    ) -> Result<Registration, RegistrationError> {
+        let mut registration = if path.exists() {
+            Registration::from_file(path)?
+        } else {
+            generate()
+        };
+        if registration.url.as_deref() != Some(url) || !path.exists() {
+            registration.url = Some(url.to_owned());
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| RegistrationError::Io(format!("{}: {e}", parent.display())))?;
+            }
+            registration.write_file(path)?;
+        }
+        Ok(registration)
+    }
+
     /// A new registration with fresh `as_token` and `hs_token`, not rate limited (bridges send
     /// on behalf of many users), and without EDUs.
     pub fn generate(

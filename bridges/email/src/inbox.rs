@@ -374,15 +374,28 @@ impl Bridge {
         event_id: &ruma::EventId,
         reason: &str,
     ) -> Result<(), HandlerError> {
+        let body = format!("❌ Not delivered by email: {reason}");
+        self.notice_to(room_id, event_id, &body, "failed").await
+    }
+
+    /// A private notice of the bridge bot in reply to `event_id`, sent once however often it
+    /// is asked for (its txnId is `kind` and the event's).
+    pub(crate) async fn notice_to(
+        &self,
+        room_id: &RoomId,
+        event_id: &ruma::EventId,
+        body: &str,
+        kind: &str,
+    ) -> Result<(), HandlerError> {
         let content = json!({
             "msgtype": "m.notice",
-            "body": format!("❌ Not delivered by email: {reason}"),
+            "body": body,
             "io.charla.internal": true,
             "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
         });
         let options = SendOptions {
             txn_id: Some(format!(
-                "failed.{}",
+                "{kind}.{}",
                 event_id.as_str().trim_start_matches('$')
             )),
             ..SendOptions::default()

@@ -6,11 +6,11 @@
 //! `"io.charla.internal": true` (private notes). Edits cannot be taken back from a mailbox:
 //! the agents are told so instead. A job is on disk before the transaction is acknowledged.
 
-use appservice::{Handler, HandlerError, SendOptions, Transaction};
+use appservice::{Handler, HandlerError, Transaction};
 use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
 use ruma::{OwnedEventId, RoomId, UserId};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bridge::Bridge;
 use crate::store::{Job, JobAttachment, Portal};
@@ -186,23 +186,8 @@ impl Bridge {
         room_id: &RoomId,
         event_id: &OwnedEventId,
     ) -> Result<(), HandlerError> {
-        let content = json!({
-            "msgtype": "m.notice",
-            "body": "Edits are not sent by email: the customer has the first version. \
-                     Send a new message to correct it.",
-            "io.charla.internal": true,
-            "m.relates_to": {"m.in_reply_to": {"event_id": event_id}},
-        });
-        let options = SendOptions {
-            txn_id: Some(format!(
-                "edit.{}",
-                event_id.as_str().trim_start_matches('$')
-            )),
-            ..SendOptions::default()
-        };
-        self.bot
-            .send_event(room_id, "m.room.message", &content, options)
-            .await?;
-        Ok(())
+        let body = "Edits are not sent by email: the customer has the first version. Send a \
+                    new message to correct it.";
+        self.notice_to(room_id, event_id, body, "edit").await
     }
 }

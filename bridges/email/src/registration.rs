@@ -23,30 +23,37 @@ pub fn load_or_generate(
     server_name: &ServerName,
     bot_localpart: &str,
 ) -> Result<Registration, RegistrationError> {
-    let mut registration = if path.exists() {
-        Registration::from_file(path)?
-    } else {
+    Registration::load_or_generate(path, url, || {
         let escaped = server_name.as_str().replace('.', "\\.");
+        let namespace =
+            |sigil: char| Namespace::new(format!("{sigil}{PUPPET_PREFIX}.*:{escaped}"), true);
         let namespaces = Namespaces {
-            users: vec![Namespace::new(
-                format!("@{PUPPET_PREFIX}.*:{escaped}"),
-                true,
-            )],
-            aliases: vec![Namespace::new(
-                format!("#{PUPPET_PREFIX}.*:{escaped}"),
-                true,
-            )],
+            users: vec![namespace('@')],
+            aliases: vec![namespace('#')],
             ..Namespaces::default()
         };
         Registration::generate(ID, None, bot_localpart, namespaces)
-    };
-    if registration.url.as_deref() != Some(url) || !path.exists() {
-        registration.url = Some(url.to_owned());
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RegistrationError::Io(format!("{}: {e}", parent.display())))?;
-        }
-        registration.write_file(path)?;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn puppets_and_room_aliases_are_the_bridges_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registration.yaml");
+        let server = ruma::server_name!("example.org");
+        let first = load_or_generate(&path, "http://a/bridges/email", server, "emailbot").unwrap();
+        let second = load_or_generate(&path, "http://b/bridges/email", server, "emailbot").unwrap();
+        assert_eq!(first.as_token, second.as_token);
+        assert_eq!(second.url.as_deref(), Some("http://b/bridges/email"));
+        assert_eq!(second.namespaces.users[0].regex, "@email_.*:example\\.org");
+        assert_eq!(
+            second.namespaces.aliases[0].regex,
+            "#email_.*:example\\.org"
+        );
+        assert!(second.namespaces.users[0].exclusive && second.namespaces.aliases[0].exclusive);
     }
-    Ok(registration)
 }

@@ -19,9 +19,7 @@ pub fn load_or_generate(
     server_name: &ServerName,
     bot_localpart: &str,
 ) -> Result<Registration, RegistrationError> {
-    let mut registration = if path.exists() {
-        Registration::from_file(path)?
-    } else {
+    Registration::load_or_generate(path, url, || {
         let escaped = server_name.as_str().replace('.', "\\.");
         let namespaces = Namespaces {
             users: vec![Namespace::new(
@@ -34,16 +32,7 @@ pub fn load_or_generate(
         // Agents' read receipts arrive as EDUs.
         r.set_receive_ephemeral(true);
         r
-    };
-    if registration.url.as_deref() != Some(url) || !path.exists() {
-        registration.url = Some(url.to_owned());
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| RegistrationError::Io(format!("{}: {e}", parent.display())))?;
-        }
-        registration.write_file(path)?;
-    }
-    Ok(registration)
+    })
 }
 
 #[cfg(test)]
