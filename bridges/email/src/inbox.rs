@@ -196,11 +196,10 @@ impl Bridge {
                 return Ok(());
             }
             MailKind::Personal => {
+                // Only a mail brought in links its own Message-ID (also one of attachments
+                // alone, whose link names no text event).
                 let known = match &mail.message_id {
-                    Some(id) => self
-                        .store
-                        .message(id)?
-                        .is_some_and(|l| l.event_id.is_some()),
+                    Some(id) => self.store.message(id)?.is_some_and(|l| !l.outbound),
                     None => false,
                 };
                 if known {
