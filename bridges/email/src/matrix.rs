@@ -7,8 +7,6 @@
 //! the agents are told so instead. A job is on disk before the transaction is acknowledged.
 
 use appservice::{Handler, HandlerError, Transaction};
-use ruma::events::AnyTimelineEvent;
-use ruma::serde::Raw;
 use ruma::{OwnedEventId, RoomId, UserId};
 use serde_json::Value;
 
@@ -16,7 +14,8 @@ use crate::bridge::Bridge;
 use crate::store::{Job, JobAttachment, Portal};
 
 impl Handler for Bridge {
-    /// Every event of the transaction, then one wait for the disk for all the jobs it queued.
+    /// Every event of the transaction (typed or not: a message ruma's types refuse may still
+    /// be one a mail can carry), then one wait for the disk for all the jobs it queued.
     async fn on_transaction(&self, txn: &Transaction) -> Result<(), HandlerError> {
         let mut queued = false;
         for raw in &txn.events {
@@ -25,19 +24,6 @@ impl Handler for Bridge {
             }
         }
         if queued {
-            self.store.flush().await?;
-            self.outbox_wake.notify_one();
-        }
-        Ok(())
-    }
-
-    async fn on_event(
-        &self,
-        _event: AnyTimelineEvent,
-        raw: &Raw<AnyTimelineEvent>,
-    ) -> Result<(), HandlerError> {
-        let event: Value = raw.deserialize_as_unchecked()?;
-        if self.on_agent_event(&event).await? {
             self.store.flush().await?;
             self.outbox_wake.notify_one();
         }
