@@ -382,3 +382,41 @@ async fn the_listener_offers_starttls_with_the_configured_certificate() {
     assert_eq!(messages[0]["content"]["body"], "Por TLS");
     assert_eq!(messages[0]["content"]["io.charla.email"]["tls"], true);
 }
+
+#[tokio::test]
+async fn a_sender_over_its_rate_is_told_to_retry_later() {
+    let rig = Rig::start_with("mails_per_sender_burst = 2\nmails_per_sender_per_hour = 1\n").await;
+    for n in 0..2 {
+        let mail = plain_mail(
+            "Eva <eva@example.org>",
+            "Hola",
+            &format!("r{n}@example.org"),
+            "",
+            "Hola",
+        );
+        rig.send_raw("eva@example.org", &mail).await.unwrap();
+    }
+    let third = plain_mail(
+        "Eva <eva@example.org>",
+        "Hola",
+        "r2@example.org",
+        "",
+        "Hola",
+    );
+    let error = rig.send_raw("eva@example.org", &third).await.unwrap_err();
+    assert_eq!(
+        error.status().map(|c| c.to_string()).as_deref(),
+        Some("450"),
+        "{error}"
+    );
+    assert!(error.is_transient(), "{error}");
+    // Someone else is not held back by Eva's rate.
+    let other = plain_mail(
+        "Luis <luis@example.org>",
+        "Hola",
+        "l1@example.org",
+        "",
+        "Hola",
+    );
+    rig.send_raw("luis@example.org", &other).await.unwrap();
+}
