@@ -5,12 +5,12 @@
 //! goes back by mail, threaded. The bridge talks to the homeserver only through the
 //! Application Service API, so it runs inside `charla serve` or on its own alike.
 //!
-//! - [`smtp`]: the inbound SMTP listener; [`intake`]: what it asks of the bridge (addresses,
+//! - [`smtp`]: the inbound SMTP listener; `intake`: what it asks of the bridge (addresses,
 //!   the per-sender [`limit`], the durable inbox).
-//! - [`inbox`] → [`mail`] / [`portal`] / [`auth`]: mails into Matrix events: parsed, placed in
+//! - `inbox` → [`mail`] / [`portal`] / [`auth`]: mails into Matrix events: parsed, placed in
 //!   their thread's conversation, checked (SPF, DKIM, DMARC); bounces into delivery states.
-//! - [`matrix`]: the appservice handler, agents' messages into the durable outbox.
-//! - [`outbox`] → [`compose`] → [`relay`]: answers built as MIME and handed to the relay, in
+//! - `matrix`: the appservice handler, agents' messages into the durable outbox.
+//! - `outbox` → [`compose`] → [`relay`]: answers built as MIME and handed to the relay, in
 //!   order per conversation, retried.
 //!
 //! # What survives a crash, and what can happen twice
