@@ -28,7 +28,8 @@ impl Source for Observed {
             consumers: s.stream.progress().positions(),
             appservices: crate::appservice::queue_depths(&s.appservices, &s.store, head),
             whatsapp: self.whatsapp.as_deref().map(whatsapp_queues),
-            // Scans of small tables: what waits is a handful unless something is down.
+            // The inbox is counted as it changes; the outbox and the dead letters are scans of
+            // small tables (a handful unless the relay or the homeserver is down).
             email: self.email.as_deref().map(|bridge| EmailQueues {
                 inbox: bridge.store().inbox_len() as u64,
                 outbox: bridge.store().outbox_len() as u64,

@@ -210,6 +210,7 @@ impl Bridge {
             }
         }
         let _ = self.store.write(batch)?;
+        self.store.mail_removed();
         Ok(())
     }
 

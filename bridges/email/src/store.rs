@@ -18,6 +18,8 @@
 //! appservice transaction is acknowledged.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use charla_storage::{Batch, StorageError, TableSet, WriteTicket};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
@@ -162,12 +164,18 @@ pub struct Delivery {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: charla_storage::Store<Table>,
+    /// Mails in the inbox: counted once at open, then kept, so that `/metrics` does not read
+    /// every waiting mail (25 MB each, at worst) to count them.
+    inbox_waiting: Arc<AtomicU64>,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
+        let db = charla_storage::Store::open(dir, 16)?;
+        let waiting = db.scan_prefix(Table::Inbox, b"").count() as u64;
         Ok(Self {
-            db: charla_storage::Store::open(dir, 16)?,
+            db,
+            inbox_waiting: Arc::new(AtomicU64::new(waiting)),
         })
     }
 
@@ -208,7 +216,9 @@ impl Store {
         value.extend_from_slice(raw);
         let mut batch = Batch::new();
         batch.put(Table::Inbox, self.next_seq()?.to_be_bytes(), value);
-        Ok(self.db.write(batch)?)
+        let ticket = self.db.write(batch)?;
+        self.inbox_waiting.fetch_add(1, Ordering::Relaxed);
+        Ok(ticket)
     }
 
     /// Up to `limit` mails, oldest first: (arrival number, meta, mail).
@@ -229,12 +239,20 @@ impl Store {
         Ok(mails)
     }
 
+    /// Mails taken in and not yet brought into Matrix (or set aside).
     pub fn inbox_len(&self) -> usize {
-        self.db.scan_prefix(Table::Inbox, b"").count()
+        self.inbox_waiting.load(Ordering::Relaxed) as usize
     }
 
+    /// Removes a mail with `batch`; call [`Store::mail_removed`] once it is written.
     pub fn remove_mail(&self, batch: &mut Batch<Table>, seq: u64) {
         batch.delete(Table::Inbox, seq.to_be_bytes());
+    }
+
+    pub fn mail_removed(&self) {
+        let _ = self
+            .inbox_waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Moves a mail the homeserver keeps refusing out of the inbox, kept whole for an operator.
@@ -250,6 +268,7 @@ impl Store {
         batch.put(Table::DeadLetters, seq.to_be_bytes(), kept);
         batch.delete(Table::Inbox, seq.to_be_bytes());
         let _ = self.db.write(batch)?;
+        self.mail_removed();
         Ok(())
     }
 
