@@ -21,6 +21,17 @@ pub struct PreparedWhatsApp {
     state_dir: PathBuf,
 }
 
+/// Makes the conversation state an in-process bridge's bot sets count as the desk's (its rooms
+/// are the desk's conversations), also when `support.desk_appservices` was written before the
+/// bridge was enabled: without it the desk would take each new room for one the bot was merely
+/// invited into, and overwrite its channel and contact.
+fn trust_as_desk(config: &mut Config, appservice: &str) {
+    let desk = &mut config.support.desk_appservices;
+    if !desk.iter().any(|id| id == appservice) {
+        desk.push(appservice.to_owned());
+    }
+}
+
 /// Writes the WhatsApp bridge's registration (URL `http://<addr>/bridges/whatsapp`) and adds it
 /// to `config.appservice.registrations`, when the bridge is enabled.
 pub fn prepare_whatsapp(
@@ -46,6 +57,7 @@ pub fn prepare_whatsapp(
     )
     .map_err(|e| Error::internal(format!("WhatsApp bridge registration: {e}")))?;
     config.appservice.registrations.push(file);
+    trust_as_desk(config, whatsapp::registration::ID);
     // In one process the support bot's canned responses are known: the bridge leaves
     // `!template NAME` with those names to the bot.
     let canned = config.support.templates.iter().map(|t| t.name.clone());
@@ -110,6 +122,7 @@ pub fn prepare_email(
     )
     .map_err(|e| Error::internal(format!("email bridge registration: {e}")))?;
     config.appservice.registrations.push(file);
+    trust_as_desk(config, email::registration::ID);
     // In one process the support bot is known: its greeting and FAQ answers are automatic.
     let bot = format!("@{}:{}", config.support.bot_localpart, config.server_name);
     let automatic = &mut config.bridges.email.automatic_senders;

@@ -172,7 +172,9 @@ impl Rig {
         Self::start_greeting(extra, "").await
     }
 
-    /// With the support bot's `greeting` (empty: it greets nobody).
+    /// With the support bot's `greeting` (empty: it greets nobody). `support.desk_appservices`
+    /// names only WhatsApp, as a config written before the email bridge was enabled: the
+    /// server adds the bridge it runs.
     pub async fn start_greeting(extra: &str, greeting: &str) -> Self {
         let relay = Relay::start().await;
         let config = format!(
@@ -181,6 +183,7 @@ impl Rig {
              invite = [\"@agent:localhost\", \"@support:localhost\"]\n{auth}\
              max_retry_secs = 1\n{extra}\n\
              [support]\ngreeting = {greeting:?}\nadmins = [\"@agent:localhost\"]\n\
+             desk_appservices = [\"whatsapp\"]\n\
              [metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
             relay.port,
             // No DNS in tests but the auth test's own.
