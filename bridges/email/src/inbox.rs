@@ -224,6 +224,7 @@ impl Bridge {
         batch: &mut Batch<Table>,
     ) -> Result<(), HandlerError> {
         let (key, portal) = self.thread_of(mail, &format!("inbox-{seq}"))?;
+        let opened = portal.is_none();
         let mut portal = match portal {
             Some(portal) => {
                 self.reopen_if_closed(&portal.room_id).await?;
@@ -279,12 +280,7 @@ impl Bridge {
                 .send_event(&portal.room_id, "m.room.message", &content, options(i + 1))
                 .await?;
         }
-        if let Some(auth) = auth.as_ref().filter(|a| a.dmarc_failed()) {
-            let notice = format!(
-                "⚠️ This mail failed its sender's DMARC check ({}): it may not be from {}. \
-                 Check before sharing anything about the account.",
-                auth.header, mail.from_address
-            );
+        if let Some(notice) = auth.as_ref().and_then(|a| auth_notice(a, mail, opened)) {
             let content =
                 json!({"msgtype": "m.notice", "body": notice, "io.charla.internal": true});
             let options = SendOptions {
@@ -404,6 +400,26 @@ impl Bridge {
             .send_event(room_id, "m.room.message", &content, options)
             .await?;
         Ok(())
+    }
+}
+
+/// What the agents are told of a mail's authentication: a warning whenever DMARC fails, and
+/// the three results once, with the mail that opens a conversation (later mails of the thread
+/// carry them in `io.charla.email.auth`, shown only when something is wrong).
+fn auth_notice(auth: &AuthSummary, mail: &ParsedMail, opened: bool) -> Option<String> {
+    if auth.dmarc_failed() {
+        Some(format!(
+            "⚠️ This mail failed its sender's DMARC check ({}): it may not be from {}. Check \
+             before sharing anything about the account.",
+            auth.header, mail.from_address
+        ))
+    } else if opened {
+        Some(format!(
+            "Sender checks for {}: SPF {}, DKIM {}, DMARC {}.",
+            mail.from_address, auth.spf, auth.dkim, auth.dmarc
+        ))
+    } else {
+        None
     }
 }
 

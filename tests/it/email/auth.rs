@@ -80,6 +80,11 @@ async fn spf_and_dmarc_results_are_shown_and_a_forgery_is_flagged() {
         auth["header"].as_str().unwrap().contains("spf=pass"),
         "{auth}"
     );
+    // The agents see the results of the mail that opened the conversation.
+    assert_eq!(
+        notices(&rig, &room).await,
+        ["Sender checks for eva@good.test: SPF pass, DKIM none, DMARC pass."]
+    );
 
     let forged = plain_mail(
         "The CEO <ceo@forged.test>",
@@ -108,6 +113,27 @@ async fn spf_and_dmarc_results_are_shown_and_a_forgery_is_flagged() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no DMARC warning");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The bridge bot's private notices in a room, once there is one.
+async fn notices(rig: &Rig, room: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let told: Vec<String> = rig
+            .messages(room)
+            .await
+            .into_iter()
+            .filter(|m| {
+                m["sender"] == "@emailbot:localhost" && m["content"]["io.charla.internal"] == true
+            })
+            .map(|m| m["content"]["body"].as_str().unwrap().to_owned())
+            .collect();
+        if !told.is_empty() {
+            return told;
+        }
+        assert!(std::time::Instant::now() < deadline, "no notice in {room}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
