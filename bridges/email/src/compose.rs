@@ -6,9 +6,9 @@
 //! Gmail, Outlook and Thunderbird show the answer under the customer's mail; `Subject` is
 //! `Re: <the thread's subject>` (Gmail also threads by subject). `Message-ID` is the one fixed
 //! when the answer was queued: a resend after a crash is the same mail to the customer's
-//! client. Automatic messages of the desk (Matrix notices: the support bot's greeting)
-//! carry `Auto-Submitted: auto-replied` (RFC 3834), so the customer's auto-responder does not
-//! answer them.
+//! client. Automatic messages of the desk (Matrix notices, and whatever `automatic_senders`
+//! write: the support bot's greeting and FAQ answers) carry `Auto-Submitted: auto-replied`
+//! (RFC 3834), so the customer's auto-responder does not answer them.
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
