@@ -37,6 +37,8 @@ pub struct Bridge {
     pub(crate) outbox_wake: Notify,
     /// Agents' display names, for `From: "Ana (Support)"`: asked once per process and agent.
     pub(crate) names: Mutex<HashMap<OwnedUserId, String>>,
+    /// Answers with attachments being built and sent (`outbox`): bounds the memory they hold.
+    pub(crate) attachment_sends: tokio::sync::Semaphore,
 }
 
 impl Bridge {
@@ -106,6 +108,7 @@ impl BridgeService {
                 inbox_wake: Notify::new(),
                 outbox_wake: Notify::new(),
                 names: Mutex::new(HashMap::new()),
+                attachment_sends: tokio::sync::Semaphore::new(crate::outbox::ATTACHMENT_SENDS),
             })
             .map_err(|e| e.to_string())?;
         Ok(Self { app })

@@ -31,8 +31,10 @@ use crate::mail::{self, Bounce, MailKind, ParsedMail};
 use crate::smtp::Envelope;
 use crate::store::{InboxMeta, MessageLink, Portal, Table};
 
-/// Mails taken per round.
+/// Mails taken per round, and the bytes of mail a round holds at most (past it, the round
+/// ends with the mail that crossed it): a queue of 25 MB mails is read a few at a time.
 const BATCH: usize = 512;
+const BATCH_BYTES: usize = 64 << 20;
 
 /// Conversations worked on at the same time.
 const CONCURRENCY: usize = 64;
@@ -48,7 +50,7 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
         if *stopped.borrow() {
             return;
         }
-        let mails = match bridge.store.inbox(BATCH) {
+        let mails = match bridge.store.inbox(BATCH, BATCH_BYTES) {
             Ok(mails) => mails,
             Err(error) => {
                 tracing::error!(%error, "cannot read the email inbox");
@@ -226,7 +228,10 @@ impl Bridge {
         let (key, portal) = self.thread_of(mail, &format!("inbox-{seq}"))?;
         let opened = portal.is_none();
         let mut portal = match portal {
-            Some(portal) => {
+            Some(mut portal) => {
+                if portal.setting_up {
+                    self.finish_portal(&mut portal).await?;
+                }
                 self.reopen_if_closed(&portal.room_id).await?;
                 portal
             }
@@ -310,19 +315,8 @@ impl Bridge {
         };
         if let Some(id) = &mail.message_id {
             self.store.link_message(batch, id, &link)?;
-            // References of answers: the thread's as the customer's client kept them, then
-            // this mail. Bounded: the first (the thread's root) and the newest.
-            let mut references = if mail.references.is_empty() {
-                portal.references.clone()
-            } else {
-                mail.references.clone()
-            };
-            references.retain(|r| r != id);
-            references.push(id.clone());
-            bound_references(&mut references);
-            portal.references = references;
-            portal.last_message_id = Some(id.clone());
         }
+        crate::portal::thread_into(portal, mail);
         self.store.save_portal(batch, portal)?;
         Ok(())
     }

@@ -30,6 +30,10 @@ use crate::store::{Delivery, Job, Table};
 /// Jobs looked at per round.
 const SCAN: usize = 4096;
 
+/// Answers with attachments built at the same time: each holds its files (up to
+/// `max_message_bytes`, twice while encoded) until the relay has it.
+pub(crate) const ATTACHMENT_SENDS: usize = 4;
+
 /// What became of one attempt.
 enum Outcome {
     /// Sent or failed for good: the conversation's next job may go.
@@ -95,6 +99,11 @@ pub async fn run(bridge: Arc<Bridge>, mut stopped: watch::Receiver<bool>) {
 impl Bridge {
     /// One attempt at one job.
     async fn attempt(&self, seq: u64, mut job: Job) -> Outcome {
+        // Held until the relay has the mail: its files are in memory until then.
+        let _slot = match job.attachments.is_empty() {
+            true => None,
+            false => self.attachment_sends.acquire().await.ok(),
+        };
         let result = match self.build(&job).await {
             Ok((to, message)) => self.relay.send(&self.config.address, &to, &message).await,
             Err(error) => Err(error),

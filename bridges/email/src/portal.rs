@@ -125,10 +125,38 @@ impl Bridge {
         let room_id = self.create_or_find(&alias_name, &options).await?;
         let room: &RoomOrAliasId = (&*room_id).into();
         puppet.join(room, &[]).await?;
+        let mut portal = Portal {
+            key: key.to_owned(),
+            room_id,
+            puppet: puppet_id,
+            address,
+            name,
+            subject,
+            last_message_id: None,
+            references: Vec::new(),
+            setting_up: true,
+        };
+        // With the mail's thread and on disk before anyone is invited: the support bot greets
+        // as soon as it is, and the transaction bringing the greeting must find the
+        // conversation and answer in the customer's thread, also after a crash.
+        thread_into(&mut portal, mail);
+        let mut batch = Batch::<Table>::new();
+        self.store.save_portal(&mut batch, &portal)?;
+        let ticket = self.store.write(batch)?;
+        self.store.durable(ticket).await?;
+        self.finish_portal(&mut portal).await?;
+        tracing::info!(room = %portal.room_id, puppet = %portal.puppet, "email conversation opened");
+        Ok(portal)
+    }
+
+    /// Invites the invitees of a portal saved `setting_up`, then clears it. Again after a crash
+    /// in between (an invitee already in the room is no error).
+    pub(crate) async fn finish_portal(&self, portal: &mut Portal) -> Result<(), HandlerError> {
+        let (room_id, puppet_id) = (&portal.room_id, &portal.puppet);
         for user in &self.config.invite {
             match OwnedUserId::try_from(user.as_str()) {
-                Ok(user) if user != puppet_id => {
-                    if let Err(error) = self.bot.invite(&room_id, &user).await {
+                Ok(user) if user != *puppet_id => {
+                    if let Err(error) = self.bot.invite(room_id, &user).await {
                         // Already invited or joined (a replay), or no such user: not a reason
                         // to keep the customer's mail out.
                         if error.status().is_none() || error.status().is_some_and(|s| s >= 500) {
@@ -141,21 +169,11 @@ impl Bridge {
                 Err(error) => tracing::warn!(%user, %error, "bridges.email.invite: not a user id"),
             }
         }
-        let portal = Portal {
-            key: key.to_owned(),
-            room_id,
-            puppet: puppet_id,
-            address,
-            name,
-            subject,
-            last_message_id: None,
-            references: Vec::new(),
-        };
+        portal.setting_up = false;
         let mut batch = Batch::<Table>::new();
-        self.store.save_portal(&mut batch, &portal)?;
+        self.store.save_portal(&mut batch, portal)?;
         let _ = self.store.write(batch)?;
-        tracing::info!(room = %portal.room_id, puppet = %portal.puppet, "email conversation opened");
-        Ok(portal)
+        Ok(())
     }
 
     /// Creates the room with `options`, or finds the one an earlier attempt created.
@@ -223,6 +241,22 @@ impl Bridge {
         tracing::info!(room = %room_id, "a closed email conversation reopened by the customer's reply");
         Ok(())
     }
+}
+
+/// Makes `mail` the thread's newest: answers reply to it, and their `References` are the
+/// thread's as the customer's client kept them (else as the bridge knew them), then this mail.
+pub(crate) fn thread_into(portal: &mut Portal, mail: &ParsedMail) {
+    let Some(id) = &mail.message_id else { return };
+    let mut references = if mail.references.is_empty() {
+        portal.references.clone()
+    } else {
+        mail.references.clone()
+    };
+    references.retain(|r| r != id);
+    references.push(id.clone());
+    crate::inbox::bound_references(&mut references);
+    portal.references = references;
+    portal.last_message_id = Some(id.clone());
 }
 
 /// `io.charla.conversation` of a new conversation, every key present (contract.md).

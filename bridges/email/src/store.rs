@@ -109,6 +109,9 @@ pub struct Portal {
     pub last_message_id: Option<String>,
     /// The thread's `References`, oldest first, bounded (the first and the newest ones).
     pub references: Vec<String>,
+    /// Saved before the invitees are invited, cleared once they are (`portal`).
+    #[serde(default)]
+    pub setting_up: bool,
 }
 
 /// Where a Message-ID belongs.
@@ -221,11 +224,17 @@ impl Store {
         Ok(ticket)
     }
 
-    /// Up to `limit` mails, oldest first: (arrival number, meta, mail).
-    pub fn inbox(&self, limit: usize) -> Result<Vec<(u64, InboxMeta, Vec<u8>)>> {
+    /// Up to `limit` mails, oldest first, and no more once `max_bytes` are read (the first
+    /// mail always): (arrival number, meta, mail).
+    pub fn inbox(&self, limit: usize, max_bytes: usize) -> Result<Vec<(u64, InboxMeta, Vec<u8>)>> {
         let mut mails = Vec::new();
+        let mut bytes = 0;
         for item in self.db.scan_prefix(Table::Inbox, b"").take(limit) {
+            if bytes >= max_bytes {
+                break;
+            }
             let (key, value) = item?;
+            bytes += value.len();
             let seq = charla_storage::keys::trailing_u64(&key);
             let corrupt = || StoreError::Corrupt(format!("inbox mail {seq}"));
             let len = value

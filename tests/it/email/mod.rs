@@ -285,6 +285,26 @@ impl Rig {
         }
     }
 
+    /// Waits for a message of the bridge bot in `room` that `matches`.
+    pub async fn wait_bot_message(&self, room: &str, matches: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = self
+                .messages(room)
+                .await
+                .iter()
+                .any(|m| m["sender"] == "@emailbot:localhost" && matches(m));
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such message of the bridge bot in {room}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits for the delivery state of an agent's message to be `status`.
     pub async fn delivery(&self, event_id: &str, status: &str) -> email::store::Delivery {
         let deadline = Instant::now() + Duration::from_secs(30);

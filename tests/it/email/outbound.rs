@@ -127,24 +127,13 @@ async fn an_agents_answer_goes_out_threaded_and_notes_stay_in_matrix() {
                    "m.relates_to": {"rel_type": "m.replace", "event_id": answer}}),
         )
         .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let told = rig.messages(&room).await.iter().any(|m| {
-            m["sender"] == "@emailbot:localhost"
-                && m["content"]["body"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("Edits are not sent")
-        });
-        if told {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no notice about the edit"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    rig.wait_bot_message(&room, |m| {
+        m["content"]["body"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Edits are not sent")
+    })
+    .await;
     assert_eq!(rig.relay.count(), 2);
 }
 
@@ -194,16 +183,15 @@ async fn answers_wait_for_a_relay_that_is_down_and_go_out_in_order() {
             .contains("relaying denied"),
         "{failed:?}"
     );
-    let notices = rig.messages(&room).await;
-    assert!(
-        notices.iter().any(|m| m["sender"] == "@emailbot:localhost"
-            && m["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == refused.as_str()
+    // The notice follows the stored state.
+    rig.wait_bot_message(&room, |m| {
+        m["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == refused.as_str()
             && m["content"]["body"]
                 .as_str()
                 .unwrap()
-                .contains("relaying denied")),
-        "no failure notice"
-    );
+                .contains("relaying denied")
+    })
+    .await;
 }
 
 #[tokio::test]
