@@ -52,6 +52,7 @@ mod read;
 pub(crate) mod restore;
 mod swap;
 mod write;
+mod write_behind;
 
 use std::{
     io::{self, Write},
@@ -71,6 +72,7 @@ use tokio::sync::mpsc;
 pub(crate) use format::{BRIDGES_PREFIX, DATA, StoreEntry};
 pub(crate) use read::{ArchiveError, Verify, read_archive};
 use write::{Sources, write_archive};
+pub(crate) use write_behind::ArchiveFile;
 
 use crate::{error::Error, storage::Store};
 

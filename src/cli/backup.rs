@@ -8,7 +8,6 @@
 //! it is a terminal.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -22,7 +21,7 @@ use super::{
     output::{self, JsonFlag},
 };
 use crate::backup::{
-    ArchiveError, Verify, read_archive,
+    ArchiveError, ArchiveFile, Verify, read_archive,
     restore::{Progress, RestoreError, Targets},
 };
 
@@ -69,7 +68,7 @@ pub(super) async fn backup(client: &AdminClient, args: BackupArgs) -> Result<(),
         .map_err(|e| local("cannot create a file beside", &e))?;
     let mut response = client.stream(&["backup"]).await?;
     let bar = bar_for("receiving", None);
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, temp.as_file());
+    let mut out = ArchiveFile::new(temp.as_file()).map_err(|e| local("cannot write beside", &e))?;
     let mut received = 0u64;
     loop {
         let chunk = response.chunk().await.map_err(|e| {
@@ -79,12 +78,15 @@ pub(super) async fn backup(client: &AdminClient, args: BackupArgs) -> Result<(),
             )
         })?;
         let Some(chunk) = chunk else { break };
-        out.write_all(&chunk)
-            .map_err(|e| local("cannot write beside", &e))?;
         received += chunk.len() as u64;
+        out.write(chunk)
+            .await
+            .map_err(|e| local("cannot write beside", &e))?;
         bar.set_position(received);
     }
-    out.flush().map_err(|e| local("cannot write beside", &e))?;
+    out.flush()
+        .await
+        .map_err(|e| local("cannot write beside", &e))?;
     drop(out);
     bar.finish_and_clear();
     let bar = bar_for("verifying", Some(received));

@@ -29,10 +29,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::io::AsyncWriteExt;
-
 use crate::backup::{
-    Verify, read_archive,
+    ArchiveFile, Verify, read_archive,
     restore::{Progress, Targets, restore},
 };
 use crate::bench::BenchArgs;
@@ -207,7 +205,8 @@ async fn measure(dir: &Path, args: &BenchArgs) -> Result<Report, BoxError> {
     Ok(r)
 }
 
-/// Streams the backup into `to`; returns its size and how long it took.
+/// Streams the backup into `to` as `charla admin backup` does (its writes paced, then
+/// synced); returns its size and how long it took.
 async fn download(base: &str, token: &str, to: &Path) -> Result<(u64, Duration), BoxError> {
     let started = Instant::now();
     let mut response = reqwest::Client::new()
@@ -216,14 +215,15 @@ async fn download(base: &str, token: &str, to: &Path) -> Result<(u64, Duration),
         .send()
         .await?
         .error_for_status()?;
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(to).await?);
+    let file = std::fs::File::create(to)?;
+    let mut out = ArchiveFile::new(&file)?;
     let mut bytes = 0;
     while let Some(chunk) = response.chunk().await? {
-        file.write_all(&chunk).await?;
         bytes += chunk.len() as u64;
+        out.write(chunk).await?;
     }
-    file.flush().await?;
-    file.get_ref().sync_all().await?;
+    out.flush().await?;
+    tokio::task::spawn_blocking(move || file.sync_all()).await??;
     Ok((bytes, started.elapsed()))
 }
 
