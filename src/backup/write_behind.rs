@@ -17,7 +17,7 @@
 
 use std::{
     fs::File,
-    io::{self, BufWriter, Write},
+    io::{self, Write},
 };
 
 use bytes::Bytes;
@@ -25,10 +25,17 @@ use bytes::Bytes;
 /// Bytes between two starts of writeback.
 const WINDOW: u64 = 8 << 20;
 
-/// A file being written from its start, chunk by chunk, on tokio's blocking threads (waiting for
-/// a window's writeback blocks).
+/// Bytes gathered before they go to the file in one blocking write.
+const BATCH: usize = 1 << 20;
+
+/// A file being written from its start, chunk by chunk: the chunks are gathered into writes of
+/// [`BATCH`] bytes, each made on tokio's blocking threads (waiting for a window's writeback
+/// blocks), so a caller on the runtime never blocks and a stream of small chunks costs few
+/// thread hops.
 pub(crate) struct ArchiveFile {
-    out: Option<BufWriter<Paced>>,
+    /// `None` once a write failed: a failed write may have written part of its batch.
+    file: Option<Paced>,
+    pending: Vec<u8>,
 }
 
 impl ArchiveFile {
@@ -41,37 +48,42 @@ impl ArchiveFile {
             waited: 0,
         };
         Ok(ArchiveFile {
-            out: Some(BufWriter::with_capacity(1 << 20, paced)),
+            file: Some(paced),
+            pending: Vec::with_capacity(BATCH),
         })
     }
 
     /// Appends `chunk`.
     pub(crate) async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.blocking(move |out| out.write_all(&chunk)).await
+        self.pending.extend_from_slice(&chunk);
+        if self.pending.len() >= BATCH {
+            self.write_pending().await?;
+        }
+        Ok(())
     }
 
-    /// Writes what is buffered. The file is not synced: the caller does that.
+    /// Writes what is gathered. The file is not synced: the caller does that.
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        self.blocking(|out| out.flush()).await
+        self.write_pending().await
     }
 
-    async fn blocking(
-        &mut self,
-        work: impl FnOnce(&mut BufWriter<Paced>) -> io::Result<()> + Send + 'static,
-    ) -> io::Result<()> {
-        let mut out = self
-            .out
+    async fn write_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut file = self
+            .file
             .take()
             .ok_or_else(|| io::Error::other("an earlier write to the archive failed"))?;
-        let (out, result) = tokio::task::spawn_blocking(move || {
-            let result = work(&mut out);
-            (out, result)
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.write_all(&batch);
+            (file, result)
         })
         .await
         .map_err(io::Error::other)?;
-        // Kept only while every write succeeded: a failed one may have written part of a chunk.
         if result.is_ok() {
-            self.out = Some(out);
+            self.file = Some(file);
         }
         result
     }
@@ -162,7 +174,7 @@ mod tests {
             n += 1;
         }
         out.flush().await.unwrap();
-        let paced = out.out.as_ref().unwrap().get_ref();
+        let paced = out.file.as_ref().unwrap();
         assert_eq!(paced.written, expected.len() as u64);
         if cfg!(target_os = "linux") {
             // Writeback was started for all but the last window, and waited for before that.
